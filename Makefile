@@ -1,0 +1,25 @@
+# The two commands of ringws.  `make run` installs what is missing, builds an
+# optimised server and starts it; `make test` builds a normal and an
+# ASan+UBSan tree and runs every test in both.
+BUILD ?= build
+PORT ?= 8080
+BIND ?= 127.0.0.1
+ARGS ?=
+
+.PHONY: run test setup build clean
+
+setup:
+	@sh tools/setup.sh
+
+build: setup
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release >/dev/null
+	@ninja -C $(BUILD)
+
+run: build
+	./$(BUILD)/ringws --bind $(BIND) --port $(PORT) $(ARGS)
+
+test: setup
+	@sh tools/run-tests.sh
+
+clean:
+	rm -rf build build-test build-asan

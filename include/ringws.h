@@ -1,0 +1,156 @@
+/* ringws.h - the public API of ringws, an io_uring WebSocket and HTTP/1.1
+ * server for Linux.
+ *
+ * A server runs one worker thread per core; each worker owns its own
+ * io_uring ring and its own SO_REUSEPORT listener, and every connection
+ * belongs to exactly one worker for its whole life.
+ *
+ * Thread rules:
+ *  - Callbacks run on the worker thread that owns the connection.
+ *  - ringws_send*, ringws_close and ringws_conn_* may be called only from
+ *    a callback of that same connection's worker (typically inside the
+ *    callback itself).  A ringws_conn pointer is valid from on_open until
+ *    on_close returns; never keep it after that.
+ *  - ringws_server_stop may be called from any thread or a signal handler.
+ *
+ * Errors are negative errno values. */
+#ifndef RINGWS_H
+#define RINGWS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ringws_server ringws_server;
+typedef struct ringws_conn ringws_conn;
+
+enum ringws_opcode {
+    RINGWS_TEXT = 1,
+    RINGWS_BINARY = 2,
+};
+
+/* A header or any other byte string that is not NUL-terminated. */
+struct ringws_str {
+    const char *ptr;
+    size_t len;
+};
+
+/* A request as parsed; every string points into the receive buffer and is
+ * valid only during the callback. */
+struct ringws_request {
+    struct ringws_str method, path, query; /* query.ptr NULL when absent */
+    int version_minor;                      /* HTTP/1.x */
+    size_t n_headers;
+    const struct ringws_str *header_names;
+    const struct ringws_str *header_values;
+    struct ringws_str body;                 /* Content-Length body, if any */
+};
+
+/* Looks a header up by case-insensitive name; ptr NULL when absent. */
+struct ringws_str ringws_request_header(const struct ringws_request *req,
+                                        const char *name);
+
+/* The answer an on_http callback fills in.  Body bytes are copied. */
+struct ringws_response {
+    int status;               /* e.g. 200 */
+    const char *content_type; /* default "text/plain; charset=utf-8" */
+    const void *body;
+    size_t body_len;
+    const char *location;     /* for 3xx, NULL otherwise */
+};
+
+/* Return values of on_http. */
+#define RINGWS_HTTP_HANDLED 0  /* *res was filled in */
+#define RINGWS_HTTP_DECLINED 1 /* let the server answer (built-in or 404) */
+
+/* Return value of on_upgrade to let the handshake complete; anything else
+ * is an HTTP status to answer with (401, 403, 3xx with *location set...). */
+#define RINGWS_UPGRADE_ACCEPT 0
+
+struct ringws_callbacks {
+    /* Plain HTTP request (not an upgrade).  May fill *res and return
+     * RINGWS_HTTP_HANDLED, or return RINGWS_HTTP_DECLINED. */
+    int (*on_http)(ringws_server *srv, const struct ringws_request *req,
+                   struct ringws_response *res, void *user);
+    /* A valid upgrade request to a WebSocket path; `subprotocol` is what the
+     * server picked (NULL if none). */
+    int (*on_upgrade)(ringws_server *srv, const struct ringws_request *req,
+                      const char *subprotocol, const char **location,
+                      void *user);
+    void (*on_open)(ringws_conn *c, const struct ringws_request *req, void *user);
+    /* A complete message; data is valid only during the call. */
+    void (*on_message)(ringws_conn *c, enum ringws_opcode op,
+                       const void *data, size_t len, void *user);
+    /* The connection is gone.  code is the close code received (or 1005 when
+     * the close carried none, 1006 when the connection dropped without a
+     * close handshake); reason is the peer's close reason, if any. */
+    void (*on_close)(ringws_conn *c, uint16_t code, const char *reason,
+                     size_t reason_len, void *user);
+};
+
+struct ringws_config {
+    const char *bind;          /* address to listen on; default "127.0.0.1" */
+    uint16_t port;             /* 0 picks a free port: see ringws_server_port */
+    unsigned workers;          /* 0 = number of online CPUs */
+    size_t max_message;        /* bytes; default 16 MiB; over it: close 1009 */
+    unsigned handshake_timeout_ms; /* default 10000 */
+    unsigned idle_timeout_ms;  /* ping after this much silence; 0 = never */
+    unsigned close_timeout_ms; /* wait for the peer's close; default 3000 */
+    size_t max_send_queue;     /* bytes queued per connection; default 4 MiB */
+    unsigned max_connections;  /* per worker; default 16384 */
+    const char *const *ws_paths;     /* paths that accept upgrades; NULL: any */
+    size_t n_ws_paths;
+    const char *const *subprotocols; /* supported, in preference order */
+    size_t n_subprotocols;
+    const char *const *origins;      /* allowed Origin values; none: any */
+    size_t n_origins;
+    bool builtin_routes;       /* serve /healthz and the demo page at / */
+    struct ringws_callbacks cb;
+    void *user;                /* passed to every callback */
+};
+
+/* Fills *cfg with the defaults above. */
+void ringws_config_init(struct ringws_config *cfg);
+
+/* Creates a server: binds every worker's listener.  0 or -errno. */
+int ringws_server_create(const struct ringws_config *cfg, ringws_server **out);
+
+/* The port the listeners are bound to (useful after port 0). */
+uint16_t ringws_server_port(const ringws_server *srv);
+
+/* Runs the workers until ringws_server_stop; returns 0 or -errno. */
+int ringws_server_run(ringws_server *srv);
+
+/* Asks the server to stop: stop accepting, send close 1001 to every
+ * WebSocket, wait up to close_timeout_ms, then ringws_server_run returns.
+ * Async-signal-safe. */
+void ringws_server_stop(ringws_server *srv);
+
+void ringws_server_destroy(ringws_server *srv);
+
+/* Queues a message.  0, -EINVAL (bad opcode or text not UTF-8), -EPIPE
+ * (closing), -ENOBUFS (send queue over max_send_queue: the connection is
+ * then closed with 1008). */
+int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
+                size_t len);
+
+/* Starts the closing handshake with a code (1000-1003, 1007-1011,
+ * 3000-4999) and a UTF-8 reason of at most 123 bytes. */
+int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
+                 size_t reason_len);
+
+void ringws_conn_set_user(ringws_conn *c, void *user);
+void *ringws_conn_get_user(const ringws_conn *c);
+/* The chosen subprotocol, or NULL. */
+const char *ringws_conn_subprotocol(const ringws_conn *c);
+/* The worker (0..workers-1) that owns the connection. */
+unsigned ringws_conn_worker(const ringws_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,569 @@
+/* conn.c - a connection's life: allocation from a per-worker pool, input
+ * dispatch by state, the send queue and its gathered sends, deadlines, and
+ * the orderly way down (flush, shut down writing, wait for the peer's EOF,
+ * close) or the abrupt one (cancel, close).
+ *
+ * Why it exists: HTTP and WebSocket handling (conn_http.c, conn_ws.c) only
+ * decide what to say and when to stop; this file makes sure every byte that
+ * was queued leaves, that a connection is freed exactly once and only when
+ * the ring holds no request that points at it, and that an idle connection
+ * holds no buffer. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define CONN_SLAB 256
+#define SEND_IOV_MAX 64
+
+struct conn_slab {
+    struct conn_slab *next;
+    struct ringws_conn conns[CONN_SLAB];
+};
+
+struct send_batch {
+    struct msghdr msg;
+    struct iovec iov[SEND_IOV_MAX];
+};
+
+/* ---- pool -------------------------------------------------------------- */
+
+static struct ringws_conn *conn_alloc(struct worker *w)
+{
+    struct ringws_conn *c;
+
+    if (!w->free_conns) {
+        struct conn_slab *s = calloc(1, sizeof(*s));
+        if (!s)
+            return NULL;
+        s->next = w->slabs;
+        w->slabs = s;
+        for (int i = CONN_SLAB - 1; i >= 0; i--) {
+            s->conns[i].next = w->free_conns;
+            w->free_conns = &s->conns[i];
+        }
+    }
+    c = w->free_conns;
+    w->free_conns = c->next;
+    memset(c, 0, sizeof(*c));
+    c->w = w;
+    /* Link into the worker's list of live connections. */
+    c->next = w->conns.next;
+    c->prev = &w->conns;
+    w->conns.next->prev = c;
+    w->conns.next = c;
+    w->n_conns++;
+    return c;
+}
+
+static void conn_out_free(struct ringws_conn *c)
+{
+    struct out_chunk *o = c->out_head;
+
+    while (o) {
+        struct out_chunk *next = o->next;
+        free(o);
+        o = next;
+    }
+    c->out_head = c->out_tail = NULL;
+    c->out_bytes = 0;
+}
+
+static void conn_free(struct ringws_conn *c)
+{
+    struct worker *w = c->w;
+
+    timer_cancel(&c->timer);
+    conn_out_free(c);
+    conn_pend_release(c);
+    free(c->ctl);
+    free(c->send_msg);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->next = w->free_conns;
+    w->free_conns = c;
+    w->n_conns--;
+}
+
+void conn_free_all(struct worker *w)
+{
+    struct conn_slab *s = w->slabs;
+
+    while (w->conns.next != &w->conns)
+        conn_free(w->conns.next);
+    while (s) {
+        struct conn_slab *next = s->next;
+        free(s);
+        s = next;
+    }
+    w->slabs = NULL;
+    w->free_conns = NULL;
+}
+
+/* ---- pending input ----------------------------------------------------- */
+
+int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
+{
+    size_t need = (size_t)c->pend_len + n;
+
+    if (need > limit || need > UINT32_MAX)
+        return -EMSGSIZE;
+    if (need > c->pend_cap) {
+        size_t cap = c->pend_cap ? c->pend_cap : 1024;
+        uint8_t *np;
+        while (cap < need)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        np = realloc(c->pend, cap);
+        if (!np)
+            return -ENOMEM;
+        c->pend = np;
+        c->pend_cap = (uint32_t)cap;
+    }
+    memcpy(c->pend + c->pend_len, p, n);
+    c->pend_len = (uint32_t)need;
+    return 0;
+}
+
+void conn_pend_release(struct ringws_conn *c)
+{
+    free(c->pend);
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = c->pend_seen = 0;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void conn_flush_later(struct ringws_conn *c)
+{
+    if (c->flags & CF_FLUSH_LISTED)
+        return;
+    c->flags |= CF_FLUSH_LISTED;
+    c->flush_next = c->w->flush_head;
+    c->w->flush_head = c;
+}
+
+int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
+               const void *b, size_t blen)
+{
+    struct out_chunk *o;
+
+    if (c->flags & (CF_TEARDOWN | CF_WR_SHUT))
+        return -EPIPE;
+    if (alen + blen > UINT32_MAX)
+        return -EMSGSIZE;
+    o = malloc(sizeof(*o) + alen + blen);
+    if (!o)
+        return -ENOMEM;
+    o->next = NULL;
+    o->len = (uint32_t)(alen + blen);
+    o->off = 0;
+    memcpy(o->data, a, alen);
+    if (blen)
+        memcpy(o->data + alen, b, blen);
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    c->out_bytes += o->len;
+    conn_flush_later(c);
+    return 0;
+}
+
+static void conn_send_start(struct ringws_conn *c)
+{
+    struct out_chunk *o = c->out_head;
+    struct send_batch *b;
+    unsigned n = 0;
+
+    if (!o->next) {
+        loop_send(c->w, c, o->data + o->off, o->len - o->off);
+        return;
+    }
+    b = malloc(sizeof(*b));
+    if (!b) {
+        loop_send(c->w, c, o->data + o->off, o->len - o->off);
+        return;
+    }
+    for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
+        b->iov[n].iov_base = o->data + o->off;
+        b->iov[n].iov_len = o->len - o->off;
+    }
+    memset(&b->msg, 0, sizeof(b->msg));
+    b->msg.msg_iov = b->iov;
+    b->msg.msg_iovlen = n;
+    c->send_msg = &b->msg;
+    loop_sendmsg(c->w, c, &b->msg);
+}
+
+static void conn_out_consume(struct ringws_conn *c, size_t n)
+{
+    c->out_bytes -= n;
+    while (n) {
+        struct out_chunk *o = c->out_head;
+        size_t left = o->len - o->off;
+        if (n < left) {
+            o->off += (uint32_t)n;
+            return;
+        }
+        n -= left;
+        c->out_head = o->next;
+        free(o);
+    }
+    if (!c->out_head)
+        c->out_tail = NULL;
+}
+
+/* ---- the way down ------------------------------------------------------ */
+
+void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
+                       size_t reason_len)
+{
+    const struct ringws_callbacks *cb = &c->w->srv->cfg.cb;
+
+    if ((c->flags & (CF_OPENED | CF_REPORTED)) != CF_OPENED)
+        return;
+    c->flags |= CF_REPORTED;
+    if (cb->on_close)
+        cb->on_close(c, code, reason, reason_len, c->w->srv->cfg.user);
+}
+
+/* Frees or closes the connection once the ring no longer references it.
+ * Must be the last thing a completion handler does with c. */
+static void conn_settle(struct ringws_conn *c)
+{
+    uint32_t busy = c->flags & (CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY);
+
+    if (!(c->flags & CF_TEARDOWN))
+        return;
+    if (busy && !(c->flags & CF_CANCELLED)) {
+        loop_cancel_recv(c->w, c);
+        c->flags |= CF_CANCELLED;
+    }
+    /* A listed connection is settled again by conn_flush_all: freeing it
+     * now would leave a stale entry on the flush list. */
+    if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
+        return;
+    if (!(c->flags & CF_FD_CLOSED)) {
+        loop_close(c->w, c);
+        return;
+    }
+    conn_free(c);
+}
+
+/* Tears the connection down now: queued output is dropped. */
+void conn_abort(struct ringws_conn *c)
+{
+    if (c->flags & CF_TEARDOWN)
+        return;
+    conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
+    c->flags |= CF_TEARDOWN;
+    timer_cancel(&c->timer);
+    conn_out_free(c);
+    conn_pend_release(c);
+    conn_flush_later(c); /* settles after the current completion */
+}
+
+/* Stops reading requests or frames: flush what is queued, shut down our
+ * side, and close when the peer closes its side or the close timeout ends.
+ * Waiting for the peer's EOF keeps its unread data from turning our close
+ * into a reset that could destroy the last response in flight. */
+void conn_drain(struct ringws_conn *c)
+{
+    if (c->state == CONN_DRAIN || (c->flags & CF_TEARDOWN))
+        return;
+    c->state = CONN_DRAIN;
+    c->flags |= CF_WANT_SHUTWR;
+    conn_pend_release(c);
+    conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
+    conn_flush_later(c);
+}
+
+static bool conn_drained(const struct ringws_conn *c)
+{
+    return c->state == CONN_DRAIN && !c->out_head &&
+           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY)) &&
+           (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
+}
+
+/* Called for every connection with work after each batch of completions:
+ * starts sends (one per connection per loop turn, gathering every queued
+ * chunk), shutdowns, recv re-arms and teardowns. */
+void conn_flush_all(struct worker *w)
+{
+    struct ringws_conn *c = w->flush_head;
+
+    w->flush_head = NULL;
+    while (c) {
+        struct ringws_conn *next = c->flush_next;
+        c->flags &= ~CF_FLUSH_LISTED;
+        if (c->flags & CF_TEARDOWN) {
+            conn_settle(c);
+        } else {
+            if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF)) == CF_RECV_AGAIN)
+                loop_arm_recv(w, c);
+            c->flags &= ~CF_RECV_AGAIN;
+            if (!(c->flags & CF_SEND_BUSY) && c->out_head)
+                conn_send_start(c);
+            else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
+                                  CF_SHUT_BUSY)) == CF_WANT_SHUTWR &&
+                     !c->out_head)
+                loop_shutdown(w, c, SHUT_WR);
+            if (conn_drained(c)) {
+                c->flags |= CF_TEARDOWN;
+                conn_settle(c);
+            }
+        }
+        c = next;
+    }
+}
+
+/* ---- deadlines --------------------------------------------------------- */
+
+void conn_set_deadline(struct ringws_conn *c, unsigned ms)
+{
+    if (!ms) {
+        timer_cancel(&c->timer);
+        return;
+    }
+    timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + timer_ms_to_ticks(ms));
+}
+
+static void conn_idle_expired(struct ringws_conn *c)
+{
+    unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
+    uint64_t idle_ticks = timer_ms_to_ticks(idle_ms);
+    uint64_t quiet = loop_tick(c->w) - c->last_rx_tick;
+
+    if (quiet < idle_ticks) {
+        /* Traffic came since the deadline was set: no ping needed yet. */
+        timer_arm(&c->w->wheel, &c->timer, c->last_rx_tick + idle_ticks);
+        return;
+    }
+    if (c->flags & CF_PING_OUT) {
+        log_msg(LOG_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
+        conn_abort(c);
+        return;
+    }
+    c->flags |= CF_PING_OUT;
+    conn_ws_ping(c);
+    conn_set_deadline(c, idle_ms);
+}
+
+void conn_on_timer(struct timer_node *n)
+{
+    struct ringws_conn *c =
+        (struct ringws_conn *)((char *)n - offsetof(struct ringws_conn, timer));
+
+    switch ((enum conn_state)c->state) {
+    case CONN_HTTP:
+        conn_abort(c); /* handshake or keep-alive timeout */
+        break;
+    case CONN_WS:
+        conn_idle_expired(c);
+        break;
+    case CONN_CLOSING:
+    case CONN_DRAIN:
+        conn_abort(c); /* the peer never finished closing */
+        break;
+    }
+}
+
+/* ---- completions ------------------------------------------------------- */
+
+void conn_accepted(struct worker *w, int fd)
+{
+    const struct ringws_config *cfg = &w->srv->cfg;
+    struct ringws_conn *c = NULL;
+
+    if (w->n_conns < cfg->max_connections)
+        c = conn_alloc(w);
+    if (!c) {
+        /* Refused cheaply: a close, nothing allocated. */
+        loop_close_fd(w, fd);
+        log_msg(LOG_DEBUG, "worker %u: connection refused (limit %u)", w->id,
+                cfg->max_connections);
+        return;
+    }
+    c->fd = fd;
+    c->state = CONN_HTTP;
+    c->last_rx_tick = loop_tick(w);
+    loop_arm_recv(w, c);
+    conn_set_deadline(c, cfg->handshake_timeout_ms);
+}
+
+static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    const struct ringws_server *srv = c->w->srv;
+    size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
+    size_t used;
+
+    if (!c->pend_len) {
+        used = conn_http_input(c, buf, n, 0);
+        buf += used;
+        n -= used;
+    } else {
+        if (conn_pend_store(c, buf, n, limit) < 0) {
+            conn_abort(c);
+            return;
+        }
+        used = conn_http_input(c, c->pend, c->pend_len, c->pend_seen);
+        if (c->state == CONN_WS && used < c->pend_len) {
+            /* Frames followed the upgrade request: decode them from a copy,
+             * since the gathering of messages reuses pend. */
+            size_t rest = c->pend_len - used;
+            uint8_t *tmp = malloc(rest);
+            if (!tmp) {
+                conn_abort(c);
+                return;
+            }
+            memcpy(tmp, c->pend + used, rest);
+            conn_pend_release(c);
+            conn_ws_input(c, tmp, rest);
+            free(tmp);
+            return;
+        }
+        if (c->state != CONN_HTTP) {
+            conn_pend_release(c);
+            return;
+        }
+        memmove(c->pend, c->pend + used, c->pend_len - used);
+        c->pend_len -= (uint32_t)used;
+        return;
+    }
+    if (!n)
+        return;
+    if (c->state == CONN_WS)
+        conn_ws_input(c, buf, n);
+    else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
+        conn_abort(c);
+}
+
+static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    c->last_rx_tick = loop_tick(c->w);
+    c->flags &= ~CF_PING_OUT;
+    switch ((enum conn_state)c->state) {
+    case CONN_HTTP:
+        conn_input_http(c, buf, n);
+        break;
+    case CONN_WS:
+    case CONN_CLOSING:
+        conn_ws_input(c, buf, n);
+        break;
+    case CONN_DRAIN:
+        break; /* discarded: the conversation is over */
+    }
+}
+
+static void conn_on_eof(struct ringws_conn *c)
+{
+    c->flags |= CF_RD_EOF;
+    switch ((enum conn_state)c->state) {
+    case CONN_HTTP:
+        /* A client may half-close after its last request: answer it. */
+        if (c->out_head || (c->flags & CF_SEND_BUSY))
+            conn_drain(c);
+        else
+            conn_abort(c);
+        break;
+    case CONN_WS:
+    case CONN_CLOSING:
+        conn_abort(c); /* TCP ended without a close handshake: 1006 */
+        break;
+    case CONN_DRAIN:
+        conn_flush_later(c);
+        break;
+    }
+}
+
+void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
+{
+    struct worker *w = c->w;
+    bool more = cqe_flags & IORING_CQE_F_MORE;
+
+    if (!more)
+        c->flags &= ~CF_RECV_ARMED;
+    if (res > 0) {
+        uint16_t bid = (uint16_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+        if (!(c->flags & CF_TEARDOWN))
+            conn_input(c, bufring_addr(&w->bufs, bid), (size_t)res);
+        bufring_recycle(&w->bufs, bid);
+    } else if (res == 0) {
+        if (!(c->flags & CF_TEARDOWN))
+            conn_on_eof(c);
+    } else if (res != -ENOBUFS) {
+        /* -ECANCELED after a teardown, or the peer reset the connection. */
+        c->flags |= CF_RD_EOF;
+        conn_abort(c);
+    }
+    if (!more && !(c->flags & (CF_TEARDOWN | CF_RD_EOF))) {
+        /* The kernel ended the multishot (buffers ran out, or it chose to):
+         * re-arm once this batch has returned its buffers. */
+        c->flags |= CF_RECV_AGAIN;
+        conn_flush_later(c);
+    }
+    conn_settle(c);
+}
+
+void conn_on_send(struct ringws_conn *c, int res)
+{
+    c->flags &= ~CF_SEND_BUSY;
+    free(c->send_msg);
+    c->send_msg = NULL;
+    if (res < 0) {
+        if (!(c->flags & CF_TEARDOWN))
+            log_msg(LOG_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
+        conn_abort(c);
+    } else if (!(c->flags & CF_TEARDOWN)) {
+        conn_out_consume(c, (size_t)res);
+        if (c->out_head || (c->flags & CF_WANT_SHUTWR))
+            conn_flush_later(c);
+    }
+    conn_settle(c);
+}
+
+void conn_on_shutdown(struct ringws_conn *c, int res)
+{
+    c->flags &= ~CF_SHUT_BUSY;
+    c->flags |= CF_WR_SHUT;
+    if (res < 0)
+        conn_abort(c);
+    else if (!(c->flags & CF_TEARDOWN))
+        conn_flush_later(c);
+    conn_settle(c);
+}
+
+void conn_on_close(struct ringws_conn *c, int res)
+{
+    c->flags &= ~CF_CLOSE_BUSY;
+    c->flags |= CF_FD_CLOSED;
+    conn_settle(c);
+}
+
+/* ---- server stop ------------------------------------------------------- */
+
+void conn_stop_all(struct worker *w)
+{
+    struct ringws_conn *c = w->conns.next;
+
+    while (c != &w->conns) {
+        struct ringws_conn *next = c->next;
+        if (c->state == CONN_WS)
+            conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
+        else if (c->state == CONN_HTTP)
+            conn_drain(c);
+        c = next;
+    }
+}
+
+void conn_abort_all(struct worker *w)
+{
+    for (struct ringws_conn *c = w->conns.next; c != &w->conns; c = c->next)
+        conn_abort(c);
+}

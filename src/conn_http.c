@@ -1,0 +1,261 @@
+/* conn_http.c - HTTP/1.1 on a connection: requests parsed in place,
+ * pipelined requests answered in order, built-in routes, the library user's
+ * on_http, and the upgrade to WebSocket.
+ *
+ * Why it exists: one port serves both plain HTTP and WebSocket, and every
+ * request that is not a valid upgrade must get a precise, complete answer
+ * (status, Content-Length, keep-alive or close) rather than a dropped
+ * connection. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_response.h"
+#include "internal.h"
+#include "log.h"
+
+#define HEAD_MAX 1024 /* bytes of a response head the server writes */
+
+struct ringws_str ringws_request_header(const struct ringws_request *req,
+                                        const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (req->header_names[i].len == len &&
+            !strncasecmp(req->header_names[i].ptr, name, len))
+            return req->header_values[i];
+    return (struct ringws_str){NULL, 0};
+}
+
+static bool str_is(const char *p, size_t n, const char *s)
+{
+    return strlen(s) == n && !memcmp(p, s, n);
+}
+
+/* Queues a complete response.  Errors of the request itself (malformed,
+ * too large) and requests that asked for it close the connection after the
+ * answer is out. */
+static void conn_http_respond(struct ringws_conn *c, const struct http_request *req,
+                              int status, const char *ctype, const void *body,
+                              size_t body_len, bool close, const char *extra)
+{
+    char head[HEAD_MAX];
+    struct http_response_head h = {
+        .status = status,
+        .content_type = ctype,
+        .content_length = body_len,
+        .close = close,
+        .extra = extra,
+    };
+    bool head_only = req && str_is(req->method, req->method_len, "HEAD");
+    size_t n = http_response_write_head(head, sizeof(head), &h);
+
+    if (!n || conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
+        conn_abort(c);
+        return;
+    }
+    if (close)
+        conn_drain(c);
+}
+
+static void conn_http_error(struct ringws_conn *c, const struct http_request *req,
+                            int status, const char *reason, bool close,
+                            const char *extra)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status,
+                     http_status_text(status), reason ? reason : "");
+
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    conn_http_respond(c, req, status, "text/plain; charset=utf-8", body,
+                      (size_t)n, close, extra);
+}
+
+static void conn_http_view(const struct worker *w, const struct http_request *req,
+                           const uint8_t *body, size_t body_len,
+                           struct ringws_request *out)
+{
+    for (unsigned i = 0; i < req->n_headers; i++) {
+        w->req_names[i] = (struct ringws_str){req->headers[i].name, req->headers[i].name_len};
+        w->req_values[i] = (struct ringws_str){req->headers[i].value, req->headers[i].value_len};
+    }
+    *out = (struct ringws_request){
+        .method = {req->method, req->method_len},
+        .path = {req->path, req->path_len},
+        .query = {req->query, req->query_len},
+        .version_minor = req->version_minor,
+        .n_headers = req->n_headers,
+        .header_names = w->req_names,
+        .header_values = w->req_values,
+        .body = {(const char *)body, body_len},
+    };
+}
+
+static bool conn_http_is_ws_path(const struct ringws_config *cfg,
+                                 const struct http_request *req)
+{
+    for (size_t i = 0; i < cfg->n_ws_paths; i++)
+        if (str_is(req->path, req->path_len, cfg->ws_paths[i]))
+            return true;
+    return false;
+}
+
+static bool conn_http_is_get(const struct http_request *req)
+{
+    return str_is(req->method, req->method_len, "GET") ||
+           str_is(req->method, req->method_len, "HEAD");
+}
+
+static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
+                              const struct ringws_request *view)
+{
+    struct ringws_server *srv = c->w->srv;
+    const struct ringws_config *cfg = &srv->cfg;
+    struct ws_handshake_result hs;
+    char head[HEAD_MAX];
+    const char *location = NULL;
+    size_t n;
+    int status;
+
+    if (cfg->n_ws_paths && !conn_http_is_ws_path(cfg, req)) {
+        conn_http_error(c, req, 404, "no WebSocket endpoint at this path", !req->keep_alive, NULL);
+        return;
+    }
+    status = ws_handshake_validate(req, &srv->policy, &hs);
+    if (status != 101) {
+        conn_http_error(c, req, status, hs.reason, !req->keep_alive,
+                        status == 405 ? "Allow: GET\r\n"
+                        : hs.version_hint ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+        return;
+    }
+    if (cfg->cb.on_upgrade) {
+        status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
+        if (status != RINGWS_UPGRADE_ACCEPT) {
+            char extra[HEAD_MAX / 2] = "";
+            if (status < 300 || status > 599)
+                status = 500;
+            if (status / 100 == 3 && location)
+                snprintf(extra, sizeof(extra), "Location: %s\r\n", location);
+            conn_http_error(c, req, status, "upgrade refused", !req->keep_alive,
+                            extra[0] ? extra : NULL);
+            return;
+        }
+    }
+    n = ws_handshake_write_101(head, sizeof(head), &hs);
+    if (!n || conn_queue(c, head, n, NULL, 0) < 0) {
+        conn_abort(c);
+        return;
+    }
+    c->state = CONN_WS;
+    c->subprotocol = hs.subprotocol;
+    c->flags |= CF_OPENED;
+    ws_decoder_init(&c->dec, cfg->max_message);
+    conn_set_deadline(c, cfg->idle_timeout_ms);
+    if (cfg->cb.on_open)
+        cfg->cb.on_open(c, view, cfg->user);
+}
+
+static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    bool close = !req->keep_alive;
+    bool root = str_is(req->path, req->path_len, "/");
+    bool health = str_is(req->path, req->path_len, "/healthz");
+
+    if (conn_http_is_ws_path(cfg, req)) {
+        if (conn_http_is_get(req))
+            conn_http_error(c, req, 426, "this endpoint speaks WebSocket only", close,
+                            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+        else
+            conn_http_error(c, req, 405, "use GET with Upgrade: websocket", close,
+                            "Allow: GET\r\n");
+    } else if (cfg->builtin_routes && (root || health)) {
+        if (!conn_http_is_get(req))
+            conn_http_error(c, req, 405, "only GET and HEAD are allowed here", close,
+                            "Allow: GET, HEAD\r\n");
+        else if (root)
+            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_demo_page,
+                              http_demo_page_len, close, NULL);
+        else
+            conn_http_respond(c, req, 200, "text/plain; charset=utf-8", "ok\n", 3,
+                              close, NULL);
+    } else {
+        conn_http_error(c, req, 404, "no such path", close, NULL);
+    }
+}
+
+static void conn_http_user(struct ringws_conn *c, const struct http_request *req,
+                           const struct ringws_request *view)
+{
+    struct ringws_server *srv = c->w->srv;
+    struct ringws_response res = {.status = 200};
+    char extra[HEAD_MAX / 2] = "";
+
+    if (srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user) != RINGWS_HTTP_HANDLED) {
+        conn_http_builtin(c, req);
+        return;
+    }
+    if (res.status < 200 || res.status > 599)
+        res.status = 500;
+    if (res.location)
+        snprintf(extra, sizeof(extra), "Location: %s\r\n", res.location);
+    conn_http_respond(c, req, res.status,
+                      res.content_type ? res.content_type : "text/plain; charset=utf-8",
+                      res.body, res.body_len, !req->keep_alive, extra[0] ? extra : NULL);
+}
+
+static void conn_http_request(struct ringws_conn *c, const struct http_request *req,
+                              const uint8_t *body, size_t body_len)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    struct ringws_request view;
+
+    conn_http_view(c->w, req, body, body_len, &view);
+    /* The next request of a keep-alive connection gets a fresh allowance. */
+    conn_set_deadline(c, cfg->handshake_timeout_ms);
+    if (ws_handshake_requested(req))
+        conn_http_upgrade(c, req, &view);
+    else if (cfg->cb.on_http)
+        conn_http_user(c, req, &view);
+    else
+        conn_http_builtin(c, req);
+}
+
+size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t seen)
+{
+    const struct ringws_server *srv = c->w->srv;
+    size_t off = 0;
+
+    while (off < len && c->state == CONN_HTTP && !(c->flags & CF_TEARDOWN)) {
+        struct http_request req;
+        size_t total;
+        int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
+                                   &srv->limits, &req, c->w->hdrs);
+        if (r == HTTP_PARSE_INCOMPLETE) {
+            c->pend_seen = (uint32_t)(len - off);
+            return off;
+        }
+        if (r == HTTP_PARSE_ERROR) {
+            conn_http_error(c, NULL, http_error_status(req.error), req.error_reason, true, NULL);
+            return len;
+        }
+        if (req.chunked) {
+            conn_http_error(c, &req, 501, "chunked request bodies are not supported", true, NULL);
+            return len;
+        }
+        if (req.has_body_length && req.content_length > RINGWS_MAX_HTTP_BODY) {
+            conn_http_error(c, &req, 413, "request body too large", true, NULL);
+            return len;
+        }
+        total = (size_t)r + (req.has_body_length ? (size_t)req.content_length : 0);
+        if (len - off < total) {
+            c->pend_seen = 0; /* the head is complete; the body is not */
+            return off;
+        }
+        conn_http_request(c, &req, buf + off + r, total - (size_t)r);
+        off += total;
+    }
+    return c->state == CONN_WS ? off : len;
+}

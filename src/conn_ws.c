@@ -1,0 +1,230 @@
+/* conn_ws.c - WebSocket on a connection: frames decoded in place, messages
+ * handed over where they lie or gathered when they span receives, control
+ * frames answered, the closing handshake, and the send/close API.
+ *
+ * Why it exists: the decoder (frame.c) knows the protocol's rules; this file
+ * knows what the server does about each event: deliver, pong, echo a close,
+ * or fail the connection with the code the RFC names. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+#include "utf8.h"
+
+static int conn_ws_frame(struct ringws_conn *c, unsigned first, const void *p,
+                         size_t n)
+{
+    uint8_t hdr[10];
+    size_t h = ws_frame_header(hdr, first, n);
+
+    return conn_queue(c, hdr, h, p, n);
+}
+
+void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
+                   size_t reason_len, bool fail)
+{
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t n;
+
+    if (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN))
+        return;
+    n = ws_close_payload(payload, code, reason, reason_len);
+    c->flags |= CF_CLOSE_SENT;
+    if (conn_ws_frame(c, WS_FIN | WS_OP_CLOSE, payload, n) < 0) {
+        conn_abort(c);
+        return;
+    }
+    if (fail) {
+        /* Failing the connection: nothing more it sends is read. */
+        c->close_code = code;
+        conn_report_close(c, code, reason, reason_len);
+        conn_drain(c);
+    } else {
+        c->state = CONN_CLOSING;
+        conn_pend_release(c);
+        conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
+    }
+}
+
+void conn_ws_ping(struct ringws_conn *c)
+{
+    if (conn_ws_frame(c, WS_FIN | WS_OP_PING, NULL, 0) < 0)
+        conn_abort(c);
+}
+
+static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
+                            size_t n)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+
+    if (cfg->cb.on_message)
+        cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
+}
+
+static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
+{
+    if (c->state != CONN_WS)
+        return; /* after our close frame, data is read and dropped */
+    if (ev->msg_start && ev->msg_end && ev->frame_start) {
+        /* The whole message lies in this receive buffer: no copy. */
+        conn_ws_deliver(c, ev->opcode, ev->data, ev->len);
+        return;
+    }
+    /* A message spanning frames or receives is gathered; the decoder has
+     * already bounded it by max_message. */
+    if (conn_pend_store(c, ev->data, ev->len, SIZE_MAX) < 0) {
+        conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
+        return;
+    }
+    if (ev->msg_end) {
+        conn_ws_deliver(c, ev->opcode, c->pend, c->pend_len);
+        conn_pend_release(c);
+    }
+}
+
+static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size_t n)
+{
+    uint16_t code;
+    uint16_t err = ws_close_parse(p, n, &code);
+    const char *reason = n > 2 ? (const char *)p + 2 : NULL;
+    size_t reason_len = n > 2 ? n - 2 : 0;
+
+    if (err) {
+        conn_ws_close(c, err, err == WS_CLOSE_INVALID_DATA ? "close reason is not UTF-8"
+                                                           : "invalid close frame",
+                      err == WS_CLOSE_INVALID_DATA ? 25 : 19, true);
+        return;
+    }
+    conn_report_close(c, code, reason, reason_len);
+    if (c->state == CONN_WS) {
+        /* Echo the code (an empty close is answered with an empty one). */
+        uint8_t payload[2];
+        size_t plen = ws_close_payload(payload, code == WS_CLOSE_NO_STATUS ? 0 : code,
+                                       NULL, 0);
+        c->flags |= CF_CLOSE_SENT;
+        if (conn_ws_frame(c, WS_FIN | WS_OP_CLOSE, payload, plen) < 0) {
+            conn_abort(c);
+            return;
+        }
+    }
+    conn_drain(c);
+}
+
+static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
+{
+    const uint8_t *p = ev->data;
+    size_t n = ev->len;
+
+    if (!(ev->frame_start && ev->frame_end)) {
+        /* A control frame split across receives: at most 125 bytes. */
+        if (ev->frame_start) {
+            if (!c->ctl && !(c->ctl = malloc(WS_MAX_CONTROL_PAYLOAD))) {
+                conn_abort(c);
+                return;
+            }
+            c->ctl_len = 0;
+        }
+        memcpy(c->ctl + c->ctl_len, ev->data, ev->len);
+        c->ctl_len = (uint8_t)(c->ctl_len + ev->len);
+        if (!ev->frame_end)
+            return;
+        p = c->ctl;
+        n = c->ctl_len;
+    }
+    switch (ev->opcode) {
+    case WS_OP_PING:
+        if (c->state == CONN_WS && conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0)
+            conn_abort(c);
+        break;
+    case WS_OP_PONG:
+        break; /* any input already counts as a sign of life */
+    case WS_OP_CLOSE:
+        conn_ws_on_close_frame(c, p, n);
+        break;
+    }
+    if (p == c->ctl) {
+        free(c->ctl);
+        c->ctl = NULL;
+    }
+}
+
+void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+
+    while (off < len && (c->state == CONN_WS || c->state == CONN_CLOSING) &&
+           !(c->flags & CF_TEARDOWN)) {
+        struct ws_event ev;
+        off += ws_decode(&c->dec, buf + off, len - off, &ev);
+        switch ((enum ws_event_type)ev.type) {
+        case WS_EV_NEED_MORE:
+            return;
+        case WS_EV_DATA:
+            conn_ws_data(c, &ev);
+            break;
+        case WS_EV_CONTROL:
+            conn_ws_control(c, &ev);
+            break;
+        case WS_EV_ERROR:
+            log_msg(LOG_DEBUG, "worker %u: failing connection: %u %s", c->w->id,
+                    ev.close_code, ev.reason);
+            if (c->state == CONN_CLOSING)
+                conn_abort(c); /* our close is already out */
+            else
+                conn_ws_close(c, ev.close_code, ev.reason, strlen(ev.reason), true);
+            return;
+        }
+    }
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+
+    if (op != RINGWS_TEXT && op != RINGWS_BINARY)
+        return -EINVAL;
+    if (c->state != CONN_WS || (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN)))
+        return -EPIPE;
+    if (op == RINGWS_TEXT && !utf8_valid(data, len))
+        return -EINVAL;
+    if (c->out_bytes + len > cfg->max_send_queue) {
+        conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+        return -ENOBUFS;
+    }
+    return conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
+}
+
+int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reason_len)
+{
+    if (!ws_close_code_valid(code) || reason_len > WS_MAX_CONTROL_PAYLOAD - 2 ||
+        (reason_len && !utf8_valid((const uint8_t *)reason, reason_len)))
+        return -EINVAL;
+    if (c->state != CONN_WS || (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN)))
+        return -EPIPE;
+    conn_ws_close(c, code, reason, reason_len, false);
+    return 0;
+}
+
+void ringws_conn_set_user(ringws_conn *c, void *user)
+{
+    c->user = user;
+}
+
+void *ringws_conn_get_user(const ringws_conn *c)
+{
+    return c->user;
+}
+
+const char *ringws_conn_subprotocol(const ringws_conn *c)
+{
+    return c->subprotocol;
+}
+
+unsigned ringws_conn_worker(const ringws_conn *c)
+{
+    return c->w->id;
+}

@@ -1,0 +1,58 @@
+/* handshake.h - RFC 6455 section 4.2 opening-handshake validation.
+ *
+ * Why it exists: the handshake decides whether a request becomes a WebSocket,
+ * and every way it can be wrong has its own precise HTTP answer.  Pure: takes a
+ * parsed request and the server's policy, returns a status, the accept key and
+ * the chosen subprotocol.  SHA-1 and base64 come from OpenSSL. */
+#ifndef RINGWS_HANDSHAKE_H
+#define RINGWS_HANDSHAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http_parse.h"
+
+#define WS_ACCEPT_LEN 28 /* base64 of a 20-byte SHA-1 */
+
+struct ws_handshake_policy {
+    const char *const *subprotocols; /* server's list, in preference order */
+    size_t n_subprotocols;
+    const char *const *origins;      /* allowed Origin values; none = any */
+    size_t n_origins;
+};
+
+struct ws_handshake_result {
+    int status;                 /* 101 on success, else the HTTP status */
+    const char *reason;         /* static short text for an error body */
+    bool version_hint;          /* add "Sec-WebSocket-Version: 13" (426) */
+    char accept[WS_ACCEPT_LEN + 1];
+    const char *subprotocol;    /* from the policy list, NULL when none */
+};
+
+/* True when the request asks for a WebSocket upgrade at all (an Upgrade
+ * header whose token list contains "websocket"), so the server routes it to
+ * validation rather than to plain HTTP handling. */
+bool ws_handshake_requested(const struct http_request *req);
+
+/* Validates a request that asked to upgrade: GET (else 405), HTTP/1.1 or
+ * later (else 400), Host present and single (400), Upgrade contains
+ * websocket (400), Connection contains Upgrade (400), exactly one
+ * Sec-WebSocket-Key that is base64 of 16 bytes (400), Sec-WebSocket-Version
+ * present (400) and exactly 13 (else 426 with version_hint), Origin in the
+ * allow-list when one is set (403).  A body on the request is 400.  Fills
+ * `out` and returns out->status. */
+int ws_handshake_validate(const struct http_request *req,
+                          const struct ws_handshake_policy *policy,
+                          struct ws_handshake_result *out);
+
+/* base64(SHA-1(key + GUID)) into out (NUL-terminated).  0 or -EIO. */
+int ws_handshake_accept_key(const char *key, size_t key_len,
+                            char out[WS_ACCEPT_LEN + 1]);
+
+/* Writes the 101 response for a successful result.  Returns bytes written,
+ * or 0 when `cap` is too small. */
+size_t ws_handshake_write_101(char *out, size_t cap,
+                              const struct ws_handshake_result *res);
+
+#endif

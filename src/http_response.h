@@ -1,0 +1,31 @@
+/* http_response.h - writing HTTP/1.1 responses.
+ * Why it exists: every answer the server gives before (or instead of) a
+ * WebSocket - built-in routes, errors with their precise status, a library
+ * user's on_http answer - is framed the same way: status line, Content-Length
+ * always, Connection when the server will close. */
+#ifndef RINGWS_HTTP_RESPONSE_H
+#define RINGWS_HTTP_RESPONSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct http_response_head {
+    int status;
+    const char *content_type;  /* NULL: no Content-Type */
+    size_t content_length;
+    bool close;                /* adds "Connection: close" */
+    const char *extra;         /* extra header lines, each ending in CRLF */
+};
+
+/* Reason phrase for a status ("Not Found"); "Unknown" for others. */
+const char *http_status_text(int status);
+
+/* Writes the head into out; returns its length, or 0 when cap is too small. */
+size_t http_response_write_head(char *out, size_t cap,
+                                const struct http_response_head *h);
+
+/* The demo page served at "/": a browser client for the echo WebSocket. */
+extern const char http_demo_page[];
+extern const size_t http_demo_page_len;
+
+#endif

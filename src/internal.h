@@ -1,0 +1,187 @@
+/* internal.h - the structures shared by the server's modules.
+ *
+ * Why it exists: the worker (loop.c), the connection state machine (conn*.c)
+ * and the public API (server.c) all see the same worker and connection
+ * structs; nothing here is part of the public API. */
+#ifndef RINGWS_INTERNAL_H
+#define RINGWS_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "bufring.h"
+#include "frame.h"
+#include "http_parse.h"
+#include "handshake.h"
+#include "ringws.h"
+#include "timer.h"
+
+/* Largest request body accepted with Content-Length (413 beyond). */
+#define RINGWS_MAX_HTTP_BODY (1u << 20)
+
+/* ---- connections ------------------------------------------------------ */
+
+/* One piece of queued output.  Fan-out will add a shared, reference-counted
+ * variant beside the inline bytes. */
+struct out_chunk {
+    struct out_chunk *next;
+    uint32_t len; /* bytes in data */
+    uint32_t off; /* bytes already sent */
+    uint8_t data[];
+};
+
+enum conn_state {
+    CONN_HTTP,    /* reading requests */
+    CONN_WS,      /* WebSocket open */
+    CONN_CLOSING, /* our close frame is out; reading until the peer's close */
+    CONN_DRAIN,   /* nothing more to read: flush, shut down, wait for EOF */
+};
+
+enum conn_flag {
+    CF_RECV_ARMED = 1u << 0,  /* a multishot recv is in flight */
+    CF_SEND_BUSY = 1u << 1,   /* a send is in flight */
+    CF_SHUT_BUSY = 1u << 2,   /* a shutdown is in flight */
+    CF_CLOSE_BUSY = 1u << 3,  /* the descriptor's close is in flight */
+    CF_CANCELLED = 1u << 4,   /* pending requests were cancelled */
+    CF_TEARDOWN = 1u << 5,    /* going away: close once nothing is in flight */
+    CF_FD_CLOSED = 1u << 6,   /* the descriptor is closed */
+    CF_WANT_SHUTWR = 1u << 7, /* shut down writing once output is flushed */
+    CF_WR_SHUT = 1u << 8,     /* writing is shut down */
+    CF_FLUSH_LISTED = 1u << 9,/* on the worker's flush list */
+    CF_OPENED = 1u << 10,     /* on_open ran: on_close is owed */
+    CF_REPORTED = 1u << 11,   /* on_close ran */
+    CF_CLOSE_SENT = 1u << 12, /* our close frame is queued */
+    CF_PING_OUT = 1u << 13,   /* an idle ping awaits an answer */
+    CF_RECV_AGAIN = 1u << 14, /* re-arm the recv after this batch */
+    CF_RD_EOF = 1u << 15,     /* the peer will send nothing more */
+};
+
+struct ringws_conn {
+    struct worker *w;
+    struct ringws_conn *prev, *next; /* all live connections of the worker */
+    struct ringws_conn *flush_next;
+    struct timer_node timer;
+    int fd;              /* direct index or descriptor */
+    uint32_t flags;
+    uint8_t state;
+    uint32_t pend_len;   /* bytes held in pend */
+    uint32_t pend_cap;
+    uint32_t pend_seen;  /* bytes of pend the HTTP parser found incomplete */
+    uint8_t *pend;       /* a partial request, or a message being gathered */
+    uint8_t *ctl;        /* a control frame split across receives */
+    uint8_t ctl_len;
+    uint16_t close_code; /* what on_close reports when the end is abrupt */
+    uint64_t last_rx_tick;
+    struct out_chunk *out_head, *out_tail;
+    size_t out_bytes;
+    struct msghdr *send_msg; /* in flight for a gathered send */
+    struct ws_decoder dec;
+    const char *subprotocol;
+    void *user;
+};
+
+/* ---- workers ---------------------------------------------------------- */
+
+struct conn_slab;
+
+struct worker {
+    struct ringws_server *srv;
+    unsigned id;
+    pthread_t thread;
+    struct io_uring ring;
+    struct bufring bufs;
+    int listen_fd;
+    int wake_fd;
+    uint64_t wake_val;
+    bool direct;        /* connections are direct descriptors */
+    bool accept_armed;
+    bool stopping;
+    uint64_t stop_deadline_ms;
+    unsigned n_conns;
+    struct ringws_conn conns;  /* list head */
+    struct ringws_conn *flush_head;
+    struct ringws_conn *free_conns;
+    struct conn_slab *slabs;
+    struct http_header *hdrs;  /* parser scratch, max_headers entries */
+    struct ringws_str *req_names, *req_values; /* the same, for callbacks */
+    struct __kernel_timespec tick_ts;
+    struct timer_wheel wheel;
+};
+
+struct ringws_server {
+    struct ringws_config cfg;
+    struct http_limits limits;
+    struct ws_handshake_policy policy;
+    struct worker *workers;
+    unsigned n_workers;
+    uint16_t port;
+    uint32_t recv_buf_size, recv_buf_count;
+    atomic_bool stop_requested;
+};
+
+/* Receive-buffer geometry; set before ringws_server_create by the binary's
+ * hidden tuning flags and by tests. */
+void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size,
+                                    uint32_t count);
+
+/* ---- loop.c: the ring, used by the connection layer -------------------- */
+
+int loop_run(struct worker *w);
+void loop_arm_recv(struct worker *w, struct ringws_conn *c);
+void loop_send(struct worker *w, struct ringws_conn *c, const void *p, size_t n);
+void loop_sendmsg(struct worker *w, struct ringws_conn *c, struct msghdr *m);
+void loop_shutdown(struct worker *w, struct ringws_conn *c, int how);
+void loop_cancel_recv(struct worker *w, struct ringws_conn *c);
+void loop_close(struct worker *w, struct ringws_conn *c);
+void loop_close_fd(struct worker *w, int fd);
+void loop_wake(struct worker *w);
+uint64_t loop_tick(const struct worker *w);
+
+/* ---- conn.c: what the loop calls --------------------------------------- */
+
+void conn_accepted(struct worker *w, int fd);
+void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags);
+void conn_on_send(struct ringws_conn *c, int res);
+void conn_on_shutdown(struct ringws_conn *c, int res);
+void conn_on_close(struct ringws_conn *c, int res);
+void conn_on_timer(struct timer_node *n);
+void conn_flush_all(struct worker *w);
+void conn_stop_all(struct worker *w);
+void conn_abort_all(struct worker *w);
+void conn_free_all(struct worker *w);
+
+/* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
+
+int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
+               const void *b, size_t blen);
+void conn_drain(struct ringws_conn *c);
+void conn_abort(struct ringws_conn *c);
+void conn_report_close(struct ringws_conn *c, uint16_t code,
+                       const char *reason, size_t reason_len);
+void conn_set_deadline(struct ringws_conn *c, unsigned ms);
+int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
+                    size_t limit);
+void conn_pend_release(struct ringws_conn *c);
+
+/* ---- conn_http.c ------------------------------------------------------- */
+
+/* Handles as many requests as buf holds; returns bytes consumed (the rest is
+ * an incomplete request).  May switch the connection to CONN_WS, after which
+ * the caller hands the remaining bytes to conn_ws_input. */
+size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len,
+                       size_t seen);
+
+/* ---- conn_ws.c --------------------------------------------------------- */
+
+/* Decodes frames from buf (all of it is consumed). */
+void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
+/* Sends a close frame and moves to CONN_CLOSING (or DRAIN when failing). */
+void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
+                   size_t reason_len, bool fail);
+void conn_ws_ping(struct ringws_conn *c);
+
+#endif

@@ -1,0 +1,224 @@
+/* main.c - the ringws binary: an echo WebSocket at /echo, /healthz and a
+ * demo page at /, configured from the command line.
+ *
+ * Why it exists: it is what `make run` starts, what the integration tests
+ * drive, and the smallest complete example of the public API. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "ringws.h"
+
+#define MAX_LIST 32
+
+static ringws_server *main_server;
+
+static void main_on_signal(int sig)
+{
+    (void)sig;
+    if (main_server)
+        ringws_server_stop(main_server);
+}
+
+static void main_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                            size_t len, void *user)
+{
+    (void)user;
+    ringws_send(c, op, data, len); /* failure closes the connection itself */
+}
+
+static void main_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ringws [options]\n"
+            "  --bind ADDR             address to listen on (default 127.0.0.1)\n"
+            "  --port N                port (default 8080; 0 picks a free one)\n"
+            "  --workers N             worker threads (default: online CPUs)\n"
+            "  --max-message BYTES     largest message accepted (default 16777216)\n"
+            "  --origin ORIGIN         allow this Origin (repeatable; default any)\n"
+            "  --subprotocol NAME      supported subprotocol (repeatable, preferred first)\n"
+            "  --idle-timeout T        ping after T of silence, drop after 2T (default 60s; 0 off)\n"
+            "  --handshake-timeout T   time allowed for a request head (default 10s)\n"
+            "  --close-timeout T       wait for the peer's close (default 3s)\n"
+            "  --max-connections N     per worker (default 16384)\n"
+            "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
+            "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
+            "Durations: 500ms, 2s, or plain seconds (1.5).\n");
+}
+
+/* Parses "500ms", "2s" or "1.5" (seconds) into milliseconds. */
+static int main_parse_duration(const char *s, unsigned *ms)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (end == s || v < 0)
+        return -EINVAL;
+    if (!strcmp(end, "ms"))
+        v /= 1000.0;
+    else if (*end && strcmp(end, "s"))
+        return -EINVAL;
+    if (v * 1000.0 > 4e9)
+        return -ERANGE;
+    *ms = (unsigned)(v * 1000.0 + 0.5);
+    return 0;
+}
+
+static int main_parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v > max || s[0] == '-')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+struct main_opts {
+    struct ringws_config cfg;
+    const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
+    unsigned long long recv_buf_size, recv_buf_count;
+};
+
+enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
+       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN,
+       OPT_RECV_BUF, OPT_RECV_BUFS, OPT_HELP };
+
+static int main_apply(struct main_opts *o, int opt, const char *arg)
+{
+    struct ringws_config *cfg = &o->cfg;
+    unsigned long long v;
+
+    switch (opt) {
+    case OPT_BIND: cfg->bind = arg; return 0;
+    case OPT_PORT:
+        if (main_parse_uint(arg, 65535, &v) < 0) return -EINVAL;
+        cfg->port = (uint16_t)v; return 0;
+    case OPT_WORKERS:
+        if (main_parse_uint(arg, 1024, &v) < 0 || !v) return -EINVAL;
+        cfg->workers = (unsigned)v; return 0;
+    case OPT_MAX_MESSAGE:
+        if (main_parse_uint(arg, 1ull << 31, &v) < 0 || !v) return -EINVAL;
+        cfg->max_message = (size_t)v; return 0;
+    case OPT_ORIGIN:
+        if (cfg->n_origins == MAX_LIST) return -E2BIG;
+        o->origins[cfg->n_origins++] = arg; return 0;
+    case OPT_SUBPROTOCOL:
+        if (cfg->n_subprotocols == MAX_LIST) return -E2BIG;
+        o->subprotocols[cfg->n_subprotocols++] = arg; return 0;
+    case OPT_IDLE: return main_parse_duration(arg, &cfg->idle_timeout_ms);
+    case OPT_HANDSHAKE: return main_parse_duration(arg, &cfg->handshake_timeout_ms);
+    case OPT_CLOSE: return main_parse_duration(arg, &cfg->close_timeout_ms);
+    case OPT_MAX_CONN:
+        if (main_parse_uint(arg, 1u << 24, &v) < 0 || !v) return -EINVAL;
+        cfg->max_connections = (unsigned)v; return 0;
+    case OPT_RECV_BUF:
+        if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
+        o->recv_buf_size = v; return 0;
+    case OPT_RECV_BUFS:
+        if (main_parse_uint(arg, 32768, &v) < 0 || !v || (v & (v - 1))) return -EINVAL;
+        o->recv_buf_count = v; return 0;
+    default: return -EINVAL;
+    }
+}
+
+static int main_parse_args(int argc, char **argv, struct main_opts *o)
+{
+    static const struct option longopts[] = {
+        {"bind", required_argument, NULL, OPT_BIND},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+        {"origin", required_argument, NULL, OPT_ORIGIN},
+        {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+        {"close-timeout", required_argument, NULL, OPT_CLOSE},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+        {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
+        {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (opt == 'h' || opt == OPT_HELP) {
+            main_usage(stdout);
+            exit(0);
+        }
+        if (opt == '?' || main_apply(o, opt, optarg) < 0) {
+            if (opt != '?')
+                fprintf(stderr, "ringws: bad value for --%s: %s\n",
+                        longopts[opt - OPT_BIND].name, optarg);
+            main_usage(stderr);
+            return -EINVAL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringws: unexpected argument: %s\n", argv[optind]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const ws_paths[] = {"/echo"};
+    struct main_opts o = {0};
+    struct sigaction sa;
+    int ret;
+
+    ringws_config_init(&o.cfg);
+    o.cfg.port = 8080;
+    o.cfg.ws_paths = ws_paths;
+    o.cfg.n_ws_paths = 1;
+    o.cfg.cb.on_message = main_on_message;
+    o.cfg.origins = o.origins;
+    o.cfg.subprotocols = o.subprotocols;
+    if (main_parse_args(argc, argv, &o) < 0)
+        return 2;
+
+    ret = ringws_server_create(&o.cfg, &main_server);
+    if (ret < 0) {
+        fprintf(stderr, "ringws: cannot listen on %s:%u: %s\n", o.cfg.bind, o.cfg.port,
+                strerror(-ret));
+        return 1;
+    }
+    if (o.recv_buf_size || o.recv_buf_count)
+        ringws_server_set_recv_buffers(main_server,
+                                       o.recv_buf_size ? (uint32_t)o.recv_buf_size : 16384,
+                                       o.recv_buf_count ? (uint32_t)o.recv_buf_count : 1024);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = main_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    printf("ringws listening on %s%s%s:%u\n", strchr(o.cfg.bind, ':') ? "[" : "",
+           o.cfg.bind, strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server));
+    printf("open http://%s%s%s:%u/ in a browser (WebSocket echo at /echo)\n",
+           strchr(o.cfg.bind, ':') ? "[" : "", o.cfg.bind,
+           strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server));
+    fflush(stdout);
+
+    ret = ringws_server_run(main_server);
+    {
+        ringws_server *srv = main_server;
+        main_server = NULL; /* a late signal must not reach a freed server */
+        ringws_server_destroy(srv);
+    }
+    if (ret < 0) {
+        fprintf(stderr, "ringws: %s\n", strerror(-ret));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,231 @@
+/* server.c - the public server API: configuration, listeners, worker
+ * threads, stop.
+ *
+ * Why it exists: it turns a ringws_config into N workers, each with its own
+ * SO_REUSEPORT listener on the same address (the kernel spreads connections
+ * across them), and owns the only cross-thread signal there is: the stop
+ * request, delivered through each worker's eventfd. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define LISTEN_BACKLOG 4096
+#define DEFAULT_RECV_BUF_SIZE 16384u
+#define DEFAULT_RECV_BUF_COUNT 1024u
+
+void ringws_config_init(struct ringws_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->bind = "127.0.0.1";
+    cfg->max_message = 16u << 20;
+    cfg->handshake_timeout_ms = 10000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->close_timeout_ms = 3000;
+    cfg->max_send_queue = 4u << 20;
+    cfg->max_connections = 16384;
+    cfg->builtin_routes = true;
+}
+
+void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size, uint32_t count)
+{
+    srv->recv_buf_size = size;
+    srv->recv_buf_count = count;
+}
+
+static int server_listen(const struct ringws_config *cfg, uint16_t port, int *out_fd)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char service[8];
+    int one = 1, fd, ret;
+
+    snprintf(service, sizeof(service), "%u", port);
+    ret = getaddrinfo(cfg->bind, service, &hints, &ai);
+    if (ret)
+        return ret == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ret = -errno;
+        freeaddrinfo(ai);
+        return ret;
+    }
+    /* TCP_NODELAY is inherited by accepted sockets, which as direct
+     * descriptors cannot be given options one by one. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+        ret = -errno;
+        close(fd);
+        freeaddrinfo(ai);
+        return ret;
+    }
+    freeaddrinfo(ai);
+    *out_fd = fd;
+    return 0;
+}
+
+static uint16_t server_bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
+{
+    w->srv = srv;
+    w->id = id;
+    w->conns.next = w->conns.prev = &w->conns;
+    w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->wake_fd < 0)
+        return -errno;
+    w->hdrs = calloc(srv->limits.max_headers, sizeof(*w->hdrs));
+    w->req_names = calloc(srv->limits.max_headers, sizeof(*w->req_names));
+    w->req_values = calloc(srv->limits.max_headers, sizeof(*w->req_values));
+    if (!w->hdrs || !w->req_names || !w->req_values)
+        return -ENOMEM;
+    return 0;
+}
+
+static int server_check_config(const struct ringws_config *cfg)
+{
+    if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue ||
+        !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms)
+        return -EINVAL;
+    return 0;
+}
+
+int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
+{
+    ringws_server *srv;
+    long cpus;
+    int ret;
+
+    ret = server_check_config(cfg);
+    if (ret < 0)
+        return ret;
+    srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->cfg = *cfg;
+    http_limits_default(&srv->limits);
+    srv->policy = (struct ws_handshake_policy){
+        .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
+        .origins = cfg->origins, .n_origins = cfg->n_origins};
+    srv->recv_buf_size = DEFAULT_RECV_BUF_SIZE;
+    srv->recv_buf_count = DEFAULT_RECV_BUF_COUNT;
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
+    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
+    if (!srv->workers) {
+        free(srv);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < srv->n_workers; i++)
+        srv->workers[i].listen_fd = srv->workers[i].wake_fd = -1;
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        struct worker *w = &srv->workers[i];
+        ret = server_worker_init(srv, w, i);
+        if (ret == 0)
+            ret = server_listen(cfg, srv->port ? srv->port : cfg->port, &w->listen_fd);
+        if (ret < 0) {
+            ringws_server_destroy(srv);
+            return ret;
+        }
+        if (!srv->port)
+            srv->port = server_bound_port(w->listen_fd);
+    }
+    *out = srv;
+    return 0;
+}
+
+uint16_t ringws_server_port(const ringws_server *srv)
+{
+    return srv->port;
+}
+
+static void *server_worker_main(void *arg)
+{
+    struct worker *w = arg;
+    int ret = loop_run(w);
+
+    if (ret < 0)
+        ringws_server_stop(w->srv); /* one failed worker stops them all */
+    return (void *)(intptr_t)ret;
+}
+
+int ringws_server_run(ringws_server *srv)
+{
+    sigset_t block, old;
+    unsigned started = 0;
+    int ret = 0;
+
+    /* Workers never take SIGINT/SIGTERM: the caller's thread handles them
+     * and its handler calls ringws_server_stop. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    for (; started < srv->n_workers; started++) {
+        ret = -pthread_create(&srv->workers[started].thread, NULL, server_worker_main,
+                              &srv->workers[started]);
+        if (ret < 0) {
+            ringws_server_stop(srv);
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    for (unsigned i = 0; i < started; i++) {
+        void *res;
+        pthread_join(srv->workers[i].thread, &res);
+        if ((intptr_t)res < 0 && ret == 0)
+            ret = (int)(intptr_t)res;
+    }
+    return ret;
+}
+
+void ringws_server_stop(ringws_server *srv)
+{
+    atomic_store(&srv->stop_requested, true);
+    for (unsigned i = 0; i < srv->n_workers; i++)
+        if (srv->workers[i].wake_fd >= 0)
+            loop_wake(&srv->workers[i]);
+}
+
+void ringws_server_destroy(ringws_server *srv)
+{
+    if (!srv)
+        return;
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (w->listen_fd >= 0)
+            close(w->listen_fd);
+        if (w->wake_fd >= 0)
+            close(w->wake_fd);
+        free(w->hdrs);
+        free(w->req_names);
+        free(w->req_values);
+    }
+    free(srv->workers);
+    free(srv);
+}
