@@ -6,7 +6,7 @@ PORT ?= 8080
 BIND ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: run test setup build clean
+.PHONY: run test setup build clean fuzz
 
 setup:
 	@sh tools/setup.sh
@@ -21,5 +21,8 @@ run: build
 test: setup
 	@sh tools/run-tests.sh
 
+fuzz: setup
+	@sh tools/fuzz.sh $${FUZZ_SECONDS:-60}
+
 clean:
-	rm -rf build build-test build-asan
+	rm -rf build build-test build-asan build-fuzz

@@ -124,7 +124,8 @@ int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t li
         c->pend = np;
         c->pend_cap = (uint32_t)cap;
     }
-    memcpy(c->pend + c->pend_len, p, n);
+    if (n)
+        memcpy(c->pend + c->pend_len, p, n);
     c->pend_len = (uint32_t)need;
     return 0;
 }

@@ -223,6 +223,19 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
         conn_http_builtin(c, req);
 }
 
+/* A chunked body cannot be skipped without decoding it, so the connection
+ * closes after the answer.  Built-in routes answer as usual (none takes a
+ * body); a library user's handler would need the body, which is refused
+ * with 411 Length Required. */
+static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
+{
+    req->keep_alive = false;
+    if (c->w->srv->cfg.cb.on_http || ws_handshake_requested(req))
+        conn_http_error(c, req, 411, "send the body with Content-Length", true, NULL);
+    else
+        conn_http_builtin(c, req);
+}
+
 size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t seen)
 {
     const struct ringws_server *srv = c->w->srv;
@@ -242,7 +255,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
             return len;
         }
         if (req.chunked) {
-            conn_http_error(c, &req, 501, "chunked request bodies are not supported", true, NULL);
+            conn_http_chunked(c, &req);
             return len;
         }
         if (req.has_body_length && req.content_length > RINGWS_MAX_HTTP_BODY) {

@@ -100,7 +100,7 @@ static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size
     conn_report_close(c, code, reason, reason_len);
     if (c->state == CONN_WS) {
         /* Echo the code (an empty close is answered with an empty one). */
-        uint8_t payload[2];
+        uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
         size_t plen = ws_close_payload(payload, code == WS_CLOSE_NO_STATUS ? 0 : code,
                                        NULL, 0);
         c->flags |= CF_CLOSE_SENT;

@@ -27,5 +27,8 @@ for dir in build-test build-asan; do
     meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
 done
 
+echo "== fuzz (10 s per target)"
+sh tools/fuzz.sh 10 || status=1
+
 /usr/bin/python3 tools/test-summary.py build-test build-asan || status=1
 exit $status

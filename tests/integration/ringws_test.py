@@ -1,0 +1,1171 @@
+"""Shared helpers for the ringws integration tests.
+
+The tests drive the built server binary (RINGWS_BIN) from the outside, the
+way a peer on the network would: a process runner that starts it on a free
+port and checks it ends cleanly, a raw-socket WebSocket client that can send
+anything a real client library refuses to (unmasked or reserved frames,
+lengths that lie, byte-by-byte writes), an HTTP client that parses responses
+strictly, and a small case runner that prints one summary line and exits
+non-zero when anything failed.
+
+Everything here is bounded in time: every socket operation has a timeout, and
+a watchdog ends a script that runs too long, so no test can hang a build.
+
+Python 3.11 standard library only; the websockets package is imported by the
+scripts that need it, not here.
+"""
+
+import asyncio
+import atexit
+import base64
+import hashlib
+import inspect
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+OPNAMES = {0: "cont", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+
+SANITIZER_PATTERNS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "WARNING: AddressSanitizer",
+    "runtime error:",
+    "ThreadSanitizer",
+    "MemorySanitizer",
+)
+
+
+def _binary():
+    path = os.environ.get("RINGWS_BIN")
+    if not path:
+        raise TestFailure("RINGWS_BIN is not set: point it at the built ringws binary")
+    return path
+
+
+def _detect_slowness(path):
+    """Sanitizer builds run several times slower; scale the time limits of
+    operations (never the timing windows the server must meet) by this."""
+    env = os.environ.get("RINGWS_TEST_SLOW")
+    if env:
+        return float(env)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return 1.0
+    if b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data:
+        return 3.0
+    if b"__ubsan_handle" in data:
+        return 1.5
+    return 1.0
+
+
+BIN = os.environ.get("RINGWS_BIN", "")
+SLOW = _detect_slowness(BIN) if BIN else 1.0
+
+
+def T(seconds):
+    """A time limit for an operation, scaled for slow (sanitizer) builds."""
+    return seconds * SLOW
+
+
+def slack(seconds):
+    """Extra allowance added to the upper edge of a timing window on a slow
+    build: timers do not run slower under a sanitizer, but the loop that
+    serves them may."""
+    return seconds * (SLOW - 1.0) * 0.5
+
+
+# ---------------------------------------------------------------------------
+# Failures
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+def short(value, limit=160):
+    if isinstance(value, (bytes, bytearray)) and len(value) > 48:
+        return "<%d bytes, sha1 %s, starts %r>" % (
+            len(value), hashlib.sha1(value).hexdigest()[:12], bytes(value[:24]))
+    if isinstance(value, str) and len(value) > 64:
+        return "<%d chars, starts %r>" % (len(value), value[:32])
+    text = repr(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text
+
+
+def fail(msg):
+    raise TestFailure(msg)
+
+
+def expect(cond, expected, got):
+    if not cond:
+        raise TestFailure("expected %s, got %s" % (expected, got))
+
+
+def eq(got, expected, what):
+    if got != expected:
+        raise TestFailure("%s: expected %s, got %s" % (what, short(expected), short(got)))
+
+
+def same_payload(got, expected, what="payload"):
+    """Byte-exact comparison that says where two large payloads differ."""
+    if type(got) is not type(expected):
+        fail("%s: expected %s, got %s" % (what, type(expected).__name__, type(got).__name__))
+    if got == expected:
+        return
+    if isinstance(got, str):
+        got_b, exp_b = got.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    else:
+        got_b, exp_b = bytes(got), bytes(expected)
+    first = next((i for i in range(min(len(got_b), len(exp_b))) if got_b[i] != exp_b[i]),
+                 min(len(got_b), len(exp_b)))
+    fail("%s: expected %d bytes, got %d bytes, first difference at byte %d (expected %r, got %r)"
+         % (what, len(exp_b), len(got_b), first, exp_b[first:first + 8], got_b[first:first + 8]))
+
+
+# ---------------------------------------------------------------------------
+# The server process
+
+_live_servers = set()
+
+
+def _kill_all():
+    for srv in list(_live_servers):
+        srv.kill()
+
+
+atexit.register(_kill_all)
+
+LISTEN_RE = re.compile(rb"ringws listening on 127\.0\.0\.1:(\d+)")
+
+
+class Server:
+    """One ringws process, always on 127.0.0.1 and a port the kernel picks."""
+
+    def __init__(self, args=(), label="default"):
+        self.args = [str(a) for a in args]
+        self.label = label
+        self.proc = None
+        self.port = None
+        self.stdout_lines = []
+        self._stderr = None
+        self._reader = None
+        self.died_early = None
+
+    def start(self):
+        cmd = [_binary(), "--bind", "127.0.0.1", "--port", "0"] + self.args
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, close_fds=True)
+        except OSError as e:
+            self.proc = None
+            fail("cannot start %s: %s" % (cmd[0], e))
+        _live_servers.add(self)
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        deadline = time.monotonic() + T(10)
+        while True:
+            m = LISTEN_RE.search(buf)
+            if m and b"\n" in buf[m.end():]:
+                self.port = int(m.group(1))
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                fail("server %s printed no 'ringws listening on 127.0.0.1:PORT' line within %.0fs; "
+                     "stdout %r; stderr %s" % (self.label, T(10), buf[-300:], self.stderr_tail()))
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                rc = self.proc.wait(timeout=T(5))
+                self.kill()
+                fail("server %s exited (status %s) before listening; command %s; stdout %r; stderr %s"
+                     % (self.label, rc, " ".join(cmd), buf[-300:], self.stderr_tail()))
+            buf += chunk
+        self.stdout_lines = buf.decode("utf-8", "replace").splitlines()
+        self._reader = threading.Thread(target=self._drain, args=(fd,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _drain(self, fd):
+        # Keep reading so that a chatty server never blocks on a full pipe.
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.stdout_lines.extend(chunk.decode("utf-8", "replace").splitlines())
+            del self.stdout_lines[:-200]
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self):
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def stderr_tail(self, n=1500):
+        text = self.stderr_text()
+        return repr(text[-n:]) if text else "(empty)"
+
+    def sanitizer_reports(self):
+        text = self.stderr_text()
+        return [p for p in SANITIZER_PATTERNS if p in text]
+
+    def sanitizer_count(self):
+        text = self.stderr_text()
+        return sum(text.count(p) for p in SANITIZER_PATTERNS)
+
+    def send_signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout):
+        """Exit status, or None if still running after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        _live_servers.discard(self)
+
+    def stop(self, sig=signal.SIGTERM, timeout=None):
+        """Ends the server and returns what was wrong with its life: it died
+        before being asked to stop, ignored the signal, exited non-zero or
+        left sanitizer reports on stderr. An empty list means clean."""
+        problems = []
+        if self.proc is None:
+            return ["server %s was never started" % self.label]
+        if self.proc.poll() is not None:
+            problems.append("server died before the end of the tests (status %s)" % self.proc.returncode)
+        else:
+            self.send_signal(sig)
+            rc = self.wait(timeout if timeout is not None else T(8))
+            if rc is None:
+                problems.append("server still running %.0fs after %s" % (
+                    timeout if timeout is not None else T(8), signal.Signals(sig).name))
+                self.kill()
+            elif rc != 0:
+                problems.append("server exited with status %s after %s" % (rc, signal.Signals(sig).name))
+        self.kill()
+        reports = self.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer reports on stderr (%s)" % ", ".join(reports))
+        if problems:
+            problems.append("stderr: " + self.stderr_tail(3000))
+        return problems
+
+
+# ---------------------------------------------------------------------------
+# Sockets
+
+
+def connect(port, timeout=None, nodelay=True):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout or T(5))
+    if nodelay:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(timeout or T(5))
+    return s
+
+
+def chop(data, sizes):
+    """Splits data into pieces: `sizes` is an int (every piece that long), a
+    list of piece lengths (the rest goes last) or None (one piece)."""
+    if sizes is None:
+        return [data]
+    if isinstance(sizes, int):
+        return [data[i:i + sizes] for i in range(0, len(data), sizes)] or [data]
+    out, pos = [], 0
+    for n in sizes:
+        if pos >= len(data):
+            break
+        out.append(data[pos:pos + n])
+        pos += n
+    if pos < len(data):
+        out.append(data[pos:])
+    return out
+
+
+def send_pieces(sock, pieces, pause=0.0, on_readable=None, timeout=None):
+    """Writes each piece with its own send() calls (TCP_NODELAY makes each its
+    own segment), sleeping `pause` between pieces. While a write would block,
+    incoming bytes are handed to on_readable so that a peer that echoes while
+    we send can never deadlock us.
+
+    If the peer closes the connection part way (a server that refuses what
+    it has read so far may), the rest is not sent and the error is returned:
+    what the server answered before closing is still there to be read, and
+    the expectations that follow decide whether that was right."""
+    try:
+        _send_pieces(sock, pieces, pause, on_readable, timeout)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        return e
+    return None
+
+
+def _send_pieces(sock, pieces, pause, on_readable, timeout):
+    limit = timeout or T(30)
+    for i, piece in enumerate(pieces):
+        view = memoryview(piece)
+        deadline = time.monotonic() + limit
+        while len(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail("timed out writing to the server (%d bytes left of a %d-byte piece)" % (len(view), len(piece)))
+            rlist = [sock] if on_readable is not None else []
+            r, w, _ = select.select(rlist, [sock], [], min(left, 1.0))
+            if r:
+                on_readable()
+            if w:
+                try:
+                    n = sock.send(view, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                view = view[n:]
+        if pause and i + 1 < len(pieces):
+            time.sleep(pause)
+
+
+def wait_closed(sock, timeout, what="server to close the connection"):
+    """Reads (and discards) until the peer closes; returns the seconds it took.
+    Fails if the connection is still open after `timeout`."""
+    start = time.monotonic()
+    deadline = start + timeout
+    got = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail("expected the %s within %.1fs; it stayed open (%d bytes read meanwhile)" % (what, timeout, got))
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - start
+        if not data:
+            return time.monotonic() - start
+        got += len(data)
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+
+class Response:
+    def __init__(self, version, status, reason, headers, body, raw_head):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def tokens(self, name):
+        out = []
+        for v in self.header_all(name):
+            out.extend(t.strip().lower() for t in v.split(",") if t.strip())
+        return out
+
+    def __repr__(self):
+        return "<%s %d %s, %d body bytes>" % (self.version, self.status, self.reason, len(self.body))
+
+
+class HttpConn:
+    """An HTTP/1.1 client connection that parses responses strictly: a status
+    line, CRLF-terminated headers, and (every response but 101) a
+    Content-Length that says exactly how long the body is."""
+
+    def __init__(self, port, timeout=None, sock=None):
+        self.sock = sock or connect(port, timeout)
+        self.buf = bytearray()
+        self.timeout = timeout or T(5)
+
+    def send(self, data, chops=None, pause=0.0):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        send_pieces(self.sock, chop(data, chops), pause)
+
+    def _fill(self, deadline, what):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail("timed out after %.1fs waiting for %s (have %r)" % (self.timeout, what, bytes(self.buf[:200])))
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            fail("timed out after %.1fs waiting for %s (have %r)" % (self.timeout, what, bytes(self.buf[:200])))
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            fail("connection closed while waiting for %s (have %r)" % (what, bytes(self.buf[:200])))
+        self.buf += data
+
+    def read_response(self, head=False, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(self.buf) > 65536:
+                fail("response head longer than 64 KiB")
+            self._fill(deadline, "a response head")
+        raw_head = bytes(self.buf[:end + 4])
+        lines = raw_head[:-4].split(b"\r\n")
+        m = re.match(rb"(HTTP/1\.[01]) (\d{3}) ?(.*)$", lines[0])
+        if not m:
+            fail("bad status line %r" % lines[0])
+        version, status, reason = m.group(1).decode(), int(m.group(2)), m.group(3).decode("latin-1")
+        headers = []
+        for line in lines[1:]:
+            if b":" not in line or line[:1] in (b" ", b"\t"):
+                fail("bad response header line %r" % line)
+            k, v = line.split(b":", 1)
+            if k != k.strip() or not k:
+                fail("bad response header name %r" % k)
+            headers.append((k.decode("latin-1"), v.strip(b" \t").decode("latin-1")))
+        del self.buf[:end + 4]
+        resp = Response(version, status, reason, headers, b"", raw_head)
+        if status == 101:
+            return resp
+        cls = resp.header_all("Content-Length")
+        if len(cls) != 1 or not cls[0].isdigit():
+            fail("response %d must have exactly one numeric Content-Length header, has %r" % (status, cls))
+        if resp.header("Transfer-Encoding") is not None:
+            fail("response %d has Transfer-Encoding %r" % (status, resp.header("Transfer-Encoding")))
+        length = 0 if head or status in (204, 304) else int(cls[0])
+        while len(self.buf) < length:
+            self._fill(deadline, "a %d-byte response body" % length)
+        resp.body = bytes(self.buf[:length])
+        del self.buf[:length]
+        return resp
+
+    def expect_eof(self, timeout=None, what="server to close the connection"):
+        """The server closes the connection and sends nothing more first."""
+        if self.buf:
+            fail("expected the %s, got more bytes: %r" % (what, bytes(self.buf[:100])))
+        limit = timeout or T(3)
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail("expected the %s within %.1fs; it stayed open" % (what, limit))
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                return
+            if not data:
+                return
+            fail("expected the %s, got more bytes: %r" % (what, data[:100]))
+
+    def expect_open(self, wait=0.2):
+        """The connection is still open: nothing arrives and no EOF within
+        `wait` seconds."""
+        if self.buf:
+            fail("unexpected bytes after the response: %r" % bytes(self.buf[:100]))
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(1)
+        except socket.timeout:
+            return
+        except ConnectionResetError:
+            fail("expected the connection to stay open, got a reset")
+        if not data:
+            fail("expected the connection to stay open (keep-alive), the server closed it")
+        fail("expected nothing more from the server, got %r" % data)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def http_get(port, path, method="GET", headers=(), version="HTTP/1.1"):
+    """A single request on a fresh connection; returns the response."""
+    head = "%s %s %s\r\nHost: 127.0.0.1:%d\r\n" % (method, path, version, port)
+    head += "".join("%s: %s\r\n" % h for h in headers)
+    with HttpConn(port) as c:
+        c.send(head + "\r\n")
+        return c.read_response(head=(method == "HEAD"))
+
+
+def make_key(raw16=None):
+    return base64.b64encode(raw16 if raw16 is not None else os.urandom(16)).decode()
+
+
+def accept_for(key):
+    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + GUID).digest()).decode()
+
+
+def upgrade_request(port, path="/echo", key=None, method="GET", version="HTTP/1.1",
+                    headers=None, drop=(), add=()):
+    """Builds a handshake request. `headers` replaces the defaults given by
+    name, `drop` removes default headers by name, `add` appends raw
+    (name, value) pairs, duplicates allowed."""
+    if key is None:
+        key = make_key()
+    base = [("Host", "127.0.0.1:%d" % port), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+    over = {k.lower(): (k, v) for k, v in (headers or {}).items()}
+    dropset = {d.lower() for d in drop}
+    lines = ["%s %s %s" % (method, path, version)]
+    for k, v in base:
+        if k.lower() in dropset:
+            continue
+        if k.lower() in over:
+            k, v = over.pop(k.lower())
+        lines.append("%s: %s" % (k, v))
+    for k, v in over.values():
+        lines.append("%s: %s" % (k, v))
+    for k, v in add:
+        lines.append("%s: %s" % (k, v))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), key
+
+
+def check_101(resp, key):
+    eq(resp.status, 101, "handshake status")
+    expect("websocket" in resp.tokens("Upgrade"), "Upgrade: websocket", resp.header_all("Upgrade"))
+    expect("upgrade" in resp.tokens("Connection"), "Connection: Upgrade", resp.header_all("Connection"))
+    eq(resp.header_all("Sec-WebSocket-Accept"), [accept_for(key)], "Sec-WebSocket-Accept")
+
+
+# ---------------------------------------------------------------------------
+# WebSocket frames
+
+
+def apply_mask(data, key):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+def build_frame(opcode, payload=b"", fin=True, rsv=0, mask=True, key=None, length=None,
+                len_form=None, first_byte=None):
+    """Encodes one client frame. `length` overrides the length field (so it
+    may lie), `len_form` forces 7, 16 or 64 bit length encoding, and
+    `first_byte` overrides FIN/RSV/opcode entirely."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    b0 = first_byte if first_byte is not None else ((0x80 if fin else 0) | (rsv << 4) | opcode)
+    n = len(payload) if length is None else length
+    mbit = 0x80 if mask else 0
+    if len_form is None:
+        len_form = 7 if n < 126 else (16 if n < 65536 else 64)
+    if len_form == 7:
+        head = struct.pack("!BB", b0, mbit | n)
+    elif len_form == 16:
+        head = struct.pack("!BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, mbit | 127, n)
+    if mask:
+        if key is None:
+            key = os.urandom(4)
+        return head + key + apply_mask(payload, key)
+    return head + payload
+
+
+def close_payload(code=None, reason=b""):
+    if code is None:
+        return b""
+    if isinstance(reason, str):
+        reason = reason.encode("utf-8")
+    return struct.pack("!H", code) + reason
+
+
+def utf8_valid(data):
+    try:
+        bytes(data).decode("utf-8", "strict")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def utf8_first_invalid(data):
+    """Index of the byte at which `data` stops being a prefix of any valid
+    UTF-8 text (Unicode table 3-7), or None if it still is one."""
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        if b < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            ranges = [(0x80, 0xBF)]
+        elif b == 0xE0:
+            ranges = [(0xA0, 0xBF), (0x80, 0xBF)]
+        elif 0xE1 <= b <= 0xEC or 0xEE <= b <= 0xEF:
+            ranges = [(0x80, 0xBF)] * 2
+        elif b == 0xED:
+            ranges = [(0x80, 0x9F), (0x80, 0xBF)]
+        elif b == 0xF0:
+            ranges = [(0x90, 0xBF), (0x80, 0xBF), (0x80, 0xBF)]
+        elif 0xF1 <= b <= 0xF3:
+            ranges = [(0x80, 0xBF)] * 3
+        elif b == 0xF4:
+            ranges = [(0x80, 0x8F), (0x80, 0xBF), (0x80, 0xBF)]
+        else:
+            return i
+        for j, (lo, hi) in enumerate(ranges):
+            if i + 1 + j >= n:
+                return None
+            if not lo <= data[i + 1 + j] <= hi:
+                return i + 1 + j
+        i += 1 + len(ranges)
+    return None
+
+
+VALID_CLOSE_CODES_SENT_BY_SERVER = set(range(1000, 1004)) | set(range(1007, 1012)) | set(range(3000, 5000))
+
+
+class ProtocolViolation(TestFailure):
+    pass
+
+
+class Frame:
+    def __init__(self, fin, rsv, opcode, payload):
+        self.fin, self.rsv, self.opcode, self.payload = fin, rsv, opcode, payload
+
+    def __repr__(self):
+        return "<frame %s fin=%d %s>" % (OPNAMES.get(self.opcode, self.opcode), self.fin, short(self.payload))
+
+
+class Event:
+    """A complete message or a control frame from the server."""
+
+    def __init__(self, kind, data=b"", code=None, reason=b""):
+        self.kind, self.data, self.code, self.reason = kind, data, code, reason
+
+    def __repr__(self):
+        if self.kind == "close":
+            return "<close code=%s reason=%r>" % (self.code, bytes(self.reason[:60]))
+        return "<%s %s>" % (self.kind, short(self.data))
+
+
+class EOF(TestFailure):
+    pass
+
+
+class RawWS:
+    """A WebSocket client on a plain socket that sends exactly the bytes a
+    test asks for and checks every frame the server sends: unmasked, no RSV
+    bits, known opcodes, minimal length encoding, control frames whole and
+    short, text valid UTF-8, close payloads well-formed, nothing after a
+    close."""
+
+    def __init__(self, sock, buf=b""):
+        self.sock = sock
+        self.buf = bytearray(buf)
+        self.pos = 0
+        self.frag_op = None
+        self.frag_parts = []
+        self.got_close = False
+        self.eof = False
+        self.response = None
+        self.sent_close = False
+        self.send_error = None
+
+    # -- opening
+
+    @classmethod
+    def open(cls, port, path="/echo", request=None, key=None, extra=b"", chops=None, pause=0.0,
+             timeout=None):
+        """Connects and completes a handshake (failing unless it is a correct
+        101). `extra` is sent in the same write right after the request."""
+        sock = connect(port, timeout)
+        try:
+            if request is None:
+                request, key = upgrade_request(port, path=path, key=key)
+            send_pieces(sock, chop(request + extra, chops), pause)
+            hc = HttpConn(port, timeout, sock=sock)
+            resp = hc.read_response()
+            check_101(resp, key)
+        except BaseException:
+            sock.close()
+            raise
+        ws = cls(sock, bytes(hc.buf))
+        ws.response = resp
+        return ws
+
+    # -- sending
+
+    def send_raw(self, data, chops=None, pause=0.0, timeout=None):
+        err = send_pieces(self.sock, chop(data, chops), pause, on_readable=self._read_some, timeout=timeout)
+        if err is not None:
+            self.send_error = err
+
+    def send_frame(self, opcode, payload=b"", chops=None, pause=0.0, **kw):
+        self.send_raw(build_frame(opcode, payload, **kw), chops, pause)
+
+    def send_close(self, code=None, reason=b"", **kw):
+        self.sent_close = True
+        self.send_frame(OP_CLOSE, close_payload(code, reason), **kw)
+
+    def try_send(self, data):
+        """Sends if the connection still takes it: the server may already have
+        closed (after an error it need not wait for our close)."""
+        try:
+            self.sock.settimeout(T(2))
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            return False
+
+    # -- receiving
+
+    def _read_some(self):
+        try:
+            data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        if self.pos > 65536 and self.pos * 2 > len(self.buf):
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def _fill(self, need, deadline, what):
+        while len(self.buf) - self.pos < need:
+            if self.eof:
+                raise EOF("connection closed by the server while waiting for %s" % what)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TestFailure("timed out waiting for %s" % what)
+            r, _, _ = select.select([self.sock], [], [], left)
+            if r:
+                self._read_some()
+
+    def recv_frame(self, timeout=None, what="a frame"):
+        deadline = time.monotonic() + (timeout if timeout is not None else T(5))
+        self._fill(2, deadline, what)
+        b0, b1 = self.buf[self.pos], self.buf[self.pos + 1]
+        fin, rsv, opcode = b0 >> 7, (b0 >> 4) & 7, b0 & 15
+        if b1 & 0x80:
+            raise ProtocolViolation("server sent a masked frame (first bytes %02x %02x)" % (b0, b1))
+        n = b1 & 0x7F
+        hlen = 2
+        if n == 126:
+            self._fill(4, deadline, what)
+            n = struct.unpack_from("!H", self.buf, self.pos + 2)[0]
+            hlen = 4
+            if n < 126:
+                raise ProtocolViolation("server used a 16-bit length for %d bytes" % n)
+        elif n == 127:
+            self._fill(10, deadline, what)
+            n = struct.unpack_from("!Q", self.buf, self.pos + 2)[0]
+            hlen = 10
+            if n < 65536 or n >> 63:
+                raise ProtocolViolation("server used a 64-bit length for %d bytes" % n)
+        if rsv:
+            raise ProtocolViolation("server frame has RSV bits %d" % rsv)
+        if opcode not in OPNAMES:
+            raise ProtocolViolation("server frame has reserved opcode %d" % opcode)
+        if opcode >= 8 and (not fin or n > 125):
+            raise ProtocolViolation("server control frame fin=%d length %d" % (fin, n))
+        self._fill(hlen + n, deadline, what)
+        start = self.pos + hlen
+        payload = bytes(self.buf[start:start + n])
+        self.pos = start + n
+        if self.got_close:
+            raise ProtocolViolation("server sent %r after its close frame" % Frame(fin, rsv, opcode, payload))
+        return Frame(fin, rsv, opcode, payload)
+
+    def recv_event(self, timeout=None, what="a message"):
+        """Next complete message (fragments joined) or control frame."""
+        deadline = time.monotonic() + (timeout if timeout is not None else T(5))
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()), what)
+            if f.opcode == OP_CLOSE:
+                self.got_close = True
+                p = f.payload
+                if len(p) == 1:
+                    raise ProtocolViolation("server close frame has a 1-byte payload")
+                if not p:
+                    return Event("close")
+                code = struct.unpack("!H", p[:2])[0]
+                if code not in VALID_CLOSE_CODES_SENT_BY_SERVER:
+                    raise ProtocolViolation("server sent close code %d, not valid on the wire" % code)
+                if not utf8_valid(p[2:]):
+                    raise ProtocolViolation("server close reason is not UTF-8: %r" % p[2:])
+                return Event("close", code=code, reason=p[2:])
+            if f.opcode == OP_PING:
+                return Event("ping", f.payload)
+            if f.opcode == OP_PONG:
+                return Event("pong", f.payload)
+            if f.opcode == OP_CONT:
+                if self.frag_op is None:
+                    raise ProtocolViolation("server sent a continuation frame with no message open")
+                self.frag_parts.append(f.payload)
+            else:
+                if self.frag_op is not None:
+                    raise ProtocolViolation("server started a new message inside a fragmented one")
+                self.frag_op = f.opcode
+                self.frag_parts = [f.payload]
+            if f.fin:
+                op, data = self.frag_op, b"".join(self.frag_parts)
+                self.frag_op, self.frag_parts = None, []
+                if op == OP_TEXT:
+                    if not utf8_valid(data):
+                        raise ProtocolViolation("server sent a text message that is not UTF-8")
+                    return Event("text", data)
+                return Event("binary", data)
+
+    def expect_event(self, kind, data=None, timeout=None):
+        what = "%s %s" % (kind, short(data) if data is not None else "")
+        try:
+            ev = self.recv_event(timeout, what)
+        except EOF as e:
+            fail("expected %s, got the connection closed (%s)" % (what, e))
+        if ev.kind != kind or (data is not None and ev.data != data):
+            if ev.kind == kind and data is not None:
+                same_payload(ev.data, data, "%s payload" % kind)
+            fail("expected %s, got %r" % (what, ev))
+        return ev
+
+    def expect_echo(self, opcode, payload, timeout=None):
+        kind = "text" if opcode == OP_TEXT else "binary"
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        return self.expect_event(kind, payload, timeout)
+
+    def expect_pong(self, payload, timeout=None):
+        return self.expect_event("pong", payload, timeout)
+
+    def expect_close(self, codes, timeout=None):
+        """Next event must be a close frame whose code is in `codes` (None in
+        `codes` stands for an empty close payload)."""
+        if isinstance(codes, int) or codes is None:
+            codes = {codes}
+        try:
+            ev = self.recv_event(timeout, "a close frame with code %s" % sorted(codes, key=str))
+        except EOF as e:
+            fail("expected a close frame with code %s, got the connection closed without one (%s)"
+                 % (sorted(codes, key=str), e))
+        except TestFailure as e:
+            if "timed out" in str(e):
+                fail("expected a close frame with code %s, got nothing within the time limit"
+                     % sorted(codes, key=str))
+            raise
+        if ev.kind != "close":
+            fail("expected a close frame with code %s, got %r" % (sorted(codes, key=str), ev))
+        if ev.code not in codes:
+            fail("expected close code %s, got close code %s (reason %r)"
+                 % (sorted(codes, key=str), ev.code, bytes(ev.reason[:60])))
+        return ev
+
+    def expect_eof(self, timeout=None, what="the server to close TCP"):
+        """Nothing but EOF may follow: the server closes the TCP connection."""
+        deadline = time.monotonic() + (timeout if timeout is not None else T(3))
+        if len(self.buf) > self.pos:
+            fail("expected %s, got %d more bytes: %r" % (what, len(self.buf) - self.pos,
+                                                         bytes(self.buf[self.pos:self.pos + 40])))
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail("expected %s within %.1fs; the connection stayed open" % (
+                    what, timeout if timeout is not None else T(3)))
+            r, _, _ = select.select([self.sock], [], [], left)
+            if r:
+                self._read_some()
+                if len(self.buf) > self.pos:
+                    fail("expected %s, got more bytes: %r" % (what, bytes(self.buf[self.pos:self.pos + 40])))
+
+    def expect_silence(self, wait):
+        """No frame at all arrives within `wait` seconds, and no EOF."""
+        try:
+            ev = self.recv_event(wait, "silence")
+        except EOF:
+            fail("expected the connection to stay open and quiet, the server closed it")
+        except TestFailure as e:
+            if "timed out" in str(e):
+                return
+            raise
+        fail("expected nothing from the server, got %r" % ev)
+
+    def fail_expected(self, codes, timeout=None):
+        """A protocol error was sent: the server must answer with a close
+        frame carrying one of `codes` and then close TCP (we answer its close
+        the way a polite client does)."""
+        ev = self.expect_close(codes, timeout)
+        self.try_send(build_frame(OP_CLOSE, close_payload(ev.code) if ev.code else b""))
+        self.expect_eof()
+        return ev
+
+    def close_handshake(self, code=1000, reason=b"", expect_codes=None):
+        """Client-initiated clean close: send close, get the same code back,
+        then the server closes TCP."""
+        self.send_close(code, reason)
+        self.expect_close(expect_codes if expect_codes is not None else code)
+        self.expect_eof()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# The case runner
+
+
+class Runner:
+    """Runs named cases, prints one line per case (what was expected and what
+    came, for a failure), and at the end `NAME: N passed, M failed`."""
+
+    def __init__(self, name, watchdog=None):
+        self.name = name
+        self.passed = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+        self.current_server = None
+        self.started = time.monotonic()
+        limit = watchdog if watchdog is not None else float(os.environ.get("RINGWS_TEST_WATCHDOG", 280 * SLOW))
+        self._dog = threading.Timer(limit, self._watchdog, args=(limit,))
+        self._dog.daemon = True
+        self._dog.start()
+        print("%s: binary %s, time scale %.1f" % (name, BIN, SLOW), flush=True)
+
+    def _watchdog(self, limit):
+        with self.lock:
+            print("FAIL watchdog: the script ran past %.0fs; stopping" % limit, flush=True)
+            _kill_all()
+            print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed + 1), flush=True)
+            os._exit(1)
+
+    def record(self, cid, ok, msg="", dur=0.0):
+        with self.lock:
+            if ok:
+                self.passed += 1
+                print("ok   %s (%.2fs)" % (cid, dur), flush=True)
+            else:
+                self.failed += 1
+                print("FAIL %s (%.2fs): %s" % (cid, dur, msg), flush=True)
+
+    def _invoke(self, fn, args, timeout):
+        if inspect.iscoroutinefunction(fn):
+            return asyncio.run(asyncio.wait_for(fn(*args), timeout))
+        return fn(*args)
+
+    @staticmethod
+    def _describe(exc):
+        if isinstance(exc, TestFailure):
+            return str(exc)
+        if isinstance(exc, (asyncio.TimeoutError, CaseTimeout)):
+            return "the case did not finish within its time limit"
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = ""
+        for fr in reversed(tb):
+            if os.path.basename(fr.filename).startswith(("test_", "ringws_test")):
+                where = " at %s:%d" % (os.path.basename(fr.filename), fr.lineno)
+                break
+        return "%s: %s%s" % (type(exc).__name__, exc, where)
+
+    def _server_note(self):
+        srv = self.current_server
+        if srv is not None and srv.proc is not None and not srv.alive():
+            return " [server %s is no longer running, status %s; stderr %s]" % (
+                srv.label, srv.proc.returncode, srv.stderr_tail(800))
+        return ""
+
+    def case(self, cid, fn, *args, timeout=30):
+        """Runs one case in this thread with a hard time limit."""
+        limit = T(timeout)
+        t0 = time.monotonic()
+        srv = self.current_server
+        reports_before = srv.sanitizer_count() if srv is not None and srv.proc is not None else 0
+
+        def on_alarm(signum, frame):
+            raise CaseTimeout()
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit + 2)
+        try:
+            self._invoke(fn, args, limit)
+        except BaseException as exc:  # noqa: BLE001 - every failure is a result
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.record(cid, False, self._describe(exc) + self._server_note(), time.monotonic() - t0)
+            return False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        if srv is not None and srv.proc is not None and srv.sanitizer_count() > reports_before:
+            self.record(cid, False, "the server wrote a sanitizer report during this case: %s"
+                        % srv.stderr_tail(1500), time.monotonic() - t0)
+            return False
+        self.record(cid, True, dur=time.monotonic() - t0)
+        return True
+
+    def parallel(self, cases, workers=16, timeout=30):
+        """Runs (id, fn, args...) cases on a pool of threads; the results are
+        printed as they finish. Each case must bound its own time (every
+        socket operation here has a timeout)."""
+        import concurrent.futures as cf
+
+        def one(c):
+            cid, fn, args = c[0], c[1], c[2:]
+            t0 = time.monotonic()
+            try:
+                self._invoke(fn, args, T(timeout))
+            except Exception as exc:  # noqa: BLE001
+                return cid, False, self._describe(exc), time.monotonic() - t0
+            return cid, True, "", time.monotonic() - t0
+
+        with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+            for cid, ok, msg, dur in pool.map(one, cases):
+                if not ok:
+                    msg += self._server_note()
+                self.record(cid, ok, msg, dur)
+
+    def server(self, args=(), label="default"):
+        return _ServerScope(self, args, label)
+
+    def finish(self):
+        self._dog.cancel()
+        _kill_all()
+        print("(%.1fs)" % (time.monotonic() - self.started), flush=True)
+        print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed), flush=True)
+        sys.stdout.flush()
+        os._exit(0 if self.failed == 0 and self.passed > 0 else 1)
+
+
+class _ServerScope:
+    """`with runner.server(args, label) as srv:` starts a server (a failure to
+    start is a failed case and skips nothing silently: the cases inside fail
+    on their own) and, at the end, counts a case that the server stayed up
+    and ended cleanly on SIGTERM with no sanitizer report."""
+
+    def __init__(self, runner, args, label):
+        self.runner, self.args, self.label = runner, args, label
+        self.srv = None
+
+    def __enter__(self):
+        self.srv = Server(self.args, self.label)
+        try:
+            self.srv.start()
+        except TestFailure as e:
+            self.runner.record("server[%s] start" % self.label, False, str(e))
+            self.srv.port = _dead_port()
+        self.runner.current_server = self.srv
+        return self.srv
+
+    def __exit__(self, *exc):
+        self.runner.current_server = None
+        if self.srv.proc is None or self.srv.port is None:
+            return False
+        t0 = time.monotonic()
+        problems = self.srv.stop()
+        self.runner.record("server[%s] ran and exited cleanly" % self.label, not problems,
+                           "; ".join(problems), time.monotonic() - t0)
+        return False
+
+
+def _dead_port():
+    """A port nothing listens on, so that cases against a server that failed
+    to start fail quickly with 'connection refused'."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ws_uri(port, path="/echo"):
+    return "ws://127.0.0.1:%d%s" % (port, path)
+
+
+def ws_connect(port, path="/echo", **kw):
+    """The websockets library's client, configured for tests: no size limit,
+    no compression offer, no keepalive pings of its own (it still answers the
+    server's), bounded timeouts."""
+    import websockets
+    opts = dict(max_size=None, compression=None, ping_interval=None, open_timeout=T(5),
+                close_timeout=T(5), max_queue=None)
+    opts.update(kw)
+    return websockets.connect(ws_uri(port, path), **opts)
+
+
+async def gather_all(*coros):
+    """Runs coroutines concurrently, waits for every one of them (so none is
+    left running or unretrieved) and raises the first failure."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException):
+            raise res
+    return results
