@@ -6,7 +6,7 @@ PORT ?= 8080
 BIND ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: run test setup build clean fuzz
+.PHONY: run test setup build clean fuzz bench
 
 setup:
 	@sh tools/setup.sh
@@ -21,8 +21,15 @@ run: build
 test: setup
 	@sh tools/run-tests.sh
 
+# Protocol micro-benchmarks (Google Benchmark) on a release build; the
+# server-against-peer comparison is bench/compare.sh.
+bench: setup
+	@[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release >/dev/null
+	@ninja -C build-bench
+	./build-bench/bench/bench_proto --benchmark_min_time=0.5
+
 fuzz: setup
 	@sh tools/fuzz.sh $${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf build build-test build-asan build-fuzz
+	rm -rf build build-test build-asan build-fuzz build-bench

@@ -243,8 +243,11 @@ static void conn_settle(struct ringws_conn *c)
     if (!(c->flags & CF_TEARDOWN))
         return;
     if (busy && !(c->flags & CF_CANCELLED)) {
-        loop_cancel_recv(c->w, c);
-        c->flags |= CF_CANCELLED;
+        if (c->flags & CF_RECV_ARMED)
+            loop_cancel_recv(c->w, c);
+        if (c->flags & CF_SEND_BUSY)
+            loop_cancel_send(c->w, c);
+        c->flags |= CF_CANCELLED; /* a shutdown in flight ends by itself */
     }
     /* A listed connection is settled again by conn_flush_all: freeing it
      * now would leave a stale entry on the flush list. */
@@ -306,9 +309,13 @@ void conn_flush_all(struct worker *w)
         if (c->flags & CF_TEARDOWN) {
             conn_settle(c);
         } else {
-            if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF)) == CF_RECV_AGAIN)
+            /* While a cancelled recv is still armed, the re-arm waits for
+             * its last completion, which lists the connection again. */
+            if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==
+                CF_RECV_AGAIN) {
                 loop_arm_recv(w, c);
-            c->flags &= ~CF_RECV_AGAIN;
+                c->flags &= ~CF_RECV_AGAIN;
+            }
             if (!(c->flags & CF_SEND_BUSY) && c->out_head)
                 conn_send_start(c);
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
@@ -386,11 +393,13 @@ void conn_accepted(struct worker *w, int fd)
         c = conn_alloc(w);
     if (!c) {
         /* Refused cheaply: a close, nothing allocated. */
+        w->stats.refused++;
         loop_close_fd(w, fd);
         log_msg(LOG_DEBUG, "worker %u: connection refused (limit %u)", w->id,
                 cfg->max_connections);
         return;
     }
+    w->stats.accepted++;
     c->fd = fd;
     c->state = CONN_HTTP;
     c->last_rx_tick = loop_tick(w);
@@ -483,13 +492,40 @@ static void conn_on_eof(struct ringws_conn *c)
     }
 }
 
+/* Back-pressure: a peer that sends faster than it reads the answers (an echo
+ * client, a pipelining HTTP client) is not read from while more than half
+ * the send-queue cap waits for it, and is read again below a quarter.  The
+ * cap itself then only meets applications that push on their own. */
+static void conn_pause_if_backlogged(struct ringws_conn *c)
+{
+    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) ||
+        c->out_bytes <= c->w->srv->cfg.max_send_queue / 2)
+        return;
+    c->flags |= CF_RECV_PAUSED;
+    if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
+        c->flags |= CF_PAUSE_CANCEL;
+        loop_cancel_recv(c->w, c);
+    }
+}
+
+static void conn_resume_if_drained(struct ringws_conn *c)
+{
+    if (!(c->flags & CF_RECV_PAUSED) || c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
+        return;
+    c->flags &= ~CF_RECV_PAUSED;
+    c->flags |= CF_RECV_AGAIN;
+}
+
 void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
 {
     struct worker *w = c->w;
     bool more = cqe_flags & IORING_CQE_F_MORE;
+    bool paused_by_us = false;
 
-    if (!more)
-        c->flags &= ~CF_RECV_ARMED;
+    if (!more) {
+        paused_by_us = c->flags & CF_PAUSE_CANCEL;
+        c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
+    }
     if (res > 0) {
         uint16_t bid = (uint16_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
         if (!(c->flags & CF_TEARDOWN))
@@ -498,12 +534,15 @@ void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
     } else if (res == 0) {
         if (!(c->flags & CF_TEARDOWN))
             conn_on_eof(c);
+    } else if (res == -ECANCELED && paused_by_us) {
+        /* Reading was paused for back-pressure: resumed by conn_on_send. */
     } else if (res != -ENOBUFS) {
         /* -ECANCELED after a teardown, or the peer reset the connection. */
         c->flags |= CF_RD_EOF;
         conn_abort(c);
     }
-    if (!more && !(c->flags & (CF_TEARDOWN | CF_RD_EOF))) {
+    conn_pause_if_backlogged(c);
+    if (!more && !(c->flags & (CF_TEARDOWN | CF_RD_EOF | CF_RECV_PAUSED))) {
         /* The kernel ended the multishot (buffers ran out, or it chose to):
          * re-arm once this batch has returned its buffers. */
         c->flags |= CF_RECV_AGAIN;
@@ -523,7 +562,8 @@ void conn_on_send(struct ringws_conn *c, int res)
         conn_abort(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
         conn_out_consume(c, (size_t)res);
-        if (c->out_head || (c->flags & CF_WANT_SHUTWR))
+        conn_resume_if_drained(c);
+        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN)))
             conn_flush_later(c);
     }
     conn_settle(c);
@@ -557,6 +597,9 @@ void conn_stop_all(struct worker *w)
         struct ringws_conn *next = c->next;
         if (c->state == CONN_WS)
             conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
+        else if (c->state == CONN_HTTP && !c->out_head && !c->pend_len &&
+                 !(c->flags & CF_SEND_BUSY))
+            conn_abort(c); /* idle keep-alive: nothing in flight to lose */
         else if (c->state == CONN_HTTP)
             conn_drain(c);
         c = next;

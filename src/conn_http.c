@@ -51,6 +51,12 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
     bool head_only = req && str_is(req->method, req->method_len, "HEAD");
     size_t n = http_response_write_head(head, sizeof(head), &h);
 
+    if (c->out_bytes > c->w->srv->cfg.max_send_queue) {
+        /* Pipelined requests from a client that reads no responses. */
+        c->w->stats.send_queue_overflows++;
+        conn_abort(c);
+        return;
+    }
     if (!n || conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
         conn_abort(c);
         return;

@@ -135,8 +135,15 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     }
     switch (ev->opcode) {
     case WS_OP_PING:
-        if (c->state == CONN_WS && conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0)
+        if (c->state != CONN_WS)
+            break;
+        if (c->out_bytes + n > c->w->srv->cfg.max_send_queue) {
+            /* A ping flood from a peer that reads none of the pongs. */
+            c->w->stats.send_queue_overflows++;
+            conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+        } else if (conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0) {
             conn_abort(c);
+        }
         break;
     case WS_OP_PONG:
         break; /* any input already counts as a sign of life */
@@ -191,7 +198,9 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -EPIPE;
     if (op == RINGWS_TEXT && !utf8_valid(data, len))
         return -EINVAL;
-    if (c->out_bytes + len > cfg->max_send_queue) {
+    /* An empty queue takes any message: the cap bounds what piles up. */
+    if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
+        c->w->stats.send_queue_overflows++;
         conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
         return -ENOBUFS;
     }

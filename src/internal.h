@@ -58,6 +58,8 @@ enum conn_flag {
     CF_PING_OUT = 1u << 13,   /* an idle ping awaits an answer */
     CF_RECV_AGAIN = 1u << 14, /* re-arm the recv after this batch */
     CF_RD_EOF = 1u << 15,     /* the peer will send nothing more */
+    CF_RECV_PAUSED = 1u << 16, /* reading stopped until output drains */
+    CF_PAUSE_CANCEL = 1u << 17, /* the recv was cancelled for that pause */
 };
 
 struct ringws_conn {
@@ -88,6 +90,13 @@ struct ringws_conn {
 
 struct conn_slab;
 
+/* Counters a worker keeps for its own connections (read by metrics later). */
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t refused;             /* over max_connections */
+    uint64_t send_queue_overflows; /* closed for a full send queue */
+};
+
 struct worker {
     struct ringws_server *srv;
     unsigned id;
@@ -109,6 +118,7 @@ struct worker {
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct __kernel_timespec tick_ts;
+    struct worker_stats stats;
     struct timer_wheel wheel;
 };
 
@@ -136,6 +146,7 @@ void loop_send(struct worker *w, struct ringws_conn *c, const void *p, size_t n)
 void loop_sendmsg(struct worker *w, struct ringws_conn *c, struct msghdr *m);
 void loop_shutdown(struct worker *w, struct ringws_conn *c, int how);
 void loop_cancel_recv(struct worker *w, struct ringws_conn *c);
+void loop_cancel_send(struct worker *w, struct ringws_conn *c);
 void loop_close(struct worker *w, struct ringws_conn *c);
 void loop_close_fd(struct worker *w, int fd);
 void loop_wake(struct worker *w);

@@ -131,17 +131,26 @@ void loop_shutdown(struct worker *w, struct ringws_conn *c, int how)
     c->flags |= CF_SHUT_BUSY;
 }
 
-/* Cancels every request on the connection's descriptor (its receive, and a
- * send that a peer who stopped reading would block forever). */
-void loop_cancel_recv(struct worker *w, struct ringws_conn *c)
+/* Cancels one of the connection's requests by its user_data: the kernel
+ * finds it by hash, where cancelling by descriptor would scan every armed
+ * request of the ring and make a mass close quadratic. */
+static void loop_cancel_op(struct worker *w, struct ringws_conn *c, enum ud_op op)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
-    unsigned flags = IORING_ASYNC_CANCEL_ALL;
 
-    if (w->direct)
-        flags |= IORING_ASYNC_CANCEL_FD_FIXED;
-    io_uring_prep_cancel_fd(sqe, c->fd, flags);
+    io_uring_prep_cancel64(sqe, ud_make(c, op), 0);
     io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+}
+
+void loop_cancel_recv(struct worker *w, struct ringws_conn *c)
+{
+    loop_cancel_op(w, c, UD_RECV);
+}
+
+/* A send to a peer that stopped reading would wait forever. */
+void loop_cancel_send(struct worker *w, struct ringws_conn *c)
+{
+    loop_cancel_op(w, c, UD_SEND);
 }
 
 static void loop_prep_close(struct worker *w, struct io_uring_sqe *sqe, int fd)

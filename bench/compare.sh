@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# compare.sh - ringws next to libwebsockets (WebSocket echo) and nginx (HTTP
+# GET /healthz) on this machine, in one run.
+#
+# Why it exists: a figure alone says little; the same load against an
+# established server on the same machine, at the same moment, says how ringws
+# stands.  Servers run pinned to CPU 0, load generators to CPU 1.  Each
+# setting is run --reps times, alternating the servers (and their order) so
+# that drift in the machine's load hits both alike; the table shows medians,
+# the server's CPU time per message (utime + stime from /proc/PID/stat) and
+# the ringws/other ratios.  Three columns say how far to trust a row:
+# "generator CPU %" near 100 means the load generator, not the server, set
+# the rate; "other load %" is the CPU time taken during the runs by
+# processes that are neither the server nor the generator, and "steal %" the
+# time the hypervisor gave to other guests (both in % of one CPU, roughly):
+# when they are not near 0 the rates are noisy (the CPU time per message
+# much less so).
+#
+# Usage: bench/compare.sh [--quick] [--reps N] [--duration S] [--out FILE]
+#   default: 5 reps of 5 s per setting (about 5 minutes); --quick: 1 s runs
+#   (about 1 minute).  --out also writes the markdown tables to FILE.
+# Builds what it needs: a release meson tree in build-bench/ (ringws and
+# ringws-bench) and the libwebsockets peer (gcc, outside meson).  Installs
+# wrk and nginx with apt-get when missing.  Every process it starts is
+# stopped by PID; ports are chosen at run time; every run is time-bounded.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$ROOT/build-bench
+REPS=5
+DURATION=5
+OUT=
+SERVER_CPU=0
+CLIENT_CPU=1
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) DURATION=1 ;;
+    --reps) REPS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | cut -c3-; exit 0 ;;
+    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $REPS in ''|*[!0-9]*|0) echo "compare.sh: --reps takes a positive integer" >&2; exit 2 ;; esac
+
+TMP=$(mktemp -d /tmp/ringws-compare.XXXXXX)
+PIDS=()
+
+compare_cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap compare_cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "compare.sh: $*" >&2; }
+
+# ---- prerequisites and builds ---------------------------------------------
+
+compare_need_packages() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    [ -x /usr/bin/time ] || missing+=(time)
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    pkg-config --exists libwebsockets || missing+=(libwebsockets-dev)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        say "not root: install ${missing[*]} first"
+        exit 1
+    fi
+    apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+compare_build() {
+    if [ ! -f "$BUILD/build.ninja" ]; then
+        meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
+    elif ! meson introspect --buildoptions "$BUILD" | python3 -c \
+        'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; sys.exit(o["buildtype"]!="release")'; then
+        meson configure "$BUILD" --buildtype=release >/dev/null
+    fi
+    ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
+    # shellcheck disable=SC2046
+    gcc -O2 -o "$BUILD/lws_echo" "$ROOT/bench/peers/lws_echo.c" \
+        $(pkg-config --cflags --libs libwebsockets)
+}
+
+# ---- servers --------------------------------------------------------------
+
+compare_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits (up to 10 s) for a "listening on ADDR:PORT" line; prints the port.
+compare_wait_port() {
+    local file=$1 pid=$2
+    for _ in $(seq 100); do
+        if grep -q "listening on" "$file" 2>/dev/null; then
+            sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$file" | head -n1
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# Waits (up to 10 s) for something to accept connections on a port.
+compare_wait_listen() {
+    local port=$1 pid=$2
+    for _ in $(seq 100); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+start_ringws() {
+    taskset -c $SERVER_CPU "$BUILD/ringws" --bind 127.0.0.1 --port 0 --workers 1 \
+        >"$TMP/ringws.out" 2>"$TMP/ringws.err" &
+    RINGWS_PID=$!
+    PIDS+=("$RINGWS_PID")
+    RINGWS_PORT=$(compare_wait_port "$TMP/ringws.out" "$RINGWS_PID") || {
+        say "ringws did not start:"; cat "$TMP/ringws.err" >&2; exit 1; }
+}
+
+start_lws() {
+    taskset -c $SERVER_CPU "$BUILD/lws_echo" --port 0 >"$TMP/lws.out" 2>"$TMP/lws.err" &
+    LWS_PID=$!
+    PIDS+=("$LWS_PID")
+    LWS_PORT=$(compare_wait_port "$TMP/lws.out" "$LWS_PID") || {
+        say "lws_echo did not start:"; cat "$TMP/lws.err" >&2; exit 1; }
+}
+
+start_nginx() {
+    local nginx
+    nginx=$(command -v nginx || echo /usr/sbin/nginx)
+    mkdir -p "$TMP/nginx"
+    NGINX_PORT=$(compare_free_port)
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+# One process, like ringws --workers 1; no logs, no disk.
+worker_processes 1;
+master_process off;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location = /healthz { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+EOF
+    taskset -c $SERVER_CPU "$nginx" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+        -e "$TMP/nginx/error.log" >"$TMP/nginx.out" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    compare_wait_listen "$NGINX_PORT" "$NGINX_PID" || {
+        say "nginx did not start:"; cat "$TMP/nginx.out" "$TMP/nginx/error.log" >&2; exit 1; }
+}
+
+# ---- measurements ---------------------------------------------------------
+
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# Jiffies of every CPU together: busy (user+nice+system+irq+softirq), and
+# steal (the hypervisor ran someone else while this VM wanted to run).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+ticks_to_s() { awk "BEGIN { print ($2 - $1) / $CLK_TCK }"; }
+CLK_TCK=$(getconf CLK_TCK)
+FAILED=0
+
+declare -A DEAD=()
+
+# Reports a server that died (once, with the end of its log); later runs of
+# it are recorded as failed without running.
+check_alive() {
+    local name=$1 pid=$2 log=$3 rc
+    kill -0 "$pid" 2>/dev/null && return 0
+    if [ -z "${DEAD[$name]:-}" ]; then
+        wait "$pid" 2>/dev/null && rc=0 || rc=$?
+        say "SERVER PROBLEM: $name (pid $pid) is gone (exit status $rc); its last log lines:"
+        tail -n 20 "$log" >&2
+        DEAD[$name]=1
+        FAILED=1
+    fi
+    return 1
+}
+
+# record_skipped KIND SERVER LABEL REP
+record_skipped() {
+    printf '{"kind": "%s", "server": "%s", "label": "%s", "rep": %s, "rc": -1, "busy_s": 0, "steal_s": 0, "r": {}}\n' \
+        "$1" "$2" "$3" "$4" >>"$TMP/results.jsonl"
+}
+
+# echo_run SERVER PID PORT LOG REP LABEL ARGS...
+echo_run() {
+    local server=$1 pid=$2 port=$3 log=$4 rep=$5 label=$6
+    shift 6
+    local b0 b1 s0 s1 rc=0 json
+    check_alive "$server" "$pid" "$log" || { record_skipped echo "$server" "$label" "$rep"; return 0; }
+    b0=$(busy_ticks)
+    s0=$(steal_ticks)
+    json=$(timeout $((DURATION + 40)) taskset -c $CLIENT_CPU "$BUILD/tools/ringws-bench" echo \
+        --url "ws://127.0.0.1:$port/echo" --duration "$DURATION" --timeout 5 \
+        --server-pid "$pid" --json "$@" 2>"$TMP/bench.err") || rc=$?
+    b1=$(busy_ticks)
+    s1=$(steal_ticks)
+    if [ $rc -ne 0 ]; then
+        say "SERVER PROBLEM? $server, $label, rep $rep: ringws-bench exit status $rc"
+        sed 's/^/    /' "$TMP/bench.err" | grep -v '^\s*\[' | tail -n 15 >&2
+        FAILED=1
+    fi
+    [ -n "$json" ] || json='{}'
+    printf '{"kind": "echo", "server": "%s", "label": "%s", "rep": %s, "rc": %s, "busy_s": %s, "steal_s": %s, "r": %s}\n' \
+        "$server" "$label" "$rep" "$rc" "$(ticks_to_s "$b0" "$b1")" "$(ticks_to_s "$s0" "$s1")" \
+        "$json" >>"$TMP/results.jsonl"
+    check_alive "$server" "$pid" "$log" || true
+}
+
+# http_run SERVER PID PORT LOG REP
+http_run() {
+    local server=$1 pid=$2 port=$3 log=$4 rep=$5
+    local c0 c1 b0 b1 s0 s1 rc=0
+    check_alive "$server" "$pid" "$log" ||
+        { record_skipped http "$server" "GET /healthz, 100 conns" "$rep"; return 0; }
+    c0=$(cpu_ticks "$pid")
+    b0=$(busy_ticks)
+    s0=$(steal_ticks)
+    timeout $((DURATION + 30)) /usr/bin/time -f "%U %S" -o "$TMP/wrk.time" \
+        taskset -c $CLIENT_CPU wrk -t1 -c100 -d"${DURATION}s" --latency \
+        "http://127.0.0.1:$port/healthz" >"$TMP/wrk.out" 2>&1 || rc=$?
+    b1=$(busy_ticks)
+    s1=$(steal_ticks)
+    c1=$(cpu_ticks "$pid" 2>/dev/null || echo "$c0")
+    if [ $rc -ne 0 ] || grep -q "Socket errors\|Non-2xx" "$TMP/wrk.out"; then
+        say "SERVER PROBLEM? $server, GET /healthz, rep $rep (wrk status $rc):"
+        sed 's/^/    /' "$TMP/wrk.out" >&2
+        FAILED=1
+    fi
+    python3 - "$TMP/wrk.out" "$TMP/wrk.time" "$server" "$rep" "$rc" "$c0" "$c1" "$b0" "$b1" \
+        "$s0" "$s1" "$CLK_TCK" "$DURATION" >>"$TMP/results.jsonl" <<'EOF'
+import json, re, sys
+path, timing, server, rep, rc, c0, c1, b0, b1, s0, s1, hz, dur = sys.argv[1:]
+text = open(path).read()
+def grab(pattern, conv=float):
+    m = re.search(pattern, text)
+    return conv(m.group(1)) if m else 0
+def us(v, unit):
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+lat = {p: 0.0 for p in ("50", "99")}
+for p in lat:
+    m = re.search(r"^\s+%s(?:\.000)?%%\s+([\d.]+)(us|ms|s)" % p, text, re.M)
+    if m:
+        lat[p] = us(m.group(1), m.group(2))
+reqs = grab(r"(\d+) requests in", int)
+cpu = (int(c1) - int(c0)) / float(hz)
+try:
+    wrk_cpu = sum(float(x) for x in open(timing).read().split()[-2:])
+except (OSError, ValueError):
+    wrk_cpu = 0.0
+print(json.dumps({"kind": "http", "server": server, "label": "GET /healthz, 100 conns",
+                  "rep": int(rep), "rc": int(rc), "busy_s": (int(b1) - int(b0)) / float(hz),
+                  "steal_s": (int(s1) - int(s0)) / float(hz),
+                  "r": {"msgs_per_s": grab(r"Requests/sec:\s+([\d.]+)"), "messages": reqs,
+                        "server_cpu_s": cpu,
+                        "server_cpu_us_per_msg": cpu * 1e6 / reqs if reqs else 0,
+                        "latency_us_p50": lat["50"], "latency_us_p99": lat["99"],
+                        "client_cpu_pct": wrk_cpu * 100 / float(dur), "duration_s": float(dur),
+                        "errors": len(re.findall(r"Socket errors|Non-2xx", text))}}))
+EOF
+    check_alive "$server" "$pid" "$log" || true
+}
+
+# ---- the run --------------------------------------------------------------
+
+compare_need_packages
+say "building (release) in $BUILD"
+compare_build
+start_ringws
+start_lws
+start_nginx
+say "ringws pid $RINGWS_PID port $RINGWS_PORT, lws_echo pid $LWS_PID port $LWS_PORT," \
+    "nginx pid $NGINX_PID port $NGINX_PORT; $REPS reps of ${DURATION}s"
+
+ECHO_SETTINGS=(
+    "100 conns, inflight 1|--conns 100 --inflight 1 --size 20"
+    "100 conns, inflight 8|--conns 100 --inflight 8 --size 20"
+    "1000 conns, inflight 1|--conns 1000 --inflight 1 --size 20"
+)
+
+START=$(date +%s)
+for rep in $(seq "$REPS"); do
+    for setting in "${ECHO_SETTINGS[@]}"; do
+        label=${setting%%|*}
+        # shellcheck disable=SC2206
+        args=(${setting#*|})
+        if [ $((rep % 2)) -eq 1 ]; then
+            echo_run ringws "$RINGWS_PID" "$RINGWS_PORT" "$TMP/ringws.err" "$rep" "$label" "${args[@]}"
+            echo_run libwebsockets "$LWS_PID" "$LWS_PORT" "$TMP/lws.err" "$rep" "$label" "${args[@]}"
+        else
+            echo_run libwebsockets "$LWS_PID" "$LWS_PORT" "$TMP/lws.err" "$rep" "$label" "${args[@]}"
+            echo_run ringws "$RINGWS_PID" "$RINGWS_PORT" "$TMP/ringws.err" "$rep" "$label" "${args[@]}"
+        fi
+    done
+    if [ $((rep % 2)) -eq 1 ]; then
+        http_run ringws "$RINGWS_PID" "$RINGWS_PORT" "$TMP/ringws.err" "$rep"
+        http_run nginx "$NGINX_PID" "$NGINX_PORT" "$TMP/nginx/error.log" "$rep"
+    else
+        http_run nginx "$NGINX_PID" "$NGINX_PORT" "$TMP/nginx/error.log" "$rep"
+        http_run ringws "$RINGWS_PID" "$RINGWS_PORT" "$TMP/ringws.err" "$rep"
+    fi
+    say "rep $rep/$REPS done ($(( $(date +%s) - START ))s)"
+done
+cp "$TMP/results.jsonl" "$BUILD/compare-results.jsonl"
+
+python3 - "$TMP/results.jsonl" "$DURATION" "$REPS" >"$TMP/tables.md" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+dur, reps = sys.argv[2], sys.argv[3]
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+def pick(kind, server, label, key):
+    return [r["r"].get(key) for r in rows
+            if r["kind"] == kind and r["server"] == server and r["label"] == label and r["r"]]
+
+def load(kind, label, key):
+    # Per run, in % of one CPU: "other" is the busy time of all CPUs minus the
+    # server's and the generator's; "steal" the hypervisor's.  Median and
+    # maximum: one disturbed run hides behind a median.
+    out = []
+    for r in rows:
+        if r["kind"] != kind or r["label"] != label or not r["r"]:
+            continue
+        d = r["r"].get("duration_s") or float(dur)
+        if key == "steal":
+            out.append(r.get("steal_s", 0) / d * 100)
+            continue
+        mine = r["r"].get("server_cpu_s", 0) + r["r"].get("client_cpu_pct", 0) / 100 * d
+        out.append(max(0.0, (r["busy_s"] - mine) / d * 100))
+    return (med(out), max(out)) if out else (None, None)
+
+def fails(kind, server, label):
+    return sum(1 for r in rows if r["kind"] == kind and r["server"] == server
+               and r["label"] == label and (r["rc"] != 0 or not r["r"]))
+
+def fmt(v, nd=0):
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+
+def table(kind, other, labels, unit):
+    print(f"| setting | ringws {unit}/s | {other} {unit}/s | ratio | ringws CPU us/{unit} | "
+          f"{other} CPU us/{unit} | ratio | ringws p99 us | {other} p99 us | "
+          f"generator CPU % (ringws / {other}) | failed runs | other load % (median / max) | "
+          f"steal % (median / max) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label in labels:
+        a = med(pick(kind, "ringws", label, "msgs_per_s"))
+        b = med(pick(kind, other, label, "msgs_per_s"))
+        ca = med(pick(kind, "ringws", label, "server_cpu_us_per_msg"))
+        cb = med(pick(kind, other, label, "server_cpu_us_per_msg"))
+        la = med(pick(kind, "ringws", label, "latency_us_p99"))
+        lb = med(pick(kind, other, label, "latency_us_p99"))
+        ga = med(pick(kind, "ringws", label, "client_cpu_pct"))
+        gb = med(pick(kind, other, label, "client_cpu_pct"))
+        f = f"{fails(kind, 'ringws', label)} / {fails(kind, other, label)}"
+        om, ox = load(kind, label, "other")
+        sm, sx = load(kind, label, "steal")
+        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | {fmt(ca, 2)} | {fmt(cb, 2)} | "
+              f"{ratio(ca, cb)} | {fmt(la)} | {fmt(lb)} | {fmt(ga)} / {fmt(gb)} | {f} | "
+              f"{fmt(om)} / {fmt(ox)} | {fmt(sm, 1)} / {fmt(sx, 1)} |")
+
+labels = []
+for r in rows:
+    if r["kind"] == "echo" and r["label"] not in labels:
+        labels.append(r["label"])
+print(f"WebSocket echo, 20-byte binary messages, medians of {reps} runs of {dur} s "
+      "(ratio = ringws / libwebsockets; for CPU us/msg lower is better):\n")
+table("echo", "libwebsockets", labels, "msg")
+print(f"\nHTTP GET /healthz with wrk -t1 -c100, medians of {reps} runs of {dur} s "
+      "(ratio = ringws / nginx):\n")
+table("http", "nginx", ["GET /healthz, 100 conns"], "req")
+EOF
+cat "$TMP/tables.md"
+[ -z "$OUT" ] || cp "$TMP/tables.md" "$OUT"
+if [ $FAILED -ne 0 ]; then
+    say "some runs failed or a server misbehaved: see the SERVER PROBLEM lines above"
+    exit 1
+fi

@@ -1,0 +1,234 @@
+/* bench.h - what the parts of ringws-bench share.
+ *
+ * Why it exists: the load generator is one io_uring engine (bench_loop.c)
+ * that runs WebSocket client connections from start to close, and a few
+ * modes (bench_echo.c, bench_connect.c, bench_idle.c) that decide what the
+ * connections do while open and what is measured.  The main thread
+ * (ringws-bench.c) parses options, starts one engine thread per --threads
+ * (each with its own ring) and lets the mode orchestrate and report.  Beside
+ * them: the client side of the protocol (bench_wire.c), the latency
+ * histogram (bench_hist.c), /proc readings (bench_proc.c) and the text or
+ * JSON report (bench_report.c). */
+#ifndef RINGWS_BENCH_H
+#define RINGWS_BENCH_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bench_hist.h"
+#include "bench_wire.h"
+#include "bufring.h"
+
+#define BENCH_MAX_THREADS 64
+#define BENCH_MAX_SRC_ADDRS 250 /* 127.0.0.2 .. 127.0.0.251 */
+#define BENCH_CONNS_PER_SRC 10000
+#define BENCH_CTL_MAX 125
+
+struct bench_opts {
+    struct sockaddr_in dst;
+    char url[320];
+    char host[80];       /* Host header: "127.0.0.1:PORT" */
+    char path[256];
+    unsigned conns, inflight, threads, src_addrs, open_window;
+    size_t size;
+    bool text, json;
+    double duration_s, timeout_s;
+    uint64_t messages;   /* echo: messages; connect: handshakes; 0: no count bound */
+    int server_pid;      /* 0: none */
+};
+
+/* Counters of one engine thread.  Only that thread writes them (relaxed
+ * stores); the main thread reads them for progress lines and reports. */
+struct bench_stats {
+    _Atomic uint64_t opened;            /* handshakes completed */
+    _Atomic uint64_t opened_window;     /* ... before the stop time */
+    _Atomic uint64_t open_now;          /* connections open right now */
+    _Atomic uint64_t echoed;            /* echoes received complete */
+    _Atomic uint64_t echoed_window;     /* ... before the stop time */
+    _Atomic uint64_t echoed_bytes;      /* payload bytes of those echoes */
+    _Atomic uint64_t mismatches;        /* echoes not byte-exact */
+    _Atomic uint64_t lost;              /* messages never answered */
+    _Atomic uint64_t connect_errors;
+    _Atomic uint64_t handshake_errors;  /* answer was not a valid 101 */
+    _Atomic uint64_t handshake_timeouts;
+    _Atomic uint64_t unexpected_closes; /* server closed or reset an open one */
+    _Atomic uint64_t protocol_errors;   /* server sent a bad frame */
+    _Atomic uint64_t close_timeouts;    /* closing handshake did not finish */
+    _Atomic uint64_t abandoned;         /* still busy when the run ended */
+    _Atomic uint64_t closed;            /* closing handshakes completed */
+    _Atomic uint64_t pings;             /* pings answered */
+    _Atomic uint64_t last_rx_ns;        /* time of the last echo */
+    _Atomic bool finished;
+};
+
+static inline void stat_add(_Atomic uint64_t *s, uint64_t n)
+{
+    atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t stat_get(_Atomic uint64_t *s)
+{
+    return atomic_load_explicit(s, memory_order_relaxed);
+}
+
+/* A plain copy of the counters summed over threads. */
+struct bench_sum {
+    uint64_t opened, opened_window, open_now, echoed, echoed_window, echoed_bytes;
+    uint64_t mismatches, lost, connect_errors, handshake_errors, handshake_timeouts;
+    uint64_t unexpected_closes, protocol_errors, close_timeouts, abandoned, closed;
+    uint64_t pings, last_rx_ns;
+    unsigned finished;
+};
+
+enum bench_conn_state {
+    BC_IDLE,       /* never started */
+    BC_CONNECTING,
+    BC_HANDSHAKE,  /* request sent, waiting for the 101 */
+    BC_OPEN,
+    BC_CLOSING,    /* our close frame is queued: waiting for the server's */
+    BC_WAIT_EOF,   /* closes exchanged: waiting for the server's FIN */
+    BC_SHUT,       /* descriptor being closed: waiting for requests to end */
+    BC_DONE,
+};
+
+struct bench_conn {
+    struct bench_conn *dirty_next;
+    uint8_t *out;          /* outgoing bytes; [out_off, out_len) not yet sent */
+    uint32_t out_off, out_len, out_cap;
+    uint32_t idx;          /* index in its thread, also its direct descriptor */
+    uint8_t state;         /* enum bench_conn_state */
+    uint8_t ops;           /* requests in flight */
+    uint8_t flags;
+    uint8_t ctl_len;
+    uint16_t hs_len;
+    char *hs;              /* handshake only: the key, then the answer so far */
+    uint64_t t_start;      /* when the current phase's deadline started (ns) */
+    struct wsc_rx rx;
+    uint8_t ctl[BENCH_CTL_MAX];
+    /* echo mode */
+    uint32_t owed;         /* messages to send at the next flush */
+    bool msg_bad;
+    uint64_t sent, rcvd, msg_off;
+    uint64_t *ts;          /* send time of message seq at ts[seq % inflight] */
+};
+
+struct bench;
+
+struct bench_thread {
+    struct bench *b;
+    unsigned id;
+    pthread_t tid;
+    struct io_uring ring;
+    struct bufring bufs;
+    struct bench_conn *conns;
+    unsigned n_conns, first_gid;
+    unsigned next_start;   /* first connection never started */
+    uint32_t *free_idx;    /* cycling modes: finished slots to start anew */
+    unsigned n_free;
+    unsigned in_handshake; /* connecting or waiting for the 101 */
+    unsigned live;         /* started and not yet done */
+    unsigned log_left;     /* server problems still worth a line on stderr */
+    bool stopping, go_seen;
+    uint64_t now, stop_ns, budget, src_next, rng;
+    struct bench_conn *dirty;
+    struct hist lat;
+    struct bench_stats st;
+};
+
+/* A mode: `run` orchestrates from the main thread and prints the report;
+ * the hooks run on engine threads.  A NULL run marks a planned mode. */
+struct bench_mode {
+    const char *name;
+    const char *summary;
+    int (*run)(struct bench *b);
+    void (*on_go)(struct bench_thread *t);                       /* optional */
+    void (*on_open)(struct bench_thread *t, struct bench_conn *c); /* optional */
+    void (*on_data)(struct bench_thread *t, struct bench_conn *c,
+                    const struct wsc_event *ev);                 /* optional */
+    void (*fill)(struct bench_thread *t, struct bench_conn *c); /* optional */
+    bool (*drained)(const struct bench_conn *c);                 /* optional */
+    bool (*again)(struct bench_thread *t); /* optional: start a closed one anew */
+    uint32_t (*out_cap)(const struct bench_opts *o);
+};
+
+struct bench {
+    struct bench_opts o;
+    const struct bench_mode *mode;
+    struct bench_thread *threads;
+    uint64_t salt;               /* varies the echo payloads between runs */
+    _Atomic uint64_t go_ns;      /* 0 until the measured phase starts */
+    _Atomic uint64_t stop_ns;    /* UINT64_MAX until the run must end */
+    _Atomic bool interrupted;    /* SIGINT or SIGTERM: stop now, keep the stop */
+};
+
+/* ---- bench_loop.c ----------------------------------------------------- */
+
+/* How long after the stop a thread may still finish closing handshakes
+ * (each bounded by --timeout) before it abandons what is left. */
+static inline uint64_t bench_grace_ns(const struct bench_opts *o)
+{
+    return (uint64_t)(o->timeout_s * 1.5e9);
+}
+
+uint64_t bench_now_ns(void);
+int bench_threads_start(struct bench *b);
+void bench_threads_join(struct bench *b);
+void bench_sum(struct bench *b, struct bench_sum *s);
+void bench_stop_at(struct bench *b, uint64_t ns);
+
+/* Room for n more outgoing bytes, or NULL; bench_out_commit sends them. */
+uint8_t *bench_out_reserve(struct bench_conn *c, uint32_t n);
+void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n);
+void bench_conn_dirty(struct bench_thread *t, struct bench_conn *c);
+/* Starts the closing handshake of an open connection. */
+void bench_conn_close(struct bench_thread *t, struct bench_conn *c);
+/* Prints a server problem on stderr, a few per thread at most. */
+void bench_problem(struct bench_thread *t, const struct bench_conn *c,
+                   const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+uint64_t bench_rand(struct bench_thread *t);
+
+/* ---- bench_proc.c: what /proc says about the server and the kernel ---- */
+
+int proc_cpu_ticks(int pid, uint64_t *ticks);    /* utime + stime */
+double proc_ticks_to_s(uint64_t ticks);
+int proc_rss_kb(int pid, uint64_t *kb);          /* VmRSS; pid 0: this process */
+int proc_meminfo_kb(const char *field, uint64_t *kb);
+double proc_self_cpu_s(void);                    /* this process, user + sys */
+
+/* ---- bench_report.c: one report, as text or as a JSON object ---------- */
+
+struct report {
+    FILE *f;
+    bool json;
+    unsigned n;
+};
+
+void report_begin(struct report *r, bool json);
+void report_str(struct report *r, const char *key, const char *v);
+void report_u64(struct report *r, const char *key, uint64_t v);
+void report_num(struct report *r, const char *key, double v, int decimals);
+void report_end(struct report *r);
+/* The counters every mode reports, under their own names. */
+void report_errors(struct report *r, const struct bench_sum *s);
+/* True when the sum shows a server failure (exit status 1). */
+bool bench_failed(const struct bench_sum *s);
+
+/* ---- ringws-bench.c --------------------------------------------------- */
+
+/* Sleeps until `until` (ns), printing a progress line each second on stderr
+ * when `progress` is set; returns early once every thread has finished or
+ * the run was interrupted. */
+void bench_wait(struct bench *b, uint64_t until, bool progress,
+                void (*line)(struct bench *b, double t_s));
+
+/* ---- modes ------------------------------------------------------------ */
+
+extern const struct bench_mode bench_mode_echo, bench_mode_connect, bench_mode_idle;
+
+#endif

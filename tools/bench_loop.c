@@ -1,0 +1,801 @@
+/* bench_loop.c - the load generator's engine: one io_uring per thread
+ * running WebSocket client connections from connect to close.
+ *
+ * Why it exists: a generator that costs more CPU per message than the server
+ * measures itself.  Each thread owns a ring; sockets are direct descriptors
+ * (a sparse table per ring, so the 20000 descriptor limit applies per thread,
+ * not per process); receives are multishot into a provided-buffer ring, so an
+ * idle connection holds no receive buffer; output of a whole batch of
+ * completions goes out in one send per connection.
+ *
+ * A connection's life: CONNECTING -> HANDSHAKE -> OPEN -> CLOSING (our close
+ * frame) -> WAIT_EOF (the server's close came; the server shuts down first,
+ * so TIME_WAIT stays on its side) -> SHUT (cancel what is still pending,
+ * close the slot, wait for every completion) -> DONE.  Any server
+ * misbehaviour is counted, printed (a few per thread) and ends the
+ * connection. */
+#include "bench.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+
+#define LOOP_SQ_ENTRIES 4096
+#define LOOP_RECV_BUFS 1024
+#define LOOP_RECV_BUF_SIZE 16384
+#define LOOP_BGID 0
+#define LOOP_WAIT_NS (10 * 1000000ll)
+#define LOOP_SWEEP_NS (20 * 1000000ull)
+#define LOOP_LOG_LINES 5
+
+enum loop_op { OP_CONNECT = 1, OP_SEND, OP_RECV, OP_CANCEL, OP_CLOSE };
+
+enum loop_flag {
+    CF_SEND_BUSY = 1u << 0,
+    CF_RECV_ARMED = 1u << 1,
+    CF_DIRTY = 1u << 2,
+};
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t bench_rand(struct bench_thread *t)
+{
+    /* xorshift64*: masking keys need no cryptographic strength here. */
+    t->rng ^= t->rng >> 12;
+    t->rng ^= t->rng << 25;
+    t->rng ^= t->rng >> 27;
+    return t->rng * 0x2545F4914F6CDD1Dull;
+}
+
+void bench_problem(struct bench_thread *t, const struct bench_conn *c,
+                   const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+
+    if (!t->log_left)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "ringws-bench: conn %u: %s%s\n", t->first_gid + c->idx, line,
+            --t->log_left ? "" : " (further problems of this thread not shown)");
+}
+
+static uint64_t loop_ud(const struct bench_conn *c, enum loop_op op)
+{
+    return (uint64_t)c->idx << 8 | op;
+}
+
+static struct io_uring_sqe *loop_sqe(struct bench_thread *t)
+{
+    struct io_uring_sqe *sqe;
+
+    while (!(sqe = io_uring_get_sqe(&t->ring)))
+        io_uring_submit(&t->ring);
+    return sqe;
+}
+
+/* ---- output ---------------------------------------------------------- */
+
+uint8_t *bench_out_reserve(struct bench_conn *c, uint32_t n)
+{
+    if (!(c->flags & CF_SEND_BUSY) && c->out_off) {
+        /* Nothing of out is in the kernel's hands: move the unsent tail. */
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    if (n > c->out_cap - c->out_len)
+        return NULL;
+    return c->out + c->out_len;
+}
+
+void bench_conn_dirty(struct bench_thread *t, struct bench_conn *c)
+{
+    if (c->flags & CF_DIRTY)
+        return;
+    c->flags |= CF_DIRTY;
+    c->dirty_next = t->dirty;
+    t->dirty = c;
+}
+
+void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n)
+{
+    c->out_len += n;
+    bench_conn_dirty(t, c);
+}
+
+static void loop_send(struct bench_thread *t, struct bench_conn *c)
+{
+    struct io_uring_sqe *sqe;
+
+    if ((c->flags & CF_SEND_BUSY) || c->out_off == c->out_len || c->state >= BC_SHUT)
+        return;
+    sqe = loop_sqe(t);
+    io_uring_prep_send(sqe, (int)c->idx, c->out + c->out_off, c->out_len - c->out_off,
+                       MSG_NOSIGNAL);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_SEND));
+    c->ops++;
+    c->flags |= CF_SEND_BUSY;
+}
+
+static void loop_flush(struct bench_thread *t)
+{
+    const struct bench_mode *m = t->b->mode;
+    struct bench_conn *c;
+
+    while ((c = t->dirty)) {
+        t->dirty = c->dirty_next;
+        if (c->state == BC_OPEN && m->fill)
+            m->fill(t, c);
+        c->flags &= ~CF_DIRTY;
+        loop_send(t, c);
+    }
+}
+
+static void loop_queue_control(struct bench_thread *t, struct bench_conn *c,
+                               unsigned opcode, const uint8_t *p, size_t n)
+{
+    uint64_t r = bench_rand(t);
+    uint8_t *out = bench_out_reserve(c, (uint32_t)(WSC_MAX_HEAD + n));
+
+    if (!out) {
+        bench_problem(t, c, "no room to queue a control frame");
+        return;
+    }
+    bench_out_commit(t, c, (uint32_t)wsc_frame_write(out, WS_FIN | opcode, p, n,
+                                                     (const uint8_t *)&r));
+}
+
+/* ---- connection life --------------------------------------------------- */
+
+static const char *loop_state_name(uint8_t s)
+{
+    static const char *const names[] = {"idle", "connecting", "waiting for the 101",
+                                        "open", "closing", "waiting for FIN",
+                                        "shut", "done"};
+    return names[s];
+}
+
+/* Messages sent and never answered are lost once no answer can come. */
+static void loop_conn_lose(struct bench_thread *t, struct bench_conn *c)
+{
+    if (c->sent > c->rcvd) {
+        stat_add(&t->st.lost, c->sent - c->rcvd);
+        c->sent = c->rcvd;
+    }
+}
+
+static void loop_cancel(struct bench_thread *t, struct bench_conn *c, enum loop_op op)
+{
+    struct io_uring_sqe *sqe = loop_sqe(t);
+
+    io_uring_prep_cancel64(sqe, loop_ud(c, op), 0);
+    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CANCEL));
+    c->ops++;
+}
+
+static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c)
+{
+    struct io_uring_sqe *sqe;
+
+    if (c->state >= BC_SHUT || c->state == BC_IDLE)
+        return;
+    if (c->state <= BC_HANDSHAKE)
+        t->in_handshake--;
+    else
+        stat_add(&t->st.open_now, (uint64_t)-1);
+    /* Requests still pending are cancelled by their user_data: a cancel by
+     * descriptor scans every armed request of the ring, which turns a mass
+     * close of N connections into N^2 work. */
+    if (c->state == BC_CONNECTING)
+        loop_cancel(t, c, OP_CONNECT);
+    if (c->flags & CF_RECV_ARMED)
+        loop_cancel(t, c, OP_RECV);
+    if (c->flags & CF_SEND_BUSY)
+        loop_cancel(t, c, OP_SEND);
+    loop_conn_lose(t, c);
+    free(c->hs);
+    c->hs = NULL;
+    c->state = BC_SHUT;
+    sqe = loop_sqe(t);
+    io_uring_prep_close_direct(sqe, c->idx);
+    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CLOSE));
+    c->ops++;
+}
+
+static void loop_conn_finish(struct bench_thread *t, struct bench_conn *c)
+{
+    c->state = BC_DONE;
+    c->flags = 0;
+    t->live--;
+    if (t->b->mode->again)
+        t->free_idx[t->n_free++] = c->idx;
+}
+
+void bench_conn_close(struct bench_thread *t, struct bench_conn *c)
+{
+    static const uint8_t normal[2] = {WS_CLOSE_NORMAL >> 8, WS_CLOSE_NORMAL & 0xff};
+
+    if (c->state != BC_OPEN)
+        return;
+    loop_queue_control(t, c, WS_OP_CLOSE, normal, sizeof normal);
+    c->state = BC_CLOSING;
+    c->t_start = t->now;
+}
+
+/* A fresh socket, bound to a spread source address when asked, installed
+ * in the connection's direct slot.  The ordinary descriptor lives only for
+ * these few calls. */
+static int loop_socket(struct bench_thread *t, struct bench_conn *c)
+{
+    const struct bench_opts *o = &t->b->o;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, ret = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        ret = -errno;
+    if (!ret && o->src_addrs) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+
+        src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(t->src_next++ % o->src_addrs));
+        if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
+            ret = -errno;
+    }
+    if (!ret) {
+        ret = io_uring_register_files_update(&t->ring, c->idx, &fd, 1);
+        if (ret > 0)
+            ret = 0;
+    }
+    close(fd);
+    return ret;
+}
+
+static void loop_conn_start(struct bench_thread *t, struct bench_conn *c)
+{
+    const struct bench_opts *o = &t->b->o;
+    struct io_uring_sqe *sqe;
+    int ret;
+
+    if (!c->out) {
+        c->out_cap = t->b->mode->out_cap(o);
+        c->out = malloc(c->out_cap);
+    }
+    c->state = BC_CONNECTING;
+    c->t_start = t->now;
+    c->flags = 0;
+    c->ctl_len = 0;
+    c->out_off = c->out_len = 0;
+    c->sent = c->rcvd = 0;
+    wsc_rx_init(&c->rx);
+    t->live++;
+    t->in_handshake++;
+    ret = c->out ? loop_socket(t, c) : -ENOMEM;
+    if (ret < 0) {
+        stat_add(&t->st.connect_errors, 1);
+        bench_problem(t, c, "socket: %s", strerror(-ret));
+        t->in_handshake--;
+        loop_conn_finish(t, c);
+        return;
+    }
+    sqe = loop_sqe(t);
+    io_uring_prep_connect(sqe, (int)c->idx, (const struct sockaddr *)&o->dst, sizeof o->dst);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CONNECT));
+    c->ops++;
+}
+
+static void loop_arm_recv(struct bench_thread *t, struct bench_conn *c)
+{
+    struct io_uring_sqe *sqe = loop_sqe(t);
+
+    io_uring_prep_recv_multishot(sqe, (int)c->idx, NULL, 0, 0);
+    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    sqe->buf_group = LOOP_BGID;
+    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_RECV));
+    c->ops++;
+    c->flags |= CF_RECV_ARMED;
+}
+
+static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int res)
+{
+    const struct bench_opts *o = &t->b->o;
+    uint8_t *out;
+    size_t n;
+
+    if (c->state != BC_CONNECTING)
+        return;
+    if (res < 0) {
+        stat_add(&t->st.connect_errors, 1);
+        bench_problem(t, c, "connect: %s", strerror(-res));
+        loop_conn_shut(t, c);
+        return;
+    }
+    c->hs = malloc(WSC_KEY_LEN + 1 + WSC_MAX_RESPONSE);
+    out = bench_out_reserve(c, 512);
+    if (!c->hs || !out || wsc_key_make(c->hs) < 0 ||
+        !(n = wsc_request_write((char *)out, 512, o->host, o->path, c->hs))) {
+        stat_add(&t->st.connect_errors, 1);
+        bench_problem(t, c, "cannot build the upgrade request");
+        loop_conn_shut(t, c);
+        return;
+    }
+    c->hs_len = 0;
+    bench_out_commit(t, c, (uint32_t)n);
+    c->state = BC_HANDSHAKE;
+    loop_arm_recv(t, c);
+}
+
+static void loop_conn_opened(struct bench_thread *t, struct bench_conn *c)
+{
+    c->state = BC_OPEN;
+    t->in_handshake--;
+    stat_add(&t->st.opened, 1);
+    if (t->now < t->stop_ns)
+        stat_add(&t->st.opened_window, 1);
+    stat_add(&t->st.open_now, 1);
+    if (t->b->mode->on_open)
+        t->b->mode->on_open(t, c);
+}
+
+/* Feeds answer bytes to the handshake; returns how many belong to it. */
+static size_t loop_handshake_input(struct bench_thread *t, struct bench_conn *c,
+                                   const uint8_t *p, size_t n)
+{
+    char *resp = c->hs + WSC_KEY_LEN + 1;
+    size_t room = WSC_MAX_RESPONSE - c->hs_len, take = n < room ? n : room, used;
+    const char *why = NULL;
+    int r;
+
+    memcpy(resp + c->hs_len, p, take);
+    r = wsc_response_check(resp, c->hs_len + take, c->hs, &why);
+    if (!r) {
+        c->hs_len = (uint16_t)(c->hs_len + take);
+        return n;
+    }
+    if (r < 0) {
+        size_t line = strcspn(resp, "\r\n");
+
+        stat_add(&t->st.handshake_errors, 1);
+        bench_problem(t, c, "handshake: %s (status line \"%.*s\")", why,
+                      (int)(line < 80 ? line : 80), resp);
+        loop_conn_shut(t, c);
+        return n;
+    }
+    used = (size_t)r - c->hs_len;
+    free(c->hs);
+    c->hs = NULL;
+    loop_conn_opened(t, c);
+    return used;
+}
+
+static void loop_on_close_frame(struct bench_thread *t, struct bench_conn *c)
+{
+    uint16_t code = c->ctl_len >= 2 ? (uint16_t)(c->ctl[0] << 8 | c->ctl[1]) : WS_CLOSE_NO_STATUS;
+
+    if (c->state == BC_CLOSING) {
+        c->state = BC_WAIT_EOF;
+        c->t_start = t->now;
+        return;
+    }
+    if (c->state != BC_OPEN)
+        return;
+    stat_add(&t->st.unexpected_closes, 1);
+    bench_problem(t, c, "server closed an open connection with %u \"%.*s\" (%llu sent, "
+                  "%llu answered)", code, c->ctl_len > 2 ? (int)c->ctl_len - 2 : 0,
+                  (const char *)c->ctl + 2, (unsigned long long)c->sent,
+                  (unsigned long long)c->rcvd);
+    loop_conn_lose(t, c);
+    loop_queue_control(t, c, WS_OP_CLOSE, c->ctl, c->ctl_len >= 2 ? 2 : 0);
+    c->state = BC_WAIT_EOF;
+    c->t_start = t->now;
+}
+
+static void loop_on_control(struct bench_thread *t, struct bench_conn *c, uint8_t op)
+{
+    if (op == WS_OP_PING) {
+        if (c->state == BC_OPEN) {
+            loop_queue_control(t, c, WS_OP_PONG, c->ctl, c->ctl_len);
+            stat_add(&t->st.pings, 1);
+        }
+    } else if (op == WS_OP_CLOSE) {
+        loop_on_close_frame(t, c);
+    }
+    c->ctl_len = 0;
+}
+
+static void loop_frames_input(struct bench_thread *t, struct bench_conn *c,
+                              const uint8_t *p, size_t n)
+{
+    const struct bench_mode *m = t->b->mode;
+    struct wsc_event ev;
+
+    while (c->state >= BC_OPEN && c->state <= BC_WAIT_EOF) {
+        size_t used = wsc_decode(&c->rx, p, n, &ev);
+
+        p += used;
+        n -= used;
+        switch (ev.type) {
+        case WSC_EV_NEED_MORE:
+            return;
+        case WSC_EV_DATA:
+            if (c->state <= BC_CLOSING && m->on_data)
+                m->on_data(t, c, &ev);
+            break;
+        case WSC_EV_CONTROL:
+            memcpy(c->ctl + c->ctl_len, ev.data, ev.len); /* <= 125 per frame */
+            c->ctl_len = (uint8_t)(c->ctl_len + ev.len);
+            if (ev.frame_end)
+                loop_on_control(t, c, ev.opcode);
+            break;
+        default:
+            stat_add(&t->st.protocol_errors, 1);
+            bench_problem(t, c, "bad frame from the server: %s", ev.error);
+            loop_conn_shut(t, c);
+            return;
+        }
+    }
+}
+
+static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
+{
+    if (c->state >= BC_SHUT)
+        return;
+    if (c->state == BC_WAIT_EOF) {
+        stat_add(&t->st.closed, 1);
+    } else {
+        stat_add(&t->st.unexpected_closes, 1);
+        bench_problem(t, c, "server ended the TCP connection while %s (%llu sent, "
+                      "%llu answered)", loop_state_name(c->state),
+                      (unsigned long long)c->sent, (unsigned long long)c->rcvd);
+    }
+    loop_conn_shut(t, c);
+}
+
+static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, int res,
+                         uint32_t flags)
+{
+    if (!(flags & IORING_CQE_F_MORE))
+        c->flags &= ~CF_RECV_ARMED;
+    if (res > 0) {
+        uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+        const uint8_t *p = bufring_addr(&t->bufs, bid);
+
+        if (c->state == BC_HANDSHAKE) {
+            size_t used = loop_handshake_input(t, c, p, (size_t)res);
+
+            p += used;
+            res -= (int)used;
+        }
+        if (res > 0 && c->state < BC_SHUT)
+            loop_frames_input(t, c, p, (size_t)res);
+        bufring_recycle(&t->bufs, bid);
+    } else if (res == 0) {
+        loop_on_eof(t, c);
+        return;
+    } else if (res != -ENOBUFS && c->state < BC_SHUT) {
+        if (c->state != BC_WAIT_EOF) {
+            stat_add(&t->st.unexpected_closes, 1);
+            bench_problem(t, c, "recv while %s: %s", loop_state_name(c->state),
+                          strerror(-res));
+        }
+        loop_conn_shut(t, c);
+        return;
+    }
+    if (!(c->flags & CF_RECV_ARMED) && c->state >= BC_HANDSHAKE && c->state < BC_SHUT)
+        loop_arm_recv(t, c);
+}
+
+static void loop_on_send(struct bench_thread *t, struct bench_conn *c, int res)
+{
+    c->flags &= ~CF_SEND_BUSY;
+    if (c->state >= BC_SHUT)
+        return;
+    if (res < 0) {
+        if (c->state != BC_WAIT_EOF) {
+            stat_add(&t->st.unexpected_closes, 1);
+            bench_problem(t, c, "send while %s: %s", loop_state_name(c->state),
+                          strerror(-res));
+        }
+        loop_conn_shut(t, c);
+        return;
+    }
+    c->out_off += (uint32_t)res;
+    if (c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    bench_conn_dirty(t, c);
+}
+
+static void loop_cqe(struct bench_thread *t, const struct io_uring_cqe *cqe)
+{
+    struct bench_conn *c = &t->conns[cqe->user_data >> 8];
+    enum loop_op op = (enum loop_op)(cqe->user_data & 0xff);
+
+    if (op != OP_RECV || !(cqe->flags & IORING_CQE_F_MORE))
+        c->ops--;
+    switch (op) {
+    case OP_CONNECT:
+        loop_on_connect(t, c, cqe->res);
+        break;
+    case OP_SEND:
+        loop_on_send(t, c, cqe->res);
+        break;
+    case OP_RECV:
+        loop_on_recv(t, c, cqe->res, cqe->flags);
+        break;
+    case OP_CANCEL:
+    case OP_CLOSE:
+        break;
+    }
+    if (c->state == BC_SHUT && !c->ops)
+        loop_conn_finish(t, c);
+}
+
+/* ---- the thread ------------------------------------------------------ */
+
+static void loop_start_more(struct bench_thread *t)
+{
+    const struct bench_mode *m = t->b->mode;
+    unsigned tries = t->b->o.open_window; /* bounds the work when starts fail at once */
+
+    while (!t->stopping && t->in_handshake < t->b->o.open_window && tries--) {
+        struct bench_conn *c;
+
+        if (t->next_start < t->n_conns)
+            c = &t->conns[t->next_start];
+        else if (t->n_free)
+            c = &t->conns[t->free_idx[t->n_free - 1]];
+        else
+            return;
+        if (m->again && !m->again(t))
+            return;
+        if (t->next_start < t->n_conns)
+            t->next_start++;
+        else
+            t->n_free--;
+        loop_conn_start(t, c);
+    }
+}
+
+/* Deadlines and the closes owed after the stop, checked every few ms. */
+static void loop_sweep(struct bench_thread *t)
+{
+    const struct bench_mode *m = t->b->mode;
+    uint64_t limit = (uint64_t)(t->b->o.timeout_s * 1e9);
+
+    for (unsigned i = 0; i < t->n_conns; i++) {
+        struct bench_conn *c = &t->conns[i];
+
+        switch (c->state) {
+        case BC_CONNECTING:
+        case BC_HANDSHAKE:
+            if (t->now - c->t_start > limit) {
+                stat_add(&t->st.handshake_timeouts, 1);
+                bench_problem(t, c, "no handshake answer within %.1f s (%s)",
+                              t->b->o.timeout_s, loop_state_name(c->state));
+                loop_conn_shut(t, c);
+            }
+            break;
+        case BC_OPEN:
+            if (t->stopping && (!m->drained || m->drained(c)))
+                bench_conn_close(t, c);
+            break;
+        case BC_CLOSING:
+        case BC_WAIT_EOF:
+            if (t->now - c->t_start > limit) {
+                stat_add(&t->st.close_timeouts, 1);
+                bench_problem(t, c, "closing handshake unfinished after %.1f s (%s)",
+                              t->b->o.timeout_s, loop_state_name(c->state));
+                loop_conn_shut(t, c);
+            }
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void loop_abandon(struct bench_thread *t)
+{
+    for (unsigned i = 0; i < t->n_conns; i++) {
+        struct bench_conn *c = &t->conns[i];
+
+        if (c->state != BC_IDLE && c->state != BC_DONE) {
+            stat_add(&t->st.abandoned, 1);
+            loop_conn_lose(t, c);
+        }
+    }
+}
+
+static void loop_run(struct bench_thread *t)
+{
+    struct bench *b = t->b;
+    uint64_t grace = bench_grace_ns(&b->o), next_sweep = 0;
+    struct __kernel_timespec wait = {.tv_nsec = LOOP_WAIT_NS};
+
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed);
+
+        t->now = bench_now_ns();
+        t->stop_ns = atomic_load_explicit(&b->stop_ns, memory_order_relaxed);
+        if (t->now >= t->stop_ns)
+            t->stopping = true;
+        if (!t->go_seen && go && t->now >= go) {
+            t->go_seen = true;
+            if (b->mode->on_go)
+                b->mode->on_go(t);
+        }
+        loop_start_more(t);
+        if (t->now >= next_sweep) {
+            loop_sweep(t);
+            next_sweep = t->now + LOOP_SWEEP_NS;
+        }
+        if (t->stopping && !t->live)
+            return;
+        if (t->stop_ns != UINT64_MAX && t->now > t->stop_ns + grace) {
+            loop_abandon(t);
+            return;
+        }
+        loop_flush(t);
+        io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &wait, NULL);
+        t->now = bench_now_ns();
+        io_uring_for_each_cqe(&t->ring, head, cqe) {
+            loop_cqe(t, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&t->ring, n);
+    }
+}
+
+static int loop_setup(struct bench_thread *t)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    unsigned cq = t->n_conns * 4; /* a burst of completions per connection */
+    int ret = -EINVAL;
+
+    for (unsigned i = 0; i < sizeof flag_sets / sizeof flag_sets[0] && ret == -EINVAL; i++) {
+        struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | flag_sets[i]};
+
+        p.cq_entries = cq < 8192 ? 8192 : cq > 65536 ? 65536 : cq;
+        ret = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &t->ring, &p);
+    }
+    if (ret < 0)
+        return ret;
+    io_uring_register_ring_fd(&t->ring); /* an optimisation only */
+    if (t->n_conns && (ret = io_uring_register_files_sparse(&t->ring, t->n_conns)) < 0)
+        return ret;
+    ret = bufring_create(&t->bufs, &t->ring, LOOP_BGID, LOOP_RECV_BUFS, LOOP_RECV_BUF_SIZE);
+    if (ret < 0)
+        return ret;
+    t->conns = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->conns);
+    t->free_idx = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->free_idx);
+    if (!t->conns || !t->free_idx)
+        return -ENOMEM;
+    for (unsigned i = 0; i < t->n_conns; i++)
+        t->conns[i].idx = i;
+    return 0;
+}
+
+static void *loop_thread(void *arg)
+{
+    struct bench_thread *t = arg;
+    int ret = loop_setup(t);
+
+    if (ret < 0)
+        fprintf(stderr, "ringws-bench: thread %u: setup: %s\n", t->id, strerror(-ret));
+    else
+        loop_run(t);
+    bufring_destroy(&t->bufs, &t->ring);
+    if (t->ring.ring_fd > 0)
+        io_uring_queue_exit(&t->ring);
+    atomic_store(&t->st.finished, true);
+    return NULL;
+}
+
+int bench_threads_start(struct bench *b)
+{
+    unsigned n = b->o.threads;
+
+    b->threads = calloc(n, sizeof *b->threads);
+    if (!b->threads)
+        return -ENOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        struct bench_thread *t = &b->threads[i];
+        unsigned lo = (unsigned)((uint64_t)b->o.conns * i / n);
+        unsigned hi = (unsigned)((uint64_t)b->o.conns * (i + 1) / n);
+
+        t->b = b;
+        t->id = i;
+        t->first_gid = lo;
+        t->n_conns = hi - lo;
+        t->src_next = lo;
+        t->log_left = LOOP_LOG_LINES;
+        t->stop_ns = UINT64_MAX;
+        t->rng = (b->salt ^ (0x9E3779B97F4A7C15ull * (i + 1))) | 1;
+        t->budget = b->o.messages ? b->o.messages * (i + 1) / n - b->o.messages * i / n
+                                  : UINT64_MAX;
+        t->ring.ring_fd = -1;
+        hist_init(&t->lat);
+        if (pthread_create(&t->tid, NULL, loop_thread, t)) {
+            b->o.threads = i;
+            return -EAGAIN;
+        }
+    }
+    return 0;
+}
+
+void bench_threads_join(struct bench *b)
+{
+    for (unsigned i = 0; i < b->o.threads; i++) {
+        struct bench_thread *t = &b->threads[i];
+
+        pthread_join(t->tid, NULL);
+        for (unsigned k = 0; t->conns && k < t->n_conns; k++) {
+            free(t->conns[k].out);
+            free(t->conns[k].hs);
+            free(t->conns[k].ts);
+        }
+        free(t->conns);
+        free(t->free_idx);
+        t->conns = NULL;
+    }
+}
+
+void bench_stop_at(struct bench *b, uint64_t ns)
+{
+    if (!atomic_load(&b->interrupted))
+        atomic_store(&b->stop_ns, ns);
+}
+
+void bench_sum(struct bench *b, struct bench_sum *s)
+{
+    memset(s, 0, sizeof *s);
+    for (unsigned i = 0; i < b->o.threads; i++) {
+        struct bench_stats *st = &b->threads[i].st;
+        uint64_t last = stat_get(&st->last_rx_ns);
+
+        s->opened += stat_get(&st->opened);
+        s->opened_window += stat_get(&st->opened_window);
+        s->open_now += stat_get(&st->open_now);
+        s->echoed += stat_get(&st->echoed);
+        s->echoed_window += stat_get(&st->echoed_window);
+        s->echoed_bytes += stat_get(&st->echoed_bytes);
+        s->mismatches += stat_get(&st->mismatches);
+        s->lost += stat_get(&st->lost);
+        s->connect_errors += stat_get(&st->connect_errors);
+        s->handshake_errors += stat_get(&st->handshake_errors);
+        s->handshake_timeouts += stat_get(&st->handshake_timeouts);
+        s->unexpected_closes += stat_get(&st->unexpected_closes);
+        s->protocol_errors += stat_get(&st->protocol_errors);
+        s->close_timeouts += stat_get(&st->close_timeouts);
+        s->abandoned += stat_get(&st->abandoned);
+        s->closed += stat_get(&st->closed);
+        s->pings += stat_get(&st->pings);
+        s->finished += atomic_load(&st->finished);
+        if (last > s->last_rx_ns)
+            s->last_rx_ns = last;
+    }
+}

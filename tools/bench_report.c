@@ -1,0 +1,88 @@
+/* bench_report.c - printing a run's figures, as aligned text or as one JSON
+ * object, and deciding whether they show a server failure.
+ *
+ * Why it exists: scripts (bench/compare.sh) read the JSON and people read
+ * the text; both come from the same calls so they never disagree. */
+#include "bench.h"
+
+#include <math.h>
+
+void report_begin(struct report *r, bool json)
+{
+    r->f = stdout;
+    r->json = json;
+    r->n = 0;
+    if (json)
+        fputc('{', r->f);
+}
+
+static void report_key(struct report *r, const char *key)
+{
+    if (r->json)
+        fprintf(r->f, "%s\"%s\": ", r->n ? ", " : "", key);
+    else
+        fprintf(r->f, "%-36s ", key);
+    r->n++;
+}
+
+void report_str(struct report *r, const char *key, const char *v)
+{
+    report_key(r, key);
+    if (!r->json) {
+        fprintf(r->f, "%s\n", v);
+        return;
+    }
+    fputc('"', r->f);
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            fprintf(r->f, "\\%c", *v);
+        else if ((unsigned char)*v < 0x20)
+            fprintf(r->f, "\\u%04x", *v);
+        else
+            fputc(*v, r->f);
+    }
+    fputc('"', r->f);
+}
+
+void report_u64(struct report *r, const char *key, uint64_t v)
+{
+    report_key(r, key);
+    fprintf(r->f, r->json ? "%llu" : "%llu\n", (unsigned long long)v);
+}
+
+void report_num(struct report *r, const char *key, double v, int decimals)
+{
+    report_key(r, key);
+    if (!isfinite(v))
+        v = 0;
+    fprintf(r->f, r->json ? "%.*f" : "%.*f\n", decimals, v);
+}
+
+void report_end(struct report *r)
+{
+    if (r->json)
+        fputs("}\n", r->f);
+    fflush(r->f);
+}
+
+void report_errors(struct report *r, const struct bench_sum *s)
+{
+    report_u64(r, "mismatches", s->mismatches);
+    report_u64(r, "lost", s->lost);
+    report_u64(r, "connect_errors", s->connect_errors);
+    report_u64(r, "handshake_errors", s->handshake_errors);
+    report_u64(r, "handshake_timeouts", s->handshake_timeouts);
+    report_u64(r, "unexpected_closes", s->unexpected_closes);
+    report_u64(r, "protocol_errors", s->protocol_errors);
+    report_u64(r, "close_timeouts", s->close_timeouts);
+    report_u64(r, "abandoned", s->abandoned);
+    report_u64(r, "closes_completed", s->closed);
+    report_u64(r, "pings_answered", s->pings);
+}
+
+bool bench_failed(const struct bench_sum *s)
+{
+    return s->mismatches || s->lost || s->connect_errors || s->handshake_errors ||
+           s->handshake_timeouts || s->unexpected_closes || s->protocol_errors ||
+           s->close_timeouts || s->abandoned;
+}

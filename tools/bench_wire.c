@@ -1,0 +1,295 @@
+/* bench_wire.c - handshake, masked frames and server-frame decoding for the
+ * load generator.  The accept key and token lists come from the protocol
+ * library, so the client and the server agree by construction only where
+ * RFC 6455 fixes the answer (SHA-1 and base64), never on parsing. */
+#include "bench_wire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "frame.h"
+#include "handshake.h"
+#include "http_parse.h"
+#include "unmask.h"
+
+int wsc_key_make(char key[WSC_KEY_LEN + 1])
+{
+    unsigned char raw[16];
+
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return -EIO;
+    if (EVP_EncodeBlock((unsigned char *)key, raw, sizeof raw) != WSC_KEY_LEN)
+        return -EIO;
+    return 0;
+}
+
+size_t wsc_request_write(char *out, size_t cap, const char *host,
+                         const char *path, const char key[WSC_KEY_LEN + 1])
+{
+    int n = snprintf(out, cap,
+                     "GET %s HTTP/1.1\r\n"
+                     "Host: %s\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n"
+                     "\r\n",
+                     path, host, key);
+
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+static bool wire_name_is(const char *p, size_t n, const char *name)
+{
+    return strlen(name) == n && !strncasecmp(p, name, n);
+}
+
+static const char *wire_trim(const char *s, const char **end)
+{
+    while (s < *end && (*s == ' ' || *s == '\t'))
+        s++;
+    while (*end > s && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
+        (*end)--;
+    return s;
+}
+
+/* Checks one "Name: value" line; records what the 101 needs. */
+static int wire_check_header(const char *line, const char *eol, const char *accept,
+                             unsigned *seen, const char **why)
+{
+    const char *colon = memchr(line, ':', (size_t)(eol - line));
+    const char *v, *ve = eol;
+    size_t nlen, vlen;
+
+    if (!colon || colon == line) {
+        *why = "malformed header line";
+        return -EPROTO;
+    }
+    nlen = (size_t)(colon - line);
+    v = wire_trim(colon + 1, &ve);
+    vlen = (size_t)(ve - v);
+    if (wire_name_is(line, nlen, "Upgrade")) {
+        if (http_token_list_has(v, vlen, "websocket"))
+            *seen |= 1;
+    } else if (wire_name_is(line, nlen, "Connection")) {
+        if (http_token_list_has(v, vlen, "upgrade"))
+            *seen |= 2;
+    } else if (wire_name_is(line, nlen, "Sec-WebSocket-Accept")) {
+        if (vlen != WS_ACCEPT_LEN || memcmp(v, accept, WS_ACCEPT_LEN) || (*seen & 4)) {
+            *why = "wrong Sec-WebSocket-Accept";
+            return -EPROTO;
+        }
+        *seen |= 4;
+    } else if (wire_name_is(line, nlen, "Sec-WebSocket-Extensions") ||
+               wire_name_is(line, nlen, "Sec-WebSocket-Protocol")) {
+        /* RFC 6455 4.1: the client asked for none, so any is a failure. */
+        *why = "extension or subprotocol the client did not ask for";
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int wsc_response_check(const char *buf, size_t len,
+                       const char key[WSC_KEY_LEN + 1], const char **why)
+{
+    static const char status[] = "HTTP/1.1 101";
+    char accept[WS_ACCEPT_LEN + 1];
+    const char *end = NULL, *line, *eol;
+    unsigned seen = 0;
+
+    for (size_t i = 3; i < len; i++)
+        if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
+            end = buf + i + 1;
+            break;
+        }
+    if (!end) {
+        if (len >= WSC_MAX_RESPONSE) {
+            *why = "response head too long";
+            return -EPROTO;
+        }
+        if (len >= sizeof status - 1 && memcmp(buf, status, sizeof status - 1)) {
+            *why = "status is not 101";
+            return -EPROTO;
+        }
+        return 0;
+    }
+    if ((size_t)(end - buf) < sizeof status || memcmp(buf, status, sizeof status - 1) ||
+        (buf[sizeof status - 1] != ' ' && buf[sizeof status - 1] != '\r')) {
+        *why = "status is not 101";
+        return -EPROTO;
+    }
+    if (ws_handshake_accept_key(key, WSC_KEY_LEN, accept) < 0) {
+        *why = "cannot compute the accept key";
+        return -EPROTO;
+    }
+    line = memchr(buf, '\n', (size_t)(end - buf)) + 1;
+    for (; line < end - 2; line = eol + 2) {
+        eol = memchr(line, '\r', (size_t)(end - line));
+        if (!eol || eol[1] != '\n') {
+            *why = "bare CR or LF in the head";
+            return -EPROTO;
+        }
+        if (wire_check_header(line, eol, accept, &seen, why) < 0)
+            return -EPROTO;
+    }
+    if (seen != 7) {
+        *why = !(seen & 4) ? "no Sec-WebSocket-Accept"
+                           : !(seen & 1) ? "no Upgrade: websocket" : "no Connection: upgrade";
+        return -EPROTO;
+    }
+    return (int)(end - buf);
+}
+
+size_t wsc_frame_head(uint8_t out[WSC_MAX_HEAD], unsigned first, uint64_t len,
+                      const uint8_t mask[4])
+{
+    size_t n = ws_frame_header(out, first, len);
+
+    out[1] |= 0x80;
+    memcpy(out + n, mask, 4);
+    return n + 4;
+}
+
+size_t wsc_frame_write(uint8_t *out, unsigned first, const void *payload,
+                       size_t len, const uint8_t mask[4])
+{
+    size_t n = wsc_frame_head(out, first, len, mask);
+
+    memcpy(out + n, payload, len);
+    ws_unmask(out + n, len, mask, 0);
+    return n + len;
+}
+
+static size_t wire_fail(struct wsc_rx *rx, struct wsc_event *ev, const char *why)
+{
+    rx->failed = 1;
+    ev->type = WSC_EV_ERROR;
+    ev->error = why;
+    return 0;
+}
+
+/* Validates a complete header in rx->hdr and enters its payload. */
+static const char *wire_frame_begin(struct wsc_rx *rx)
+{
+    uint8_t b0 = rx->hdr[0], l7 = rx->hdr[1] & 0x7f, op = b0 & 0x0f;
+    uint64_t n = l7;
+
+    if (b0 & 0x70)
+        return "RSV bit set without an extension";
+    if (l7 == 126) {
+        n = (uint64_t)rx->hdr[2] << 8 | rx->hdr[3];
+        if (n < 126)
+            return "length not in its shortest form";
+    } else if (l7 == 127) {
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | rx->hdr[2 + i];
+        if (n >> 63)
+            return "64-bit length with the top bit set";
+        if (n <= 0xFFFF)
+            return "length not in its shortest form";
+    }
+    if (op & 0x8) {
+        if (op != WS_OP_CLOSE && op != WS_OP_PING && op != WS_OP_PONG)
+            return "reserved control opcode";
+        if (!(b0 & 0x80))
+            return "fragmented control frame";
+        if (n > WS_MAX_CONTROL_PAYLOAD)
+            return "control frame longer than 125 bytes";
+    } else if (op == WS_OP_CONT) {
+        if (!rx->msg_opcode)
+            return "continuation with no message open";
+    } else if (op == WS_OP_TEXT || op == WS_OP_BINARY) {
+        if (rx->msg_opcode)
+            return "new message inside a fragmented one";
+        rx->msg_opcode = op;
+        rx->msg_started = 0;
+    } else {
+        return "reserved data opcode";
+    }
+    rx->opcode = op;
+    rx->fin = b0 >> 7;
+    rx->remaining = n;
+    rx->in_payload = 1;
+    rx->hdr_len = 0;
+    return NULL;
+}
+
+static size_t wire_header_need(const struct wsc_rx *rx)
+{
+    uint8_t l7 = rx->hdr[1] & 0x7f;
+
+    if (rx->hdr_len < 2)
+        return 2;
+    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
+}
+
+/* Gathers header bytes; returns bytes taken, sets *done when complete. */
+static size_t wire_take_header(struct wsc_rx *rx, const uint8_t *buf, size_t len,
+                               bool *done, const char **err)
+{
+    size_t used = 0;
+
+    *err = NULL;
+    while (used < len && rx->hdr_len < wire_header_need(rx)) {
+        rx->hdr[rx->hdr_len++] = buf[used++];
+        if (rx->hdr_len == 2 && (rx->hdr[1] & 0x80)) {
+            *err = "masked frame from the server";
+            break;
+        }
+    }
+    *done = rx->hdr_len >= 2 && rx->hdr_len == wire_header_need(rx);
+    return used;
+}
+
+size_t wsc_decode(struct wsc_rx *rx, const uint8_t *buf, size_t len,
+                  struct wsc_event *ev)
+{
+    size_t used = 0, n;
+    bool empty;
+
+    *ev = (struct wsc_event){.type = WSC_EV_NEED_MORE};
+    if (rx->failed)
+        return wire_fail(rx, ev, "protocol already broken");
+    if (!rx->in_payload) {
+        bool done;
+        const char *err;
+
+        used = wire_take_header(rx, buf, len, &done, &err);
+        if (err)
+            return wire_fail(rx, ev, err);
+        if (!done)
+            return used;
+        err = wire_frame_begin(rx);
+        if (err)
+            return wire_fail(rx, ev, err);
+    }
+    empty = rx->remaining == 0;
+    if (used == len && !empty)
+        return used;
+    n = len - used < rx->remaining ? len - used : (size_t)rx->remaining;
+    ev->data = buf + used;
+    ev->len = n;
+    rx->remaining -= n;
+    used += n;
+    if (!rx->remaining)
+        rx->in_payload = 0;
+    if (rx->opcode & 0x8) {
+        ev->type = WSC_EV_CONTROL;
+        ev->opcode = rx->opcode;
+        ev->frame_end = !rx->remaining;
+        return used;
+    }
+    ev->type = WSC_EV_DATA;
+    ev->opcode = rx->msg_opcode;
+    ev->msg_start = !rx->msg_started;
+    rx->msg_started = 1;
+    ev->msg_end = !rx->remaining && rx->fin;
+    if (ev->msg_end)
+        rx->msg_opcode = 0;
+    return used;
+}

@@ -1,0 +1,86 @@
+/* bench_wire.h - the client side of RFC 6455 for the load generator.
+ *
+ * Why it exists: the load generator must judge the server from the wire, not
+ * trust it, so it speaks the protocol as an independent client: a random
+ * Sec-WebSocket-Key and a check of the 101 answer, masked frames out, and a
+ * streaming decoder for the server's frames that rejects what a server must
+ * never send (masked frames, RSV bits, bad control frames).  Pure: bytes in,
+ * verdicts out, no I/O and no allocation. */
+#ifndef RINGWS_BENCH_WIRE_H
+#define RINGWS_BENCH_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WSC_KEY_LEN 24          /* base64 of 16 random bytes */
+#define WSC_MAX_HEAD 14         /* 2 + 8 (64-bit length) + 4 (mask) */
+#define WSC_MAX_RESPONSE 4096   /* a 101 answer longer than this is refused */
+
+/* Fills key with a fresh random key (NUL-terminated).  0 or -EIO. */
+int wsc_key_make(char key[WSC_KEY_LEN + 1]);
+
+/* Writes the upgrade request; returns its length, 0 when cap is too small. */
+size_t wsc_request_write(char *out, size_t cap, const char *host,
+                         const char *path, const char key[WSC_KEY_LEN + 1]);
+
+/* Checks a server's answer to the request sent with `key`.  Returns the
+ * length of a complete, valid 101 head (> 0), 0 when more bytes are needed,
+ * or -EPROTO with *why set to a short static reason. */
+int wsc_response_check(const char *buf, size_t len,
+                       const char key[WSC_KEY_LEN + 1], const char **why);
+
+/* Writes a masked client frame header for `len` payload bytes (first: FIN |
+ * opcode); returns its size (6, 8 or 14).  The payload that follows must be
+ * masked by the caller with the same key (ws_unmask does it in place). */
+size_t wsc_frame_head(uint8_t out[WSC_MAX_HEAD], unsigned first, uint64_t len,
+                      const uint8_t mask[4]);
+
+/* Writes a whole masked frame (head and masked copy of the payload) and
+ * returns its size; out must hold WSC_MAX_HEAD + len bytes. */
+size_t wsc_frame_write(uint8_t *out, unsigned first, const void *payload,
+                       size_t len, const uint8_t mask[4]);
+
+enum wsc_event_type {
+    WSC_EV_NEED_MORE = 0, /* every byte given was consumed */
+    WSC_EV_DATA,          /* a chunk of a text or binary message */
+    WSC_EV_CONTROL,       /* a chunk of a close, ping or pong frame */
+    WSC_EV_ERROR,         /* the server broke the protocol */
+};
+
+struct wsc_event {
+    uint8_t type;         /* enum wsc_event_type */
+    uint8_t opcode;       /* DATA: the message's opcode; CONTROL: the frame's */
+    bool msg_start;       /* DATA: first chunk of the message */
+    bool msg_end;         /* DATA: last chunk of the message */
+    bool frame_end;       /* CONTROL: last chunk of the control frame */
+    const uint8_t *data;  /* points into the caller's buffer */
+    size_t len;
+    const char *error;    /* ERROR: static reason */
+};
+
+/* Decoder state for frames coming from a server. */
+struct wsc_rx {
+    uint64_t remaining;   /* payload bytes still to come in this frame */
+    uint8_t hdr[10];      /* a header split across reads */
+    uint8_t hdr_len;
+    uint8_t in_payload;
+    uint8_t opcode;       /* of the current frame */
+    uint8_t fin;
+    uint8_t msg_opcode;   /* TEXT/BINARY while a message is open, else 0 */
+    uint8_t msg_started;  /* a chunk of the open message was reported */
+    uint8_t failed;
+};
+
+static inline void wsc_rx_init(struct wsc_rx *rx)
+{
+    *rx = (struct wsc_rx){0};
+}
+
+/* Decodes from buf[0..len): returns bytes consumed and fills *ev.  Loop
+ * while ev->type is DATA or CONTROL; empty frames are reported with len 0.
+ * After an ERROR, every call reports it again and consumes nothing. */
+size_t wsc_decode(struct wsc_rx *rx, const uint8_t *buf, size_t len,
+                  struct wsc_event *ev);
+
+#endif

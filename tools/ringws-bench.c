@@ -1,0 +1,309 @@
+/* ringws-bench.c - a WebSocket load generator on io_uring.
+ *
+ * Why it exists: to measure ringws (or any RFC 6455 server on loopback) from
+ * the outside, as a client that checks everything the server sends, with a
+ * cost per message low enough that the server, not the generator, is what
+ * is measured.  This file is the command line: options, the mode table, the
+ * run's bounds, progress lines.  The engine is bench_loop.c; each mode has
+ * its own file.
+ *
+ *   ringws-bench echo --url ws://127.0.0.1:8080/echo --conns 100 --inflight 8
+ *   ringws-bench connect --conns 50 --duration 5
+ *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
+ *
+ * Every run is bounded in time (--duration, --timeout) and only loopback
+ * addresses are accepted as targets. */
+#include "bench.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Planned: one publisher and many subscribers, once the server has pub/sub.
+ * It will measure delivery rate and the spread of arrival times. */
+static const struct bench_mode bench_mode_fanout = {
+    .name = "fanout",
+    .summary = "one publisher, many subscribers (planned: needs server pub/sub)",
+};
+
+static const struct bench_mode *const bench_modes[] = {
+    &bench_mode_echo,
+    &bench_mode_connect,
+    &bench_mode_idle,
+    &bench_mode_fanout,
+};
+
+#define BENCH_N_MODES (sizeof bench_modes / sizeof bench_modes[0])
+
+static struct bench *bench_signalled;
+
+static void bench_on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&bench_signalled->interrupted, true);
+    atomic_store(&bench_signalled->stop_ns, 0);
+}
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ringws-bench MODE [options]\n"
+            "modes:\n");
+    for (size_t i = 0; i < BENCH_N_MODES; i++)
+        fprintf(f, "  %-9s %s\n", bench_modes[i]->name, bench_modes[i]->summary);
+    fprintf(f,
+            "options:\n"
+            "  --url ws://127.0.0.1:PORT/PATH  target, loopback only (default ws://127.0.0.1:8080/echo)\n"
+            "  --conns N          connections (default 100)\n"
+            "  --inflight K       echo: messages outstanding per connection (default 1)\n"
+            "  --size BYTES       echo: payload size (default 20)\n"
+            "  --text             echo: send text messages (default binary)\n"
+            "  --duration S       measured time; idle: hold time (default 5)\n"
+            "  --messages M       echo: stop after M messages; connect: after M handshakes\n"
+            "  --threads N        engine threads, one ring each (default 1)\n"
+            "  --server-pid PID   read the server's CPU time and memory from /proc\n"
+            "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle\n"
+            "                     conns/10000+1, connect 16, echo 0 = no bind below 10000)\n"
+            "  --open-window N    handshakes in progress per thread (default 256)\n"
+            "  --timeout S        handshake, close and drain bound (default 10)\n"
+            "  --json             print one JSON object instead of text\n"
+            "Exit status: 0 clean, 1 a server failure was seen (mismatch, loss, error), 2 usage.\n");
+}
+
+static int bench_parse_url(struct bench_opts *o, const char *url)
+{
+    const char *p = url, *colon, *slash;
+    char host[64];
+    struct in_addr a;
+    unsigned long port;
+    char *end;
+
+    if (strncmp(p, "ws://", 5))
+        return -EINVAL;
+    p += 5;
+    colon = strchr(p, ':');
+    slash = strchr(p, '/');
+    if (!colon || (slash && slash < colon) || (size_t)(colon - p) >= sizeof host)
+        return -EINVAL;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    port = strtoul(colon + 1, &end, 10);
+    if (end == colon + 1 || port == 0 || port > 65535 || (*end && *end != '/'))
+        return -EINVAL;
+    if (!strcmp(host, "localhost"))
+        a.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &a) != 1)
+        return -EINVAL;
+    if ((ntohl(a.s_addr) >> 24) != 127)
+        return -EPERM;
+    if (strlen(*end ? end : "/") >= sizeof o->path || strlen(url) >= sizeof o->url)
+        return -ENAMETOOLONG;
+    o->dst.sin_family = AF_INET;
+    o->dst.sin_addr = a;
+    o->dst.sin_port = htons((uint16_t)port);
+    snprintf(o->host, sizeof o->host, "%s:%lu", host, port);
+    snprintf(o->path, sizeof o->path, "%s", *end ? end : "/");
+    snprintf(o->url, sizeof o->url, "%s", url);
+    return 0;
+}
+
+static int bench_parse_num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (end == s || *end || !(v >= lo && v <= hi))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
+       OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
+       OPT_HELP };
+
+static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_set)
+{
+    double v;
+
+    switch (opt) {
+    case OPT_URL: return bench_parse_url(o, arg);
+    case OPT_TEXT: o->text = true; return 0;
+    case OPT_JSON: o->json = true; return 0;
+    case OPT_DURATION: return bench_parse_num(arg, 0.001, 3600, &o->duration_s);
+    case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
+    default: break;
+    }
+    if (bench_parse_num(arg, 0, 1e12, &v) < 0 || v != (double)(uint64_t)v)
+        return -EINVAL;
+    switch (opt) {
+    case OPT_CONNS: o->conns = (unsigned)v; return v >= 1 && v <= 2000000 ? 0 : -EINVAL;
+    case OPT_INFLIGHT: o->inflight = (unsigned)v; return v >= 1 && v <= 1024 ? 0 : -EINVAL;
+    case OPT_SIZE: o->size = (size_t)v; return v <= 16 << 20 ? 0 : -EINVAL;
+    case OPT_MESSAGES: o->messages = (uint64_t)v; return 0;
+    case OPT_THREADS:
+        o->threads = (unsigned)v;
+        return v >= 1 && v <= BENCH_MAX_THREADS ? 0 : -EINVAL;
+    case OPT_PID: o->server_pid = (int)v; return v >= 1 && v < 1 << 22 ? 0 : -EINVAL;
+    case OPT_SRC:
+        o->src_addrs = (unsigned)v;
+        *src_set = 1;
+        return v <= BENCH_MAX_SRC_ADDRS ? 0 : -EINVAL;
+    case OPT_WINDOW: o->open_window = (unsigned)v; return v >= 1 ? 0 : -EINVAL;
+    default: return -EINVAL;
+    }
+}
+
+/* Defaults that depend on the mode, and limits that span options. */
+static int bench_finish_opts(struct bench *b, int src_set)
+{
+    struct bench_opts *o = &b->o;
+    uint64_t per_thread, bytes;
+    struct rlimit rl;
+
+    /* connect() picks ephemeral ports of one parity first; past half the
+     * range (about 14000 ports per source address) each pick scans, and
+     * opening slows from thousands per second to hundreds.  Stay below. */
+    if (!src_set) {
+        if (b->mode == &bench_mode_idle)
+            o->src_addrs = o->conns / BENCH_CONNS_PER_SRC + 1;
+        else if (b->mode == &bench_mode_connect)
+            o->src_addrs = 16;
+        else if (o->conns > BENCH_CONNS_PER_SRC)
+            o->src_addrs = o->conns / BENCH_CONNS_PER_SRC + 1;
+        if (o->src_addrs > BENCH_MAX_SRC_ADDRS)
+            o->src_addrs = BENCH_MAX_SRC_ADDRS;
+    }
+    if (o->threads > o->conns)
+        o->threads = o->conns;
+    per_thread = (o->conns + o->threads - 1) / o->threads;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (per_thread > rl.rlim_cur) {
+        fprintf(stderr, "ringws-bench: a ring holds at most %llu connections; use "
+                "--threads %llu or more\n", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)((o->conns + rl.rlim_cur - 1) / rl.rlim_cur));
+        return -EINVAL;
+    }
+    bytes = (uint64_t)o->conns * b->mode->out_cap(o);
+    if ((uint64_t)o->inflight * (WSC_MAX_HEAD + o->size) > (1u << 30) || bytes > (8ull << 30)) {
+        fprintf(stderr, "ringws-bench: --conns x --inflight x --size needs too much "
+                "memory for send buffers\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int bench_parse_args(int argc, char **argv, struct bench *b)
+{
+    static const struct option longopts[] = {
+        {"url", required_argument, NULL, OPT_URL},
+        {"conns", required_argument, NULL, OPT_CONNS},
+        {"inflight", required_argument, NULL, OPT_INFLIGHT},
+        {"size", required_argument, NULL, OPT_SIZE},
+        {"text", no_argument, NULL, OPT_TEXT},
+        {"duration", required_argument, NULL, OPT_DURATION},
+        {"messages", required_argument, NULL, OPT_MESSAGES},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"server-pid", required_argument, NULL, OPT_PID},
+        {"src-addrs", required_argument, NULL, OPT_SRC},
+        {"open-window", required_argument, NULL, OPT_WINDOW},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct bench_opts *o = &b->o;
+    int opt, src_set = 0;
+
+    *o = (struct bench_opts){
+        .conns = 100, .inflight = 1, .threads = 1, .open_window = 256, .size = 20,
+        .duration_s = 5, .timeout_s = 10,
+    };
+    bench_parse_url(o, "ws://127.0.0.1:8080/echo");
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (opt == OPT_HELP || opt == 'h') {
+            bench_usage(stdout);
+            exit(0);
+        }
+        if (opt == '?' || bench_apply(o, opt, optarg, &src_set) < 0) {
+            if (opt != '?')
+                fprintf(stderr, "ringws-bench: bad value for --%s: %s%s\n",
+                        longopts[opt - OPT_URL].name, optarg,
+                        opt == OPT_URL ? " (ws://127.x.y.z:PORT/PATH: loopback only)" : "");
+            return -EINVAL;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "ringws-bench: name one mode\n");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < BENCH_N_MODES; i++)
+        if (!strcmp(argv[optind], bench_modes[i]->name))
+            b->mode = bench_modes[i];
+    if (!b->mode) {
+        fprintf(stderr, "ringws-bench: unknown mode %s\n", argv[optind]);
+        return -EINVAL;
+    }
+    if (!b->mode->run) {
+        fprintf(stderr, "ringws-bench: mode %s is not implemented yet\n", b->mode->name);
+        return -ENOSYS;
+    }
+    return bench_finish_opts(b, src_set);
+}
+
+void bench_wait(struct bench *b, uint64_t until, bool progress,
+                void (*line)(struct bench *b, double t_s))
+{
+    uint64_t t0 = atomic_load(&b->go_ns), next;
+
+    if (!t0)
+        t0 = bench_now_ns();
+    next = bench_now_ns() + 1000000000ull;
+    for (;;) {
+        struct timespec ts = {.tv_nsec = 5 * 1000000};
+        uint64_t now = bench_now_ns();
+        unsigned done = 0;
+
+        for (unsigned i = 0; i < b->o.threads; i++)
+            done += atomic_load(&b->threads[i].st.finished);
+        if (now >= until || done == b->o.threads || atomic_load(&b->interrupted))
+            return;
+        if (progress && line && now >= next) {
+            line(b, (double)(now - t0) / 1e9);
+            next += 1000000000ull;
+        }
+        if (until - now < (uint64_t)ts.tv_nsec)
+            ts.tv_nsec = (long)(until - now);
+        nanosleep(&ts, NULL);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static struct bench b;
+    struct sigaction sa = {.sa_handler = bench_on_signal};
+    int ret;
+
+    if (bench_parse_args(argc, argv, &b) < 0) {
+        bench_usage(stderr);
+        return 2;
+    }
+    b.salt = bench_now_ns() ^ ((uint64_t)getpid() << 32);
+    atomic_store(&b.stop_ns, UINT64_MAX);
+    bench_signalled = &b;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    ret = b.mode->run(&b);
+    if (ret < 0) {
+        fprintf(stderr, "ringws-bench: %s\n", strerror(-ret));
+        return 1;
+    }
+    return ret;
+}

@@ -1,0 +1,156 @@
+/* test_bench_wire.c - checks of the load generator's client protocol code.
+ *
+ * Why it exists: the generator's verdicts (mismatch, protocol error, bad
+ * handshake) are only worth something if its own parser is right; these
+ * cases pin the RFC 6455 examples and the splits a server may produce. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench_hist.h"
+#include "bench_wire.h"
+
+static int test_failures;
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                \
+            test_failures++;                                               \
+        }                                                                  \
+    } while (0)
+
+static const char test_key[] = "dGhlIHNhbXBsZSBub25jZQ==";
+
+static void test_response(void)
+{
+    /* RFC 6455 section 1.3's example answer. */
+    static const char ok[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                             "Upgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n"
+                             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    static const char bad_key[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                  "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOx=\r\n\r\n";
+    static const char no_upgrade[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                     "Connection: Upgrade\r\n"
+                                     "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    const char *why = NULL;
+
+    CHECK(wsc_response_check(ok, sizeof ok - 1, test_key, &why) == (int)sizeof ok - 1);
+    for (size_t n = 0; n < sizeof ok - 1; n++)
+        CHECK(wsc_response_check(ok, n, test_key, &why) == 0);
+    CHECK(wsc_response_check(bad_key, sizeof bad_key - 1, test_key, &why) < 0);
+    CHECK(wsc_response_check(no_upgrade, sizeof no_upgrade - 1, test_key, &why) < 0);
+    CHECK(wsc_response_check("HTTP/1.1 404 Not Found\r\n", 24, test_key, &why) < 0);
+}
+
+/* Decodes `in` fed `step` bytes at a time; gathers data and control bytes. */
+static int test_decode(const uint8_t *in, size_t len, size_t step, uint8_t *data,
+                       size_t *dlen, unsigned *msgs, unsigned *controls)
+{
+    struct wsc_rx rx;
+
+    wsc_rx_init(&rx);
+    *dlen = 0;
+    *msgs = *controls = 0;
+    for (size_t off = 0; off < len; off += step) {
+        size_t n = len - off < step ? len - off : step;
+        const uint8_t *p = in + off;
+        struct wsc_event ev;
+
+        for (;;) {
+            size_t used = wsc_decode(&rx, p, n, &ev);
+
+            p += used;
+            n -= used;
+            if (ev.type == WSC_EV_NEED_MORE)
+                break;
+            if (ev.type == WSC_EV_ERROR)
+                return -1;
+            if (ev.type == WSC_EV_DATA) {
+                memcpy(data + *dlen, ev.data, ev.len);
+                *dlen += ev.len;
+                *msgs += ev.msg_end;
+            } else if (ev.frame_end) {
+                (*controls)++;
+            }
+        }
+    }
+    return 0;
+}
+
+static void test_frames(void)
+{
+    /* "Hel" + ping + "lo" (RFC 6455 5.7's fragmented text with a ping
+     * between), then a 300-byte binary message with a 16-bit length. */
+    uint8_t in[400] = {0x01, 0x03, 'H', 'e', 'l', 0x89, 0x00, 0x80, 0x02, 'l', 'o',
+                       0x82, 126, 0x01, 0x2c};
+    size_t len = 15 + 300, dlen;
+    uint8_t data[400];
+    unsigned msgs, controls;
+
+    for (size_t i = 0; i < 300; i++)
+        in[15 + i] = (uint8_t)i;
+    for (size_t step = 1; step <= len; step++) {
+        CHECK(test_decode(in, len, step, data, &dlen, &msgs, &controls) == 0);
+        CHECK(dlen == 305 && msgs == 2 && controls == 1);
+        CHECK(!memcmp(data, "Hello", 5) && data[5] == 0 && data[304] == (uint8_t)299);
+    }
+}
+
+static void test_frame_errors(void)
+{
+    static const uint8_t masked[] = {0x81, 0x81, 1, 2, 3, 4, 'x'};
+    static const uint8_t rsv[] = {0xc1, 0x00};
+    static const uint8_t long_ping[] = {0x89, 126, 0x00, 0x80};
+    static const uint8_t stray_cont[] = {0x80, 0x00};
+    static const uint8_t not_shortest[] = {0x82, 126, 0x00, 0x05, 1, 2, 3, 4, 5};
+    size_t dlen;
+    uint8_t data[16];
+    unsigned msgs, controls;
+
+    CHECK(test_decode(masked, sizeof masked, 1, data, &dlen, &msgs, &controls) < 0);
+    CHECK(test_decode(rsv, sizeof rsv, 2, data, &dlen, &msgs, &controls) < 0);
+    CHECK(test_decode(long_ping, sizeof long_ping, 4, data, &dlen, &msgs, &controls) < 0);
+    CHECK(test_decode(stray_cont, sizeof stray_cont, 2, data, &dlen, &msgs, &controls) < 0);
+    CHECK(test_decode(not_shortest, sizeof not_shortest, 9, data, &dlen, &msgs, &controls) < 0);
+}
+
+static void test_masked_write(void)
+{
+    static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint8_t out[64];
+
+    /* RFC 6455 5.7: a masked "Hello". */
+    CHECK(wsc_frame_write(out, 0x81, "Hello", 5, mask) == 11);
+    CHECK(!memcmp(out, "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11));
+}
+
+static void test_hist(void)
+{
+    static struct hist h;
+
+    hist_init(&h);
+    for (uint64_t v = 1; v <= 100000; v++)
+        hist_record(&h, v);
+    CHECK(h.count == 100000 && h.min == 1 && h.max == 100000);
+    for (double p = 1; p <= 100; p += 7.5) {
+        double want = p * 1000, got = (double)hist_percentile(&h, p);
+
+        CHECK(got >= want * 0.98 && got <= want * 1.02);
+    }
+    CHECK(hist_percentile(&h, 100) == 100000);
+}
+
+int main(void)
+{
+    test_response();
+    test_frames();
+    test_frame_errors();
+    test_masked_write();
+    test_hist();
+    if (test_failures)
+        fprintf(stderr, "%d checks failed\n", test_failures);
+    return test_failures ? 1 : 0;
+}
