@@ -1,0 +1,105 @@
+"""Descriptor exhaustion: with a low RLIMIT_NOFILE the server's direct
+descriptor table is small; connections beyond it are refused at once (the
+kernel resets them), the multishot accept that the kernel ends is re-armed,
+and service resumes as soon as slots free up.  Also --max-connections:
+beyond it new connections are closed at once, and served again below it."""
+
+import os
+import resource
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ringws_test import Runner, Server, T, eq, expect, fail  # noqa: E402
+
+LIMIT = 48
+
+
+def healthz(port):
+    """Returns 'ok', 'refused' (reset or closed without an answer) or
+    'silent', and the socket, which the caller keeps open or closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=T(3))
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = s.recv(200)
+    except (ConnectionResetError, BrokenPipeError):
+        return "refused", s
+    except socket.timeout:
+        return "silent", s
+    if data.startswith(b"HTTP/1.1 200"):
+        return "ok", s
+    if not data:
+        return "refused", s
+    fail("unexpected answer %r" % data[:60])
+
+
+def start_with_nofile(limit, args):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        return Server(args, "nofile-%d" % limit).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def fill_and_recover(srv, n, capacity, what):
+    held, seen = [], {"ok": 0, "refused": 0, "silent": 0}
+    for _ in range(n):
+        verdict, s = healthz(srv.port)
+        seen[verdict] += 1
+        held.append(s)
+    eq(seen["silent"], 0, "connections left unanswered (%s)" % what)
+    expect(seen["ok"] <= capacity, "at most %d served while full" % capacity, seen)
+    expect(seen["ok"] >= capacity - 8, "about %d served before the table filled" % capacity, seen)
+    expect(seen["refused"] >= n - capacity, "the rest refused at once", seen)
+    for s in held:
+        s.close()
+    deadline = time.monotonic() + T(5)
+    while True:
+        verdict, s = healthz(srv.port)
+        s.close()
+        if verdict == "ok":
+            break
+        if time.monotonic() > deadline:
+            fail("service did not resume after connections closed (%s)" % what)
+        time.sleep(0.1)
+    # Everything is served again, up to the capacity.
+    again = []
+    for _ in range(capacity // 2):
+        verdict, s = healthz(srv.port)
+        again.append(s)
+        eq(verdict, "ok", "a connection after recovery (%s)" % what)
+    for s in again:
+        s.close()
+
+
+def t_nofile():
+    srv = start_with_nofile(LIMIT, ["--workers", "1"])
+    try:
+        fill_and_recover(srv, LIMIT + 30, LIMIT, "RLIMIT_NOFILE %d" % LIMIT)
+        expect(srv.alive(), "server still running", "exited")
+        srv.stop()
+    finally:
+        srv.kill()
+
+
+def t_max_connections():
+    srv = Server(["--workers", "1", "--max-connections", "20"], "max-conn-20").start()
+    try:
+        fill_and_recover(srv, 50, 20, "--max-connections 20")
+        srv.stop()
+    finally:
+        srv.kill()
+
+
+def main():
+    r = Runner("fdlimit")
+    r.case("direct-table-full-then-resumes", t_nofile, timeout=60)
+    r.case("max-connections-then-resumes", t_max_connections, timeout=60)
+    r.finish()
+
+
+if __name__ == "__main__":
+    main()
