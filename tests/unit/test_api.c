@@ -1,0 +1,354 @@
+/* test_api.c - the public API from a library user's side: on_http answers
+ * its own paths and declines others, on_upgrade accepts, refuses with a
+ * status or redirects, on_open / on_message / on_close see the right
+ * connection, user data and codes, and ringws_send / ringws_close reject
+ * what they must.  The server runs in a thread; this program is its client
+ * over real loopback sockets. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ringws.h"
+
+static const char *const ws_paths[] = {"/ws"};
+static const char *const protocols[] = {"chat.v2", "chat.v1"};
+
+static atomic_int opened, closed_code, send_checks;
+static char closed_reason[64];
+static atomic_int user_data_ok;
+
+static bool query_has(const struct ringws_request *req, const char *word)
+{
+    size_t n = strlen(word);
+    return req->query.ptr && req->query.len == n && !memcmp(req->query.ptr, word, n);
+}
+
+static int on_http(ringws_server *srv, const struct ringws_request *req,
+                   struct ringws_response *res, void *user)
+{
+    static const char body[] = "hello from on_http";
+
+    if (req->path.len == 6 && !memcmp(req->path.ptr, "/hello", 6)) {
+        struct ringws_str agent = ringws_request_header(req, "x-test");
+        res->status = agent.ptr && agent.len == 3 && !memcmp(agent.ptr, "yes", 3) ? 200 : 400;
+        res->body = body;
+        res->body_len = sizeof(body) - 1;
+        return RINGWS_HTTP_HANDLED;
+    }
+    if (req->path.len == 5 && !memcmp(req->path.ptr, "/echo", 5) && req->body.len) {
+        res->status = 201;
+        res->content_type = "application/octet-stream";
+        res->body = req->body.ptr;
+        res->body_len = req->body.len;
+        return RINGWS_HTTP_HANDLED;
+    }
+    return RINGWS_HTTP_DECLINED;
+}
+
+static int on_upgrade(ringws_server *srv, const struct ringws_request *req,
+                      const char *subprotocol, const char **location, void *user)
+{
+    if (query_has(req, "deny"))
+        return 401;
+    if (query_has(req, "moved")) {
+        *location = "/ws?welcome";
+        return 302;
+    }
+    return RINGWS_UPGRADE_ACCEPT;
+}
+
+static void on_open(ringws_conn *c, const struct ringws_request *req, void *user)
+{
+    static int marker;
+
+    ringws_conn_set_user(c, &marker);
+    atomic_fetch_add(&opened, 1);
+    if (query_has(req, "bye"))
+        ringws_close(c, 4000, "bye", 3);
+}
+
+static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len,
+                       void *user)
+{
+    static const uint8_t bad_utf8[] = {0xc0, 0xaf};
+    int checks = 0;
+
+    checks += ringws_send(c, (enum ringws_opcode)9, "x", 1) == -EINVAL;
+    checks += ringws_send(c, RINGWS_TEXT, bad_utf8, sizeof(bad_utf8)) == -EINVAL;
+    checks += ringws_close(c, 1005, NULL, 0) == -EINVAL;
+    checks += ringws_close(c, 1000, (const char *)bad_utf8, sizeof(bad_utf8)) == -EINVAL;
+    atomic_store(&send_checks, checks);
+    if (ringws_conn_get_user(c))
+        atomic_fetch_add(&user_data_ok, 1);
+    if (len == 8 && !memcmp(data, "close-me", 8)) {
+        ringws_close(c, 3001, "asked", 5);
+        return;
+    }
+    ringws_send(c, op, data, len);
+}
+
+static void on_close(ringws_conn *c, uint16_t code, const char *reason, size_t reason_len,
+                     void *user)
+{
+    if (reason_len >= sizeof(closed_reason))
+        reason_len = sizeof(closed_reason) - 1;
+    memcpy(closed_reason, reason ? reason : "", reason_len);
+    closed_reason[reason_len] = 0;
+    atomic_store(&closed_code, code);
+}
+
+/* ---- a small blocking client ------------------------------------------- */
+
+static int client_connect(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct timeval tv = {.tv_sec = 5};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        perror("connect");
+        exit(1);
+    }
+    return fd;
+}
+
+/* Bytes that arrived after a response (frames sent right after a 101). */
+static uint8_t surplus[4096];
+static size_t surplus_len;
+
+/* Reads one response head (and a body of Content-Length bytes) into buf. */
+static size_t client_read_response(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    char *end = NULL;
+
+    while (!end && len < cap - 1) {
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = 0;
+        end = strstr(buf, "\r\n\r\n");
+    }
+    if (end) {
+        const char *cl = strcasestr(buf, "Content-Length: ");
+        size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+        while (len < want && len < cap - 1) {
+            ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+        }
+        if (len > want && len - want <= sizeof(surplus)) {
+            surplus_len = len - want;
+            memcpy(surplus, buf + want, surplus_len);
+            len = want;
+        }
+    }
+    buf[len] = 0;
+    return len;
+}
+
+static void client_request(uint16_t port, const char *req, char *buf, size_t cap)
+{
+    int fd = client_connect(port);
+
+    if (send(fd, req, strlen(req), 0) < 0)
+        perror("send");
+    client_read_response(fd, buf, cap);
+    close(fd);
+}
+
+static int client_upgrade(uint16_t port, const char *target, const char *extra, char *buf,
+                          size_t cap)
+{
+    char req[512];
+    int fd = client_connect(port);
+
+    surplus_len = 0;
+    snprintf(req, sizeof(req),
+             "GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+             "%s\r\n",
+             target, extra);
+    if (send(fd, req, strlen(req), 0) < 0)
+        perror("send");
+    client_read_response(fd, buf, cap);
+    return fd;
+}
+
+static void client_send_frame(int fd, unsigned opcode, const void *p, size_t n)
+{
+    uint8_t f[256] = {(uint8_t)(0x80 | opcode), (uint8_t)(0x80 | n), 1, 2, 3, 4};
+
+    for (size_t i = 0; i < n; i++)
+        f[6 + i] = ((const uint8_t *)p)[i] ^ f[2 + i % 4];
+    if (send(fd, f, 6 + n, 0) < 0)
+        perror("send");
+}
+
+static bool client_recv_exact(int fd, uint8_t *p, size_t n)
+{
+    size_t from_surplus = n < surplus_len ? n : surplus_len;
+
+    memcpy(p, surplus, from_surplus);
+    memmove(surplus, surplus + from_surplus, surplus_len - from_surplus);
+    surplus_len -= from_surplus;
+    n -= from_surplus;
+    return !n || recv(fd, p + from_surplus, n, MSG_WAITALL) == (ssize_t)n;
+}
+
+/* Reads one small server frame; returns its opcode, or -1. */
+static int client_read_frame(int fd, uint8_t *payload, size_t *len)
+{
+    uint8_t h[2];
+
+    if (!client_recv_exact(fd, h, 2) || (h[1] & 0x80) || (h[1] & 0x7f) > 125)
+        return -1;
+    *len = h[1] & 0x7f;
+    if (*len && !client_recv_exact(fd, payload, *len))
+        return -1;
+    return h[0] & 0x0f;
+}
+
+/* ---- cases ------------------------------------------------------------- */
+
+static void test_http(uint16_t port)
+{
+    char buf[4096];
+
+    client_request(port, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Test: yes\r\n\r\n", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 200 ", 13), "%.40s", buf);
+    CHECK(strstr(buf, "\r\n\r\nhello from on_http") != NULL);
+    client_request(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde", buf,
+                   sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 201 ", 13), "%.40s", buf);
+    CHECK(strstr(buf, "application/octet-stream") && strstr(buf, "\r\n\r\nabcde"));
+    /* Declined: the built-in routes answer. */
+    client_request(port, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 200 ", 13), "%.40s", buf);
+    client_request(port, "GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 404 ", 13), "%.40s", buf);
+    client_request(port, "GET /ws HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 426 ", 13), "%.40s", buf);
+}
+
+static void test_upgrade_decisions(uint16_t port)
+{
+    char buf[4096];
+    int fd;
+
+    fd = client_upgrade(port, "/ws?deny", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 401 ", 13), "%.40s", buf);
+    close(fd);
+    fd = client_upgrade(port, "/ws?moved", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 302 ", 13), "%.40s", buf);
+    CHECK(strstr(buf, "\r\nLocation: /ws?welcome\r\n") != NULL);
+    close(fd);
+    fd = client_upgrade(port, "/other", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 404 ", 13), "%.40s", buf);
+    close(fd);
+    fd = client_upgrade(port, "/ws", "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n", buf,
+                        sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    CHECK(strstr(buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") != NULL);
+    CHECK(strstr(buf, "Sec-WebSocket-Protocol: chat.v1\r\n") != NULL);
+    close(fd);
+}
+
+static void wait_closed_code(int want)
+{
+    for (int i = 0; i < 200 && atomic_load(&closed_code) != want; i++)
+        usleep(10000);
+}
+
+static void test_messages_and_close(uint16_t port)
+{
+    char buf[4096];
+    uint8_t payload[128];
+    size_t len = 0;
+    int opened_before = atomic_load(&opened);
+    int fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    client_send_frame(fd, 1, "hi there", 8);
+    CHECK(client_read_frame(fd, payload, &len) == 1 && len == 8 && !memcmp(payload, "hi there", 8));
+    CHECK(atomic_load(&opened) == opened_before + 1);
+    CHECK(atomic_load(&send_checks) == 4);
+    CHECK(atomic_load(&user_data_ok) >= 1);
+
+    /* A server-initiated close: the client's reply completes it. */
+    client_send_frame(fd, 1, "close-me", 8);
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len == 7 &&
+          payload[0] == 3001 >> 8 && payload[1] == (3001 & 0xff) && !memcmp(payload + 2, "asked", 5));
+    client_send_frame(fd, 8, "\x0b\xb9ok", 4); /* 3001 "ok" */
+    wait_closed_code(3001);
+    CHECK(atomic_load(&closed_code) == 3001 && !strcmp(closed_reason, "ok"));
+    CHECK(recv(fd, buf, sizeof(buf), 0) == 0); /* then the server closes TCP */
+    close(fd);
+
+    /* ringws_close from on_open. */
+    fd = client_upgrade(port, "/ws?bye", "", buf, sizeof(buf));
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len == 5 && payload[0] == 4000 >> 8 &&
+          payload[1] == (4000 & 0xff) && !memcmp(payload + 2, "bye", 3));
+    client_send_frame(fd, 8, "\x0f\xa0", 2);
+    wait_closed_code(4000);
+    CHECK(atomic_load(&closed_code) == 4000);
+    close(fd);
+
+    /* A peer that vanishes: on_close reports 1006. */
+    fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    close(fd);
+    wait_closed_code(1006);
+    CHECK(atomic_load(&closed_code) == 1006);
+}
+
+static void *server_thread(void *arg)
+{
+    return (void *)(intptr_t)ringws_server_run(arg);
+}
+
+int main(void)
+{
+    struct ringws_config cfg;
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    ringws_config_init(&cfg);
+    cfg.port = 0;
+    cfg.workers = 1;
+    cfg.ws_paths = ws_paths;
+    cfg.n_ws_paths = 1;
+    cfg.subprotocols = protocols;
+    cfg.n_subprotocols = 2;
+    cfg.cb = (struct ringws_callbacks){.on_http = on_http, .on_upgrade = on_upgrade,
+                                       .on_open = on_open, .on_message = on_message,
+                                       .on_close = on_close};
+    CHECK(ringws_server_create(&cfg, &srv) == 0);
+    CHECK(ringws_server_port(srv) != 0);
+    pthread_create(&th, NULL, server_thread, srv);
+
+    test_http(ringws_server_port(srv));
+    test_upgrade_decisions(ringws_server_port(srv));
+    test_messages_and_close(ringws_server_port(srv));
+
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+
+    cfg.max_message = 0; /* invalid config is refused, nothing leaks */
+    CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
+    return check_done("api");
+}
