@@ -92,6 +92,14 @@ struct ringws_callbacks {
                      size_t reason_len, void *user);
 };
 
+/* What ringws_send does when a message would pile more than max_send_queue
+ * bytes onto a connection whose peer is not reading fast enough. */
+enum ringws_overflow_policy {
+    RINGWS_OVERFLOW_CLOSE = 0,     /* close with 1008 (policy violation) */
+    RINGWS_OVERFLOW_TRY_AGAIN = 1, /* close with 1013 (try again later) */
+    RINGWS_OVERFLOW_DROP = 2,      /* drop this message, keep the connection */
+};
+
 struct ringws_config {
     const char *bind;          /* address to listen on; default "127.0.0.1" */
     uint16_t port;             /* 0 picks a free port: see ringws_server_port */
@@ -101,6 +109,7 @@ struct ringws_config {
     unsigned idle_timeout_ms;  /* ping after this much silence; 0 = never */
     unsigned close_timeout_ms; /* wait for the peer's close; default 3000 */
     size_t max_send_queue;     /* bytes queued per connection; default 4 MiB */
+    enum ringws_overflow_policy overflow; /* default RINGWS_OVERFLOW_CLOSE */
     unsigned max_connections;  /* per worker; default 16384 */
     const char *const *ws_paths;     /* paths that accept upgrades; NULL: any */
     size_t n_ws_paths;
@@ -133,8 +142,9 @@ void ringws_server_stop(ringws_server *srv);
 void ringws_server_destroy(ringws_server *srv);
 
 /* Queues a message.  0, -EINVAL (bad opcode or text not UTF-8), -EPIPE
- * (closing), -ENOBUFS (send queue over max_send_queue: the connection is
- * then closed with 1008). */
+ * (closing), -ENOBUFS (the queue already holds data and this message would
+ * take it over max_send_queue: the overflow policy was applied - the
+ * connection closed with 1008 or 1013, or the message dropped). */
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
                 size_t len);
 

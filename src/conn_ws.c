@@ -201,7 +201,12 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
         c->w->stats.send_queue_overflows++;
-        conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+        if (cfg->overflow == RINGWS_OVERFLOW_DROP)
+            c->w->stats.messages_dropped++;
+        else if (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN)
+            conn_ws_close(c, WS_CLOSE_TRY_AGAIN, "send queue full", 15, true);
+        else
+            conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
         return -ENOBUFS;
     }
     return conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);

@@ -94,7 +94,8 @@ struct conn_slab;
 struct worker_stats {
     uint64_t accepted;
     uint64_t refused;             /* over max_connections */
-    uint64_t send_queue_overflows; /* closed for a full send queue */
+    uint64_t send_queue_overflows; /* sends that met a full queue */
+    uint64_t messages_dropped;     /* of those, dropped by the policy */
 };
 
 struct worker {

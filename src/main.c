@@ -45,6 +45,9 @@ static void main_usage(FILE *f)
             "  --handshake-timeout T   time allowed for a request head (default 10s)\n"
             "  --close-timeout T       wait for the peer's close (default 3s)\n"
             "  --max-connections N     per worker (default 16384)\n"
+            "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"
+            "  --overflow POLICY       when a send would pass it: close (1008), try-again\n"
+            "                          (1013) or drop (the message) (default close)\n"
             "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "Durations: 500ms, 2s, or plain seconds (1.5).\n");
@@ -88,7 +91,8 @@ struct main_opts {
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
-       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN,
+       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_SENDQ,
+       OPT_OVERFLOW,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_HELP };
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
@@ -119,6 +123,15 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_MAX_CONN:
         if (main_parse_uint(arg, 1u << 24, &v) < 0 || !v) return -EINVAL;
         cfg->max_connections = (unsigned)v; return 0;
+    case OPT_MAX_SENDQ:
+        if (main_parse_uint(arg, 1ull << 32, &v) < 0 || v < 1024) return -EINVAL;
+        cfg->max_send_queue = (size_t)v; return 0;
+    case OPT_OVERFLOW:
+        if (!strcmp(arg, "close")) cfg->overflow = RINGWS_OVERFLOW_CLOSE;
+        else if (!strcmp(arg, "try-again")) cfg->overflow = RINGWS_OVERFLOW_TRY_AGAIN;
+        else if (!strcmp(arg, "drop")) cfg->overflow = RINGWS_OVERFLOW_DROP;
+        else return -EINVAL;
+        return 0;
     case OPT_RECV_BUF:
         if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
         o->recv_buf_size = v; return 0;
@@ -142,6 +155,8 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
         {"close-timeout", required_argument, NULL, OPT_CLOSE},
         {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+        {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
+        {"overflow", required_argument, NULL, OPT_OVERFLOW},
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
         {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
         {"help", no_argument, NULL, OPT_HELP},

@@ -109,7 +109,8 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 static int server_check_config(const struct ringws_config *cfg)
 {
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue ||
-        !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms)
+        !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
+        cfg->overflow > RINGWS_OVERFLOW_DROP)
         return -EINVAL;
     return 0;
 }

@@ -24,6 +24,7 @@ static const char *const protocols[] = {"chat.v2", "chat.v1"};
 static atomic_int opened, closed_code, send_checks;
 static char closed_reason[64];
 static atomic_int user_data_ok;
+static atomic_int flood_sent, flood_ret;
 
 static bool query_has(const struct ringws_request *req, const char *word)
 {
@@ -88,6 +89,16 @@ static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, 
     atomic_store(&send_checks, checks);
     if (ringws_conn_get_user(c))
         atomic_fetch_add(&user_data_ok, 1);
+    if (len == 5 && !memcmp(data, "flood", 5)) {
+        /* Push more than the send-queue cap at a peer that is not reading. */
+        static uint8_t big[60000];
+        int sent = 0, ret = 0;
+        while (sent < 64 && (ret = ringws_send(c, RINGWS_BINARY, big, sizeof(big))) == 0)
+            sent++;
+        atomic_store(&flood_sent, sent);
+        atomic_store(&flood_ret, ret);
+        return;
+    }
     if (len == 8 && !memcmp(data, "close-me", 8)) {
         ringws_close(c, 3001, "asked", 5);
         return;
@@ -313,9 +324,97 @@ static void test_messages_and_close(uint16_t port)
     CHECK(atomic_load(&closed_code) == 1006);
 }
 
+/* Reads frames until a close arrives; returns its code, or -1. */
+static int client_drain_to_close(int fd)
+{
+    uint8_t h[10], buf[4096];
+
+    for (int frames = 0; frames < 1000; frames++) {
+        uint64_t n;
+        if (!client_recv_exact(fd, h, 2))
+            return -1;
+        n = h[1] & 0x7f;
+        if (n == 126) {
+            if (!client_recv_exact(fd, h + 2, 2))
+                return -1;
+            n = (uint64_t)h[2] << 8 | h[3];
+        } else if (n == 127) {
+            return -1; /* nothing that large is sent here */
+        }
+        if ((h[0] & 0x0f) == 8)
+            return n >= 2 && client_recv_exact(fd, buf, 2) ? buf[0] << 8 | buf[1] : -1;
+        while (n) {
+            size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+            if (!client_recv_exact(fd, buf, k))
+                return -1;
+            n -= k;
+        }
+    }
+    return -1;
+}
+
+/* A peer that stops reading while the application pushes: the overflow
+ * policy decides (1008, 1013, or the message dropped). */
+static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
+{
+    char buf[4096];
+    uint8_t payload[128];
+    size_t len = 0;
+    int fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+
+    atomic_store(&flood_sent, -1);
+    client_send_frame(fd, 1, "flood", 5);
+    for (int i = 0; i < 200 && atomic_load(&flood_sent) < 0; i++)
+        usleep(10000);
+    /* 256 KiB cap, 60000-byte messages: the fifth would pass it. */
+    CHECKF(atomic_load(&flood_sent) == 4, "sent %d", atomic_load(&flood_sent));
+    CHECK(atomic_load(&flood_ret) == -ENOBUFS);
+    if (policy == RINGWS_OVERFLOW_DROP) {
+        int code = 0;
+        for (int i = 0; i < 4; i++) {
+            uint8_t h[4], chunk[4096];
+            size_t left = 60000;
+            code |= !client_recv_exact(fd, h, 4) || h[1] != 126;
+            while (left && !code) {
+                size_t k = left < sizeof(chunk) ? left : sizeof(chunk);
+                code |= !client_recv_exact(fd, chunk, k);
+                left -= k;
+            }
+        }
+        CHECK(code == 0);
+        client_send_frame(fd, 1, "still here", 10);
+        CHECK(client_read_frame(fd, payload, &len) == 1 && len == 10);
+    } else {
+        int want = policy == RINGWS_OVERFLOW_TRY_AGAIN ? 1013 : 1008;
+        int got = client_drain_to_close(fd);
+        CHECKF(got == want, "close code %d, want %d", got, want);
+    }
+    close(fd);
+}
+
 static void *server_thread(void *arg)
 {
     return (void *)(intptr_t)ringws_server_run(arg);
+}
+
+static void run_overflow_server(struct ringws_config cfg, enum ringws_overflow_policy policy)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    cfg.overflow = policy;
+    cfg.max_send_queue = 256 * 1024;
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for the overflow policy");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    test_overflow(ringws_server_port(srv), policy);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
 }
 
 int main(void)
@@ -347,6 +446,10 @@ int main(void)
     pthread_join(th, &res);
     CHECK((intptr_t)res == 0);
     ringws_server_destroy(srv);
+
+    run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
+    run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
+    run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
 
     cfg.max_message = 0; /* invalid config is refused, nothing leaks */
     CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
