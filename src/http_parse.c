@@ -9,12 +9,17 @@
  * at the first problem, so the error it reports is always the earliest one,
  * and a limit (414, 431) is simply an error at a byte offset like any other.
  * Long runs of bytes (header values, the bytes a slow client adds) are
- * scanned by scan_find_ctl() alone, the one function a SIMD version would
- * replace. */
+ * scanned by scan_find_ctl() alone, which picks a vector version of its
+ * scalar twin at first use. */
 #include "http_parse.h"
+#include "simd.h"
 
 #include <limits.h>
 #include <string.h>
+
+#if SIMD_X86
+#include <immintrin.h>
+#endif
 
 /* RFC 9112 2.2 asks a server to ignore "at least one" empty line before the
  * request line.  A bound keeps a CRLF flood from costing a full parse per
@@ -31,8 +36,11 @@ struct parse_ctx {
 
 /* Returns the first byte in [p, end) that is a control character (CR, LF,
  * HTAB, NUL, ...) or DEL, or end.  Everything else is allowed in a header
- * value, so this finds line ends and forbidden bytes in one pass. */
-static const char *scan_find_ctl(const char *p, const char *end)
+ * value, so this finds line ends and forbidden bytes in one pass.  The
+ * scalar twin is the definition; the vector versions test 16 or 32 bytes per
+ * compare and hand the last partial block to it, so they never read past
+ * end. */
+const char *http_scan_ctl_scalar(const char *p, const char *end)
 {
     while (p < end) {
         unsigned char c = (unsigned char)*p;
@@ -41,6 +49,76 @@ static const char *scan_find_ctl(const char *p, const char *end)
         p++;
     }
     return p;
+}
+
+#if SIMD_X86
+const char *http_scan_ctl_sse2(const char *p, const char *end)
+{
+    const __m128i below = _mm_set1_epi8(0x1f);
+    const __m128i del = _mm_set1_epi8(0x7f);
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        /* Unsigned v <= 0x1f: the saturating difference is zero. */
+        __m128i ctl = _mm_or_si128(_mm_cmpeq_epi8(_mm_subs_epu8(v, below), _mm_setzero_si128()),
+                                   _mm_cmpeq_epi8(v, del));
+        unsigned bits = (unsigned)_mm_movemask_epi8(ctl);
+
+        if (bits)
+            return p + __builtin_ctz(bits);
+        p += 16;
+    }
+    return http_scan_ctl_scalar(p, end);
+}
+
+__attribute__((target("avx2")))
+const char *http_scan_ctl_avx2(const char *p, const char *end)
+{
+    const __m256i below = _mm256_set1_epi8(0x1f);
+    const __m256i del = _mm256_set1_epi8(0x7f);
+
+    while (end - p >= 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)p);
+        __m256i ctl = _mm256_or_si256(
+            _mm256_cmpeq_epi8(_mm256_subs_epu8(v, below), _mm256_setzero_si256()),
+            _mm256_cmpeq_epi8(v, del));
+        unsigned bits = (unsigned)_mm256_movemask_epi8(ctl);
+
+        if (bits)
+            return p + __builtin_ctz(bits);
+        p += 32;
+    }
+    return http_scan_ctl_sse2(p, end);
+}
+#endif
+
+typedef const char *scan_ctl_fn(const char *p, const char *end);
+
+/* Chosen on first use; every thread that races here picks the same one. */
+static scan_ctl_fn *scan_ctl_chosen;
+
+static scan_ctl_fn *scan_ctl_choose(void)
+{
+#if SIMD_X86
+    scan_ctl_fn *f = simd_cpu_has(SIMD_ISA_AVX2) ? http_scan_ctl_avx2 : http_scan_ctl_sse2;
+#else
+    scan_ctl_fn *f = http_scan_ctl_scalar;
+#endif
+    __atomic_store_n(&scan_ctl_chosen, f, __ATOMIC_RELAXED);
+    return f;
+}
+
+static const char *scan_find_ctl(const char *p, const char *end)
+{
+    scan_ctl_fn *f = __atomic_load_n(&scan_ctl_chosen, __ATOMIC_RELAXED);
+
+    /* Short runs (a value of a few bytes) are not worth a call through a
+     * pointer. */
+    if (end - p < 16)
+        return http_scan_ctl_scalar(p, end);
+    if (!f)
+        f = scan_ctl_choose();
+    return f(p, end);
 }
 
 static bool char_is_ctl(char ch)
