@@ -17,6 +17,10 @@
 #include "log.h"
 
 #define CONN_SLAB 256
+/* What a queued chunk costs beyond its bytes (header and allocator
+ * rounding): counted so that a flood of tiny frames (empty pongs, 1-byte
+ * echoes) meets the send-queue cap by the memory it really pins. */
+#define OUT_CHUNK_OVERHEAD 32
 #define SEND_IOV_MAX 64
 
 struct conn_slab {
@@ -171,7 +175,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     else
         c->out_head = o;
     c->out_tail = o;
-    c->out_bytes += o->len;
+    c->out_bytes += o->len + OUT_CHUNK_OVERHEAD;
     conn_flush_later(c);
     return 0;
 }
@@ -213,6 +217,7 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
             return;
         }
         n -= left;
+        c->out_bytes -= OUT_CHUNK_OVERHEAD;
         c->out_head = o->next;
         free(o);
     }
@@ -423,6 +428,8 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
             return;
         }
         used = conn_http_input(c, c->pend, c->pend_len, c->pend_seen);
+        if (c->flags & CF_TEARDOWN)
+            return; /* pend is already released */
         if (c->state == CONN_WS && used < c->pend_len) {
             /* Frames followed the upgrade request: decode them from a copy,
              * since the gathering of messages reuses pend. */
@@ -446,7 +453,7 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
         c->pend_len -= (uint32_t)used;
         return;
     }
-    if (!n)
+    if (!n || (c->flags & CF_TEARDOWN))
         return;
     if (c->state == CONN_WS)
         conn_ws_input(c, buf, n);
@@ -514,6 +521,11 @@ static void conn_resume_if_drained(struct ringws_conn *c)
         return;
     c->flags &= ~CF_RECV_PAUSED;
     c->flags |= CF_RECV_AGAIN;
+    /* Pipelined requests left unparsed while the answers piled up. */
+    if (c->state == CONN_HTTP && c->pend_len) {
+        conn_input_http(c, NULL, 0);
+        conn_pause_if_backlogged(c);
+    }
 }
 
 void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)

@@ -79,7 +79,7 @@ struct ringws_conn {
     uint16_t close_code; /* what on_close reports when the end is abrupt */
     uint64_t last_rx_tick;
     struct out_chunk *out_head, *out_tail;
-    size_t out_bytes;
+    size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
     struct msghdr *send_msg; /* in flight for a gathered send */
     struct ws_decoder dec;
     const char *subprotocol;
