@@ -9,6 +9,7 @@
  * the ring holds no request that points at it, and that an idle connection
  * holds no buffer. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -80,6 +81,8 @@ static void conn_free(struct ringws_conn *c)
 {
     struct worker *w = c->w;
 
+    if (c->flags & CF_ADDR_COUNTED)
+        atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
     conn_out_free(c);
     conn_pend_release(c);
@@ -389,13 +392,65 @@ void conn_on_timer(struct timer_node *n)
 
 /* ---- completions ------------------------------------------------------- */
 
-void conn_accepted(struct worker *w, int fd)
+#define ADDR_BUCKETS 65536u
+
+/* The bucket of a peer: IPv4 by address, IPv6 by its /64 (one host may hold
+ * a whole /64). */
+static uint16_t conn_addr_bucket(const struct sockaddr *sa)
+{
+    uint64_t key = 0;
+
+    if (sa->sa_family == AF_INET) {
+        key = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(&key, &((const struct sockaddr_in6 *)sa)->sin6_addr, sizeof(key));
+        key ^= 0x6a09e667f3bcc908ull; /* keep v6 prefixes off small v4 keys */
+    }
+    key *= 0x9e3779b97f4a7c15ull; /* Fibonacci hashing: top bits mix all */
+    return (uint16_t)(key >> 48);
+}
+
+/* Takes one connection of the peer's budget; false when it is spent. */
+static bool conn_addr_take(struct ringws_server *srv, const struct sockaddr *peer,
+                           socklen_t len, uint16_t *slot)
+{
+    uint16_t n;
+
+    if (!peer || len < sizeof(sa_family_t))
+        return true;
+    *slot = conn_addr_bucket(peer);
+    n = atomic_fetch_add(&srv->addr_counts[*slot], 1);
+    if (n < srv->cfg.max_per_address)
+        return true;
+    atomic_fetch_sub(&srv->addr_counts[*slot], 1);
+    return false;
+}
+
+int conn_addr_table_create(struct ringws_server *srv)
+{
+    if (!srv->cfg.max_per_address)
+        return 0;
+    if (srv->cfg.max_per_address > UINT16_MAX)
+        return -EINVAL;
+    srv->addr_counts = calloc(ADDR_BUCKETS, sizeof(*srv->addr_counts));
+    return srv->addr_counts ? 0 : -ENOMEM;
+}
+
+void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
 {
     const struct ringws_config *cfg = &w->srv->cfg;
     struct ringws_conn *c = NULL;
+    uint16_t slot = 0;
 
+    if (!conn_addr_take(w->srv, peer, peer_len, &slot)) {
+        w->stats.refused_per_address++;
+        loop_close_fd(w, fd);
+        return;
+    }
     if (w->n_conns < cfg->max_connections)
         c = conn_alloc(w);
+    if (!c && peer)
+        atomic_fetch_sub(&w->srv->addr_counts[slot], 1);
     if (!c) {
         /* Refused cheaply: a close, nothing allocated. */
         w->stats.refused++;
@@ -405,6 +460,10 @@ void conn_accepted(struct worker *w, int fd)
         return;
     }
     w->stats.accepted++;
+    if (peer) {
+        c->addr_slot = slot;
+        c->flags |= CF_ADDR_COUNTED;
+    }
     c->fd = fd;
     c->state = CONN_HTTP;
     c->last_rx_tick = loop_tick(w);

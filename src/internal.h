@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "bufring.h"
@@ -60,6 +61,7 @@ enum conn_flag {
     CF_RD_EOF = 1u << 15,     /* the peer will send nothing more */
     CF_RECV_PAUSED = 1u << 16, /* reading stopped until output drains */
     CF_PAUSE_CANCEL = 1u << 17, /* the recv was cancelled for that pause */
+    CF_ADDR_COUNTED = 1u << 18, /* holds a per-address counter */
 };
 
 struct ringws_conn {
@@ -77,6 +79,7 @@ struct ringws_conn {
     uint8_t *ctl;        /* a control frame split across receives */
     uint8_t ctl_len;
     uint16_t close_code; /* what on_close reports when the end is abrupt */
+    uint16_t addr_slot;  /* per-address counter held (with CF_ADDR_COUNTED) */
     uint64_t last_rx_tick;
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
@@ -94,6 +97,7 @@ struct conn_slab;
 struct worker_stats {
     uint64_t accepted;
     uint64_t refused;             /* over max_connections */
+    uint64_t refused_per_address; /* over max_per_address */
     uint64_t send_queue_overflows; /* sends that met a full queue */
     uint64_t messages_dropped;     /* of those, dropped by the policy */
 };
@@ -119,6 +123,8 @@ struct worker {
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct __kernel_timespec tick_ts;
+    struct sockaddr_storage peer; /* filled by the accept when addresses count */
+    socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
 };
@@ -131,6 +137,9 @@ struct ringws_server {
     unsigned n_workers;
     uint16_t port;
     uint32_t recv_buf_size, recv_buf_count;
+    /* Connections per source address, shared by all workers: a counter per
+     * hash bucket, so colliding addresses share a budget (conservative). */
+    _Atomic uint16_t *addr_counts;
     atomic_bool stop_requested;
 };
 
@@ -155,7 +164,8 @@ uint64_t loop_tick(const struct worker *w);
 
 /* ---- conn.c: what the loop calls --------------------------------------- */
 
-void conn_accepted(struct worker *w, int fd);
+void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer,
+                   socklen_t peer_len);
 void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags);
 void conn_on_send(struct ringws_conn *c, int res);
 void conn_on_shutdown(struct ringws_conn *c, int res);
@@ -165,6 +175,7 @@ void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
+int conn_addr_table_create(struct ringws_server *srv);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 

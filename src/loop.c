@@ -67,18 +67,31 @@ uint64_t loop_tick(const struct worker *w)
     return w->wheel.now;
 }
 
+/* liburing 2.3 stores file_index + 1 in the SQE, so the "allocate a slot"
+ * value must be passed minus one (its multishot helper does the same). */
+#define LOOP_ACCEPT_ALLOC_SLOT (IORING_FILE_INDEX_ALLOC - 1)
+
 static void loop_arm_accept(struct worker *w)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
-    if (loop_features.multishot_accept) {
+    if (w->srv->addr_counts) {
+        /* Counting per source address needs each peer's address, which a
+         * multishot accept cannot report: one accept at a time, then. */
+        w->peer_len = sizeof(w->peer);
+        if (w->direct)
+            io_uring_prep_accept_direct(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
+                                        &w->peer_len, 0, LOOP_ACCEPT_ALLOC_SLOT);
+        else
+            io_uring_prep_accept(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
+                                 &w->peer_len, SOCK_CLOEXEC);
+    } else if (loop_features.multishot_accept) {
         if (w->direct)
             io_uring_prep_multishot_accept_direct(sqe, w->listen_fd, NULL, NULL, 0);
         else
             io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     } else if (w->direct) {
-        io_uring_prep_accept_direct(sqe, w->listen_fd, NULL, NULL, 0,
-                                    IORING_FILE_INDEX_ALLOC);
+        io_uring_prep_accept_direct(sqe, w->listen_fd, NULL, NULL, 0, LOOP_ACCEPT_ALLOC_SLOT);
     } else {
         io_uring_prep_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     }
@@ -318,7 +331,8 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
         if (w->stopping)
             loop_close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res);
+            conn_accepted(w, cqe->res, w->srv->addr_counts ? (struct sockaddr *)&w->peer : NULL,
+                          w->peer_len);
         if (!w->accept_armed && !w->stopping)
             loop_arm_accept(w);
         return;

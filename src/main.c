@@ -45,6 +45,8 @@ static void main_usage(FILE *f)
             "  --handshake-timeout T   time allowed for a request head (default 10s)\n"
             "  --close-timeout T       wait for the peer's close (default 3s)\n"
             "  --max-connections N     per worker (default 16384)\n"
+            "  --max-per-address N     connections per source address (IPv6: /64), all\n"
+            "                          workers together (default 0: no limit)\n"
             "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"
             "  --overflow POLICY       when a send would pass it: close (1008), try-again\n"
             "                          (1013) or drop (the message) (default close)\n"
@@ -91,7 +93,7 @@ struct main_opts {
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
-       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_SENDQ,
+       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
        OPT_OVERFLOW,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_HELP };
 
@@ -123,6 +125,9 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_MAX_CONN:
         if (main_parse_uint(arg, 1u << 24, &v) < 0 || !v) return -EINVAL;
         cfg->max_connections = (unsigned)v; return 0;
+    case OPT_MAX_PER_ADDR:
+        if (main_parse_uint(arg, 65535, &v) < 0) return -EINVAL;
+        cfg->max_per_address = (unsigned)v; return 0;
     case OPT_MAX_SENDQ:
         if (main_parse_uint(arg, 1ull << 32, &v) < 0 || v < 1024) return -EINVAL;
         cfg->max_send_queue = (size_t)v; return 0;
@@ -155,6 +160,7 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
         {"close-timeout", required_argument, NULL, OPT_CLOSE},
         {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+        {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
         {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
         {"overflow", required_argument, NULL, OPT_OVERFLOW},
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},

@@ -132,12 +132,18 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->policy = (struct ws_handshake_policy){
         .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
         .origins = cfg->origins, .n_origins = cfg->n_origins};
+    ret = conn_addr_table_create(srv);
+    if (ret < 0) {
+        free(srv);
+        return ret;
+    }
     srv->recv_buf_size = DEFAULT_RECV_BUF_SIZE;
     srv->recv_buf_count = DEFAULT_RECV_BUF_COUNT;
     cpus = sysconf(_SC_NPROCESSORS_ONLN);
     srv->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers) {
+        free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
     }
@@ -228,5 +234,6 @@ void ringws_server_destroy(ringws_server *srv)
         free(w->req_values);
     }
     free(srv->workers);
+    free(srv->addr_counts);
     free(srv);
 }

@@ -2,7 +2,9 @@
 descriptor table is small; connections beyond it are refused at once (the
 kernel resets them), the multishot accept that the kernel ends is re-armed,
 and service resumes as soon as slots free up.  Also --max-connections:
-beyond it new connections are closed at once, and served again below it."""
+beyond it new connections are closed at once, and served again below it;
+and --max-per-address: one source address cannot take more than its share
+across all workers, while other addresses are still served."""
 
 import os
 import resource
@@ -17,10 +19,10 @@ from ringws_test import Runner, Server, T, eq, expect, fail  # noqa: E402
 LIMIT = 48
 
 
-def healthz(port):
+def healthz(port, source="127.0.0.1"):
     """Returns 'ok', 'refused' (reset or closed without an answer) or
     'silent', and the socket, which the caller keeps open or closes."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=T(3))
+    s = socket.create_connection(("127.0.0.1", port), timeout=T(3), source_address=(source, 0))
     try:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         data = s.recv(200)
@@ -94,10 +96,40 @@ def t_max_connections():
         srv.kill()
 
 
+def t_max_per_address():
+    srv = Server(["--workers", "2", "--max-per-address", "5"], "per-address-5").start()
+    try:
+        held, verdicts = [], []
+        for _ in range(12):
+            verdict, s = healthz(srv.port, "127.0.0.3")
+            verdicts.append(verdict)
+            held.append(s)
+        eq(verdicts.count("ok"), 5, "connections served from one address (%s)" % verdicts)
+        eq(verdicts.count("refused"), 7, "connections refused from that address")
+        verdict, other = healthz(srv.port, "127.0.0.4")
+        eq(verdict, "ok", "another address while the first is at its limit")
+        other.close()
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + T(5)
+        while True:
+            verdict, s = healthz(srv.port, "127.0.0.3")
+            s.close()
+            if verdict == "ok":
+                break
+            if time.monotonic() > deadline:
+                fail("the address was not served again after its connections closed")
+            time.sleep(0.1)
+        srv.stop()
+    finally:
+        srv.kill()
+
+
 def main():
     r = Runner("fdlimit")
     r.case("direct-table-full-then-resumes", t_nofile, timeout=60)
     r.case("max-connections-then-resumes", t_max_connections, timeout=60)
+    r.case("max-per-address-across-workers", t_max_per_address, timeout=60)
     r.finish()
 
 
