@@ -1161,6 +1161,40 @@ def ws_connect(port, path="/echo", **kw):
     return websockets.connect(ws_uri(port, path), **opts)
 
 
+# How long a fresh, well-behaved client may take while the server is under attack.
+SERVE_LIMIT = 2.0 + slack(2)
+
+
+def assert_served(port, when, limit=None):
+    """A fresh well-behaved client: the websockets library opens /echo, gets
+    its message back and closes, then GET /healthz answers 200 "ok". All of
+    it within `limit` seconds; returns how long it took."""
+    import websockets
+    limit = limit or SERVE_LIMIT
+
+    async def go():
+        t0 = time.monotonic()
+        async with ws_connect(port, open_timeout=limit, close_timeout=limit) as ws:
+            await ws.send("probe " + when)
+            eq(await ws.recv(), "probe " + when, "echo to a well-behaved client " + when)
+            await ws.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        expect(data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok\n"),
+               "200 ok from /healthz " + when, short(data))
+        return time.monotonic() - t0
+
+    try:
+        return asyncio.run(asyncio.wait_for(go(), limit))
+    except asyncio.TimeoutError:
+        fail("a well-behaved client (echo at /echo, then /healthz) was not served within %.1fs %s"
+             % (limit, when))
+    except (OSError, websockets.exceptions.WebSocketException) as e:
+        fail("a well-behaved client was refused %s: %s: %s" % (when, type(e).__name__, e))
+
+
 async def gather_all(*coros):
     """Runs coroutines concurrently, waits for every one of them (so none is
     left running or unretrieved) and raises the first failure."""

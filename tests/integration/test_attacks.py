@@ -17,7 +17,6 @@ peak is printed, with a table at the end.
 Only 127.0.0.1 is targeted; every server is started here on a port the
 kernel picks and stopped by its PID."""
 
-import asyncio
 import os
 import select
 import socket
@@ -28,14 +27,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (BIN, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, SLOW, EOF,  # noqa: E402
-                         RawWS, Runner, T, build_frame, close_payload, connect, eq, expect, fail,
-                         short, slack, ws_connect)
+from ringws_test import (BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
+                         SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
+                         close_payload, connect, eq, expect, fail, short, slack)
 
 MIB = 1 << 20
 WORKERS = 2
 # A well-behaved client must be served within this while under attack.
-SERVE_LIMIT = 2.0 + slack(2)
 
 
 def _is_asan(path):
@@ -136,36 +134,6 @@ class RssWatch:
                "a peak of %.1f MiB (+%.1f MiB)" % (self.peak / 1024, (self.peak - self.base) / 1024))
 
 
-def served(port, when, limit=None):
-    """A fresh well-behaved client: the websockets library opens /echo, gets
-    its message back and closes, then GET /healthz answers 200 "ok". All of
-    it within `limit` seconds; returns how long it took."""
-    import websockets
-    limit = limit or SERVE_LIMIT
-
-    async def go():
-        t0 = time.monotonic()
-        async with ws_connect(port, open_timeout=limit, close_timeout=limit) as ws:
-            await ws.send("probe " + when)
-            eq(await ws.recv(), "probe " + when, "echo to a well-behaved client " + when)
-            await ws.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = await reader.read()
-        writer.close()
-        expect(data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok\n"),
-               "200 ok from /healthz " + when, short(data))
-        return time.monotonic() - t0
-
-    try:
-        return asyncio.run(asyncio.wait_for(go(), limit))
-    except asyncio.TimeoutError:
-        fail("a well-behaved client (echo at /echo, then /healthz) was not served within %.1fs %s"
-             % (limit, when))
-    except (OSError, websockets.exceptions.WebSocketException) as e:
-        fail("a well-behaved client was refused %s: %s: %s" % (when, type(e).__name__, e))
-
-
 class Background:
     """Runs fn(*args) in a thread; result() re-raises what it raised."""
 
@@ -204,7 +172,7 @@ def warm_up(port):
                 for _ in range(32):
                     ws.expect_echo(OP_BINARY, payload, timeout=T(10))
                 ws.close_handshake()
-    served(port, "at warm-up", T(5))
+    assert_served(port, "at warm-up", T(5))
 
 
 def open_many(port, n):
@@ -300,7 +268,7 @@ def t_slowloris(srv, n=500, handshake_s=1.0):
         socks, opened = open_many(srv.port, n)
         closed, got = {}, {}
         try:
-            check = Background(served, srv.port, "during slowloris")
+            check = Background(assert_served, srv.port, "during slowloris")
             ep = select.epoll()
             index = {}
             for i, s in enumerate(socks):
@@ -332,7 +300,7 @@ def t_slowloris(srv, n=500, handshake_s=1.0):
             took = check.result()
         finally:
             close_all(socks)
-    served(srv.port, "after slowloris")
+    assert_served(srv.port, "after slowloris")
     rw.measure()
     still = n - len(closed)
     expect(still == 0, "all %d dripping connections dropped within %.1fs of their connect" % (n, late),
@@ -356,12 +324,12 @@ def t_half_open(srv, n=1000, handshake_s=2.0):
     with RssWatch(srv, "half-open-%d" % n, 4) as rw:
         socks, opened = open_many(srv.port, n)
         try:
-            took = served(srv.port, "with %d silent connections open" % n)
+            took = assert_served(srv.port, "with %d silent connections open" % n)
             held = server_sockets(srv.port)
             closed = wait_all_closed(socks, opened, late + 1)
         finally:
             close_all(socks)
-    served(srv.port, "after the silent connections")
+    assert_served(srv.port, "after the silent connections")
     rw.measure()
     expect(held >= n, "the server holding all %d silent connections before the timeout" % n,
            "%d server-side sockets" % held)
@@ -440,7 +408,7 @@ def t_stalled_readers(srv, n=4, idle_s=2.0, close_s=1.0):
                     time.sleep(0.01)
             expect(len(stalled) + len(ended) == n, "each flood to stall or end within %.0fs" % T(30),
                    "%d still sending" % (n - len(stalled) - len(ended)))
-            took = served(srv.port, "with %d stalled readers" % n)
+            took = assert_served(srv.port, "with %d stalled readers" % n)
             # Without reading anything, wait for each connection to end: the
             # server must close it (a reset, since our data is unread) within
             # two idle periods plus the close timeout.
@@ -469,7 +437,7 @@ def t_stalled_readers(srv, n=4, idle_s=2.0, close_s=1.0):
         finally:
             for ws in wss:
                 ws.close()
-    served(srv.port, "after the stalled readers")
+    assert_served(srv.port, "after the stalled readers")
     rw.measure()
     for i, nsent, messages, code, after in outcomes:
         print("     stalled reader %d: sent %.1f MiB, %d echoes readable, %s %.1fs after the stall"
@@ -514,7 +482,7 @@ def t_ping_flood(srv, n=50000):
                     reset = True
                     break
             sent_unread = off
-            took = served(srv.port, "during a ping flood")
+            took = assert_served(srv.port, "during a ping flood")
             ws.sock.setblocking(True)
             if not reset:
                 ws.send_raw(data[off:], timeout=T(20))
@@ -545,7 +513,7 @@ def t_ping_flood(srv, n=50000):
                 ws.close_handshake()
         finally:
             ws.close()
-    served(srv.port, "after the ping flood")
+    assert_served(srv.port, "after the ping flood")
     rw.measure()
     print("     ping flood: %d pings, %.1f MB sent before %s; %d pongs read, %s; client served in %.2fs"
           % (n, sent_unread / 1e6, "the sender stalled" if throttled else "the end" if not reset else "a reset",
@@ -652,7 +620,7 @@ def t_empty_ping_flood(srv, n=1000000):
         try:
             data = unit_in * n
             sent, outcome = flood_unread(ws.sock, data)
-            took = served(srv.port, "during an empty-ping flood")
+            took = assert_served(srv.port, "during an empty-ping flood")
             got = finish_and_collect(ws, data[sent:] if outcome != "reset" else b"", 2 * n, T(30))
             k, code, odd = answers_then_close(got, pong, n)
             if code is None and odd is None:
@@ -660,7 +628,7 @@ def t_empty_ping_flood(srv, n=1000000):
                 ws.close_handshake()
         finally:
             ws.close()
-    served(srv.port, "after the empty-ping flood")
+    assert_served(srv.port, "after the empty-ping flood")
     rw.measure()
     print("     empty pings: %.1f MB sent before %s, %d pongs exact, %s; client served in %.2fs"
           % (sent / 1e6, outcome, k, "then close %s" % code if code else odd or "all answered", took), flush=True)
@@ -680,12 +648,12 @@ def t_tiny_echo_unread(srv, n=3000000):
         try:
             data = unit_in * n
             sent, outcome = flood_unread(ws.sock, data)
-            took = served(srv.port, "during a tiny-message flood")
+            took = assert_served(srv.port, "during a tiny-message flood")
             got = finish_and_collect(ws, data[sent:] if outcome != "reset" else b"", 3 * n, T(30))
             k, code, odd = answers_then_close(got, echo, n)
         finally:
             ws.close()
-    served(srv.port, "after the tiny-message flood")
+    assert_served(srv.port, "after the tiny-message flood")
     rw.measure()
     print("     tiny messages: %.1f MB sent before %s, %d echoes exact, %s; client served in %.2fs"
           % (sent / 1e6, outcome, k, "then close %s" % code if code else odd or "all echoed", took), flush=True)
@@ -706,7 +674,7 @@ def t_pipelined_unread(srv, n=200000, handshake_s=2.0):
         try:
             sent, outcome = flood_unread(s, req * n)
             t_stall = time.monotonic()
-            took = served(srv.port, "during a pipelined flood")
+            took = assert_served(srv.port, "during a pipelined flood")
             # Still reading nothing: the connection must end within the
             # handshake (keep-alive) timeout and a close timeout.
             poll = select.poll()
@@ -719,7 +687,7 @@ def t_pipelined_unread(srv, n=200000, handshake_s=2.0):
                         ended = time.monotonic() - t_stall
         finally:
             close_all([s], rst=True)
-    served(srv.port, "after the pipelined flood")
+    assert_served(srv.port, "after the pipelined flood")
     rw.measure()
     print("     pipelined: %d requests (%.1f MB) sent before %s; connection %s; client served in %.2fs"
           % (sent // len(req), sent / 1e6, outcome,
@@ -747,7 +715,7 @@ def t_pipelined_read(srv, n=5000):
     expect(srv.alive(), "the server still running after %d pipelined requests" % n,
            "it exited with status %s" % srv.proc.poll())
     rw.measure()
-    served(srv.port, "after a pipelining client")
+    assert_served(srv.port, "after a pipelining client")
     one = len(got) // heads if heads else 0
     expect(heads == n and got == got[:one] * heads, "%d whole, identical answers" % n,
            "%d answers (%d bytes) before the server closed the connection" % (heads, len(got)))
@@ -798,7 +766,7 @@ def t_tiny_fragments(srv, n=200000, max_message=MIB):
         with RawWS.open(srv.port) as ws:
             ws.send_raw(build_frame(OP_BINARY, b"", length=max_message + 1, len_form=64))
             ws.fail_expected(1009, timeout=T(10))
-    served(srv.port, "after the fragment floods")
+    assert_served(srv.port, "after the fragment floods")
     rw.measure()
     print("     tiny fragments: %d one-byte fragments echoed as one message in %.2fs" % (n, took_small),
           flush=True)
@@ -865,13 +833,13 @@ def t_head_floods(srv):
         ("endless-head-431", b"GET / HTTP/1.1\r\n" + host + b"X-Endless: " + b"e" * (256 * 1024), 100, 100, 431),
     ]
     with RssWatch(srv, "http-floods", 10) as rw:
-        check = Background(lambda: [served(port, "during HTTP floods") for _ in range(3)])
+        check = Background(lambda: [assert_served(port, "during HTTP floods") for _ in range(3)])
         results = []
         for label, request, n, batch, want in floods:
             statuses, odd = http_flood(port, request, n, batch, label)
             results.append((label, n, want, statuses, odd))
         took = check.result()
-    served(port, "after HTTP floods")
+    assert_served(port, "after HTTP floods")
     rw.measure()
     for label, n, want, statuses, odd in results:
         print("     %s: %d requests, statuses %s" % (label, n, statuses), flush=True)
@@ -901,7 +869,7 @@ def t_held_partial_bodies(srv, n=100):
                 s.sendall(head + body)
                 socks.append(s)
             time.sleep(0.3)
-            took = served(srv.port, "with %d partial 1 MiB bodies held" % n)
+            took = assert_served(srv.port, "with %d partial 1 MiB bodies held" % n)
             # Completing one request gets its answer (404 for POST / is not
             # it: / takes GET and HEAD, so 405), then the others are dropped.
             socks[0].sendall(b"B")
@@ -909,7 +877,7 @@ def t_held_partial_bodies(srv, n=100):
             st = http_status(socks[0].recv(4096))
         finally:
             close_all(socks, rst=True)
-    served(srv.port, "after the partial bodies")
+    assert_served(srv.port, "after the partial bodies")
     rw.measure()
     eq(st, 405, "status of the completed POST / with a 1 MiB body")
     print("     held bodies: +%.2f MiB per connection at the peak; client served in %.2fs"
@@ -934,13 +902,13 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
                 wss.append(ws)
                 ws.send_raw(frames, timeout=T(10))
             time.sleep(0.3)
-            took = served(srv.port, "with %d partial messages held" % n)
+            took = assert_served(srv.port, "with %d partial messages held" % n)
             wss[0].send_frame(OP_CONT, b"z")
             wss[0].expect_echo(OP_BINARY, part * (max_message // len(part) - 1) + part[:-1] + b"z", timeout=T(10))
         finally:
             for ws in wss:
                 close_all([ws.sock], rst=True)
-    served(srv.port, "after the partial messages")
+    assert_served(srv.port, "after the partial messages")
     rw.measure()
     print("     held messages: +%.2f MiB per connection at the peak; client served in %.2fs"
           % ((rw.peak - rw.base) / 1024 / n, took), flush=True)
@@ -993,14 +961,14 @@ def t_connection_flood(srv, limit=100, extra=300):
             served_in = None
             while served_in is None and time.monotonic() - t0 < SERVE_LIMIT:
                 try:
-                    served(srv.port, "after half the holders left", SERVE_LIMIT)
+                    assert_served(srv.port, "after half the holders left", SERVE_LIMIT)
                     served_in = time.monotonic() - t0
                 except AssertionError:
                     time.sleep(0.05)
         finally:
             close_all(holders)
             close_all(excess)
-    served(srv.port, "after the connection flood")
+    assert_served(srv.port, "after the connection flood")
     rw.measure()
     expect(len(ex_closed) == extra, "all %d connections beyond the limit closed within %.1fs"
            % (extra, 1.0 + slack(2)), "%d still open" % (extra - len(ex_closed)))
@@ -1050,7 +1018,7 @@ def t_invalid_storm(srv, per_kind=20):
             for _ in range(per_kind):
                 for name, data, code in STORM:
                     conns.append((name, code, RawWS.open(srv.port), data))
-            check = Background(served, srv.port, "during the invalid-frame storm")
+            check = Background(assert_served, srv.port, "during the invalid-frame storm")
             for _, _, ws, data in conns:
                 ws.send_raw(data)
             wrong = []
@@ -1063,7 +1031,7 @@ def t_invalid_storm(srv, per_kind=20):
         finally:
             for _, _, ws, _ in conns:
                 ws.close()
-    served(srv.port, "after the invalid-frame storm")
+    assert_served(srv.port, "after the invalid-frame storm")
     rw.measure()
     expect(not wrong, "each of %d connections closed with its code" % len(conns),
            "%d wrong, e.g. %s" % (len(wrong), "; ".join(wrong[:3])))

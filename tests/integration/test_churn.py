@@ -25,15 +25,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (BIN, OP_BINARY, OP_CLOSE, OP_TEXT, SLOW, EOF, RawWS, Runner, Server,  # noqa: E402
-                         T, build_frame, close_payload, connect, eq, expect, fail, short, slack,
-                         upgrade_request, ws_connect)
+from ringws_test import (BIN, EOF, OP_BINARY, OP_CLOSE, OP_TEXT, SLOW, RawWS,  # noqa: E402
+                         SERVE_LIMIT, Runner, Server, T, assert_served, build_frame, close_payload, connect,
+                         eq, expect, fail, upgrade_request, ws_connect)
 
 MIB = 1 << 20
 CYCLES = int(6000 / SLOW)        # 6000 on a normal build, 2000 under ASan
 WARM_CYCLES = max(200, CYCLES // 10)
 CONCURRENCY = 32
-SERVE_LIMIT = 2.0 + slack(2)
 CLOSE_TIMEOUT_S = 1.0
 
 
@@ -80,38 +79,6 @@ def server_sockets(port):
             if int(p[1].rsplit(":", 1)[1], 16) == port and p[3] != "0A" and p[9] != "0":
                 states[p[3]] = states.get(p[3], 0) + 1
     return states
-
-
-def served(port, when, limit=None):
-    """The websockets library echoes at /echo, then GET /healthz answers
-    200 "ok", within `limit` seconds; returns how long it took."""
-    import websockets
-    limit = limit or SERVE_LIMIT
-
-    async def go():
-        t0 = time.monotonic()
-        async with ws_connect(port, open_timeout=limit, close_timeout=limit) as ws:
-            await ws.send("probe " + when)
-            eq(await ws.recv(), "probe " + when, "echo " + when)
-            await ws.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = await reader.read()
-        writer.close()
-        expect(data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok\n"),
-               "200 ok from /healthz " + when, short(data))
-        return time.monotonic() - t0
-
-    try:
-        return asyncio.run(asyncio.wait_for(go(), limit))
-    except asyncio.TimeoutError:
-        fail("a well-behaved client (echo, then /healthz) was not served within %.1fs %s" % (limit, when))
-    except (OSError, websockets.exceptions.WebSocketException) as e:
-        fail("a well-behaved client was refused %s: %s: %s" % (when, type(e).__name__, e))
-
-
-# ---------------------------------------------------------------------------
-# The ways a connection ends
 
 
 def rst(sock):
@@ -278,7 +245,7 @@ def t_warm_up(srv, st):
     expect(not failures, "every warm-up cycle as expected", "%d failed, e.g. %s" % (len(failures), failures[:3]))
     socks, fds = settle(srv, None, CLOSE_TIMEOUT_S + T(5))
     expect(not socks, "no connection left on the server after the warm-up", "sockets by state %s" % socks)
-    served(srv.port, "after the warm-up", T(5))
+    assert_served(srv.port, "after the warm-up", T(5))
     socks, fds = settle(srv, None, CLOSE_TIMEOUT_S + T(5))
     st.base_fds = fds
     st.base_rss = rss_kib(srv.pid)
@@ -301,7 +268,7 @@ def t_churn(srv, st):
             if time.monotonic() - last_probe >= 0.5:
                 last_probe = time.monotonic()
                 try:
-                    samples["served"].append(served(srv.port, "during the churn"))
+                    samples["served"].append(assert_served(srv.port, "during the churn"))
                 except AssertionError as e:
                     samples["errors"].append(str(e))
 
@@ -339,7 +306,7 @@ def t_back_to_baseline(srv, st):
     expect(rss <= st.base_rss + CHURN_RSS_TOLERANCE_MIB * 1024,
            "RSS within %d MiB of the %.1f MiB baseline" % (CHURN_RSS_TOLERANCE_MIB, st.base_rss / 1024),
            "%.1f MiB" % (rss / 1024))
-    took = served(srv.port, "after the churn")
+    took = assert_served(srv.port, "after the churn")
     print("     /healthz and echo served in %.2fs after the churn" % took, flush=True)
 
 
