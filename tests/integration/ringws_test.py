@@ -74,8 +74,19 @@ def _detect_slowness(path):
     return 1.0
 
 
+def _is_asan(path):
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 BIN = os.environ.get("RINGWS_BIN", "")
 SLOW = _detect_slowness(BIN) if BIN else 1.0
+# AddressSanitizer builds also hold freed memory in quarantine: RSS bounds
+# need their own allowance.
+ASAN = _is_asan(BIN) if BIN else False
 
 
 def T(seconds):

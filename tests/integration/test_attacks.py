@@ -27,24 +27,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
+from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
                          close_payload, connect, eq, expect, fail, short, slack)
 
 MIB = 1 << 20
 WORKERS = 2
-# A well-behaved client must be served within this while under attack.
 
-
-def _is_asan(path):
-    try:
-        with open(path, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = _is_asan(BIN)
 # AddressSanitizer keeps up to 256 MiB of freed memory in quarantine (its
 # default quarantine_size_mb) and pads every allocation with redzones: the
 # warm-up fills the quarantine, and the allowances grow by a factor.

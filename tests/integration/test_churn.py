@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (BIN, EOF, OP_BINARY, OP_CLOSE, OP_TEXT, SLOW, RawWS,  # noqa: E402
+from ringws_test import (ASAN, EOF, OP_BINARY, OP_CLOSE, OP_TEXT, SLOW, RawWS,  # noqa: E402
                          SERVE_LIMIT, Runner, Server, T, assert_served, build_frame, close_payload, connect,
                          eq, expect, fail, upgrade_request, ws_connect)
 
@@ -36,15 +36,6 @@ CONCURRENCY = 32
 CLOSE_TIMEOUT_S = 1.0
 
 
-def _is_asan(path):
-    try:
-        with open(path, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = _is_asan(BIN)
 # After the churn RSS may exceed the baseline by allocator caches and dirty
 # pages not yet returned; under AddressSanitizer also by what its
 # quarantine (filled at warm-up) and redzones hold.
