@@ -216,6 +216,12 @@ void report_num(struct report *r, const char *key, double v, int decimals);
 void report_end(struct report *r);
 /* The counters every mode reports, under their own names. */
 void report_errors(struct report *r, const struct bench_sum *s);
+/* latency_us_p50 / p99 / p999 / max of a histogram of nanoseconds. */
+void report_latency(struct report *r, const struct hist *lat);
+/* server_cpu_s and server_cpu_us_per_<unit> when the server's CPU time was
+ * read, then client_cpu_pct over the measured window. */
+void report_cpu(struct report *r, bool have_server, double server_s, const char *unit,
+                uint64_t count, int decimals, double client_s, double window_s);
 /* True when the sum shows a server failure (exit status 1). */
 bool bench_failed(const struct bench_sum *s);
 

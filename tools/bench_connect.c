@@ -91,17 +91,9 @@ static int connect_run(struct bench *b)
     report_num(&r, "duration_s", window, 3);
     report_u64(&r, "handshakes", n);
     report_num(&r, "handshakes_per_s", window > 0 ? (double)n / window : 0, 0);
-    report_num(&r, "latency_us_p50", (double)hist_percentile(&lat, 50) / 1e3, 1);
-    report_num(&r, "latency_us_p99", (double)hist_percentile(&lat, 99) / 1e3, 1);
-    report_num(&r, "latency_us_p999", (double)hist_percentile(&lat, 99.9) / 1e3, 1);
-    report_num(&r, "latency_us_max", (double)lat.max / 1e3, 1);
-    if (have_cpu) {
-        double cpu_s = proc_ticks_to_s(cpu1 - cpu0);
-
-        report_num(&r, "server_cpu_s", cpu_s, 2);
-        report_num(&r, "server_cpu_us_per_handshake", n ? cpu_s * 1e6 / (double)n : 0, 2);
-    }
-    report_num(&r, "client_cpu_pct", window > 0.01 ? (self1 - self0) * 100.0 / window : 0, 1);
+    report_latency(&r, &lat);
+    report_cpu(&r, have_cpu, proc_ticks_to_s(cpu1 - cpu0), "handshake", n, 2, self1 - self0,
+               window);
     report_errors(&r, &s);
     report_end(&r);
     return bench_failed(&s) || !s.opened ? 1 : 0;

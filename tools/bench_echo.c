@@ -269,20 +269,12 @@ static int echo_run(struct bench *b)
         report_num(&r, "msgs_per_s", window > 0 ? (double)msgs / window : 0, 0);
         report_num(&r, "payload_mib_per_s",
                    window > 0 ? (double)msgs * (double)o->size / window / 1048576.0 : 0, 2);
-        report_num(&r, "latency_us_p50", (double)hist_percentile(&lat, 50) / 1e3, 1);
-        report_num(&r, "latency_us_p99", (double)hist_percentile(&lat, 99) / 1e3, 1);
-        report_num(&r, "latency_us_p999", (double)hist_percentile(&lat, 99.9) / 1e3, 1);
-        report_num(&r, "latency_us_max", (double)lat.max / 1e3, 1);
+        report_latency(&r, &lat);
         report_num(&r, "latency_us_mean",
                    lat.count ? (double)lat.sum / (double)lat.count / 1e3 : 0, 1);
         report_u64(&r, "echoed_total", s.echoed);
-        if (have_cpu) {
-            double cpu_s = proc_ticks_to_s(cpu1 - cpu0);
-
-            report_num(&r, "server_cpu_s", cpu_s, 2);
-            report_num(&r, "server_cpu_us_per_msg", msgs ? cpu_s * 1e6 / (double)msgs : 0, 3);
-        }
-        report_num(&r, "client_cpu_pct", window > 0.01 ? (self1 - self0) * 100.0 / window : 0, 1);
+        report_cpu(&r, have_cpu, proc_ticks_to_s(cpu1 - cpu0), "msg", msgs, 3, self1 - self0,
+                   window);
         report_errors(&r, &s);
         report_end(&r);
     }

@@ -86,3 +86,24 @@ bool bench_failed(const struct bench_sum *s)
            s->handshake_timeouts || s->unexpected_closes || s->protocol_errors ||
            s->close_timeouts || s->abandoned;
 }
+
+void report_latency(struct report *r, const struct hist *lat)
+{
+    report_num(r, "latency_us_p50", (double)hist_percentile(lat, 50) / 1e3, 1);
+    report_num(r, "latency_us_p99", (double)hist_percentile(lat, 99) / 1e3, 1);
+    report_num(r, "latency_us_p999", (double)hist_percentile(lat, 99.9) / 1e3, 1);
+    report_num(r, "latency_us_max", (double)lat->max / 1e3, 1);
+}
+
+void report_cpu(struct report *r, bool have_server, double server_s, const char *unit,
+                uint64_t count, int decimals, double client_s, double window_s)
+{
+    if (have_server) {
+        char key[64];
+
+        snprintf(key, sizeof(key), "server_cpu_us_per_%s", unit);
+        report_num(r, "server_cpu_s", server_s, 2);
+        report_num(r, key, count ? server_s * 1e6 / (double)count : 0, decimals);
+    }
+    report_num(r, "client_cpu_pct", window_s > 0.01 ? client_s * 100.0 / window_s : 0, 1);
+}
