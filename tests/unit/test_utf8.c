@@ -11,42 +11,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "check.h"
+#include "guard.h"
 #include "utf8.h"
 
 #define NOT_BAD ((size_t)-1)
-
-/* ---- guard page --------------------------------------------------------- */
-
-static uint8_t *guard_base;
-static size_t guard_size;
-
-static void guard_setup(size_t size)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-
-    guard_size = (size + page - 1) / page * page;
-    guard_base = mmap(NULL, guard_size + page, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (guard_base == MAP_FAILED ||
-        mprotect(guard_base + guard_size, page, PROT_NONE) != 0) {
-        perror("guard page");
-        exit(1);
-    }
-}
-
-/* Copies src so that its last byte is the last readable byte. */
-static uint8_t *guard_place(const uint8_t *src, size_t n)
-{
-    uint8_t *dst = guard_base + guard_size - n;
-
-    if (n)
-        memcpy(dst, src, n);
-    return dst;
-}
 
 /* ---- reference ---------------------------------------------------------- */
 
