@@ -435,7 +435,23 @@ class Response:
         return "<%s %d %s, %d body bytes>" % (self.version, self.status, self.reason, len(self.body))
 
 
-class HttpConn:
+class _SocketOwner:
+    """Closes its socket (self.sock) when done, also as a context manager."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class HttpConn(_SocketOwner):
     """An HTTP/1.1 client connection that parses responses strictly: a status
     line, CRLF-terminated headers, and (every response but 101) a
     Content-Length that says exactly how long the body is."""
@@ -540,18 +556,6 @@ class HttpConn:
         if not data:
             fail("expected the connection to stay open (keep-alive), the server closed it")
         fail("expected nothing more from the server, got %r" % data)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def http_get(port, path, method="GET", headers=(), version="HTTP/1.1"):
@@ -721,7 +725,7 @@ class EOF(TestFailure):
     pass
 
 
-class RawWS:
+class RawWS(_SocketOwner):
     """A WebSocket client on a plain socket that sends exactly the bytes a
     test asks for and checks every frame the server sends: unmasked, no RSV
     bits, known opcodes, minimal length encoding, control frames whole and
@@ -976,18 +980,6 @@ class RawWS:
         self.send_close(code, reason)
         self.expect_close(expect_codes if expect_codes is not None else code)
         self.expect_eof()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ---------------------------------------------------------------------------
