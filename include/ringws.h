@@ -100,6 +100,22 @@ enum ringws_overflow_policy {
     RINGWS_OVERFLOW_DROP = 2,      /* drop this message, keep the connection */
 };
 
+/* What a publish does to a subscriber whose queue of published messages is
+ * full (see docs/PUBSUB.md). */
+enum ringws_fanout_policy {
+    RINGWS_FANOUT_CLOSE_TRY_AGAIN = 0, /* close the subscriber with 1013 */
+    RINGWS_FANOUT_CLOSE_POLICY = 1,    /* close the subscriber with 1008 */
+    RINGWS_FANOUT_DROP_OLDEST = 2,     /* drop its oldest queued messages of
+                                        * the topic until the new one fits */
+};
+
+/* How topics matching a pattern behave: the first matching rule wins. */
+struct ringws_topic_rule {
+    const char *pattern;  /* a topic name, or a prefix ending in '*' */
+    enum ringws_fanout_policy policy;
+    bool client_publish;  /* WebSocket clients may `pub` to it */
+};
+
 struct ringws_config {
     const char *bind;          /* address to listen on; default "127.0.0.1" */
     uint16_t port;             /* 0 picks a free port: see ringws_server_port */
@@ -120,6 +136,16 @@ struct ringws_config {
     const char *const *origins;      /* allowed Origin values; none: any */
     size_t n_origins;
     bool builtin_routes;       /* serve /healthz and the demo page at / */
+    /* Publish/subscribe (docs/PUBSUB.md). */
+    const char *pubsub_path;   /* WebSocket path of subscriber connections and
+                                * enables POST /publish/TOPIC; NULL: off */
+    const char *publish_token; /* required as "Authorization: Bearer" by
+                                * POST /publish; NULL: none */
+    size_t max_fanout_queue;   /* published bytes queued per subscriber;
+                                * default 1 MiB */
+    unsigned max_topics;       /* subscriptions per connection; default 64 */
+    const struct ringws_topic_rule *topic_rules;
+    size_t n_topic_rules;
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -143,6 +169,22 @@ void ringws_server_stop(ringws_server *srv);
 
 void ringws_server_destroy(ringws_server *srv);
 
+/* Counters summed over all workers; callable from any thread (each figure
+ * is exact for its worker at the moment it is read). */
+struct ringws_stats {
+    uint64_t connections_open;     /* accepted and not yet freed */
+    uint64_t accepted;
+    uint64_t refused;              /* over max_connections or max_per_address */
+    uint64_t send_queue_overflows; /* ringws_send met a full queue */
+    uint64_t messages_dropped;     /* ... and dropped the message */
+    uint64_t publishes;            /* publishes handled (per worker: once) */
+    uint64_t fanout_queued;        /* published messages queued to subscribers */
+    uint64_t fanout_dropped;       /* dropped for slow subscribers */
+    uint64_t fanout_closed;        /* slow subscribers closed (1008/1013) */
+    uint64_t subscriptions;        /* current subscriptions */
+};
+void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
+
 /* Queues a message.  0, -EINVAL (bad opcode or text not UTF-8), -EPIPE
  * (closing), -ENOBUFS (the queue already holds data and this message would
  * take it over max_send_queue: the overflow policy was applied - the
@@ -154,6 +196,24 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
  * 3000-4999) and a UTF-8 reason of at most 123 bytes. */
 int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
                  size_t reason_len);
+
+/* Publishing (docs/PUBSUB.md). */
+#define RINGWS_PUBLISH_BINARY 1u /* flags: a binary message (default text) */
+#define RINGWS_MAX_TOPIC 128     /* bytes in a topic name */
+
+/* Publishes to every subscriber of topic on every worker.  Callable from any
+ * thread, also from callbacks.  The frame is built once; data is copied.
+ * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than
+ * max_message), -ENOMEM, -ESHUTDOWN (the server is stopping). */
+int ringws_publish(ringws_server *srv, const char *topic, const void *data,
+                   size_t len, unsigned flags);
+
+/* Subscribes a connection (any path) to a topic, or ends a subscription;
+ * from the connection's own worker only, like ringws_send.  0, -EINVAL
+ * (bad topic), -E2BIG (max_topics reached), -EPIPE (closing), -ENOMEM;
+ * ringws_unsubscribe returns -ENOENT when it was not subscribed. */
+int ringws_subscribe(ringws_conn *c, const char *topic);
+int ringws_unsubscribe(ringws_conn *c, const char *topic);
 
 void ringws_conn_set_user(ringws_conn *c, void *user);
 void *ringws_conn_get_user(const ringws_conn *c);
