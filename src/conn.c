@@ -18,11 +18,14 @@
 #include "log.h"
 
 #define CONN_SLAB 256
-/* What a queued chunk costs beyond its bytes (header and allocator
- * rounding): counted so that a flood of tiny frames (empty pongs, 1-byte
- * echoes) meets the send-queue cap by the memory it really pins. */
-#define OUT_CHUNK_OVERHEAD 32
 #define SEND_IOV_MAX 64
+/* Chunks of two sizes are pooled per worker, since one is allocated and
+ * freed per message: shares of published frames, and small frames of their
+ * own (short echoes, pongs, pings) in blocks of CHUNK_SMALL_BLOCK bytes. */
+#define CHUNK_SMALL_BLOCK 64
+#define CHUNK_SMALL_DATA (CHUNK_SMALL_BLOCK - sizeof(struct out_chunk))
+#define CHUNK_CACHE_MAX 4096
+enum chunk_class { CHUNK_SHARED, CHUNK_SMALL, CHUNK_OTHER };
 
 struct conn_slab {
     struct conn_slab *next;
@@ -61,7 +64,65 @@ static struct ringws_conn *conn_alloc(struct worker *w)
     w->conns.next->prev = c;
     w->conns.next = c;
     w->n_conns++;
+    STAT_ADD(w, conns_open, 1);
     return c;
+}
+
+static enum chunk_class chunk_class_of(const struct out_chunk *o)
+{
+    if (o->shared)
+        return CHUNK_SHARED;
+    return o->len <= CHUNK_SMALL_DATA ? CHUNK_SMALL : CHUNK_OTHER;
+}
+
+/* The memory a chunk pins beyond the bytes it will send, as counted against
+ * the send-queue caps. */
+static size_t chunk_overhead(const struct out_chunk *o)
+{
+    return chunk_class_of(o) == CHUNK_SMALL ? CHUNK_SMALL_BLOCK - o->len : OUT_CHUNK_OVERHEAD;
+}
+
+static struct out_chunk *chunk_alloc(struct worker *w, enum chunk_class cls, size_t data)
+{
+    struct out_chunk *o = cls == CHUNK_OTHER ? NULL : w->chunk_cache[cls];
+
+    if (o) {
+        w->chunk_cache[cls] = o->next;
+        w->chunk_cached[cls]--;
+        return o;
+    }
+    if (cls == CHUNK_SMALL)
+        data = CHUNK_SMALL_DATA;
+    else if (cls == CHUNK_SHARED)
+        data = 0;
+    return malloc(sizeof(*o) + data);
+}
+
+static void chunk_free(struct worker *w, struct out_chunk *o)
+{
+    enum chunk_class cls = chunk_class_of(o);
+
+    if (o->shared)
+        pubsub_slot_release(o->shared);
+    if (cls == CHUNK_OTHER || w->chunk_cached[cls] >= CHUNK_CACHE_MAX) {
+        free(o);
+        return;
+    }
+    o->next = w->chunk_cache[cls];
+    w->chunk_cache[cls] = o;
+    w->chunk_cached[cls]++;
+}
+
+static void chunk_cache_free(struct worker *w)
+{
+    for (int cls = 0; cls < 2; cls++) {
+        while (w->chunk_cache[cls]) {
+            struct out_chunk *o = w->chunk_cache[cls];
+            w->chunk_cache[cls] = o->next;
+            free(o);
+        }
+        w->chunk_cached[cls] = 0;
+    }
 }
 
 static void conn_out_free(struct ringws_conn *c)
@@ -70,11 +131,12 @@ static void conn_out_free(struct ringws_conn *c)
 
     while (o) {
         struct out_chunk *next = o->next;
-        free(o);
+        chunk_free(c->w, o);
         o = next;
     }
     c->out_head = c->out_tail = NULL;
     c->out_bytes = 0;
+    c->out_inflight = 0;
 }
 
 static void conn_free(struct ringws_conn *c)
@@ -84,6 +146,7 @@ static void conn_free(struct ringws_conn *c)
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
+    pubsub_conn_gone(c);
     conn_out_free(c);
     conn_pend_release(c);
     free(c->ctl);
@@ -93,6 +156,7 @@ static void conn_free(struct ringws_conn *c)
     c->next = w->free_conns;
     w->free_conns = c;
     w->n_conns--;
+    STAT_ADD(w, conns_open, -1);
 }
 
 void conn_free_all(struct worker *w)
@@ -108,6 +172,7 @@ void conn_free_all(struct worker *w)
     }
     w->slabs = NULL;
     w->free_conns = NULL;
+    chunk_cache_free(w);
 }
 
 /* ---- pending input ----------------------------------------------------- */
@@ -146,7 +211,7 @@ void conn_pend_release(struct ringws_conn *c)
 
 /* ---- output ------------------------------------------------------------ */
 
-static void conn_flush_later(struct ringws_conn *c)
+void conn_flush_later(struct ringws_conn *c)
 {
     if (c->flags & CF_FLUSH_LISTED)
         return;
@@ -155,53 +220,110 @@ static void conn_flush_later(struct ringws_conn *c)
     c->w->flush_head = c;
 }
 
-int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
-               const void *b, size_t blen)
+static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
 {
-    struct out_chunk *o;
-
-    if (c->flags & (CF_TEARDOWN | CF_WR_SHUT))
-        return -EPIPE;
-    if (alen + blen > UINT32_MAX)
-        return -EMSGSIZE;
-    o = malloc(sizeof(*o) + alen + blen);
-    if (!o)
-        return -ENOMEM;
     o->next = NULL;
-    o->len = (uint32_t)(alen + blen);
     o->off = 0;
-    memcpy(o->data, a, alen);
-    if (blen)
-        memcpy(o->data + alen, b, blen);
     if (c->out_tail)
         c->out_tail->next = o;
     else
         c->out_head = o;
     c->out_tail = o;
-    c->out_bytes += o->len + OUT_CHUNK_OVERHEAD;
+    c->out_bytes += o->len + chunk_overhead(o);
     conn_flush_later(c);
+}
+
+int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
+               const void *b, size_t blen)
+{
+    size_t n = alen + blen;
+    struct out_chunk *o;
+
+    if (c->flags & (CF_TEARDOWN | CF_WR_SHUT))
+        return -EPIPE;
+    if (n > UINT32_MAX)
+        return -EMSGSIZE;
+    o = chunk_alloc(c->w, n <= CHUNK_SMALL_DATA ? CHUNK_SMALL : CHUNK_OTHER, n);
+    if (!o)
+        return -ENOMEM;
+    o->shared = NULL;
+    o->len = (uint32_t)n;
+    memcpy(o->data, a, alen);
+    if (blen)
+        memcpy(o->data + alen, b, blen);
+    conn_out_append(c, o);
     return 0;
+}
+
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s)
+{
+    struct out_chunk *o;
+
+    if (c->flags & (CF_TEARDOWN | CF_WR_SHUT))
+        return -EPIPE;
+    o = chunk_alloc(c->w, CHUNK_SHARED, 0);
+    if (!o)
+        return -ENOMEM;
+    o->shared = s;
+    o->len = s->msg->frame_len;
+    s->local_refs++;
+    conn_out_append(c, o);
+    return 0;
+}
+
+bool conn_drop_queued(struct ringws_conn *c,
+                      bool (*match)(const struct out_chunk *o, const void *arg),
+                      const void *arg, size_t room, size_t cap)
+{
+    struct out_chunk *prev = NULL, *o = c->out_head;
+    unsigned skip = c->out_inflight;
+
+    /* Chunks a send in flight points at, and a partly sent head, stay. */
+    if (o && o->off && !skip)
+        skip = 1;
+    for (; o && skip; skip--) {
+        prev = o;
+        o = o->next;
+    }
+    while (o && c->out_bytes + room > cap) {
+        struct out_chunk *next = o->next;
+        if (!match(o, arg)) {
+            prev = o;
+            o = next;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            c->out_head = next;
+        if (c->out_tail == o)
+            c->out_tail = prev;
+        c->out_bytes -= o->len + chunk_overhead(o);
+        chunk_free(c->w, o);
+        STAT_ADD(c->w, fanout_dropped, 1);
+        o = next;
+    }
+    return c->out_bytes + room <= cap;
 }
 
 static void conn_send_start(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
-    struct send_batch *b;
+    struct send_batch *b = NULL;
     unsigned n = 0;
 
-    if (!o->next) {
-        loop_send(c->w, c, o->data + o->off, o->len - o->off);
-        return;
-    }
-    b = malloc(sizeof(*b));
-    if (!b) {
-        loop_send(c->w, c, o->data + o->off, o->len - o->off);
+    if (o->next)
+        b = malloc(sizeof(*b));
+    if (!o->next || !b) {
+        c->out_inflight = 1;
+        loop_send(c->w, c, out_chunk_bytes(o) + o->off, o->len - o->off);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
-        b->iov[n].iov_base = o->data + o->off;
+        b->iov[n].iov_base = (void *)(out_chunk_bytes(o) + o->off);
         b->iov[n].iov_len = o->len - o->off;
     }
+    c->out_inflight = (uint8_t)n;
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
@@ -220,9 +342,9 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
             return;
         }
         n -= left;
-        c->out_bytes -= OUT_CHUNK_OVERHEAD;
+        c->out_bytes -= chunk_overhead(o);
         c->out_head = o->next;
-        free(o);
+        chunk_free(c->w, o);
     }
     if (!c->out_head)
         c->out_tail = NULL;
@@ -244,9 +366,11 @@ void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
 
 /* Frees or closes the connection once the ring no longer references it.
  * Must be the last thing a completion handler does with c. */
-static void conn_settle(struct ringws_conn *c)
+void conn_settle(struct ringws_conn *c)
 {
-    uint32_t busy = c->flags & (CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY);
+    /* A waiting HTTP publish is answered by another worker's message, which
+     * points at c. */
+    uint32_t busy = c->flags & (CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_PUB_WAIT);
 
     if (!(c->flags & CF_TEARDOWN))
         return;
@@ -276,7 +400,10 @@ void conn_abort(struct ringws_conn *c)
     conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
     c->flags |= CF_TEARDOWN;
     timer_cancel(&c->timer);
-    conn_out_free(c);
+    /* A send in flight still reads its chunks (until its cancellation
+     * completes): they go with the connection, not before. */
+    if (!(c->flags & CF_SEND_BUSY))
+        conn_out_free(c);
     conn_pend_release(c);
     conn_flush_later(c); /* settles after the current completion */
 }
@@ -319,6 +446,12 @@ void conn_flush_all(struct worker *w)
         } else {
             /* While a cancelled recv is still armed, the re-arm waits for
              * its last completion, which lists the connection again. */
+            if (c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) {
+                bool policy = c->flags & CF_SLOW_1008;
+                c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013);
+                conn_ws_close(c, policy ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN,
+                              "subscriber too slow", 19, true);
+            }
             if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==
                 CF_RECV_AGAIN) {
                 loop_arm_recv(w, c);
@@ -327,7 +460,7 @@ void conn_flush_all(struct worker *w)
             if (!(c->flags & CF_SEND_BUSY) && c->out_head)
                 conn_send_start(c);
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
-                                  CF_SHUT_BUSY)) == CF_WANT_SHUTWR &&
+                                  CF_SHUT_BUSY | CF_PUB_WAIT)) == CF_WANT_SHUTWR &&
                      !c->out_head)
                 loop_shutdown(w, c, SHUT_WR);
             if (conn_drained(c)) {
@@ -443,7 +576,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     uint16_t slot = 0;
 
     if (!conn_addr_take(w->srv, peer, peer_len, &slot)) {
-        w->stats.refused_per_address++;
+        STAT_ADD(w, refused_per_address, 1);
         loop_close_fd(w, fd);
         return;
     }
@@ -453,13 +586,13 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         atomic_fetch_sub(&w->srv->addr_counts[slot], 1);
     if (!c) {
         /* Refused cheaply: a close, nothing allocated. */
-        w->stats.refused++;
+        STAT_ADD(w, refused, 1);
         loop_close_fd(w, fd);
         log_msg(LOG_DEBUG, "worker %u: connection refused (limit %u)", w->id,
                 cfg->max_connections);
         return;
     }
-    w->stats.accepted++;
+    STAT_ADD(w, accepted, 1);
     if (peer) {
         c->addr_slot = slot;
         c->flags |= CF_ADDR_COUNTED;
@@ -543,7 +676,7 @@ static void conn_on_eof(struct ringws_conn *c)
     switch ((enum conn_state)c->state) {
     case CONN_HTTP:
         /* A client may half-close after its last request: answer it. */
-        if (c->out_head || (c->flags & CF_SEND_BUSY))
+        if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
             conn_drain(c);
         else
             conn_abort(c);
@@ -574,17 +707,23 @@ static void conn_pause_if_backlogged(struct ringws_conn *c)
     }
 }
 
+/* Parses pipelined requests left unparsed while answers piled up or while
+ * a publish awaited its count. */
+void conn_input_resume(struct ringws_conn *c)
+{
+    if (c->state == CONN_HTTP && c->pend_len && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
+        conn_input_http(c, NULL, 0);
+        conn_pause_if_backlogged(c);
+    }
+}
+
 static void conn_resume_if_drained(struct ringws_conn *c)
 {
     if (!(c->flags & CF_RECV_PAUSED) || c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
         return;
     c->flags &= ~CF_RECV_PAUSED;
     c->flags |= CF_RECV_AGAIN;
-    /* Pipelined requests left unparsed while the answers piled up. */
-    if (c->state == CONN_HTTP && c->pend_len) {
-        conn_input_http(c, NULL, 0);
-        conn_pause_if_backlogged(c);
-    }
+    conn_input_resume(c);
 }
 
 void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
@@ -625,6 +764,7 @@ void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
 void conn_on_send(struct ringws_conn *c, int res)
 {
     c->flags &= ~CF_SEND_BUSY;
+    c->out_inflight = 0;
     free(c->send_msg);
     c->send_msg = NULL;
     if (res < 0) {
@@ -669,7 +809,7 @@ void conn_stop_all(struct worker *w)
         if (c->state == CONN_WS)
             conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
         else if (c->state == CONN_HTTP && !c->out_head && !c->pend_len &&
-                 !(c->flags & CF_SEND_BUSY))
+                 !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
             conn_abort(c); /* idle keep-alive: nothing in flight to lose */
         else if (c->state == CONN_HTTP)
             conn_drain(c);

@@ -6,13 +6,20 @@
  * request that is not a valid upgrade must get a precise, complete answer
  * (status, Content-Length, keep-alive or close) rather than a dropped
  * connection. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include "http_response.h"
 #include "internal.h"
 #include "log.h"
+#include "pubsub_proto.h"
+#include "utf8.h"
 
 #define HEAD_MAX 1024 /* bytes of a response head the server writes */
 
@@ -99,9 +106,17 @@ static void conn_http_view(const struct worker *w, const struct http_request *re
     };
 }
 
+static bool conn_http_is_pubsub_path(const struct ringws_config *cfg,
+                                     const struct http_request *req)
+{
+    return cfg->pubsub_path && str_is(req->path, req->path_len, cfg->pubsub_path);
+}
+
 static bool conn_http_is_ws_path(const struct ringws_config *cfg,
                                  const struct http_request *req)
 {
+    if (conn_http_is_pubsub_path(cfg, req))
+        return true;
     for (size_t i = 0; i < cfg->n_ws_paths; i++)
         if (str_is(req->path, req->path_len, cfg->ws_paths[i]))
             return true;
@@ -114,6 +129,28 @@ static bool conn_http_is_get(const struct http_request *req)
            str_is(req->method, req->method_len, "HEAD");
 }
 
+/* A subscriber's topics from "?topics=a,b", checked before the 101 so that
+ * a bad list opens nothing. */
+static bool conn_http_topics_ok(struct ringws_conn *c, const struct http_request *req,
+                                const char **list, size_t *len)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    int n;
+
+    if (!req->query || !topic_query_find(req->query, req->query_len, list, len))
+        return true;
+    n = pubsub_list_count(*list, *len);
+    if (n < 0 || *len == 0) {
+        conn_http_error(c, req, 400, "invalid topic list", !req->keep_alive, NULL);
+        return false;
+    }
+    if ((unsigned)n > cfg->max_topics) {
+        conn_http_error(c, req, 400, "too many topics", !req->keep_alive, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
                               const struct ringws_request *view)
 {
@@ -121,11 +158,11 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     const struct ringws_config *cfg = &srv->cfg;
     struct ws_handshake_result hs;
     char head[HEAD_MAX];
-    const char *location = NULL;
-    size_t n;
+    const char *location = NULL, *topics = NULL;
+    size_t n, topics_len = 0;
     int status;
 
-    if (cfg->n_ws_paths && !conn_http_is_ws_path(cfg, req)) {
+    if ((cfg->n_ws_paths || cfg->pubsub_path) && !conn_http_is_ws_path(cfg, req)) {
         conn_http_error(c, req, 404, "no WebSocket endpoint at this path", !req->keep_alive, NULL);
         return;
     }
@@ -136,6 +173,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
                         : hs.version_hint ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
+    if (conn_http_is_pubsub_path(cfg, req) && !conn_http_topics_ok(c, req, &topics, &topics_len))
+        return;
     if (cfg->cb.on_upgrade) {
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
         if (status != RINGWS_UPGRADE_ACCEPT) {
@@ -159,8 +198,52 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
     conn_set_deadline(c, cfg->idle_timeout_ms);
+    if (conn_http_is_pubsub_path(cfg, req)) {
+        c->flags |= CF_PUBSUB;
+        if (topics_len && pubsub_subscribe_list(c, topics, topics_len) < 0) {
+            conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
+            return;
+        }
+    }
     if (cfg->cb.on_open)
         cfg->cb.on_open(c, view, cfg->user);
+}
+
+/* Prometheus text format: the counters of ringws_server_stats. */
+static void conn_http_metrics(struct ringws_conn *c, const struct http_request *req,
+                              bool close)
+{
+    struct ringws_stats st;
+    char body[2048];
+    int n;
+
+    ringws_server_stats(c->w->srv, &st);
+    n = snprintf(body, sizeof(body),
+                 "# TYPE ringws_connections_open gauge\n"
+                 "ringws_connections_open %" PRIu64 "\n"
+                 "# TYPE ringws_accepted_total counter\n"
+                 "ringws_accepted_total %" PRIu64 "\n"
+                 "# TYPE ringws_refused_total counter\n"
+                 "ringws_refused_total %" PRIu64 "\n"
+                 "# TYPE ringws_send_queue_overflows_total counter\n"
+                 "ringws_send_queue_overflows_total %" PRIu64 "\n"
+                 "# TYPE ringws_messages_dropped_total counter\n"
+                 "ringws_messages_dropped_total %" PRIu64 "\n"
+                 "# TYPE ringws_publishes_total counter\n"
+                 "ringws_publishes_total %" PRIu64 "\n"
+                 "# TYPE ringws_fanout_queued_total counter\n"
+                 "ringws_fanout_queued_total %" PRIu64 "\n"
+                 "# TYPE ringws_fanout_dropped_total counter\n"
+                 "ringws_fanout_dropped_total %" PRIu64 "\n"
+                 "# TYPE ringws_fanout_closed_total counter\n"
+                 "ringws_fanout_closed_total %" PRIu64 "\n"
+                 "# TYPE ringws_subscriptions gauge\n"
+                 "ringws_subscriptions %" PRIu64 "\n",
+                 st.connections_open, st.accepted, st.refused, st.send_queue_overflows,
+                 st.messages_dropped, st.publishes, st.fanout_queued, st.fanout_dropped,
+                 st.fanout_closed, st.subscriptions);
+    conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body,
+                      n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0, close, NULL);
 }
 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
@@ -169,6 +252,7 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
     bool close = !req->keep_alive;
     bool root = str_is(req->path, req->path_len, "/");
     bool health = str_is(req->path, req->path_len, "/healthz");
+    bool metrics = str_is(req->path, req->path_len, "/metrics");
 
     if (conn_http_is_ws_path(cfg, req)) {
         if (conn_http_is_get(req))
@@ -177,10 +261,12 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
         else
             conn_http_error(c, req, 405, "use GET with Upgrade: websocket", close,
                             "Allow: GET\r\n");
-    } else if (cfg->builtin_routes && (root || health)) {
+    } else if (cfg->builtin_routes && (root || health || metrics)) {
         if (!conn_http_is_get(req))
             conn_http_error(c, req, 405, "only GET and HEAD are allowed here", close,
                             "Allow: GET, HEAD\r\n");
+        else if (metrics)
+            conn_http_metrics(c, req, close);
         else if (root)
             conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_demo_page,
                               http_demo_page_len, close, NULL);
@@ -212,6 +298,99 @@ static void conn_http_user(struct ringws_conn *c, const struct http_request *req
                       res.body, res.body_len, !req->keep_alive, extra[0] ? extra : NULL);
 }
 
+#define PUBLISH_PREFIX "/publish/"
+
+static bool conn_http_is_publish(const struct ringws_config *cfg,
+                                 const struct http_request *req)
+{
+    size_t n = sizeof(PUBLISH_PREFIX) - 1;
+
+    return cfg->pubsub_path && req->path_len >= n && !memcmp(req->path, PUBLISH_PREFIX, n);
+}
+
+/* "Authorization: Bearer TOKEN", compared through SHA-256 digests so that
+ * the time taken tells nothing about the token, not even its length. */
+static bool conn_http_token_ok(const char *token, const struct ringws_request *view)
+{
+    static const char scheme[] = "Bearer ";
+    struct ringws_str auth = ringws_request_header(view, "Authorization");
+    unsigned char want[SHA256_DIGEST_LENGTH], got[SHA256_DIGEST_LENGTH];
+    size_t sl = sizeof(scheme) - 1;
+
+    if (!auth.ptr || auth.len < sl || strncasecmp(auth.ptr, scheme, sl))
+        return false;
+    SHA256((const unsigned char *)token, strlen(token), want);
+    SHA256((const unsigned char *)auth.ptr + sl, auth.len - sl, got);
+    return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
+}
+
+static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients, bool close)
+{
+    char body[48];
+    int n = snprintf(body, sizeof(body), "{\"recipients\":%" PRIu64 "}\n", recipients);
+
+    conn_http_respond(c, NULL, 200, "application/json", body, (size_t)n, close, NULL);
+}
+
+/* POST /publish/TOPIC: the body is the message (docs/PUBSUB.md). */
+static void conn_http_publish(struct ringws_conn *c, const struct http_request *req,
+                              const struct ringws_request *view)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const char *topic = req->path + sizeof(PUBLISH_PREFIX) - 1;
+    size_t topic_len = req->path_len - (sizeof(PUBLISH_PREFIX) - 1);
+    struct ringws_str ctype = ringws_request_header(view, "Content-Type");
+    bool binary = ctype.ptr && ctype.len >= 24 &&
+                  !strncasecmp(ctype.ptr, "application/octet-stream", 24);
+    bool close = !req->keep_alive;
+    uint64_t recipients;
+    int r;
+
+    if (!str_is(req->method, req->method_len, "POST")) {
+        conn_http_error(c, req, 405, "publish with POST", close, "Allow: POST\r\n");
+        return;
+    }
+    if (cfg->publish_token && !conn_http_token_ok(cfg->publish_token, view)) {
+        conn_http_error(c, req, 401, "a valid publish token is required", close,
+                        "WWW-Authenticate: Bearer\r\n");
+        return;
+    }
+    if (!topic_name_valid(topic, topic_len)) {
+        conn_http_error(c, req, 400, "invalid topic", close, NULL);
+        return;
+    }
+    r = pubsub_publish_http(c, topic, topic_len, view->body.ptr, view->body.len, binary,
+                            &recipients);
+    if (r == 1) {
+        /* Other workers count their subscribers; the answer (and any
+         * pipelined request after this one) waits for them. */
+        c->pend_seen = 0;
+        if (close)
+            c->flags |= CF_PUB_CLOSE;
+    } else if (r == 0) {
+        conn_http_publish_answer(c, recipients, close);
+    } else if (r == -ESHUTDOWN) {
+        conn_http_error(c, req, 503, "server shutting down", true, NULL);
+    } else if (r == -ENOMEM) {
+        conn_http_error(c, req, 503, "out of memory", close, NULL);
+    } else {
+        conn_http_error(c, req, r == -EMSGSIZE ? 413 : 400,
+                        r == -EMSGSIZE ? "message too large" : "text message is not UTF-8",
+                        close, NULL);
+    }
+}
+
+void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients)
+{
+    c->flags &= ~CF_PUB_WAIT;
+    if (!(c->flags & CF_TEARDOWN)) {
+        conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
+        c->flags &= ~CF_PUB_CLOSE;
+        conn_input_resume(c);
+    }
+    conn_flush_later(c); /* settles, shuts down or sends, as the state asks */
+}
+
 static void conn_http_request(struct ringws_conn *c, const struct http_request *req,
                               const uint8_t *body, size_t body_len)
 {
@@ -223,6 +402,8 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
     conn_set_deadline(c, cfg->handshake_timeout_ms);
     if (ws_handshake_requested(req))
         conn_http_upgrade(c, req, &view);
+    else if (conn_http_is_publish(cfg, req))
+        conn_http_publish(c, req, &view);
     else if (cfg->cb.on_http)
         conn_http_user(c, req, &view);
     else
@@ -247,7 +428,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
     const struct ringws_server *srv = c->w->srv;
     size_t off = 0;
 
-    while (off < len && c->state == CONN_HTTP && !(c->flags & CF_TEARDOWN)) {
+    while (off < len && c->state == CONN_HTTP && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
         struct http_request req;
         size_t total;
         if (c->out_bytes > srv->cfg.max_send_queue / 2) {
@@ -282,5 +463,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
         off += total;
     }
-    return c->state == CONN_WS ? off : len;
+    /* The rest is parsed after the upgrade as frames, or after a publish's
+     * answer as further requests. */
+    return c->state == CONN_WS || (c->flags & CF_PUB_WAIT) ? off : len;
 }

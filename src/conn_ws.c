@@ -59,7 +59,9 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
-    if (cfg->cb.on_message)
+    if (c->flags & CF_PUBSUB)
+        pubsub_on_command(c, op, p, n);
+    else if (cfg->cb.on_message)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
 }
 
@@ -139,7 +141,7 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
             break;
         if (c->out_bytes + n > c->w->srv->cfg.max_send_queue) {
             /* A ping flood from a peer that reads none of the pongs. */
-            c->w->stats.send_queue_overflows++;
+            STAT_ADD(c->w, send_queue_overflows, 1);
             conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
         } else if (conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0) {
             conn_abort(c);
@@ -200,9 +202,9 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -EINVAL;
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
-        c->w->stats.send_queue_overflows++;
+        STAT_ADD(c->w, send_queue_overflows, 1);
         if (cfg->overflow == RINGWS_OVERFLOW_DROP)
-            c->w->stats.messages_dropped++;
+            STAT_ADD(c->w, messages_dropped, 1);
         else if (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN)
             conn_ws_close(c, WS_CLOSE_TRY_AGAIN, "send queue full", 15, true);
         else

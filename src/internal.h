@@ -26,14 +26,56 @@
 
 /* ---- connections ------------------------------------------------------ */
 
-/* One piece of queued output.  Fan-out will add a shared, reference-counted
- * variant beside the inline bytes. */
+/* ---- published messages (pubsub.c) ------------------------------------- */
+
+struct pub_msg;
+
+/* A message's share held by one worker: its link in that worker's inbox and
+ * a count of the worker's queued chunks, so that a worker touches the
+ * message's shared atomic count once, not once per recipient. */
+struct pub_slot {
+    struct pub_slot *qnext; /* in the worker's inbox */
+    struct pub_msg *msg;
+    uint32_t local_refs;    /* queued chunks, +1 while delivering */
+};
+
+/* One publish: the frame built once, shared by every recipient on every
+ * worker, freed when the last worker lets go of its slot. */
+struct pub_msg {
+    _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
+    _Atomic uint32_t pending;     /* workers yet to deliver it */
+    _Atomic uint64_t recipients;  /* connections it was queued to */
+    struct ringws_conn *reply_to; /* an HTTP publish awaiting the count */
+    unsigned origin;              /* worker of reply_to */
+    uint64_t topic_hash;
+    uint32_t frame_len;
+    uint16_t topic_len;
+    const uint8_t *frame;         /* header and payload */
+    char topic[RINGWS_MAX_TOPIC + 1];
+    struct pub_slot slots[];      /* one per worker */
+};
+
+/* ---- connections ------------------------------------------------------ */
+
+/* One piece of queued output: bytes of its own, or a share of a published
+ * frame. */
 struct out_chunk {
     struct out_chunk *next;
-    uint32_t len; /* bytes in data */
-    uint32_t off; /* bytes already sent */
+    struct pub_slot *shared; /* NULL: the bytes are in data */
+    uint32_t len;            /* bytes to send */
+    uint32_t off;            /* bytes already sent */
     uint8_t data[];
 };
+
+static inline const uint8_t *out_chunk_bytes(const struct out_chunk *o)
+{
+    return o->shared ? o->shared->msg->frame : o->data;
+}
+
+/* What a queued chunk costs beyond its bytes (header and allocator
+ * rounding): counted so that a flood of tiny frames (empty pongs, 1-byte
+ * echoes) meets the send-queue cap by the memory it really pins. */
+#define OUT_CHUNK_OVERHEAD 32
 
 enum conn_state {
     CONN_HTTP,    /* reading requests */
@@ -62,7 +104,14 @@ enum conn_flag {
     CF_RECV_PAUSED = 1u << 16, /* reading stopped until output drains */
     CF_PAUSE_CANCEL = 1u << 17, /* the recv was cancelled for that pause */
     CF_ADDR_COUNTED = 1u << 18, /* holds a per-address counter */
+    CF_PUBSUB = 1u << 19,     /* a subscriber connection: frames are commands */
+    CF_PUB_WAIT = 1u << 20,   /* an HTTP publish awaits its recipient count */
+    CF_PUB_CLOSE = 1u << 21,  /* ... and the connection closes after the answer */
+    CF_SLOW_1008 = 1u << 22,  /* a slow subscriber to close with 1008 */
+    CF_SLOW_1013 = 1u << 23,  /* ... with 1013 */
 };
+
+struct conn_subs;
 
 struct ringws_conn {
     struct worker *w;
@@ -81,8 +130,10 @@ struct ringws_conn {
     uint16_t close_code; /* what on_close reports when the end is abrupt */
     uint16_t addr_slot;  /* per-address counter held (with CF_ADDR_COUNTED) */
     uint64_t last_rx_tick;
+    uint8_t out_inflight; /* chunks the send in flight points at */
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
+    struct conn_subs *subs; /* topics subscribed to; NULL: none */
     struct msghdr *send_msg; /* in flight for a gathered send */
     struct ws_decoder dec;
     const char *subprotocol;
@@ -93,13 +144,35 @@ struct ringws_conn {
 
 struct conn_slab;
 
-/* Counters a worker keeps for its own connections (read by metrics later). */
+/* Counters a worker keeps for its own connections.  Only the worker writes
+ * them (STAT_ADD: a relaxed load and store, no locked instruction); any
+ * thread may read them (ringws_server_stats). */
 struct worker_stats {
-    uint64_t accepted;
-    uint64_t refused;             /* over max_connections */
-    uint64_t refused_per_address; /* over max_per_address */
-    uint64_t send_queue_overflows; /* sends that met a full queue */
-    uint64_t messages_dropped;     /* of those, dropped by the policy */
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t refused;             /* over max_connections */
+    _Atomic uint64_t refused_per_address; /* over max_per_address */
+    _Atomic uint64_t send_queue_overflows; /* sends that met a full queue */
+    _Atomic uint64_t messages_dropped;     /* of those, dropped by the policy */
+    _Atomic uint64_t conns_open;
+    _Atomic uint64_t publishes;
+    _Atomic uint64_t fanout_queued;
+    _Atomic uint64_t fanout_dropped;
+    _Atomic uint64_t fanout_closed;
+    _Atomic uint64_t subscriptions;
+};
+
+#define STAT_ADD(w, field, n)                                                  \
+    atomic_store_explicit(&(w)->stats.field,                                   \
+                          atomic_load_explicit(&(w)->stats.field,              \
+                                               memory_order_relaxed) + (n),    \
+                          memory_order_relaxed)
+
+/* A worker's topics: a chained hash table, grown by doubling. */
+struct topic;
+struct topic_index {
+    struct topic **buckets;
+    uint32_t mask; /* buckets - 1 */
+    uint32_t n;
 };
 
 struct worker {
@@ -127,6 +200,11 @@ struct worker {
     socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
+    struct topic_index topics;
+    _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
+    atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
+    struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
+    unsigned chunk_cached[2];
 };
 
 struct ringws_server {
@@ -141,6 +219,8 @@ struct ringws_server {
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
     atomic_bool stop_requested;
+    _Atomic unsigned publishers; /* ringws_publish calls under way */
+    uint64_t topic_seed;         /* keys the topic hash */
 };
 
 /* Receive-buffer geometry; set before ringws_server_create by the binary's
@@ -189,6 +269,39 @@ void conn_set_deadline(struct ringws_conn *c, unsigned ms);
 int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
                     size_t limit);
 void conn_pend_release(struct ringws_conn *c);
+void conn_flush_later(struct ringws_conn *c);
+void conn_settle(struct ringws_conn *c);
+void conn_input_resume(struct ringws_conn *c);
+/* Queues a share of a published frame; 0 or -errno. */
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
+/* Drops queued chunks not yet handed to the kernel, oldest first, for which
+ * match() holds, until `room` more bytes fit under `cap`; true if they fit. */
+bool conn_drop_queued(struct ringws_conn *c, bool (*match)(const struct out_chunk *o,
+                                                          const void *arg),
+                      const void *arg, size_t room, size_t cap);
+
+/* ---- pubsub.c ---------------------------------------------------------- */
+
+void pubsub_thread_enter(struct worker *w);
+void pubsub_worker_fini(struct worker *w);
+void pubsub_inbox_drain(struct worker *w);
+void pubsub_slot_release(struct pub_slot *s);
+void pubsub_conn_gone(struct ringws_conn *c);
+void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n);
+/* Subscribes c to every topic of a validated list (see topic_list_next). */
+int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Counts the topics of a list; -EINVAL when invalid. */
+int pubsub_list_count(const char *list, size_t len);
+/* An HTTP publish from c: 1 when the count will come later (the connection
+ * waits, see conn_http_publish_done), 0 with *recipients set, or -errno. */
+int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
+                        const void *data, size_t len, bool binary, uint64_t *recipients);
+void pubsub_server_drain(struct ringws_server *srv);
+
+/* ---- conn_http.c ------------------------------------------------------- */
+
+/* The count of a waiting HTTP publish is known: answer it. */
+void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients);
 
 /* ---- conn_http.c ------------------------------------------------------- */
 

@@ -364,6 +364,7 @@ static void loop_on_recv(struct ringws_conn *c, struct io_uring_cqe *cqe)
 
 static void loop_on_wake(struct worker *w, int res)
 {
+    pubsub_inbox_drain(w);
     if (atomic_load(&w->srv->stop_requested) && !w->stopping) {
         w->stopping = true;
         w->stop_deadline_ms = timer_now_ms() + w->srv->cfg.close_timeout_ms + 500;
@@ -374,8 +375,8 @@ static void loop_on_wake(struct worker *w, int res)
         }
         conn_stop_all(w);
     }
-    if (!w->stopping || res < 0)
-        loop_arm_wake(w);
+    /* Kept armed while stopping: replies to waiting publishes still come. */
+    loop_arm_wake(w);
 }
 
 static void loop_on_tick(struct worker *w)
@@ -429,6 +430,7 @@ int loop_run(struct worker *w)
 
     if (ret < 0)
         return ret;
+    pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
     loop_arm_accept(w);
     loop_arm_wake(w);
@@ -455,6 +457,7 @@ int loop_run(struct worker *w)
     }
     conn_abort_all(w);
     conn_free_all(w);
+    pubsub_worker_fini(w);
     bufring_destroy(&w->bufs, &w->ring);
     io_uring_queue_exit(&w->ring);
     return 0;

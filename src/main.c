@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pubsub_proto.h"
 #include "ringws.h"
 
 #define MAX_LIST 32
@@ -50,6 +51,16 @@ static void main_usage(FILE *f)
             "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"
             "  --overflow POLICY       when a send would pass it: close (1008), try-again\n"
             "                          (1013) or drop (the message) (default close)\n"
+            "  --pubsub-path PATH      WebSocket path of subscribers, also enables\n"
+            "                          POST /publish/TOPIC (default /ws; \"\" turns both off)\n"
+            "  --publish-token TOKEN   POST /publish needs \"Authorization: Bearer TOKEN\"\n"
+            "  --fanout-queue BYTES    published bytes queued per subscriber (default 1048576)\n"
+            "  --max-topics N          subscriptions per connection (default 64)\n"
+            "  --topic PATTERN=POLICY[,publish]\n"
+            "                          topics matching PATTERN (a name, or a prefix and *):\n"
+            "                          slow subscribers get POLICY close-1013 (default),\n"
+            "                          close-1008 or drop-oldest; ',publish' lets clients\n"
+            "                          publish to them (repeatable; first match wins)\n"
             "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "Durations: 500ms, 2s, or plain seconds (1.5).\n");
@@ -89,12 +100,14 @@ static int main_parse_uint(const char *s, unsigned long long max, unsigned long 
 struct main_opts {
     struct ringws_config cfg;
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
+    struct ringws_topic_rule rules[MAX_LIST];
     unsigned long long recv_buf_size, recv_buf_count;
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
        OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
-       OPT_OVERFLOW,
+       OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_TOPICS,
+       OPT_TOPIC,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_HELP };
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
@@ -137,6 +150,22 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         else if (!strcmp(arg, "drop")) cfg->overflow = RINGWS_OVERFLOW_DROP;
         else return -EINVAL;
         return 0;
+    case OPT_PUBSUB_PATH:
+        if (arg[0] && arg[0] != '/') return -EINVAL;
+        cfg->pubsub_path = arg[0] ? arg : NULL; return 0;
+    case OPT_PUBLISH_TOKEN:
+        if (!arg[0]) return -EINVAL;
+        cfg->publish_token = arg; return 0;
+    case OPT_FANOUT_QUEUE:
+        if (main_parse_uint(arg, 1ull << 32, &v) < 0 || v < 1024) return -EINVAL;
+        cfg->max_fanout_queue = (size_t)v; return 0;
+    case OPT_MAX_TOPICS:
+        if (main_parse_uint(arg, 4096, &v) < 0 || !v) return -EINVAL;
+        cfg->max_topics = (unsigned)v; return 0;
+    case OPT_TOPIC:
+        if (cfg->n_topic_rules == MAX_LIST) return -E2BIG;
+        if (topic_rule_parse((char *)arg, &o->rules[cfg->n_topic_rules]) < 0) return -EINVAL;
+        cfg->n_topic_rules++; return 0;
     case OPT_RECV_BUF:
         if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
         o->recv_buf_size = v; return 0;
@@ -163,6 +192,11 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
         {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
         {"overflow", required_argument, NULL, OPT_OVERFLOW},
+        {"pubsub-path", required_argument, NULL, OPT_PUBSUB_PATH},
+        {"publish-token", required_argument, NULL, OPT_PUBLISH_TOKEN},
+        {"fanout-queue", required_argument, NULL, OPT_FANOUT_QUEUE},
+        {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
+        {"topic", required_argument, NULL, OPT_TOPIC},
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
         {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
         {"help", no_argument, NULL, OPT_HELP},
@@ -204,6 +238,8 @@ int main(int argc, char **argv)
     o.cfg.cb.on_message = main_on_message;
     o.cfg.origins = o.origins;
     o.cfg.subprotocols = o.subprotocols;
+    o.cfg.topic_rules = o.rules;
+    o.cfg.pubsub_path = "/ws";
     if (main_parse_args(argc, argv, &o) < 0)
         return 2;
 
@@ -226,9 +262,11 @@ int main(int argc, char **argv)
 
     printf("ringws listening on %s%s%s:%u\n", strchr(o.cfg.bind, ':') ? "[" : "",
            o.cfg.bind, strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server));
-    printf("open http://%s%s%s:%u/ in a browser (WebSocket echo at /echo)\n",
+    printf("open http://%s%s%s:%u/ in a browser (WebSocket echo at /echo%s%s)\n",
            strchr(o.cfg.bind, ':') ? "[" : "", o.cfg.bind,
-           strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server));
+           strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server),
+           o.cfg.pubsub_path ? ", pub/sub at " : "",
+           o.cfg.pubsub_path ? o.cfg.pubsub_path : "");
     fflush(stdout);
 
     ret = ringws_server_run(main_server);

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +38,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_send_queue = 4u << 20;
     cfg->max_connections = 16384;
     cfg->builtin_routes = true;
+    cfg->max_fanout_queue = 1u << 20;
+    cfg->max_topics = 64;
 }
 
 void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size, uint32_t count)
@@ -110,8 +114,14 @@ static int server_check_config(const struct ringws_config *cfg)
 {
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
-        cfg->overflow > RINGWS_OVERFLOW_DROP)
+        cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        !cfg->max_topics || cfg->max_topics > UINT16_MAX ||
+        (cfg->pubsub_path && cfg->pubsub_path[0] != '/'))
         return -EINVAL;
+    for (size_t i = 0; i < cfg->n_topic_rules; i++)
+        if (!cfg->topic_rules[i].pattern ||
+            cfg->topic_rules[i].policy > RINGWS_FANOUT_DROP_OLDEST)
+            return -EINVAL;
     return 0;
 }
 
@@ -132,6 +142,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->policy = (struct ws_handshake_policy){
         .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
         .origins = cfg->origins, .n_origins = cfg->n_origins};
+    if (getrandom(&srv->topic_seed, sizeof(srv->topic_seed), 0) != sizeof(srv->topic_seed))
+        srv->topic_seed = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
     ret = conn_addr_table_create(srv);
     if (ret < 0) {
         free(srv);
@@ -208,6 +220,7 @@ int ringws_server_run(ringws_server *srv)
         if ((intptr_t)res < 0 && ret == 0)
             ret = (int)(intptr_t)res;
     }
+    pubsub_server_drain(srv);
     return ret;
 }
 
@@ -223,6 +236,8 @@ void ringws_server_destroy(ringws_server *srv)
 {
     if (!srv)
         return;
+    atomic_store(&srv->stop_requested, true);
+    pubsub_server_drain(srv); /* publishes to a server that never ran */
     for (unsigned i = 0; i < srv->n_workers; i++) {
         struct worker *w = &srv->workers[i];
         if (w->listen_fd >= 0)

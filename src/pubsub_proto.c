@@ -1,0 +1,180 @@
+/* pubsub_proto.c - topic names, topic lists, subscriber commands and topic
+ * rules; pure functions (see pubsub_proto.h). */
+#include <errno.h>
+#include <string.h>
+
+#include "pubsub_proto.h"
+
+static bool topic_char_valid(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
+           ch == '~' || ch == ':' || ch == '/' || ch == '@';
+}
+
+bool topic_name_valid(const char *p, size_t n)
+{
+    if (n == 0 || n > RINGWS_MAX_TOPIC)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!topic_char_valid((unsigned char)p[i]))
+            return false;
+    return true;
+}
+
+int topic_list_next(const char *list, size_t list_len, size_t *pos,
+                    const char **name, size_t *len)
+{
+    size_t start = *pos, end;
+
+    if (start > list_len || (start == list_len && start > 0 && list[start - 1] != ','))
+        return 0;
+    if (start == list_len)
+        return list_len ? -EINVAL : 0; /* a trailing comma, or nothing at all */
+    end = start;
+    while (end < list_len && list[end] != ',')
+        end++;
+    if (!topic_name_valid(list + start, end - start))
+        return -EINVAL;
+    *name = list + start;
+    *len = end - start;
+    *pos = end < list_len ? end + 1 : end;
+    return 1;
+}
+
+bool topic_query_find(const char *query, size_t query_len, const char **value,
+                      size_t *value_len)
+{
+    static const char key[] = "topics=";
+    size_t i = 0;
+
+    while (i < query_len) {
+        size_t end = i;
+        while (end < query_len && query[end] != '&')
+            end++;
+        if (end - i >= sizeof(key) - 1 && !memcmp(query + i, key, sizeof(key) - 1)) {
+            *value = query + i + sizeof(key) - 1;
+            *value_len = end - i - (sizeof(key) - 1);
+            return true;
+        }
+        i = end + 1;
+    }
+    return false;
+}
+
+static bool cmd_word_is(const char *p, size_t n, const char *word)
+{
+    size_t wl = strlen(word);
+
+    return n > wl && !memcmp(p, word, wl) && p[wl] == ' ';
+}
+
+int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char **why)
+{
+    const char *arg;
+    size_t arg_len;
+
+    memset(cmd, 0, sizeof(*cmd));
+    if (cmd_word_is(p, n, "sub"))
+        cmd->type = PUBSUB_CMD_SUB;
+    else if (cmd_word_is(p, n, "unsub"))
+        cmd->type = PUBSUB_CMD_UNSUB;
+    else if (cmd_word_is(p, n, "pub"))
+        cmd->type = PUBSUB_CMD_PUB;
+    else {
+        *why = "unknown command";
+        return -EINVAL;
+    }
+    arg_len = strlen(cmd->type == PUBSUB_CMD_UNSUB ? "unsub " : "sub ");
+    arg = p + arg_len;
+    arg_len = n - arg_len;
+    if (cmd->type == PUBSUB_CMD_PUB) {
+        const char *sp = memchr(arg, ' ', arg_len);
+        size_t topic_len = sp ? (size_t)(sp - arg) : arg_len;
+        if (!topic_name_valid(arg, topic_len)) {
+            *why = "invalid topic";
+            return -EINVAL;
+        }
+        cmd->arg = arg;
+        cmd->arg_len = topic_len;
+        cmd->payload = sp ? sp + 1 : arg + arg_len;
+        cmd->payload_len = sp ? arg_len - topic_len - 1 : 0;
+        return 0;
+    }
+    for (size_t pos = 0;;) {
+        const char *name;
+        size_t len;
+        int r = topic_list_next(arg, arg_len, &pos, &name, &len);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            *why = "invalid topic";
+            return -EINVAL;
+        }
+    }
+    if (!arg_len) {
+        *why = "invalid topic";
+        return -EINVAL;
+    }
+    cmd->arg = arg;
+    cmd->arg_len = arg_len;
+    return 0;
+}
+
+static bool topic_pattern_matches(const char *pattern, const char *topic, size_t len)
+{
+    size_t pl = strlen(pattern);
+
+    if (pl && pattern[pl - 1] == '*')
+        return len >= pl - 1 && !memcmp(pattern, topic, pl - 1);
+    return pl == len && !memcmp(pattern, topic, len);
+}
+
+const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule *rules,
+                                                 size_t n_rules, const char *topic,
+                                                 size_t len)
+{
+    for (size_t i = 0; i < n_rules; i++)
+        if (rules[i].pattern && topic_pattern_matches(rules[i].pattern, topic, len))
+            return &rules[i];
+    return NULL;
+}
+
+int topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
+{
+    static const struct {
+        const char *name;
+        enum ringws_fanout_policy policy;
+    } policies[] = {
+        {"close-1013", RINGWS_FANOUT_CLOSE_TRY_AGAIN},
+        {"close-1008", RINGWS_FANOUT_CLOSE_POLICY},
+        {"drop-oldest", RINGWS_FANOUT_DROP_OLDEST},
+    };
+    char *eq = strchr(spec, '=');
+    char *opts, *comma;
+    size_t plen;
+
+    if (!eq)
+        return -EINVAL;
+    *eq = '\0';
+    opts = eq + 1;
+    plen = strlen(spec);
+    /* A pattern is a topic name, or a topic-name prefix followed by '*'. */
+    if (!(plen == 1 && spec[0] == '*') &&
+        !topic_name_valid(spec, spec[plen - 1] == '*' ? plen - 1 : plen))
+        return -EINVAL;
+    comma = strchr(opts, ',');
+    if (comma) {
+        if (strcmp(comma + 1, "publish"))
+            return -EINVAL;
+        *comma = '\0';
+    }
+    *rule = (struct ringws_topic_rule){.pattern = spec, .client_publish = comma != NULL};
+    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+        if (!strcmp(opts, policies[i].name)) {
+            rule->policy = policies[i].policy;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}

@@ -1,0 +1,60 @@
+/* pubsub_proto.h - the pure parts of publish/subscribe: topic names, topic
+ * lists, the subscriber connection's commands and topic rules.
+ *
+ * Why it exists: everything a client can put in front of the fan-out engine
+ * (a query string, a command frame) is parsed here, without allocation or
+ * I/O, so that it can be unit-tested and fuzzed alone.  See docs/PUBSUB.md. */
+#ifndef RINGWS_PUBSUB_PROTO_H
+#define RINGWS_PUBSUB_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringws.h"
+
+/* True when p[0..n) is a valid topic name (1..RINGWS_MAX_TOPIC bytes of
+ * A-Z a-z 0-9 and - . _ ~ : / @). */
+bool topic_name_valid(const char *p, size_t n);
+
+/* Walks a comma-separated topic list: returns the next name in *name and *len
+ * and advances *pos; 0 at the end, 1 for a name, -EINVAL for an empty or
+ * invalid name (the list is then invalid as a whole). */
+int topic_list_next(const char *list, size_t list_len, size_t *pos,
+                    const char **name, size_t *len);
+
+/* Finds "topics=" among the &-separated parameters of a URL query (not
+ * percent-decoded: topic names need no escaping).  Returns true and the
+ * value when present. */
+bool topic_query_find(const char *query, size_t query_len, const char **value,
+                      size_t *value_len);
+
+enum pubsub_cmd_type {
+    PUBSUB_CMD_SUB = 1,
+    PUBSUB_CMD_UNSUB,
+    PUBSUB_CMD_PUB,
+};
+
+/* One command frame of a subscriber connection. */
+struct pubsub_cmd {
+    enum pubsub_cmd_type type;
+    const char *arg;       /* SUB/UNSUB: the topic list; PUB: the topic */
+    size_t arg_len;
+    const char *payload;   /* PUB only: everything after the topic and one space */
+    size_t payload_len;
+};
+
+/* Parses a command; 0, or -EINVAL with *why set to a short reason. */
+int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd,
+                     const char **why);
+
+/* The first rule whose pattern matches topic, or NULL. */
+const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule *rules,
+                                                 size_t n_rules, const char *topic,
+                                                 size_t len);
+
+/* Parses "PATTERN=POLICY[,publish]" (the binary's --topic flag) into *rule;
+ * the pattern points into spec, which is cut at the '='.  0 or -EINVAL. */
+int topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
+
+#endif
