@@ -159,6 +159,8 @@ int topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
     *eq = '\0';
     opts = eq + 1;
     plen = strlen(spec);
+    if (!plen)
+        return -EINVAL;
     /* A pattern is a topic name, or a topic-name prefix followed by '*'. */
     if (!(plen == 1 && spec[0] == '*') &&
         !topic_name_valid(spec, spec[plen - 1] == '*' ? plen - 1 : plen))

@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close"}
-CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub"}
+CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
 case $SECONDS_PER_TARGET in
@@ -32,6 +32,7 @@ modules() {
     handshake) echo "src/handshake.c src/http_parse.c" ;;
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
+    pubsub) echo "src/pubsub_proto.c" ;;
     esac
 }
 

@@ -1,0 +1,175 @@
+/* test_pubsub_proto.c - topic names, topic lists, subscriber commands and
+ * topic rules (src/pubsub_proto.c) against the rules of docs/PUBSUB.md. */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "pubsub_proto.h"
+
+static bool name_ok(const char *s)
+{
+    return topic_name_valid(s, strlen(s));
+}
+
+static void test_names(void)
+{
+    char longest[RINGWS_MAX_TOPIC + 2];
+
+    CHECK(name_ok("a"));
+    CHECK(name_ok("news.sport:eu/live@2-x_y~z"));
+    CHECK(name_ok("ABCxyz0189"));
+    CHECK(!name_ok(""));
+    CHECK(!name_ok("a b"));
+    CHECK(!name_ok("a,b"));
+    CHECK(!name_ok("a%20"));
+    CHECK(!name_ok("a*"));
+    CHECK(!name_ok("caf\xc3\xa9"));
+    CHECK(!topic_name_valid("a\0b", 3));
+    memset(longest, 'x', sizeof(longest));
+    CHECK(topic_name_valid(longest, RINGWS_MAX_TOPIC));
+    CHECK(!topic_name_valid(longest, RINGWS_MAX_TOPIC + 1));
+    /* Every byte outside the allowed set is refused. */
+    for (int ch = 0; ch < 256; ch++) {
+        char s[1] = {(char)ch};
+        bool want = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || strchr("-._~:/@", ch) != NULL;
+        if (ch == 0)
+            want = false;
+        CHECKF(topic_name_valid(s, 1) == want, "byte 0x%02x", ch);
+    }
+}
+
+/* The names of a list joined by '|', or "ERR" when the list is invalid. */
+static const char *list_walk(const char *list)
+{
+    static char out[512];
+    const char *name;
+    size_t pos = 0, len, o = 0;
+    int r;
+
+    out[0] = '\0';
+    while ((r = topic_list_next(list, strlen(list), &pos, &name, &len)) > 0) {
+        if (o)
+            out[o++] = '|';
+        memcpy(out + o, name, len);
+        o += len;
+        out[o] = '\0';
+    }
+    return r < 0 ? "ERR" : out;
+}
+
+static void test_lists(void)
+{
+    CHECK(!strcmp(list_walk("a"), "a"));
+    CHECK(!strcmp(list_walk("a,b,c"), "a|b|c"));
+    CHECK(!strcmp(list_walk(""), ""));
+    CHECK(!strcmp(list_walk("a,"), "ERR"));
+    CHECK(!strcmp(list_walk(",a"), "ERR"));
+    CHECK(!strcmp(list_walk("a,,b"), "ERR"));
+    CHECK(!strcmp(list_walk("a,b c"), "ERR"));
+    CHECK(!strcmp(list_walk(","), "ERR"));
+}
+
+static const char *query_topics(const char *q)
+{
+    static char out[256];
+    const char *v;
+    size_t n;
+
+    if (!topic_query_find(q, strlen(q), &v, &n))
+        return "NONE";
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return out;
+}
+
+static void test_query(void)
+{
+    CHECK(!strcmp(query_topics("topics=a,b"), "a,b"));
+    CHECK(!strcmp(query_topics("x=1&topics=a&y=2"), "a"));
+    CHECK(!strcmp(query_topics("topics="), ""));
+    CHECK(!strcmp(query_topics("mytopics=a"), "NONE"));
+    CHECK(!strcmp(query_topics("topic=a"), "NONE"));
+    CHECK(!strcmp(query_topics(""), "NONE"));
+    CHECK(!strcmp(query_topics("&&topics=z"), "z"));
+}
+
+static int cmd(const char *s, struct pubsub_cmd *c)
+{
+    const char *why = NULL;
+    int r = pubsub_cmd_parse(s, strlen(s), c, &why);
+
+    if (r < 0)
+        CHECK(why != NULL && why[0]);
+    return r;
+}
+
+static void test_commands(void)
+{
+    struct pubsub_cmd c;
+
+    CHECK(cmd("sub a,b", &c) == 0 && c.type == PUBSUB_CMD_SUB && c.arg_len == 3 &&
+          !memcmp(c.arg, "a,b", 3));
+    CHECK(cmd("unsub a", &c) == 0 && c.type == PUBSUB_CMD_UNSUB && c.arg_len == 1);
+    CHECK(cmd("pub t hello world", &c) == 0 && c.type == PUBSUB_CMD_PUB &&
+          c.arg_len == 1 && c.payload_len == 11 && !memcmp(c.payload, "hello world", 11));
+    CHECK(cmd("pub t ", &c) == 0 && c.payload_len == 0);
+    CHECK(cmd("pub t", &c) == 0 && c.payload_len == 0);
+    CHECK(cmd("pub t  two", &c) == 0 && c.payload_len == 4 && c.payload[0] == ' ');
+    CHECK(cmd("sub", &c) == -EINVAL);
+    CHECK(cmd("sub ", &c) == -EINVAL);
+    CHECK(cmd("sub a,", &c) == -EINVAL);
+    CHECK(cmd("sub a b", &c) == -EINVAL);
+    CHECK(cmd("SUB a", &c) == -EINVAL);
+    CHECK(cmd("subscribe a", &c) == -EINVAL);
+    CHECK(cmd("pub", &c) == -EINVAL);
+    CHECK(cmd("pub  x", &c) == -EINVAL);
+    CHECK(cmd("pub a,b x", &c) == -EINVAL);
+    CHECK(cmd("", &c) == -EINVAL);
+    CHECK(cmd("hello", &c) == -EINVAL);
+}
+
+static void test_rules(void)
+{
+    char s1[] = "chat.*=drop-oldest,publish", s2[] = "alerts=close-1008",
+         s3[] = "*=close-1013", bad1[] = "x=slow", bad2[] = "=close-1008",
+         bad3[] = "a b=close-1008", bad4[] = "x=drop-oldest,write", bad5[] = "x",
+         s4[] = "chat.*=drop-oldest";
+    struct ringws_topic_rule r[3];
+    const struct ringws_topic_rule *m;
+
+    CHECK(topic_rule_parse(s1, &r[0]) == 0 && !strcmp(r[0].pattern, "chat.*") &&
+          r[0].policy == RINGWS_FANOUT_DROP_OLDEST && r[0].client_publish);
+    CHECK(topic_rule_parse(s2, &r[1]) == 0 && r[1].policy == RINGWS_FANOUT_CLOSE_POLICY &&
+          !r[1].client_publish);
+    CHECK(topic_rule_parse(s3, &r[2]) == 0 && r[2].policy == RINGWS_FANOUT_CLOSE_TRY_AGAIN);
+    CHECK(topic_rule_parse(bad1, &r[0]) == -EINVAL);
+    CHECK(topic_rule_parse(bad2, &r[0]) == -EINVAL);
+    CHECK(topic_rule_parse(bad3, &r[0]) == -EINVAL);
+    CHECK(topic_rule_parse(bad4, &r[0]) == -EINVAL);
+    CHECK(topic_rule_parse(bad5, &r[0]) == -EINVAL);
+
+    CHECK(topic_rule_parse(s4, &r[0]) == 0);
+    m = topic_rule_match(r, 3, "chat.room1", 10);
+    CHECK(m == &r[0]);
+    m = topic_rule_match(r, 3, "chat.", 5);
+    CHECK(m == &r[0]);
+    m = topic_rule_match(r, 3, "chat", 4);
+    CHECK(m == &r[2]);
+    m = topic_rule_match(r, 3, "alerts", 6);
+    CHECK(m == &r[1]);
+    m = topic_rule_match(r, 3, "alertsX", 7);
+    CHECK(m == &r[2]);
+    CHECK(topic_rule_match(r, 2, "other", 5) == NULL);
+    CHECK(topic_rule_match(NULL, 0, "other", 5) == NULL);
+}
+
+int main(void)
+{
+    test_names();
+    test_lists();
+    test_query();
+    test_commands();
+    test_rules();
+    return check_done("pubsub_proto");
+}
