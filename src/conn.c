@@ -39,6 +39,17 @@ struct send_batch {
 
 /* ---- pool -------------------------------------------------------------- */
 
+/* Calls fn on every live connection of the worker.  The slabs are the list
+ * of connections (a list of their own would cost every connection two
+ * pointers); fn may free the connection it is given. */
+static void conn_for_each(struct worker *w, void (*fn)(struct ringws_conn *c))
+{
+    for (struct conn_slab *s = w->slabs; s; s = s->next)
+        for (unsigned i = 0; i < CONN_SLAB; i++)
+            if (s->conns[i].w)
+                fn(&s->conns[i]);
+}
+
 static struct ringws_conn *conn_alloc(struct worker *w)
 {
     struct ringws_conn *c;
@@ -50,19 +61,14 @@ static struct ringws_conn *conn_alloc(struct worker *w)
         s->next = w->slabs;
         w->slabs = s;
         for (int i = CONN_SLAB - 1; i >= 0; i--) {
-            s->conns[i].next = w->free_conns;
+            s->conns[i].flush_next = w->free_conns;
             w->free_conns = &s->conns[i];
         }
     }
     c = w->free_conns;
-    w->free_conns = c->next;
+    w->free_conns = c->flush_next;
     memset(c, 0, sizeof(*c));
     c->w = w;
-    /* Link into the worker's list of live connections. */
-    c->next = w->conns.next;
-    c->prev = &w->conns;
-    w->conns.next->prev = c;
-    w->conns.next = c;
     w->n_conns++;
     STAT_ADD(w, conns_open, 1);
     return c;
@@ -151,9 +157,8 @@ static void conn_free(struct ringws_conn *c)
     conn_pend_release(c);
     free(c->ctl);
     free(c->send_msg);
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    c->next = w->free_conns;
+    c->w = NULL;
+    c->flush_next = w->free_conns;
     w->free_conns = c;
     w->n_conns--;
     STAT_ADD(w, conns_open, -1);
@@ -163,8 +168,7 @@ void conn_free_all(struct worker *w)
 {
     struct conn_slab *s = w->slabs;
 
-    while (w->conns.next != &w->conns)
-        conn_free(w->conns.next);
+    conn_for_each(w, conn_free);
     while (s) {
         struct conn_slab *next = s->next;
         free(s);
@@ -487,11 +491,11 @@ static void conn_idle_expired(struct ringws_conn *c)
 {
     unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
     uint64_t idle_ticks = timer_ms_to_ticks(idle_ms);
-    uint64_t quiet = loop_tick(c->w) - c->last_rx_tick;
+    uint64_t quiet = (uint32_t)((uint32_t)loop_tick(c->w) - c->last_rx_tick);
 
     if (quiet < idle_ticks) {
         /* Traffic came since the deadline was set: no ping needed yet. */
-        timer_arm(&c->w->wheel, &c->timer, c->last_rx_tick + idle_ticks);
+        timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + (idle_ticks - quiet));
         return;
     }
     if (c->flags & CF_PING_OUT) {
@@ -599,7 +603,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     }
     c->fd = fd;
     c->state = CONN_HTTP;
-    c->last_rx_tick = loop_tick(w);
+    c->last_rx_tick = (uint32_t)loop_tick(w);
     loop_arm_recv(w, c);
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
@@ -655,7 +659,7 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
 
 static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
-    c->last_rx_tick = loop_tick(c->w);
+    c->last_rx_tick = (uint32_t)loop_tick(c->w);
     c->flags &= ~CF_PING_OUT;
     switch ((enum conn_state)c->state) {
     case CONN_HTTP:
@@ -800,25 +804,23 @@ void conn_on_close(struct ringws_conn *c, int res)
 
 /* ---- server stop ------------------------------------------------------- */
 
+static void conn_stop(struct ringws_conn *c)
+{
+    if (c->state == CONN_WS)
+        conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
+    else if (c->state == CONN_HTTP && !c->out_head && !c->pend_len &&
+             !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+        conn_abort(c); /* idle keep-alive: nothing in flight to lose */
+    else if (c->state == CONN_HTTP)
+        conn_drain(c);
+}
+
 void conn_stop_all(struct worker *w)
 {
-    struct ringws_conn *c = w->conns.next;
-
-    while (c != &w->conns) {
-        struct ringws_conn *next = c->next;
-        if (c->state == CONN_WS)
-            conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
-        else if (c->state == CONN_HTTP && !c->out_head && !c->pend_len &&
-                 !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
-            conn_abort(c); /* idle keep-alive: nothing in flight to lose */
-        else if (c->state == CONN_HTTP)
-            conn_drain(c);
-        c = next;
-    }
+    conn_for_each(w, conn_stop);
 }
 
 void conn_abort_all(struct worker *w)
 {
-    for (struct ringws_conn *c = w->conns.next; c != &w->conns; c = c->next)
-        conn_abort(c);
+    conn_for_each(w, conn_abort);
 }

@@ -194,7 +194,9 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         return;
     }
     c->state = CONN_WS;
-    c->subprotocol = hs.subprotocol;
+    for (size_t i = 0; hs.subprotocol && i < cfg->n_subprotocols; i++)
+        if (cfg->subprotocols[i] == hs.subprotocol)
+            c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
     conn_set_deadline(c, cfg->idle_timeout_ms);

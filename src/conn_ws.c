@@ -237,7 +237,9 @@ void *ringws_conn_get_user(const ringws_conn *c)
 
 const char *ringws_conn_subprotocol(const ringws_conn *c)
 {
-    return c->subprotocol;
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+
+    return c->subprotocol ? cfg->subprotocols[c->subprotocol - 1] : NULL;
 }
 
 unsigned ringws_conn_worker(const ringws_conn *c)

@@ -114,29 +114,28 @@ enum conn_flag {
 struct conn_subs;
 
 struct ringws_conn {
-    struct worker *w;
-    struct ringws_conn *prev, *next; /* all live connections of the worker */
-    struct ringws_conn *flush_next;
+    struct worker *w;    /* NULL while the slot is free */
+    struct ringws_conn *flush_next; /* the flush list, or the free list */
     struct timer_node timer;
     int fd;              /* direct index or descriptor */
     uint32_t flags;
-    uint8_t state;
     uint32_t pend_len;   /* bytes held in pend */
     uint32_t pend_cap;
     uint32_t pend_seen;  /* bytes of pend the HTTP parser found incomplete */
-    uint8_t *pend;       /* a partial request, or a message being gathered */
-    uint8_t *ctl;        /* a control frame split across receives */
+    uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
+    uint8_t state;
     uint8_t ctl_len;
+    uint8_t out_inflight; /* chunks the send in flight points at */
+    uint8_t subprotocol; /* 1 + its index in the config's list; 0: none */
     uint16_t close_code; /* what on_close reports when the end is abrupt */
     uint16_t addr_slot;  /* per-address counter held (with CF_ADDR_COUNTED) */
-    uint64_t last_rx_tick;
-    uint8_t out_inflight; /* chunks the send in flight points at */
+    uint8_t *pend;       /* a partial request, or a message being gathered */
+    uint8_t *ctl;        /* a control frame split across receives */
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
     struct conn_subs *subs; /* topics subscribed to; NULL: none */
     struct msghdr *send_msg; /* in flight for a gathered send */
     struct ws_decoder dec;
-    const char *subprotocol;
     void *user;
 };
 
@@ -189,7 +188,6 @@ struct worker {
     bool stopping;
     uint64_t stop_deadline_ms;
     unsigned n_conns;
-    struct ringws_conn conns;  /* list head */
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
     struct conn_slab *slabs;

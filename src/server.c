@@ -98,7 +98,6 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 {
     w->srv = srv;
     w->id = id;
-    w->conns.next = w->conns.prev = &w->conns;
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->wake_fd < 0)
         return -errno;
@@ -115,7 +114,7 @@ static int server_check_config(const struct ringws_config *cfg)
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
-        !cfg->max_topics || cfg->max_topics > UINT16_MAX ||
+        !cfg->max_topics || cfg->max_topics > UINT16_MAX || cfg->n_subprotocols > 255 ||
         (cfg->pubsub_path && cfg->pubsub_path[0] != '/'))
         return -EINVAL;
     for (size_t i = 0; i < cfg->n_topic_rules; i++)
