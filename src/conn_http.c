@@ -134,21 +134,29 @@ static bool conn_http_is_get(const struct http_request *req)
 static bool conn_http_topics_ok(struct ringws_conn *c, const struct http_request *req,
                                 const char **list, size_t *len)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    int n;
-
     if (!req->query || !topic_query_find(req->query, req->query_len, list, len))
         return true;
-    n = pubsub_list_count(*list, *len);
-    if (n < 0 || *len == 0) {
+    if (*len == 0 || pubsub_list_count(*list, *len) < 0) {
         conn_http_error(c, req, 400, "invalid topic list", !req->keep_alive, NULL);
         return false;
     }
-    if ((unsigned)n > cfg->max_topics) {
-        conn_http_error(c, req, 400, "too many topics", !req->keep_alive, NULL);
-        return false;
-    }
     return true;
+}
+
+/* Subscribes before the 101 is written (nothing is delivered to a
+ * connection that is not open yet), so that a list of more distinct topics
+ * than allowed is refused with 400 rather than after the upgrade. */
+static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request *req,
+                                const char *list, size_t len)
+{
+    int r = pubsub_subscribe_list(c, list, len);
+
+    if (r >= 0)
+        return true;
+    pubsub_conn_gone(c);
+    conn_http_error(c, req, r == -E2BIG ? 400 : 503,
+                    r == -E2BIG ? "too many topics" : "out of memory", !req->keep_alive, NULL);
+    return false;
 }
 
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
@@ -188,6 +196,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             return;
         }
     }
+    if (topics_len && !conn_http_subscribe(c, req, topics, topics_len))
+        return;
     n = ws_handshake_write_101(head, sizeof(head), &hs);
     if (!n || conn_queue(c, head, n, NULL, 0) < 0) {
         conn_abort(c);
@@ -200,13 +210,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
     conn_set_deadline(c, cfg->idle_timeout_ms);
-    if (conn_http_is_pubsub_path(cfg, req)) {
+    if (conn_http_is_pubsub_path(cfg, req))
         c->flags |= CF_PUBSUB;
-        if (topics_len && pubsub_subscribe_list(c, topics, topics_len) < 0) {
-            conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
-            return;
-        }
-    }
     if (cfg->cb.on_open)
         cfg->cb.on_open(c, view, cfg->user);
 }

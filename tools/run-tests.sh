@@ -1,7 +1,9 @@
 #!/bin/sh
 # run-tests.sh - builds ringws twice (optimised with assertions, and with
-# ASan+UBSan), runs the whole meson test suite in each, and prints one
-# closing line "N passed, M failed" over both.  Exits non-zero on any failure.
+# ASan+UBSan) and runs the whole meson test suite in each; then builds in a
+# third tree, under ThreadSanitizer, only the test that publishes from many
+# threads at once, and runs it.  Prints one closing line "N passed, M failed"
+# over the three.  Exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,16 @@ configure() {
         meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
     fi
     ninja -C "$dir" >"$dir.ninja.log" 2>&1 || { cat "$dir.ninja.log"; exit 1; }
+}
+
+# Configures a tree (once) and builds only the named targets in it.
+configure_only() {
+    dir=$1; shift
+    targets=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
+    fi
+    ninja -C "$dir" $targets >"$dir.ninja.log" 2>&1 || { cat "$dir.ninja.log"; exit 1; }
 }
 
 configure build-test --buildtype=debugoptimized
@@ -27,8 +39,17 @@ for dir in build-test build-asan; do
     meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
 done
 
+# ThreadSanitizer: the library's own threads and ringws_publish called from
+# application threads.  Only this test: the Python suites would test the
+# binary again, several times slower, for no new thread interleavings.
+configure_only build-tsan tests/test_pubsub_threads --buildtype=debugoptimized \
+    -Db_sanitize=thread -Djemalloc=false
+echo "== tests in build-tsan (ThreadSanitizer)"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    meson test -C build-tsan --no-rebuild --print-errorlogs pubsub_threads || status=1
+
 echo "== fuzz (10 s per target)"
 sh tools/fuzz.sh 10 || status=1
 
-/usr/bin/python3 tools/test-summary.py build-test build-asan || status=1
+/usr/bin/python3 tools/test-summary.py build-test build-asan build-tsan || status=1
 exit $status

@@ -313,8 +313,16 @@ class Server:
 # Sockets
 
 
-def connect(port, timeout=None, nodelay=True):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout or T(5))
+def connect(port, timeout=None, nodelay=True, rcvbuf=None):
+    """A client socket; `rcvbuf` (SO_RCVBUF, set before connecting so that
+    the window follows it) makes a peer that can hold little unread data."""
+    if rcvbuf is None:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout or T(5))
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(timeout or T(5))
+        s.connect(("127.0.0.1", port))
     if nodelay:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(timeout or T(5))
@@ -694,7 +702,11 @@ def utf8_first_invalid(data):
     return None
 
 
-VALID_CLOSE_CODES_SENT_BY_SERVER = set(range(1000, 1004)) | set(range(1007, 1012)) | set(range(3000, 5000))
+# 1013 (Try Again Later, IANA-registered after RFC 6455) is what the server
+# documents sending to a peer it will not wait for (--overflow try-again, a
+# slow subscriber).
+VALID_CLOSE_CODES_SENT_BY_SERVER = (set(range(1000, 1004)) | set(range(1007, 1012)) | {1013}
+                                    | set(range(3000, 5000)))
 
 
 class ProtocolViolation(TestFailure):
@@ -748,10 +760,10 @@ class RawWS(_SocketOwner):
 
     @classmethod
     def open(cls, port, path="/echo", request=None, key=None, extra=b"", chops=None, pause=0.0,
-             timeout=None):
+             timeout=None, rcvbuf=None):
         """Connects and completes a handshake (failing unless it is a correct
         101). `extra` is sent in the same write right after the request."""
-        sock = connect(port, timeout)
+        sock = connect(port, timeout, rcvbuf=rcvbuf)
         try:
             if request is None:
                 request, key = upgrade_request(port, path=path, key=key)
