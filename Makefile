@@ -32,4 +32,4 @@ fuzz: setup
 	@sh tools/fuzz.sh $${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf build build-test build-asan build-fuzz build-bench
+	rm -rf build build-test build-asan build-tsan build-fuzz build-bench
