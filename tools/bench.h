@@ -2,13 +2,15 @@
  *
  * Why it exists: the load generator is one io_uring engine (bench_loop.c)
  * that runs WebSocket client connections from start to close, and a few
- * modes (bench_echo.c, bench_connect.c, bench_idle.c) that decide what the
- * connections do while open and what is measured.  The main thread
- * (ringws-bench.c) parses options, starts one engine thread per --threads
- * (each with its own ring) and lets the mode orchestrate and report.  Beside
- * them: the client side of the protocol (bench_wire.c), the latency
- * histogram (bench_hist.c), /proc readings (bench_proc.c) and the text or
- * JSON report (bench_report.c). */
+ * modes (bench_echo.c, bench_connect.c, bench_idle.c, bench_fanout.c) that
+ * decide what the connections do while open and what is measured.  The main
+ * thread (ringws-bench.c) parses options, starts one engine thread per
+ * --threads (each with its own ring) and lets the mode orchestrate and
+ * report; the fanout mode first forks --procs processes that each run
+ * engine threads for their share of the connections.  Beside them: the
+ * client side of the protocol (bench_wire.c), the HTTP publisher
+ * (bench_publish.c), the latency histogram (bench_hist.c), /proc readings
+ * (bench_proc.c) and the text or JSON report (bench_report.c). */
 #ifndef RINGWS_BENCH_H
 #define RINGWS_BENCH_H
 
@@ -28,6 +30,8 @@
 #define BENCH_MAX_SRC_ADDRS 250 /* 127.0.0.2 .. 127.0.0.251 */
 #define BENCH_CONNS_PER_SRC 10000
 #define BENCH_CTL_MAX 125
+#define BENCH_MAX_PROCS 256
+#define BENCH_FANOUT_HEAD 16 /* fanout payload: sequence number, publish time */
 
 struct bench_opts {
     struct sockaddr_in dst;
@@ -38,8 +42,15 @@ struct bench_opts {
     size_t size;
     bool text, json;
     double duration_s, timeout_s;
-    uint64_t messages;   /* echo: messages; connect: handshakes; 0: no count bound */
+    uint64_t messages;   /* echo: messages; connect: handshakes; fanout: publishes;
+                            0: no count bound */
     int server_pid;      /* 0: none */
+    bool url_set;        /* --url given: the mode's default path does not apply */
+    /* fanout */
+    unsigned procs;      /* processes running subscribers */
+    double rate;         /* publishes per second */
+    char topic[WSC_MAX_TOPIC + 1];
+    char token[256];     /* --token: Authorization: Bearer; "" for none */
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed
@@ -114,8 +125,11 @@ struct bench_conn {
     /* echo mode */
     uint32_t owed;         /* messages to send at the next flush */
     bool msg_bad;
-    uint64_t sent, rcvd, msg_off;
+    uint64_t sent, rcvd, msg_off;   /* fanout: rcvd is the next sequence number due */
     uint64_t *ts;          /* send time of message seq at ts[seq % inflight] */
+    /* fanout mode: the head of the message being received, which a frame
+     * split across two receives may deliver in pieces */
+    uint8_t head[BENCH_FANOUT_HEAD];
 };
 
 struct bench;
@@ -132,6 +146,7 @@ struct bench_thread {
     uint32_t *free_idx;    /* cycling modes: finished slots to start anew */
     unsigned n_free;
     unsigned in_handshake; /* connecting or waiting for the 101 */
+    unsigned closing;      /* in a closing handshake (CLOSING or WAIT_EOF) */
     unsigned live;         /* started and not yet done */
     unsigned log_left;     /* server problems still worth a line on stderr */
     bool stopping, go_seen;
@@ -155,12 +170,18 @@ struct bench_mode {
     bool (*drained)(const struct bench_conn *c);                 /* optional */
     bool (*again)(struct bench_thread *t); /* optional: start a closed one anew */
     uint32_t (*out_cap)(const struct bench_opts *o);
+    /* optional: provided receive buffers of a thread with n_conns
+     * connections (count a power of two); default 1024 x 16 KiB */
+    void (*recv_bufs)(const struct bench_opts *o, unsigned n_conns, uint32_t *count,
+                      uint32_t *size);
 };
 
 struct bench {
     struct bench_opts o;
     const struct bench_mode *mode;
     struct bench_thread *threads;
+    unsigned conn_base;          /* first connection of this process (--procs) */
+    void *mode_data;             /* what a mode's run shares with its hooks */
     uint64_t salt;               /* varies the echo payloads between runs */
     _Atomic uint64_t go_ns;      /* 0 until the measured phase starts */
     _Atomic uint64_t stop_ns;    /* UINT64_MAX until the run must end */
@@ -235,6 +256,31 @@ void bench_wait(struct bench *b, uint64_t until, bool progress,
 
 /* ---- modes ------------------------------------------------------------ */
 
-extern const struct bench_mode bench_mode_echo, bench_mode_connect, bench_mode_idle;
+extern const struct bench_mode bench_mode_echo, bench_mode_connect, bench_mode_idle,
+    bench_mode_fanout;
+
+/* ---- bench_publish.c: the fanout mode's publisher ---------------------- */
+
+/* One keep-alive HTTP connection that publishes with POST /publish/TOPIC.
+ * Blocking, each call bounded by the timeout: one publisher in the parent
+ * process does nothing else while a publish is answered. */
+struct publisher {
+    int fd;                      /* -1: not connected */
+    struct sockaddr_in dst;
+    const char *host, *topic, *token;
+    double timeout_s;
+    uint64_t last_ns;            /* when the last answer came */
+    size_t cap, used;            /* answer bytes in buf */
+    uint8_t *req;                /* head and body of one publish */
+    size_t req_cap;
+    char buf[WSC_MAX_ANSWER];
+};
+
+int publisher_init(struct publisher *p, const struct bench_opts *o);
+/* Publishes body[0..len) as a binary message; fills *a with the answer.
+ * 0, or a negative errno when no valid answer came (*why says why). */
+int publisher_send(struct publisher *p, const uint8_t *body, size_t len,
+                   struct wsc_answer *a, const char **why);
+void publisher_close(struct publisher *p);
 
 #endif

@@ -293,3 +293,166 @@ size_t wsc_decode(struct wsc_rx *rx, const uint8_t *buf, size_t len,
         rx->msg_opcode = 0;
     return used;
 }
+
+/* ---- publish/subscribe ------------------------------------------------ */
+
+bool wsc_topic_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (!n || n > WSC_MAX_TOPIC)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= '0' && *s <= '9') || strchr("-._~:/@", *s)))
+            return false;
+    return true;
+}
+
+size_t wsc_publish_head_write(char *out, size_t cap, const char *host, const char *topic,
+                              const char *token, size_t body_len)
+{
+    int n = snprintf(out, cap,
+                     "POST /publish/%s HTTP/1.1\r\n"
+                     "Host: %s\r\n"
+                     "Content-Type: application/octet-stream\r\n"
+                     "Content-Length: %zu\r\n"
+                     "%s%s%s"
+                     "\r\n",
+                     topic, host, body_len, token && *token ? "Authorization: Bearer " : "",
+                     token && *token ? token : "", token && *token ? "\r\n" : "");
+
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+/* A decimal number of at most 18 digits (no overflow); false otherwise. */
+static bool wire_parse_u64(const char *p, const char *end, uint64_t *v)
+{
+    if (p == end || end - p > 18)
+        return false;
+    *v = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        *v = *v * 10 + (uint64_t)(*p - '0');
+    }
+    return true;
+}
+
+/* Reads `"recipients": N` from a JSON body; the server writes nothing else
+ * there, so a key search is enough and a general JSON parser is not. */
+static void wire_find_recipients(struct wsc_answer *a)
+{
+    static const char key[] = "\"recipients\"";
+    const char *p = memmem(a->body, a->body_len, key, sizeof key - 1);
+    const char *end = a->body + a->body_len, *digits;
+
+    if (!p)
+        return;
+    p += sizeof key - 1;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p == end || *p++ != ':')
+        return;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    for (digits = p; p < end && *p >= '0' && *p <= '9'; p++)
+        ;
+    a->has_recipients = wire_parse_u64(digits, p, &a->recipients);
+}
+
+/* Checks one header line of an answer; records length and keep-alive. */
+static int wire_answer_header(const char *line, const char *eol, struct wsc_answer *a,
+                              uint64_t *clen, bool *has_clen, const char **why)
+{
+    const char *colon = memchr(line, ':', (size_t)(eol - line));
+    const char *v, *ve = eol;
+    size_t nlen;
+
+    if (!colon || colon == line) {
+        *why = "malformed header line";
+        return -EPROTO;
+    }
+    nlen = (size_t)(colon - line);
+    v = wire_trim(colon + 1, &ve);
+    if (wire_name_is(line, nlen, "Content-Length")) {
+        uint64_t n;
+
+        if (!wire_parse_u64(v, ve, &n) || (*has_clen && n != *clen)) {
+            *why = "bad Content-Length";
+            return -EPROTO;
+        }
+        *clen = n;
+        *has_clen = true;
+    } else if (wire_name_is(line, nlen, "Transfer-Encoding")) {
+        *why = "Transfer-Encoding in a publish answer";
+        return -EPROTO;
+    } else if (wire_name_is(line, nlen, "Connection")) {
+        if (http_token_list_has(v, (size_t)(ve - v), "close"))
+            a->keep_alive = false;
+        else if (http_token_list_has(v, (size_t)(ve - v), "keep-alive"))
+            a->keep_alive = true;
+    }
+    return 0;
+}
+
+int wsc_answer_parse(const char *buf, size_t len, struct wsc_answer *a, const char **why)
+{
+    static const char proto[] = "HTTP/1.";
+    const char *head_end = NULL, *line, *eol;
+    uint64_t clen = 0;
+    bool has_clen = false;
+    size_t head;
+
+    *a = (struct wsc_answer){0};
+    if (memcmp(buf, proto, len < sizeof proto - 1 ? len : sizeof proto - 1)) {
+        *why = "not an HTTP/1.x answer";
+        return -EPROTO;
+    }
+    for (size_t i = 3; i < len && !head_end; i++)
+        if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r')
+            head_end = buf + i + 1;
+    if (!head_end) {
+        if (len >= WSC_MAX_ANSWER) {
+            *why = "answer head too long";
+            return -EPROTO;
+        }
+        return 0;
+    }
+    /* "HTTP/1.x SSS": the status is three digits followed by SP or CRLF. */
+    if (head_end - buf < 16 || (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
+        buf[9] < '1' || buf[9] > '5' || buf[10] < '0' || buf[10] > '9' ||
+        buf[11] < '0' || buf[11] > '9' || (buf[12] != ' ' && buf[12] != '\r')) {
+        *why = "malformed status line";
+        return -EPROTO;
+    }
+    a->status = (unsigned)((buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0'));
+    a->keep_alive = buf[7] == '1';
+    line = memchr(buf, '\n', (size_t)(head_end - buf)) + 1;
+    for (; line < head_end - 2; line = eol + 2) {
+        eol = memchr(line, '\r', (size_t)(head_end - line));
+        if (!eol || eol[1] != '\n') {
+            *why = "bare CR or LF in the head";
+            return -EPROTO;
+        }
+        if (wire_answer_header(line, eol, a, &clen, &has_clen, why) < 0)
+            return -EPROTO;
+    }
+    if (!has_clen) {
+        /* Without a length the body would end only at the close, and a
+         * publisher that keeps its connection cannot wait for that. */
+        *why = "no Content-Length";
+        return -EPROTO;
+    }
+    head = (size_t)(head_end - buf);
+    if (clen > WSC_MAX_ANSWER - head) {
+        *why = "answer body too long";
+        return -EPROTO;
+    }
+    if (len < head + clen)
+        return 0;
+    a->body = head_end;
+    a->body_len = (size_t)clen;
+    wire_find_recipients(a);
+    return (int)(head + clen);
+}

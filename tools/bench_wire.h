@@ -83,4 +83,34 @@ static inline void wsc_rx_init(struct wsc_rx *rx)
 size_t wsc_decode(struct wsc_rx *rx, const uint8_t *buf, size_t len,
                   struct wsc_event *ev);
 
+/* ---- publish/subscribe (docs/PUBSUB.md) ------------------------------ */
+
+#define WSC_MAX_TOPIC 128
+#define WSC_MAX_ANSWER 8192     /* a publish answer longer than this is refused */
+
+/* True when s is a topic name the server accepts: 1..128 bytes of
+ * A-Z a-z 0-9 - . _ ~ : / @. */
+bool wsc_topic_valid(const char *s);
+
+/* Writes the head of `POST /publish/TOPIC` with a binary body of body_len
+ * bytes (the body follows it on the wire); token NULL or "": no
+ * Authorization.  Returns its length, 0 when cap is too small. */
+size_t wsc_publish_head_write(char *out, size_t cap, const char *host, const char *topic,
+                              const char *token, size_t body_len);
+
+/* What a publish answer said. */
+struct wsc_answer {
+    unsigned status;          /* 200 when published */
+    bool keep_alive;          /* the connection may carry the next publish */
+    bool has_recipients;      /* the body held "recipients":N */
+    uint64_t recipients;
+    const char *body;         /* points into the caller's buffer */
+    size_t body_len;
+};
+
+/* Parses a publish answer (status line, headers, Content-Length body) from
+ * buf[0..len).  Returns its whole length (> 0) when complete, 0 when more
+ * bytes are needed, or -EPROTO with *why set to a short static reason. */
+int wsc_answer_parse(const char *buf, size_t len, struct wsc_answer *a, const char **why);
+
 #endif

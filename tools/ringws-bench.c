@@ -10,6 +10,7 @@
  *   ringws-bench echo --url ws://127.0.0.1:8080/echo --conns 100 --inflight 8
  *   ringws-bench connect --conns 50 --duration 5
  *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
+ *   ringws-bench fanout --conns 100000 --procs 8 --messages 20 --server-pid PID
  *
  * Every run is bounded in time (--duration, --timeout) and only loopback
  * addresses are accepted as targets. */
@@ -24,13 +25,6 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
-
-/* Planned: one publisher and many subscribers, once the server has pub/sub.
- * It will measure delivery rate and the spread of arrival times. */
-static const struct bench_mode bench_mode_fanout = {
-    .name = "fanout",
-    .summary = "one publisher, many subscribers (planned: needs server pub/sub)",
-};
 
 static const struct bench_mode *const bench_modes[] = {
     &bench_mode_echo,
@@ -59,19 +53,27 @@ static void bench_usage(FILE *f)
         fprintf(f, "  %-9s %s\n", bench_modes[i]->name, bench_modes[i]->summary);
     fprintf(f,
             "options:\n"
-            "  --url ws://127.0.0.1:PORT/PATH  target, loopback only (default ws://127.0.0.1:8080/echo)\n"
-            "  --conns N          connections (default 100)\n"
+            "  --url ws://127.0.0.1:PORT/PATH  target, loopback only (default\n"
+            "                     ws://127.0.0.1:8080/echo; fanout: .../ws?topics=TOPIC)\n"
+            "  --conns N          connections; fanout: subscribers (default 100)\n"
             "  --inflight K       echo: messages outstanding per connection (default 1)\n"
-            "  --size BYTES       echo: payload size (default 20)\n"
+            "  --size BYTES       echo, fanout: payload size (default 20; fanout: 16 or more)\n"
             "  --text             echo: send text messages (default binary)\n"
             "  --duration S       measured time; idle: hold time (default 5)\n"
-            "  --messages M       echo: stop after M messages; connect: after M handshakes\n"
-            "  --threads N        engine threads, one ring each (default 1)\n"
+            "  --messages M       echo: stop after M messages; connect: after M handshakes;\n"
+            "                     fanout: publish M messages (default 10)\n"
+            "  --rate R           fanout: publishes per second (default 10)\n"
+            "  --topic NAME       fanout: topic to subscribe and publish to (default bench)\n"
+            "  --token TOKEN      fanout: send Authorization: Bearer TOKEN with each publish\n"
+            "  --procs P          fanout: processes running the subscribers (default 1)\n"
+            "  --threads N        engine threads, one ring each (default 1; fanout: per\n"
+            "                     process, at least enough for ulimit -n connections a ring)\n"
             "  --server-pid PID   read the server's CPU time and memory from /proc\n"
-            "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle\n"
-            "                     conns/10000+1, connect 16, echo 0 = no bind below 10000)\n"
+            "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle,\n"
+            "                     fanout conns/10000+1, connect 16, echo 0 = none below 10000)\n"
             "  --open-window N    handshakes in progress per thread (default 256)\n"
-            "  --timeout S        handshake, close and drain bound (default 10)\n"
+            "  --timeout S        handshake, close and drain bound (default 10); fanout:\n"
+            "                     also each publish answer and the wait for the last delivery\n"
             "  --json             print one JSON object instead of text\n"
             "Exit status: 0 clean, 1 a server failure was seen (mismatch, loss, error), 2 usage.\n");
 }
@@ -126,18 +128,37 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
-       OPT_HELP };
+       OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_HELP };
+
+/* A bearer token goes into a header line as it is: printable, no spaces. */
+static int bench_parse_token(struct bench_opts *o, const char *arg)
+{
+    if (strlen(arg) >= sizeof o->token)
+        return -ENAMETOOLONG;
+    for (const char *p = arg; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return -EINVAL;
+    snprintf(o->token, sizeof o->token, "%s", arg);
+    return 0;
+}
 
 static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_set)
 {
     double v;
 
     switch (opt) {
-    case OPT_URL: return bench_parse_url(o, arg);
+    case OPT_URL: o->url_set = true; return bench_parse_url(o, arg);
     case OPT_TEXT: o->text = true; return 0;
     case OPT_JSON: o->json = true; return 0;
     case OPT_DURATION: return bench_parse_num(arg, 0.001, 3600, &o->duration_s);
     case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
+    case OPT_RATE: return bench_parse_num(arg, 0.01, 1e6, &o->rate);
+    case OPT_TOKEN: return bench_parse_token(o, arg);
+    case OPT_TOPIC:
+        if (!wsc_topic_valid(arg))
+            return -EINVAL;
+        snprintf(o->topic, sizeof o->topic, "%s", arg);
+        return 0;
     default: break;
     }
     if (bench_parse_num(arg, 0, 1e12, &v) < 0 || v != (double)(uint64_t)v)
@@ -156,22 +177,77 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
         *src_set = 1;
         return v <= BENCH_MAX_SRC_ADDRS ? 0 : -EINVAL;
     case OPT_WINDOW: o->open_window = (unsigned)v; return v >= 1 ? 0 : -EINVAL;
+    case OPT_PROCS:
+        o->procs = (unsigned)v;
+        return v >= 1 && v <= BENCH_MAX_PROCS ? 0 : -EINVAL;
     default: return -EINVAL;
     }
 }
 
+/* The fanout mode's path, counts and processes.  A ring's direct table
+ * holds at most ulimit -n connections: without --threads, each process gets
+ * as many rings as its share needs. */
+static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t ring_max)
+{
+    uint64_t per_proc, need;
+    char *q;
+
+    if (!o->url_set)
+        snprintf(o->path, sizeof o->path, "/ws");
+    q = strchr(o->path, '?');
+    if (!q || !strstr(q, "topics=")) {
+        size_t len = strlen(o->path);
+        int n = snprintf(o->path + len, sizeof o->path - len, "%ctopics=%s", q ? '&' : '?',
+                         o->topic);
+
+        if (n < 0 || (size_t)n >= sizeof o->path - len) {
+            fprintf(stderr, "ringws-bench: the subscriber path is too long\n");
+            return -ENAMETOOLONG;
+        }
+    }
+    if ((size_t)snprintf(o->url, sizeof o->url, "ws://%s%s", o->host, o->path) >= sizeof o->url) {
+        fprintf(stderr, "ringws-bench: the subscriber URL is too long\n");
+        return -ENAMETOOLONG;
+    }
+    if (!o->messages)
+        o->messages = 10;
+    if (o->messages > 1000000 || o->size < BENCH_FANOUT_HEAD || o->size > 1 << 20) {
+        fprintf(stderr, "ringws-bench: fanout takes --messages 1..1000000 and --size "
+                "16..1048576\n");
+        return -EINVAL;
+    }
+    if (o->procs > o->conns)
+        o->procs = o->conns;
+    if (ring_max > 1u << 20)
+        ring_max = 1u << 20; /* the kernel's cap on a registered file table */
+    per_proc = (o->conns + o->procs - 1) / o->procs;
+    need = (per_proc + ring_max - 1) / ring_max;
+    if (!threads_set && o->threads < need)
+        o->threads = need > BENCH_MAX_THREADS ? BENCH_MAX_THREADS : (unsigned)need;
+    return 0;
+}
+
 /* Defaults that depend on the mode, and limits that span options. */
-static int bench_finish_opts(struct bench *b, int src_set)
+static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
 {
     struct bench_opts *o = &b->o;
-    uint64_t per_thread, bytes;
+    uint64_t per_thread, bytes, per_proc;
     struct rlimit rl;
+    int ret;
 
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (b->mode == &bench_mode_fanout) {
+        if ((ret = bench_finish_fanout(o, threads_set, rl.rlim_cur)) < 0)
+            return ret;
+    } else if (o->procs > 1) {
+        fprintf(stderr, "ringws-bench: --procs is for the fanout mode\n");
+        return -EINVAL;
+    }
     /* connect() picks ephemeral ports of one parity first; past half the
      * range (about 14000 ports per source address) each pick scans, and
      * opening slows from thousands per second to hundreds.  Stay below. */
     if (!src_set) {
-        if (b->mode == &bench_mode_idle)
+        if (b->mode == &bench_mode_idle || b->mode == &bench_mode_fanout)
             o->src_addrs = o->conns / BENCH_CONNS_PER_SRC + 1;
         else if (b->mode == &bench_mode_connect)
             o->src_addrs = 16;
@@ -182,12 +258,12 @@ static int bench_finish_opts(struct bench *b, int src_set)
     }
     if (o->threads > o->conns)
         o->threads = o->conns;
-    per_thread = (o->conns + o->threads - 1) / o->threads;
-    getrlimit(RLIMIT_NOFILE, &rl);
+    per_proc = (o->conns + o->procs - 1) / o->procs;
+    per_thread = (per_proc + o->threads - 1) / o->threads;
     if (per_thread > rl.rlim_cur) {
         fprintf(stderr, "ringws-bench: a ring holds at most %llu connections; use "
                 "--threads %llu or more\n", (unsigned long long)rl.rlim_cur,
-                (unsigned long long)((o->conns + rl.rlim_cur - 1) / rl.rlim_cur));
+                (unsigned long long)((per_proc + rl.rlim_cur - 1) / rl.rlim_cur));
         return -EINVAL;
     }
     bytes = (uint64_t)o->conns * b->mode->out_cap(o);
@@ -215,15 +291,20 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"open-window", required_argument, NULL, OPT_WINDOW},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"topic", required_argument, NULL, OPT_TOPIC},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"procs", required_argument, NULL, OPT_PROCS},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct bench_opts *o = &b->o;
     int opt, src_set = 0;
+    bool threads_set = false;
 
     *o = (struct bench_opts){
         .conns = 100, .inflight = 1, .threads = 1, .open_window = 256, .size = 20,
-        .duration_s = 5, .timeout_s = 10,
+        .duration_s = 5, .timeout_s = 10, .procs = 1, .rate = 10, .topic = "bench",
     };
     bench_parse_url(o, "ws://127.0.0.1:8080/echo");
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -231,6 +312,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
             bench_usage(stdout);
             exit(0);
         }
+        threads_set |= opt == OPT_THREADS;
         if (opt == '?' || bench_apply(o, opt, optarg, &src_set) < 0) {
             if (opt != '?')
                 fprintf(stderr, "ringws-bench: bad value for --%s: %s%s\n",
@@ -254,7 +336,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         fprintf(stderr, "ringws-bench: mode %s is not implemented yet\n", b->mode->name);
         return -ENOSYS;
     }
-    return bench_finish_opts(b, src_set);
+    return bench_finish_opts(b, src_set, threads_set);
 }
 
 void bench_wait(struct bench *b, uint64_t until, bool progress,

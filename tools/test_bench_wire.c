@@ -127,6 +127,57 @@ static void test_masked_write(void)
     CHECK(!memcmp(out, "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11));
 }
 
+static void test_publish(void)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\n"
+                             "Content-Type: application/json\r\n"
+                             "Content-Length: 19\r\n\r\n"
+                             "{\"recipients\":4242}";
+    static const char closing[] = "HTTP/1.1 401 Unauthorized\r\n"
+                                  "Connection: close\r\nContent-Length: 0\r\n\r\n";
+    static const char no_length[] = "HTTP/1.1 200 OK\r\n\r\n{\"recipients\":1}";
+    static const char chunked[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const char spaced[] = "HTTP/1.0 200 OK\r\nContent-Length: 20\r\n"
+                                 "Connection: keep-alive\r\n\r\n{ \"recipients\" : 7 }";
+    char buf[512];
+    struct wsc_answer a;
+    const char *why = NULL;
+
+    CHECK(wsc_answer_parse(ok, sizeof ok - 1, &a, &why) == (int)sizeof ok - 1);
+    CHECK(a.status == 200 && a.keep_alive && a.has_recipients && a.recipients == 4242);
+    for (size_t n = 0; n < sizeof ok - 1; n++)
+        CHECK(wsc_answer_parse(ok, n, &a, &why) == 0);
+    /* Two answers back to back: the first one's length only. */
+    memcpy(buf, ok, sizeof ok - 1);
+    memcpy(buf + sizeof ok - 1, closing, sizeof closing);
+    CHECK(wsc_answer_parse(buf, sizeof ok - 1 + sizeof closing - 1, &a, &why) ==
+          (int)sizeof ok - 1);
+    CHECK(wsc_answer_parse(closing, sizeof closing - 1, &a, &why) == (int)sizeof closing - 1);
+    CHECK(a.status == 401 && !a.keep_alive && !a.has_recipients);
+    CHECK(wsc_answer_parse(spaced, sizeof spaced - 1, &a, &why) == (int)sizeof spaced - 1);
+    CHECK(a.status == 200 && a.keep_alive && a.has_recipients && a.recipients == 7);
+    CHECK(wsc_answer_parse(no_length, sizeof no_length - 1, &a, &why) < 0);
+    CHECK(wsc_answer_parse(chunked, sizeof chunked - 1, &a, &why) < 0);
+    CHECK(wsc_answer_parse("SSH-2.0", 7, &a, &why) < 0);
+    CHECK(wsc_answer_parse("HTTP/1.1 2x0 OK\r\n\r\n", 19, &a, &why) < 0);
+
+    CHECK(wsc_publish_head_write(buf, sizeof buf, "127.0.0.1:8080", "bench", "s3cret", 20) > 0);
+    CHECK(strstr(buf, "POST /publish/bench HTTP/1.1\r\n") == buf);
+    CHECK(strstr(buf, "\r\nContent-Length: 20\r\n") && strstr(buf, "Bearer s3cret\r\n\r\n"));
+    CHECK(wsc_publish_head_write(buf, sizeof buf, "h", "t", NULL, 1) > 0 &&
+          !strstr(buf, "Authorization"));
+    CHECK(wsc_publish_head_write(buf, 20, "h", "t", NULL, 1) == 0);
+
+    CHECK(wsc_topic_valid("bench") && wsc_topic_valid("a-b.c_d~e:f/g@h"));
+    CHECK(!wsc_topic_valid("") && !wsc_topic_valid("a b") && !wsc_topic_valid("a,b") &&
+          !wsc_topic_valid("a%20"));
+    memset(buf, 'x', 129);
+    buf[129] = '\0';
+    CHECK(!wsc_topic_valid(buf));
+    buf[128] = '\0';
+    CHECK(wsc_topic_valid(buf));
+}
+
 static void test_hist(void)
 {
     static struct hist h;
@@ -149,6 +200,7 @@ int main(void)
     test_frames();
     test_frame_errors();
     test_masked_write();
+    test_publish();
     test_hist();
     if (test_failures)
         fprintf(stderr, "%d checks failed\n", test_failures);
