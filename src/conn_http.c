@@ -370,8 +370,11 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
                             &recipients);
     if (r == 1) {
         /* Other workers count their subscribers; the answer (and any
-         * pipelined request after this one) waits for them. */
+         * pipelined request after this one) waits for them, however long a
+         * fan-out to millions takes: the keep-alive deadline restarts with
+         * the answer. */
         c->pend_seen = 0;
+        conn_set_deadline(c, 0);
         if (close)
             c->flags |= CF_PUB_CLOSE;
     } else if (r == 0) {
@@ -391,6 +394,8 @@ void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients)
 {
     c->flags &= ~CF_PUB_WAIT;
     if (!(c->flags & CF_TEARDOWN)) {
+        if (c->state == CONN_HTTP)
+            conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
         conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
         c->flags &= ~CF_PUB_CLOSE;
         conn_input_resume(c);

@@ -178,7 +178,7 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
     if (cs && cs->n >= w->srv->cfg.max_topics)
         return -E2BIG;
     if (!cs || cs->n == cs->cap) {
-        uint16_t cap = cs ? (uint16_t)(cs->cap * 2) : 2;
+        uint16_t cap = cs ? (uint16_t)(cs->cap * 2) : 1; /* most subscribe once */
         if (cap > w->srv->cfg.max_topics)
             cap = (uint16_t)w->srv->cfg.max_topics;
         cs = realloc(cs, sizeof(*cs) + cap * sizeof(cs->refs[0]));
