@@ -182,6 +182,8 @@ struct ringws_stats {
     uint64_t fanout_dropped;       /* dropped for slow subscribers */
     uint64_t fanout_closed;        /* slow subscribers closed (1008/1013) */
     uint64_t subscriptions;        /* current subscriptions */
+    uint64_t sends;                /* send requests issued (each may gather
+                                    * many queued messages) */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 

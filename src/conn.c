@@ -316,6 +316,7 @@ static void conn_send_start(struct ringws_conn *c)
     struct send_batch *b = NULL;
     unsigned n = 0;
 
+    STAT_ADD(c->w, sends, 1);
     if (o->next)
         b = malloc(sizeof(*b));
     if (!o->next || !b) {

@@ -245,10 +245,12 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
                  "# TYPE ringws_fanout_closed_total counter\n"
                  "ringws_fanout_closed_total %" PRIu64 "\n"
                  "# TYPE ringws_subscriptions gauge\n"
-                 "ringws_subscriptions %" PRIu64 "\n",
+                 "ringws_subscriptions %" PRIu64 "\n"
+                 "# TYPE ringws_sends_total counter\n"
+                 "ringws_sends_total %" PRIu64 "\n",
                  st.connections_open, st.accepted, st.refused, st.send_queue_overflows,
                  st.messages_dropped, st.publishes, st.fanout_queued, st.fanout_dropped,
-                 st.fanout_closed, st.subscriptions);
+                 st.fanout_closed, st.subscriptions, st.sends);
     conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body,
                       n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0, close, NULL);
 }

@@ -158,6 +158,7 @@ struct worker_stats {
     _Atomic uint64_t fanout_dropped;
     _Atomic uint64_t fanout_closed;
     _Atomic uint64_t subscriptions;
+    _Atomic uint64_t sends;
 };
 
 #define STAT_ADD(w, field, n)                                                  \

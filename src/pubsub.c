@@ -672,6 +672,7 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->fanout_dropped += STAT_GET(fanout_dropped);
         out->fanout_closed += STAT_GET(fanout_closed);
         out->subscriptions += STAT_GET(subscriptions);
+        out->sends += STAT_GET(sends);
 #undef STAT_GET
     }
 }

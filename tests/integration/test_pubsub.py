@@ -1178,6 +1178,23 @@ def t_slow_mixed_policies(port, n=6000):
         slow.close()
 
 
+def t_burst_one_gathered_send(port, n=50):
+    """Publishes that reach a subscriber within one loop turn leave in one
+    gathered send: a publisher's n `pub` frames arrive in one write, so one
+    worker delivers all n to the subscriber before it sends anything."""
+    with subscriber(port, "g") as sub, subscriber(port) as pubr:
+        sync(sub)
+        sync(pubr)
+        before = metric_sum(metrics(port), "ringws_sends_total")
+        pubr.send_raw(b"".join(build_frame(OP_TEXT, ("pub g %d" % i).encode()) for i in range(n)))
+        for i in range(n):
+            expect_msg(sub, "text", "%d" % i, "burst message %d" % i)
+        after = metric_sum(metrics(port), "ringws_sends_total")
+        # The metrics answers themselves are sends too (one each).
+        expect(after - before <= 2, "the %d messages to leave in one send (+1 for /metrics)" % n,
+               "%g sends" % (after - before))
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -1233,6 +1250,9 @@ def main():
         r.case("publish-connection-close", t_publish_connection_close, p)
         r.case("publishers-reset-before-the-answer", t_publisher_vanishes, p, timeout=90)
         r.case("subscribers-come-and-go-while-publishing", t_subscriber_churn, p, timeout=90)
+
+    with r.server(["--workers", "1", "--topic", "g=close-1013,publish"], "one-worker") as srv:
+        r.case("burst-leaves-in-one-gathered-send", t_burst_one_gathered_send, srv.port)
 
     # The scope's SIGTERM meets subscribers with queued messages.
     with r.server(WORKERS + ["--fanout-queue", str(FANOUT_QUEUE), "--close-timeout", "1s"],
