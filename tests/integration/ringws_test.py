@@ -21,6 +21,7 @@ import base64
 import hashlib
 import inspect
 import os
+import random
 import re
 import select
 import signal
@@ -666,6 +667,24 @@ def utf8_valid(data):
         return True
     except UnicodeDecodeError:
         return False
+
+
+MIXED_TEXT = "aé€😀z"  # 1, 2, 3 and 4-byte UTF-8 characters
+
+
+def text_of_bytes(n, r=None):
+    """A str whose UTF-8 encoding is exactly n bytes, with multi-byte
+    characters wherever possible."""
+    out, size = [], 0
+    r = r or random.Random(n)
+    while size < n:
+        c = r.choice(MIXED_TEXT)
+        b = len(c.encode())
+        if size + b > n:
+            c, b = "x", 1
+        out.append(c)
+        size += b
+    return "".join(out)
 
 
 def utf8_first_invalid(data):

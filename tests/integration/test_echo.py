@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_BINARY, OP_CONT, OP_TEXT, RawWS, Runner, T, build_frame,  # noqa: E402
-                         eq, gather_all, same_payload, ws_connect)
+                         eq, gather_all, same_payload, text_of_bytes, ws_connect)
 
 SEED = int(os.environ.get("RINGWS_TEST_SEED", int(time.time())))
 print("echo: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
@@ -22,24 +22,6 @@ print("echo: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
 
 def rng(tag):
     return random.Random("%d-%s" % (SEED, tag))
-
-
-MIXED = "aé€😀z"  # 1, 2, 3 and 4-byte UTF-8 characters
-
-
-def text_of_bytes(n, r=None):
-    """A str whose UTF-8 encoding is exactly n bytes, with multi-byte
-    characters wherever possible."""
-    out, size = [], 0
-    r = r or random.Random(n)
-    while size < n:
-        c = r.choice(MIXED)
-        b = len(c.encode())
-        if size + b > n:
-            c, b = "x", 1
-        out.append(c)
-        size += b
-    return "".join(out)
 
 
 def payload_for(kind, n, r=None):

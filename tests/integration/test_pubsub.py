@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ringws_test import (EOF, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, HttpConn, RawWS,  # noqa: E402
                          Runner, T, TestFailure, assert_served, build_frame, close_payload,
                          eq, expect, fail, gather_all, http_get, same_payload, short,
-                         upgrade_request, ws_connect)
+                         upgrade_request, ws_connect, text_of_bytes)
 
 SEED = int(os.environ.get("RINGWS_TEST_SEED", int(time.time())))
 print("pubsub: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
@@ -45,19 +45,6 @@ def rng(tag):
     return random.Random("%d-%s" % (SEED, tag))
 
 
-MIXED = "aé€😀z"
-
-
-def text_of_bytes(n, r):
-    out, size = [], 0
-    while size < n:
-        c = r.choice(MIXED)
-        b = len(c.encode())
-        if size + b > n:
-            c, b = "x", 1
-        out.append(c)
-        size += b
-    return "".join(out)
 
 
 # ---------------------------------------------------------------------------
