@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# fanout.sh - ringws's pub/sub fan-out next to libwebsockets
+# (bench/peers/lws_fanout.c) on this machine, in one run.
+#
+# Why it exists: the time for one publish to reach the last of N
+# subscribers, and the server CPU each delivery costs, mean something only
+# next to an established C server doing the same job at the same moment.
+# For each subscriber count, each server is started afresh (pinned to CPU 0,
+# ringws with one worker) and driven by `ringws-bench fanout` (pinned to
+# CPU 1): N subscribers on /ws?topics=bench, 20 binary messages published
+# over HTTP (POST /publish/bench, keep-alive) at 5 per second, every
+# delivery checked.  Servers alternate, and so does their order, --reps
+# times; the table gives medians and the ringws/libwebsockets ratios.
+#
+# Usage: bench/fanout.sh [--quick] [--reps N] [--conns "N1 N2"] [--out FILE]
+#   default: 1000 and 10000 subscribers, 5 runs of each server per count;
+#   --quick: 1000 only.  --out also writes the markdown table to FILE.
+# Builds what it needs: a release meson tree in build-bench/ (ringws and
+# ringws-bench) and the libwebsockets peer (gcc, outside meson, as
+# compare.sh builds lws_echo).  Every server it starts is stopped by its
+# PID; ports are chosen by the servers (port 0) and read from their first
+# line; every run is bounded in time.  Per-run records are kept in
+# build-bench/fanout-results.jsonl.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$ROOT/build-bench
+REPS=5
+CONNS="1000 10000"
+MESSAGES=20
+RATE=5
+OUT=
+SERVER_CPU=0
+CLIENT_CPU=1
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) CONNS=1000 ;;
+    --reps) REPS=$2; shift ;;
+    --conns) CONNS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,23p' "$0" | cut -c3-; exit 0 ;;
+    *) echo "fanout.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $REPS in ''|*[!0-9]*|0) echo "fanout.sh: --reps takes a positive integer" >&2; exit 2 ;; esac
+for n in $CONNS; do
+    case $n in ''|*[!0-9]*|0) echo "fanout.sh: --conns takes positive integers" >&2; exit 2 ;; esac
+done
+
+TMP=$(mktemp -d /tmp/ringws-fanout.XXXXXX)
+SERVER_PID=
+
+stop_server() {
+    local pid=$SERVER_PID
+    [ -n "$pid" ] || return 0
+    SERVER_PID=
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "fanout.sh: $*" >&2; }
+
+# ---- prerequisites and builds ---------------------------------------------
+
+if ! pkg-config --exists libwebsockets; then
+    if [ "$(id -u)" -ne 0 ]; then
+        say "not root: install libwebsockets-dev first"
+        exit 1
+    fi
+    say "installing libwebsockets-dev"
+    apt-get update -qq >/dev/null && apt-get install -y -qq libwebsockets-dev >/dev/null
+fi
+
+say "building (release) in $BUILD"
+if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
+elif ! meson introspect --buildoptions "$BUILD" | python3 -c \
+    'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; sys.exit(o["buildtype"]!="release")'; then
+    meson configure "$BUILD" --buildtype=release >/dev/null
+fi
+ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
+# shellcheck disable=SC2046
+gcc -O2 -o "$BUILD/lws_fanout" "$ROOT/bench/peers/lws_fanout.c" \
+    $(pkg-config --cflags --libs libwebsockets)
+
+# ---- one run ----------------------------------------------------------------
+
+# Waits (up to 10 s) for a "listening on ADDR:PORT" line; prints the port.
+wait_port() {
+    local file=$1 pid=$2
+    for _ in $(seq 100); do
+        if grep -q "listening on" "$file" 2>/dev/null; then
+            sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$file" | head -n1
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+FAILED=0
+CLK_TCK=$(getconf CLK_TCK)
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+
+# run SERVER CONNS REP: a fresh server, one fanout run, the server stopped.
+run() {
+    local server=$1 conns=$2 rep=$3 port rc=0 json load s0 s1 t0 t1
+    case $server in
+    ringws)
+        taskset -c $SERVER_CPU "$BUILD/ringws" --port 0 --workers 1 \
+            >"$TMP/server.out" 2>"$TMP/server.err" & ;;
+    libwebsockets)
+        taskset -c $SERVER_CPU "$BUILD/lws_fanout" --port 0 \
+            >"$TMP/server.out" 2>"$TMP/server.err" & ;;
+    esac
+    SERVER_PID=$!
+    if ! port=$(wait_port "$TMP/server.out" "$SERVER_PID"); then
+        say "SERVER PROBLEM: $server did not start:"
+        tail -n 20 "$TMP/server.err" >&2
+        stop_server
+        FAILED=1
+        printf '{"server": "%s", "conns": %s, "rep": %s, "rc": -1, "r": {}}\n' \
+            "$server" "$conns" "$rep" >>"$TMP/results.jsonl"
+        return 0
+    fi
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    s0=$(steal_ticks)
+    t0=$(date +%s.%N)
+    # Opening (bounded by --timeout per handshake and 1 ms a subscriber),
+    # 4 s of publishing, at most --timeout for the last deliveries: 90 s
+    # plus the opening is far more than a run needs.
+    json=$(timeout $((90 + conns / 500)) taskset -c $CLIENT_CPU "$BUILD/tools/ringws-bench" fanout \
+        --url "ws://127.0.0.1:$port/ws" --conns "$conns" --messages $MESSAGES --rate $RATE \
+        --server-pid "$SERVER_PID" --json 2>"$TMP/bench.err") || rc=$?
+    t1=$(date +%s.%N)
+    s1=$(steal_ticks)
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        say "SERVER PROBLEM: $server (pid $SERVER_PID) died during the run; its last log lines:"
+        tail -n 20 "$TMP/server.err" >&2
+        FAILED=1
+    fi
+    stop_server
+    if [ $rc -ne 0 ]; then
+        say "SERVER PROBLEM? $server, $conns subscribers, rep $rep: ringws-bench exit status $rc"
+        sed 's/^/    /' "$TMP/bench.err" | grep -v '^\s*\[' | tail -n 15 >&2
+        FAILED=1
+    fi
+    [ -n "$json" ] || json='{}'
+    printf '{"server": "%s", "conns": %s, "rep": %s, "rc": %s, "wall_s": %s, "load1": %s, "steal_s": %s, "r": %s}\n' \
+        "$server" "$conns" "$rep" "$rc" \
+        "$(awk "BEGIN { print $t1 - $t0 }")" "$load" \
+        "$(awk "BEGIN { print ($s1 - $s0) / $CLK_TCK }")" \
+        "$json" >>"$TMP/results.jsonl"
+}
+
+# ---- the runs ---------------------------------------------------------------
+
+say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (figures are noisy above ~1)"
+START=$(date +%s)
+: >"$TMP/results.jsonl"
+for conns in $CONNS; do
+    for rep in $(seq "$REPS"); do
+        if [ $((rep % 2)) -eq 1 ]; then
+            run ringws "$conns" "$rep"
+            run libwebsockets "$conns" "$rep"
+        else
+            run libwebsockets "$conns" "$rep"
+            run ringws "$conns" "$rep"
+        fi
+        say "$conns subscribers: rep $rep/$REPS done ($(( $(date +%s) - START ))s)"
+    done
+done
+cp "$TMP/results.jsonl" "$BUILD/fanout-results.jsonl"
+
+python3 - "$TMP/results.jsonl" "$REPS" "$MESSAGES" "$RATE" >"$TMP/table.md" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+reps, messages, rate = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def vals(server, conns, key):
+    return [r["r"][key] for r in rows
+            if r["server"] == server and r["conns"] == conns and key in r["r"]]
+
+def med(v):
+    return statistics.median(v) if v else None
+
+def fmt(v, nd=0):
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+
+def fails(server, conns):
+    return sum(1 for r in rows if r["server"] == server and r["conns"] == conns
+               and (r["rc"] != 0 or not r["r"]))
+
+def spread(conns, f):
+    # Median and maximum over the runs: one disturbed run hides behind a median.
+    out = [f(r) for r in rows if r["conns"] == conns and r.get("wall_s")]
+    return (med(out), max(out)) if out else (None, None)
+
+print(f"Fan-out: {messages} binary 20-byte messages at {rate}/s to N subscribers of one topic, "
+      f"medians of {reps} runs per server (ratio = ringws / libwebsockets; lower is better "
+      "for every figure but delivered):\n")
+print("| subscribers | last delivery p50 us (ringws / lws) | ratio | recipient latency p50 us "
+      "(ringws / lws) | ratio | server CPU us/delivery (ringws / lws) | ratio | "
+      "delivered of expected (ringws / lws) | failed runs (ringws / lws) | "
+      "load average at start (median / max) | steal % of one CPU (median / max) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for conns in sorted({r["conns"] for r in rows}):
+    cells = []
+    for key, nd in (("last_delivery_us_p50", 0), ("recipient_latency_us_p50", 0),
+                    ("server_cpu_us_per_delivery", 3)):
+        a, b = med(vals("ringws", conns, key)), med(vals("libwebsockets", conns, key))
+        cells.append(f"{fmt(a, nd)} / {fmt(b, nd)} | {ratio(a, b)}")
+    da, db = med(vals("ringws", conns, "delivered")), med(vals("libwebsockets", conns, "delivered"))
+    lm, lx = spread(conns, lambda r: r["load1"])
+    sm, sx = spread(conns, lambda r: r["steal_s"] / r["wall_s"] * 100)
+    print(f"| {conns:,} | {' | '.join(cells)} | {fmt(da)} / {fmt(db)} of {conns * messages:,} | "
+          f"{fails('ringws', conns)} / {fails('libwebsockets', conns)} | {fmt(lm, 2)} / {fmt(lx, 2)} | "
+          f"{fmt(sm, 1)} / {fmt(sx, 1)} |")
+EOF
+cat "$TMP/table.md"
+[ -z "$OUT" ] || cp "$TMP/table.md" "$OUT"
+if [ $FAILED -ne 0 ]; then
+    say "some runs failed or a server misbehaved: see the SERVER PROBLEM lines above"
+    exit 1
+fi
