@@ -25,73 +25,13 @@
 # stopped by PID; ports are chosen at run time; every run is time-bounded.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$ROOT/build-bench
-REPS=5
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 DURATION=5
-OUT=
-SERVER_CPU=0
-CLIENT_CPU=1
 
-while [ $# -gt 0 ]; do
-    case $1 in
-    --quick) DURATION=1 ;;
-    --reps) REPS=$2; shift ;;
-    --duration) DURATION=$2; shift ;;
-    --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | cut -c3-; exit 0 ;;
-    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
-    esac
-    shift
-done
-case $REPS in ''|*[!0-9]*|0) echo "compare.sh: --reps takes a positive integer" >&2; exit 2 ;; esac
-
-TMP=$(mktemp -d /tmp/ringws-compare.XXXXXX)
-PIDS=()
-
-compare_cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap compare_cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { echo "compare.sh: $*" >&2; }
-
-# ---- prerequisites and builds ---------------------------------------------
-
-compare_need_packages() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    [ -x /usr/bin/time ] || missing+=(time)
-    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-    pkg-config --exists libwebsockets || missing+=(libwebsockets-dev)
-    [ ${#missing[@]} -eq 0 ] && return 0
-    say "installing ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ]; then
-        say "not root: install ${missing[*]} first"
-        exit 1
-    fi
-    apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-compare_build() {
-    if [ ! -f "$BUILD/build.ninja" ]; then
-        meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
-    elif ! meson introspect --buildoptions "$BUILD" | python3 -c \
-        'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; sys.exit(o["buildtype"]!="release")'; then
-        meson configure "$BUILD" --buildtype=release >/dev/null
-    fi
-    ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
-    # shellcheck disable=SC2046
-    gcc -O2 -o "$BUILD/lws_echo" "$ROOT/bench/peers/lws_echo.c" \
-        $(pkg-config --cflags --libs libwebsockets)
-}
+bench_quick() { DURATION=1; }
+bench_options --duration=DURATION -- "$@"
+bench_begin
 
 # ---- servers --------------------------------------------------------------
 
@@ -99,48 +39,22 @@ compare_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Waits (up to 10 s) for a "listening on ADDR:PORT" line; prints the port.
-compare_wait_port() {
-    local file=$1 pid=$2
-    for _ in $(seq 100); do
-        if grep -q "listening on" "$file" 2>/dev/null; then
-            sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$file" | head -n1
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# Waits (up to 10 s) for something to accept connections on a port.
-compare_wait_listen() {
-    local port=$1 pid=$2
-    for _ in $(seq 100); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
+compare_accepts() {
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)"
 }
 
 start_ringws() {
-    taskset -c $SERVER_CPU "$BUILD/ringws" --bind 127.0.0.1 --port 0 --workers 1 \
-        >"$TMP/ringws.out" 2>"$TMP/ringws.err" &
-    RINGWS_PID=$!
-    PIDS+=("$RINGWS_PID")
-    RINGWS_PORT=$(compare_wait_port "$TMP/ringws.out" "$RINGWS_PID") || {
+    bench_server "$TMP/ringws" "$BUILD/ringws" --bind 127.0.0.1 --port 0 --workers 1 || {
         say "ringws did not start:"; cat "$TMP/ringws.err" >&2; exit 1; }
+    RINGWS_PID=$BENCH_PID
+    RINGWS_PORT=$BENCH_PORT
 }
 
 start_lws() {
-    taskset -c $SERVER_CPU "$BUILD/lws_echo" --port 0 >"$TMP/lws.out" 2>"$TMP/lws.err" &
-    LWS_PID=$!
-    PIDS+=("$LWS_PID")
-    LWS_PORT=$(compare_wait_port "$TMP/lws.out" "$LWS_PID") || {
+    bench_server "$TMP/lws" "$BUILD/lws_echo" --port 0 || {
         say "lws_echo did not start:"; cat "$TMP/lws.err" >&2; exit 1; }
+    LWS_PID=$BENCH_PID
+    LWS_PORT=$BENCH_PORT
 }
 
 start_nginx() {
@@ -170,24 +84,15 @@ http {
     }
 }
 EOF
-    taskset -c $SERVER_CPU "$nginx" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+    taskset -c "$SERVER_CPU" "$nginx" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
         -e "$TMP/nginx/error.log" >"$TMP/nginx.out" 2>&1 &
     NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    compare_wait_listen "$NGINX_PORT" "$NGINX_PID" || {
+    bench_track "$NGINX_PID"
+    bench_wait "$NGINX_PID" compare_accepts "$NGINX_PORT" || {
         say "nginx did not start:"; cat "$TMP/nginx.out" "$TMP/nginx/error.log" >&2; exit 1; }
 }
 
 # ---- measurements ---------------------------------------------------------
-
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-# Jiffies of every CPU together: busy (user+nice+system+irq+softirq), and
-# steal (the hypervisor ran someone else while this VM wanted to run).
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
-ticks_to_s() { awk "BEGIN { print ($2 - $1) / $CLK_TCK }"; }
-CLK_TCK=$(getconf CLK_TCK)
-FAILED=0
 
 declare -A DEAD=()
 
@@ -218,21 +123,17 @@ echo_run() {
     shift 6
     local b0 b1 s0 s1 rc=0 json
     check_alive "$server" "$pid" "$log" || { record_skipped echo "$server" "$label" "$rep"; return 0; }
-    b0=$(busy_ticks)
-    s0=$(steal_ticks)
-    json=$(timeout $((DURATION + 40)) taskset -c $CLIENT_CPU "$BUILD/tools/ringws-bench" echo \
+    b0=$(bench_busy_ticks)
+    s0=$(bench_steal_ticks)
+    json=$(timeout $((DURATION + 40)) taskset -c "$CLIENT_CPU" "$BUILD/tools/ringws-bench" echo \
         --url "ws://127.0.0.1:$port/echo" --duration "$DURATION" --timeout 5 \
         --server-pid "$pid" --json "$@" 2>"$TMP/bench.err") || rc=$?
-    b1=$(busy_ticks)
-    s1=$(steal_ticks)
-    if [ $rc -ne 0 ]; then
-        say "SERVER PROBLEM? $server, $label, rep $rep: ringws-bench exit status $rc"
-        sed 's/^/    /' "$TMP/bench.err" | grep -v '^\s*\[' | tail -n 15 >&2
-        FAILED=1
-    fi
+    b1=$(bench_busy_ticks)
+    s1=$(bench_steal_ticks)
+    bench_check_rc $rc "$server, $label, rep $rep"
     [ -n "$json" ] || json='{}'
     printf '{"kind": "echo", "server": "%s", "label": "%s", "rep": %s, "rc": %s, "busy_s": %s, "steal_s": %s, "r": %s}\n' \
-        "$server" "$label" "$rep" "$rc" "$(ticks_to_s "$b0" "$b1")" "$(ticks_to_s "$s0" "$s1")" \
+        "$server" "$label" "$rep" "$rc" "$(bench_ticks_to_s "$b0" "$b1")" "$(bench_ticks_to_s "$s0" "$s1")" \
         "$json" >>"$TMP/results.jsonl"
     check_alive "$server" "$pid" "$log" || true
 }
@@ -243,15 +144,15 @@ http_run() {
     local c0 c1 b0 b1 s0 s1 rc=0
     check_alive "$server" "$pid" "$log" ||
         { record_skipped http "$server" "GET /healthz, 100 conns" "$rep"; return 0; }
-    c0=$(cpu_ticks "$pid")
-    b0=$(busy_ticks)
-    s0=$(steal_ticks)
+    c0=$(bench_cpu_ticks "$pid")
+    b0=$(bench_busy_ticks)
+    s0=$(bench_steal_ticks)
     timeout $((DURATION + 30)) /usr/bin/time -f "%U %S" -o "$TMP/wrk.time" \
-        taskset -c $CLIENT_CPU wrk -t1 -c100 -d"${DURATION}s" --latency \
+        taskset -c "$CLIENT_CPU" wrk -t1 -c100 -d"${DURATION}s" --latency \
         "http://127.0.0.1:$port/healthz" >"$TMP/wrk.out" 2>&1 || rc=$?
-    b1=$(busy_ticks)
-    s1=$(steal_ticks)
-    c1=$(cpu_ticks "$pid" 2>/dev/null || echo "$c0")
+    b1=$(bench_busy_ticks)
+    s1=$(bench_steal_ticks)
+    c1=$(bench_cpu_ticks "$pid" 2>/dev/null || echo "$c0")
     if [ $rc -ne 0 ] || grep -q "Socket errors\|Non-2xx" "$TMP/wrk.out"; then
         say "SERVER PROBLEM? $server, GET /healthz, rep $rep (wrk status $rc):"
         sed 's/^/    /' "$TMP/wrk.out" >&2
@@ -293,9 +194,11 @@ EOF
 
 # ---- the run --------------------------------------------------------------
 
-compare_need_packages
-say "building (release) in $BUILD"
-compare_build
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+bench_prepare lws_echo "${missing[@]}"
 start_ringws
 start_lws
 start_nginx
@@ -405,9 +308,4 @@ print(f"\nHTTP GET /healthz with wrk -t1 -c100, medians of {reps} runs of {dur} 
       "(ratio = ringws / nginx):\n")
 table("http", "nginx", ["GET /healthz, 100 conns"], "req")
 EOF
-cat "$TMP/tables.md"
-[ -z "$OUT" ] || cp "$TMP/tables.md" "$OUT"
-if [ $FAILED -ne 0 ]; then
-    say "some runs failed or a server misbehaved: see the SERVER PROBLEM lines above"
-    exit 1
-fi
+bench_finish "$TMP/tables.md"

@@ -23,148 +23,61 @@
 # build-bench/fanout-results.jsonl.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=$ROOT/build-bench
-REPS=5
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 CONNS="1000 10000"
 MESSAGES=20
 RATE=5
-OUT=
-SERVER_CPU=0
-CLIENT_CPU=1
 
-while [ $# -gt 0 ]; do
-    case $1 in
-    --quick) CONNS=1000 ;;
-    --reps) REPS=$2; shift ;;
-    --conns) CONNS=$2; shift ;;
-    --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | cut -c3-; exit 0 ;;
-    *) echo "fanout.sh: unknown option $1" >&2; exit 2 ;;
-    esac
-    shift
-done
-case $REPS in ''|*[!0-9]*|0) echo "fanout.sh: --reps takes a positive integer" >&2; exit 2 ;; esac
-for n in $CONNS; do
-    case $n in ''|*[!0-9]*|0) echo "fanout.sh: --conns takes positive integers" >&2; exit 2 ;; esac
-done
-
-TMP=$(mktemp -d /tmp/ringws-fanout.XXXXXX)
-SERVER_PID=
-
-stop_server() {
-    local pid=$SERVER_PID
-    [ -n "$pid" ] || return 0
-    SERVER_PID=
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    stop_server
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { echo "fanout.sh: $*" >&2; }
-
-# ---- prerequisites and builds ---------------------------------------------
-
-if ! pkg-config --exists libwebsockets; then
-    if [ "$(id -u)" -ne 0 ]; then
-        say "not root: install libwebsockets-dev first"
-        exit 1
-    fi
-    say "installing libwebsockets-dev"
-    apt-get update -qq >/dev/null && apt-get install -y -qq libwebsockets-dev >/dev/null
-fi
-
-say "building (release) in $BUILD"
-if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
-elif ! meson introspect --buildoptions "$BUILD" | python3 -c \
-    'import json,sys; o={x["name"]:x["value"] for x in json.load(sys.stdin)}; sys.exit(o["buildtype"]!="release")'; then
-    meson configure "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
-# shellcheck disable=SC2046
-gcc -O2 -o "$BUILD/lws_fanout" "$ROOT/bench/peers/lws_fanout.c" \
-    $(pkg-config --cflags --libs libwebsockets)
+bench_quick() { CONNS=1000; }
+bench_options --conns=CONNS -- "$@"
+# shellcheck disable=SC2086
+bench_positive "--conns takes positive integers" $CONNS
+bench_begin
+bench_prepare lws_fanout
 
 # ---- one run ----------------------------------------------------------------
 
-# Waits (up to 10 s) for a "listening on ADDR:PORT" line; prints the port.
-wait_port() {
-    local file=$1 pid=$2
-    for _ in $(seq 100); do
-        if grep -q "listening on" "$file" 2>/dev/null; then
-            sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$file" | head -n1
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-FAILED=0
-CLK_TCK=$(getconf CLK_TCK)
-steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
-
 # run SERVER CONNS REP: a fresh server, one fanout run, the server stopped.
 run() {
-    local server=$1 conns=$2 rep=$3 port rc=0 json load s0 s1 t0 t1
+    local server=$1 conns=$2 rep=$3 cmd port rc=0 json load s0 s1 t0 t1
     case $server in
-    ringws)
-        taskset -c $SERVER_CPU "$BUILD/ringws" --port 0 --workers 1 \
-            >"$TMP/server.out" 2>"$TMP/server.err" & ;;
-    libwebsockets)
-        taskset -c $SERVER_CPU "$BUILD/lws_fanout" --port 0 \
-            >"$TMP/server.out" 2>"$TMP/server.err" & ;;
+    ringws) cmd=("$BUILD/ringws" --port 0 --workers 1) ;;
+    libwebsockets) cmd=("$BUILD/lws_fanout" --port 0) ;;
     esac
-    SERVER_PID=$!
-    if ! port=$(wait_port "$TMP/server.out" "$SERVER_PID"); then
+    if ! bench_server "$TMP/server" "${cmd[@]}"; then
         say "SERVER PROBLEM: $server did not start:"
         tail -n 20 "$TMP/server.err" >&2
-        stop_server
+        bench_stop "$BENCH_PID"
         FAILED=1
         printf '{"server": "%s", "conns": %s, "rep": %s, "rc": -1, "r": {}}\n' \
             "$server" "$conns" "$rep" >>"$TMP/results.jsonl"
         return 0
     fi
+    port=$BENCH_PORT
     load=$(cut -d' ' -f1 /proc/loadavg)
-    s0=$(steal_ticks)
+    s0=$(bench_steal_ticks)
     t0=$(date +%s.%N)
     # Opening (bounded by --timeout per handshake and 1 ms a subscriber),
     # 4 s of publishing, at most --timeout for the last deliveries: 90 s
     # plus the opening is far more than a run needs.
-    json=$(timeout $((90 + conns / 500)) taskset -c $CLIENT_CPU "$BUILD/tools/ringws-bench" fanout \
+    json=$(timeout $((90 + conns / 500)) taskset -c "$CLIENT_CPU" "$BUILD/tools/ringws-bench" fanout \
         --url "ws://127.0.0.1:$port/ws" --conns "$conns" --messages $MESSAGES --rate $RATE \
-        --server-pid "$SERVER_PID" --json 2>"$TMP/bench.err") || rc=$?
+        --server-pid "$BENCH_PID" --json 2>"$TMP/bench.err") || rc=$?
     t1=$(date +%s.%N)
-    s1=$(steal_ticks)
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        say "SERVER PROBLEM: $server (pid $SERVER_PID) died during the run; its last log lines:"
+    s1=$(bench_steal_ticks)
+    if ! kill -0 "$BENCH_PID" 2>/dev/null; then
+        say "SERVER PROBLEM: $server (pid $BENCH_PID) died during the run; its last log lines:"
         tail -n 20 "$TMP/server.err" >&2
         FAILED=1
     fi
-    stop_server
-    if [ $rc -ne 0 ]; then
-        say "SERVER PROBLEM? $server, $conns subscribers, rep $rep: ringws-bench exit status $rc"
-        sed 's/^/    /' "$TMP/bench.err" | grep -v '^\s*\[' | tail -n 15 >&2
-        FAILED=1
-    fi
+    bench_stop "$BENCH_PID"
+    bench_check_rc $rc "$server, $conns subscribers, rep $rep"
     [ -n "$json" ] || json='{}'
     printf '{"server": "%s", "conns": %s, "rep": %s, "rc": %s, "wall_s": %s, "load1": %s, "steal_s": %s, "r": %s}\n' \
         "$server" "$conns" "$rep" "$rc" \
         "$(awk "BEGIN { print $t1 - $t0 }")" "$load" \
-        "$(awk "BEGIN { print ($s1 - $s0) / $CLK_TCK }")" \
+        "$(bench_ticks_to_s "$s0" "$s1")" \
         "$json" >>"$TMP/results.jsonl"
 }
 
@@ -235,9 +148,4 @@ for conns in sorted({r["conns"] for r in rows}):
           f"{fails('ringws', conns)} / {fails('libwebsockets', conns)} | {fmt(lm, 2)} / {fmt(lx, 2)} | "
           f"{fmt(sm, 1)} / {fmt(sx, 1)} |")
 EOF
-cat "$TMP/table.md"
-[ -z "$OUT" ] || cp "$TMP/table.md" "$OUT"
-if [ $FAILED -ne 0 ]; then
-    say "some runs failed or a server misbehaved: see the SERVER PROBLEM lines above"
-    exit 1
-fi
+bench_finish "$TMP/table.md"

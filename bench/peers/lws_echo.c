@@ -16,10 +16,11 @@
  * "lws_echo listening on 127.0.0.1:PORT" once it accepts connections. */
 #include <libwebsockets.h>
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "peer_main.h"
 
 #define ECHO_MAX_MESSAGE (16u << 20)
 
@@ -36,9 +37,6 @@ struct echo_session {
     size_t rx_len, rx_cap;
     int rx_binary, in_msg;
 };
-
-static volatile sig_atomic_t echo_interrupted;
-static struct lws_context *echo_context;
 
 static void echo_free(struct echo_session *s)
 {
@@ -155,55 +153,7 @@ static int echo_callback(struct lws *wsi, enum lws_callback_reasons reason,
     }
 }
 
-static const struct lws_protocols echo_protocols[] = {
-    {"echo", echo_callback, sizeof(struct echo_session), 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
-static void echo_on_signal(int sig)
-{
-    (void)sig;
-    echo_interrupted = 1;
-    if (echo_context)
-        lws_cancel_service(echo_context);
-}
-
 int main(int argc, char **argv)
 {
-    struct lws_context_creation_info info;
-    struct lws_vhost *vh;
-    int port = 0;
-
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--port") && i + 1 < argc) {
-            port = atoi(argv[++i]);
-        } else {
-            fprintf(stderr, "usage: lws_echo [--port N]\n");
-            return 2;
-        }
-    }
-    signal(SIGINT, echo_on_signal);
-    signal(SIGTERM, echo_on_signal);
-    signal(SIGPIPE, SIG_IGN);
-    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
-
-    memset(&info, 0, sizeof info);
-    info.port = port;
-    info.iface = "127.0.0.1";
-    info.protocols = echo_protocols;
-    info.gid = -1;
-    info.uid = -1;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    echo_context = lws_create_context(&info);
-    if (!echo_context) {
-        fprintf(stderr, "lws_echo: cannot create the context\n");
-        return 1;
-    }
-    vh = lws_get_vhost_by_name(echo_context, "default");
-    printf("lws_echo listening on 127.0.0.1:%d\n", vh ? lws_get_vhost_listen_port(vh) : port);
-    fflush(stdout);
-    while (!echo_interrupted && lws_service(echo_context, 0) >= 0)
-        ;
-    lws_context_destroy(echo_context);
-    return 0;
+    return peer_main(argc, argv, "lws_echo", "echo", echo_callback, sizeof(struct echo_session));
 }

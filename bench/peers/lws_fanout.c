@@ -39,12 +39,13 @@
  * "lws_fanout listening on 127.0.0.1:PORT" once it accepts connections. */
 #include <libwebsockets.h>
 
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "peer_main.h"
 
 #define FAN_MAX_BODY (1u << 20)
 #define FAN_MAX_TOPIC 128
@@ -95,8 +96,6 @@ struct fan_session {
     char topic[FAN_MAX_TOPIC + 1];
 };
 
-static volatile sig_atomic_t fan_interrupted;
-static struct lws_context *fan_context;
 static struct fan_topic *fan_table[FAN_BUCKETS];
 
 /* ---- topics -------------------------------------------------------------- */
@@ -509,55 +508,7 @@ static int fan_callback(struct lws *wsi, enum lws_callback_reasons reason,
     }
 }
 
-static const struct lws_protocols fan_protocols[] = {
-    {"pubsub", fan_callback, sizeof(struct fan_session), 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
-static void fan_on_signal(int sig)
-{
-    (void)sig;
-    fan_interrupted = 1;
-    if (fan_context)
-        lws_cancel_service(fan_context);
-}
-
 int main(int argc, char **argv)
 {
-    struct lws_context_creation_info info;
-    struct lws_vhost *vh;
-    int port = 0;
-
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--port") && i + 1 < argc) {
-            port = atoi(argv[++i]);
-        } else {
-            fprintf(stderr, "usage: lws_fanout [--port N]\n");
-            return 2;
-        }
-    }
-    signal(SIGINT, fan_on_signal);
-    signal(SIGTERM, fan_on_signal);
-    signal(SIGPIPE, SIG_IGN);
-    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
-
-    memset(&info, 0, sizeof info);
-    info.port = port;
-    info.iface = "127.0.0.1";
-    info.protocols = fan_protocols;
-    info.gid = -1;
-    info.uid = -1;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    fan_context = lws_create_context(&info);
-    if (!fan_context) {
-        fprintf(stderr, "lws_fanout: cannot create the context\n");
-        return 1;
-    }
-    vh = lws_get_vhost_by_name(fan_context, "default");
-    printf("lws_fanout listening on 127.0.0.1:%d\n", vh ? lws_get_vhost_listen_port(vh) : port);
-    fflush(stdout);
-    while (!fan_interrupted && lws_service(fan_context, 0) >= 0)
-        ;
-    lws_context_destroy(fan_context);
-    return 0;
+    return peer_main(argc, argv, "lws_fanout", "pubsub", fan_callback, sizeof(struct fan_session));
 }
