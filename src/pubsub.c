@@ -178,15 +178,17 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
     if (cs && cs->n >= w->srv->cfg.max_topics)
         return -E2BIG;
     if (!cs || cs->n == cs->cap) {
-        uint16_t cap = cs ? (uint16_t)(cs->cap * 2) : 1; /* most subscribe once */
+        unsigned cap = cs ? cs->cap * 2u : 1; /* most subscribe once */
+        struct conn_subs *grown;
         if (cap > w->srv->cfg.max_topics)
-            cap = (uint16_t)w->srv->cfg.max_topics;
-        cs = realloc(cs, sizeof(*cs) + cap * sizeof(cs->refs[0]));
-        if (!cs)
+            cap = w->srv->cfg.max_topics;
+        grown = realloc(cs, sizeof(*cs) + cap * sizeof(cs->refs[0]));
+        if (!grown)
             return -ENOMEM;
+        cs = grown;
         if (!c->subs)
             cs->n = 0;
-        cs->cap = cap;
+        cs->cap = (uint16_t)cap;
         c->subs = cs;
     }
     if (!t && !(t = topic_create(w, name, len, hash)))
