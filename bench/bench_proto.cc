@@ -7,6 +7,7 @@
 // and writing the bytes once.  Bytes per second come from SetBytesProcessed.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -127,6 +128,8 @@ void BM_Unmask(benchmark::State &state)
     state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(n));
 }
 BENCHMARK(BM_Unmask)->Apply(PayloadSizes);
+// Small frames' payloads, whose length is rarely a multiple of 8.
+BENCHMARK(BM_Unmask)->Arg(5)->Arg(20)->Arg(31)->Arg(45)->Arg(100);
 
 void BM_Memcpy(benchmark::State &state)
 {
@@ -202,5 +205,84 @@ void BM_FrameHeader(benchmark::State &state)
     }
 }
 BENCHMARK(BM_FrameHeader)->Arg(20)->Arg(1000)->Arg(70000);
+
+// A client's frames as they sit in a receive buffer: `count` masked frames
+// of `size` payload bytes each (ASCII text or binary), minimal lengths.
+std::vector<uint8_t> ClientFrames(size_t count, size_t size, bool text)
+{
+    static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    std::vector<uint8_t> w;
+    std::string body = AsciiText(size);
+
+    for (size_t f = 0; f < count; f++) {
+        w.push_back(uint8_t(0x80 | (text ? WS_OP_TEXT : WS_OP_BINARY)));
+        if (size < 126) {
+            w.push_back(uint8_t(0x80 | size));
+        } else if (size <= 0xffff) {
+            w.push_back(0x80 | 126);
+            w.push_back(uint8_t(size >> 8));
+            w.push_back(uint8_t(size));
+        } else {
+            w.push_back(0x80 | 127);
+            for (int i = 7; i >= 0; i--)
+                w.push_back(uint8_t(uint64_t(size) >> (8 * i)));
+        }
+        w.insert(w.end(), key, key + 4);
+        for (size_t i = 0; i < size; i++)
+            w.push_back(uint8_t(uint8_t(text ? body[i] : uint8_t(i * 7)) ^ key[i % 4]));
+    }
+    return w;
+}
+
+// ws_decode over a receive buffer the way conn_ws_input loops over it:
+// args are frames per buffer, payload bytes, text (1) or binary (0), and the
+// piece size the buffer is handed over in (0: whole).  The decoder unmasks
+// in place, so every iteration first restores the masked bytes with a
+// memcpy (BM_Memcpy gives its cost).  Items are frames.
+void BM_Decode(benchmark::State &state)
+{
+    size_t count = size_t(state.range(0)), size = size_t(state.range(1));
+    bool text = state.range(2) != 0;
+    size_t piece = size_t(state.range(3));
+    std::vector<uint8_t> wire = ClientFrames(count, size, text), buf(wire.size());
+    ws_decoder d;
+    size_t events = 0;
+
+    ws_decoder_init(&d, 16u << 20);
+    if (!piece)
+        piece = buf.size();
+    for (auto _ : state) {
+        memcpy(buf.data(), wire.data(), wire.size());
+        for (size_t from = 0; from < buf.size(); from += piece) {
+            size_t len = std::min(piece, buf.size() - from), off = 0;
+
+            while (off < len) {
+                ws_event ev;
+                off += ws_decode(&d, buf.data() + from + off, len - off, &ev);
+                if (ev.type == WS_EV_NEED_MORE)
+                    break;
+                if (ev.type == WS_EV_ERROR) {
+                    state.SkipWithError("decode error");
+                    return;
+                }
+                events++;
+                benchmark::DoNotOptimize(ev.data);
+            }
+        }
+        benchmark::ClobberMemory();
+    }
+    if (events < state.iterations() * count)
+        state.SkipWithError("frames went missing");
+    state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(count));
+    state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(wire.size()));
+}
+BENCHMARK(BM_Decode)
+    ->ArgNames({"frames", "size", "text", "piece"})
+    ->Args({8, 20, 0, 0})
+    ->Args({8, 20, 1, 0})
+    ->Args({8, 20, 0, 13})
+    ->Args({1, 1000, 0, 0})
+    ->Args({1, 1000, 1, 0})
+    ->Args({1, 65536, 0, 0});
 
 } // namespace

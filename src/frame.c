@@ -10,7 +10,17 @@
  *
  * Receivers need not insist on the shortest length encoding (RFC 6455 asks
  * it of senders only), so a 16- or 64-bit length holding a small value is
- * accepted. */
+ * accepted.
+ *
+ * Most frames arrive whole: a small message lies in one receive buffer with
+ * its header.  For those, frame_whole() reads the header from the buffer in
+ * one go, checks every rule at once and reports the frame without the
+ * byte-gathering state machine.  It only ever accepts: anything it does not
+ * take (a cut header or payload, any rule broken) goes to the streaming
+ * path untouched, which finds the error and reports it exactly as it would
+ * have anyway.  So there is one definition of every rule's verdict, and the
+ * fast path's only duty is to never accept what the streaming path would
+ * refuse. */
 #include "frame.h"
 
 #include <string.h>
@@ -233,6 +243,171 @@ static size_t frame_emit_chunk(struct ws_decoder *d, uint8_t *buf, size_t len,
     return used + n;
 }
 
+/* The rules of the first header byte for frame_whole(), for every value of
+ * it: bit 0 set when such a frame may come while no fragmented message is
+ * open, bit 1 when one is; FRAME_WHOLE_CONTROL marks control frames.  A
+ * byte with a reserved opcode, RSV bits or a control opcode without FIN has
+ * neither bit: the streaming path reports it.  RSV bits an extension
+ * negotiated are cleared from the byte before the lookup. */
+#define FRAME_WHOLE_CLOSED 1u
+#define FRAME_WHOLE_OPEN 2u
+#define FRAME_WHOLE_CONTROL 4u
+#define FRAME_WHOLE_OP(op, fin)                                                    \
+    ((op) == WS_OP_CONT ? FRAME_WHOLE_OPEN                                         \
+     : (op) <= WS_OP_BINARY ? FRAME_WHOLE_CLOSED                                   \
+     : (op) >= WS_OP_CLOSE && (op) <= WS_OP_PONG && (fin)                          \
+         ? FRAME_WHOLE_CLOSED | FRAME_WHOLE_OPEN | FRAME_WHOLE_CONTROL             \
+         : 0)
+#define FRAME_WHOLE_B0(b) ((b) & FRAME_RSV_BITS ? 0 : FRAME_WHOLE_OP((b) & 15, (b) & 0x80))
+#define FRAME_WHOLE_B0_4(b)                                                        \
+    FRAME_WHOLE_B0(b), FRAME_WHOLE_B0((b) + 1), FRAME_WHOLE_B0((b) + 2),            \
+        FRAME_WHOLE_B0((b) + 3)
+#define FRAME_WHOLE_B0_16(b)                                                       \
+    FRAME_WHOLE_B0_4(b), FRAME_WHOLE_B0_4((b) + 4), FRAME_WHOLE_B0_4((b) + 8),      \
+        FRAME_WHOLE_B0_4((b) + 12)
+static const uint8_t frame_whole_rules[256] = {
+    FRAME_WHOLE_B0_16(0x00), FRAME_WHOLE_B0_16(0x10), FRAME_WHOLE_B0_16(0x20),
+    FRAME_WHOLE_B0_16(0x30), FRAME_WHOLE_B0_16(0x40), FRAME_WHOLE_B0_16(0x50),
+    FRAME_WHOLE_B0_16(0x60), FRAME_WHOLE_B0_16(0x70), FRAME_WHOLE_B0_16(0x80),
+    FRAME_WHOLE_B0_16(0x90), FRAME_WHOLE_B0_16(0xA0), FRAME_WHOLE_B0_16(0xB0),
+    FRAME_WHOLE_B0_16(0xC0), FRAME_WHOLE_B0_16(0xD0), FRAME_WHOLE_B0_16(0xE0),
+    FRAME_WHOLE_B0_16(0xF0),
+};
+
+/* The smallest client frame: 2 header bytes and the mask. */
+#define FRAME_MIN_CLIENT (2u + FRAME_MASK_LEN)
+
+static uint64_t frame_load_be64(const uint8_t *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, sizeof v);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static size_t frame_whole_utf8(struct ws_decoder *d, struct ws_event *ev,
+                               const uint8_t *p, size_t n, size_t used, bool msg_end);
+
+/* Bookkeeping and the event for a whole frame whose payload p[0..n) is
+ * unmasked; `first` is its first header byte, `used` the bytes it took in
+ * all, `bits` the ASCII word of ws_unmask_short (0x80 when unknown).  The
+ * only call, to the UTF-8 validator, is a tail call: the common case keeps
+ * to scratch registers.  The per-frame fields of the decoder (opcode, fin,
+ * mask, remaining) are the streaming path's and only read while in_payload
+ * is set, so a whole frame leaves them as they are. */
+static inline size_t frame_whole_report(struct ws_decoder *d, struct ws_event *ev,
+                                        uint8_t *p, size_t n, size_t used,
+                                        unsigned first, uint64_t bits)
+{
+    unsigned op = first & FRAME_OPCODE_BITS;
+    bool msg_end = (first & WS_FIN) != 0, open = d->msg_opcode != 0;
+    uint8_t msg_op;
+
+    if (frame_is_control(op)) {
+        *ev = (struct ws_event){.type = WS_EV_CONTROL, .opcode = (uint8_t)op,
+                                .frame_start = true, .frame_end = true,
+                                .data = p, .len = n};
+        return used;
+    }
+    if (!open) {
+        d->msg_opcode = (uint8_t)op;
+        utf8_init(&d->utf8);
+    }
+    msg_op = d->msg_opcode;
+    *ev = (struct ws_event){.type = WS_EV_DATA, .opcode = msg_op,
+                            .frame_start = true, .frame_end = true,
+                            .msg_start = !open, .msg_end = msg_end,
+                            .data = p, .len = n};
+    /* After a failure nothing of this state is read again, so it may be
+     * settled before the UTF-8 verdict. */
+    if (msg_end) {
+        d->msg_opcode = 0;
+        d->msg_len = 0;
+    } else {
+        d->msg_len += n; /* was 0 if this frame opened the message */
+    }
+    if (msg_op == WS_OP_TEXT &&
+        (d->utf8.state != 0 || (bits & 0x8080808080808080ull) != 0))
+        return frame_whole_utf8(d, ev, p, n, used, msg_end);
+    return used;
+}
+
+/* Text that is not plain ASCII between code points: the validator decides. */
+__attribute__((noinline))
+static size_t frame_whole_utf8(struct ws_decoder *d, struct ws_event *ev,
+                               const uint8_t *p, size_t n, size_t used, bool msg_end)
+{
+    enum utf8_result r = utf8_feed(&d->utf8, p, n);
+
+    if (r == UTF8_INVALID || (msg_end && r != UTF8_VALID))
+        frame_fail(d, ev, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8");
+    return used;
+}
+
+/* A whole frame of WS_UNMASK_SHORT payload bytes or more. */
+__attribute__((noinline))
+static size_t frame_whole_long(struct ws_decoder *d, struct ws_event *ev, uint8_t *p,
+                               size_t n, size_t used, unsigned first)
+{
+    ws_unmask(p, n, p - FRAME_MASK_LEN, 0);
+    return frame_whole_report(d, ev, p, n, used, first, 0x80);
+}
+
+static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len,
+                                  struct ws_event *ev);
+
+/* Decodes the frame at buf[0], at a frame boundary, when it lies whole in
+ * buf[0..len) and breaks no rule; anything else goes to the streaming path
+ * untouched, which then reports the frame (cut) or the rule it breaks. */
+static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
+                                 struct ws_event *ev)
+{
+    unsigned b0 = buf[0], b1 = buf[1];
+    unsigned rules = frame_whole_rules[b0 & ~(d->rsv_allowed & FRAME_RSV_BITS)];
+    unsigned open = d->msg_opcode != 0;
+    unsigned len7 = b1 & FRAME_LEN_BITS;
+    uint64_t n = len7;
+    size_t hl = FRAME_MIN_CLIENT;
+    uint8_t *p;
+
+    if (!(rules >> open & 1) || !(b1 & FRAME_MASK_BIT))
+        return frame_decode_stream(d, buf, len, ev);
+    if (len7 >= 126) {
+        /* Control frames must fit the 7-bit length (125 at most). */
+        if (rules & FRAME_WHOLE_CONTROL)
+            return frame_decode_stream(d, buf, len, ev);
+        if (len7 == 126) {
+            hl = 4 + FRAME_MASK_LEN;
+            if (len < hl)
+                return frame_decode_stream(d, buf, len, ev);
+            n = (uint64_t)buf[2] << 8 | buf[3];
+        } else {
+            hl = 10 + FRAME_MASK_LEN;
+            if (len < hl)
+                return frame_decode_stream(d, buf, len, ev);
+            n = frame_load_be64(buf + 2);
+        }
+    }
+    /* Also refuses a 64-bit length with its top bit set: it never fits. */
+    if (n > len - hl)
+        return frame_decode_stream(d, buf, len, ev);
+    /* Control frames do not count toward a message; msg_len is 0 when no
+     * message is open, and never above max_message. */
+    if (!(rules & FRAME_WHOLE_CONTROL) && d->max_message &&
+        n > d->max_message - d->msg_len)
+        return frame_decode_stream(d, buf, len, ev);
+    /* Accepted: from here on the frame is consumed. */
+    p = buf + hl;
+    if (n >= WS_UNMASK_SHORT)
+        return frame_whole_long(d, ev, p, (size_t)n, hl + (size_t)n, b0);
+    return frame_whole_report(d, ev, p, (size_t)n, hl + (size_t)n, b0,
+                              ws_unmask_short(p, (size_t)n,
+                                              ws_unmask_key(p - FRAME_MASK_LEN, 0)));
+}
+
 void ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
 {
     *d = (struct ws_decoder){0};
@@ -240,8 +415,11 @@ void ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
     utf8_init(&d->utf8);
 }
 
-size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
-                 struct ws_event *ev)
+/* The streaming path: any frame, cut anywhere.  Kept out of line so that
+ * the whole-frame path in ws_decode() pays for none of its registers. */
+__attribute__((noinline))
+static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len,
+                                  struct ws_event *ev)
 {
     size_t used = 0;
 
@@ -257,6 +435,16 @@ size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
     if (used == len && d->remaining > 0)
         return used;
     return frame_emit_chunk(d, buf, len, used, ev);
+}
+
+size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
+                 struct ws_event *ev)
+{
+    /* At a frame boundary with a whole header's worth of bytes: try the
+     * whole-frame path; a failed decoder keeps to the streaming path. */
+    if (!(d->in_payload | d->hdr_len | d->failed) && len >= FRAME_MIN_CLIENT)
+        return frame_whole(d, buf, len, ev);
+    return frame_decode_stream(d, buf, len, ev);
 }
 
 size_t ws_frame_header(uint8_t out[10], unsigned first, uint64_t len)

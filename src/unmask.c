@@ -10,7 +10,9 @@
  * The scalar version works 64-bit words, which the compiler already turns
  * into SSE2 on every x86-64 (a hand-written SSE2 loop measured no faster);
  * where the CPU has AVX2, runs of 256 bytes and more go 32 bytes per XOR.
- * Below that the vector set-up costs more than it saves. */
+ * Below that the vector set-up costs more than it saves.  Runs under 32
+ * bytes, and the last bytes (under 8) of any run, never go byte by byte:
+ * one XOR per set bit of their count (ws_unmask_short in unmask.h). */
 #include "unmask.h"
 #include "simd.h"
 
@@ -20,28 +22,15 @@
 #include <immintrin.h>
 #endif
 
-/* The key as a 32-bit word whose bytes in memory order start at
- * mask[offset % 4]: shifts, not byte stores, so that the vector loads that
- * follow do not wait on a failed store forward. */
-static inline uint32_t unmask_key32(const uint8_t mask[4], size_t offset)
-{
-    uint32_t m;
-    unsigned s = (unsigned)(offset & 3) * 8;
-
-    memcpy(&m, mask, sizeof m);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return s ? (m >> s) | (m << (32 - s)) : m;
-#else
-    return s ? (m << s) | (m >> (32 - s)) : m;
-#endif
-}
-
-/* XORs p[i..n) where p[0] takes key byte `offset`: words, then bytes.  Also
- * the head and tail of the vector versions. */
+/* XORs p[i..n) where p[0] takes key byte `offset`: 32-byte blocks of four
+ * words, words, then the last 1-7 bytes with ws_unmask_short.  Also the
+ * head and tail of the vector versions.  (Letting ws_unmask_short take all
+ * of the last 31 bytes measured slower for runs of 128 bytes and 4 KiB.) */
 static inline void unmask_words(uint8_t *p, size_t i, size_t n, const uint8_t mask[4],
                                 unsigned offset)
 {
-    uint64_t key64 = unmask_key32(mask, offset + i) * 0x0000000100000001ull;
+    uint32_t key = ws_unmask_key(mask, offset + i);
+    uint64_t key64 = key * 0x0000000100000001ull;
 
     for (; i + 32 <= n; i += 32) {
         uint64_t w[4];
@@ -60,8 +49,8 @@ static inline void unmask_words(uint8_t *p, size_t i, size_t n, const uint8_t ma
         w ^= key64;
         memcpy(p + i, &w, sizeof w);
     }
-    for (; i < n; i++)
-        p[i] ^= mask[(offset + i) & 3];
+    if (i < n)
+        ws_unmask_short(p + i, n - i, key);
 }
 
 unsigned ws_unmask_scalar(uint8_t *p, size_t n, const uint8_t mask[4], unsigned offset)
@@ -91,7 +80,7 @@ __attribute__((target("avx2")))
 unsigned ws_unmask_avx2(uint8_t *p, size_t n, const uint8_t mask[4], unsigned offset)
 {
     size_t i = unmask_head(p, n, mask, offset, 32);
-    __m256i k = _mm256_set1_epi32((int)unmask_key32(mask, offset + i));
+    __m256i k = _mm256_set1_epi32((int)ws_unmask_key(mask, offset + i));
 
     for (; i + 128 <= n; i += 128) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(p + i));
@@ -136,13 +125,25 @@ static unmask_fn *unmask_choose(void)
     return f;
 }
 
+/* The first long run: picks the variant, then runs it.  Out of line so
+ * that ws_unmask() makes no call of its own, only tail calls, and needs no
+ * stack frame on its short path. */
+__attribute__((noinline))
+static unsigned unmask_first(uint8_t *p, size_t n, const uint8_t mask[4], unsigned offset)
+{
+    return unmask_choose()(p, n, mask, offset);
+}
+
 unsigned ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], unsigned offset)
 {
-    unmask_fn *f = __atomic_load_n(&unmask_chosen, __ATOMIC_RELAXED);
+    unmask_fn *f;
 
+    if (n < WS_UNMASK_SHORT) {
+        ws_unmask_short(p, n, ws_unmask_key(mask, offset));
+        return (unsigned)((offset + n) & 3);
+    }
     if (n < UNMASK_VEC_MIN)
         return ws_unmask_scalar(p, n, mask, offset);
-    if (!f)
-        f = unmask_choose();
-    return f(p, n, mask, offset);
+    f = __atomic_load_n(&unmask_chosen, __ATOMIC_RELAXED);
+    return (f ? f : unmask_first)(p, n, mask, offset);
 }

@@ -12,7 +12,13 @@
  * difference is documented: a text chunk that breaks UTF-8 is not reported,
  * so a cut decode may have shown the valid start of the failing frame.
  * Close frames are judged by ws_close_parse against the reference rules.
- * max_message is small and taken from the input, so 1009 is reached. */
+ * max_message is small and taken from the input, so 1009 is reached; so is
+ * whether RSV1 was negotiated (as permessage-deflate would).
+ *
+ * The whole decode goes through the decoder's whole-frame path wherever a
+ * frame lies whole in the input; the byte-by-byte decode never does (no
+ * piece holds a header) and the cut decodes mix the two, so the property
+ * "same frames however cut" also holds the fast path to the streaming one. */
 #include "frame.h"
 #include "fuzz_common.h"
 
@@ -170,8 +176,8 @@ static bool feed(struct ws_decoder *d, uint8_t *block, size_t size, size_t from,
 
 /* One decode of a fresh copy: mode 0 in one piece, 1 byte by byte, else
  * in random cuts. */
-static void decode(const uint8_t *data, size_t size, uint64_t max_message, int mode,
-                   struct fuzz_rng *rng, struct run *r)
+static void decode(const uint8_t *data, size_t size, uint64_t max_message, uint8_t rsv,
+                   int mode, struct fuzz_rng *rng, struct run *r)
 {
     struct ws_decoder d;
     uint8_t *copy = fuzz_dup(data, size);
@@ -179,6 +185,7 @@ static void decode(const uint8_t *data, size_t size, uint64_t max_message, int m
 
     run_init(r, size);
     ws_decoder_init(&d, max_message);
+    d.rsv_allowed = rsv;
     do { /* at least once, so that an empty input is fed too */
         size_t step = mode == 0 ? size : mode == 1 ? 1 : fuzz_cut(rng);
         size_t to = step < size - pos ? pos + step : size;
@@ -204,12 +211,13 @@ static bool ref_fail(struct run *r, uint16_t code)
     return false;
 }
 
-/* The rules decided by the first two bytes; false when they fail. */
-static bool ref_start(struct run *r, uint8_t b0, uint8_t b1, uint8_t msg_opcode)
+/* The rules decided by the first two bytes; false when they fail.  `rsv`:
+ * the RSV bits an extension negotiated. */
+static bool ref_start(struct run *r, uint8_t b0, uint8_t b1, uint8_t msg_opcode, uint8_t rsv)
 {
     unsigned op = b0 & 0x0F;
 
-    if (b0 & 0x70)
+    if (b0 & 0x70 & ~rsv)
         return ref_fail(r, 1002);
     if (!(op <= 2 || (op >= 8 && op <= 10)))
         return ref_fail(r, 1002);
@@ -234,7 +242,8 @@ static void ref_record(struct run *r, uint8_t type, uint8_t opcode, bool msg_sta
 }
 
 /* Decodes the whole input frame by frame, as RFC 6455 5.2 lays frames out. */
-static void ref_decode(const uint8_t *in, size_t size, uint64_t max_message, struct run *r)
+static void ref_decode(const uint8_t *in, size_t size, uint64_t max_message, uint8_t rsv,
+                       struct run *r)
 {
     uint8_t *pay = malloc(size + 1);
     size_t pos = 0;
@@ -249,7 +258,7 @@ static void ref_decode(const uint8_t *in, size_t size, uint64_t max_message, str
         size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
         uint64_t len = len7 < 126 ? len7 : 0;
 
-        if (!ref_start(r, b0, b1, r->msg_opcode) || size - pos < 2 + ext)
+        if (!ref_start(r, b0, b1, r->msg_opcode, rsv) || size - pos < 2 + ext)
             break;
         for (size_t i = 0; i < ext; i++)
             len = len << 8 | in[pos + 2 + i];
@@ -391,14 +400,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fuzz_rng rng = {fuzz_hash(data, size, 2)};
     uint64_t pick = fuzz_next(&rng);
     uint64_t max_message = max_messages[pick & 3];
+    uint8_t rsv = pick >> 62 & 1 ? 0x40 : 0;
     struct run ref, whole, cut;
 
-    ref_decode(data, size, max_message, &ref);
-    decode(data, size, max_message, 0, &rng, &whole);
+    ref_decode(data, size, max_message, rsv, &ref);
+    decode(data, size, max_message, rsv, 0, &rng, &whole);
     check_runs(&ref, &whole, &ref, false, "whole decode against the reference");
     check_closes(&whole);
     for (int mode = 1; mode <= 3; mode++) {
-        decode(data, size, max_message, mode, &rng, &cut);
+        decode(data, size, max_message, rsv, mode, &rng, &cut);
         check_runs(&whole, &cut, &ref, true, mode == 1 ? "byte-by-byte decode" : "cut decode");
         run_free(&cut);
     }

@@ -156,11 +156,15 @@ static void units_free(struct units *us)
     us->n = 0;
 }
 
-/* Reassembles events and checks their flags against each other. */
+/* Reassembles events and checks their flags against each other.  flog
+ * also logs every completed frame (kind, opcode, message flags, length,
+ * payload), however its chunks came: two decodes of one stream that agree
+ * on flog and err reported the same frames, in the same order, with the
+ * same flags, and stopped at the same error. */
 struct rec {
     struct units got;
-    struct bytes msg, ctl;
-    bool in_frame, in_msg, frame_is_ctl;
+    struct bytes msg, ctl, frame, flog;
+    bool in_frame, in_msg, frame_is_ctl, frame_msg_start;
     uint8_t msg_opcode;
     uint16_t err;
     const char *reason;
@@ -173,7 +177,26 @@ static void rec_free(struct rec *r)
     units_free(&r->got);
     bytes_free(&r->msg);
     bytes_free(&r->ctl);
+    bytes_free(&r->frame);
+    bytes_free(&r->flog);
     *r = (struct rec){0};
+}
+
+static void rec_frame_log(struct rec *r, const struct ws_event *ev)
+{
+    if (ev->frame_start) {
+        r->frame.len = 0;
+        r->frame_msg_start = ev->msg_start;
+    }
+    bytes_put(&r->frame, ev->data, ev->len);
+    if (ev->frame_end) {
+        uint8_t h[4] = {ev->type, ev->opcode, r->frame_msg_start, ev->msg_end};
+        uint64_t n = r->frame.len;
+
+        bytes_put(&r->flog, h, sizeof h);
+        bytes_put(&r->flog, &n, sizeof n);
+        bytes_put(&r->flog, r->frame.b, r->frame.len);
+    }
 }
 
 static void rec_event(struct rec *r, const struct ws_event *ev)
@@ -181,6 +204,7 @@ static void rec_event(struct rec *r, const struct ws_event *ev)
     bool ctl = ev->type == WS_EV_CONTROL;
 
     r->chunks++;
+    rec_frame_log(r, ev);
     if (ev->frame_start != !r->in_frame || (r->in_frame && ctl != r->frame_is_ctl))
         r->bad_flags++;
     if (ev->len == 0 && !(ev->frame_start && ev->frame_end))
@@ -1017,6 +1041,145 @@ static void test_text_cuts(void)
     }
 }
 
+/* ---- whole against cut, on streams with errors -------------------------- */
+
+/* One frame of a "wild" stream: mostly what a client may send given the
+ * open message's opcode (*msg_op, 0 for none), now and then (1 in `odds`)
+ * something it may not. */
+static void wild_frame(struct bytes *w, uint8_t *pl, uint8_t *msg_op, unsigned odds)
+{
+    unsigned first, r = rng_below(10);
+    size_t n = rng_below(8) ? rng_below(40) : rng_below(8) ? rng_below(400)
+                                                           : 60000 + rng_below(20000);
+    bool control = r < 2, text;
+
+    if (control) {
+        first = WS_FIN | (WS_OP_CLOSE + rng_below(3));
+        n = rng_below(126);
+    } else if (*msg_op) {
+        first = WS_OP_CONT | (rng_below(3) ? 0 : WS_FIN);
+    } else {
+        first = (rng_below(2) ? WS_OP_TEXT : WS_OP_BINARY) | (rng_below(4) ? WS_FIN : 0);
+    }
+    text = !control && ((first & 0x0F) == WS_OP_TEXT || *msg_op == WS_OP_TEXT);
+    if (text)
+        n = gen_text(pl, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            pl[i] = (uint8_t)rng_next();
+    if (rng_below(odds) == 0) {
+        switch (rng_below(9)) {
+        case 0: /* reserved opcode */
+            first = (first & ~0x0Fu) | (3 + rng_below(5) + (rng_below(2) ? 8 : 0));
+            break;
+        case 1: /* RSV bit */
+            first |= 0x10u << rng_below(3);
+            break;
+        case 2: /* unmasked */
+            wire_frame_ex(w, first, pl, n, LEN_RANDOM, true);
+            return;
+        case 3: /* fragmented or long control frame */
+            if (rng_below(2)) {
+                first = WS_OP_PING;
+            } else {
+                first = WS_FIN | WS_OP_PONG;
+                n = 126 + rng_below(100);
+                for (size_t i = 0; i < n; i++)
+                    pl[i] = (uint8_t)rng_next();
+                wire_frame_ex(w, first, pl, n, rng_below(2) ? LEN_MIN : LEN_64, false);
+                return;
+            }
+            break;
+        case 4: /* continuation or new message out of turn */
+            first = (first & WS_FIN) | (*msg_op ? WS_OP_BINARY : WS_OP_CONT);
+            break;
+        case 5: /* bytes no UTF-8 has, or a truncated code point at the end */
+            if (n)
+                pl[rng_below((uint32_t)n)] = rng_below(2) ? 0xff : 0xc0;
+            else
+                pl[n++] = 0xe2;
+            break;
+        case 6: /* 64-bit length with the top bit set */
+            bytes_put(w, "\x82\xff\x80\0\0\0\0\0\0\x10" "mask", 14);
+            return;
+        case 7: /* a length one off: what follows is read as other frames */
+            wire_frame_ex(w, first, pl, n, LEN_RANDOM, false);
+            w->b[w->len - n - 4 - 1] ^= 1;
+            return;
+        default: /* a big frame, for the max_message decodes */
+            n = 1000 + rng_below(3000);
+            for (size_t i = 0; i < n; i++)
+                pl[i] = 'x';
+            break;
+        }
+    }
+    if (!control && (first & 0x0F) != WS_OP_CONT)
+        *msg_op = (uint8_t)(first & 0x0F);
+    if (!control && (first & WS_FIN))
+        *msg_op = 0;
+    wire_frame(w, first, pl, n);
+}
+
+/* Decodes `w` whole, byte by byte (never the whole-frame path: no piece
+ * holds a header) and in random cuts; each must report the same frames and
+ * end the same way. */
+static void check_whole_vs_cut(const struct bytes *w, uint64_t max, bool clean,
+                               const char *what)
+{
+    struct rec whole = {0}, r = {0};
+    size_t cuts[256];
+
+    rec_decode_cuts(&whole, w, NULL, 0, max);
+    CHECKF(!whole.bad_flags, "%s: whole: inconsistent flags", what);
+    if (clean)
+        CHECKF(!whole.err && !whole.in_frame && !whole.in_msg, "%s: whole: err %u",
+               what, whole.err);
+    rec_decode_chop(&r, w, 1, max);
+    CHECKF(r.err == whole.err && !r.bad_flags && r.flog.len == whole.flog.len &&
+               !memcmp(r.flog.b, whole.flog.b, r.flog.len),
+           "%s: byte by byte: err %u, whole %u", what, r.err, whole.err);
+    rec_free(&r);
+    for (int iter = 0; iter < 30; iter++) {
+        size_t n = 0, at = 0;
+        uint32_t span = 1 + rng_below(rng_below(2) ? 24 : (uint32_t)w->len / 4 + 1);
+
+        while (n < 256 && (at += 1 + rng_below(span)) < w->len)
+            cuts[n++] = at;
+        rec_decode_cuts(&r, w, cuts, n, max);
+        CHECKF(r.err == whole.err && !r.bad_flags && r.flog.len == whole.flog.len &&
+                   !memcmp(r.flog.b, whole.flog.b, r.flog.len),
+               "%s: chop %d (span %u): err %u, whole %u", what, iter, span, r.err,
+               whole.err);
+        rec_free(&r);
+    }
+    rec_free(&whole);
+}
+
+static void test_whole_vs_cut(void)
+{
+    uint8_t *pl = malloc(90000);
+
+    for (int s = 0; s < 300; s++) {
+        struct bytes w = {0};
+        unsigned frames = 1 + rng_below(30), odds = rng_below(3) ? 40 : 6;
+        uint8_t msg_op = 0;
+        bool clean = rng_below(4) == 0;
+        char what[64];
+        uint64_t max;
+
+        for (unsigned f = 0; f < frames; f++)
+            wild_frame(&w, pl, &msg_op, clean ? UINT32_MAX : odds);
+        while (msg_op)
+            wild_frame(&w, pl, &msg_op, UINT32_MAX);
+        snprintf(what, sizeof what, "wild stream %d", s);
+        check_whole_vs_cut(&w, 0, clean, what);
+        max = 20 + rng_below(rng_below(2) ? 100 : 5000);
+        check_whole_vs_cut(&w, max, false, what);
+        bytes_free(&w);
+    }
+    free(pl);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -1038,5 +1201,6 @@ int main(int argc, char **argv)
     test_big_frame();
     test_small_streams();
     test_big_streams();
+    test_whole_vs_cut();
     return check_done("frame");
 }

@@ -72,8 +72,10 @@ static void check_unmask_one(const char *name, unmask_fn *f, uint8_t *dst, const
     unsigned r;
 
     fill_random(mask, 4);
-    memcpy(want, src, n);
-    unsigned want_r = ws_unmask_scalar(want, n, mask, offset);
+    /* The definition, byte by byte: the scalar variant is under test too. */
+    for (size_t i = 0; i < n; i++)
+        want[i] = (uint8_t)(src[i] ^ mask[(offset + i) & 3]);
+    unsigned want_r = (unsigned)((offset + n) & 3);
     memmove(dst, src, n);
     r = f(dst, n, mask, offset);
     CHECKF(r == want_r && memcmp(dst, want, n) == 0, "%s len %zu offset %u", name, n, offset);
@@ -107,6 +109,39 @@ static void test_unmask(const char *name, unmask_fn *f)
     f(buf + 333, 667, mask, off);
     ws_unmask_scalar(buf, 1000, mask, 1);
     CHECKF(memcmp(buf, src, 1000) == 0, "%s split round trip", name);
+}
+
+/* The inline short form the frame decoder uses: every length below
+ * WS_UNMASK_SHORT at every key rotation, ending at a page end, and its
+ * ASCII word must tell exactly whether any unmasked byte has its top bit. */
+static void test_unmask_short(void)
+{
+    uint8_t src[WS_UNMASK_SHORT], want[WS_UNMASK_SHORT], mask[4];
+
+    for (size_t n = 0; n < WS_UNMASK_SHORT; n++) {
+        for (unsigned off = 0; off < 4; off++) {
+            for (int k = 0; k < 64; k++) {
+                bool ascii = true;
+                uint64_t bits;
+                uint8_t *p;
+
+                fill_random(mask, 4);
+                for (size_t i = 0; i < n; i++)
+                    want[i] = (uint8_t)(rnd() & 0x7f);
+                if (n && k & 1)
+                    want[rnd() % n] |= 0x80;
+                for (size_t i = 0; i < n; i++) {
+                    src[i] = (uint8_t)(want[i] ^ mask[(off + i) & 3]);
+                    ascii &= want[i] < 0x80;
+                }
+                p = at_page_end(src, n);
+                bits = ws_unmask_short(p, n, ws_unmask_key(mask, off));
+                CHECKF(memcmp(p, want, n) == 0 &&
+                           ((bits & 0x8080808080808080ull) == 0) == ascii,
+                       "short len %zu offset %u ascii %d", n, off, ascii);
+            }
+        }
+    }
 }
 
 /* ---- header scanning ---- */
@@ -374,7 +409,8 @@ int main(void)
 {
     guard_init();
 
-    test_unmask("scalar-self", ws_unmask_scalar);
+    test_unmask_short();
+    test_unmask("scalar", ws_unmask_scalar);
     test_utf8("scalar-self", utf8_feed_scalar);
     test_utf8("dispatched", utf8_feed);
     test_unmask("dispatched", ws_unmask);
