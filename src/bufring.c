@@ -2,11 +2,12 @@
 #include "bufring.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
-                   uint32_t count, uint32_t size)
+                   uint32_t count, uint32_t size, bool incremental)
 {
     struct io_uring_buf_reg reg;
     size_t data_bytes = (size_t)count * size;
@@ -35,7 +36,20 @@ int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
     reg.ring_addr = (uint64_t)(uintptr_t)b->br;
     reg.ring_entries = count;
     reg.bgid = bgid;
-    ret = io_uring_register_buf_ring(ring, &reg, 0);
+    ret = -EINVAL;
+    if (incremental) {
+        /* liburing 2.3 calls the kernel's flags field "pad". */
+        reg.pad = IOU_PBUF_RING_INC;
+        b->used = calloc(count, sizeof(*b->used));
+        ret = b->used ? io_uring_register_buf_ring(ring, &reg, 0) : -ENOMEM;
+        if (ret < 0) {
+            free(b->used);
+            b->used = NULL;
+            reg.pad = 0;
+        }
+    }
+    if (ret < 0)
+        ret = io_uring_register_buf_ring(ring, &reg, 0);
     if (ret < 0) {
         munmap(b->base, data_bytes);
         munmap(b->br, b->ring_bytes);
@@ -56,5 +70,7 @@ void bufring_destroy(struct bufring *b, struct io_uring *ring)
     io_uring_unregister_buf_ring(ring, b->bgid);
     munmap(b->base, (size_t)b->count * b->size);
     munmap(b->br, b->ring_bytes);
+    free(b->used);
+    b->used = NULL;
     b->br = NULL;
 }

@@ -743,9 +743,10 @@ void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
     }
     if (res > 0) {
         uint16_t bid = (uint16_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+        uint8_t *p = bufring_take(&w->bufs, bid, (uint32_t)res);
         if (!(c->flags & CF_TEARDOWN))
-            conn_input(c, bufring_addr(&w->bufs, bid), (size_t)res);
-        bufring_recycle(&w->bufs, bid);
+            conn_input(c, p, (size_t)res);
+        bufring_release(&w->bufs, bid, cqe_flags);
     } else if (res == 0) {
         if (!(c->flags & CF_TEARDOWN))
             conn_on_eof(c);

@@ -214,6 +214,7 @@ struct ringws_server {
     unsigned n_workers;
     uint16_t port;
     uint32_t recv_buf_size, recv_buf_count;
+    bool recv_buf_plain;   /* never an incremental buffer ring */
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
@@ -225,7 +226,7 @@ struct ringws_server {
 /* Receive-buffer geometry; set before ringws_server_create by the binary's
  * hidden tuning flags and by tests. */
 void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size,
-                                    uint32_t count);
+                                    uint32_t count, bool plain);
 
 /* ---- loop.c: the ring, used by the connection layer -------------------- */
 

@@ -305,17 +305,17 @@ static int loop_setup(struct worker *w)
     w->direct = io_uring_register_files_sparse(&w->ring, slots) == 0;
 
     ret = bufring_create(&w->bufs, &w->ring, BUF_GROUP, w->srv->recv_buf_count,
-                         w->srv->recv_buf_size);
+                         w->srv->recv_buf_size, !w->srv->recv_buf_plain);
     if (ret < 0) {
         log_msg(LOG_ERROR, "worker %u: provided buffer ring: %s", w->id, strerror(-ret));
         return ret;
     }
     if (w->id == 0)
         log_msg(LOG_INFO,
-                "io_uring: %s, %s, %u x %u B provided receive buffers per worker%s",
+                "io_uring: %s, %s, %u x %u B provided receive buffers per worker%s%s",
                 mode, w->direct ? "direct descriptors" : "regular descriptors",
                 w->srv->recv_buf_count, w->srv->recv_buf_size,
-                send_zc ? ", SEND_ZC available" : "");
+                w->bufs.used ? " (incremental)" : "", send_zc ? ", SEND_ZC available" : "");
     if (!w->direct)
         log_msg(LOG_WARN, "worker %u: no sparse file table; using regular descriptors", w->id);
     return 0;

@@ -63,6 +63,8 @@ static void main_usage(FILE *f)
             "                          publish to them (repeatable; first match wins)\n"
             "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
+            "  --plain-recv-buffers    one receive per buffer even where the kernel can\n"
+            "                          pack receives into buffers incrementally\n"
             "Durations: 500ms, 2s, or plain seconds (1.5).\n");
 }
 
@@ -102,13 +104,14 @@ struct main_opts {
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
     struct ringws_topic_rule rules[MAX_LIST];
     unsigned long long recv_buf_size, recv_buf_count;
+    bool recv_buf_plain;
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
        OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_TOPICS,
        OPT_TOPIC,
-       OPT_RECV_BUF, OPT_RECV_BUFS, OPT_HELP };
+       OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_HELP };
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
 {
@@ -172,6 +175,8 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_RECV_BUFS:
         if (main_parse_uint(arg, 32768, &v) < 0 || !v || (v & (v - 1))) return -EINVAL;
         o->recv_buf_count = v; return 0;
+    case OPT_PLAIN_BUFS:
+        o->recv_buf_plain = true; return 0;
     default: return -EINVAL;
     }
 }
@@ -199,6 +204,7 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"topic", required_argument, NULL, OPT_TOPIC},
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
         {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
+        {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -249,10 +255,11 @@ int main(int argc, char **argv)
                 strerror(-ret));
         return 1;
     }
-    if (o.recv_buf_size || o.recv_buf_count)
+    if (o.recv_buf_size || o.recv_buf_count || o.recv_buf_plain)
         ringws_server_set_recv_buffers(main_server,
                                        o.recv_buf_size ? (uint32_t)o.recv_buf_size : 16384,
-                                       o.recv_buf_count ? (uint32_t)o.recv_buf_count : 1024);
+                                       o.recv_buf_count ? (uint32_t)o.recv_buf_count : 1024,
+                                       o.recv_buf_plain);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = main_on_signal;

@@ -42,10 +42,12 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_topics = 64;
 }
 
-void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size, uint32_t count)
+void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size, uint32_t count,
+                                    bool plain)
 {
     srv->recv_buf_size = size;
     srv->recv_buf_count = count;
+    srv->recv_buf_plain = plain;
 }
 
 static int server_listen(const struct ringws_config *cfg, uint16_t port, int *out_fd)

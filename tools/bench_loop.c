@@ -705,7 +705,7 @@ static int loop_setup(struct bench_thread *t)
         return ret;
     if (t->b->mode->recv_bufs)
         t->b->mode->recv_bufs(&t->b->o, t->n_conns, &n_bufs, &buf_size);
-    ret = bufring_create(&t->bufs, &t->ring, LOOP_BGID, n_bufs, buf_size);
+    ret = bufring_create(&t->bufs, &t->ring, LOOP_BGID, n_bufs, buf_size, false);
     if (ret < 0)
         return ret;
     t->conns = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->conns);
