@@ -1120,6 +1120,12 @@ static void wild_frame(struct bytes *w, uint8_t *pl, uint8_t *msg_op, unsigned o
     wire_frame(w, first, pl, n);
 }
 
+/* Equal contents; an empty buffer may have no storage at all. */
+static bool bytes_same(const struct bytes *a, const struct bytes *b)
+{
+    return a->len == b->len && (a->len == 0 || !memcmp(a->b, b->b, a->len));
+}
+
 /* Decodes `w` whole, byte by byte (never the whole-frame path: no piece
  * holds a header) and in random cuts; each must report the same frames and
  * end the same way. */
@@ -1135,8 +1141,7 @@ static void check_whole_vs_cut(const struct bytes *w, uint64_t max, bool clean,
         CHECKF(!whole.err && !whole.in_frame && !whole.in_msg, "%s: whole: err %u",
                what, whole.err);
     rec_decode_chop(&r, w, 1, max);
-    CHECKF(r.err == whole.err && !r.bad_flags && r.flog.len == whole.flog.len &&
-               !memcmp(r.flog.b, whole.flog.b, r.flog.len),
+    CHECKF(r.err == whole.err && !r.bad_flags && bytes_same(&r.flog, &whole.flog),
            "%s: byte by byte: err %u, whole %u", what, r.err, whole.err);
     rec_free(&r);
     for (int iter = 0; iter < 30; iter++) {
@@ -1146,8 +1151,7 @@ static void check_whole_vs_cut(const struct bytes *w, uint64_t max, bool clean,
         while (n < 256 && (at += 1 + rng_below(span)) < w->len)
             cuts[n++] = at;
         rec_decode_cuts(&r, w, cuts, n, max);
-        CHECKF(r.err == whole.err && !r.bad_flags && r.flog.len == whole.flog.len &&
-                   !memcmp(r.flog.b, whole.flog.b, r.flog.len),
+        CHECKF(r.err == whole.err && !r.bad_flags && bytes_same(&r.flog, &whole.flog),
                "%s: chop %d (span %u): err %u, whole %u", what, iter, span, r.err,
                whole.err);
         rec_free(&r);
