@@ -3,25 +3,31 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* Read from RINGWS_LOG on first use.  Every thread that races here computes
+ * the same value; the atomic makes the race a defined one. */
 static enum log_level log_threshold(void)
 {
-    static int level = -1; /* benign race: every thread computes the same */
-    if (level < 0) {
+    static _Atomic int level = -1;
+    int v = atomic_load_explicit(&level, memory_order_relaxed);
+
+    if (v < 0) {
         const char *env = getenv("RINGWS_LOG");
-        level = LOG_INFO;
+        v = LOG_INFO;
         if (env && !strcmp(env, "debug"))
-            level = LOG_DEBUG;
+            v = LOG_DEBUG;
         else if (env && !strcmp(env, "warn"))
-            level = LOG_WARN;
+            v = LOG_WARN;
         else if (env && !strcmp(env, "error"))
-            level = LOG_ERROR;
+            v = LOG_ERROR;
+        atomic_store_explicit(&level, v, memory_order_relaxed);
     }
-    return (enum log_level)level;
+    return (enum log_level)v;
 }
 
 int log_enabled(enum log_level level)
