@@ -1,9 +1,10 @@
 #!/bin/sh
 # run-tests.sh - builds ringws twice (optimised with assertions, and with
-# ASan+UBSan) and runs the whole meson test suite in each; then builds in a
-# third tree, under ThreadSanitizer, only the test that publishes from many
-# threads at once, and runs it.  Prints one closing line "N passed, M failed"
-# over the three.  Exits non-zero on any failure.
+# ASan+UBSan) and runs the whole meson test suite in each; then builds a
+# third tree under ThreadSanitizer and runs there the multi-threaded publish
+# test and the integration suites whose bounds TSan does not upset.  Prints
+# one closing line "N passed, M failed" over the three.  Exits non-zero on
+# any failure.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -39,14 +40,17 @@ for dir in build-test build-asan; do
     meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
 done
 
-# ThreadSanitizer: the library's own threads and ringws_publish called from
-# application threads.  Only this test: the Python suites would test the
-# binary again, several times slower, for no new thread interleavings.
-configure_only build-tsan tests/test_pubsub_threads --buildtype=debugoptimized \
+# ThreadSanitizer: the library's own threads, ringws_publish called from
+# application threads, and the server under the suites that exercise
+# cross-worker delivery, echo, HTTP, shutdown and the protocol.  Left out:
+# the suites that bound the server's RSS (TSan's shadow memory inflates it)
+# and the slow real-time ones (browser, timeouts).
+configure_only build-tsan "ringws tests/test_pubsub_threads" --buildtype=debugoptimized \
     -Db_sanitize=thread -Djemalloc=false
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    meson test -C build-tsan --no-rebuild --print-errorlogs pubsub_threads || status=1
+    meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 2 \
+    pubsub_threads pubsub echo shutdown http frames conformance || status=1
 
 echo "== fuzz (10 s per target)"
 sh tools/fuzz.sh 10 || status=1
