@@ -69,7 +69,6 @@ static struct ringws_conn *conn_alloc(struct worker *w)
     w->free_conns = c->flush_next;
     memset(c, 0, sizeof(*c));
     c->w = w;
-    w->n_conns++;
     STAT_ADD(w, conns_open, 1);
     return c;
 }
@@ -121,7 +120,7 @@ static void chunk_free(struct worker *w, struct out_chunk *o)
 
 static void chunk_cache_free(struct worker *w)
 {
-    for (int cls = 0; cls < 2; cls++) {
+    for (int cls = 0; cls < CHUNK_OTHER; cls++) {
         while (w->chunk_cache[cls]) {
             struct out_chunk *o = w->chunk_cache[cls];
             w->chunk_cache[cls] = o->next;
@@ -160,7 +159,6 @@ static void conn_free(struct ringws_conn *c)
     c->w = NULL;
     c->flush_next = w->free_conns;
     w->free_conns = c;
-    w->n_conns--;
     STAT_ADD(w, conns_open, -1);
 }
 
@@ -585,7 +583,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         loop_close_fd(w, fd);
         return;
     }
-    if (w->n_conns < cfg->max_connections)
+    if (worker_conns(w) < cfg->max_connections)
         c = conn_alloc(w);
     if (!c && peer)
         atomic_fetch_sub(&w->srv->addr_counts[slot], 1);

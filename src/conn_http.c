@@ -19,7 +19,6 @@
 #include "internal.h"
 #include "log.h"
 #include "pubsub_proto.h"
-#include "utf8.h"
 
 #define HEAD_MAX 1024 /* bytes of a response head the server writes */
 
@@ -136,7 +135,7 @@ static bool conn_http_topics_ok(struct ringws_conn *c, const struct http_request
 {
     if (!req->query || !topic_query_find(req->query, req->query_len, list, len))
         return true;
-    if (*len == 0 || pubsub_list_count(*list, *len) < 0) {
+    if (!topic_list_valid(*list, *len)) {
         conn_http_error(c, req, 400, "invalid topic list", !req->keep_alive, NULL);
         return false;
     }
@@ -168,6 +167,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     char head[HEAD_MAX];
     const char *location = NULL, *topics = NULL;
     size_t n, topics_len = 0;
+    bool pubsub = conn_http_is_pubsub_path(cfg, req);
     int status;
 
     if ((cfg->n_ws_paths || cfg->pubsub_path) && !conn_http_is_ws_path(cfg, req)) {
@@ -181,7 +181,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
                         : hs.version_hint ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
-    if (conn_http_is_pubsub_path(cfg, req) && !conn_http_topics_ok(c, req, &topics, &topics_len))
+    if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
     if (cfg->cb.on_upgrade) {
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
@@ -210,7 +210,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
     conn_set_deadline(c, cfg->idle_timeout_ms);
-    if (conn_http_is_pubsub_path(cfg, req))
+    if (pubsub)
         c->flags |= CF_PUBSUB;
     if (cfg->cb.on_open)
         cfg->cb.on_open(c, view, cfg->user);
@@ -222,37 +222,37 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
 {
     struct ringws_stats st;
     char body[2048];
-    int n;
+    size_t n = 0;
 
     ringws_server_stats(c->w->srv, &st);
-    n = snprintf(body, sizeof(body),
-                 "# TYPE ringws_connections_open gauge\n"
-                 "ringws_connections_open %" PRIu64 "\n"
-                 "# TYPE ringws_accepted_total counter\n"
-                 "ringws_accepted_total %" PRIu64 "\n"
-                 "# TYPE ringws_refused_total counter\n"
-                 "ringws_refused_total %" PRIu64 "\n"
-                 "# TYPE ringws_send_queue_overflows_total counter\n"
-                 "ringws_send_queue_overflows_total %" PRIu64 "\n"
-                 "# TYPE ringws_messages_dropped_total counter\n"
-                 "ringws_messages_dropped_total %" PRIu64 "\n"
-                 "# TYPE ringws_publishes_total counter\n"
-                 "ringws_publishes_total %" PRIu64 "\n"
-                 "# TYPE ringws_fanout_queued_total counter\n"
-                 "ringws_fanout_queued_total %" PRIu64 "\n"
-                 "# TYPE ringws_fanout_dropped_total counter\n"
-                 "ringws_fanout_dropped_total %" PRIu64 "\n"
-                 "# TYPE ringws_fanout_closed_total counter\n"
-                 "ringws_fanout_closed_total %" PRIu64 "\n"
-                 "# TYPE ringws_subscriptions gauge\n"
-                 "ringws_subscriptions %" PRIu64 "\n"
-                 "# TYPE ringws_sends_total counter\n"
-                 "ringws_sends_total %" PRIu64 "\n",
-                 st.connections_open, st.accepted, st.refused, st.send_queue_overflows,
-                 st.messages_dropped, st.publishes, st.fanout_queued, st.fanout_dropped,
-                 st.fanout_closed, st.subscriptions, st.sends);
-    conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body,
-                      n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0, close, NULL);
+    const struct {
+        const char *name, *type;
+        uint64_t value;
+    } rows[] = {
+        {"ringws_connections_open", "gauge", st.connections_open},
+        {"ringws_accepted_total", "counter", st.accepted},
+        {"ringws_refused_total", "counter", st.refused},
+        {"ringws_send_queue_overflows_total", "counter", st.send_queue_overflows},
+        {"ringws_messages_dropped_total", "counter", st.messages_dropped},
+        {"ringws_publishes_total", "counter", st.publishes},
+        {"ringws_fanout_queued_total", "counter", st.fanout_queued},
+        {"ringws_fanout_dropped_total", "counter", st.fanout_dropped},
+        {"ringws_fanout_closed_total", "counter", st.fanout_closed},
+        {"ringws_subscriptions", "gauge", st.subscriptions},
+        {"ringws_sends_total", "counter", st.sends},
+    };
+
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int k = snprintf(body + n, sizeof(body) - n, "# TYPE %s %s\n%s %" PRIu64 "\n",
+                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
+        if (k < 0 || (size_t)k >= sizeof(body) - n) {
+            conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
+            return;
+        }
+        n += (size_t)k;
+    }
+    conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body, n,
+                      close, NULL);
 }
 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
@@ -345,12 +345,13 @@ static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients,
 static void conn_http_publish(struct ringws_conn *c, const struct http_request *req,
                               const struct ringws_request *view)
 {
+    static const char octets[] = "application/octet-stream";
     const struct ringws_config *cfg = &c->w->srv->cfg;
     const char *topic = req->path + sizeof(PUBLISH_PREFIX) - 1;
     size_t topic_len = req->path_len - (sizeof(PUBLISH_PREFIX) - 1);
     struct ringws_str ctype = ringws_request_header(view, "Content-Type");
-    bool binary = ctype.ptr && ctype.len >= 24 &&
-                  !strncasecmp(ctype.ptr, "application/octet-stream", 24);
+    bool binary = ctype.ptr && ctype.len >= sizeof(octets) - 1 &&
+                  !strncasecmp(ctype.ptr, octets, sizeof(octets) - 1);
     bool close = !req->keep_alive;
     uint64_t recipients;
     int r;

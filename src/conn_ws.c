@@ -196,7 +196,7 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
 
     if (op != RINGWS_TEXT && op != RINGWS_BINARY)
         return -EINVAL;
-    if (c->state != CONN_WS || (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN)))
+    if (!conn_ws_open(c))
         return -EPIPE;
     if (op == RINGWS_TEXT && !utf8_valid(data, len))
         return -EINVAL;
@@ -219,7 +219,7 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reaso
     if (!ws_close_code_valid(code) || reason_len > WS_MAX_CONTROL_PAYLOAD - 2 ||
         (reason_len && !utf8_valid((const uint8_t *)reason, reason_len)))
         return -EINVAL;
-    if (c->state != CONN_WS || (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN)))
+    if (!conn_ws_open(c))
         return -EPIPE;
     conn_ws_close(c, code, reason, reason_len, false);
     return 0;

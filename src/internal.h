@@ -139,6 +139,13 @@ struct ringws_conn {
     void *user;
 };
 
+/* A WebSocket that may still be sent messages (the application's or
+ * published ones): open, and no close frame of ours queued. */
+static inline bool conn_ws_open(const struct ringws_conn *c)
+{
+    return c->state == CONN_WS && !(c->flags & (CF_CLOSE_SENT | CF_TEARDOWN));
+}
+
 /* ---- workers ---------------------------------------------------------- */
 
 struct conn_slab;
@@ -188,7 +195,6 @@ struct worker {
     bool accept_armed;
     bool stopping;
     uint64_t stop_deadline_ms;
-    unsigned n_conns;
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
     struct conn_slab *slabs;
@@ -205,6 +211,12 @@ struct worker {
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
 };
+
+/* Live connections of the worker (its own count, also read by stats). */
+static inline uint64_t worker_conns(const struct worker *w)
+{
+    return atomic_load_explicit(&w->stats.conns_open, memory_order_relaxed);
+}
 
 struct ringws_server {
     struct ringws_config cfg;
@@ -288,10 +300,8 @@ void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
 void pubsub_conn_gone(struct ringws_conn *c);
 void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n);
-/* Subscribes c to every topic of a validated list (see topic_list_next). */
+/* Subscribes c to every topic of a valid list (topic_list_valid). */
 int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
-/* Counts the topics of a list; -EINVAL when invalid. */
-int pubsub_list_count(const char *list, size_t len);
 /* An HTTP publish from c: 1 when the count will come later (the connection
  * waits, see conn_http_publish_done), 0 with *recipients set, or -errno. */
 int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,

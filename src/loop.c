@@ -421,7 +421,7 @@ static void loop_dispatch(struct worker *w, struct io_uring_cqe *cqe)
 
 static bool loop_done(struct worker *w)
 {
-    return w->stopping && (w->n_conns == 0 || timer_now_ms() >= w->stop_deadline_ms);
+    return w->stopping && (worker_conns(w) == 0 || timer_now_ms() >= w->stop_deadline_ms);
 }
 
 int loop_run(struct worker *w)

@@ -233,29 +233,33 @@ void pubsub_conn_gone(struct ringws_conn *c)
     c->subs = NULL;
 }
 
-int pubsub_list_count(const char *list, size_t len)
+/* Ending a subscription that does not exist is no error for a list. */
+static int pubsub_unsubscribe_held(struct ringws_conn *c, const char *name, size_t len)
 {
-    const char *name;
-    size_t pos = 0, n;
-    int count = 0, r;
+    int r = pubsub_unsubscribe(c, name, len);
 
-    while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0)
-        count++;
-    return r < 0 ? r : count;
+    return r == -ENOENT ? 0 : r;
 }
 
-int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len)
+/* Applies fn to every topic of a valid list; stops at the first error. */
+static int pubsub_list_apply(struct ringws_conn *c, const char *list, size_t len,
+                             int (*fn)(struct ringws_conn *c, const char *name, size_t len))
 {
     const char *name;
     size_t pos = 0, n;
     int r;
 
     while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0) {
-        r = pubsub_subscribe(c, name, n);
+        r = fn(c, name, n);
         if (r < 0)
             return r;
     }
     return r;
+}
+
+int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len)
+{
+    return pubsub_list_apply(c, list, len, pubsub_subscribe);
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -322,8 +326,7 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
     size_t cap = w->srv->cfg.max_fanout_queue;
     size_t cost = s->msg->frame_len + OUT_CHUNK_OVERHEAD;
 
-    if (c->state != CONN_WS ||
-        (c->flags & (CF_CLOSE_SENT | CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013)))
+    if (!conn_ws_open(c) || (c->flags & (CF_SLOW_1008 | CF_SLOW_1013)))
         return false;
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + cost > cap) {
@@ -524,18 +527,13 @@ int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_l
 
 /* ---- the API on connections -------------------------------------------- */
 
-static bool pubsub_conn_open(const struct ringws_conn *c)
-{
-    return c->state == CONN_WS && !(c->flags & (CF_CLOSE_SENT | CF_TEARDOWN));
-}
-
 int ringws_subscribe(ringws_conn *c, const char *topic)
 {
     size_t len = topic ? strnlen(topic, RINGWS_MAX_TOPIC + 1) : 0;
 
     if (!topic_name_valid(topic, len))
         return -EINVAL;
-    if (!pubsub_conn_open(c))
+    if (!conn_ws_open(c))
         return -EPIPE;
     return pubsub_subscribe(c, topic, len);
 }
@@ -558,21 +556,14 @@ static void pubsub_fail(struct ringws_conn *c, uint16_t code, const char *why)
 
 static void pubsub_cmd_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
-    const char *name;
-    size_t pos = 0, n;
+    int r = pubsub_list_apply(c, cmd->arg, cmd->arg_len,
+                              cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe
+                                                          : pubsub_unsubscribe_held);
 
-    while (topic_list_next(cmd->arg, cmd->arg_len, &pos, &name, &n) > 0) {
-        int r = cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe(c, name, n)
-                                            : pubsub_unsubscribe(c, name, n);
-        if (r == -E2BIG) {
-            pubsub_fail(c, WS_CLOSE_POLICY, "too many topics");
-            return;
-        }
-        if (r == -ENOMEM) {
-            pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
-            return;
-        }
-    }
+    if (r == -E2BIG)
+        pubsub_fail(c, WS_CLOSE_POLICY, "too many topics");
+    else if (r == -ENOMEM)
+        pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
 }
 
 static void pubsub_cmd_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)

@@ -62,32 +62,43 @@ bool topic_query_find(const char *query, size_t query_len, const char **value,
     return false;
 }
 
-static bool cmd_word_is(const char *p, size_t n, const char *word)
+bool topic_list_valid(const char *list, size_t list_len)
 {
-    size_t wl = strlen(word);
+    const char *name;
+    size_t pos = 0, len;
+    int r;
 
-    return n > wl && !memcmp(p, word, wl) && p[wl] == ' ';
+    while ((r = topic_list_next(list, list_len, &pos, &name, &len)) > 0)
+        ;
+    return r == 0 && list_len > 0;
 }
 
 int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char **why)
 {
-    const char *arg;
-    size_t arg_len;
+    static const struct {
+        const char *word;
+        enum pubsub_cmd_type type;
+    } words[] = {
+        {"sub", PUBSUB_CMD_SUB},
+        {"unsub", PUBSUB_CMD_UNSUB},
+        {"pub", PUBSUB_CMD_PUB},
+    };
+    const char *arg = NULL;
+    size_t arg_len = 0;
 
     memset(cmd, 0, sizeof(*cmd));
-    if (cmd_word_is(p, n, "sub"))
-        cmd->type = PUBSUB_CMD_SUB;
-    else if (cmd_word_is(p, n, "unsub"))
-        cmd->type = PUBSUB_CMD_UNSUB;
-    else if (cmd_word_is(p, n, "pub"))
-        cmd->type = PUBSUB_CMD_PUB;
-    else {
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]) && !arg; i++) {
+        size_t wl = strlen(words[i].word);
+        if (n > wl && !memcmp(p, words[i].word, wl) && p[wl] == ' ') {
+            cmd->type = words[i].type;
+            arg = p + wl + 1;
+            arg_len = n - wl - 1;
+        }
+    }
+    if (!arg) {
         *why = "unknown command";
         return -EINVAL;
     }
-    arg_len = strlen(cmd->type == PUBSUB_CMD_UNSUB ? "unsub " : "sub ");
-    arg = p + arg_len;
-    arg_len = n - arg_len;
     if (cmd->type == PUBSUB_CMD_PUB) {
         const char *sp = memchr(arg, ' ', arg_len);
         size_t topic_len = sp ? (size_t)(sp - arg) : arg_len;
@@ -101,18 +112,7 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
         cmd->payload_len = sp ? arg_len - topic_len - 1 : 0;
         return 0;
     }
-    for (size_t pos = 0;;) {
-        const char *name;
-        size_t len;
-        int r = topic_list_next(arg, arg_len, &pos, &name, &len);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            *why = "invalid topic";
-            return -EINVAL;
-        }
-    }
-    if (!arg_len) {
+    if (!topic_list_valid(arg, arg_len)) {
         *why = "invalid topic";
         return -EINVAL;
     }

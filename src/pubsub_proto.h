@@ -23,6 +23,9 @@ bool topic_name_valid(const char *p, size_t n);
 int topic_list_next(const char *list, size_t list_len, size_t *pos,
                     const char **name, size_t *len);
 
+/* True when the list holds at least one name and every name is valid. */
+bool topic_list_valid(const char *list, size_t list_len);
+
 /* Finds "topics=" among the &-separated parameters of a URL query (not
  * percent-decoded: topic names need no escaping).  Returns true and the
  * value when present. */
