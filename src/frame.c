@@ -277,17 +277,6 @@ static const uint8_t frame_whole_rules[256] = {
 /* The smallest client frame: 2 header bytes and the mask. */
 #define FRAME_MIN_CLIENT (2u + FRAME_MASK_LEN)
 
-static uint64_t frame_load_be64(const uint8_t *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, sizeof v);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 static size_t frame_whole_utf8(struct ws_decoder *d, struct ws_event *ev,
                                const uint8_t *p, size_t n, size_t used, bool msg_end);
 
@@ -379,17 +368,10 @@ static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
         /* Control frames must fit the 7-bit length (125 at most). */
         if (rules & FRAME_WHOLE_CONTROL)
             return frame_decode_stream(d, buf, len, ev);
-        if (len7 == 126) {
-            hl = 4 + FRAME_MASK_LEN;
-            if (len < hl)
-                return frame_decode_stream(d, buf, len, ev);
-            n = (uint64_t)buf[2] << 8 | buf[3];
-        } else {
-            hl = 10 + FRAME_MASK_LEN;
-            if (len < hl)
-                return frame_decode_stream(d, buf, len, ev);
-            n = frame_load_be64(buf + 2);
-        }
+        hl = 2 + frame_ext_len(len7) + FRAME_MASK_LEN;
+        if (len < hl)
+            return frame_decode_stream(d, buf, len, ev);
+        n = frame_payload_len(buf);
     }
     /* Also refuses a 64-bit length with its top bit set: it never fits. */
     if (n > len - hl)
