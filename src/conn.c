@@ -673,12 +673,25 @@ static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
     }
 }
 
+/* True while conn_http_input leaves complete requests unparsed: answers
+ * pile up unread, or a publish awaits its count. */
+static bool conn_http_held(const struct ringws_conn *c)
+{
+    return (c->flags & CF_PUB_WAIT) || c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+}
+
+/* Acts on the peer's EOF; called again by conn_input_resume while requests
+ * received before it wait to be parsed. */
 static void conn_on_eof(struct ringws_conn *c)
 {
     c->flags |= CF_RD_EOF;
     switch ((enum conn_state)c->state) {
     case CONN_HTTP:
-        /* A client may half-close after its last request: answer it. */
+        /* A client may half-close after its last request: answer it, and
+         * every request it pipelined before (they are parsed as the
+         * answers drain). */
+        if (c->pend_len && conn_http_held(c))
+            break;
         if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
             conn_drain(c);
         else
@@ -714,10 +727,14 @@ static void conn_pause_if_backlogged(struct ringws_conn *c)
  * a publish awaited its count. */
 void conn_input_resume(struct ringws_conn *c)
 {
-    if (c->state == CONN_HTTP && c->pend_len && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
+    if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
+        return;
+    if (c->pend_len) {
         conn_input_http(c, NULL, 0);
         conn_pause_if_backlogged(c);
     }
+    if ((c->flags & (CF_RD_EOF | CF_TEARDOWN)) == CF_RD_EOF)
+        conn_on_eof(c);
 }
 
 static void conn_resume_if_drained(struct ringws_conn *c)

@@ -4,11 +4,16 @@ arrive in pieces. Run twice: once with default receive buffers and once with
 64-byte ones, so that request heads span many buffers."""
 
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (HttpConn, Runner, T, eq, expect, http_get)  # noqa: E402
+
+# The send-queue cap of the server that tests back-pressure on pipelining:
+# reading stops (and parsing waits) while half of it is unread.
+SMALL_SEND_QUEUE = 65536
 
 
 def req(port, method="GET", path="/healthz", version="HTTP/1.1", headers=(), body=b""):
@@ -270,6 +275,26 @@ def t_pipeline_then_close(port):
         c.expect_eof(what="server to close after the Connection: close request, answering nothing after it")
 
 
+def t_pipeline_half_close(port):
+    # Far more answers than half the send queue: parsing waits for the
+    # client to read while the rest of the requests are held unparsed. A
+    # client that has said everything (SHUT_WR) before reading still gets
+    # every answer, then the close.
+    n = 200
+    page = http_get(port, "/")
+    eq(page.status, 200, "GET / status")
+    expect(n * len(page.body) > 2 * SMALL_SEND_QUEUE, "answers beyond the send queue",
+           n * len(page.body))
+    with HttpConn(port, timeout=T(10)) as c:
+        c.send(b"".join(req(port, "GET", "/") for _ in range(n)))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(n):
+            r = c.read_response()
+            eq(r.status, 200, "status of pipelined request %d of %d" % (i, n))
+            eq(r.body, page.body, "body of pipelined request %d of %d" % (i, n))
+        c.expect_eof(what="server to close after the last answer")
+
+
 def t_one_byte_writes(port):
     with HttpConn(port) as c:
         c.send(req(port, headers=[("User-Agent", "byte-by-byte"), ("Accept", "*/*")]), chops=1, pause=0.002)
@@ -343,6 +368,8 @@ def main():
         for cid, fn in cases:
             if cid in again:
                 r.case(cid + "[rb64]", fn, srv.port)
+    with r.server(["--max-send-queue", SMALL_SEND_QUEUE], "small-send-queue") as srv:
+        r.case("pipeline-half-close", t_pipeline_half_close, srv.port)
     r.finish()
 
 

@@ -775,6 +775,22 @@ def t_publish_pipelined(port, n=30):
         c.expect_open()
 
 
+def t_publish_pipelined_half_close(port, n=30):
+    """Many POSTs in one write, then the client shuts down its writing side
+    before reading: requests held while a count crosses workers are still
+    answered, every one, and then the server closes."""
+    with subscriber(port, "half") as s, HttpConn(port) as c:
+        c.send(b"".join(post_bytes(port, "half", "h%d" % i) for i in range(n)))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(n):
+            resp = c.read_response()
+            eq(resp.status, 200, "status of pipelined publish %d" % i)
+            eq(recipients_of(resp), 1, "recipients of pipelined publish %d" % i)
+        c.expect_eof()
+        for i in range(n):
+            expect_msg(s, "text", "h%d" % i, "pipelined message %d" % i)
+
+
 def t_publish_connection_close(port):
     """`Connection: close` and HTTP/1.0: the count is answered, then the
     server closes."""
@@ -1234,6 +1250,7 @@ def main():
     with r.server(WORKERS, "churn") as srv:
         p = srv.port
         r.case("publish-pipelined", t_publish_pipelined, p)
+        r.case("publish-pipelined-then-half-close", t_publish_pipelined_half_close, p)
         r.case("publish-connection-close", t_publish_connection_close, p)
         r.case("publishers-reset-before-the-answer", t_publisher_vanishes, p, timeout=90)
         r.case("subscribers-come-and-go-while-publishing", t_subscriber_churn, p, timeout=90)
