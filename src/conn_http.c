@@ -427,12 +427,14 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
 
 /* A chunked body cannot be skipped without decoding it, so the connection
  * closes after the answer.  Built-in routes answer as usual (none takes a
- * body); a library user's handler would need the body, which is refused
- * with 411 Length Required. */
+ * body); a publish or a library user's handler would need the body, which
+ * is refused with 411 Length Required. */
 static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
 {
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+
     req->keep_alive = false;
-    if (c->w->srv->cfg.cb.on_http || ws_handshake_requested(req))
+    if (cfg->cb.on_http || ws_handshake_requested(req) || conn_http_is_publish(cfg, req))
         conn_http_error(c, req, 411, "send the body with Content-Length", true, NULL);
     else
         conn_http_builtin(c, req);

@@ -479,6 +479,19 @@ def t_publish_errors(port):
         eq(p.publish("utf", b"\xc0\xaf\xff", binary=True), 0, "recipients of a non-UTF-8 binary publish")
 
 
+def t_publish_chunked_411(port):
+    """A chunked body is not decoded: a publish that sends one is refused
+    with 411 Length Required (not 404), publishes nothing, and the
+    connection closes (the body cannot be skipped)."""
+    with subscriber(port, "chunky") as ws, HttpConn(port) as c:
+        c.send(b"POST /publish/chunky HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % port)
+        r = c.read_response()
+        eq(r.status, 411, "status of a chunked publish")
+        c.expect_eof()
+        expect_nothing(ws)
+
+
 def t_publish_topic_chars(port):
     """Topics with '/', '@', ':' and '~' are delivered like any other."""
     topic = "room/42@eu:west~x"
@@ -1212,6 +1225,7 @@ def main():
         r.case("close-ends-subscriptions", t_close_unsubscribes, p)
         r.case("websockets-lib-500-in-order", t_order_one_publisher_ws_lib, p)
         r.case("publish-errors", t_publish_errors, p)
+        r.case("publish-chunked-411", t_publish_chunked_411, p)
         r.case("publish-topic-characters", t_publish_topic_chars, p)
         r.case("publish-1mib-limit", t_publish_sizes, p)
         r.case("handshake-topics-max-64", t_handshake_topics, p, 64)
