@@ -184,6 +184,10 @@ struct ringws_stats {
     uint64_t subscriptions;        /* current subscriptions */
     uint64_t sends;                /* send requests issued (each may gather
                                     * many queued messages) */
+    uint64_t topics;               /* topics with subscribers (once per
+                                    * worker that holds some of them) */
+    uint64_t topic_buckets;        /* hash buckets of the topic indexes
+                                    * (a pointer each) */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 

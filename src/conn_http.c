@@ -240,6 +240,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         {"ringws_fanout_closed_total", "counter", st.fanout_closed},
         {"ringws_subscriptions", "gauge", st.subscriptions},
         {"ringws_sends_total", "counter", st.sends},
+        {"ringws_topics", "gauge", st.topics},
+        {"ringws_topic_buckets", "gauge", st.topic_buckets},
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {

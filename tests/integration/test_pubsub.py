@@ -39,6 +39,8 @@ print("pubsub: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
 WORKERS = ["--workers", "2"]
 TOKEN = "s3cret-token"
 MAX_TOPICS = 4
+# The binary's largest --max-topics.
+MANY_TOPICS = 4000
 
 
 def rng(tag):
@@ -1194,6 +1196,71 @@ def t_slow_mixed_policies(port, n=6000):
         slow.close()
 
 
+def topic_gauges(port):
+    """(topics, topic-index buckets) from /metrics, summed over workers."""
+    m = metrics(port)
+    expect(m is not None, "GET /metrics to answer", m)
+    for name in ("ringws_topics", "ringws_topic_buckets"):
+        expect(name in m, "the gauge %s in /metrics" % name, sorted(m))
+    return int(m["ringws_topics"]), int(m["ringws_topic_buckets"])
+
+
+def wait_topics(port, want):
+    """The gauges once the topic count is `want`: a subscriber that closed
+    leaves its topics when the server frees the connection, a moment after
+    the close handshake."""
+    deadline = time.monotonic() + T(5)
+    gauges = topic_gauges(port)
+    while gauges[0] != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        gauges = topic_gauges(port)
+    return gauges
+
+
+def t_topic_index_follows_topics(port, n_conns=8, per_conn=MANY_TOPICS, keep=100, per=1000):
+    """The topic index grows with the topics and gives its buckets back as
+    they go: 8 subscribers take 4000 distinct topics each; one drops all but
+    100 of its topics (which are still delivered to: the index was rebuilt
+    smaller, not lost) and the others close; then the last one closes.
+    /metrics shows the topics and the index's buckets each time."""
+    n = n_conns * per_conn
+    eq(topic_gauges(port), (0, 0), "topics and index buckets before any subscription")
+    names = [["ix.%d.%d" % (c, i) for i in range(per_conn)] for c in range(n_conns)]
+    conns = [subscriber(port) for _ in range(n_conns)]
+    try:
+        for ws, mine in zip(conns, names):
+            for i in range(0, per_conn, per):
+                command(ws, "sub " + ",".join(mine[i:i + per]))
+        for ws in conns:
+            sync(ws)
+        topics, buckets = topic_gauges(port)
+        eq(topics, n, "topics after subscribing to %d" % n)
+        expect(n <= buckets <= 4 * n, "between 1 and 4 buckets per topic", buckets)
+        ws, mine = conns[0], names[0]
+        for i in range(keep, per_conn, per):
+            command(ws, "unsub " + ",".join(mine[i:i + per]))
+        sync(ws)
+        for other in conns[1:]:
+            other.close_handshake()
+            other.close()
+        topics, buckets = wait_topics(port, keep)
+        eq(topics, keep, "topics after unsubscribing and closing all but %d" % keep)
+        expect(buckets <= 8 * keep, "at most 8 buckets per topic left (the index shrinks)",
+               "%d buckets for %d topics" % (buckets, topics))
+        with Publisher(port) as p:
+            for name in mine[:keep]:
+                eq(p.publish(name, name), 1, "recipients of %s after the index shrank" % name)
+            eq(p.publish(mine[keep], "gone"), 0, "recipients of an unsubscribed topic")
+            eq(p.publish(names[1][0], "gone"), 0, "recipients of a closed subscriber's topic")
+        for name in mine[:keep]:
+            expect_msg(ws, "text", name)
+        ws.close_handshake()
+        ws.close()
+    finally:
+        close_all(conns)
+    eq(wait_topics(port, 0), (0, 0), "topics and index buckets once every subscriber has gone")
+
+
 def t_burst_one_gathered_send(port, n=50):
     """Publishes that reach a subscriber within one loop turn leave in one
     gathered send: a publisher's n `pub` frames arrive in one write, so one
@@ -1271,6 +1338,9 @@ def main():
 
     with r.server(["--workers", "1", "--topic", "g=close-1013,publish"], "one-worker") as srv:
         r.case("burst-leaves-in-one-gathered-send", t_burst_one_gathered_send, srv.port)
+
+    with r.server(WORKERS + ["--max-topics", str(MANY_TOPICS)], "many-topics") as srv:
+        r.case("topic-index-follows-topics", t_topic_index_follows_topics, srv.port)
 
     # The scope's SIGTERM meets subscribers with queued messages.
     with r.server(WORKERS + ["--fanout-queue", str(FANOUT_QUEUE), "--close-timeout", "1s"],
