@@ -706,7 +706,7 @@ static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
  * pile up unread, or a publish awaits its count. */
 static bool conn_http_held(const struct ringws_conn *c)
 {
-    return (c->flags & CF_PUB_WAIT) || c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+    return (c->flags & CF_PUB_WAIT) || conn_backlogged(c);
 }
 
 /* Acts on the peer's EOF; called again by conn_input_resume while requests
@@ -742,8 +742,7 @@ static void conn_on_eof(struct ringws_conn *c)
  * cap itself then only meets applications that push on their own. */
 static void conn_pause_if_backlogged(struct ringws_conn *c)
 {
-    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) ||
-        c->out_bytes <= c->w->srv->cfg.max_send_queue / 2)
+    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) || !conn_backlogged(c))
         return;
     c->flags |= CF_RECV_PAUSED;
     if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {

@@ -450,7 +450,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
     while (off < len && c->state == CONN_HTTP && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
         struct http_request req;
         size_t total;
-        if (c->out_bytes > srv->cfg.max_send_queue / 2) {
+        if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
             c->pend_seen = 0;

@@ -238,6 +238,13 @@ struct ringws_server {
     uint64_t topic_seed;         /* keys the topic hash */
 };
 
+/* Answers pile up unread: more than half the send-queue cap waits for the
+ * peer.  Reading and HTTP parsing stop meanwhile (conn.c). */
+static inline bool conn_backlogged(const struct ringws_conn *c)
+{
+    return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+}
+
 /* Receive-buffer geometry; set before ringws_server_create by the binary's
  * hidden tuning flags and by tests. */
 void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size,
