@@ -184,6 +184,10 @@ struct ringws_stats {
     uint64_t subscriptions;        /* current subscriptions */
     uint64_t sends;                /* send requests issued (each may gather
                                     * many queued messages) */
+    uint64_t topics;               /* topics with subscribers (once per
+                                    * worker that holds some of them) */
+    uint64_t topic_buckets;        /* hash buckets of the topic indexes
+                                    * (a pointer each) */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 
@@ -194,7 +198,7 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
                 size_t len);
 
-/* Starts the closing handshake with a code (1000-1003, 1007-1011,
+/* Starts the closing handshake with a code (1000-1003, 1007-1014,
  * 3000-4999) and a UTF-8 reason of at most 123 bytes. */
 int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
                  size_t reason_len);

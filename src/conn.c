@@ -607,47 +607,76 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
+/* The connection left HTTP while parsing pend: upgraded, with `rest` bytes
+ * of pend unparsed and then buf, or draining after an answer (the rest is
+ * discarded).  Frames after an upgrade are decoded from a copy, since the
+ * gathering of messages reuses pend. */
+static void conn_http_leave(struct ringws_conn *c, size_t used, const uint8_t *buf, size_t n)
+{
+    size_t rest = c->pend_len - used;
+    uint8_t *tmp;
+
+    if (c->state != CONN_WS || !(rest + n)) {
+        conn_pend_release(c);
+        return;
+    }
+    tmp = malloc(rest + n);
+    if (!tmp) {
+        conn_abort(c);
+        return;
+    }
+    memcpy(tmp, c->pend + used, rest);
+    if (n)
+        memcpy(tmp + rest, buf, n);
+    conn_pend_release(c);
+    conn_ws_input(c, tmp, rest + n);
+    free(tmp);
+}
+
+/* A request that spans receives is gathered in pend, which holds at most
+ * the largest request (head and body).  What follows it in the same
+ * receive moves into pend only as parsing makes room, so that a complete
+ * request is answered whatever comes after it. */
 static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
     size_t used;
 
-    if (!c->pend_len) {
-        used = conn_http_input(c, buf, n, 0);
-        buf += used;
-        n -= used;
-    } else {
-        if (conn_pend_store(c, buf, n, limit) < 0) {
+    while (c->pend_len) {
+        size_t take = n < limit - c->pend_len ? n : limit - c->pend_len;
+        if (conn_pend_store(c, buf, take, limit) < 0) {
             conn_abort(c);
             return;
         }
+        buf += take;
+        n -= take;
         used = conn_http_input(c, c->pend, c->pend_len, c->pend_seen);
         if (c->flags & CF_TEARDOWN)
             return; /* pend is already released */
-        if (c->state == CONN_WS && used < c->pend_len) {
-            /* Frames followed the upgrade request: decode them from a copy,
-             * since the gathering of messages reuses pend. */
-            size_t rest = c->pend_len - used;
-            uint8_t *tmp = malloc(rest);
-            if (!tmp) {
-                conn_abort(c);
-                return;
-            }
-            memcpy(tmp, c->pend + used, rest);
-            conn_pend_release(c);
-            conn_ws_input(c, tmp, rest);
-            free(tmp);
-            return;
-        }
         if (c->state != CONN_HTTP) {
-            conn_pend_release(c);
+            conn_http_leave(c, used, buf, n);
             return;
         }
-        memmove(c->pend, c->pend + used, c->pend_len - used);
-        c->pend_len -= (uint32_t)used;
-        return;
+        if (used == c->pend_len) {
+            /* Between requests a keep-alive connection holds no buffer. */
+            conn_pend_release(c);
+        } else {
+            memmove(c->pend, c->pend + used, c->pend_len - used);
+            c->pend_len -= (uint32_t)used;
+        }
+        if (!n)
+            return;
+        if (!used && !take) {
+            /* Parsing waits (answers unread) and pend is full: more
+             * pipelined bytes than one request may hold. */
+            conn_abort(c);
+            return;
+        }
     }
+    used = conn_http_input(c, buf, n, 0);
+    buf += used;
+    n -= used;
     if (!n || (c->flags & CF_TEARDOWN))
         return;
     if (c->state == CONN_WS)
@@ -673,12 +702,25 @@ static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
     }
 }
 
+/* True while conn_http_input leaves complete requests unparsed: answers
+ * pile up unread, or a publish awaits its count. */
+static bool conn_http_held(const struct ringws_conn *c)
+{
+    return (c->flags & CF_PUB_WAIT) || conn_backlogged(c);
+}
+
+/* Acts on the peer's EOF; called again by conn_input_resume while requests
+ * received before it wait to be parsed. */
 static void conn_on_eof(struct ringws_conn *c)
 {
     c->flags |= CF_RD_EOF;
     switch ((enum conn_state)c->state) {
     case CONN_HTTP:
-        /* A client may half-close after its last request: answer it. */
+        /* A client may half-close after its last request: answer it, and
+         * every request it pipelined before (they are parsed as the
+         * answers drain). */
+        if (c->pend_len && conn_http_held(c))
+            break;
         if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
             conn_drain(c);
         else
@@ -700,8 +742,7 @@ static void conn_on_eof(struct ringws_conn *c)
  * cap itself then only meets applications that push on their own. */
 static void conn_pause_if_backlogged(struct ringws_conn *c)
 {
-    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) ||
-        c->out_bytes <= c->w->srv->cfg.max_send_queue / 2)
+    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) || !conn_backlogged(c))
         return;
     c->flags |= CF_RECV_PAUSED;
     if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
@@ -714,10 +755,14 @@ static void conn_pause_if_backlogged(struct ringws_conn *c)
  * a publish awaited its count. */
 void conn_input_resume(struct ringws_conn *c)
 {
-    if (c->state == CONN_HTTP && c->pend_len && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
+    if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
+        return;
+    if (c->pend_len) {
         conn_input_http(c, NULL, 0);
         conn_pause_if_backlogged(c);
     }
+    if ((c->flags & (CF_RD_EOF | CF_TEARDOWN)) == CF_RD_EOF)
+        conn_on_eof(c);
 }
 
 static void conn_resume_if_drained(struct ringws_conn *c)

@@ -240,6 +240,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         {"ringws_fanout_closed_total", "counter", st.fanout_closed},
         {"ringws_subscriptions", "gauge", st.subscriptions},
         {"ringws_sends_total", "counter", st.sends},
+        {"ringws_topics", "gauge", st.topics},
+        {"ringws_topic_buckets", "gauge", st.topic_buckets},
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -427,12 +429,14 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
 
 /* A chunked body cannot be skipped without decoding it, so the connection
  * closes after the answer.  Built-in routes answer as usual (none takes a
- * body); a library user's handler would need the body, which is refused
- * with 411 Length Required. */
+ * body); a publish or a library user's handler would need the body, which
+ * is refused with 411 Length Required. */
 static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
 {
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+
     req->keep_alive = false;
-    if (c->w->srv->cfg.cb.on_http || ws_handshake_requested(req))
+    if (cfg->cb.on_http || ws_handshake_requested(req) || conn_http_is_publish(cfg, req))
         conn_http_error(c, req, 411, "send the body with Content-Length", true, NULL);
     else
         conn_http_builtin(c, req);
@@ -446,7 +450,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
     while (off < len && c->state == CONN_HTTP && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
         struct http_request req;
         size_t total;
-        if (c->out_bytes > srv->cfg.max_send_queue / 2) {
+        if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
             c->pend_seen = 0;

@@ -470,9 +470,11 @@ size_t ws_close_payload(uint8_t out[WS_MAX_CONTROL_PAYLOAD], uint16_t code,
     return 2 + n;
 }
 
+/* RFC 6455's codes, and 1012-1014 (Service Restart, Try Again Later, Bad
+ * Gateway) that the IANA registry added after it. */
 bool ws_close_code_valid(uint16_t code)
 {
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
            (code >= 3000 && code <= 4999);
 }
 

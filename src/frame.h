@@ -113,7 +113,7 @@ size_t ws_frame_header(uint8_t out[10], unsigned first, uint64_t len);
 size_t ws_close_payload(uint8_t out[WS_MAX_CONTROL_PAYLOAD], uint16_t code,
                         const char *reason, size_t reason_len);
 
-/* True for codes a peer may send: 1000-1003, 1007-1011, 3000-4999. */
+/* True for codes a peer may send: 1000-1003, 1007-1014, 3000-4999. */
 bool ws_close_code_valid(uint16_t code);
 
 /* Checks a received close payload.  Returns 0 when valid and sets *code

@@ -166,6 +166,8 @@ struct worker_stats {
     _Atomic uint64_t fanout_closed;
     _Atomic uint64_t subscriptions;
     _Atomic uint64_t sends;
+    _Atomic uint64_t topics;        /* in the worker's topic index */
+    _Atomic uint64_t topic_buckets; /* of that index */
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -174,7 +176,8 @@ struct worker_stats {
                                                memory_order_relaxed) + (n),    \
                           memory_order_relaxed)
 
-/* A worker's topics: a chained hash table, grown by doubling. */
+/* A worker's topics: a chained hash table, grown by doubling, halved when
+ * sparse, freed when empty (pubsub.c). */
 struct topic;
 struct topic_index {
     struct topic **buckets;
@@ -234,6 +237,13 @@ struct ringws_server {
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_seed;         /* keys the topic hash */
 };
+
+/* Answers pile up unread: more than half the send-queue cap waits for the
+ * peer.  Reading and HTTP parsing stop meanwhile (conn.c). */
+static inline bool conn_backlogged(const struct ringws_conn *c)
+{
+    return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+}
 
 /* Receive-buffer geometry; set before ringws_server_create by the binary's
  * hidden tuning flags and by tests. */

@@ -78,14 +78,16 @@ static struct topic *topic_find(struct worker *w, const char *name, size_t len, 
     return NULL;
 }
 
-static int topic_index_grow(struct worker *w)
+/* Rehashes every topic into n buckets (a power of two; 0 frees the array,
+ * for an index without topics). */
+static int topic_index_resize(struct worker *w, uint32_t n)
 {
-    uint32_t n = w->topics.buckets ? (w->topics.mask + 1) * 2 : TOPIC_BUCKETS_MIN;
-    struct topic **b = calloc(n, sizeof(*b));
+    uint32_t old = w->topics.buckets ? w->topics.mask + 1 : 0;
+    struct topic **b = NULL;
 
-    if (!b)
+    if (n && !(b = calloc(n, sizeof(*b))))
         return -ENOMEM;
-    for (uint32_t i = 0; w->topics.buckets && i <= w->topics.mask; i++) {
+    for (uint32_t i = 0; i < old; i++) {
         struct topic *t = w->topics.buckets[i];
         while (t) {
             struct topic *next = t->next;
@@ -94,10 +96,33 @@ static int topic_index_grow(struct worker *w)
             t = next;
         }
     }
+    STAT_ADD(w, topic_buckets, (uint64_t)n - old);
     free(w->topics.buckets);
     w->topics.buckets = b;
-    w->topics.mask = n - 1;
+    w->topics.mask = n ? n - 1 : 0;
     return 0;
+}
+
+static int topic_index_grow(struct worker *w)
+{
+    return topic_index_resize(w, w->topics.buckets ? (w->topics.mask + 1) * 2
+                                                   : TOPIC_BUCKETS_MIN);
+}
+
+/* Gives buckets back as topics go, so that a million topics that came and
+ * went leave nothing behind: the index is halved below one topic per 8
+ * buckets and freed with its last topic.  A halved index is a quarter full
+ * and grows again only above one topic per bucket, so topics coming and
+ * going at either edge do not rebuild it back and forth.  Without memory
+ * for the smaller array the index stays as it is. */
+static void topic_index_shrink(struct worker *w)
+{
+    uint32_t size = w->topics.mask + 1;
+
+    if (!w->topics.n)
+        topic_index_resize(w, 0);
+    else if (size > TOPIC_BUCKETS_MIN && w->topics.n < size / 8)
+        topic_index_resize(w, size / 2);
 }
 
 static struct topic *topic_create(struct worker *w, const char *name, size_t len, uint64_t hash)
@@ -120,6 +145,7 @@ static struct topic *topic_create(struct worker *w, const char *name, size_t len
     t->next = w->topics.buckets[hash & w->topics.mask];
     w->topics.buckets[hash & w->topics.mask] = t;
     w->topics.n++;
+    STAT_ADD(w, topics, 1);
     return t;
 }
 
@@ -131,8 +157,10 @@ static void topic_destroy(struct worker *w, struct topic *t)
         pp = &(*pp)->next;
     *pp = t->next;
     w->topics.n--;
+    STAT_ADD(w, topics, -1);
     free(t->subs);
     free(t);
+    topic_index_shrink(w);
 }
 
 static struct sub_ref *conn_sub_find(struct ringws_conn *c, const struct topic *t)
@@ -615,10 +643,8 @@ void pubsub_thread_enter(struct worker *w)
 
 void pubsub_worker_fini(struct worker *w)
 {
-    /* Every connection is gone, and with it every topic. */
-    free(w->topics.buckets);
-    w->topics.buckets = NULL;
-    w->topics.n = 0;
+    /* Every connection is gone, and with it every topic and the index
+     * (topic_index_shrink). */
     pubsub_self = NULL;
 }
 
@@ -666,6 +692,8 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->fanout_closed += STAT_GET(fanout_closed);
         out->subscriptions += STAT_GET(subscriptions);
         out->sends += STAT_GET(sends);
+        out->topics += STAT_GET(topics);
+        out->topic_buckets += STAT_GET(topic_buckets);
 #undef STAT_GET
     }
 }

@@ -200,10 +200,11 @@ static inline enum fuzz_utf8_verdict fuzz_utf8_ref(const uint8_t *p, size_t n,
  * RFC 6455 sections 5.5.1 and 7.4 as frame.h states them; used by the close
  * target and by the frame target for every close frame it decodes. */
 
-/* The codes a peer may send: 1000-1003, 1007-1011, 3000-4999. */
+/* The codes a peer may send: 1000-1003, 1007-1014 (1012-1014 registered
+ * with IANA after RFC 6455), 3000-4999. */
 static inline bool fuzz_close_code_ok(uint16_t c)
 {
-    return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) ||
+    return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) ||
            (c >= 3000 && c <= 4999);
 }
 

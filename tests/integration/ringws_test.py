@@ -721,10 +721,12 @@ def utf8_first_invalid(data):
     return None
 
 
-# 1013 (Try Again Later, IANA-registered after RFC 6455) is what the server
-# documents sending to a peer it will not wait for (--overflow try-again, a
-# slow subscriber).
-VALID_CLOSE_CODES_SENT_BY_SERVER = (set(range(1000, 1004)) | set(range(1007, 1012)) | {1013}
+# RFC 6455's codes and those the IANA registry added after it: 1012
+# (Service Restart), 1013 (Try Again Later, which the server sends to a peer
+# it will not wait for: --overflow try-again, a slow subscriber) and 1014
+# (Bad Gateway). The server echoes a peer's code and an application may
+# close with any of them.
+VALID_CLOSE_CODES_SENT_BY_SERVER = (set(range(1000, 1004)) | set(range(1007, 1015))
                                     | set(range(3000, 5000)))
 
 

@@ -2,8 +2,8 @@
 own: slow and silent handshakes; peers that never read what they asked for
 (64 KiB echoes, pings, one-byte echoes, pipelined HTTP requests); tiny
 fragment floods and max-message; oversized request heads; partial requests
-and messages held open; more connections than allowed; and a storm of
-invalid frames.
+and messages held open; subscriptions to as many topics as allowed; more
+connections than allowed; and a storm of invalid frames.
 
 After (and, where the attack holds state, during) each attack two things
 are checked: a fresh well-behaved client (the websockets library echoing at
@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
-                         close_payload, connect, eq, expect, fail, short, slack)
+                         close_payload, connect, eq, expect, fail, http_get, short, slack,
+                         upgrade_request)
 
 MIB = 1 << 20
 WORKERS = 2
@@ -904,6 +905,66 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
     rw.check()
 
 
+def topic_gauge(port):
+    """ringws_topics from /metrics (topics held, summed over workers)."""
+    r = http_get(port, "/metrics")
+    eq(r.status, 200, "GET /metrics status")
+    for line in r.body.decode().splitlines():
+        if line.startswith("ringws_topics "):
+            return int(line.split()[1])
+    fail("no ringws_topics in /metrics")
+
+
+def subscribe_many(port, n, per, name_len):
+    """n subscriber connections, each subscribed (by one `sub` command) to
+    `per` distinct topics of name_len bytes; returns the sockets once a
+    pong after each command says it took effect."""
+    pong = build_frame(OP_PING, b"sync", mask=False)[1:]
+    socks = []
+    try:
+        for i in range(n):
+            names = [("pin.%d.%d." % (i, j)).ljust(name_len, "x") for j in range(per)]
+            request, _ = upgrade_request(port, path="/ws")
+            s = connect(port, timeout=T(10))
+            socks.append(s)
+            s.sendall(request + build_frame(OP_TEXT, "sub " + ",".join(names))
+                      + build_frame(OP_PING, b"sync"))
+            got = b""
+            while not got.endswith(pong):
+                data = s.recv(4096)
+                if not data:
+                    fail("subscriber %d closed by the server (got %r)" % (i, got[:80]))
+                got += data
+    except BaseException:
+        close_all(socks)
+        raise
+    return socks
+
+
+def t_topics_pinned(srv, n=1000, per=64, name_len=128):
+    """n connections each subscribe to `per` (the default --max-topics)
+    distinct topics with the longest names: what an attacker can pin with
+    subscriptions alone. RSS grows by about 256 bytes per subscription
+    (docs/SECURITY.md), not more, and everything goes with the
+    connections."""
+    warm_up(srv.port)
+    with RssWatch(srv, "topics-%dx%d" % (n, per), n * per * 400 / MIB + 8) as rw:
+        socks = subscribe_many(srv.port, n, per, name_len)
+        try:
+            eq(topic_gauge(srv.port), n * per, "topics held")
+            took = assert_served(srv.port, "with %d topics held" % (n * per))
+        finally:
+            close_all(socks, rst=True)
+    rw.measure()
+    deadline = time.monotonic() + T(5)
+    while topic_gauge(srv.port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    eq(topic_gauge(srv.port), 0, "topics once the subscribers are gone")
+    print("     topics: %.0f bytes per subscription to a topic of its own at the peak; "
+          "client served in %.2fs" % ((rw.peak - rw.base) * 1024 / (n * per), took), flush=True)
+    rw.check()
+
+
 # ---------------------------------------------------------------------------
 # More connections than allowed (server: --workers 1 --max-connections 100)
 
@@ -1059,6 +1120,8 @@ def main():
         r.case("held-partial-bodies-bounded", t_held_partial_bodies, srv, timeout=60)
     with r.server(w + ["--max-message", MIB], "held-messages") as srv:
         r.case("held-partial-messages-bounded", t_held_partial_messages, srv, timeout=60)
+    with r.server(w, "topics") as srv:
+        r.case("topics-pinned-by-subscriptions-bounded", t_topics_pinned, srv, timeout=60)
     with r.server(["--workers", 1, "--max-connections", 100, "--handshake-timeout", "20s"], "max-conn") as srv:
         r.case("connection-flood-beyond-max-connections", t_connection_flood, srv, timeout=40)
     with r.server(w + ["--max-message", 65536], "storm") as srv:

@@ -4,11 +4,19 @@ arrive in pieces. Run twice: once with default receive buffers and once with
 64-byte ones, so that request heads span many buffers."""
 
 import os
+import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (HttpConn, Runner, T, eq, expect, http_get)  # noqa: E402
+
+# The send-queue cap of the server that tests back-pressure on pipelining:
+# reading stops (and parsing waits) while half of it is unread.
+SMALL_SEND_QUEUE = 65536
+# The largest request body accepted (RINGWS_MAX_HTTP_BODY).
+MAX_BODY = 1 << 20
 
 
 def req(port, method="GET", path="/healthz", version="HTTP/1.1", headers=(), body=b""):
@@ -270,6 +278,56 @@ def t_pipeline_then_close(port):
         c.expect_eof(what="server to close after the Connection: close request, answering nothing after it")
 
 
+def t_pipeline_half_close(port):
+    # Far more answers than half the send queue: parsing waits for the
+    # client to read while the rest of the requests are held unparsed. A
+    # client that has said everything (SHUT_WR) before reading still gets
+    # every answer, then the close.
+    n = 200
+    page = http_get(port, "/")
+    eq(page.status, 200, "GET / status")
+    expect(n * len(page.body) > 2 * SMALL_SEND_QUEUE, "answers beyond the send queue",
+           n * len(page.body))
+    with HttpConn(port, timeout=T(10)) as c:
+        c.send(b"".join(req(port, "GET", "/") for _ in range(n)))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(n):
+            r = c.read_response()
+            eq(r.status, 200, "status of pipelined request %d of %d" % (i, n))
+            eq(r.body, page.body, "body of pipelined request %d of %d" % (i, n))
+        c.expect_eof(what="server to close after the last answer")
+
+
+def t_max_body_then_big_head(port):
+    # A body of exactly the limit, then two requests with large (legal)
+    # heads: 12 KiB after the body. The end of the body and what follows
+    # come in one write, after the server has read the rest, so that they
+    # arrive in one receive: the server must answer the full request, not
+    # count what follows against its limit.
+    body = b"b" * MAX_BODY
+    fill = [("X-Fill-%d" % i, "v" * 1000) for i in range(6)]
+    first = req(port, "POST", "/healthz", headers=[("Content-Length", str(MAX_BODY))], body=body)
+    rest = req(port, headers=fill) * 2
+    expect(len(rest) > 12000, "more than 12 KB after the body", len(rest))
+    with HttpConn(port, timeout=T(10)) as c:
+        c.send(first[:-100])
+        time.sleep(T(0.2))  # nothing to wait on: the server answers only once the body is complete
+        c.send(first[-100:] + rest)
+        eq(c.read_response().status, 405, "status of a POST with a 1 MiB body")
+        check_healthz(c.read_response())
+        check_healthz(c.read_response())
+        c.expect_open()
+    # What follows is a head over the limit: the full request is still
+    # answered, then the next gets its 431.
+    with HttpConn(port, timeout=T(10)) as c:
+        c.send(first[:-100])
+        time.sleep(T(0.2))
+        c.send(first[-100:] + req(port, headers=fill * 2))
+        eq(c.read_response().status, 405, "status of a POST with a 1 MiB body")
+        eq(c.read_response().status, 431, "status of the 12 KB head after it")
+        c.expect_eof()
+
+
 def t_one_byte_writes(port):
     with HttpConn(port) as c:
         c.send(req(port, headers=[("User-Agent", "byte-by-byte"), ("Accept", "*/*")]), chops=1, pause=0.002)
@@ -330,6 +388,7 @@ def main():
         ("one-byte-writes", t_one_byte_writes), ("big-head-small-writes", t_big_head_small_writes),
         ("pipeline-split", t_pipeline_split), ("30-connections", t_many_connections),
         ("client-vanishes-mid-head", t_close_mid_request),
+        ("max-body-then-12k-of-heads", t_max_body_then_big_head),
     ]
     with r.server([], "default") as srv:
         for cid, fn in cases:
@@ -343,6 +402,8 @@ def main():
         for cid, fn in cases:
             if cid in again:
                 r.case(cid + "[rb64]", fn, srv.port)
+    with r.server(["--max-send-queue", SMALL_SEND_QUEUE], "small-send-queue") as srv:
+        r.case("pipeline-half-close", t_pipeline_half_close, srv.port)
     r.finish()
 
 

@@ -39,6 +39,8 @@ print("pubsub: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
 WORKERS = ["--workers", "2"]
 TOKEN = "s3cret-token"
 MAX_TOPICS = 4
+# The binary's largest --max-topics.
+MANY_TOPICS = 4000
 
 
 def rng(tag):
@@ -479,6 +481,19 @@ def t_publish_errors(port):
         eq(p.publish("utf", b"\xc0\xaf\xff", binary=True), 0, "recipients of a non-UTF-8 binary publish")
 
 
+def t_publish_chunked_411(port):
+    """A chunked body is not decoded: a publish that sends one is refused
+    with 411 Length Required (not 404), publishes nothing, and the
+    connection closes (the body cannot be skipped)."""
+    with subscriber(port, "chunky") as ws, HttpConn(port) as c:
+        c.send(b"POST /publish/chunky HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % port)
+        r = c.read_response()
+        eq(r.status, 411, "status of a chunked publish")
+        c.expect_eof()
+        expect_nothing(ws)
+
+
 def t_publish_topic_chars(port):
     """Topics with '/', '@', ':' and '~' are delivered like any other."""
     topic = "room/42@eu:west~x"
@@ -773,6 +788,22 @@ def t_publish_pipelined(port, n=30):
             for i in range(n):
                 expect_msg(s, "text", "m%d" % i, "pipelined message %d" % i)
         c.expect_open()
+
+
+def t_publish_pipelined_half_close(port, n=30):
+    """Many POSTs in one write, then the client shuts down its writing side
+    before reading: requests held while a count crosses workers are still
+    answered, every one, and then the server closes."""
+    with subscriber(port, "half") as s, HttpConn(port) as c:
+        c.send(b"".join(post_bytes(port, "half", "h%d" % i) for i in range(n)))
+        c.sock.shutdown(socket.SHUT_WR)
+        for i in range(n):
+            resp = c.read_response()
+            eq(resp.status, 200, "status of pipelined publish %d" % i)
+            eq(recipients_of(resp), 1, "recipients of pipelined publish %d" % i)
+        c.expect_eof()
+        for i in range(n):
+            expect_msg(s, "text", "h%d" % i, "pipelined message %d" % i)
 
 
 def t_publish_connection_close(port):
@@ -1165,6 +1196,71 @@ def t_slow_mixed_policies(port, n=6000):
         slow.close()
 
 
+def topic_gauges(port):
+    """(topics, topic-index buckets) from /metrics, summed over workers."""
+    m = metrics(port)
+    expect(m is not None, "GET /metrics to answer", m)
+    for name in ("ringws_topics", "ringws_topic_buckets"):
+        expect(name in m, "the gauge %s in /metrics" % name, sorted(m))
+    return int(m["ringws_topics"]), int(m["ringws_topic_buckets"])
+
+
+def wait_topics(port, want):
+    """The gauges once the topic count is `want`: a subscriber that closed
+    leaves its topics when the server frees the connection, a moment after
+    the close handshake."""
+    deadline = time.monotonic() + T(5)
+    gauges = topic_gauges(port)
+    while gauges[0] != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        gauges = topic_gauges(port)
+    return gauges
+
+
+def t_topic_index_follows_topics(port, n_conns=8, per_conn=MANY_TOPICS, keep=100, per=1000):
+    """The topic index grows with the topics and gives its buckets back as
+    they go: 8 subscribers take 4000 distinct topics each; one drops all but
+    100 of its topics (which are still delivered to: the index was rebuilt
+    smaller, not lost) and the others close; then the last one closes.
+    /metrics shows the topics and the index's buckets each time."""
+    n = n_conns * per_conn
+    eq(topic_gauges(port), (0, 0), "topics and index buckets before any subscription")
+    names = [["ix.%d.%d" % (c, i) for i in range(per_conn)] for c in range(n_conns)]
+    conns = [subscriber(port) for _ in range(n_conns)]
+    try:
+        for ws, mine in zip(conns, names):
+            for i in range(0, per_conn, per):
+                command(ws, "sub " + ",".join(mine[i:i + per]))
+        for ws in conns:
+            sync(ws)
+        topics, buckets = topic_gauges(port)
+        eq(topics, n, "topics after subscribing to %d" % n)
+        expect(n <= buckets <= 4 * n, "between 1 and 4 buckets per topic", buckets)
+        ws, mine = conns[0], names[0]
+        for i in range(keep, per_conn, per):
+            command(ws, "unsub " + ",".join(mine[i:i + per]))
+        sync(ws)
+        for other in conns[1:]:
+            other.close_handshake()
+            other.close()
+        topics, buckets = wait_topics(port, keep)
+        eq(topics, keep, "topics after unsubscribing and closing all but %d" % keep)
+        expect(buckets <= 8 * keep, "at most 8 buckets per topic left (the index shrinks)",
+               "%d buckets for %d topics" % (buckets, topics))
+        with Publisher(port) as p:
+            for name in mine[:keep]:
+                eq(p.publish(name, name), 1, "recipients of %s after the index shrank" % name)
+            eq(p.publish(mine[keep], "gone"), 0, "recipients of an unsubscribed topic")
+            eq(p.publish(names[1][0], "gone"), 0, "recipients of a closed subscriber's topic")
+        for name in mine[:keep]:
+            expect_msg(ws, "text", name)
+        ws.close_handshake()
+        ws.close()
+    finally:
+        close_all(conns)
+    eq(wait_topics(port, 0), (0, 0), "topics and index buckets once every subscriber has gone")
+
+
 def t_burst_one_gathered_send(port, n=50):
     """Publishes that reach a subscriber within one loop turn leave in one
     gathered send: a publisher's n `pub` frames arrive in one write, so one
@@ -1196,6 +1292,7 @@ def main():
         r.case("close-ends-subscriptions", t_close_unsubscribes, p)
         r.case("websockets-lib-500-in-order", t_order_one_publisher_ws_lib, p)
         r.case("publish-errors", t_publish_errors, p)
+        r.case("publish-chunked-411", t_publish_chunked_411, p)
         r.case("publish-topic-characters", t_publish_topic_chars, p)
         r.case("publish-1mib-limit", t_publish_sizes, p)
         r.case("handshake-topics-max-64", t_handshake_topics, p, 64)
@@ -1234,12 +1331,16 @@ def main():
     with r.server(WORKERS, "churn") as srv:
         p = srv.port
         r.case("publish-pipelined", t_publish_pipelined, p)
+        r.case("publish-pipelined-then-half-close", t_publish_pipelined_half_close, p)
         r.case("publish-connection-close", t_publish_connection_close, p)
         r.case("publishers-reset-before-the-answer", t_publisher_vanishes, p, timeout=90)
         r.case("subscribers-come-and-go-while-publishing", t_subscriber_churn, p, timeout=90)
 
     with r.server(["--workers", "1", "--topic", "g=close-1013,publish"], "one-worker") as srv:
         r.case("burst-leaves-in-one-gathered-send", t_burst_one_gathered_send, srv.port)
+
+    with r.server(WORKERS + ["--max-topics", str(MANY_TOPICS)], "many-topics") as srv:
+        r.case("topic-index-follows-topics", t_topic_index_follows_topics, srv.port)
 
     # The scope's SIGTERM meets subscribers with queued messages.
     with r.server(WORKERS + ["--fanout-queue", str(FANOUT_QUEUE), "--close-timeout", "1s"],

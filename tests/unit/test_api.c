@@ -85,6 +85,7 @@ static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, 
     checks += ringws_send(c, (enum ringws_opcode)9, "x", 1) == -EINVAL;
     checks += ringws_send(c, RINGWS_TEXT, bad_utf8, sizeof(bad_utf8)) == -EINVAL;
     checks += ringws_close(c, 1005, NULL, 0) == -EINVAL;
+    checks += ringws_close(c, 1015, NULL, 0) == -EINVAL;
     checks += ringws_close(c, 1000, (const char *)bad_utf8, sizeof(bad_utf8)) == -EINVAL;
     atomic_store(&send_checks, checks);
     if (ringws_conn_get_user(c))
@@ -101,6 +102,10 @@ static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, 
     }
     if (len == 8 && !memcmp(data, "close-me", 8)) {
         ringws_close(c, 3001, "asked", 5);
+        return;
+    }
+    if (len == 10 && !memcmp(data, "restart-me", 10)) {
+        ringws_close(c, 1012, "restart", 7);
         return;
     }
     ringws_send(c, op, data, len);
@@ -295,7 +300,7 @@ static void test_messages_and_close(uint16_t port)
     client_send_frame(fd, 1, "hi there", 8);
     CHECK(client_read_frame(fd, payload, &len) == 1 && len == 8 && !memcmp(payload, "hi there", 8));
     CHECK(atomic_load(&opened) == opened_before + 1);
-    CHECK(atomic_load(&send_checks) == 4);
+    CHECK(atomic_load(&send_checks) == 5);
     CHECK(atomic_load(&user_data_ok) >= 1);
 
     /* A server-initiated close: the client's reply completes it. */
@@ -306,6 +311,18 @@ static void test_messages_and_close(uint16_t port)
     wait_closed_code(3001);
     CHECK(atomic_load(&closed_code) == 3001 && !strcmp(closed_reason, "ok"));
     CHECK(recv(fd, buf, sizeof(buf), 0) == 0); /* then the server closes TCP */
+    close(fd);
+
+    /* A code registered with IANA after RFC 6455 (1012, Service Restart)
+     * both ways: the application closes with it, the peer answers it. */
+    fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    client_send_frame(fd, 1, "restart-me", 10);
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len == 9 && payload[0] == 1012 >> 8 &&
+          payload[1] == (1012 & 0xff) && !memcmp(payload + 2, "restart", 7));
+    client_send_frame(fd, 8, "\x03\xf4", 2); /* 1012 */
+    wait_closed_code(1012);
+    CHECK(atomic_load(&closed_code) == 1012);
+    CHECK(recv(fd, buf, sizeof(buf), 0) == 0);
     close(fd);
 
     /* ringws_close from on_open. */

@@ -441,7 +441,7 @@ static void test_close_code_valid(void)
     unsigned valid = 0;
 
     for (unsigned c = 0; c < 65536; c++) {
-        bool want = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) ||
+        bool want = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) ||
                     (c >= 3000 && c <= 4999);
 
         if (ws_close_code_valid((uint16_t)c) != want) {
@@ -450,7 +450,10 @@ static void test_close_code_valid(void)
         }
         valid += want;
     }
-    CHECK(valid == 4 + 5 + 2000);
+    CHECK(valid == 4 + 8 + 2000);
+    /* 1012-1014 are registered with IANA after RFC 6455. */
+    CHECK(ws_close_code_valid(1012) && ws_close_code_valid(1013) &&
+          ws_close_code_valid(1014));
     CHECK(!ws_close_code_valid(1005) && !ws_close_code_valid(1006) &&
           !ws_close_code_valid(1015) && !ws_close_code_valid(999) &&
           !ws_close_code_valid(5000));
