@@ -127,8 +127,9 @@ struct ringws_config {
     size_t max_send_queue;     /* bytes queued per connection; default 4 MiB */
     enum ringws_overflow_policy overflow; /* default RINGWS_OVERFLOW_CLOSE */
     unsigned max_connections;  /* per worker; default 16384 */
-    unsigned max_per_address;  /* per source address (IPv6: per /64) across
-                                * all workers; 0 = no limit (default) */
+    unsigned max_per_address;  /* per source address (IPv4, also v4-mapped
+                                * behind "::"; IPv6: per /64) across all
+                                * workers; 0 = no limit (default) */
     const char *const *ws_paths;     /* paths that accept upgrades; NULL: any */
     size_t n_ws_paths;
     const char *const *subprotocols; /* supported, in preference order */

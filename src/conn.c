@@ -12,10 +12,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #include "internal.h"
 #include "log.h"
+#include "siphash.h"
 
 #define CONN_SLAB 256
 #define SEND_IOV_MAX 64
@@ -530,20 +532,25 @@ void conn_on_timer(struct timer_node *n)
 
 #define ADDR_BUCKETS 65536u
 
-/* The bucket of a peer: IPv4 by address, IPv6 by its /64 (one host may hold
- * a whole /64). */
-static uint16_t conn_addr_bucket(const struct sockaddr *sa)
+/* The bucket of a peer: IPv4 by address (also when a dual-stack listener
+ * reports it as ::ffff:a.b.c.d), IPv6 by its /64 (one host may hold a whole
+ * /64).  The hash is keyed with a secret of the process, so that nobody can
+ * pick addresses (from an IPv6 /48, say) that land in another's bucket. */
+static uint16_t conn_addr_bucket(const struct ringws_server *srv, const struct sockaddr *sa)
 {
-    uint64_t key = 0;
+    const uint8_t *key = NULL;
+    size_t len = 0;
 
     if (sa->sa_family == AF_INET) {
-        key = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+        key = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        len = 4;
     } else if (sa->sa_family == AF_INET6) {
-        memcpy(&key, &((const struct sockaddr_in6 *)sa)->sin6_addr, sizeof(key));
-        key ^= 0x6a09e667f3bcc908ull; /* keep v6 prefixes off small v4 keys */
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        bool v4 = IN6_IS_ADDR_V4MAPPED(a6);
+        key = a6->s6_addr + (v4 ? 12 : 0);
+        len = v4 ? 4 : 8; /* the length is hashed too: no v4 key equals a v6 one */
     }
-    key *= 0x9e3779b97f4a7c15ull; /* Fibonacci hashing: top bits mix all */
-    return (uint16_t)(key >> 48);
+    return (uint16_t)siphash24(srv->addr_key, key, len);
 }
 
 /* Takes one connection of the peer's budget; false when it is spent. */
@@ -554,7 +561,7 @@ static bool conn_addr_take(struct ringws_server *srv, const struct sockaddr *pee
 
     if (!peer || len < sizeof(sa_family_t))
         return true;
-    *slot = conn_addr_bucket(peer);
+    *slot = conn_addr_bucket(srv, peer);
     n = atomic_fetch_add(&srv->addr_counts[*slot], 1);
     if (n < srv->cfg.max_per_address)
         return true;
@@ -568,6 +575,8 @@ int conn_addr_table_create(struct ringws_server *srv)
         return 0;
     if (srv->cfg.max_per_address > UINT16_MAX)
         return -EINVAL;
+    if (getrandom(srv->addr_key, sizeof(srv->addr_key), 0) != sizeof(srv->addr_key))
+        return -EIO; /* a guessable key would let peers aim at others' buckets */
     srv->addr_counts = calloc(ADDR_BUCKETS, sizeof(*srv->addr_counts));
     return srv->addr_counts ? 0 : -ENOMEM;
 }

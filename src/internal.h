@@ -233,6 +233,7 @@ struct ringws_server {
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_seed;         /* keys the topic hash */
+    uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
 /* Receive-buffer geometry; set before ringws_server_create by the binary's
