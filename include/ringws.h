@@ -121,6 +121,16 @@ struct ringws_config {
     uint16_t port;             /* 0 picks a free port: see ringws_server_port */
     unsigned workers;          /* 0 = number of online CPUs */
     size_t max_message;        /* bytes; default 16 MiB; over it: close 1009 */
+    /* A message that spans receives must arrive at min_message_rate bytes
+     * per second on average, counted from its first byte, once
+     * message_grace_ms have passed: each byte buys 1/rate s more.  Slower:
+     * close 1008.  Defaults 4096 (0: no floor) and 10000. */
+    unsigned min_message_rate;
+    unsigned message_grace_ms;
+    size_t max_partial_bytes;  /* per worker: memory held by requests and
+                                * messages still arriving; default 256 MiB;
+                                * a connection that would pass it is closed
+                                * (WebSocket: 1009) */
     unsigned handshake_timeout_ms; /* default 10000 */
     unsigned idle_timeout_ms;  /* ping after this much silence; 0 = never */
     unsigned close_timeout_ms; /* wait for the peer's close; default 3000 */
@@ -185,6 +195,10 @@ struct ringws_stats {
     uint64_t subscriptions;        /* current subscriptions */
     uint64_t sends;                /* send requests issued (each may gather
                                     * many queued messages) */
+    uint64_t messages_too_slow;    /* closed 1008: below min_message_rate */
+    uint64_t partial_over_budget;  /* closed: max_partial_bytes reached */
+    uint64_t partial_bytes;        /* held now by incomplete requests and
+                                    * messages */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 

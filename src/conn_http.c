@@ -240,6 +240,9 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         {"ringws_fanout_closed_total", "counter", st.fanout_closed},
         {"ringws_subscriptions", "gauge", st.subscriptions},
         {"ringws_sends_total", "counter", st.sends},
+        {"ringws_messages_too_slow_total", "counter", st.messages_too_slow},
+        {"ringws_partial_over_budget_total", "counter", st.partial_over_budget},
+        {"ringws_partial_bytes", "gauge", st.partial_bytes},
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {

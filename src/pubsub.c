@@ -666,6 +666,9 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->fanout_closed += STAT_GET(fanout_closed);
         out->subscriptions += STAT_GET(subscriptions);
         out->sends += STAT_GET(sends);
+        out->messages_too_slow += STAT_GET(messages_too_slow);
+        out->partial_over_budget += STAT_GET(partial_over_budget);
+        out->partial_bytes += STAT_GET(partial_bytes);
 #undef STAT_GET
     }
 }

@@ -2,8 +2,8 @@
 own: slow and silent handshakes; peers that never read what they asked for
 (64 KiB echoes, pings, one-byte echoes, pipelined HTTP requests); tiny
 fragment floods and max-message; oversized request heads; partial requests
-and messages held open; more connections than allowed; and a storm of
-invalid frames.
+and messages held open, one by one and against the worker's budget for
+them; more connections than allowed; and a storm of invalid frames.
 
 After (and, where the attack holds state, during) each attack two things
 are checked: a fresh well-behaved client (the websockets library echoing at
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
-                         close_payload, connect, eq, expect, fail, short, slack)
+                         close_payload, connect, eq, expect, fail, http_get, short, slack)
 
 MIB = 1 << 20
 WORKERS = 2
@@ -904,6 +904,59 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
     rw.check()
 
 
+def metric(port, name):
+    """The value of one row of GET /metrics."""
+    resp = http_get(port, "/metrics")
+    eq(resp.status, 200, "status of GET /metrics")
+    for line in resp.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    fail("no %s in /metrics: %s" % (name, short(resp.body)))
+
+
+def t_partial_budget(srv, budget, n_held=3):
+    """One worker with a budget for partial messages: n_held connections
+    each hold all but the last byte of a 1 MiB message (1 MiB each of the
+    budget); a connection whose gathering would pass the budget is closed
+    with 1009 and counted, while the others are unaffected: each completes
+    its message and gets it back."""
+    warm_up(srv.port)
+    payloads = [os.urandom(MIB) for _ in range(n_held + 1)]
+    frames = [build_frame(OP_BINARY, p) for p in payloads]
+    with RssWatch(srv, "partial-budget-%.1fMiB" % (budget / MIB), budget / MIB * 1.6 + 8) as rw:
+        held = []
+        try:
+            for f in frames[:n_held]:
+                ws = RawWS.open(srv.port)
+                held.append(ws)
+                ws.send_raw(f[:-1], timeout=T(10))
+            deadline = time.monotonic() + T(5)
+            while metric(srv.port, "ringws_partial_bytes") < n_held * MIB:
+                if time.monotonic() > deadline:
+                    fail("the server did not gather the %d held messages within %.0fs (%d bytes held)"
+                         % (n_held, T(5), metric(srv.port, "ringws_partial_bytes")))
+                time.sleep(0.05)
+            with RawWS.open(srv.port) as over:
+                over.send_raw(frames[n_held][:-1], timeout=T(10))
+                over.fail_expected(1009, timeout=T(5))
+            took = assert_served(srv.port, "with the partial-message budget spent")
+            for ws, f, p in zip(held, frames, payloads):
+                ws.send_raw(f[-1:])
+                ws.expect_echo(OP_BINARY, p, timeout=T(10))
+                ws.close_handshake()
+            refused = metric(srv.port, "ringws_partial_over_budget_total")
+            left = metric(srv.port, "ringws_partial_bytes")
+        finally:
+            for ws in held:
+                ws.close()
+    rw.measure()
+    eq(refused, 1, "ringws_partial_over_budget_total")
+    eq(left, 0, "ringws_partial_bytes once every message completed")
+    print("     partial budget: %d held, the one past %.1f MiB closed 1009; client served in %.2fs"
+          % (n_held, budget / MIB, took), flush=True)
+    rw.check()
+
+
 # ---------------------------------------------------------------------------
 # More connections than allowed (server: --workers 1 --max-connections 100)
 
@@ -1059,6 +1112,9 @@ def main():
         r.case("held-partial-bodies-bounded", t_held_partial_bodies, srv, timeout=60)
     with r.server(w + ["--max-message", MIB], "held-messages") as srv:
         r.case("held-partial-messages-bounded", t_held_partial_messages, srv, timeout=60)
+    budget = 7 * MIB // 2
+    with r.server(["--workers", 1, "--max-message", MIB, "--max-partial-bytes", budget], "partial-budget") as srv:
+        r.case("partial-budget-closes-the-one-past-it", t_partial_budget, srv, budget, timeout=60)
     with r.server(["--workers", 1, "--max-connections", 100, "--handshake-timeout", "20s"], "max-conn") as srv:
         r.case("connection-flood-beyond-max-connections", t_connection_flood, srv, timeout=40)
     with r.server(w + ["--max-message", 65536], "storm") as srv:
