@@ -154,6 +154,12 @@ struct ringws_config {
                                 * POST /publish; NULL: none */
     size_t max_fanout_queue;   /* published bytes queued per subscriber;
                                 * default 1 MiB */
+    size_t max_publish;        /* bytes in a published message (all ways of
+                                * publishing); default 1 MiB */
+    size_t max_inbox_bytes;    /* published messages waiting for one worker
+                                * to take them; default 64 MiB; a publish
+                                * that would pass it on any worker is refused
+                                * (-EAGAIN, 503, close 1013) */
     unsigned max_topics;       /* subscriptions per connection; default 64 */
     const struct ringws_topic_rule *topic_rules;
     size_t n_topic_rules;
@@ -199,6 +205,7 @@ struct ringws_stats {
     uint64_t partial_over_budget;  /* closed: max_partial_bytes reached */
     uint64_t partial_bytes;        /* held now by incomplete requests and
                                     * messages */
+    uint64_t publishes_refused;    /* a worker's inbox was full */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 
@@ -221,7 +228,9 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
 /* Publishes to every subscriber of topic on every worker.  Callable from any
  * thread, also from callbacks.  The frame is built once; data is copied.
  * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than
- * max_message), -ENOMEM, -ESHUTDOWN (the server is stopping). */
+ * max_publish or max_message), -EAGAIN (a worker's inbox holds
+ * max_inbox_bytes already: nothing was published, try again later),
+ * -ENOMEM, -ESHUTDOWN (the server is stopping). */
 int ringws_publish(ringws_server *srv, const char *topic, const void *data,
                    size_t len, unsigned flags);
 

@@ -173,6 +173,7 @@ struct worker_stats {
     _Atomic uint64_t messages_too_slow;
     _Atomic uint64_t partial_over_budget;
     _Atomic uint64_t partial_bytes; /* capacity of every connection's pend */
+    _Atomic uint64_t publishes_refused; /* by any publishing thread (atomic add) */
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -214,6 +215,7 @@ struct worker {
     struct timer_wheel wheel;
     struct topic_index topics;
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
+    _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];

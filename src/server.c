@@ -42,6 +42,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_connections = 16384;
     cfg->builtin_routes = true;
     cfg->max_fanout_queue = 1u << 20;
+    cfg->max_publish = 1u << 20;
+    cfg->max_inbox_bytes = 64u << 20;
     cfg->max_topics = 64;
 }
 
@@ -119,6 +121,7 @@ static int server_check_config(const struct ringws_config *cfg)
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue || !cfg->max_partial_bytes ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        !cfg->max_publish || !cfg->max_inbox_bytes ||
         !cfg->max_topics || cfg->max_topics > UINT16_MAX || cfg->n_subprotocols > 255 ||
         (cfg->pubsub_path && cfg->pubsub_path[0] != '/'))
         return -EINVAL;
