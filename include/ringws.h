@@ -121,14 +121,25 @@ struct ringws_config {
     uint16_t port;             /* 0 picks a free port: see ringws_server_port */
     unsigned workers;          /* 0 = number of online CPUs */
     size_t max_message;        /* bytes; default 16 MiB; over it: close 1009 */
+    /* A message that spans receives must arrive at min_message_rate bytes
+     * per second on average, counted from its first byte, once
+     * message_grace_ms have passed: each byte buys 1/rate s more.  Slower:
+     * close 1008.  Defaults 4096 (0: no floor) and 10000. */
+    unsigned min_message_rate;
+    unsigned message_grace_ms;
+    size_t max_partial_bytes;  /* per worker: memory held by requests and
+                                * messages still arriving; default 256 MiB;
+                                * a connection that would pass it is closed
+                                * (WebSocket: 1009) */
     unsigned handshake_timeout_ms; /* default 10000 */
     unsigned idle_timeout_ms;  /* ping after this much silence; 0 = never */
     unsigned close_timeout_ms; /* wait for the peer's close; default 3000 */
     size_t max_send_queue;     /* bytes queued per connection; default 4 MiB */
     enum ringws_overflow_policy overflow; /* default RINGWS_OVERFLOW_CLOSE */
     unsigned max_connections;  /* per worker; default 16384 */
-    unsigned max_per_address;  /* per source address (IPv6: per /64) across
-                                * all workers; 0 = no limit (default) */
+    unsigned max_per_address;  /* per source address (IPv4, also v4-mapped
+                                * behind "::"; IPv6: per /64) across all
+                                * workers; 0 = no limit (default) */
     const char *const *ws_paths;     /* paths that accept upgrades; NULL: any */
     size_t n_ws_paths;
     const char *const *subprotocols; /* supported, in preference order */
@@ -143,6 +154,12 @@ struct ringws_config {
                                 * POST /publish; NULL: none */
     size_t max_fanout_queue;   /* published bytes queued per subscriber;
                                 * default 1 MiB */
+    size_t max_publish;        /* bytes in a published message (all ways of
+                                * publishing); default 1 MiB */
+    size_t max_inbox_bytes;    /* published messages waiting for one worker
+                                * to take them; default 64 MiB; a publish
+                                * that would pass it on any worker is refused
+                                * (-EAGAIN, 503, close 1013) */
     unsigned max_topics;       /* subscriptions per connection; default 64 */
     const struct ringws_topic_rule *topic_rules;
     size_t n_topic_rules;
@@ -188,6 +205,11 @@ struct ringws_stats {
                                     * worker that holds some of them) */
     uint64_t topic_buckets;        /* hash buckets of the topic indexes
                                     * (a pointer each) */
+    uint64_t messages_too_slow;    /* closed 1008: below min_message_rate */
+    uint64_t partial_over_budget;  /* closed: max_partial_bytes reached */
+    uint64_t partial_bytes;        /* held now by incomplete requests and
+                                    * messages */
+    uint64_t publishes_refused;    /* a worker's inbox was full */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 
@@ -210,7 +232,9 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
 /* Publishes to every subscriber of topic on every worker.  Callable from any
  * thread, also from callbacks.  The frame is built once; data is copied.
  * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than
- * max_message), -ENOMEM, -ESHUTDOWN (the server is stopping). */
+ * max_publish or max_message), -EAGAIN (a worker's inbox holds
+ * max_inbox_bytes already: nothing was published, try again later),
+ * -ENOMEM, -ESHUTDOWN (the server is stopping). */
 int ringws_publish(ringws_server *srv, const char *topic, const void *data,
                    size_t len, unsigned flags);
 

@@ -12,10 +12,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #include "internal.h"
 #include "log.h"
+#include "siphash.h"
 
 #define CONN_SLAB 256
 #define SEND_IOV_MAX 64
@@ -179,6 +181,21 @@ void conn_free_all(struct worker *w)
 
 /* ---- pending input ----------------------------------------------------- */
 
+/* The memory held by every connection's pend, per worker, within
+ * max_partial_bytes: each connection is bounded on its own (head and body
+ * limits, max_message), but only this bounds them all together. */
+static bool conn_partial_take(struct worker *w, size_t more)
+{
+    uint64_t held = atomic_load_explicit(&w->stats.partial_bytes, memory_order_relaxed);
+
+    if (held + more > w->srv->cfg.max_partial_bytes) {
+        STAT_ADD(w, partial_over_budget, 1);
+        return false;
+    }
+    STAT_ADD(w, partial_bytes, more);
+    return true;
+}
+
 int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
 {
     size_t need = (size_t)c->pend_len + n;
@@ -192,9 +209,13 @@ int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t li
             cap *= 2;
         if (cap > limit)
             cap = limit;
+        if (!conn_partial_take(c->w, cap - c->pend_cap))
+            return -ENOBUFS;
         np = realloc(c->pend, cap);
-        if (!np)
+        if (!np) {
+            STAT_ADD(c->w, partial_bytes, -(uint64_t)(cap - c->pend_cap));
             return -ENOMEM;
+        }
         c->pend = np;
         c->pend_cap = (uint32_t)cap;
     }
@@ -206,6 +227,7 @@ int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t li
 
 void conn_pend_release(struct ringws_conn *c)
 {
+    STAT_ADD(c->w, partial_bytes, -(uint64_t)c->pend_cap);
     free(c->pend);
     c->pend = NULL;
     c->pend_len = c->pend_cap = c->pend_seen = 0;
@@ -486,15 +508,18 @@ void conn_set_deadline(struct ringws_conn *c, unsigned ms)
     timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + timer_ms_to_ticks(ms));
 }
 
+/* A ping after one idle period of silence, the drop after a second one.
+ * Safe to call early (the timer also serves a gathered message's
+ * deadline): it re-arms for whatever is still ahead. */
 static void conn_idle_expired(struct ringws_conn *c)
 {
     unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
-    uint64_t idle_ticks = timer_ms_to_ticks(idle_ms);
+    uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
     uint64_t quiet = (uint32_t)((uint32_t)loop_tick(c->w) - c->last_rx_tick);
 
-    if (quiet < idle_ticks) {
-        /* Traffic came since the deadline was set: no ping needed yet. */
-        timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + (idle_ticks - quiet));
+    if (quiet < due) {
+        /* Traffic came since the deadline was set, or it is not yet due. */
+        timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + (due - quiet));
         return;
     }
     if (c->flags & CF_PING_OUT) {
@@ -507,6 +532,57 @@ static void conn_idle_expired(struct ringws_conn *c)
     conn_set_deadline(c, idle_ms);
 }
 
+static bool conn_msg_timed(const struct ringws_conn *c)
+{
+    return c->state == CONN_WS && c->pend_len && c->w->srv->cfg.min_message_rate &&
+           !(c->flags & CF_TEARDOWN);
+}
+
+/* The tick by which the message gathered in pend must be complete: its
+ * grace, plus the time its bytes so far bought at the minimum rate.  A
+ * floor on the average, not on each moment, so that an honest peer's
+ * stall is paid for by what it sent before. */
+static uint64_t conn_msg_deadline(const struct ringws_conn *c)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    uint64_t now = loop_tick(c->w);
+    uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
+    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->pend_len * 1000 / cfg->min_message_rate;
+
+    return start + timer_ms_to_ticks(ms);
+}
+
+/* The connection's one timer fires at the earlier of its idle deadline and
+ * its message's; the message's only moves later as bytes come. */
+static void conn_msg_watch(struct ringws_conn *c)
+{
+    uint64_t at;
+
+    if (!conn_msg_timed(c))
+        return;
+    at = conn_msg_deadline(c);
+    if (!c->timer.prev || c->timer.deadline > at)
+        timer_arm(&c->w->wheel, &c->timer, at);
+}
+
+void conn_msg_started(struct ringws_conn *c)
+{
+    c->msg_tick = (uint32_t)loop_tick(c->w);
+    conn_msg_watch(c);
+}
+
+static void conn_ws_expired(struct ringws_conn *c)
+{
+    if (conn_msg_timed(c) && loop_tick(c->w) >= conn_msg_deadline(c)) {
+        STAT_ADD(c->w, messages_too_slow, 1);
+        conn_ws_close(c, WS_CLOSE_POLICY, "message too slow", 16, true);
+        return;
+    }
+    if (c->w->srv->cfg.idle_timeout_ms)
+        conn_idle_expired(c);
+    conn_msg_watch(c);
+}
+
 void conn_on_timer(struct timer_node *n)
 {
     struct ringws_conn *c =
@@ -517,7 +593,7 @@ void conn_on_timer(struct timer_node *n)
         conn_abort(c); /* handshake or keep-alive timeout */
         break;
     case CONN_WS:
-        conn_idle_expired(c);
+        conn_ws_expired(c);
         break;
     case CONN_CLOSING:
     case CONN_DRAIN:
@@ -530,20 +606,25 @@ void conn_on_timer(struct timer_node *n)
 
 #define ADDR_BUCKETS 65536u
 
-/* The bucket of a peer: IPv4 by address, IPv6 by its /64 (one host may hold
- * a whole /64). */
-static uint16_t conn_addr_bucket(const struct sockaddr *sa)
+/* The bucket of a peer: IPv4 by address (also when a dual-stack listener
+ * reports it as ::ffff:a.b.c.d), IPv6 by its /64 (one host may hold a whole
+ * /64).  The hash is keyed with a secret of the process, so that nobody can
+ * pick addresses (from an IPv6 /48, say) that land in another's bucket. */
+static uint16_t conn_addr_bucket(const struct ringws_server *srv, const struct sockaddr *sa)
 {
-    uint64_t key = 0;
+    const uint8_t *key = NULL;
+    size_t len = 0;
 
     if (sa->sa_family == AF_INET) {
-        key = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+        key = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        len = 4;
     } else if (sa->sa_family == AF_INET6) {
-        memcpy(&key, &((const struct sockaddr_in6 *)sa)->sin6_addr, sizeof(key));
-        key ^= 0x6a09e667f3bcc908ull; /* keep v6 prefixes off small v4 keys */
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        bool v4 = IN6_IS_ADDR_V4MAPPED(a6);
+        key = a6->s6_addr + (v4 ? 12 : 0);
+        len = v4 ? 4 : 8; /* the length is hashed too: no v4 key equals a v6 one */
     }
-    key *= 0x9e3779b97f4a7c15ull; /* Fibonacci hashing: top bits mix all */
-    return (uint16_t)(key >> 48);
+    return (uint16_t)siphash24(srv->addr_key, key, len);
 }
 
 /* Takes one connection of the peer's budget; false when it is spent. */
@@ -554,7 +635,7 @@ static bool conn_addr_take(struct ringws_server *srv, const struct sockaddr *pee
 
     if (!peer || len < sizeof(sa_family_t))
         return true;
-    *slot = conn_addr_bucket(peer);
+    *slot = conn_addr_bucket(srv, peer);
     n = atomic_fetch_add(&srv->addr_counts[*slot], 1);
     if (n < srv->cfg.max_per_address)
         return true;
@@ -568,6 +649,8 @@ int conn_addr_table_create(struct ringws_server *srv)
         return 0;
     if (srv->cfg.max_per_address > UINT16_MAX)
         return -EINVAL;
+    if (getrandom(srv->addr_key, sizeof(srv->addr_key), 0) != sizeof(srv->addr_key))
+        return -EIO; /* a guessable key would let peers aim at others' buckets */
     srv->addr_counts = calloc(ADDR_BUCKETS, sizeof(*srv->addr_counts));
     return srv->addr_counts ? 0 : -ENOMEM;
 }

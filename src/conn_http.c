@@ -242,6 +242,10 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         {"ringws_sends_total", "counter", st.sends},
         {"ringws_topics", "gauge", st.topics},
         {"ringws_topic_buckets", "gauge", st.topic_buckets},
+        {"ringws_messages_too_slow_total", "counter", st.messages_too_slow},
+        {"ringws_partial_over_budget_total", "counter", st.partial_over_budget},
+        {"ringws_partial_bytes", "gauge", st.partial_bytes},
+        {"ringws_publishes_refused_total", "counter", st.publishes_refused},
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -386,6 +390,8 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_publish_answer(c, recipients, close);
     } else if (r == -ESHUTDOWN) {
         conn_http_error(c, req, 503, "server shutting down", true, NULL);
+    } else if (r == -EAGAIN) {
+        conn_http_error(c, req, 503, "publish queue full", close, "Retry-After: 1\r\n");
     } else if (r == -ENOMEM) {
         conn_http_error(c, req, 503, "out of memory", close, NULL);
     } else {

@@ -67,6 +67,9 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
 {
+    bool starting = !c->pend_len;
+    int r;
+
     if (c->state != CONN_WS)
         return; /* after our close frame, data is read and dropped */
     if (ev->msg_start && ev->msg_end && ev->frame_start) {
@@ -76,10 +79,17 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     }
     /* A message spanning frames or receives is gathered; the decoder has
      * already bounded it by max_message. */
-    if (conn_pend_store(c, ev->data, ev->len, SIZE_MAX) < 0) {
+    r = conn_pend_store(c, ev->data, ev->len, c->w->srv->cfg.max_message);
+    if (r == -ENOBUFS) {
+        conn_ws_close(c, WS_CLOSE_TOO_BIG, "no room for partial messages", 28, true);
+        return;
+    }
+    if (r < 0) {
         conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
         return;
     }
+    if (starting && c->pend_len && !ev->msg_end)
+        conn_msg_started(c);
     if (ev->msg_end) {
         conn_ws_deliver(c, ev->opcode, c->pend, c->pend_len);
         conn_pend_release(c);

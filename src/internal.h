@@ -121,7 +121,11 @@ struct ringws_conn {
     uint32_t flags;
     uint32_t pend_len;   /* bytes held in pend */
     uint32_t pend_cap;
-    uint32_t pend_seen;  /* bytes of pend the HTTP parser found incomplete */
+    union {
+        uint32_t pend_seen; /* HTTP: bytes of pend the parser found incomplete */
+        uint32_t msg_tick;  /* WebSocket: tick (low 32 bits) of the first
+                             * byte of the message gathered in pend */
+    };
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
     uint8_t state;
     uint8_t ctl_len;
@@ -168,6 +172,10 @@ struct worker_stats {
     _Atomic uint64_t sends;
     _Atomic uint64_t topics;        /* in the worker's topic index */
     _Atomic uint64_t topic_buckets; /* of that index */
+    _Atomic uint64_t messages_too_slow;
+    _Atomic uint64_t partial_over_budget;
+    _Atomic uint64_t partial_bytes; /* capacity of every connection's pend */
+    _Atomic uint64_t publishes_refused; /* by any publishing thread (atomic add) */
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -210,6 +218,7 @@ struct worker {
     struct timer_wheel wheel;
     struct topic_index topics;
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
+    _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
@@ -236,6 +245,7 @@ struct ringws_server {
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_seed;         /* keys the topic hash */
+    uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
 /* Answers pile up unread: more than half the send-queue cap waits for the
@@ -288,6 +298,10 @@ void conn_abort(struct ringws_conn *c);
 void conn_report_close(struct ringws_conn *c, uint16_t code,
                        const char *reason, size_t reason_len);
 void conn_set_deadline(struct ringws_conn *c, unsigned ms);
+/* A message began to be gathered in pend: its time is now counted. */
+void conn_msg_started(struct ringws_conn *c);
+/* Appends to pend; -EMSGSIZE past limit, -ENOBUFS past the worker's
+ * max_partial_bytes, -ENOMEM. */
 int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
                     size_t limit);
 void conn_pend_release(struct ringws_conn *c);

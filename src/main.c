@@ -40,6 +40,12 @@ static void main_usage(FILE *f)
             "  --port N                port (default 8080; 0 picks a free one)\n"
             "  --workers N             worker threads (default: online CPUs)\n"
             "  --max-message BYTES     largest message accepted (default 16777216)\n"
+            "  --min-message-rate BYTES  a message that spans receives must average this\n"
+            "                          many bytes a second after its grace (default 4096;\n"
+            "                          0 off); slower: close 1008\n"
+            "  --message-grace T       time any such message may take (default 10s)\n"
+            "  --max-partial-bytes BYTES  memory for requests and messages still arriving,\n"
+            "                          per worker (default 268435456); past it: close 1009\n"
             "  --origin ORIGIN         allow this Origin (repeatable; default any)\n"
             "  --subprotocol NAME      supported subprotocol (repeatable, preferred first)\n"
             "  --idle-timeout T        ping after T of silence, drop after 2T (default 60s; 0 off)\n"
@@ -55,6 +61,9 @@ static void main_usage(FILE *f)
             "                          POST /publish/TOPIC (default /ws; \"\" turns both off)\n"
             "  --publish-token TOKEN   POST /publish needs \"Authorization: Bearer TOKEN\"\n"
             "  --fanout-queue BYTES    published bytes queued per subscriber (default 1048576)\n"
+            "  --max-publish BYTES     largest published message (default 1048576)\n"
+            "  --max-inbox BYTES       published bytes waiting for one worker; a publish\n"
+            "                          past it is refused (default 67108864)\n"
             "  --max-topics N          subscriptions per connection (default 64)\n"
             "  --topic PATTERN=POLICY[,publish]\n"
             "                          topics matching PATTERN (a name, or a prefix and *):\n"
@@ -107,9 +116,11 @@ struct main_opts {
     bool recv_buf_plain;
 };
 
-enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_ORIGIN,
+enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
+       OPT_MSG_GRACE, OPT_MAX_PARTIAL, OPT_ORIGIN,
        OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
-       OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_TOPICS,
+       OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
+       OPT_MAX_INBOX, OPT_MAX_TOPICS,
        OPT_TOPIC,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_HELP };
 
@@ -129,6 +140,13 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_MAX_MESSAGE:
         if (main_parse_uint(arg, 1ull << 31, &v) < 0 || !v) return -EINVAL;
         cfg->max_message = (size_t)v; return 0;
+    case OPT_MIN_MSG_RATE:
+        if (main_parse_uint(arg, UINT32_MAX, &v) < 0) return -EINVAL;
+        cfg->min_message_rate = (unsigned)v; return 0;
+    case OPT_MSG_GRACE: return main_parse_duration(arg, &cfg->message_grace_ms);
+    case OPT_MAX_PARTIAL:
+        if (main_parse_uint(arg, 1ull << 40, &v) < 0 || v < 65536) return -EINVAL;
+        cfg->max_partial_bytes = (size_t)v; return 0;
     case OPT_ORIGIN:
         if (cfg->n_origins == MAX_LIST) return -E2BIG;
         o->origins[cfg->n_origins++] = arg; return 0;
@@ -162,6 +180,12 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_FANOUT_QUEUE:
         if (main_parse_uint(arg, 1ull << 32, &v) < 0 || v < 1024) return -EINVAL;
         cfg->max_fanout_queue = (size_t)v; return 0;
+    case OPT_MAX_PUBLISH:
+        if (main_parse_uint(arg, 1ull << 31, &v) < 0 || !v) return -EINVAL;
+        cfg->max_publish = (size_t)v; return 0;
+    case OPT_MAX_INBOX:
+        if (main_parse_uint(arg, 1ull << 40, &v) < 0 || v < 1024) return -EINVAL;
+        cfg->max_inbox_bytes = (size_t)v; return 0;
     case OPT_MAX_TOPICS:
         if (main_parse_uint(arg, 4096, &v) < 0 || !v) return -EINVAL;
         cfg->max_topics = (unsigned)v; return 0;
@@ -188,6 +212,9 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"port", required_argument, NULL, OPT_PORT},
         {"workers", required_argument, NULL, OPT_WORKERS},
         {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+        {"min-message-rate", required_argument, NULL, OPT_MIN_MSG_RATE},
+        {"message-grace", required_argument, NULL, OPT_MSG_GRACE},
+        {"max-partial-bytes", required_argument, NULL, OPT_MAX_PARTIAL},
         {"origin", required_argument, NULL, OPT_ORIGIN},
         {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
@@ -200,6 +227,8 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"pubsub-path", required_argument, NULL, OPT_PUBSUB_PATH},
         {"publish-token", required_argument, NULL, OPT_PUBLISH_TOKEN},
         {"fanout-queue", required_argument, NULL, OPT_FANOUT_QUEUE},
+        {"max-publish", required_argument, NULL, OPT_MAX_PUBLISH},
+        {"max-inbox", required_argument, NULL, OPT_MAX_INBOX},
         {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
         {"topic", required_argument, NULL, OPT_TOPIC},
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},

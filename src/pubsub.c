@@ -9,7 +9,9 @@
  * subscribers, so the cost per recipient is a small chunk and a send, never
  * a copy.  Workers never share an index and never take a lock: messages
  * reach other workers through a lock-free inbox (a Treiber stack drained
- * whole) and an eventfd read armed in each ring.  See docs/PUBSUB.md. */
+ * whole) and an eventfd read armed in each ring.  Each inbox holds at most
+ * max_inbox_bytes: a publish that any inbox cannot take goes nowhere.  See
+ * docs/PUBSUB.md. */
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -400,6 +402,46 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s)
 
 /* ---- the inboxes ------------------------------------------------------- */
 
+/* What a message holds while it waits in an inbox. */
+static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
+{
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->frame_len;
+}
+
+/* Takes room for m in every inbox it will be posted to (all but self's);
+ * if one is full, gives back what it took and counts the refusal there.
+ * An empty inbox takes any message: the budget bounds what piles up. */
+static int pubsub_inbox_reserve(struct ringws_server *srv, const struct worker *self,
+                                const struct pub_msg *m)
+{
+    size_t cost = pubsub_msg_cost(srv, m), cap = srv->cfg.max_inbox_bytes;
+    unsigned i;
+
+    for (i = 0; i < srv->n_workers; i++) {
+        struct worker *w = &srv->workers[i];
+        size_t held;
+        if (w == self)
+            continue;
+        held = atomic_fetch_add(&w->inbox_bytes, cost);
+        if (held && held + cost > cap) {
+            atomic_fetch_add_explicit(&w->stats.publishes_refused, 1, memory_order_relaxed);
+            break;
+        }
+    }
+    if (i == srv->n_workers)
+        return 0;
+    for (unsigned j = 0; j <= i; j++) /* the full inbox's share included */
+        if (&srv->workers[j] != self)
+            atomic_fetch_sub(&srv->workers[j].inbox_bytes, cost);
+    return -EAGAIN;
+}
+
+/* A worker has taken a message out of its inbox. */
+static void pubsub_inbox_release(struct worker *w, const struct pub_msg *m)
+{
+    atomic_fetch_sub(&w->inbox_bytes, pubsub_msg_cost(w->srv, m));
+}
+
 static void pubsub_post(struct worker *w, struct pub_slot *s)
 {
     struct pub_slot *head = atomic_load(&w->inbox);
@@ -454,6 +496,7 @@ void pubsub_inbox_drain(struct worker *w)
             conn_http_publish_done(m->reply_to, atomic_load(&m->recipients));
             pubsub_msg_unref(m);
         } else {
+            pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, pubsub_deliver(w, s));
             pubsub_slot_release(s);
         }
@@ -501,7 +544,7 @@ static int pubsub_check(const struct ringws_server *srv, const char *topic, size
 {
     if (!topic_name_valid(topic, topic_len))
         return -EINVAL;
-    if (len > srv->cfg.max_message || len > UINT32_MAX - 10)
+    if (len > srv->cfg.max_message || len > srv->cfg.max_publish || len > UINT32_MAX - 10)
         return -EMSGSIZE;
     if (!binary && !utf8_valid(data, len))
         return -EINVAL;
@@ -532,7 +575,11 @@ static int pubsub_publish(struct ringws_server *srv, const char *topic, size_t t
     if (!pubsub_enter(srv))
         return -ESHUTDOWN;
     m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
-    ret = m ? pubsub_dispatch(srv, self, m, reply_to, recipients) : -ENOMEM;
+    ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
+    if (ret == 0)
+        ret = pubsub_dispatch(srv, self, m, reply_to, recipients);
+    else
+        free(m);
     atomic_fetch_sub(&srv->publishers, 1);
     return ret;
 }
@@ -613,6 +660,10 @@ static void pubsub_cmd_publish(struct ringws_conn *c, const struct pubsub_cmd *c
         pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
     else if (r == -ESHUTDOWN)
         pubsub_fail(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    else if (r == -EMSGSIZE)
+        pubsub_fail(c, WS_CLOSE_TOO_BIG, "message too big to publish");
+    else if (r == -EAGAIN)
+        pubsub_fail(c, WS_CLOSE_TRY_AGAIN, "publish queue full");
 }
 
 void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n)
@@ -666,8 +717,10 @@ void pubsub_server_drain(struct ringws_server *srv)
                 struct pub_slot *next = s->qnext;
                 struct pub_msg *m = s->msg;
                 any = true;
-                if (!pubsub_is_reply(w, s))
+                if (!pubsub_is_reply(w, s)) {
+                    pubsub_inbox_release(w, m);
                     pubsub_worker_done(srv, m, 0); /* may post a reply: alive */
+                }
                 pubsub_msg_unref(m); /* the slot's or the reply's reference */
                 s = next;
             }
@@ -694,6 +747,10 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->sends += STAT_GET(sends);
         out->topics += STAT_GET(topics);
         out->topic_buckets += STAT_GET(topic_buckets);
+        out->messages_too_slow += STAT_GET(messages_too_slow);
+        out->partial_over_budget += STAT_GET(partial_over_budget);
+        out->partial_bytes += STAT_GET(partial_bytes);
+        out->publishes_refused += STAT_GET(publishes_refused);
 #undef STAT_GET
     }
 }

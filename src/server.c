@@ -32,6 +32,9 @@ void ringws_config_init(struct ringws_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->bind = "127.0.0.1";
     cfg->max_message = 16u << 20;
+    cfg->min_message_rate = 4096;
+    cfg->message_grace_ms = 10000;
+    cfg->max_partial_bytes = (size_t)256 << 20;
     cfg->handshake_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
     cfg->close_timeout_ms = 3000;
@@ -39,6 +42,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_connections = 16384;
     cfg->builtin_routes = true;
     cfg->max_fanout_queue = 1u << 20;
+    cfg->max_publish = 1u << 20;
+    cfg->max_inbox_bytes = 64u << 20;
     cfg->max_topics = 64;
 }
 
@@ -113,9 +118,10 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 
 static int server_check_config(const struct ringws_config *cfg)
 {
-    if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue ||
+    if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue || !cfg->max_partial_bytes ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        !cfg->max_publish || !cfg->max_inbox_bytes ||
         !cfg->max_topics || cfg->max_topics > UINT16_MAX || cfg->n_subprotocols > 255 ||
         (cfg->pubsub_path && cfg->pubsub_path[0] != '/'))
         return -EINVAL;

@@ -169,11 +169,14 @@ def _kill_all():
 
 atexit.register(_kill_all)
 
-LISTEN_RE = re.compile(rb"ringws listening on 127\.0\.0\.1:(\d+)")
+# 127.0.0.1 unless a test binds elsewhere: "[::]" is the dual-stack
+# wildcard, which IPv4 clients of 127.0.0.1 reach as well.
+LISTEN_RE = re.compile(rb"ringws listening on (?:127\.0\.0\.1|\[::\]):(\d+)")
 
 
 class Server:
-    """One ringws process, always on 127.0.0.1 and a port the kernel picks."""
+    """One ringws process on 127.0.0.1 (or where a later --bind in args
+    says) and a port the kernel picks."""
 
     def __init__(self, args=(), label="default"):
         self.args = [str(a) for a in args]

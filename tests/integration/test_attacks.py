@@ -2,8 +2,9 @@
 own: slow and silent handshakes; peers that never read what they asked for
 (64 KiB echoes, pings, one-byte echoes, pipelined HTTP requests); tiny
 fragment floods and max-message; oversized request heads; partial requests
-and messages held open; subscriptions to as many topics as allowed; more
-connections than allowed; and a storm of invalid frames.
+and messages held open, one by one and against the worker's budget for
+them; subscriptions to as many topics as allowed; more connections than
+allowed; and a storm of invalid frames.
 
 After (and, where the attack holds state, during) each attack two things
 are checked: a fresh well-behaved client (the websockets library echoing at
@@ -905,14 +906,57 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
     rw.check()
 
 
-def topic_gauge(port):
-    """ringws_topics from /metrics (topics held, summed over workers)."""
-    r = http_get(port, "/metrics")
-    eq(r.status, 200, "GET /metrics status")
-    for line in r.body.decode().splitlines():
-        if line.startswith("ringws_topics "):
+def metric(port, name):
+    """The value of one row of GET /metrics."""
+    resp = http_get(port, "/metrics")
+    eq(resp.status, 200, "status of GET /metrics")
+    for line in resp.body.decode().splitlines():
+        if line.startswith(name + " "):
             return int(line.split()[1])
-    fail("no ringws_topics in /metrics")
+    fail("no %s in /metrics: %s" % (name, short(resp.body)))
+
+
+def t_partial_budget(srv, budget, n_held=3):
+    """One worker with a budget for partial messages: n_held connections
+    each hold all but the last byte of a 1 MiB message (1 MiB each of the
+    budget); a connection whose gathering would pass the budget is closed
+    with 1009 and counted, while the others are unaffected: each completes
+    its message and gets it back."""
+    warm_up(srv.port)
+    payloads = [os.urandom(MIB) for _ in range(n_held + 1)]
+    frames = [build_frame(OP_BINARY, p) for p in payloads]
+    with RssWatch(srv, "partial-budget-%.1fMiB" % (budget / MIB), budget / MIB * 1.6 + 8) as rw:
+        held = []
+        try:
+            for f in frames[:n_held]:
+                ws = RawWS.open(srv.port)
+                held.append(ws)
+                ws.send_raw(f[:-1], timeout=T(10))
+            deadline = time.monotonic() + T(5)
+            while metric(srv.port, "ringws_partial_bytes") < n_held * MIB:
+                if time.monotonic() > deadline:
+                    fail("the server did not gather the %d held messages within %.0fs (%d bytes held)"
+                         % (n_held, T(5), metric(srv.port, "ringws_partial_bytes")))
+                time.sleep(0.05)
+            with RawWS.open(srv.port) as over:
+                over.send_raw(frames[n_held][:-1], timeout=T(10))
+                over.fail_expected(1009, timeout=T(5))
+            took = assert_served(srv.port, "with the partial-message budget spent")
+            for ws, f, p in zip(held, frames, payloads):
+                ws.send_raw(f[-1:])
+                ws.expect_echo(OP_BINARY, p, timeout=T(10))
+                ws.close_handshake()
+            refused = metric(srv.port, "ringws_partial_over_budget_total")
+            left = metric(srv.port, "ringws_partial_bytes")
+        finally:
+            for ws in held:
+                ws.close()
+    rw.measure()
+    eq(refused, 1, "ringws_partial_over_budget_total")
+    eq(left, 0, "ringws_partial_bytes once every message completed")
+    print("     partial budget: %d held, the one past %.1f MiB closed 1009; client served in %.2fs"
+          % (n_held, budget / MIB, took), flush=True)
+    rw.check()
 
 
 def subscribe_many(port, n, per, name_len):
@@ -951,15 +995,15 @@ def t_topics_pinned(srv, n=1000, per=64, name_len=128):
     with RssWatch(srv, "topics-%dx%d" % (n, per), n * per * 400 / MIB + 8) as rw:
         socks = subscribe_many(srv.port, n, per, name_len)
         try:
-            eq(topic_gauge(srv.port), n * per, "topics held")
+            eq(metric(srv.port, "ringws_topics"), n * per, "topics held")
             took = assert_served(srv.port, "with %d topics held" % (n * per))
         finally:
             close_all(socks, rst=True)
     rw.measure()
     deadline = time.monotonic() + T(5)
-    while topic_gauge(srv.port) and time.monotonic() < deadline:
+    while metric(srv.port, "ringws_topics") and time.monotonic() < deadline:
         time.sleep(0.05)
-    eq(topic_gauge(srv.port), 0, "topics once the subscribers are gone")
+    eq(metric(srv.port, "ringws_topics"), 0, "topics once the subscribers are gone")
     print("     topics: %.0f bytes per subscription to a topic of its own at the peak; "
           "client served in %.2fs" % ((rw.peak - rw.base) * 1024 / (n * per), took), flush=True)
     rw.check()
@@ -1122,6 +1166,9 @@ def main():
         r.case("held-partial-messages-bounded", t_held_partial_messages, srv, timeout=60)
     with r.server(w, "topics") as srv:
         r.case("topics-pinned-by-subscriptions-bounded", t_topics_pinned, srv, timeout=60)
+    budget = 7 * MIB // 2
+    with r.server(["--workers", 1, "--max-message", MIB, "--max-partial-bytes", budget], "partial-budget") as srv:
+        r.case("partial-budget-closes-the-one-past-it", t_partial_budget, srv, budget, timeout=60)
     with r.server(["--workers", 1, "--max-connections", 100, "--handshake-timeout", "20s"], "max-conn") as srv:
         r.case("connection-flood-beyond-max-connections", t_connection_flood, srv, timeout=40)
     with r.server(w + ["--max-message", 65536], "storm") as srv:

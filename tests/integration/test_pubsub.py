@@ -11,7 +11,10 @@ slow subscribers meet the policy of the topic being published (close 1013,
 close 1008, or drop-oldest: an in-order subsequence ending with the newest
 queued message) while fast ones get everything, and the drops and closes
 show in /metrics when it exists; many concurrent publishers (HTTP and `pub`)
-keep their own order at every subscriber.
+keep their own order at every subscriber; a publish larger than
+--max-publish is refused (413, close 1009), and publishes that would pass a
+worker's --max-inbox are refused with 503 and Retry-After, counted in
+/metrics, while every accepted one reaches every subscriber.
 
 Every server runs with --workers 2 so that publishes cross workers."""
 
@@ -1281,6 +1284,113 @@ def t_burst_one_gathered_send(port, n=50):
 # ---------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------
+# Limits upstream of fan-out (server: --max-publish 65536 --max-inbox 65536)
+
+PUB_LIMIT = 65536
+
+
+def t_publish_size_limit(port):
+    """--max-publish bounds every way of publishing: HTTP gets 413, a
+    WebSocket `pub` is closed with 1009, and nothing is delivered."""
+    with subscriber(port, "big") as s, subscriber(port) as pubr, Publisher(port) as p:
+        body = rng("limit").randbytes(PUB_LIMIT)
+        eq(p.publish("big", body, binary=True), 1, "recipients of a publish of exactly --max-publish")
+        expect_msg(s, "binary", body, "the largest message allowed")
+        r = p.post("big", body + b"x", binary=True)
+        eq(r.status, 413, "POST /publish of --max-publish + 1 bytes")
+        command(pubr, "pub big " + "x" * PUB_LIMIT)
+        expect_msg(s, "text", "x" * PUB_LIMIT, "the largest `pub` allowed")
+        command(pubr, "pub big " + "y" * (PUB_LIMIT + 1))
+        ev = pubr.fail_expected(1009)
+        expect(len(ev.reason) > 0, "a reason with the 1009 close", "an empty reason")
+        expect_nothing(s)
+
+
+class CountingReader:
+    """A subscriber that counts binary messages on a thread until a text
+    "end"."""
+
+    def __init__(self, port, topic):
+        self.ws = subscriber(port, topic)
+        self.count, self.error = 0, None
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        try:
+            while True:
+                ev = next_message(self.ws, "message %d" % self.count, T(30))
+                if ev.kind == "text":
+                    eq(ev.data, b"end", "the text message that ends the stream")
+                    return
+                self.count += 1
+        except BaseException as e:  # noqa: BLE001 - checked by finish()
+            self.error = e
+
+    def finish(self):
+        self.th.join(T(30))
+        if self.th.is_alive():
+            fail("a subscriber did not get the end of the stream")
+        if self.error is not None:
+            raise TestFailure("a subscriber: %s" % self.error)
+        self.ws.close()
+        return self.count
+
+
+def publish_round(port, n, body):
+    """n POSTs sent at once on n connections; returns their responses."""
+    request = post_bytes(port, "flood", body, [("Content-Type", "application/octet-stream")])
+    conns = [HttpConn(port) for _ in range(n)]
+    try:
+        for c in conns:
+            c.send(request)
+        return [c.read_response() for c in conns]
+    finally:
+        close_all(conns)
+
+
+def t_inbox_flood(port, n=48, max_rounds=20):
+    """Rounds of n concurrent 60 KiB HTTP publishes, until some meet a
+    worker's inbox already holding more than --max-inbox: those get 503
+    with Retry-After (nothing queued), counted in /metrics; each accepted
+    one reached both subscribers."""
+    body = rng("flood").randbytes(60 * 1024)
+    readers = [CountingReader(port, "flood") for _ in range(2)]
+    before = metrics(port) or {}
+    ok = refused = 0
+    try:
+        for _ in range(max_rounds):
+            for resp in publish_round(port, n, body):
+                if resp.status == 503:
+                    refused += 1
+                    expect(resp.header("Retry-After") is not None, "Retry-After with the 503",
+                           resp.headers)
+                else:
+                    eq(resp.status, 200, "status of a publish in the flood")
+                    eq(recipients_of(resp), 2, "recipients of an accepted publish")
+                    ok += 1
+            if refused:
+                break
+        deadline = time.monotonic() + T(5)
+        with Publisher(port) as p:
+            while True:
+                r = p.post("flood", "end")
+                if r.status == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        eq(r.status, 200, "a publish after the flood")
+    finally:
+        counts = [rd.finish() for rd in readers]
+    after = metrics(port)
+    print("     %d publishes accepted, %d refused with 503" % (ok, refused), flush=True)
+    expect(refused > 0, "some of %d rounds of %d concurrent publishes refused with 503 (--max-inbox %d)"
+           % (max_rounds, n, PUB_LIMIT), "all %d accepted" % ok)
+    eq(after["ringws_publishes_refused_total"] - before.get("ringws_publishes_refused_total", 0), refused,
+       "ringws_publishes_refused_total")
+    eq(counts, [ok, ok], "messages each subscriber got (the accepted publishes)")
+
+
 def main():
     r = Runner("pubsub")
     with r.server(WORKERS, "defaults") as srv:
@@ -1335,6 +1445,12 @@ def main():
         r.case("publish-connection-close", t_publish_connection_close, p)
         r.case("publishers-reset-before-the-answer", t_publisher_vanishes, p, timeout=90)
         r.case("subscribers-come-and-go-while-publishing", t_subscriber_churn, p, timeout=90)
+
+    limits = ["--max-publish", PUB_LIMIT, "--max-inbox", PUB_LIMIT, "--fanout-queue", 64 << 20,
+              "--topic", "big=close-1013,publish"]
+    with r.server(WORKERS + limits, "publish-limits") as srv:
+        r.case("publish-larger-than-max-publish-refused", t_publish_size_limit, srv.port)
+        r.case("publish-flood-refused-past-max-inbox", t_inbox_flood, srv.port, timeout=90)
 
     with r.server(["--workers", "1", "--topic", "g=close-1013,publish"], "one-worker") as srv:
         r.case("burst-leaves-in-one-gathered-send", t_burst_one_gathered_send, srv.port)

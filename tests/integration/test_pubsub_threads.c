@@ -16,6 +16,14 @@
  * ringws_publish and ringws_subscribe must be the documented ones.  Built
  * also under ThreadSanitizer (tools/run-tests.sh).
  *
+ * Then a second server, one of whose workers is held inside a callback so
+ * that it cannot take what is posted to it: publishes from another thread
+ * are accepted until that worker's inbox budget is spent and refused with
+ * -EAGAIN after it (and counted), none reaches any subscriber when refused,
+ * every accepted one reaches every subscriber in order once the worker is
+ * let go, and publishing works again; a message longer than max_publish is
+ * refused with -EMSGSIZE.
+ *
  * The clients are plain blocking sockets with a frame reader written here,
  * so that the server is judged by an independent implementation. */
 #include <arpa/inet.h>
@@ -558,6 +566,183 @@ static void *server_thread(void *arg)
     return (void *)(intptr_t)ringws_server_run(arg);
 }
 
+/* ---- a worker that cannot take what is posted to it --------------------- */
+
+#define INBOX_BUDGET (1u << 20)
+#define INBOX_MSG 65536u /* also max_publish */
+#define INBOX_TRIES 2000u
+#define INBOX_TOPIC "inbox"
+#define INBOX_END 0xffffffffu
+
+static atomic_int hold_on, hold_release;
+
+static void hold_on_open(ringws_conn *c, const struct ringws_request *req, void *user)
+{
+    ringws_subscribe(c, INBOX_TOPIC);
+}
+
+/* "who": the worker's number back; "hold": keeps this worker inside the
+ * callback until the main thread lets it go (30 s at most). */
+static void hold_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                            size_t len, void *user)
+{
+    char who[2] = {(char)('0' + ringws_conn_worker(c)), 0};
+
+    if (len == 3 && !memcmp(data, "who", 3)) {
+        ringws_send(c, RINGWS_TEXT, who, 1);
+    } else if (len == 4 && !memcmp(data, "hold", 4)) {
+        atomic_store(&hold_on, 1);
+        for (int i = 0; i < 30000 && !atomic_load(&hold_release); i++)
+            usleep(1000);
+    }
+}
+
+/* The worker a fresh /app client belongs to, or -1. */
+static int client_worker(struct client *c)
+{
+    const uint8_t *d;
+    size_t len;
+
+    if (!client_send(c, 1, "who", 3) || client_next(c, &d, &len) != 1 || len != 1)
+        return -1;
+    return d[0] - '0';
+}
+
+/* Reads the published stream: the accepted sequence numbers in order, then
+ * the end marker; false (with a note) otherwise. */
+static bool read_inbox_stream(struct client *c, const char *who, const uint32_t *want,
+                              unsigned n_want)
+{
+    for (unsigned i = 0; i <= n_want; i++) {
+        const uint8_t *d;
+        size_t len;
+        uint32_t seq;
+        int op = client_next(c, &d, &len);
+
+        if (op != 2 || len < 4) {
+            CHECKF(0, "%s: message %u of %u: opcode %d (%zu bytes) %s", who, i, n_want + 1, op,
+                   len, c->why);
+            return false;
+        }
+        memcpy(&seq, d, 4);
+        if (seq != (i < n_want ? want[i] : INBOX_END)) {
+            CHECKF(0, "%s: message %u: sequence %u, expected %u", who, i, seq,
+                   i < n_want ? want[i] : INBOX_END);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void test_inbox_budget(void)
+{
+    static const char *const paths[] = {"/app"};
+    static uint32_t accepted[INBOX_TRIES];
+    struct client *by_worker[2][2] = {{NULL}}, *spare[64];
+    unsigned n_by[2] = {0}, n_spare = 0, n_ok = 0, n_refused = 0, n_other = 0;
+    struct ringws_config cfg;
+    struct ringws_stats st;
+    ringws_server *srv;
+    uint8_t *msg = calloc(1, INBOX_MSG + 1);
+    uint32_t end = INBOX_END;
+    pthread_t th;
+    void *res;
+    int held_w = -1, r = -EAGAIN;
+
+    ringws_config_init(&cfg);
+    cfg.port = 0;
+    cfg.workers = 2;
+    cfg.ws_paths = paths;
+    cfg.n_ws_paths = 1;
+    cfg.max_publish = INBOX_MSG;
+    cfg.max_inbox_bytes = INBOX_BUDGET;
+    cfg.max_fanout_queue = 64u << 20; /* the subscribers read only at the end */
+    cfg.close_timeout_ms = 1000;
+    cfg.cb.on_open = hold_on_open;
+    cfg.cb.on_message = hold_on_message;
+    if (!msg || ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"the inbox server");
+        free(msg);
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+
+    CHECK(ringws_publish(srv, "other", msg, INBOX_MSG + 1, RINGWS_PUBLISH_BINARY) == -EMSGSIZE);
+    CHECK(ringws_publish(srv, "other", msg, INBOX_MSG, RINGWS_PUBLISH_BINARY) == 0);
+
+    /* Two clients on one worker (one to hold it, one to read), one on the
+     * other: the kernel spreads connections, so open until both are there. */
+    for (int i = 0; i < 64 && (n_by[0] < 2 || n_by[1] < 1) && (n_by[1] < 2 || n_by[0] < 1); i++) {
+        struct client *c = client_open(ringws_server_port(srv), "/app");
+        int w = c ? client_worker(c) : -1;
+        if (w == 0 || w == 1) {
+            if (n_by[w] < 2) {
+                by_worker[w][n_by[w]++] = c;
+                continue;
+            }
+        }
+        if (c)
+            spare[n_spare++] = c;
+    }
+    held_w = n_by[0] == 2 && n_by[1] >= 1 ? 0 : 1;
+    for (unsigned i = 0; i < n_spare; i++)
+        client_close(spare[i]);
+    if (n_by[held_w] < 2 || n_by[!held_w] < 1) {
+        CHECKF(0, "no two clients on one worker and one on the other in 64 tries");
+        goto stop;
+    }
+    CHECK(client_send(by_worker[held_w][0], 1, "hold", 4));
+    for (int i = 0; i < 1000 && !atomic_load(&hold_on); i++)
+        usleep(5000);
+    CHECK(atomic_load(&hold_on));
+
+    /* Worker held_w takes nothing now: its inbox fills to the budget. */
+    for (uint32_t i = 0; i < INBOX_TRIES; i++) {
+        memcpy(msg, &i, 4);
+        r = ringws_publish(srv, INBOX_TOPIC, msg, INBOX_MSG, RINGWS_PUBLISH_BINARY);
+        if (r == 0)
+            accepted[n_ok++] = i;
+        else if (r == -EAGAIN)
+            n_refused++;
+        else
+            n_other++;
+    }
+    printf("a held worker: %u of %u publishes of %u bytes accepted, %u refused\n", n_ok,
+           INBOX_TRIES, INBOX_MSG, n_refused);
+    CHECKF(n_ok >= 1 && n_ok <= INBOX_BUDGET / INBOX_MSG + 1,
+           "%u publishes of %u bytes accepted while a worker with a %u-byte inbox was held",
+           n_ok, INBOX_MSG, INBOX_BUDGET);
+    CHECKF(n_refused == INBOX_TRIES - n_ok && !n_other, "%u refused with -EAGAIN, %u otherwise",
+           n_refused, n_other);
+    ringws_server_stats(srv, &st);
+    CHECKF(st.publishes_refused == n_refused, "stats.publishes_refused %llu, %u refused",
+           (unsigned long long)st.publishes_refused, n_refused);
+
+    /* Let go: the inbox drains and publishing works again. */
+    atomic_store(&hold_release, 1);
+    for (int i = 0; i < 1000; i++) {
+        memcpy(msg, &end, 4);
+        r = ringws_publish(srv, INBOX_TOPIC, msg, INBOX_MSG, RINGWS_PUBLISH_BINARY);
+        if (r != -EAGAIN)
+            break;
+        usleep(5000);
+    }
+    CHECKF(r == 0, "a publish after the worker was let go: %d", r);
+    read_inbox_stream(by_worker[held_w][1], "the subscriber on the held worker", accepted, n_ok);
+    read_inbox_stream(by_worker[!held_w][0], "the subscriber on the other worker", accepted, n_ok);
+
+stop:
+    atomic_store(&hold_release, 1);
+    for (int w = 0; w < 2; w++)
+        for (unsigned i = 0; i < n_by[w]; i++)
+            client_close(by_worker[w][i]);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+    free(msg);
+}
+
 /* ---- cases -------------------------------------------------------------- */
 
 static void test_publish_errors(ringws_server *srv)
@@ -752,5 +937,6 @@ stop:
            "ringws_publish after the server stopped: %d",
            ringws_publish(sh.srv, TOPIC, "late", 4, 0));
     ringws_server_destroy(sh.srv);
+    test_inbox_budget();
     return check_done("pubsub_threads");
 }

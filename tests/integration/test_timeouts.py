@@ -1,8 +1,10 @@
 """Timers: a handshake that does not complete in time is dropped (slow or
 silent clients cannot hold connections), a silent WebSocket gets a ping
 after the idle timeout and is dropped if it never answers, a client that
-answers stays, and a close the client never answers still ends the TCP
-connection after the close timeout."""
+answers stays, a close the client never answers still ends the TCP
+connection after the close timeout, and a message that arrives slower than
+the minimum rate is cut off with 1008 (with the defaults too) while one that
+keeps to the rate, stalls included, is delivered."""
 
 import asyncio
 import os
@@ -13,8 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (OP_PONG, OP_TEXT, EOF, RawWS, Runner, Server, T, build_frame, connect,  # noqa: E402
-                         eq, expect, fail, slack, wait_closed, ws_connect)
+from ringws_test import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PONG, OP_TEXT, EOF, RawWS, Runner, Server,  # noqa: E402
+                         T, build_frame, close_payload, connect, eq, expect, fail, slack, wait_closed,
+                         ws_connect)
 
 # Timing windows around a 1 s setting: not before 0.8 s (the timer really
 # waited) and not after 3 s plus an allowance on slow builds.
@@ -261,6 +264,102 @@ def t_duration_forms(port):
         expect(1.2 <= took <= 3.5 + slack(2), "a ping between 1.2s and 3.5s", "after %.2fs" % took)
 
 
+# ---------------------------------------------------------------------------
+# Messages that take too long (a floor on the average rate after a grace)
+
+ZERO_MASK = b"\0\0\0\0"  # masked bytes equal the plain ones
+
+
+def trickle_until_closed(ws, every, limit):
+    """Announces a 1 MiB binary frame and sends its payload one byte every
+    `every` seconds, answering every ping, until the server's close frame;
+    returns (its code, seconds since the first byte, bytes sent)."""
+    ws.send_raw(build_frame(OP_BINARY, b"", length=1 << 20, key=ZERO_MASK) + b"x")
+    t0 = time.monotonic()
+    sent, pings = 1, 0
+    next_byte = t0 + every
+    while True:
+        now = time.monotonic()
+        if now - t0 > limit:
+            fail("expected the server to cut off a message trickled at 1 byte per %.1fs within %.0fs; "
+                 "still open with %d bytes sent and %d pings answered" % (every, limit, sent, pings))
+        if now >= next_byte:
+            if not ws.try_send(b"x"):
+                fail("the connection ended without a close frame after %.1fs" % (now - t0))
+            sent += 1
+            next_byte += every
+        try:
+            ev = ws.recv_event(timeout=max(0.0, min(next_byte, t0 + limit) - time.monotonic()),
+                               what="a ping or the close")
+        except EOF:
+            fail("the connection ended without a close frame after %.1fs" % (time.monotonic() - t0))
+        except AssertionError as e:
+            if "timed out" in str(e):
+                continue
+            raise
+        if ev.kind == "ping":
+            pings += 1
+            ws.try_send(build_frame(OP_PONG, ev.data))
+            continue
+        eq(ev.kind, "close", "frame from the server while a message trickles in")
+        took = time.monotonic() - t0
+        ws.try_send(build_frame(OP_CLOSE, close_payload(ev.code)))
+        ws.expect_eof()
+        return ev.code, took, sent, pings
+
+
+def t_slow_message_closed(port, grace_s):
+    """1 byte every 1.5 s, pings answered (idle timeout 1 s): the message
+    is cut off with 1008 once its grace has passed."""
+    with RawWS.open(port) as ws:
+        code, took, sent, pings = trickle_until_closed(ws, 1.5, T(10))
+        print("     closed %d after %.2fs, %d bytes, %d pings answered" % (code, took, sent, pings), flush=True)
+        eq(code, 1008, "close code for a message slower than the floor")
+        expect(pings >= 1, "pings answered while trickling (idle timeout 1s)", "%d pings" % pings)
+        expect(grace_s * 0.8 <= took <= grace_s + LATE, "closed between %.1fs and %.1fs"
+               % (grace_s * 0.8, grace_s + LATE), "closed after %.2fs" % took)
+
+
+def t_slow_message_default(port):
+    """With the default settings, a 1 MiB frame trickled at 1 byte per 2 s,
+    pings answered, is cut off within 60 s."""
+    with RawWS.open(port) as ws:
+        code, took, sent, pings = trickle_until_closed(ws, 2.0, 60)
+        print("     defaults: closed %d after %.1fs, %d bytes sent" % (code, took, sent), flush=True)
+        eq(code, 1008, "close code for a trickled message under the defaults")
+
+
+def t_steady_message_delivered(port, grace_s):
+    """A message that spans receives and lasts past its grace is delivered
+    when it keeps to the floor on average: 24 KiB in 1 KiB pieces every
+    0.1 s, and a fragmented one that stalls between its fragments, pings
+    answered, for longer than the grace (its first 6 KiB bought the time)
+    before its last 2 KiB."""
+    with RawWS.open(port) as ws:
+        payload = bytes(range(256)) * 96
+        frame = build_frame(OP_BINARY, payload)
+        t0 = time.monotonic()
+        ws.send_raw(frame, chops=[1024] * (len(frame) // 1024 + 1), pause=0.1)
+        ws.expect_echo(OP_BINARY, payload, timeout=T(5))
+        expect(time.monotonic() - t0 > grace_s, "the steady message to last past the grace",
+               "%.2fs" % (time.monotonic() - t0))
+        payload = bytes(reversed(range(256))) * 32
+        ws.send_raw(build_frame(OP_BINARY, payload[:6 * 1024], fin=False))
+        deadline = time.monotonic() + grace_s + 1.0
+        while time.monotonic() < deadline:
+            try:
+                ev = ws.recv_event(timeout=max(0.0, deadline - time.monotonic()), what="a ping")
+            except AssertionError as e:
+                if "timed out" in str(e):
+                    break
+                raise
+            eq(ev.kind, "ping", "frame from the server during the stall")
+            ws.send_raw(build_frame(OP_PONG, ev.data))
+        ws.send_raw(build_frame(OP_CONT, payload[6 * 1024:]))
+        ws.expect_echo(OP_BINARY, payload, timeout=T(5))
+        ws.close_handshake()
+
+
 def main():
     r = Runner("timeouts")
     with r.server(["--handshake-timeout", "1s"], "handshake-1s") as srv:
@@ -279,6 +378,12 @@ def main():
     r.case("close-timeout-on-shutdown", t_close_timeout_on_shutdown)
     with r.server(["--idle-timeout", "1.5", "--handshake-timeout", "500ms"], "duration-forms") as srv:
         r.case("duration-forms-accepted", t_duration_forms, srv.port)
+    with r.server(["--idle-timeout", "1s", "--message-grace", "2s", "--min-message-rate", "1024"],
+                  "slow-message") as srv:
+        r.case("slow-message-closed-1008", t_slow_message_closed, srv.port, 2.0)
+        r.case("steady-slow-message-delivered", t_steady_message_delivered, srv.port, 2.0)
+    with r.server([], "defaults") as srv:
+        r.case("slow-message-closed-by-default", t_slow_message_default, srv.port, timeout=75)
     r.finish()
 
 
