@@ -140,7 +140,10 @@ struct ringws_config {
     const char *pubsub_path;   /* WebSocket path of subscriber connections and
                                 * enables POST /publish/TOPIC; NULL: off */
     const char *publish_token; /* required as "Authorization: Bearer" by
-                                * POST /publish; NULL: none */
+                                * POST /publish; NULL: only loopback peers
+                                * whose request has no Origin may publish
+                                * (a warning at create when the listener is
+                                * not loopback) */
     size_t max_fanout_queue;   /* published bytes queued per subscriber;
                                 * default 1 MiB */
     unsigned max_topics;       /* subscriptions per connection; default 64 */

@@ -109,6 +109,7 @@ enum conn_flag {
     CF_PUB_CLOSE = 1u << 21,  /* ... and the connection closes after the answer */
     CF_SLOW_1008 = 1u << 22,  /* a slow subscriber to close with 1008 */
     CF_SLOW_1013 = 1u << 23,  /* ... with 1013 */
+    CF_PEER_LOCAL = 1u << 24, /* the peer is on this host (a loopback address) */
 };
 
 struct conn_subs;
@@ -201,7 +202,7 @@ struct worker {
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct __kernel_timespec tick_ts;
-    struct sockaddr_storage peer; /* filled by the accept when addresses count */
+    struct sockaddr_storage peer; /* filled by the accept when peer_addrs */
     socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
@@ -230,6 +231,8 @@ struct ringws_server {
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
+    bool listen_loopback; /* bound to a loopback address: every peer is local */
+    bool peer_addrs;      /* accepts report each peer's address */
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_seed;         /* keys the topic hash */
@@ -268,6 +271,8 @@ void conn_stop_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
 int conn_addr_table_create(struct ringws_server *srv);
+/* Whether an address is loopback: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 

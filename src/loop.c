@@ -75,9 +75,11 @@ static void loop_arm_accept(struct worker *w)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
-    if (w->srv->addr_counts) {
-        /* Counting per source address needs each peer's address, which a
-         * multishot accept cannot report: one accept at a time, then. */
+    if (w->srv->peer_addrs) {
+        /* Counting per source address, or telling loopback peers from
+         * others where the listener sees both (see server.c), needs each
+         * peer's address, which a multishot accept cannot report: one
+         * accept at a time, then. */
         w->peer_len = sizeof(w->peer);
         if (w->direct)
             io_uring_prep_accept_direct(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
@@ -331,7 +333,7 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
         if (w->stopping)
             loop_close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res, w->srv->addr_counts ? (struct sockaddr *)&w->peer : NULL,
+            conn_accepted(w, cqe->res, w->srv->peer_addrs ? (struct sockaddr *)&w->peer : NULL,
                           w->peer_len);
         if (!w->accept_armed && !w->stopping)
             loop_arm_accept(w);
