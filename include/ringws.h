@@ -162,7 +162,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out);
 /* The port the listeners are bound to (useful after port 0). */
 uint16_t ringws_server_port(const ringws_server *srv);
 
-/* Runs the workers until ringws_server_stop; returns 0 or -errno. */
+/* Runs the workers until ringws_server_stop; returns 0, or the -errno of a
+ * worker that could not go on (its ring failed): such a worker stops the
+ * whole server as ringws_server_stop does, its own connections end at once
+ * (on_close with 1006), and the error is logged. */
 int ringws_server_run(ringws_server *srv);
 
 /* Asks the server to stop: stop accepting, send close 1001 to every

@@ -211,6 +211,8 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
+    unsigned fault_turns; /* tests only: loop turns before a simulated ring
+                           * failure (RINGWS_TEST_FAULT, see loop.c); 0: never */
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -312,6 +314,9 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
 int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, uint64_t *recipients);
 void pubsub_server_drain(struct ringws_server *srv);
+/* A worker that failed (the server is stopping): what its inbox holds now
+ * or gets from publishers still under way counts as delivered to nobody. */
+void pubsub_worker_abandon(struct worker *w);
 
 /* ---- conn_http.c ------------------------------------------------------- */
 

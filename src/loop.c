@@ -421,6 +421,31 @@ static void loop_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
+/* Tests only: RINGWS_TEST_FAULT=ring:N makes worker 0's submission fail
+ * with -EIO after N loop turns, so that a test can watch what a worker whose
+ * ring fails does to the server.  Read once per worker at start; the loop
+ * pays one predictable branch per turn. */
+static unsigned loop_fault_turns(const struct worker *w)
+{
+    const char *env = getenv("RINGWS_TEST_FAULT");
+    unsigned long n;
+    char *end;
+
+    if (w->id != 0 || !env || strncmp(env, "ring:", 5))
+        return 0;
+    n = strtoul(env + 5, &end, 10);
+    return *end || n > UINT32_MAX ? 0 : (unsigned)n;
+}
+
+static int loop_submit_and_wait(struct worker *w)
+{
+    int ret = io_uring_submit_and_wait(&w->ring, 1);
+
+    if (w->fault_turns && --w->fault_turns == 0)
+        return -EIO;
+    return ret;
+}
+
 static bool loop_done(struct worker *w)
 {
     return w->stopping && (worker_conns(w) == 0 || timer_now_ms() >= w->stop_deadline_ms);
@@ -428,12 +453,13 @@ static bool loop_done(struct worker *w)
 
 int loop_run(struct worker *w)
 {
-    int ret = loop_setup(w);
+    int ret = loop_setup(w), fatal = 0;
 
     if (ret < 0)
         return ret;
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
+    w->fault_turns = loop_fault_turns(w);
     loop_arm_accept(w);
     loop_arm_wake(w);
     loop_arm_tick(w);
@@ -445,10 +471,11 @@ int loop_run(struct worker *w)
         unsigned head, seen = 0;
 
         conn_flush_all(w);
-        ret = io_uring_submit_and_wait(&w->ring, 1);
+        ret = loop_submit_and_wait(w);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             log_msg(LOG_ERROR, "worker %u: io_uring_submit_and_wait: %s", w->id,
                     strerror(-ret));
+            fatal = ret;
             break;
         }
         io_uring_for_each_cqe(&w->ring, head, cqe) {
@@ -462,5 +489,5 @@ int loop_run(struct worker *w)
     pubsub_worker_fini(w);
     bufring_destroy(&w->bufs, &w->ring);
     io_uring_queue_exit(&w->ring);
-    return 0;
+    return fatal;
 }

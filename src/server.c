@@ -210,8 +210,14 @@ static void *server_worker_main(void *arg)
     struct worker *w = arg;
     int ret = loop_run(w);
 
-    if (ret < 0)
-        ringws_server_stop(w->srv); /* one failed worker stops them all */
+    if (ret < 0) {
+        /* One failed worker stops them all: a server half alive would keep
+         * its listener taking clients nobody serves. */
+        log_msg(LOG_ERROR, "worker %u cannot go on (%s): stopping the server", w->id,
+                strerror(-ret));
+        ringws_server_stop(w->srv);
+        pubsub_worker_abandon(w);
+    }
     return (void *)(intptr_t)ret;
 }
 
