@@ -110,6 +110,7 @@ enum conn_flag {
     CF_SLOW_1008 = 1u << 22,  /* a slow subscriber to close with 1008 */
     CF_SLOW_1013 = 1u << 23,  /* ... with 1013 */
     CF_PEER_LOCAL = 1u << 24, /* the peer is on this host (a loopback address) */
+    CF_RECV_SINGLE = 1u << 25, /* the recv armed last is not multishot */
 };
 
 struct conn_subs;
@@ -194,6 +195,7 @@ struct worker {
     uint64_t wake_val;
     bool direct;        /* connections are direct descriptors */
     bool accept_armed;
+    bool accept_multishot; /* ... and it is multishot */
     bool stopping;
     uint64_t stop_deadline_ms;
     struct ringws_conn *flush_head;
@@ -211,8 +213,11 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
-    unsigned fault_turns; /* tests only: loop turns before a simulated ring
-                           * failure (RINGWS_TEST_FAULT, see loop.c); 0: never */
+    /* Tests only (RINGWS_TEST_FAULT, see loop.c): loop turns before a
+     * simulated ring failure (0: never), and multishot requests to be
+     * refused by the kernel. */
+    unsigned fault_turns;
+    bool fault_multishot;
 };
 
 /* Live connections of the worker (its own count, also read by stats). */

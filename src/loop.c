@@ -37,12 +37,26 @@ static uint64_t ud_make(const void *p, enum ud_op op)
     return (uint64_t)(uintptr_t)p | op;
 }
 
-/* Features found at start-up, shared by all workers (written before the
- * workers start serving, read-only afterwards). */
+/* What the kernel refuses, learnt while serving by the first worker whose
+ * request is refused and then used by all: every worker reads and may write
+ * these at any time, hence atomics (relaxed: nothing else is published with
+ * them).  A request armed before the news came is refused in turn and falls
+ * back by itself (loop_on_accept, loop_on_recv). */
 static struct {
-    bool multishot_accept;
-    bool multishot_recv;
+    atomic_bool multishot_accept;
+    atomic_bool multishot_recv;
 } loop_features = {true, true};
+
+static bool loop_feature_on(atomic_bool *feature)
+{
+    return atomic_load_explicit(feature, memory_order_relaxed);
+}
+
+/* Turns a feature off; true for the one caller that turned it off. */
+static bool loop_feature_drop(atomic_bool *feature)
+{
+    return atomic_exchange_explicit(feature, false, memory_order_relaxed);
+}
 
 static struct io_uring_sqe *loop_sqe(struct worker *w)
 {
@@ -70,11 +84,14 @@ uint64_t loop_tick(const struct worker *w)
 /* liburing 2.3 stores file_index + 1 in the SQE, so the "allocate a slot"
  * value must be passed minus one (its multishot helper does the same). */
 #define LOOP_ACCEPT_ALLOC_SLOT (IORING_FILE_INDEX_ALLOC - 1)
+/* Not an accept4 flag: the kernel refuses it (RINGWS_TEST_FAULT=multishot). */
+#define LOOP_FAULT_ACCEPT_FLAG 1u
 
 static void loop_arm_accept(struct worker *w)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
+    w->accept_multishot = false;
     if (w->srv->peer_addrs) {
         /* Counting per source address, or telling loopback peers from
          * others where the listener sees both (see server.c), needs each
@@ -87,11 +104,14 @@ static void loop_arm_accept(struct worker *w)
         else
             io_uring_prep_accept(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
                                  &w->peer_len, SOCK_CLOEXEC);
-    } else if (loop_features.multishot_accept) {
+    } else if (loop_feature_on(&loop_features.multishot_accept)) {
+        w->accept_multishot = true;
         if (w->direct)
             io_uring_prep_multishot_accept_direct(sqe, w->listen_fd, NULL, NULL, 0);
         else
             io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (w->fault_multishot)
+            sqe->accept_flags |= LOOP_FAULT_ACCEPT_FLAG;
     } else if (w->direct) {
         io_uring_prep_accept_direct(sqe, w->listen_fd, NULL, NULL, 0, LOOP_ACCEPT_ALLOC_SLOT);
     } else {
@@ -105,10 +125,13 @@ void loop_arm_recv(struct worker *w, struct ringws_conn *c)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
-    if (loop_features.multishot_recv)
-        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    else
+    if (loop_feature_on(&loop_features.multishot_recv)) {
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, w->fault_multishot ? MSG_WAITALL : 0);
+        c->flags &= ~CF_RECV_SINGLE;
+    } else {
         io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+        c->flags |= CF_RECV_SINGLE;
+    }
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
     loop_use_conn_fd(w, sqe);
@@ -339,9 +362,9 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
             loop_arm_accept(w);
         return;
     }
-    if (cqe->res == -EINVAL && loop_features.multishot_accept) {
-        log_msg(LOG_WARN, "multishot accept refused; falling back to single accepts");
-        loop_features.multishot_accept = false;
+    if (cqe->res == -EINVAL && w->accept_multishot) {
+        if (loop_feature_drop(&loop_features.multishot_accept))
+            log_msg(LOG_WARN, "multishot accept refused; falling back to single accepts");
     } else if (cqe->res != -ECANCELED) {
         /* -ENFILE/-EMFILE (tables full) and the like: the next tick re-arms,
          * after connections have had a chance to go away. */
@@ -354,9 +377,9 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 
 static void loop_on_recv(struct ringws_conn *c, struct io_uring_cqe *cqe)
 {
-    if (cqe->res == -EINVAL && loop_features.multishot_recv) {
-        log_msg(LOG_WARN, "multishot recv refused; falling back to single receives");
-        loop_features.multishot_recv = false;
+    if (cqe->res == -EINVAL && !(c->flags & CF_RECV_SINGLE)) {
+        if (loop_feature_drop(&loop_features.multishot_recv))
+            log_msg(LOG_WARN, "multishot recv refused; falling back to single receives");
         c->flags &= ~CF_RECV_ARMED;
         loop_arm_recv(c->w, c);
         return;
@@ -421,20 +444,27 @@ static void loop_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
-/* Tests only: RINGWS_TEST_FAULT=ring:N makes worker 0's submission fail
- * with -EIO after N loop turns, so that a test can watch what a worker whose
- * ring fails does to the server.  Read once per worker at start; the loop
- * pays one predictable branch per turn. */
-static unsigned loop_fault_turns(const struct worker *w)
+/* Tests only: RINGWS_TEST_FAULT, read once per worker at start, injects a
+ * fault into worker 0 so that a test can watch what the server does with it:
+ *   ring:N     its submission fails with -EIO after N loop turns (the loop
+ *              pays one predictable branch per turn);
+ *   multishot  its multishot accept and recv carry a flag the kernel refuses
+ *              with -EINVAL, as a kernel without them would. */
+static void loop_fault_init(struct worker *w)
 {
     const char *env = getenv("RINGWS_TEST_FAULT");
     unsigned long n;
     char *end;
 
-    if (w->id != 0 || !env || strncmp(env, "ring:", 5))
-        return 0;
-    n = strtoul(env + 5, &end, 10);
-    return *end || n > UINT32_MAX ? 0 : (unsigned)n;
+    if (w->id != 0 || !env)
+        return;
+    if (!strcmp(env, "multishot")) {
+        w->fault_multishot = true;
+    } else if (!strncmp(env, "ring:", 5)) {
+        n = strtoul(env + 5, &end, 10);
+        if (!*end && n <= UINT32_MAX)
+            w->fault_turns = (unsigned)n;
+    }
 }
 
 static int loop_submit_and_wait(struct worker *w)
@@ -459,7 +489,7 @@ int loop_run(struct worker *w)
         return ret;
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
-    w->fault_turns = loop_fault_turns(w);
+    loop_fault_init(w);
     loop_arm_accept(w);
     loop_arm_wake(w);
     loop_arm_tick(w);
