@@ -162,6 +162,19 @@ static void conn_free(struct ringws_conn *c)
     STAT_ADD(w, conns_open, -1);
 }
 
+bool conn_in_ring(struct worker *w)
+{
+    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
+
+    for (struct conn_slab *s = w->slabs; s; s = s->next)
+        for (unsigned i = 0; i < CONN_SLAB; i++)
+            if (s->conns[i].w && (s->conns[i].flags & in_ring))
+                return true;
+    return false;
+}
+
+/* Only once the ring is gone (loop_run): a send in flight reads its chunks
+ * until then. */
 void conn_free_all(struct worker *w)
 {
     struct conn_slab *s = w->slabs;

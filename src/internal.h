@@ -277,6 +277,8 @@ void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
+/* Whether a connection still has a request in the ring. */
+bool conn_in_ring(struct worker *w);
 int conn_addr_table_create(struct ringws_server *srv);
 /* Whether an address is loopback: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
 bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);

@@ -18,6 +18,7 @@
 #define RING_ENTRIES 4096u
 #define RING_CQ_ENTRIES 16384u
 #define BUF_GROUP 0
+#define LOOP_REAP_MS 1000u
 
 /* user_data: a pointer (8-byte aligned) with the operation in the low bits. */
 enum ud_op {
@@ -481,6 +482,50 @@ static bool loop_done(struct worker *w)
     return w->stopping && (worker_conns(w) == 0 || timer_now_ms() >= w->stop_deadline_ms);
 }
 
+/* One turn: start what the connections have queued, submit, wait for a
+ * completion and handle all there are.  0, or the -errno of a ring that
+ * cannot go on. */
+static int loop_turn(struct worker *w)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    int ret;
+
+    conn_flush_all(w);
+    ret = loop_submit_and_wait(w);
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+        log_msg(LOG_ERROR, "worker %u: io_uring_submit_and_wait: %s", w->id, strerror(-ret));
+        return ret;
+    }
+    io_uring_for_each_cqe(&w->ring, head, cqe) {
+        loop_dispatch(w, cqe);
+        seen++;
+    }
+    io_uring_cq_advance(&w->ring, seen);
+    return 0;
+}
+
+/* After conn_abort_all: turns until no connection has a request left in the
+ * ring (each is cancelled, then its descriptor closed), so that nothing the
+ * kernel still holds points at memory about to be freed.  Cancellations
+ * complete at once; the bound only guards against a request that would
+ * not. */
+static int loop_reap(struct worker *w)
+{
+    uint64_t deadline = timer_now_ms() + LOOP_REAP_MS;
+    int ret = 0;
+
+    while (ret == 0 && conn_in_ring(w)) {
+        if (timer_now_ms() >= deadline) {
+            log_msg(LOG_WARN, "worker %u: requests still in flight after %u ms; "
+                    "freed once the ring is gone", w->id, LOOP_REAP_MS);
+            break;
+        }
+        ret = loop_turn(w);
+    }
+    return ret;
+}
+
 int loop_run(struct worker *w)
 {
     int ret = loop_setup(w), fatal = 0;
@@ -496,28 +541,18 @@ int loop_run(struct worker *w)
     /* A stop asked for before the ring existed has already written the
      * eventfd, so the armed read completes at once. */
 
-    while (!loop_done(w)) {
-        struct io_uring_cqe *cqe;
-        unsigned head, seen = 0;
-
-        conn_flush_all(w);
-        ret = loop_submit_and_wait(w);
-        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-            log_msg(LOG_ERROR, "worker %u: io_uring_submit_and_wait: %s", w->id,
-                    strerror(-ret));
-            fatal = ret;
-            break;
-        }
-        io_uring_for_each_cqe(&w->ring, head, cqe) {
-            loop_dispatch(w, cqe);
-            seen++;
-        }
-        io_uring_cq_advance(&w->ring, seen);
-    }
+    while (!fatal && !loop_done(w))
+        fatal = loop_turn(w);
     conn_abort_all(w);
+    if (!fatal)
+        fatal = loop_reap(w);
+    /* The ring goes first: closing it cancels whatever it still holds (all
+     * of it after a ring failure, when nothing could be reaped), and only
+     * then are the buffers, chunks and connections those requests point at
+     * freed. */
+    io_uring_queue_exit(&w->ring);
+    bufring_destroy(&w->bufs);
     conn_free_all(w);
     pubsub_worker_fini(w);
-    bufring_destroy(&w->bufs, &w->ring);
-    io_uring_queue_exit(&w->ring);
     return fatal;
 }

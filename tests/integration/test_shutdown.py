@@ -5,17 +5,20 @@ whose ring fails (a fault injected through RINGWS_TEST_FAULT) takes the whole
 server down the same way, with the error logged and a non-zero exit."""
 
 import asyncio
+import fcntl
 import os
 import signal
 import socket
+import struct
 import sys
+import termios
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (EOF, OP_TEXT, HttpConn, RawWS, Runner, Server, T, TestFailure,  # noqa: E402
-                         eq, expect, fail, slack, upgrade_request, ws_connect)
+from ringws_test import (EOF, OP_BINARY, OP_TEXT, HttpConn, RawWS, Runner, Server, T, TestFailure,  # noqa: E402
+                         build_frame, eq, expect, fail, slack, upgrade_request, ws_connect)
 
 MARGIN = 2.0 + slack(4)
 
@@ -190,6 +193,49 @@ def t_many_clients_workers(*_):
     asyncio.run(asyncio.wait_for(run(), T(30)))
 
 
+def unread(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def t_stop_with_sends_in_flight(*_):
+    """Stopped while large sends wait on clients that read nothing: after
+    the close timeout every connection is torn down with its sends still in
+    the ring; the server exits 0 in time, every connection ends, and the
+    sanitizers (ASan build) report nothing."""
+    srv = start(["--workers", "2", "--close-timeout", "1s"])
+    clients = []
+    try:
+        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
+        for _ in range(16):
+            ws = RawWS.open(srv.port, rcvbuf=4096)
+            ws.sock.sendall(frame * 3)
+            clients.append(ws)
+        # Echoes reach every client and pile up behind its full window.
+        deadline = time.monotonic() + T(10)
+        while any(unread(ws.sock) < 2048 for ws in clients):
+            if time.monotonic() > deadline:
+                fail("the echoes never reached every client (unread: %s)"
+                     % [unread(ws.sock) for ws in clients])
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        finish(srv, signal.SIGTERM, 1.5 + MARGIN, "16 clients that read nothing")
+        for i, ws in enumerate(clients):
+            ws.sock.settimeout(T(2))
+            try:
+                while ws.sock.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                fail("client %d: its connection outlived the server" % i)
+        expect(time.monotonic() - t0 < 1.5 + MARGIN + T(2), "a prompt end", time.monotonic() - t0)
+    finally:
+        for ws in clients:
+            ws.close()
+        srv.kill()
+
+
 class PublishLoop:
     """POST /publish/f over and over on a keep-alive connection (a new one
     when the server closes it) until told to stop or nothing listens: every
@@ -253,12 +299,19 @@ def t_worker_ring_fails(*_):
     logged, with a non-zero exit, within the close timeout and a margin.
     Clients of the failed worker see their connections end, those of the
     other worker get close 1001, and no HTTP publish waits on the failed
-    worker's count."""
+    worker's count. Clients that read nothing keep large sends in flight
+    when the ring fails (their memory is freed only after the ring is torn
+    down: the ASan build watches the teardown)."""
     srv = Server(["--workers", "2", "--close-timeout", "1s"], "ring-fault",
-                 env={"RINGWS_TEST_FAULT": "ring:150"}).start()
-    clients = []
+                 env={"RINGWS_TEST_FAULT": "ring:300"}).start()
+    clients, mute = [], []
     pub = None
     try:
+        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
+        for _ in range(6):
+            ws = RawWS.open(srv.port, rcvbuf=4096)
+            ws.sock.sendall(frame * 3)
+            mute.append(ws)
         clients = [RawWS.open(srv.port) for _ in range(6)] + \
                   [RawWS.open(srv.port, "/ws?topics=f") for _ in range(6)]
         pub = PublishLoop(srv.port, T(3))
@@ -294,12 +347,21 @@ def t_worker_ring_fails(*_):
                         break
             except EOF:
                 ends["eof"] += 1
+        for i, ws in enumerate(mute):
+            ws.sock.settimeout(T(2))
+            try:
+                while ws.sock.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                fail("client %d that read nothing: its connection outlived the server" % i)
         print("  connections: %d closed with 1001, %d ended by the failed worker; publishes: %s"
               % (ends["1001"], ends["eof"], pub.answers), flush=True)
     finally:
         if pub is not None:
             pub.stop.set()
-        for ws in clients:
+        for ws in clients + mute:
             ws.close()
         srv.kill()
 
@@ -315,6 +377,7 @@ def main():
         ("sigterm-no-connections", t_no_connections),
         ("sigint-no-connections-2-workers", t_sigint_no_connections),
         ("40-clients-2-workers", t_many_clients_workers),
+        ("stop-with-large-sends-in-flight", t_stop_with_sends_in_flight),
         ("worker-ring-fails-server-exits", t_worker_ring_fails),
     ]:
         r.case(cid, fn, timeout=40)
