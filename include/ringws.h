@@ -151,7 +151,10 @@ struct ringws_config {
     const char *pubsub_path;   /* WebSocket path of subscriber connections and
                                 * enables POST /publish/TOPIC; NULL: off */
     const char *publish_token; /* required as "Authorization: Bearer" by
-                                * POST /publish; NULL: none */
+                                * POST /publish; NULL: only loopback peers
+                                * whose request has no Origin may publish
+                                * (a warning at create when the listener is
+                                * not loopback) */
     size_t max_fanout_queue;   /* published bytes queued per subscriber;
                                 * default 1 MiB */
     size_t max_publish;        /* bytes in a published message (all ways of
@@ -176,7 +179,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out);
 /* The port the listeners are bound to (useful after port 0). */
 uint16_t ringws_server_port(const ringws_server *srv);
 
-/* Runs the workers until ringws_server_stop; returns 0 or -errno. */
+/* Runs the workers until ringws_server_stop; returns 0, or the -errno of a
+ * worker that could not go on (its ring failed): such a worker stops the
+ * whole server as ringws_server_stop does, its own connections end at once
+ * (on_close with 1006), and the error is logged. */
 int ringws_server_run(ringws_server *srv);
 
 /* Asks the server to stop: stop accepting, send close 1001 to every

@@ -63,11 +63,10 @@ int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
     return 0;
 }
 
-void bufring_destroy(struct bufring *b, struct io_uring *ring)
+void bufring_destroy(struct bufring *b)
 {
     if (!b->br)
         return;
-    io_uring_unregister_buf_ring(ring, b->bgid);
     munmap(b->base, (size_t)b->count * b->size);
     munmap(b->br, b->ring_bytes);
     free(b->used);

@@ -39,7 +39,9 @@ struct bufring {
  * can.  0 or -errno. */
 int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
                    uint32_t count, uint32_t size, bool incremental);
-void bufring_destroy(struct bufring *b, struct io_uring *ring);
+/* Unmaps the buffers once the ring they were registered with is gone (the
+ * registration goes with the ring). */
+void bufring_destroy(struct bufring *b);
 
 static inline uint8_t *bufring_addr(const struct bufring *b, uint16_t bid)
 {

@@ -164,6 +164,19 @@ static void conn_free(struct ringws_conn *c)
     STAT_ADD(w, conns_open, -1);
 }
 
+bool conn_in_ring(struct worker *w)
+{
+    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
+
+    for (struct conn_slab *s = w->slabs; s; s = s->next)
+        for (unsigned i = 0; i < CONN_SLAB; i++)
+            if (s->conns[i].w && (s->conns[i].flags & in_ring))
+                return true;
+    return false;
+}
+
+/* Only once the ring is gone (loop_run): a send in flight reads its chunks
+ * until then. */
 void conn_free_all(struct worker *w)
 {
     struct conn_slab *s = w->slabs;
@@ -627,19 +640,34 @@ static uint16_t conn_addr_bucket(const struct ringws_server *srv, const struct s
     return (uint16_t)siphash24(srv->addr_key, key, len);
 }
 
-/* Takes one connection of the peer's budget; false when it is spent. */
+/* Takes one connection of the peer's budget; false when it is spent.
+ * *counted: a counter was taken, to be given back when the connection goes. */
 static bool conn_addr_take(struct ringws_server *srv, const struct sockaddr *peer,
-                           socklen_t len, uint16_t *slot)
+                           socklen_t len, uint16_t *slot, bool *counted)
 {
     uint16_t n;
 
-    if (!peer || len < sizeof(sa_family_t))
+    *counted = false;
+    if (!srv->addr_counts || !peer || len < sizeof(sa_family_t))
         return true;
     *slot = conn_addr_bucket(srv, peer);
     n = atomic_fetch_add(&srv->addr_counts[*slot], 1);
-    if (n < srv->cfg.max_per_address)
+    if (n < srv->cfg.max_per_address) {
+        *counted = true;
         return true;
+    }
     atomic_fetch_sub(&srv->addr_counts[*slot], 1);
+    return false;
+}
+
+bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len)
+{
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+        return ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24 == 127;
+    if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
     return false;
 }
 
@@ -660,15 +688,16 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     const struct ringws_config *cfg = &w->srv->cfg;
     struct ringws_conn *c = NULL;
     uint16_t slot = 0;
+    bool counted;
 
-    if (!conn_addr_take(w->srv, peer, peer_len, &slot)) {
+    if (!conn_addr_take(w->srv, peer, peer_len, &slot, &counted)) {
         STAT_ADD(w, refused_per_address, 1);
         loop_close_fd(w, fd);
         return;
     }
     if (worker_conns(w) < cfg->max_connections)
         c = conn_alloc(w);
-    if (!c && peer)
+    if (!c && counted)
         atomic_fetch_sub(&w->srv->addr_counts[slot], 1);
     if (!c) {
         /* Refused cheaply: a close, nothing allocated. */
@@ -679,10 +708,14 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         return;
     }
     STAT_ADD(w, accepted, 1);
-    if (peer) {
+    if (counted) {
         c->addr_slot = slot;
         c->flags |= CF_ADDR_COUNTED;
     }
+    /* Without the peer's address only a loopback listener vouches for it;
+     * where neither does, the peer counts as remote. */
+    if (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback)
+        c->flags |= CF_PEER_LOCAL;
     c->fd = fd;
     c->state = CONN_HTTP;
     c->last_rx_tick = (uint32_t)loop_tick(w);

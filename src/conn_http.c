@@ -339,6 +339,20 @@ static bool conn_http_token_ok(const char *token, const struct ringws_request *v
     return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
 }
 
+/* Without a token, publishing is for programs on this host: a loopback
+ * peer, and no Origin, which browsers add to every POST a web page makes
+ * (a page the user visits must not publish through the user's browser).
+ * Returns why the request is refused, or NULL. */
+static const char *conn_http_untrusted(const struct ringws_conn *c,
+                                       const struct ringws_request *view)
+{
+    if (ringws_request_header(view, "Origin").ptr)
+        return "a request with an Origin needs a publish token";
+    if (!(c->flags & CF_PEER_LOCAL))
+        return "without a publish token only loopback peers may publish";
+    return NULL;
+}
+
 static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients, bool close)
 {
     char body[48];
@@ -359,6 +373,7 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
     bool binary = ctype.ptr && ctype.len >= sizeof(octets) - 1 &&
                   !strncasecmp(ctype.ptr, octets, sizeof(octets) - 1);
     bool close = !req->keep_alive;
+    const char *untrusted;
     uint64_t recipients;
     int r;
 
@@ -369,6 +384,10 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
     if (cfg->publish_token && !conn_http_token_ok(cfg->publish_token, view)) {
         conn_http_error(c, req, 401, "a valid publish token is required", close,
                         "WWW-Authenticate: Bearer\r\n");
+        return;
+    }
+    if (!cfg->publish_token && (untrusted = conn_http_untrusted(c, view))) {
+        conn_http_error(c, req, 403, untrusted, close, NULL);
         return;
     }
     if (!topic_name_valid(topic, topic_len)) {

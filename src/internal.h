@@ -109,6 +109,8 @@ enum conn_flag {
     CF_PUB_CLOSE = 1u << 21,  /* ... and the connection closes after the answer */
     CF_SLOW_1008 = 1u << 22,  /* a slow subscriber to close with 1008 */
     CF_SLOW_1013 = 1u << 23,  /* ... with 1013 */
+    CF_PEER_LOCAL = 1u << 24, /* the peer is on this host (a loopback address) */
+    CF_RECV_SINGLE = 1u << 25, /* the recv armed last is not multishot */
 };
 
 struct conn_subs;
@@ -204,6 +206,7 @@ struct worker {
     uint64_t wake_val;
     bool direct;        /* connections are direct descriptors */
     bool accept_armed;
+    bool accept_multishot; /* ... and it is multishot */
     bool stopping;
     uint64_t stop_deadline_ms;
     struct ringws_conn *flush_head;
@@ -212,7 +215,7 @@ struct worker {
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct __kernel_timespec tick_ts;
-    struct sockaddr_storage peer; /* filled by the accept when addresses count */
+    struct sockaddr_storage peer; /* filled by the accept when peer_addrs */
     socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
@@ -222,6 +225,11 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
+    /* Tests only (RINGWS_TEST_FAULT, see loop.c): loop turns before a
+     * simulated ring failure (0: never), and multishot requests to be
+     * refused by the kernel. */
+    unsigned fault_turns;
+    bool fault_multishot;
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -242,6 +250,8 @@ struct ringws_server {
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
+    bool listen_loopback; /* bound to a loopback address: every peer is local */
+    bool peer_addrs;      /* accepts report each peer's address */
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_seed;         /* keys the topic hash */
@@ -287,7 +297,11 @@ void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
+/* Whether a connection still has a request in the ring. */
+bool conn_in_ring(struct worker *w);
 int conn_addr_table_create(struct ringws_server *srv);
+/* Whether an address is loopback: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 
@@ -331,6 +345,9 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
 int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, uint64_t *recipients);
 void pubsub_server_drain(struct ringws_server *srv);
+/* A worker that failed (the server is stopping): what its inbox holds now
+ * or gets from publishers still under way counts as delivered to nobody. */
+void pubsub_worker_abandon(struct worker *w);
 
 /* ---- conn_http.c ------------------------------------------------------- */
 

@@ -18,6 +18,7 @@
 #define RING_ENTRIES 4096u
 #define RING_CQ_ENTRIES 16384u
 #define BUF_GROUP 0
+#define LOOP_REAP_MS 1000u
 
 /* user_data: a pointer (8-byte aligned) with the operation in the low bits. */
 enum ud_op {
@@ -37,12 +38,26 @@ static uint64_t ud_make(const void *p, enum ud_op op)
     return (uint64_t)(uintptr_t)p | op;
 }
 
-/* Features found at start-up, shared by all workers (written before the
- * workers start serving, read-only afterwards). */
+/* What the kernel refuses, learnt while serving by the first worker whose
+ * request is refused and then used by all: every worker reads and may write
+ * these at any time, hence atomics (relaxed: nothing else is published with
+ * them).  A request armed before the news came is refused in turn and falls
+ * back by itself (loop_on_accept, loop_on_recv). */
 static struct {
-    bool multishot_accept;
-    bool multishot_recv;
+    atomic_bool multishot_accept;
+    atomic_bool multishot_recv;
 } loop_features = {true, true};
+
+static bool loop_feature_on(atomic_bool *feature)
+{
+    return atomic_load_explicit(feature, memory_order_relaxed);
+}
+
+/* Turns a feature off; true for the one caller that turned it off. */
+static bool loop_feature_drop(atomic_bool *feature)
+{
+    return atomic_exchange_explicit(feature, false, memory_order_relaxed);
+}
 
 static struct io_uring_sqe *loop_sqe(struct worker *w)
 {
@@ -70,14 +85,19 @@ uint64_t loop_tick(const struct worker *w)
 /* liburing 2.3 stores file_index + 1 in the SQE, so the "allocate a slot"
  * value must be passed minus one (its multishot helper does the same). */
 #define LOOP_ACCEPT_ALLOC_SLOT (IORING_FILE_INDEX_ALLOC - 1)
+/* Not an accept4 flag: the kernel refuses it (RINGWS_TEST_FAULT=multishot). */
+#define LOOP_FAULT_ACCEPT_FLAG 1u
 
 static void loop_arm_accept(struct worker *w)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
-    if (w->srv->addr_counts) {
-        /* Counting per source address needs each peer's address, which a
-         * multishot accept cannot report: one accept at a time, then. */
+    w->accept_multishot = false;
+    if (w->srv->peer_addrs) {
+        /* Counting per source address, or telling loopback peers from
+         * others where the listener sees both (see server.c), needs each
+         * peer's address, which a multishot accept cannot report: one
+         * accept at a time, then. */
         w->peer_len = sizeof(w->peer);
         if (w->direct)
             io_uring_prep_accept_direct(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
@@ -85,11 +105,14 @@ static void loop_arm_accept(struct worker *w)
         else
             io_uring_prep_accept(sqe, w->listen_fd, (struct sockaddr *)&w->peer,
                                  &w->peer_len, SOCK_CLOEXEC);
-    } else if (loop_features.multishot_accept) {
+    } else if (loop_feature_on(&loop_features.multishot_accept)) {
+        w->accept_multishot = true;
         if (w->direct)
             io_uring_prep_multishot_accept_direct(sqe, w->listen_fd, NULL, NULL, 0);
         else
             io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (w->fault_multishot)
+            sqe->accept_flags |= LOOP_FAULT_ACCEPT_FLAG;
     } else if (w->direct) {
         io_uring_prep_accept_direct(sqe, w->listen_fd, NULL, NULL, 0, LOOP_ACCEPT_ALLOC_SLOT);
     } else {
@@ -103,10 +126,13 @@ void loop_arm_recv(struct worker *w, struct ringws_conn *c)
 {
     struct io_uring_sqe *sqe = loop_sqe(w);
 
-    if (loop_features.multishot_recv)
-        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    else
+    if (loop_feature_on(&loop_features.multishot_recv)) {
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, w->fault_multishot ? MSG_WAITALL : 0);
+        c->flags &= ~CF_RECV_SINGLE;
+    } else {
         io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+        c->flags |= CF_RECV_SINGLE;
+    }
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
     loop_use_conn_fd(w, sqe);
@@ -331,15 +357,15 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
         if (w->stopping)
             loop_close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res, w->srv->addr_counts ? (struct sockaddr *)&w->peer : NULL,
+            conn_accepted(w, cqe->res, w->srv->peer_addrs ? (struct sockaddr *)&w->peer : NULL,
                           w->peer_len);
         if (!w->accept_armed && !w->stopping)
             loop_arm_accept(w);
         return;
     }
-    if (cqe->res == -EINVAL && loop_features.multishot_accept) {
-        log_msg(LOG_WARN, "multishot accept refused; falling back to single accepts");
-        loop_features.multishot_accept = false;
+    if (cqe->res == -EINVAL && w->accept_multishot) {
+        if (loop_feature_drop(&loop_features.multishot_accept))
+            log_msg(LOG_WARN, "multishot accept refused; falling back to single accepts");
     } else if (cqe->res != -ECANCELED) {
         /* -ENFILE/-EMFILE (tables full) and the like: the next tick re-arms,
          * after connections have had a chance to go away. */
@@ -352,9 +378,9 @@ static void loop_on_accept(struct worker *w, struct io_uring_cqe *cqe)
 
 static void loop_on_recv(struct ringws_conn *c, struct io_uring_cqe *cqe)
 {
-    if (cqe->res == -EINVAL && loop_features.multishot_recv) {
-        log_msg(LOG_WARN, "multishot recv refused; falling back to single receives");
-        loop_features.multishot_recv = false;
+    if (cqe->res == -EINVAL && !(c->flags & CF_RECV_SINGLE)) {
+        if (loop_feature_drop(&loop_features.multishot_recv))
+            log_msg(LOG_WARN, "multishot recv refused; falling back to single receives");
         c->flags &= ~CF_RECV_ARMED;
         loop_arm_recv(c->w, c);
         return;
@@ -419,46 +445,114 @@ static void loop_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
+/* Tests only: RINGWS_TEST_FAULT, read once per worker at start, injects a
+ * fault into worker 0 so that a test can watch what the server does with it:
+ *   ring:N     its submission fails with -EIO after N loop turns (the loop
+ *              pays one predictable branch per turn);
+ *   multishot  its multishot accept and recv carry a flag the kernel refuses
+ *              with -EINVAL, as a kernel without them would. */
+static void loop_fault_init(struct worker *w)
+{
+    const char *env = getenv("RINGWS_TEST_FAULT");
+    unsigned long n;
+    char *end;
+
+    if (w->id != 0 || !env)
+        return;
+    if (!strcmp(env, "multishot")) {
+        w->fault_multishot = true;
+    } else if (!strncmp(env, "ring:", 5)) {
+        n = strtoul(env + 5, &end, 10);
+        if (!*end && n <= UINT32_MAX)
+            w->fault_turns = (unsigned)n;
+    }
+}
+
+static int loop_submit_and_wait(struct worker *w)
+{
+    int ret = io_uring_submit_and_wait(&w->ring, 1);
+
+    if (w->fault_turns && --w->fault_turns == 0)
+        return -EIO;
+    return ret;
+}
+
 static bool loop_done(struct worker *w)
 {
     return w->stopping && (worker_conns(w) == 0 || timer_now_ms() >= w->stop_deadline_ms);
 }
 
+/* One turn: start what the connections have queued, submit, wait for a
+ * completion and handle all there are.  0, or the -errno of a ring that
+ * cannot go on. */
+static int loop_turn(struct worker *w)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    int ret;
+
+    conn_flush_all(w);
+    ret = loop_submit_and_wait(w);
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+        log_msg(LOG_ERROR, "worker %u: io_uring_submit_and_wait: %s", w->id, strerror(-ret));
+        return ret;
+    }
+    io_uring_for_each_cqe(&w->ring, head, cqe) {
+        loop_dispatch(w, cqe);
+        seen++;
+    }
+    io_uring_cq_advance(&w->ring, seen);
+    return 0;
+}
+
+/* After conn_abort_all: turns until no connection has a request left in the
+ * ring (each is cancelled, then its descriptor closed), so that nothing the
+ * kernel still holds points at memory about to be freed.  Cancellations
+ * complete at once; the bound only guards against a request that would
+ * not. */
+static int loop_reap(struct worker *w)
+{
+    uint64_t deadline = timer_now_ms() + LOOP_REAP_MS;
+    int ret = 0;
+
+    while (ret == 0 && conn_in_ring(w)) {
+        if (timer_now_ms() >= deadline) {
+            log_msg(LOG_WARN, "worker %u: requests still in flight after %u ms; "
+                    "freed once the ring is gone", w->id, LOOP_REAP_MS);
+            break;
+        }
+        ret = loop_turn(w);
+    }
+    return ret;
+}
+
 int loop_run(struct worker *w)
 {
-    int ret = loop_setup(w);
+    int ret = loop_setup(w), fatal = 0;
 
     if (ret < 0)
         return ret;
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
+    loop_fault_init(w);
     loop_arm_accept(w);
     loop_arm_wake(w);
     loop_arm_tick(w);
     /* A stop asked for before the ring existed has already written the
      * eventfd, so the armed read completes at once. */
 
-    while (!loop_done(w)) {
-        struct io_uring_cqe *cqe;
-        unsigned head, seen = 0;
-
-        conn_flush_all(w);
-        ret = io_uring_submit_and_wait(&w->ring, 1);
-        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-            log_msg(LOG_ERROR, "worker %u: io_uring_submit_and_wait: %s", w->id,
-                    strerror(-ret));
-            break;
-        }
-        io_uring_for_each_cqe(&w->ring, head, cqe) {
-            loop_dispatch(w, cqe);
-            seen++;
-        }
-        io_uring_cq_advance(&w->ring, seen);
-    }
+    while (!fatal && !loop_done(w))
+        fatal = loop_turn(w);
     conn_abort_all(w);
+    if (!fatal)
+        fatal = loop_reap(w);
+    /* The ring goes first: closing it cancels whatever it still holds (all
+     * of it after a ring failure, when nothing could be reaped), and only
+     * then are the buffers, chunks and connections those requests point at
+     * freed. */
+    io_uring_queue_exit(&w->ring);
+    bufring_destroy(&w->bufs);
     conn_free_all(w);
     pubsub_worker_fini(w);
-    bufring_destroy(&w->bufs, &w->ring);
-    io_uring_queue_exit(&w->ring);
-    return 0;
+    return fatal;
 }

@@ -699,9 +699,40 @@ void pubsub_worker_fini(struct worker *w)
     pubsub_self = NULL;
 }
 
-/* After the workers have stopped: messages still in inboxes are let go (a
- * waiting HTTP publish's connection is already freed: only its message
- * reference is dropped). */
+/* Lets go of what a worker that no longer runs has in its inbox: its share
+ * of each message counts as delivered to nobody, and a reply to one of its
+ * own HTTP publishes (whose connection is already freed) only drops its
+ * message reference.  Returns whether there was anything. */
+static bool pubsub_inbox_discard(struct worker *w)
+{
+    struct pub_slot *s = pubsub_inbox_take(w);
+    bool any = s != NULL;
+
+    while (s) {
+        struct pub_slot *next = s->qnext;
+        struct pub_msg *m = s->msg;
+        if (!pubsub_is_reply(w, s)) {
+            pubsub_inbox_release(w, m);
+            pubsub_worker_done(w->srv, m, 0); /* may post a reply */
+        }
+        pubsub_msg_unref(m); /* the slot's or the reply's reference */
+        s = next;
+    }
+    return any;
+}
+
+/* The publishers under way when the stop was requested post what they
+ * must; later ones are refused (pubsub_enter).  Publishes waiting on other
+ * workers for this one's count get their answers now, not when those
+ * workers give up at their close timeout. */
+void pubsub_worker_abandon(struct worker *w)
+{
+    while (atomic_load(&w->srv->publishers))
+        sched_yield();
+    pubsub_inbox_discard(w);
+}
+
+/* After the workers have stopped: messages still in inboxes are let go. */
 void pubsub_server_drain(struct ringws_server *srv)
 {
     bool any = true;
@@ -710,21 +741,8 @@ void pubsub_server_drain(struct ringws_server *srv)
         sched_yield();
     while (any) {
         any = false;
-        for (unsigned i = 0; i < srv->n_workers; i++) {
-            struct worker *w = &srv->workers[i];
-            struct pub_slot *s = pubsub_inbox_take(w);
-            while (s) {
-                struct pub_slot *next = s->qnext;
-                struct pub_msg *m = s->msg;
-                any = true;
-                if (!pubsub_is_reply(w, s)) {
-                    pubsub_inbox_release(w, m);
-                    pubsub_worker_done(srv, m, 0); /* may post a reply: alive */
-                }
-                pubsub_msg_unref(m); /* the slot's or the reply's reference */
-                s = next;
-            }
-        }
+        for (unsigned i = 0; i < srv->n_workers; i++)
+            any |= pubsub_inbox_discard(&srv->workers[i]);
     }
 }
 

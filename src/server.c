@@ -89,16 +89,37 @@ static int server_listen(const struct ringws_config *cfg, uint16_t port, int *ou
     return 0;
 }
 
-static uint16_t server_bound_port(int fd)
+/* The port the listeners share, and whether they listen on loopback only:
+ * the kernel hands such a listener connections from this host alone. */
+static void server_note_listener(ringws_server *srv, int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
 
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
+        return;
     if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    else
+        srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    srv->listen_loopback = conn_addr_loopback((struct sockaddr *)&ss, len);
+}
+
+/* POST /publish without a token is for programs on this host: a loopback
+ * listener sees no others; any other listener needs each peer's address
+ * (see conn_accepted), and its operator is told how to lock it down. */
+static void server_plan_publish(ringws_server *srv)
+{
+    const struct ringws_config *cfg = &srv->cfg;
+    bool unguarded = cfg->pubsub_path && !cfg->publish_token && !srv->listen_loopback;
+
+    srv->peer_addrs = srv->addr_counts || unguarded;
+    if (unguarded)
+        log_msg(LOG_WARN,
+                "listening on %s without a publish token: POST /publish is refused (403) "
+                "except from loopback peers; set --publish-token (publish_token) to publish "
+                "from other hosts, and --origin (origins) to choose which web pages may "
+                "subscribe", cfg->bind);
 }
 
 static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
@@ -178,8 +199,9 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
             return ret;
         }
         if (!srv->port)
-            srv->port = server_bound_port(w->listen_fd);
+            server_note_listener(srv, w->listen_fd);
     }
+    server_plan_publish(srv);
     *out = srv;
     return 0;
 }
@@ -194,8 +216,14 @@ static void *server_worker_main(void *arg)
     struct worker *w = arg;
     int ret = loop_run(w);
 
-    if (ret < 0)
-        ringws_server_stop(w->srv); /* one failed worker stops them all */
+    if (ret < 0) {
+        /* One failed worker stops them all: a server half alive would keep
+         * its listener taking clients nobody serves. */
+        log_msg(LOG_ERROR, "worker %u cannot go on (%s): stopping the server", w->id,
+                strerror(-ret));
+        ringws_server_stop(w->srv);
+        pubsub_worker_abandon(w);
+    }
     return (void *)(intptr_t)ret;
 }
 

@@ -726,9 +726,9 @@ static void *loop_thread(void *arg)
         fprintf(stderr, "ringws-bench: thread %u: setup: %s\n", t->id, strerror(-ret));
     else
         loop_run(t);
-    bufring_destroy(&t->bufs, &t->ring);
     if (t->ring.ring_fd > 0)
         io_uring_queue_exit(&t->ring);
+    bufring_destroy(&t->bufs); /* after the ring: no receive can land in it */
     atomic_store(&t->st.finished, true);
     return NULL;
 }

@@ -169,18 +169,18 @@ def _kill_all():
 
 atexit.register(_kill_all)
 
-# 127.0.0.1 unless a test binds elsewhere: "[::]" is the dual-stack
-# wildcard, which IPv4 clients of 127.0.0.1 reach as well.
-LISTEN_RE = re.compile(rb"ringws listening on (?:127\.0\.0\.1|\[::\]):(\d+)")
+LISTEN_RE = re.compile(rb"ringws listening on (?:\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)")
 
 
 class Server:
-    """One ringws process on 127.0.0.1 (or where a later --bind in args
-    says) and a port the kernel picks."""
+    """One ringws process on a port the kernel picks, bound to 127.0.0.1
+    unless `bind` says otherwise; `env` adds variables to its environment."""
 
-    def __init__(self, args=(), label="default"):
+    def __init__(self, args=(), label="default", bind="127.0.0.1", env=None):
         self.args = [str(a) for a in args]
         self.label = label
+        self.bind = bind
+        self.env = env
         self.proc = None
         self.port = None
         self.stdout_lines = []
@@ -189,11 +189,12 @@ class Server:
         self.died_early = None
 
     def start(self):
-        cmd = [_binary(), "--bind", "127.0.0.1", "--port", "0"] + self.args
+        cmd = [_binary(), "--bind", self.bind, "--port", "0"] + self.args
+        env = dict(os.environ, **self.env) if self.env else None
         self._stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, close_fds=True)
+                                         stderr=self._stderr, close_fds=True, env=env)
         except OSError as e:
             self.proc = None
             fail("cannot start %s: %s" % (cmd[0], e))
@@ -209,7 +210,7 @@ class Server:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                fail("server %s printed no 'ringws listening on 127.0.0.1:PORT' line within %.0fs; "
+                fail("server %s printed no 'ringws listening on ADDRESS:PORT' line within %.0fs; "
                      "stdout %r; stderr %s" % (self.label, T(10), buf[-300:], self.stderr_tail()))
             r, _, _ = select.select([fd], [], [], left)
             if not r:
@@ -1132,8 +1133,9 @@ class Runner:
                     msg += self._server_note()
                 self.record(cid, ok, msg, dur)
 
-    def server(self, args=(), label="default"):
-        return _ServerScope(self, args, label)
+    def server(self, args=(), label="default", **kw):
+        """kw: Server's bind and env."""
+        return _ServerScope(self, args, label, kw)
 
     def finish(self):
         self._dog.cancel()
@@ -1150,12 +1152,12 @@ class _ServerScope:
     on their own) and, at the end, counts a case that the server stayed up
     and ended cleanly on SIGTERM with no sanitizer report."""
 
-    def __init__(self, runner, args, label):
-        self.runner, self.args, self.label = runner, args, label
+    def __init__(self, runner, args, label, kw):
+        self.runner, self.args, self.label, self.kw = runner, args, label, kw
         self.srv = None
 
     def __enter__(self):
-        self.srv = Server(self.args, self.label)
+        self.srv = Server(self.args, self.label, **self.kw)
         try:
             self.srv.start()
         except TestFailure as e:

@@ -3,7 +3,10 @@ size class of the frame length encoding and up to 4 MiB, many in a row, from
 many clients at once, and when frames reach the server cut at every possible
 offset. Run against default receive buffers and against 256- and 64-byte
 ones, so that frames and messages span many buffers and get split at many
-offsets inside headers, masks, payloads and UTF-8 characters."""
+offsets inside headers, masks, payloads and UTF-8 characters. Also run with
+two workers that must fall back to single accepts and receives (the kernel
+made to refuse worker 0's multishot ones), which ThreadSanitizer watches for
+races on what the workers learn."""
 
 import asyncio
 import os
@@ -188,6 +191,12 @@ def t_header_then_payload(port):
             ws.expect_echo(OP_BINARY, payload)
 
 
+def t_fallback_logged(srv):
+    text = srv.stderr_text()
+    for what in ("multishot accept refused", "multishot recv refused"):
+        eq(text.count(what), 1, "warnings %r on stderr" % what)
+
+
 def main():
     r = Runner("echo")
     configs = [
@@ -215,6 +224,18 @@ def main():
             r.case("fragmented-random-chops" + tag, t_fragmented_random, p)
             r.case("burst-300-frames" + tag, t_burst, p)
             r.case("header-then-payload" + tag, t_header_then_payload, p)
+    # The fallback for kernels without multishot accept and recv: worker 0's
+    # first ones are refused (RINGWS_TEST_FAULT=multishot), so every worker
+    # goes on with single accepts and receives, learnt while they serve.
+    with r.server(["--workers", "2"], "no-multishot", env={"RINGWS_TEST_FAULT": "multishot"}) as srv:
+        p = srv.port
+        tag = "[no-multishot]"
+        r.case("50-concurrent-clients" + tag, t_concurrent, p, timeout=60)
+        r.case("basic" + tag, t_basic, p)
+        r.case("1000-messages" + tag, t_many_messages, p, timeout=60)
+        r.case("one-byte-writes" + tag, t_one_byte_writes, p)
+        r.case("burst-300-frames" + tag, t_burst, p)
+        r.case("fallback-logged" + tag, t_fallback_logged, srv)
     r.finish()
 
 

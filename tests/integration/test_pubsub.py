@@ -4,7 +4,10 @@ workers) each get every one of 200 HTTP publishes in order, byte-exact and
 with its opcode; `sub`/`unsub` commands take effect before the pong that
 follows them, and a duplicate subscription gives one copy; topics stay apart;
 POST /publish answers 200 {"recipients":N}, 401 without the token, 405 for
-other methods, 400 for invalid topics and non-UTF-8 text; handshakes with an
+other methods, 400 for invalid topics and non-UTF-8 text; with no token
+configured it answers 403 to a request with an Origin and to a peer that is
+not loopback (from a network namespace, where root allows one), also on
+0.0.0.0 and :: listeners, which warn at start; handshakes with an
 invalid or too long topic list get 400; malformed commands close with 1008,
 binary frames with 1003; `pub` works only where a --topic rule allows it;
 slow subscribers meet the policy of the topic being published (close 1013,
@@ -24,6 +27,7 @@ import os
 import random
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -542,6 +546,189 @@ def t_token(port):
         eq(r.status, 405, "GET /publish/tok with the token")
         r = p.post("bad topic!", "x")
         eq(r.status, 400, "an invalid topic with the right token")
+
+
+# ---------------------------------------------------------------------------
+# Who may publish without a token
+
+
+EVIL = "http://evil.example"
+WARNING = "without a publish token"
+
+
+def t_origin_refused(port):
+    """No token configured: a publish that carries an Origin (what a browser
+    adds to a web page's POST, same-site or not) is refused with 403 and
+    reaches nobody; the same request without Origin, from loopback, is
+    published."""
+    with Publisher(port) as p, subscriber(port, "orig") as ws:
+        for origin in (EVIL, "http://127.0.0.1:%d" % port, "null"):
+            r = p.request("POST", "/publish/orig", b"from a page",
+                          [("Origin", origin), ("Content-Type", "text/plain")])
+            eq(r.status, 403, "POST /publish with Origin %s and no token configured" % origin)
+            expect(b"Origin" in r.body, "a reason that names the Origin", short(r.body))
+        expect_nothing(ws)
+        eq(p.publish("orig", "local"), 1, "recipients of a loopback publish without Origin")
+        expect_msg(ws, "text", "local")
+
+
+def t_token_origin(port):
+    """With a token the token decides: a request that holds it is published
+    whatever its Origin, one that does not gets 401."""
+    with Publisher(port, TOKEN) as p, subscriber(port, "tok.o") as ws:
+        r = p.request("POST", "/publish/tok.o", b"no token", [("Origin", EVIL)])
+        eq(r.status, 401, "POST /publish with an Origin and no token")
+        r = p.request("POST", "/publish/tok.o", b"token",
+                      [("Origin", EVIL), ("Authorization", "Bearer " + TOKEN)])
+        eq(r.status, 200, "POST /publish with an Origin and the token")
+        eq(recipients_of(r), 1, "recipients of a publish with an Origin and the token")
+        expect_msg(ws, "text", "token")
+        expect_nothing(ws)
+
+
+def t_cross_origin_subscription(port):
+    """Subscribing from any web page stays allowed without --origin."""
+    req, key = upgrade_request(port, path="/ws?topics=xo", headers={"Origin": EVIL})
+    ws = RawWS.open(port, request=req, key=key)
+    try:
+        eq(publish_once(port, "xo", "seen"), 1, "recipients with a cross-origin subscriber")
+        expect_msg(ws, "text", "seen")
+    finally:
+        ws.close()
+
+
+def t_no_warning(srv):
+    text = srv.stderr_text()
+    expect(WARNING not in text, "no warning about publishing", repr(text[-600:]))
+
+
+def t_warning(srv, bind):
+    """Bound beyond loopback with no token: one warning at start that names
+    the address and the ways to lock it down."""
+    lines = [ln for ln in srv.stderr_text().splitlines() if WARNING in ln]
+    eq(len(lines), 1, "warnings about publishing without a token")
+    for word in ("[warn]", bind, "loopback", "--publish-token", "--origin"):
+        expect(word in lines[0], "%r in the warning" % word, repr(lines[0]))
+
+
+def post_from(host, port, topic, body, source=None, headers=()):
+    """POST /publish/TOPIC from a client socket to `host`, bound to `source`
+    when given: the answer."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(T(5))
+    try:
+        if source:
+            s.bind((source, 0))
+        s.connect((host, port))
+        with HttpConn(port, sock=s) as c:
+            c.send(post_bytes(port, topic, body, headers))
+            return c.read_response()
+    finally:
+        s.close()
+
+
+def t_loopback_peers(port, hosts):
+    """Every kind of loopback peer may publish without a token: 127.0.0.1,
+    another 127/8 address, ::1, and IPv4 loopback arriving v4-mapped on a
+    dual-stack listener."""
+    with subscriber(port, "lo") as ws:
+        for host, source in hosts:
+            r = post_from(host, port, "lo", "from %s" % (source or host), source)
+            eq(r.status, 200, "POST /publish from %s to %s" % (source or host, host))
+            eq(recipients_of(r), 1, "recipients of the publish from %s" % (source or host))
+            expect_msg(ws, "text", "from %s" % (source or host))
+
+
+class Outside:
+    """A peer that is not loopback: a network namespace joined to this one by
+    a veth pair, with an IPv4 /30 and an IPv6 /64 of its own. Creating it
+    needs root (CAP_NET_ADMIN); `why` says why it could not be made."""
+
+    CLIENT = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(sys.stdin.buffer.read())
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(s.getsockname()[0], file=sys.stderr)
+sys.stdout.buffer.write(data)
+"""
+
+    def __init__(self):
+        pid = os.getpid()
+        a = (pid % 16000) * 4
+        self.ns = "ringws-t%d" % pid
+        self.dev = "rwt%d" % pid
+        self.v4 = ("10.254.%d.%d" % (a >> 8, (a & 255) + 1), "10.254.%d.%d" % (a >> 8, (a & 255) + 2))
+        net6 = "fd72:7773:%x::" % (pid & 0xffff)
+        self.v6 = (net6 + "1", net6 + "2")
+        self.made = False
+        self.why = None
+        steps = [
+            ["netns", "add", self.ns],
+            ["link", "add", self.dev + "h", "type", "veth", "peer", "name", self.dev + "n"],
+            ["link", "set", self.dev + "n", "netns", self.ns],
+            ["addr", "add", self.v4[0] + "/30", "dev", self.dev + "h"],
+            ["-6", "addr", "add", self.v6[0] + "/64", "dev", self.dev + "h", "nodad"],
+            ["link", "set", self.dev + "h", "up"],
+            ["-n", self.ns, "addr", "add", self.v4[1] + "/30", "dev", self.dev + "n"],
+            ["-n", self.ns, "-6", "addr", "add", self.v6[1] + "/64", "dev", self.dev + "n", "nodad"],
+            ["-n", self.ns, "link", "set", self.dev + "n", "up"],
+        ]
+        for step in steps:
+            try:
+                r = subprocess.run(["ip"] + step, capture_output=True, timeout=10)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                self.why = "ip %s: %s" % (" ".join(step), e)
+                break
+            if step[0] == "netns" and r.returncode == 0:
+                self.made = True
+            if r.returncode != 0:
+                self.why = "ip %s: %s" % (" ".join(step), r.stderr.decode(errors="replace").strip())
+                break
+
+    def remove(self):
+        subprocess.run(["ip", "link", "del", self.dev + "h"], capture_output=True, timeout=10)
+        if self.made:
+            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=10)
+        self.made = False
+
+    def post(self, host, port, topic, body, headers=()):
+        """POST from inside the namespace (Connection: close): (status, source address)."""
+        req = post_bytes(port, topic, body, [("Connection", "close")] + list(headers))
+        r = subprocess.run(["ip", "netns", "exec", self.ns, "/usr/bin/python3", "-c", self.CLIENT,
+                            host, str(port)], input=req, capture_output=True, timeout=T(15))
+        if r.returncode != 0:
+            fail("the client in the namespace failed: %s" % r.stderr.decode(errors="replace")[-400:])
+        head = r.stdout.split(b"\r\n", 1)[0]
+        if not head.startswith(b"HTTP/1.1 "):
+            fail("the client in the namespace got %r" % r.stdout[:200])
+        return int(head[9:12]), r.stderr.decode().strip(), r.stdout
+
+
+def t_outside_peer(port, outside, hosts, token=None):
+    """A peer outside the host: refused (403) without a token; with a token
+    configured, published when it holds the token and 401 when not."""
+    with subscriber(port, "out") as ws:
+        for host in hosts:
+            status, source, raw = outside.post(host, port, "out", "from outside")
+            expect(source in outside.v4 + outside.v6, "a source address in the namespace", source)
+            if token is None:
+                eq(status, 403, "POST /publish from %s to %s without a token configured" % (source, host))
+                expect(b"loopback" in raw, "a reason that names loopback", short(raw))
+                continue
+            eq(status, 401, "POST /publish from %s without the token" % source)
+            status, _, raw = outside.post(host, port, "out", "with token",
+                                          [("Authorization", "Bearer " + token)])
+            eq(status, 200, "POST /publish from %s with the token" % source)
+            expect_msg(ws, "text", "with token")
+        expect_nothing(ws)
 
 
 # ---------------------------------------------------------------------------
@@ -1412,6 +1599,9 @@ def main():
         r.case("binary-frame-1003", t_binary_frame, p)
         r.case("pub-forbidden-by-default", t_pub_forbidden, p)
         r.case("echo-still-served", t_echo_still_served, p)
+        r.case("publish-with-origin-no-token-403", t_origin_refused, p)
+        r.case("cross-origin-subscription-allowed", t_cross_origin_subscription, p)
+        r.case("no-warning-bound-to-loopback", t_no_warning, srv)
 
     rules = ["--publish-token", TOKEN, "--max-topics", str(MAX_TOPICS),
              "--topic", "t=close-1013,publish", "--topic", "chat.secret=close-1013",
@@ -1419,12 +1609,42 @@ def main():
     with r.server(WORKERS + rules, "token-rules") as srv:
         p = srv.port
         r.case("publish-token", t_token, p)
+        r.case("publish-token-origin-does-not-matter", t_token_origin, p)
         r.case("handshake-topics-max-4", t_handshake_topics, p, MAX_TOPICS)
         r.case("handshake-duplicate-topics-count-once-max-4", t_handshake_duplicates, p, MAX_TOPICS)
         r.case("sub-past-max-topics-1008", t_sub_limit, p, MAX_TOPICS)
         r.case("pub-allowed-by-rule", t_pub_allowed, p)
         r.case("pub-rules-first-match", t_pub_rules, p)
         r.case("concurrent-publishers-http-and-ws", t_concurrent_publishers, p, timeout=90)
+
+    # Bound beyond loopback: the peer's address decides. A peer that is not
+    # loopback comes from a network namespace when one can be made.
+    outside = Outside()
+    if outside.why:
+        print("skip publish-from-outside-*: no network namespace for a non-loopback peer (%s)"
+              % outside.why, flush=True)
+    try:
+        with r.server(WORKERS, "bind-0.0.0.0", bind="0.0.0.0") as srv:
+            r.case("warning-bound-to-0.0.0.0-without-token", t_warning, srv, "0.0.0.0")
+            r.case("publish-from-loopback-peers-bind-0.0.0.0", t_loopback_peers, srv.port,
+                   [("127.0.0.1", None), ("127.0.0.1", "127.0.0.2")])
+            if not outside.why:
+                r.case("publish-from-outside-403-bind-0.0.0.0", t_outside_peer, srv.port, outside,
+                       [outside.v4[0]])
+        with r.server(WORKERS + ["--max-per-address", "64"], "bind-::", bind="::") as srv:
+            r.case("warning-bound-to-::-without-token", t_warning, srv, "::")
+            r.case("publish-from-loopback-peers-bind-::", t_loopback_peers, srv.port,
+                   [("127.0.0.1", None), ("127.0.0.1", "127.0.0.3"), ("::1", None)])
+            if not outside.why:
+                r.case("publish-from-outside-403-bind-::", t_outside_peer, srv.port, outside,
+                       [outside.v4[0], outside.v6[0]])
+        with r.server(WORKERS + ["--publish-token", TOKEN], "bind-0.0.0.0-token", bind="0.0.0.0") as srv:
+            r.case("no-warning-with-a-token", t_no_warning, srv)
+            if not outside.why:
+                r.case("publish-from-outside-with-token", t_outside_peer, srv.port, outside,
+                       [outside.v4[0]], TOKEN)
+    finally:
+        outside.remove()
 
     with r.server(WORKERS + ["--pubsub-path", "/live"], "custom-path") as srv:
         r.case("custom-pubsub-path", t_custom_path, srv.port)

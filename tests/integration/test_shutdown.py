@@ -1,18 +1,24 @@
 """Graceful shutdown: on SIGTERM or SIGINT the server stops accepting, sends
 close 1001 to every open WebSocket, and exits 0 within the close timeout
-plus a small margin, even when a client never answers its close."""
+plus a small margin, even when a client never answers its close. A worker
+whose ring fails (a fault injected through RINGWS_TEST_FAULT) takes the whole
+server down the same way, with the error logged and a non-zero exit."""
 
 import asyncio
+import fcntl
 import os
 import signal
 import socket
+import struct
 import sys
+import termios
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (OP_TEXT, HttpConn, RawWS, Runner, Server, T, eq, expect, fail,  # noqa: E402
-                         slack, upgrade_request, ws_connect)
+from ringws_test import (EOF, OP_BINARY, OP_TEXT, HttpConn, RawWS, Runner, Server, T, TestFailure,  # noqa: E402
+                         build_frame, eq, expect, fail, slack, upgrade_request, ws_connect)
 
 MARGIN = 2.0 + slack(4)
 
@@ -187,6 +193,179 @@ def t_many_clients_workers(*_):
     asyncio.run(asyncio.wait_for(run(), T(30)))
 
 
+def unread(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def t_stop_with_sends_in_flight(*_):
+    """Stopped while large sends wait on clients that read nothing: after
+    the close timeout every connection is torn down with its sends still in
+    the ring; the server exits 0 in time, every connection ends, and the
+    sanitizers (ASan build) report nothing."""
+    srv = start(["--workers", "2", "--close-timeout", "1s"])
+    clients = []
+    try:
+        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
+        for _ in range(16):
+            ws = RawWS.open(srv.port, rcvbuf=4096)
+            ws.sock.sendall(frame * 3)
+            clients.append(ws)
+        # Echoes reach every client and pile up behind its full window.
+        deadline = time.monotonic() + T(10)
+        while any(unread(ws.sock) < 2048 for ws in clients):
+            if time.monotonic() > deadline:
+                fail("the echoes never reached every client (unread: %s)"
+                     % [unread(ws.sock) for ws in clients])
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        finish(srv, signal.SIGTERM, 1.5 + MARGIN, "16 clients that read nothing")
+        for i, ws in enumerate(clients):
+            ws.sock.settimeout(T(2))
+            try:
+                while ws.sock.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                fail("client %d: its connection outlived the server" % i)
+        expect(time.monotonic() - t0 < 1.5 + MARGIN + T(2), "a prompt end", time.monotonic() - t0)
+    finally:
+        for ws in clients:
+            ws.close()
+        srv.kill()
+
+
+class PublishLoop:
+    """POST /publish/f over and over on a keep-alive connection (a new one
+    when the server closes it) until told to stop or nothing listens: every
+    request must be answered or its connection closed within `limit`."""
+
+    def __init__(self, port, limit):
+        self.port, self.limit = port, limit
+        self.stop = threading.Event()
+        self.answers = {}
+        self.error = None
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        req = b"POST /publish/f HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nping"
+        conn = None
+        try:
+            while not self.stop.is_set():
+                if conn is None:
+                    try:
+                        conn = HttpConn(self.port, timeout=self.limit)
+                    except OSError:
+                        return  # nothing listens any more
+                try:
+                    conn.send(req)
+                    status = conn.read_response().status
+                    self.answers[status] = self.answers.get(status, 0) + 1
+                except TestFailure as e:
+                    if "timed out" in str(e):
+                        raise TestFailure("a publish was left unanswered for %.0fs" % self.limit)
+                    conn.close()
+                    conn = None
+                except OSError:
+                    conn.close()
+                    conn = None
+        except BaseException as e:  # noqa: BLE001 - reported by finish()
+            self.error = e
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def finish(self):
+        self.stop.set()
+        self.th.join(self.limit + 5)
+        if self.error is not None:
+            raise self.error
+
+
+def wait_stderr(srv, text, limit):
+    deadline = time.monotonic() + limit
+    while text not in srv.stderr_text():
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def t_worker_ring_fails(*_):
+    """Worker 0's ring fails (RINGWS_TEST_FAULT=ring:N makes its submit
+    return -EIO after N loop turns): the whole server goes down, its error
+    logged, with a non-zero exit, within the close timeout and a margin.
+    Clients of the failed worker see their connections end, those of the
+    other worker get close 1001, and no HTTP publish waits on the failed
+    worker's count. Clients that read nothing keep large sends in flight
+    when the ring fails (their memory is freed only after the ring is torn
+    down: the ASan build watches the teardown)."""
+    srv = Server(["--workers", "2", "--close-timeout", "1s"], "ring-fault",
+                 env={"RINGWS_TEST_FAULT": "ring:300"}).start()
+    clients, mute = [], []
+    pub = None
+    try:
+        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
+        for _ in range(6):
+            ws = RawWS.open(srv.port, rcvbuf=4096)
+            ws.sock.sendall(frame * 3)
+            mute.append(ws)
+        clients = [RawWS.open(srv.port) for _ in range(6)] + \
+                  [RawWS.open(srv.port, "/ws?topics=f") for _ in range(6)]
+        pub = PublishLoop(srv.port, T(3))
+        failed_at = None
+        deadline = time.monotonic() + T(15)
+        # Echo traffic turns both loops until worker 0 fails.
+        while failed_at is None and time.monotonic() < deadline and srv.alive():
+            for ws in clients[:6]:
+                ws.try_send(b"\x81\x84\x00\x00\x00\x00ping")
+            failed_at = wait_stderr(srv, "io_uring_submit_and_wait", 0.05)
+        if failed_at is None:
+            fail("worker 0 never failed (stderr %s)" % srv.stderr_tail())
+        limit = 1.0 + MARGIN
+        rc = srv.wait(limit)
+        if rc is None:
+            fail("the server was still running %.1fs after its worker 0 failed; stderr %s"
+                 % (limit, srv.stderr_tail()))
+        pub.finish()
+        expect(rc not in (0, None) and rc > 0, "a non-zero exit status", rc)
+        text = srv.stderr_text()
+        for line in ("worker 0: io_uring_submit_and_wait: Input/output error",
+                     "ringws: Input/output error"):
+            expect(line in text, "%r on stderr" % line, srv.stderr_tail())
+        expect(not srv.sanitizer_reports(), "no sanitizer report", srv.stderr_tail())
+        ends = {"1001": 0, "eof": 0}
+        for ws in clients:
+            try:
+                while True:
+                    ev = ws.recv_event(T(2), "the end of the connection")
+                    if ev.kind == "close":
+                        eq(ev.code, 1001, "close code from the worker that went on")
+                        ends["1001"] += 1
+                        break
+            except EOF:
+                ends["eof"] += 1
+        for i, ws in enumerate(mute):
+            ws.sock.settimeout(T(2))
+            try:
+                while ws.sock.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                fail("client %d that read nothing: its connection outlived the server" % i)
+        print("  connections: %d closed with 1001, %d ended by the failed worker; publishes: %s"
+              % (ends["1001"], ends["eof"], pub.answers), flush=True)
+    finally:
+        if pub is not None:
+            pub.stop.set()
+        for ws in clients + mute:
+            ws.close()
+        srv.kill()
+
+
 def main():
     r = Runner("shutdown")
     for cid, fn in [
@@ -198,6 +377,8 @@ def main():
         ("sigterm-no-connections", t_no_connections),
         ("sigint-no-connections-2-workers", t_sigint_no_connections),
         ("40-clients-2-workers", t_many_clients_workers),
+        ("stop-with-large-sends-in-flight", t_stop_with_sends_in_flight),
+        ("worker-ring-fails-server-exits", t_worker_ring_fails),
     ]:
         r.case(cid, fn, timeout=40)
     r.finish()
