@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="gcc g++ make pkg-config meson ninja-build liburing-dev libssl-dev libjemalloc-dev
-python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium"
+python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2"
 
 missing=""
 for p in $PKGS; do
