@@ -40,7 +40,8 @@ struct ringws_str {
 };
 
 /* A request as parsed; every string points into the receive buffer and is
- * valid only during the callback. */
+ * valid only during the callback (for its whole call, also when on_open
+ * closes the connection). */
 struct ringws_request {
     struct ringws_str method, path, query; /* query.ptr NULL when absent */
     int version_minor;                      /* HTTP/1.x */
@@ -82,12 +83,19 @@ struct ringws_callbacks {
                       const char *subprotocol, const char **location,
                       void *user);
     void (*on_open)(ringws_conn *c, const struct ringws_request *req, void *user);
-    /* A complete message; data is valid only during the call. */
+    /* A complete message; data is valid only during the call (for the
+     * whole call, also after ringws_send or ringws_close ends the
+     * connection from inside it). */
     void (*on_message)(ringws_conn *c, enum ringws_opcode op,
                        const void *data, size_t len, void *user);
     /* The connection is gone.  code is the close code received (or 1005 when
      * the close carried none, 1006 when the connection dropped without a
-     * close handshake); reason is the peer's close reason, if any. */
+     * close handshake, the code the server sent when it failed the
+     * connection); reason is the peer's close reason, if any.  Runs exactly
+     * once per opened connection, and never inside another callback: when a
+     * callback ends a connection (ringws_send meeting the overflow policy,
+     * say, on its own connection or another), on_close runs after that
+     * callback has returned. */
     void (*on_close)(ringws_conn *c, uint16_t code, const char *reason,
                      size_t reason_len, void *user);
 };
@@ -190,7 +198,9 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 /* Queues a message.  0, -EINVAL (bad opcode or text not UTF-8), -EPIPE
  * (closing), -ENOBUFS (the queue already holds data and this message would
  * take it over max_send_queue: the overflow policy was applied - the
- * connection closed with 1008 or 1013, or the message dropped). */
+ * message dropped, or the connection failed with 1008 or 1013: later sends
+ * return -EPIPE, its close frame follows what is queued and on_close runs
+ * once the calling callback has returned). */
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
                 size_t len);
 

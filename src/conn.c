@@ -37,6 +37,8 @@ struct send_batch {
     struct iovec iov[SEND_IOV_MAX];
 };
 
+static void conn_report_owed(struct ringws_conn *c);
+
 /* ---- pool -------------------------------------------------------------- */
 
 /* Calls fn on every live connection of the worker.  The slabs are the list
@@ -148,6 +150,7 @@ static void conn_free(struct ringws_conn *c)
 {
     struct worker *w = c->w;
 
+    conn_report_owed(c); /* a worker that ends before its next flush */
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
@@ -202,6 +205,16 @@ int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t li
         memcpy(c->pend + c->pend_len, p, n);
     c->pend_len = (uint32_t)need;
     return 0;
+}
+
+uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len)
+{
+    uint8_t *p = c->pend;
+
+    *len = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = c->pend_seen = 0;
+    return p;
 }
 
 void conn_pend_release(struct ringws_conn *c)
@@ -355,16 +368,41 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
 
 /* ---- the way down ------------------------------------------------------ */
 
+/* Reports on_close once.  Inside a callback of the application (an abort
+ * caused by its ringws_close, say) the report is owed instead, and made by
+ * the flush step once the callback has returned: an application that frees
+ * its state in on_close must not find it gone when its call returns.  An
+ * owed report keeps its code; its reason is none, since only aborts (which
+ * carry none) are reported from inside callbacks: a full send queue fails
+ * the connection in the flush step (CF_SLOW_SEND). */
 void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
                        size_t reason_len)
 {
-    const struct ringws_callbacks *cb = &c->w->srv->cfg.cb;
+    struct worker *w = c->w;
+    const struct ringws_callbacks *cb = &w->srv->cfg.cb;
 
-    if ((c->flags & (CF_OPENED | CF_REPORTED)) != CF_OPENED)
+    if ((c->flags & (CF_OPENED | CF_REPORTED | CF_CLOSE_OWED)) != CF_OPENED)
         return;
+    if (w->in_callback) {
+        c->flags |= CF_CLOSE_OWED;
+        c->close_code = code;
+        conn_flush_later(c);
+        return;
+    }
     c->flags |= CF_REPORTED;
-    if (cb->on_close)
-        cb->on_close(c, code, reason, reason_len, c->w->srv->cfg.user);
+    if (cb->on_close) {
+        w->in_callback++;
+        cb->on_close(c, code, reason, reason_len, w->srv->cfg.user);
+        w->in_callback--;
+    }
+}
+
+static void conn_report_owed(struct ringws_conn *c)
+{
+    if (!(c->flags & CF_CLOSE_OWED))
+        return;
+    c->flags &= ~CF_CLOSE_OWED;
+    conn_report_close(c, c->close_code, NULL, 0);
 }
 
 /* Frees or closes the connection once the ring no longer references it.
@@ -433,6 +471,17 @@ static bool conn_drained(const struct ringws_conn *c)
            (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
 }
 
+/* A peer too slow for what was queued to it (by a publish, or by the
+ * application's ringws_send) fails here, outside every callback. */
+static void conn_fail_slow(struct ringws_conn *c)
+{
+    uint16_t code = c->flags & CF_SLOW_1008 ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN;
+    const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
+
+    c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
+    conn_ws_close(c, code, why, strlen(why), true);
+}
+
 /* Called for every connection with work after each batch of completions:
  * starts sends (one per connection per loop turn, gathering every queued
  * chunk), shutdowns, recv re-arms and teardowns. */
@@ -444,17 +493,14 @@ void conn_flush_all(struct worker *w)
     while (c) {
         struct ringws_conn *next = c->flush_next;
         c->flags &= ~CF_FLUSH_LISTED;
+        conn_report_owed(c);
         if (c->flags & CF_TEARDOWN) {
             conn_settle(c);
         } else {
+            if (c->flags & (CF_SLOW_1008 | CF_SLOW_1013))
+                conn_fail_slow(c);
             /* While a cancelled recv is still armed, the re-arm waits for
              * its last completion, which lists the connection again. */
-            if (c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) {
-                bool policy = c->flags & CF_SLOW_1008;
-                c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013);
-                conn_ws_close(c, policy ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN,
-                              "subscriber too slow", 19, true);
-            }
             if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==
                 CF_RECV_AGAIN) {
                 loop_arm_recv(w, c);
@@ -607,50 +653,49 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
+/* Parses the requests gathered in pend.  They are taken out of pend first:
+ * the views handed to on_http and on_open point into them and must outlive
+ * anything those callbacks do to the connection.  What is left goes back
+ * to pend, or to the frame decoder after an upgrade (frames may follow the
+ * request), which gathers messages in a pend of its own. */
+static void conn_input_http_held(struct ringws_conn *c)
+{
+    size_t seen = c->pend_seen, len, used;
+    uint8_t *held = conn_pend_take(c, &len);
+
+    used = conn_http_input(c, held, len, seen);
+    if (used < len && !(c->flags & CF_TEARDOWN)) {
+        if (c->state == CONN_HTTP) {
+            memmove(held, held + used, len - used);
+            c->pend = held;
+            c->pend_len = c->pend_cap = (uint32_t)(len - used);
+            return;
+        }
+        if (conn_ws_reading(c))
+            conn_ws_input(c, held + used, len - used);
+    }
+    free(held);
+}
+
 static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
     size_t used;
 
-    if (!c->pend_len) {
-        used = conn_http_input(c, buf, n, 0);
-        buf += used;
-        n -= used;
-    } else {
-        if (conn_pend_store(c, buf, n, limit) < 0) {
+    if (c->pend_len) {
+        if (conn_pend_store(c, buf, n, limit) < 0)
             conn_abort(c);
-            return;
-        }
-        used = conn_http_input(c, c->pend, c->pend_len, c->pend_seen);
-        if (c->flags & CF_TEARDOWN)
-            return; /* pend is already released */
-        if (c->state == CONN_WS && used < c->pend_len) {
-            /* Frames followed the upgrade request: decode them from a copy,
-             * since the gathering of messages reuses pend. */
-            size_t rest = c->pend_len - used;
-            uint8_t *tmp = malloc(rest);
-            if (!tmp) {
-                conn_abort(c);
-                return;
-            }
-            memcpy(tmp, c->pend + used, rest);
-            conn_pend_release(c);
-            conn_ws_input(c, tmp, rest);
-            free(tmp);
-            return;
-        }
-        if (c->state != CONN_HTTP) {
-            conn_pend_release(c);
-            return;
-        }
-        memmove(c->pend, c->pend + used, c->pend_len - used);
-        c->pend_len -= (uint32_t)used;
+        else
+            conn_input_http_held(c);
         return;
     }
+    used = conn_http_input(c, buf, n, 0);
+    buf += used;
+    n -= used;
     if (!n || (c->flags & CF_TEARDOWN))
         return;
-    if (c->state == CONN_WS)
+    if (conn_ws_reading(c))
         conn_ws_input(c, buf, n);
     else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
         conn_abort(c);

@@ -184,7 +184,9 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
     if (cfg->cb.on_upgrade) {
+        c->w->in_callback++;
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
+        c->w->in_callback--;
         if (status != RINGWS_UPGRADE_ACCEPT) {
             char extra[HEAD_MAX / 2] = "";
             if (status < 300 || status > 599)
@@ -212,8 +214,11 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;
-    if (cfg->cb.on_open)
+    if (cfg->cb.on_open) {
+        c->w->in_callback++;
         cfg->cb.on_open(c, view, cfg->user);
+        c->w->in_callback--;
+    }
 }
 
 /* Prometheus text format: the counters of ringws_server_stats. */
@@ -293,8 +298,12 @@ static void conn_http_user(struct ringws_conn *c, const struct http_request *req
     struct ringws_server *srv = c->w->srv;
     struct ringws_response res = {.status = 200};
     char extra[HEAD_MAX / 2] = "";
+    int handled;
 
-    if (srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user) != RINGWS_HTTP_HANDLED) {
+    c->w->in_callback++;
+    handled = srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user);
+    c->w->in_callback--;
+    if (handled != RINGWS_HTTP_HANDLED) {
         conn_http_builtin(c, req);
         return;
     }
@@ -480,5 +489,5 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
     }
     /* The rest is parsed after the upgrade as frames, or after a publish's
      * answer as further requests. */
-    return c->state == CONN_WS || (c->flags & CF_PUB_WAIT) ? off : len;
+    return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }

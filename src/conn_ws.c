@@ -57,12 +57,16 @@ void conn_ws_ping(struct ringws_conn *c)
 static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
                             size_t n)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    struct worker *w = c->w;
+    const struct ringws_config *cfg = &w->srv->cfg;
 
-    if (c->flags & CF_PUBSUB)
+    if (c->flags & CF_PUBSUB) {
         pubsub_on_command(c, op, p, n);
-    else if (cfg->cb.on_message)
+    } else if (cfg->cb.on_message) {
+        w->in_callback++;
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
+        w->in_callback--;
+    }
 }
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
@@ -81,8 +85,10 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
         return;
     }
     if (ev->msg_end) {
-        conn_ws_deliver(c, ev->opcode, c->pend, c->pend_len);
-        conn_pend_release(c);
+        size_t len;
+        uint8_t *msg = conn_pend_take(c, &len);
+        conn_ws_deliver(c, ev->opcode, msg, len);
+        free(msg);
     }
 }
 
@@ -163,8 +169,10 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
-    while (off < len && (c->state == CONN_WS || c->state == CONN_CLOSING) &&
-           !(c->flags & CF_TEARDOWN)) {
+    /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
+     * had failed already. */
+    while (off < len && conn_ws_reading(c) &&
+           !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013))) {
         struct ws_event ev;
         off += ws_decode(&c->dec, buf + off, len - off, &ev);
         switch ((enum ws_event_type)ev.type) {
@@ -203,12 +211,15 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
         STAT_ADD(c->w, send_queue_overflows, 1);
-        if (cfg->overflow == RINGWS_OVERFLOW_DROP)
+        if (cfg->overflow == RINGWS_OVERFLOW_DROP) {
             STAT_ADD(c->w, messages_dropped, 1);
-        else if (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN)
-            conn_ws_close(c, WS_CLOSE_TRY_AGAIN, "send queue full", 15, true);
-        else
-            conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+        } else {
+            /* Failed by the flush step, after the caller's callback has
+             * returned: on_close must not run inside ringws_send. */
+            c->flags |= CF_SLOW_SEND | (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN
+                                            ? CF_SLOW_1013 : CF_SLOW_1008);
+            conn_flush_later(c);
+        }
         return -ENOBUFS;
     }
     return conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);

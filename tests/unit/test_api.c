@@ -25,6 +25,36 @@ static atomic_int opened, closed_code, send_checks;
 static char closed_reason[64];
 static atomic_int user_data_ok;
 static atomic_int flood_sent, flood_ret;
+static atomic_int nested_closes, closes;
+static atomic_uint message_sum, request_sum;
+
+/* What the application keeps per connection, allocated in on_open and
+ * freed in on_close as a real application would: any use after on_close
+ * is a heap-use-after-free under AddressSanitizer. */
+struct app_conn {
+    bool in_callback; /* inside on_open or on_message of this connection */
+    int flood_sent;
+};
+
+/* FNV-1a, to read every byte a callback was handed. */
+static unsigned sum_bytes(unsigned h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 16777619u;
+    return h;
+}
+
+static unsigned sum_request(const struct ringws_request *req)
+{
+    unsigned h = sum_bytes(2166136261u, req->path.ptr, req->path.len);
+
+    h = sum_bytes(h, req->query.ptr, req->query.len);
+    for (size_t i = 0; i < req->n_headers; i++) {
+        h = sum_bytes(h, req->header_names[i].ptr, req->header_names[i].len);
+        h = sum_bytes(h, req->header_values[i].ptr, req->header_values[i].len);
+    }
+    return h;
+}
 
 static bool query_has(const struct ringws_request *req, const char *word)
 {
@@ -68,20 +98,38 @@ static int on_upgrade(ringws_server *srv, const struct ringws_request *req,
 
 static void on_open(ringws_conn *c, const struct ringws_request *req, void *user)
 {
-    static int marker;
+    struct app_conn *st = calloc(1, sizeof(*st));
 
-    ringws_conn_set_user(c, &marker);
+    ringws_conn_set_user(c, st);
+    st->in_callback = true;
     atomic_fetch_add(&opened, 1);
     if (query_has(req, "bye"))
         ringws_close(c, 4000, "bye", 3);
+    if (query_has(req, "bye-read")) {
+        /* The request stays readable for the whole call, even after the
+         * connection is closed from inside it. */
+        ringws_close(c, 4000, "bye", 3);
+        atomic_store(&request_sum, sum_request(req));
+    }
+    st->in_callback = false;
 }
 
 static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len,
                        void *user)
 {
     static const uint8_t bad_utf8[] = {0xc0, 0xaf};
+    struct app_conn *st = ringws_conn_get_user(c);
     int checks = 0;
 
+    st->in_callback = true;
+    if (len >= 10 && !memcmp(data, "close-read", 10)) {
+        /* data stays readable for the whole call, even after the
+         * connection is closed from inside it. */
+        ringws_close(c, 1000, "read", 4);
+        atomic_store(&message_sum, sum_bytes(2166136261u, data, len));
+        st->in_callback = false;
+        return;
+    }
     checks += ringws_send(c, (enum ringws_opcode)9, "x", 1) == -EINVAL;
     checks += ringws_send(c, RINGWS_TEXT, bad_utf8, sizeof(bad_utf8)) == -EINVAL;
     checks += ringws_close(c, 1005, NULL, 0) == -EINVAL;
@@ -95,20 +143,28 @@ static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, 
         int sent = 0, ret = 0;
         while (sent < 64 && (ret = ringws_send(c, RINGWS_BINARY, big, sizeof(big))) == 0)
             sent++;
-        atomic_store(&flood_sent, sent);
+        /* The state is the application's until on_close, which must not
+         * have run inside ringws_send. */
+        st->flood_sent = sent;
+        atomic_store(&flood_sent, st->flood_sent);
         atomic_store(&flood_ret, ret);
-        return;
-    }
-    if (len == 8 && !memcmp(data, "close-me", 8)) {
+    } else if (len == 8 && !memcmp(data, "close-me", 8)) {
         ringws_close(c, 3001, "asked", 5);
-        return;
+    } else {
+        ringws_send(c, op, data, len);
     }
-    ringws_send(c, op, data, len);
+    st->in_callback = false;
 }
 
 static void on_close(ringws_conn *c, uint16_t code, const char *reason, size_t reason_len,
                      void *user)
 {
+    struct app_conn *st = ringws_conn_get_user(c);
+
+    if (st->in_callback)
+        atomic_fetch_add(&nested_closes, 1);
+    free(st);
+    atomic_fetch_add(&closes, 1);
     if (reason_len >= sizeof(closed_reason))
         reason_len = sizeof(closed_reason) - 1;
     memcpy(closed_reason, reason ? reason : "", reason_len);
@@ -208,6 +264,29 @@ static void client_send_frame(int fd, unsigned opcode, const void *p, size_t n)
         perror("send");
 }
 
+/* Sends one masked frame of up to 65535 bytes; first is FIN | opcode. */
+static void client_send_frame_raw(int fd, unsigned first, const void *p, size_t n)
+{
+    static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint8_t f[8 + 65536];
+    size_t h = 2;
+
+    f[0] = (uint8_t)first;
+    if (n < 126) {
+        f[1] = (uint8_t)(0x80 | n);
+    } else {
+        f[1] = 0x80 | 126;
+        f[2] = (uint8_t)(n >> 8);
+        f[3] = (uint8_t)n;
+        h = 4;
+    }
+    memcpy(f + h, mask, 4);
+    for (size_t i = 0; i < n; i++)
+        f[h + 4 + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
+    if (send(fd, f, h + 4 + n, 0) < 0)
+        perror("send");
+}
+
 static bool client_recv_exact(int fd, uint8_t *p, size_t n)
 {
     size_t from_surplus = n < surplus_len ? n : surplus_len;
@@ -281,6 +360,77 @@ static void wait_closed_code(int want)
 {
     for (int i = 0; i < 200 && atomic_load(&closed_code) != want; i++)
         usleep(10000);
+}
+
+static void wait_closes(int want)
+{
+    for (int i = 0; i < 200 && atomic_load(&closes) < want; i++)
+        usleep(10000);
+}
+
+/* Reads the server's close frame, answers it and waits for on_close. */
+static void client_finish_close(int fd, int want_code)
+{
+    uint8_t payload[128];
+    size_t len = 0;
+    int before = atomic_load(&closes);
+
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len >= 2 &&
+          (payload[0] << 8 | payload[1]) == want_code);
+    client_send_frame(fd, 8, payload, 2);
+    wait_closes(before + 1);
+    CHECK(atomic_load(&closes) == before + 1);
+    CHECK(atomic_load(&closed_code) == want_code);
+    close(fd);
+}
+
+/* What a callback is handed lives until it returns, also when the
+ * connection is closed from inside it and the bytes were gathered from
+ * several receives (a fragmented message, an upgrade request in pieces). */
+static void test_callback_lifetimes(uint16_t port)
+{
+    static const char *const names[] = {"Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                        "Sec-WebSocket-Version", "X-Pad"};
+    const char *values[] = {"t", "websocket", "Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", "13", NULL};
+    char pad[600], req[2048], buf[4096];
+    uint8_t msg[600];
+    unsigned want;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (uint8_t)('a' + i % 26);
+    memcpy(msg, "close-read", 10);
+    fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    atomic_store(&message_sum, 0);
+    client_send_frame_raw(fd, 0x01, msg, 300);         /* text, not final */
+    client_send_frame_raw(fd, 0x80, msg + 300, 300);   /* continuation, final */
+    client_finish_close(fd, 1000);
+    CHECK(atomic_load(&message_sum) == sum_bytes(2166136261u, msg, sizeof(msg)));
+
+    memset(pad, 'p', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = 0;
+    values[5] = pad;
+    snprintf(req, sizeof(req), "GET /ws?bye-read HTTP/1.1\r\n");
+    want = sum_bytes(sum_bytes(2166136261u, "/ws", 3), "bye-read", 8);
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(req + strlen(req), sizeof(req) - strlen(req), "%s: %s\r\n", names[i],
+                 values[i]);
+        want = sum_bytes(want, names[i], strlen(names[i]));
+        want = sum_bytes(want, values[i], strlen(values[i]));
+    }
+    strcat(req, "\r\n");
+    atomic_store(&request_sum, 0);
+    fd = client_connect(port);
+    surplus_len = 0;
+    /* Two receives at least: the request is gathered in the server. */
+    CHECK(send(fd, req, 40, 0) == 40);
+    usleep(50000);
+    CHECK(send(fd, req + 40, strlen(req) - 40, 0) == (ssize_t)(strlen(req) - 40));
+    client_read_response(fd, buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    client_finish_close(fd, 4000);
+    CHECK(atomic_load(&request_sum) == want);
 }
 
 static void test_messages_and_close(uint16_t port)
@@ -361,6 +511,7 @@ static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
     uint8_t payload[128];
     size_t len = 0;
     int fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    int closes_before = atomic_load(&closes);
 
     atomic_store(&flood_sent, -1);
     client_send_frame(fd, 1, "flood", 5);
@@ -388,6 +539,11 @@ static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
         int want = policy == RINGWS_OVERFLOW_TRY_AGAIN ? 1013 : 1008;
         int got = client_drain_to_close(fd);
         CHECKF(got == want, "close code %d, want %d", got, want);
+        /* on_close ran once, after on_message returned, with the code
+         * the peer was sent. */
+        wait_closes(closes_before + 1);
+        CHECK(atomic_load(&closes) == closes_before + 1);
+        CHECK(atomic_load(&closed_code) == want && !strcmp(closed_reason, "send queue full"));
     }
     close(fd);
 }
@@ -441,6 +597,7 @@ int main(void)
     test_http(ringws_server_port(srv));
     test_upgrade_decisions(ringws_server_port(srv));
     test_messages_and_close(ringws_server_port(srv));
+    test_callback_lifetimes(ringws_server_port(srv));
 
     ringws_server_stop(srv);
     pthread_join(th, &res);
@@ -450,6 +607,11 @@ int main(void)
     run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
+
+    /* Every open connection was reported closed once, never from inside
+     * another callback of its own. */
+    CHECK(atomic_load(&closes) == atomic_load(&opened));
+    CHECK(atomic_load(&nested_closes) == 0);
 
     cfg.max_message = 0; /* invalid config is refused, nothing leaks */
     CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
