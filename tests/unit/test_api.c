@@ -553,6 +553,141 @@ static void *server_thread(void *arg)
     return (void *)(intptr_t)ringws_server_run(arg);
 }
 
+/* ---- a relay: connections in pairs, each forwarding to the other --------- */
+
+/* Pairs connections in the order they open; a message on one is sent to
+ * the other; when one goes, the app closes the other.  With one worker and
+ * small idle timeouts, the close of a connection whose idle timer fired
+ * re-arms its partner's timer in the middle of the timer wheel's walk. */
+struct relay_conn {
+    ringws_conn *c;
+    struct relay_conn *partner;
+    bool in_callback;
+};
+
+static struct relay_conn *relay_waiting;
+static atomic_int relay_closes, relay_nested, relay_code_4001;
+
+static void relay_on_open(ringws_conn *c, const struct ringws_request *req, void *user)
+{
+    struct relay_conn *st = calloc(1, sizeof(*st));
+
+    st->c = c;
+    ringws_conn_set_user(c, st);
+    if (relay_waiting) {
+        st->partner = relay_waiting;
+        relay_waiting->partner = st;
+        relay_waiting = NULL;
+    } else {
+        relay_waiting = st;
+    }
+}
+
+static void relay_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                             size_t len, void *user)
+{
+    struct relay_conn *st = ringws_conn_get_user(c);
+
+    st->in_callback = true;
+    if (st->partner)
+        ringws_send(st->partner->c, op, data, len);
+    st->in_callback = false;
+}
+
+static void relay_on_close(ringws_conn *c, uint16_t code, const char *reason,
+                           size_t reason_len, void *user)
+{
+    struct relay_conn *st = ringws_conn_get_user(c);
+
+    if (st->in_callback || (st->partner && st->partner->in_callback))
+        atomic_fetch_add(&relay_nested, 1);
+    if (code == 4001)
+        atomic_fetch_add(&relay_code_4001, 1);
+    if (st->partner) {
+        st->partner->partner = NULL;
+        ringws_close(st->partner->c, 4001, "partner left", 12);
+    }
+    if (relay_waiting == st)
+        relay_waiting = NULL;
+    free(st);
+    atomic_fetch_add(&relay_closes, 1);
+}
+
+/* Silent pairs, opened in one tick, are pinged, then dropped for not
+ * answering, each drop closing the partner from inside the timer walk;
+ * meanwhile an active pair talks through the relay and is never pinged. */
+static void test_relay_timers(uint16_t port)
+{
+    enum { SILENT = 12 };
+    int silent[SILENT], a, b;
+    char buf[4096];
+    uint8_t payload[128];
+    size_t len = 0;
+    int ok = 0, rounds = 0;
+
+    for (int i = 0; i < SILENT; i++) {
+        silent[i] = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+        CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    }
+    a = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    b = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    /* Every 20 ms, a tenth of the idle timeout, until the silent ones are
+     * gone (two idle timeouts and a close timeout: under a second). */
+    for (; ok == 2 * rounds && rounds < 250 && atomic_load(&relay_closes) < SILENT; rounds++) {
+        char ma[16], mb[16];
+        int na = snprintf(ma, sizeof(ma), "a-%d", rounds);
+        int nb = snprintf(mb, sizeof(mb), "b-%d", rounds);
+        client_send_frame(a, 1, ma, (size_t)na);
+        client_send_frame(b, 1, mb, (size_t)nb);
+        /* Each reads the other's message, and nothing else: no ping. */
+        ok += client_read_frame(b, payload, &len) == 1 && len == (size_t)na &&
+              !memcmp(payload, ma, len);
+        ok += client_read_frame(a, payload, &len) == 1 && len == (size_t)nb &&
+              !memcmp(payload, mb, len);
+        usleep(20000);
+    }
+    CHECKF(ok == 2 * rounds && rounds >= 10, "%d of %d messages relayed", ok, 2 * rounds);
+    CHECKF(atomic_load(&relay_closes) == SILENT, "%d closed", atomic_load(&relay_closes));
+    client_send_frame(a, 8, "\x03\xe8", 2);
+    CHECK(client_read_frame(a, payload, &len) == 8 && len == 2 && payload[0] == 0x03 &&
+          payload[1] == 0xe8);
+    CHECK(client_read_frame(b, payload, &len) == 8 && len >= 2 &&
+          (payload[0] << 8 | payload[1]) == 4001);
+    client_send_frame(b, 8, payload, 2);
+    for (int i = 0; i < 200 && atomic_load(&relay_closes) < SILENT + 2; i++)
+        usleep(10000);
+    CHECK(atomic_load(&relay_closes) == SILENT + 2);
+    CHECK(atomic_load(&relay_code_4001) == 1); /* b: closed by the app, answered */
+    CHECK(atomic_load(&relay_nested) == 0);
+    for (int i = 0; i < SILENT; i++)
+        close(silent[i]);
+    close(a);
+    close(b);
+}
+
+static void run_relay_server(struct ringws_config cfg)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    cfg.idle_timeout_ms = 200;
+    cfg.close_timeout_ms = 200;
+    cfg.cb = (struct ringws_callbacks){.on_open = relay_on_open,
+                                       .on_message = relay_on_message,
+                                       .on_close = relay_on_close};
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for the relay");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    test_relay_timers(ringws_server_port(srv));
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+}
+
 static void run_overflow_server(struct ringws_config cfg, enum ringws_overflow_policy policy)
 {
     ringws_server *srv;
@@ -580,6 +715,7 @@ int main(void)
     pthread_t th;
     void *res;
 
+    alarm(60); /* a worker that stops answering fails the test, not hangs it */
     ringws_config_init(&cfg);
     cfg.port = 0;
     cfg.workers = 1;
@@ -607,6 +743,7 @@ int main(void)
     run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
+    run_relay_server(cfg);
 
     /* Every open connection was reported closed once, never from inside
      * another callback of its own. */
