@@ -55,7 +55,12 @@ struct ringws_request {
 struct ringws_str ringws_request_header(const struct ringws_request *req,
                                         const char *name);
 
-/* The answer an on_http callback fills in.  Body bytes are copied. */
+/* The answer an on_http callback fills in.  Body bytes are copied.
+ * Header values (content_type, location, on_upgrade's *location) are
+ * checked, never cut short: one that holds a control character other than
+ * HTAB (CR and LF would split the response), or that does not fit (a
+ * Location line over 2 KiB, a head over 4 KiB), is refused: the client gets
+ * 500 instead, and the refusal is logged at debug level. */
 struct ringws_response {
     int status;               /* e.g. 200 */
     const char *content_type; /* default "text/plain; charset=utf-8" */
@@ -69,7 +74,8 @@ struct ringws_response {
 #define RINGWS_HTTP_DECLINED 1 /* let the server answer (built-in or 404) */
 
 /* Return value of on_upgrade to let the handshake complete; anything else
- * is an HTTP status to answer with (401, 403, 3xx with *location set...). */
+ * is an HTTP status to answer with (401, 403, 3xx with *location set...;
+ * *location is checked as ringws_response's is). */
 #define RINGWS_UPGRADE_ACCEPT 0
 
 struct ringws_callbacks {

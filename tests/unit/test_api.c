@@ -62,10 +62,48 @@ static bool query_has(const struct ringws_request *req, const char *word)
     return req->query.ptr && req->query.len == n && !memcmp(req->query.ptr, word, n);
 }
 
+static bool path_is(const struct ringws_request *req, const char *path)
+{
+    size_t n = strlen(path);
+    return req->path.len == n && !memcmp(req->path.ptr, path, n);
+}
+
+/* Header values an application might return: some would split the
+ * response or not fit in its head. */
+static char long_value[600], too_long_location[2100], too_long_type[4200];
+static const struct {
+    const char *path;
+    int status;
+    const char *location, *content_type;
+} header_cases[] = {
+    {"/split-location", 302, "/x\r\nSet-Cookie: x=1", NULL},
+    {"/lf-location", 302, "/x\nSet-Cookie: x=1", NULL},
+    {"/ctl-location", 302, "/x\x01y", NULL},
+    {"/del-location", 302, "/x\x7fy", NULL},
+    {"/long-location", 302, too_long_location, NULL},
+    {"/split-type", 200, NULL, "text/plain\r\nSet-Cookie: x=1"},
+    {"/cr-type", 200, NULL, "text/plain\rSet-Cookie: x=1"},
+    {"/long-type", 200, NULL, too_long_type},
+    {"/good-location", 302, "/there?a=1\tb", NULL},
+    {"/good-long-location", 302, long_value, NULL},
+    {"/good-type", 200, NULL, "text/plain;\tcharset=utf-8"},
+};
+
 static int on_http(ringws_server *srv, const struct ringws_request *req,
                    struct ringws_response *res, void *user)
 {
     static const char body[] = "hello from on_http";
+
+    for (size_t i = 0; i < sizeof(header_cases) / sizeof(header_cases[0]); i++) {
+        if (path_is(req, header_cases[i].path)) {
+            res->status = header_cases[i].status;
+            res->location = header_cases[i].location;
+            res->content_type = header_cases[i].content_type;
+            res->body = body;
+            res->body_len = sizeof(body) - 1;
+            return RINGWS_HTTP_HANDLED;
+        }
+    }
 
     if (req->path.len == 6 && !memcmp(req->path.ptr, "/hello", 6)) {
         struct ringws_str agent = ringws_request_header(req, "x-test");
@@ -92,6 +130,14 @@ static int on_upgrade(ringws_server *srv, const struct ringws_request *req,
     if (query_has(req, "moved")) {
         *location = "/ws?welcome";
         return 302;
+    }
+    if (query_has(req, "moved-split")) {
+        *location = "/ws\r\nSet-Cookie: x=1";
+        return 302;
+    }
+    if (query_has(req, "moved-long")) {
+        *location = too_long_location;
+        return 307;
     }
     return RINGWS_UPGRADE_ACCEPT;
 }
@@ -331,6 +377,44 @@ static void test_http(uint16_t port)
     CHECKF(!strncmp(buf, "HTTP/1.1 404 ", 13), "%.40s", buf);
     client_request(port, "GET /ws HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof(buf));
     CHECKF(!strncmp(buf, "HTTP/1.1 426 ", 13), "%.40s", buf);
+}
+
+/* Header values from the application that hold control characters or do
+ * not fit are refused with 500, never written (response splitting) nor cut
+ * short; tabs are fine. */
+static void test_app_headers(uint16_t port)
+{
+    char req[256], buf[8192], line[1024];
+    int fd;
+
+    for (size_t i = 0; i < sizeof(header_cases) / sizeof(header_cases[0]); i++) {
+        bool good = !strncmp(header_cases[i].path, "/good", 5);
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", header_cases[i].path);
+        client_request(port, req, buf, sizeof(buf));
+        if (good) {
+            CHECKF(!strncmp(buf, "HTTP/1.1 200 ", 13) || !strncmp(buf, "HTTP/1.1 302 ", 13),
+                   "%s: %.40s", header_cases[i].path, buf);
+            /* Written whole: a 600-byte Location too. */
+            snprintf(line, sizeof(line), "\r\n%s: %s\r\n",
+                     header_cases[i].location ? "Location" : "Content-Type",
+                     header_cases[i].location ? header_cases[i].location
+                                              : header_cases[i].content_type);
+            CHECKF(strstr(buf, line) != NULL, "%s", header_cases[i].path);
+        } else {
+            CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%s: %.40s", header_cases[i].path, buf);
+            CHECKF(!strstr(buf, "ppppp"), "%s: %.200s", header_cases[i].path, buf);
+        }
+        CHECKF(!strstr(buf, "Set-Cookie"), "%s: %.200s", header_cases[i].path, buf);
+        CHECKF(strstr(buf, "\r\n\r\n") != NULL, "%s: no complete head", header_cases[i].path);
+    }
+    fd = client_upgrade(port, "/ws?moved-split", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%.40s", buf);
+    CHECK(!strstr(buf, "Set-Cookie"));
+    close(fd);
+    fd = client_upgrade(port, "/ws?moved-long", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%.40s", buf);
+    CHECK(!strstr(buf, "ppppp"));
+    close(fd);
 }
 
 static void test_upgrade_decisions(uint16_t port)
@@ -716,6 +800,9 @@ int main(void)
     void *res;
 
     alarm(60); /* a worker that stops answering fails the test, not hangs it */
+    memset(long_value, 'p', sizeof(long_value) - 1);
+    memset(too_long_location, 'p', sizeof(too_long_location) - 1);
+    memset(too_long_type, 'p', sizeof(too_long_type) - 1);
     ringws_config_init(&cfg);
     cfg.port = 0;
     cfg.workers = 1;
@@ -731,6 +818,7 @@ int main(void)
     pthread_create(&th, NULL, server_thread, srv);
 
     test_http(ringws_server_port(srv));
+    test_app_headers(ringws_server_port(srv));
     test_upgrade_decisions(ringws_server_port(srv));
     test_messages_and_close(ringws_server_port(srv));
     test_callback_lifetimes(ringws_server_port(srv));
