@@ -368,13 +368,14 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
 
 /* ---- the way down ------------------------------------------------------ */
 
-/* Reports on_close once.  Inside a callback of the application (an abort
- * caused by its ringws_close, say) the report is owed instead, and made by
- * the flush step once the callback has returned: an application that frees
- * its state in on_close must not find it gone when its call returns.  An
- * owed report keeps its code; its reason is none, since only aborts (which
- * carry none) are reported from inside callbacks: a full send queue fails
- * the connection in the flush step (CF_SLOW_SEND). */
+/* Reports on_close once, and never inside another callback: the
+ * application may free its state in on_close and must not find it gone
+ * when a call of its own returns.  A callback reaches the library only
+ * through the API, so an API call that can end a connection either leaves
+ * that to the flush step (a full send queue: CF_SLOW_SEND) or marks itself
+ * (w->in_api: ringws_close, whose abort when no memory is left for the
+ * close frame is reported here); inside it the report is owed and made by
+ * the flush step, with its code and no reason (an abort carries none). */
 void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
                        size_t reason_len)
 {
@@ -383,18 +384,15 @@ void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
 
     if ((c->flags & (CF_OPENED | CF_REPORTED | CF_CLOSE_OWED)) != CF_OPENED)
         return;
-    if (w->in_callback) {
+    if (w->in_api) {
         c->flags |= CF_CLOSE_OWED;
         c->close_code = code;
         conn_flush_later(c);
         return;
     }
     c->flags |= CF_REPORTED;
-    if (cb->on_close) {
-        w->in_callback++;
+    if (cb->on_close)
         cb->on_close(c, code, reason, reason_len, w->srv->cfg.user);
-        w->in_callback--;
-    }
 }
 
 static void conn_report_owed(struct ringws_conn *c)
@@ -471,15 +469,19 @@ static bool conn_drained(const struct ringws_conn *c)
            (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
 }
 
-/* A peer too slow for what was queued to it (by a publish, or by the
- * application's ringws_send) fails here, outside every callback. */
-static void conn_fail_slow(struct ringws_conn *c)
+/* What was left for the flush step, outside every callback: an owed
+ * on_close, and the failure of a peer too slow for what was queued to it
+ * (by a publish, or by the application's ringws_send). */
+static void conn_flush_deferred(struct ringws_conn *c)
 {
     uint16_t code = c->flags & CF_SLOW_1008 ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN;
     const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
 
-    c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
-    conn_ws_close(c, code, why, strlen(why), true);
+    conn_report_owed(c);
+    if ((c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) && !(c->flags & CF_TEARDOWN)) {
+        c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
+        conn_ws_close(c, code, why, strlen(why), true);
+    }
 }
 
 /* Called for every connection with work after each batch of completions:
@@ -493,12 +495,11 @@ void conn_flush_all(struct worker *w)
     while (c) {
         struct ringws_conn *next = c->flush_next;
         c->flags &= ~CF_FLUSH_LISTED;
-        conn_report_owed(c);
+        if (c->flags & (CF_CLOSE_OWED | CF_SLOW_1008 | CF_SLOW_1013))
+            conn_flush_deferred(c);
         if (c->flags & CF_TEARDOWN) {
             conn_settle(c);
         } else {
-            if (c->flags & (CF_SLOW_1008 | CF_SLOW_1013))
-                conn_fail_slow(c);
             /* While a cancelled recv is still armed, the re-arm waits for
              * its last completion, which lists the connection again. */
             if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==

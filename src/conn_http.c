@@ -235,9 +235,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
     if (cfg->cb.on_upgrade) {
-        c->w->in_callback++;
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
-        c->w->in_callback--;
         if (status != RINGWS_UPGRADE_ACCEPT) {
             char extra[HEAD_MAX / 2];
             const char *why = "upgrade refused";
@@ -268,11 +266,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;
-    if (cfg->cb.on_open) {
-        c->w->in_callback++;
+    if (cfg->cb.on_open)
         cfg->cb.on_open(c, view, cfg->user);
-        c->w->in_callback--;
-    }
 }
 
 /* Prometheus text format: the counters of ringws_server_stats. */
@@ -352,12 +347,8 @@ static void conn_http_user(struct ringws_conn *c, const struct http_request *req
     struct ringws_server *srv = c->w->srv;
     struct ringws_response res = {.status = 200};
     char extra[HEAD_MAX / 2];
-    int handled;
 
-    c->w->in_callback++;
-    handled = srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user);
-    c->w->in_callback--;
-    if (handled != RINGWS_HTTP_HANDLED) {
+    if (srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user) != RINGWS_HTTP_HANDLED) {
         conn_http_builtin(c, req);
         return;
     }

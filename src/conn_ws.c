@@ -57,16 +57,12 @@ void conn_ws_ping(struct ringws_conn *c)
 static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
                             size_t n)
 {
-    struct worker *w = c->w;
-    const struct ringws_config *cfg = &w->srv->cfg;
+    const struct ringws_config *cfg = &c->w->srv->cfg;
 
-    if (c->flags & CF_PUBSUB) {
+    if (c->flags & CF_PUBSUB)
         pubsub_on_command(c, op, p, n);
-    } else if (cfg->cb.on_message) {
-        w->in_callback++;
+    else if (cfg->cb.on_message)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
-        w->in_callback--;
-    }
 }
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
@@ -232,7 +228,11 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reaso
         return -EINVAL;
     if (!conn_ws_open(c))
         return -EPIPE;
+    /* Called from a callback: an abort here (no memory for the close
+     * frame) owes on_close rather than running it inside the caller. */
+    c->w->in_api++;
     conn_ws_close(c, code, reason, reason_len, false);
+    c->w->in_api--;
     return 0;
 }
 

@@ -204,9 +204,10 @@ struct worker {
     bool accept_armed;
     bool stopping;
     uint64_t stop_deadline_ms;
-    /* Depth of the application's callbacks running now: while it is not
-     * 0, on_close is owed rather than reported (conn_report_close). */
-    unsigned in_callback;
+    /* Calls of the application into the library running now (they run
+     * inside its callbacks): while not 0, on_close is owed rather than
+     * reported (conn_report_close). */
+    unsigned in_api;
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
     struct conn_slab *slabs;
