@@ -662,6 +662,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
 static void conn_input_http_held(struct ringws_conn *c)
 {
     size_t seen = c->pend_seen, len, used;
+    uint32_t cap = c->pend_cap;
     uint8_t *held = conn_pend_take(c, &len);
 
     used = conn_http_input(c, held, len, seen);
@@ -669,7 +670,8 @@ static void conn_input_http_held(struct ringws_conn *c)
         if (c->state == CONN_HTTP) {
             memmove(held, held + used, len - used);
             c->pend = held;
-            c->pend_len = c->pend_cap = (uint32_t)(len - used);
+            c->pend_len = (uint32_t)(len - used);
+            c->pend_cap = cap;
             return;
         }
         if (conn_ws_reading(c))
