@@ -1,9 +1,13 @@
 /* test_api.c - the public API from a library user's side: on_http answers
  * its own paths and declines others, on_upgrade accepts, refuses with a
- * status or redirects, on_open / on_message / on_close see the right
- * connection, user data and codes, and ringws_send / ringws_close reject
- * what they must.  The server runs in a thread; this program is its client
- * over real loopback sockets. */
+ * status or redirects (header values that would split or overflow the
+ * response refused with 500), on_open / on_message / on_close see the
+ * right connection, user data and codes, what a callback is handed outlives
+ * a close from inside it, on_close runs once and never inside another
+ * callback, ringws_send / ringws_close reject what they must, and a relay
+ * that closes one connection from another's on_close keeps the idle timers
+ * right.  The server runs in a thread; this program is its client over
+ * real loopback sockets. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
