@@ -40,7 +40,8 @@ struct ringws_str {
 };
 
 /* A request as parsed; every string points into the receive buffer and is
- * valid only during the callback. */
+ * valid only during the callback (for its whole call, also when on_open
+ * closes the connection). */
 struct ringws_request {
     struct ringws_str method, path, query; /* query.ptr NULL when absent */
     int version_minor;                      /* HTTP/1.x */
@@ -54,7 +55,12 @@ struct ringws_request {
 struct ringws_str ringws_request_header(const struct ringws_request *req,
                                         const char *name);
 
-/* The answer an on_http callback fills in.  Body bytes are copied. */
+/* The answer an on_http callback fills in.  Body bytes are copied.
+ * Header values (content_type, location, on_upgrade's *location) are
+ * checked, never cut short: one that holds a control character other than
+ * HTAB (CR and LF would split the response), or that does not fit (a
+ * Location line over 2 KiB, a head over 4 KiB), is refused: the client gets
+ * 500 instead, and the refusal is logged at debug level. */
 struct ringws_response {
     int status;               /* e.g. 200 */
     const char *content_type; /* default "text/plain; charset=utf-8" */
@@ -68,7 +74,8 @@ struct ringws_response {
 #define RINGWS_HTTP_DECLINED 1 /* let the server answer (built-in or 404) */
 
 /* Return value of on_upgrade to let the handshake complete; anything else
- * is an HTTP status to answer with (401, 403, 3xx with *location set...). */
+ * is an HTTP status to answer with (401, 403, 3xx with *location set...;
+ * *location is checked as ringws_response's is). */
 #define RINGWS_UPGRADE_ACCEPT 0
 
 struct ringws_callbacks {
@@ -82,12 +89,19 @@ struct ringws_callbacks {
                       const char *subprotocol, const char **location,
                       void *user);
     void (*on_open)(ringws_conn *c, const struct ringws_request *req, void *user);
-    /* A complete message; data is valid only during the call. */
+    /* A complete message; data is valid only during the call (for the
+     * whole call, also after ringws_send or ringws_close ends the
+     * connection from inside it). */
     void (*on_message)(ringws_conn *c, enum ringws_opcode op,
                        const void *data, size_t len, void *user);
     /* The connection is gone.  code is the close code received (or 1005 when
      * the close carried none, 1006 when the connection dropped without a
-     * close handshake); reason is the peer's close reason, if any. */
+     * close handshake, the code the server sent when it failed the
+     * connection); reason is the peer's close reason, if any.  Runs exactly
+     * once per opened connection, and never inside another callback: when a
+     * callback ends a connection (ringws_send meeting the overflow policy,
+     * say, on its own connection or another), on_close runs after that
+     * callback has returned. */
     void (*on_close)(ringws_conn *c, uint16_t code, const char *reason,
                      size_t reason_len, void *user);
 };
@@ -222,7 +236,9 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 /* Queues a message.  0, -EINVAL (bad opcode or text not UTF-8), -EPIPE
  * (closing), -ENOBUFS (the queue already holds data and this message would
  * take it over max_send_queue: the overflow policy was applied - the
- * connection closed with 1008 or 1013, or the message dropped). */
+ * message dropped, or the connection failed with 1008 or 1013: later sends
+ * return -EPIPE, its close frame follows what is queued and on_close runs
+ * once the calling callback has returned). */
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data,
                 size_t len);
 

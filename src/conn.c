@@ -39,6 +39,8 @@ struct send_batch {
     struct iovec iov[SEND_IOV_MAX];
 };
 
+static void conn_report_owed(struct ringws_conn *c);
+
 /* ---- pool -------------------------------------------------------------- */
 
 /* Calls fn on every live connection of the worker.  The slabs are the list
@@ -150,6 +152,7 @@ static void conn_free(struct ringws_conn *c)
 {
     struct worker *w = c->w;
 
+    conn_report_owed(c); /* a worker that ends before its next flush */
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
@@ -238,12 +241,30 @@ int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t li
     return 0;
 }
 
-void conn_pend_release(struct ringws_conn *c)
+uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len, uint32_t *cap)
 {
-    STAT_ADD(c->w, partial_bytes, -(uint64_t)c->pend_cap);
-    free(c->pend);
+    uint8_t *p = c->pend;
+
+    *len = c->pend_len;
+    *cap = c->pend_cap;
     c->pend = NULL;
     c->pend_len = c->pend_cap = c->pend_seen = 0;
+    return p;
+}
+
+void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap)
+{
+    STAT_ADD(w, partial_bytes, -(uint64_t)cap);
+    free(p);
+}
+
+void conn_pend_release(struct ringws_conn *c)
+{
+    size_t len;
+    uint32_t cap;
+    uint8_t *p = conn_pend_take(c, &len, &cap);
+
+    conn_pend_free(c->w, p, cap);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -390,16 +411,39 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
 
 /* ---- the way down ------------------------------------------------------ */
 
+/* Reports on_close once, and never inside another callback: the
+ * application may free its state in on_close and must not find it gone
+ * when a call of its own returns.  A callback reaches the library only
+ * through the API, so an API call that can end a connection either leaves
+ * that to the flush step (a full send queue: CF_SLOW_SEND) or marks itself
+ * (w->in_api: ringws_close, whose abort when no memory is left for the
+ * close frame is reported here); inside it the report is owed and made by
+ * the flush step, with its code and no reason (an abort carries none). */
 void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
                        size_t reason_len)
 {
-    const struct ringws_callbacks *cb = &c->w->srv->cfg.cb;
+    struct worker *w = c->w;
+    const struct ringws_callbacks *cb = &w->srv->cfg.cb;
 
-    if ((c->flags & (CF_OPENED | CF_REPORTED)) != CF_OPENED)
+    if ((c->flags & (CF_OPENED | CF_REPORTED | CF_CLOSE_OWED)) != CF_OPENED)
         return;
+    if (w->in_api) {
+        c->flags |= CF_CLOSE_OWED;
+        c->close_code = code;
+        conn_flush_later(c);
+        return;
+    }
     c->flags |= CF_REPORTED;
     if (cb->on_close)
-        cb->on_close(c, code, reason, reason_len, c->w->srv->cfg.user);
+        cb->on_close(c, code, reason, reason_len, w->srv->cfg.user);
+}
+
+static void conn_report_owed(struct ringws_conn *c)
+{
+    if (!(c->flags & CF_CLOSE_OWED))
+        return;
+    c->flags &= ~CF_CLOSE_OWED;
+    conn_report_close(c, c->close_code, NULL, 0);
 }
 
 /* Frees or closes the connection once the ring no longer references it.
@@ -468,6 +512,21 @@ static bool conn_drained(const struct ringws_conn *c)
            (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
 }
 
+/* What was left for the flush step, outside every callback: an owed
+ * on_close, and the failure of a peer too slow for what was queued to it
+ * (by a publish, or by the application's ringws_send). */
+static void conn_flush_deferred(struct ringws_conn *c)
+{
+    uint16_t code = c->flags & CF_SLOW_1008 ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN;
+    const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
+
+    conn_report_owed(c);
+    if ((c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) && !(c->flags & CF_TEARDOWN)) {
+        c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
+        conn_ws_close(c, code, why, strlen(why), true);
+    }
+}
+
 /* Called for every connection with work after each batch of completions:
  * starts sends (one per connection per loop turn, gathering every queued
  * chunk), shutdowns, recv re-arms and teardowns. */
@@ -479,17 +538,13 @@ void conn_flush_all(struct worker *w)
     while (c) {
         struct ringws_conn *next = c->flush_next;
         c->flags &= ~CF_FLUSH_LISTED;
+        if (c->flags & (CF_CLOSE_OWED | CF_SLOW_1008 | CF_SLOW_1013))
+            conn_flush_deferred(c);
         if (c->flags & CF_TEARDOWN) {
             conn_settle(c);
         } else {
             /* While a cancelled recv is still armed, the re-arm waits for
              * its last completion, which lists the connection again. */
-            if (c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) {
-                bool policy = c->flags & CF_SLOW_1008;
-                c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013);
-                conn_ws_close(c, policy ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN,
-                              "subscriber too slow", 19, true);
-            }
             if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==
                 CF_RECV_AGAIN) {
                 loop_arm_recv(w, c);
@@ -723,30 +778,34 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
-/* The connection left HTTP while parsing pend: upgraded, with `rest` bytes
- * of pend unparsed and then buf, or draining after an answer (the rest is
- * discarded).  Frames after an upgrade are decoded from a copy, since the
- * gathering of messages reuses pend. */
-static void conn_http_leave(struct ringws_conn *c, size_t used, const uint8_t *buf, size_t n)
+/* Parses the requests gathered in pend.  They are taken out of pend first:
+ * the views handed to on_http and on_open point into them and must outlive
+ * anything those callbacks do to the connection.  What is left goes back
+ * to pend; after an upgrade it goes to the frame decoder (frames may follow
+ * the request), which gathers messages in a pend of its own, and so do the
+ * n bytes of buf that follow it.  Returns the bytes parsed. */
+static size_t conn_input_http_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
 {
-    size_t rest = c->pend_len - used;
-    uint8_t *tmp;
+    size_t seen = c->pend_seen, len, used;
+    uint32_t cap;
+    uint8_t *held = conn_pend_take(c, &len, &cap);
 
-    if (c->state != CONN_WS || !(rest + n)) {
-        conn_pend_release(c);
-        return;
+    used = conn_http_input(c, held, len, seen);
+    if (c->state == CONN_HTTP && used < len && !(c->flags & CF_TEARDOWN)) {
+        memmove(held, held + used, len - used);
+        c->pend = held;
+        c->pend_len = (uint32_t)(len - used);
+        c->pend_cap = cap;
+        return used;
     }
-    tmp = malloc(rest + n);
-    if (!tmp) {
-        conn_abort(c);
-        return;
+    if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
+        conn_ws_input(c, held + used, len - used);
+        if (n && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
+            conn_ws_input(c, (uint8_t *)buf, n);
     }
-    memcpy(tmp, c->pend + used, rest);
-    if (n)
-        memcpy(tmp + rest, buf, n);
-    conn_pend_release(c);
-    conn_ws_input(c, tmp, rest + n);
-    free(tmp);
+    /* Between requests a keep-alive connection holds no buffer. */
+    conn_pend_free(c->w, held, cap);
+    return used;
 }
 
 /* A request that spans receives is gathered in pend, which holds at most
@@ -767,21 +826,8 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
         }
         buf += take;
         n -= take;
-        used = conn_http_input(c, c->pend, c->pend_len, c->pend_seen);
-        if (c->flags & CF_TEARDOWN)
-            return; /* pend is already released */
-        if (c->state != CONN_HTTP) {
-            conn_http_leave(c, used, buf, n);
-            return;
-        }
-        if (used == c->pend_len) {
-            /* Between requests a keep-alive connection holds no buffer. */
-            conn_pend_release(c);
-        } else {
-            memmove(c->pend, c->pend + used, c->pend_len - used);
-            c->pend_len -= (uint32_t)used;
-        }
-        if (!n)
+        used = conn_input_http_held(c, buf, n);
+        if (c->state != CONN_HTTP || (c->flags & CF_TEARDOWN) || !n)
             return;
         if (!used && !take) {
             /* Parsing waits (answers unread) and pend is full: more
@@ -795,7 +841,7 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
     n -= used;
     if (!n || (c->flags & CF_TEARDOWN))
         return;
-    if (c->state == CONN_WS)
+    if (conn_ws_reading(c))
         conn_ws_input(c, buf, n);
     else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
         conn_abort(c);

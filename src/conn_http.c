@@ -20,7 +20,7 @@
 #include "log.h"
 #include "pubsub_proto.h"
 
-#define HEAD_MAX 1024 /* bytes of a response head the server writes */
+#define HEAD_MAX 4096 /* bytes of a response head the server writes */
 
 struct ringws_str ringws_request_header(const struct ringws_request *req,
                                         const char *name)
@@ -38,6 +38,10 @@ static bool str_is(const char *p, size_t n, const char *s)
 {
     return strlen(s) == n && !memcmp(p, s, n);
 }
+
+static void conn_http_error(struct ringws_conn *c, const struct http_request *req,
+                            int status, const char *reason, bool close,
+                            const char *extra);
 
 /* Queues a complete response.  Errors of the request itself (malformed,
  * too large) and requests that asked for it close the connection after the
@@ -63,12 +67,59 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
         conn_abort(c);
         return;
     }
-    if (!n || conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
+    if (!n) {
+        /* Only the application's values can make a head too long: the
+         * answer is refused whole rather than cut short.  The 500's own
+         * head is small. */
+        log_msg(LOG_DEBUG, "worker %u: response head over %u bytes refused", c->w->id,
+                (unsigned)sizeof(head));
+        conn_http_error(c, req, 500, "response header too long", close, NULL);
+        return;
+    }
+    if (conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
         conn_abort(c);
         return;
     }
     if (close)
         conn_drain(c);
+}
+
+/* A header value from the application.  Any control character but HTAB
+ * could end the line and add headers of its own (response splitting): such
+ * a value is refused, never written. */
+static bool conn_http_value_ok(const struct ringws_conn *c, const char *name, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            log_msg(LOG_DEBUG, "worker %u: %s from the application holds control "
+                    "character 0x%02x: refused", c->w->id, name, ch);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Writes "Location: VALUE\r\n" for the application's redirect into out
+ * (empty without one); false when the value is refused or the line does not
+ * fit (refused whole, never cut short). */
+static bool conn_http_location(const struct ringws_conn *c, char *out, size_t cap,
+                               const char *location)
+{
+    int n;
+
+    out[0] = 0;
+    if (!location)
+        return true;
+    if (!conn_http_value_ok(c, "Location", location))
+        return false;
+    n = snprintf(out, cap, "Location: %s\r\n", location);
+    if (n > 0 && (size_t)n < cap)
+        return true;
+    log_msg(LOG_DEBUG, "worker %u: Location from the application (%zu bytes) does not fit: "
+            "refused", c->w->id, strlen(location));
+    out[0] = 0;
+    return false;
 }
 
 static void conn_http_error(struct ringws_conn *c, const struct http_request *req,
@@ -186,13 +237,16 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     if (cfg->cb.on_upgrade) {
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
         if (status != RINGWS_UPGRADE_ACCEPT) {
-            char extra[HEAD_MAX / 2] = "";
+            char extra[HEAD_MAX / 2];
+            const char *why = "upgrade refused";
             if (status < 300 || status > 599)
                 status = 500;
-            if (status / 100 == 3 && location)
-                snprintf(extra, sizeof(extra), "Location: %s\r\n", location);
-            conn_http_error(c, req, status, "upgrade refused", !req->keep_alive,
-                            extra[0] ? extra : NULL);
+            if (!conn_http_location(c, extra, sizeof(extra),
+                                    status / 100 == 3 ? location : NULL)) {
+                status = 500;
+                why = "invalid Location from the application";
+            }
+            conn_http_error(c, req, status, why, !req->keep_alive, extra[0] ? extra : NULL);
             return;
         }
     }
@@ -298,7 +352,7 @@ static void conn_http_user(struct ringws_conn *c, const struct http_request *req
 {
     struct ringws_server *srv = c->w->srv;
     struct ringws_response res = {.status = 200};
-    char extra[HEAD_MAX / 2] = "";
+    char extra[HEAD_MAX / 2];
 
     if (srv->cfg.cb.on_http(srv, view, &res, srv->cfg.user) != RINGWS_HTTP_HANDLED) {
         conn_http_builtin(c, req);
@@ -306,8 +360,12 @@ static void conn_http_user(struct ringws_conn *c, const struct http_request *req
     }
     if (res.status < 200 || res.status > 599)
         res.status = 500;
-    if (res.location)
-        snprintf(extra, sizeof(extra), "Location: %s\r\n", res.location);
+    if (!conn_http_location(c, extra, sizeof(extra), res.location) ||
+        (res.content_type && !conn_http_value_ok(c, "Content-Type", res.content_type))) {
+        conn_http_error(c, req, 500, "invalid response header from the application",
+                        !req->keep_alive, NULL);
+        return;
+    }
     conn_http_respond(c, req, res.status,
                       res.content_type ? res.content_type : "text/plain; charset=utf-8",
                       res.body, res.body_len, !req->keep_alive, extra[0] ? extra : NULL);
@@ -509,5 +567,5 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
     }
     /* The rest is parsed after the upgrade as frames, or after a publish's
      * answer as further requests. */
-    return c->state == CONN_WS || (c->flags & CF_PUB_WAIT) ? off : len;
+    return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }

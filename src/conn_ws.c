@@ -91,8 +91,11 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     if (starting && c->pend_len && !ev->msg_end)
         conn_msg_started(c);
     if (ev->msg_end) {
-        conn_ws_deliver(c, ev->opcode, c->pend, c->pend_len);
-        conn_pend_release(c);
+        size_t len;
+        uint32_t cap;
+        uint8_t *msg = conn_pend_take(c, &len, &cap);
+        conn_ws_deliver(c, ev->opcode, msg, len);
+        conn_pend_free(c->w, msg, cap);
     }
 }
 
@@ -173,8 +176,10 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
-    while (off < len && (c->state == CONN_WS || c->state == CONN_CLOSING) &&
-           !(c->flags & CF_TEARDOWN)) {
+    /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
+     * had failed already. */
+    while (off < len && conn_ws_reading(c) &&
+           !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013))) {
         struct ws_event ev;
         off += ws_decode(&c->dec, buf + off, len - off, &ev);
         switch ((enum ws_event_type)ev.type) {
@@ -213,12 +218,15 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
         STAT_ADD(c->w, send_queue_overflows, 1);
-        if (cfg->overflow == RINGWS_OVERFLOW_DROP)
+        if (cfg->overflow == RINGWS_OVERFLOW_DROP) {
             STAT_ADD(c->w, messages_dropped, 1);
-        else if (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN)
-            conn_ws_close(c, WS_CLOSE_TRY_AGAIN, "send queue full", 15, true);
-        else
-            conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+        } else {
+            /* Failed by the flush step, after the caller's callback has
+             * returned: on_close must not run inside ringws_send. */
+            c->flags |= CF_SLOW_SEND | (cfg->overflow == RINGWS_OVERFLOW_TRY_AGAIN
+                                            ? CF_SLOW_1013 : CF_SLOW_1008);
+            conn_flush_later(c);
+        }
         return -ENOBUFS;
     }
     return conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
@@ -231,7 +239,11 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reaso
         return -EINVAL;
     if (!conn_ws_open(c))
         return -EPIPE;
+    /* Called from a callback: an abort here (no memory for the close
+     * frame) owes on_close rather than running it inside the caller. */
+    c->w->in_api++;
     conn_ws_close(c, code, reason, reason_len, false);
+    c->w->in_api--;
     return 0;
 }
 

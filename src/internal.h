@@ -107,10 +107,12 @@ enum conn_flag {
     CF_PUBSUB = 1u << 19,     /* a subscriber connection: frames are commands */
     CF_PUB_WAIT = 1u << 20,   /* an HTTP publish awaits its recipient count */
     CF_PUB_CLOSE = 1u << 21,  /* ... and the connection closes after the answer */
-    CF_SLOW_1008 = 1u << 22,  /* a slow subscriber to close with 1008 */
+    CF_SLOW_1008 = 1u << 22,  /* a slow peer to fail with 1008 after this batch */
     CF_SLOW_1013 = 1u << 23,  /* ... with 1013 */
-    CF_PEER_LOCAL = 1u << 24, /* the peer is on this host (a loopback address) */
-    CF_RECV_SINGLE = 1u << 25, /* the recv armed last is not multishot */
+    CF_SLOW_SEND = 1u << 24,  /* ... found by ringws_send, not by a publish */
+    CF_CLOSE_OWED = 1u << 25, /* on_close is owed, once the callbacks return */
+    CF_PEER_LOCAL = 1u << 26, /* the peer is on this host (a loopback address) */
+    CF_RECV_SINGLE = 1u << 27, /* the recv armed last is not multishot */
 };
 
 struct conn_subs;
@@ -146,10 +148,17 @@ struct ringws_conn {
 };
 
 /* A WebSocket that may still be sent messages (the application's or
- * published ones): open, and no close frame of ours queued. */
+ * published ones): open, and no close frame of ours queued or due. */
 static inline bool conn_ws_open(const struct ringws_conn *c)
 {
-    return c->state == CONN_WS && !(c->flags & (CF_CLOSE_SENT | CF_TEARDOWN));
+    return c->state == CONN_WS &&
+           !(c->flags & (CF_CLOSE_SENT | CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013));
+}
+
+/* A WebSocket whose input is still decoded (to find the peer's close). */
+static inline bool conn_ws_reading(const struct ringws_conn *c)
+{
+    return c->state == CONN_WS || c->state == CONN_CLOSING;
 }
 
 /* ---- workers ---------------------------------------------------------- */
@@ -209,6 +218,10 @@ struct worker {
     bool accept_multishot; /* ... and it is multishot */
     bool stopping;
     uint64_t stop_deadline_ms;
+    /* Calls of the application into the library running now (they run
+     * inside its callbacks): while not 0, on_close is owed rather than
+     * reported (conn_report_close). */
+    unsigned in_api;
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
     struct conn_slab *slabs;
@@ -318,6 +331,13 @@ void conn_msg_started(struct ringws_conn *c);
  * max_partial_bytes, -ENOMEM. */
 int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
                     size_t limit);
+/* Takes the held bytes (*len of them, in a buffer of *cap) out of the
+ * connection; the caller frees them with conn_pend_free, which also gives
+ * *cap back to the worker's partial budget.  What a callback is handed from
+ * them then lives until it returns, whatever the callback does to the
+ * connection. */
+uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len, uint32_t *cap);
+void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap);
 void conn_pend_release(struct ringws_conn *c);
 void conn_flush_later(struct ringws_conn *c);
 void conn_settle(struct ringws_conn *c);

@@ -356,7 +356,7 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
     size_t cap = w->srv->cfg.max_fanout_queue;
     size_t cost = s->msg->frame_len + OUT_CHUNK_OVERHEAD;
 
-    if (!conn_ws_open(c) || (c->flags & (CF_SLOW_1008 | CF_SLOW_1013)))
+    if (!conn_ws_open(c))
         return false;
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + cost > cap) {

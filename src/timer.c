@@ -29,34 +29,48 @@ void timer_cancel(struct timer_node *n)
     n->prev = n->next = NULL;
 }
 
-void timer_arm(struct timer_wheel *w, struct timer_node *n, uint64_t deadline)
+/* Appends an unlinked node to the list of head. */
+static void timer_link_tail(struct timer_node *head, struct timer_node *n)
 {
-    struct timer_node *head;
-
-    timer_cancel(n);
-    if (deadline <= w->now)
-        deadline = w->now + 1; /* the current slot was already walked */
-    n->deadline = deadline;
-    head = &w->slots[deadline & (TIMER_SLOTS - 1)];
     n->next = head;
     n->prev = head->prev;
     head->prev->next = n;
     head->prev = n;
 }
 
+void timer_arm(struct timer_wheel *w, struct timer_node *n, uint64_t deadline)
+{
+    timer_cancel(n);
+    if (deadline <= w->now)
+        deadline = w->now + 1; /* the current slot was already walked */
+    n->deadline = deadline;
+    timer_link_tail(&w->slots[deadline & (TIMER_SLOTS - 1)], n);
+}
+
+/* The slot's due nodes move to a list of their own before any fires: a
+ * callback may re-arm or cancel any node (the next one in the walk, too),
+ * and a node unlinks itself from whichever list holds it, so the walk only
+ * ever follows nodes still due.  Nothing armed during the walk lands in it:
+ * the earliest deadline is the next tick. */
 static void timer_slot_expire(struct timer_wheel *w, uint64_t tick,
                               void (*fire)(struct timer_node *n))
 {
     struct timer_node *head = &w->slots[tick & (TIMER_SLOTS - 1)];
+    struct timer_node due = {.prev = &due, .next = &due};
     struct timer_node *n = head->next;
 
     while (n != head) {
         struct timer_node *next = n->next;
         if (n->deadline <= tick) {
             timer_cancel(n);
-            fire(n); /* may re-arm n into any slot, never this tick's */
+            timer_link_tail(&due, n);
         }
         n = next;
+    }
+    while (due.next != &due) {
+        n = due.next;
+        timer_cancel(n);
+        fire(n);
     }
 }
 

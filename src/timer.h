@@ -28,7 +28,9 @@ void timer_arm(struct timer_wheel *w, struct timer_node *n, uint64_t deadline);
 void timer_cancel(struct timer_node *n);
 
 /* Advances to now_tick, calling fire(n) for every node whose deadline has
- * passed; the node is disarmed before the call, so fire may re-arm it. */
+ * passed; the node is disarmed before the call.  fire may re-arm or cancel
+ * any node, n included: a node re-armed or cancelled before its turn in
+ * the walk does not fire. */
 void timer_wheel_expire(struct timer_wheel *w, uint64_t now_tick,
                         void (*fire)(struct timer_node *n));
 

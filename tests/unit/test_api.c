@@ -1,9 +1,13 @@
 /* test_api.c - the public API from a library user's side: on_http answers
  * its own paths and declines others, on_upgrade accepts, refuses with a
- * status or redirects, on_open / on_message / on_close see the right
- * connection, user data and codes, and ringws_send / ringws_close reject
- * what they must.  The server runs in a thread; this program is its client
- * over real loopback sockets. */
+ * status or redirects (header values that would split or overflow the
+ * response refused with 500), on_open / on_message / on_close see the
+ * right connection, user data and codes, what a callback is handed outlives
+ * a close from inside it, on_close runs once and never inside another
+ * callback, ringws_send / ringws_close reject what they must, and a relay
+ * that closes one connection from another's on_close keeps the idle timers
+ * right.  The server runs in a thread; this program is its client over
+ * real loopback sockets. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +29,36 @@ static atomic_int opened, closed_code, send_checks;
 static char closed_reason[64];
 static atomic_int user_data_ok;
 static atomic_int flood_sent, flood_ret;
+static atomic_int nested_closes, closes;
+static atomic_uint message_sum, request_sum;
+
+/* What the application keeps per connection, allocated in on_open and
+ * freed in on_close as a real application would: any use after on_close
+ * is a heap-use-after-free under AddressSanitizer. */
+struct app_conn {
+    bool in_callback; /* inside on_open or on_message of this connection */
+    int flood_sent;
+};
+
+/* FNV-1a, to read every byte a callback was handed. */
+static unsigned sum_bytes(unsigned h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 16777619u;
+    return h;
+}
+
+static unsigned sum_request(const struct ringws_request *req)
+{
+    unsigned h = sum_bytes(2166136261u, req->path.ptr, req->path.len);
+
+    h = sum_bytes(h, req->query.ptr, req->query.len);
+    for (size_t i = 0; i < req->n_headers; i++) {
+        h = sum_bytes(h, req->header_names[i].ptr, req->header_names[i].len);
+        h = sum_bytes(h, req->header_values[i].ptr, req->header_values[i].len);
+    }
+    return h;
+}
 
 static bool query_has(const struct ringws_request *req, const char *word)
 {
@@ -32,10 +66,48 @@ static bool query_has(const struct ringws_request *req, const char *word)
     return req->query.ptr && req->query.len == n && !memcmp(req->query.ptr, word, n);
 }
 
+static bool path_is(const struct ringws_request *req, const char *path)
+{
+    size_t n = strlen(path);
+    return req->path.len == n && !memcmp(req->path.ptr, path, n);
+}
+
+/* Header values an application might return: some would split the
+ * response or not fit in its head. */
+static char long_value[600], too_long_location[2100], too_long_type[4200];
+static const struct {
+    const char *path;
+    int status;
+    const char *location, *content_type;
+} header_cases[] = {
+    {"/split-location", 302, "/x\r\nSet-Cookie: x=1", NULL},
+    {"/lf-location", 302, "/x\nSet-Cookie: x=1", NULL},
+    {"/ctl-location", 302, "/x\x01y", NULL},
+    {"/del-location", 302, "/x\x7fy", NULL},
+    {"/long-location", 302, too_long_location, NULL},
+    {"/split-type", 200, NULL, "text/plain\r\nSet-Cookie: x=1"},
+    {"/cr-type", 200, NULL, "text/plain\rSet-Cookie: x=1"},
+    {"/long-type", 200, NULL, too_long_type},
+    {"/good-location", 302, "/there?a=1\tb", NULL},
+    {"/good-long-location", 302, long_value, NULL},
+    {"/good-type", 200, NULL, "text/plain;\tcharset=utf-8"},
+};
+
 static int on_http(ringws_server *srv, const struct ringws_request *req,
                    struct ringws_response *res, void *user)
 {
     static const char body[] = "hello from on_http";
+
+    for (size_t i = 0; i < sizeof(header_cases) / sizeof(header_cases[0]); i++) {
+        if (path_is(req, header_cases[i].path)) {
+            res->status = header_cases[i].status;
+            res->location = header_cases[i].location;
+            res->content_type = header_cases[i].content_type;
+            res->body = body;
+            res->body_len = sizeof(body) - 1;
+            return RINGWS_HTTP_HANDLED;
+        }
+    }
 
     if (req->path.len == 6 && !memcmp(req->path.ptr, "/hello", 6)) {
         struct ringws_str agent = ringws_request_header(req, "x-test");
@@ -63,25 +135,51 @@ static int on_upgrade(ringws_server *srv, const struct ringws_request *req,
         *location = "/ws?welcome";
         return 302;
     }
+    if (query_has(req, "moved-split")) {
+        *location = "/ws\r\nSet-Cookie: x=1";
+        return 302;
+    }
+    if (query_has(req, "moved-long")) {
+        *location = too_long_location;
+        return 307;
+    }
     return RINGWS_UPGRADE_ACCEPT;
 }
 
 static void on_open(ringws_conn *c, const struct ringws_request *req, void *user)
 {
-    static int marker;
+    struct app_conn *st = calloc(1, sizeof(*st));
 
-    ringws_conn_set_user(c, &marker);
+    ringws_conn_set_user(c, st);
+    st->in_callback = true;
     atomic_fetch_add(&opened, 1);
     if (query_has(req, "bye"))
         ringws_close(c, 4000, "bye", 3);
+    if (query_has(req, "bye-read")) {
+        /* The request stays readable for the whole call, even after the
+         * connection is closed from inside it. */
+        ringws_close(c, 4000, "bye", 3);
+        atomic_store(&request_sum, sum_request(req));
+    }
+    st->in_callback = false;
 }
 
 static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len,
                        void *user)
 {
     static const uint8_t bad_utf8[] = {0xc0, 0xaf};
+    struct app_conn *st = ringws_conn_get_user(c);
     int checks = 0;
 
+    st->in_callback = true;
+    if (len >= 10 && !memcmp(data, "close-read", 10)) {
+        /* data stays readable for the whole call, even after the
+         * connection is closed from inside it. */
+        ringws_close(c, 1000, "read", 4);
+        atomic_store(&message_sum, sum_bytes(2166136261u, data, len));
+        st->in_callback = false;
+        return;
+    }
     checks += ringws_send(c, (enum ringws_opcode)9, "x", 1) == -EINVAL;
     checks += ringws_send(c, RINGWS_TEXT, bad_utf8, sizeof(bad_utf8)) == -EINVAL;
     checks += ringws_close(c, 1005, NULL, 0) == -EINVAL;
@@ -96,24 +194,30 @@ static void on_message(ringws_conn *c, enum ringws_opcode op, const void *data, 
         int sent = 0, ret = 0;
         while (sent < 64 && (ret = ringws_send(c, RINGWS_BINARY, big, sizeof(big))) == 0)
             sent++;
-        atomic_store(&flood_sent, sent);
+        /* The state is the application's until on_close, which must not
+         * have run inside ringws_send. */
+        st->flood_sent = sent;
+        atomic_store(&flood_sent, st->flood_sent);
         atomic_store(&flood_ret, ret);
-        return;
-    }
-    if (len == 8 && !memcmp(data, "close-me", 8)) {
+    } else if (len == 8 && !memcmp(data, "close-me", 8)) {
         ringws_close(c, 3001, "asked", 5);
-        return;
-    }
-    if (len == 10 && !memcmp(data, "restart-me", 10)) {
+    } else if (len == 10 && !memcmp(data, "restart-me", 10)) {
         ringws_close(c, 1012, "restart", 7);
-        return;
+    } else {
+        ringws_send(c, op, data, len);
     }
-    ringws_send(c, op, data, len);
+    st->in_callback = false;
 }
 
 static void on_close(ringws_conn *c, uint16_t code, const char *reason, size_t reason_len,
                      void *user)
 {
+    struct app_conn *st = ringws_conn_get_user(c);
+
+    if (st->in_callback)
+        atomic_fetch_add(&nested_closes, 1);
+    free(st);
+    atomic_fetch_add(&closes, 1);
     if (reason_len >= sizeof(closed_reason))
         reason_len = sizeof(closed_reason) - 1;
     memcpy(closed_reason, reason ? reason : "", reason_len);
@@ -213,6 +317,29 @@ static void client_send_frame(int fd, unsigned opcode, const void *p, size_t n)
         perror("send");
 }
 
+/* Sends one masked frame of up to 65535 bytes; first is FIN | opcode. */
+static void client_send_frame_raw(int fd, unsigned first, const void *p, size_t n)
+{
+    static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint8_t f[8 + 65536];
+    size_t h = 2;
+
+    f[0] = (uint8_t)first;
+    if (n < 126) {
+        f[1] = (uint8_t)(0x80 | n);
+    } else {
+        f[1] = 0x80 | 126;
+        f[2] = (uint8_t)(n >> 8);
+        f[3] = (uint8_t)n;
+        h = 4;
+    }
+    memcpy(f + h, mask, 4);
+    for (size_t i = 0; i < n; i++)
+        f[h + 4 + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
+    if (send(fd, f, h + 4 + n, 0) < 0)
+        perror("send");
+}
+
 static bool client_recv_exact(int fd, uint8_t *p, size_t n)
 {
     size_t from_surplus = n < surplus_len ? n : surplus_len;
@@ -259,6 +386,44 @@ static void test_http(uint16_t port)
     CHECKF(!strncmp(buf, "HTTP/1.1 426 ", 13), "%.40s", buf);
 }
 
+/* Header values from the application that hold control characters or do
+ * not fit are refused with 500, never written (response splitting) nor cut
+ * short; tabs are fine. */
+static void test_app_headers(uint16_t port)
+{
+    char req[256], buf[8192], line[1024];
+    int fd;
+
+    for (size_t i = 0; i < sizeof(header_cases) / sizeof(header_cases[0]); i++) {
+        bool good = !strncmp(header_cases[i].path, "/good", 5);
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", header_cases[i].path);
+        client_request(port, req, buf, sizeof(buf));
+        if (good) {
+            CHECKF(!strncmp(buf, "HTTP/1.1 200 ", 13) || !strncmp(buf, "HTTP/1.1 302 ", 13),
+                   "%s: %.40s", header_cases[i].path, buf);
+            /* Written whole: a 600-byte Location too. */
+            snprintf(line, sizeof(line), "\r\n%s: %s\r\n",
+                     header_cases[i].location ? "Location" : "Content-Type",
+                     header_cases[i].location ? header_cases[i].location
+                                              : header_cases[i].content_type);
+            CHECKF(strstr(buf, line) != NULL, "%s", header_cases[i].path);
+        } else {
+            CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%s: %.40s", header_cases[i].path, buf);
+            CHECKF(!strstr(buf, "ppppp"), "%s: %.200s", header_cases[i].path, buf);
+        }
+        CHECKF(!strstr(buf, "Set-Cookie"), "%s: %.200s", header_cases[i].path, buf);
+        CHECKF(strstr(buf, "\r\n\r\n") != NULL, "%s: no complete head", header_cases[i].path);
+    }
+    fd = client_upgrade(port, "/ws?moved-split", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%.40s", buf);
+    CHECK(!strstr(buf, "Set-Cookie"));
+    close(fd);
+    fd = client_upgrade(port, "/ws?moved-long", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 500 ", 13), "%.40s", buf);
+    CHECK(!strstr(buf, "ppppp"));
+    close(fd);
+}
+
 static void test_upgrade_decisions(uint16_t port)
 {
     char buf[4096];
@@ -286,6 +451,77 @@ static void wait_closed_code(int want)
 {
     for (int i = 0; i < 200 && atomic_load(&closed_code) != want; i++)
         usleep(10000);
+}
+
+static void wait_closes(int want)
+{
+    for (int i = 0; i < 200 && atomic_load(&closes) < want; i++)
+        usleep(10000);
+}
+
+/* Reads the server's close frame, answers it and waits for on_close. */
+static void client_finish_close(int fd, int want_code)
+{
+    uint8_t payload[128];
+    size_t len = 0;
+    int before = atomic_load(&closes);
+
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len >= 2 &&
+          (payload[0] << 8 | payload[1]) == want_code);
+    client_send_frame(fd, 8, payload, 2);
+    wait_closes(before + 1);
+    CHECK(atomic_load(&closes) == before + 1);
+    CHECK(atomic_load(&closed_code) == want_code);
+    close(fd);
+}
+
+/* What a callback is handed lives until it returns, also when the
+ * connection is closed from inside it and the bytes were gathered from
+ * several receives (a fragmented message, an upgrade request in pieces). */
+static void test_callback_lifetimes(uint16_t port)
+{
+    static const char *const names[] = {"Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                        "Sec-WebSocket-Version", "X-Pad"};
+    const char *values[] = {"t", "websocket", "Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", "13", NULL};
+    char pad[600], req[2048], buf[4096];
+    uint8_t msg[600];
+    unsigned want;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (uint8_t)('a' + i % 26);
+    memcpy(msg, "close-read", 10);
+    fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    atomic_store(&message_sum, 0);
+    client_send_frame_raw(fd, 0x01, msg, 300);         /* text, not final */
+    client_send_frame_raw(fd, 0x80, msg + 300, 300);   /* continuation, final */
+    client_finish_close(fd, 1000);
+    CHECK(atomic_load(&message_sum) == sum_bytes(2166136261u, msg, sizeof(msg)));
+
+    memset(pad, 'p', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = 0;
+    values[5] = pad;
+    snprintf(req, sizeof(req), "GET /ws?bye-read HTTP/1.1\r\n");
+    want = sum_bytes(sum_bytes(2166136261u, "/ws", 3), "bye-read", 8);
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(req + strlen(req), sizeof(req) - strlen(req), "%s: %s\r\n", names[i],
+                 values[i]);
+        want = sum_bytes(want, names[i], strlen(names[i]));
+        want = sum_bytes(want, values[i], strlen(values[i]));
+    }
+    strcat(req, "\r\n");
+    atomic_store(&request_sum, 0);
+    fd = client_connect(port);
+    surplus_len = 0;
+    /* Two receives at least: the request is gathered in the server. */
+    CHECK(send(fd, req, 40, 0) == 40);
+    usleep(50000);
+    CHECK(send(fd, req + 40, strlen(req) - 40, 0) == (ssize_t)(strlen(req) - 40));
+    client_read_response(fd, buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    client_finish_close(fd, 4000);
+    CHECK(atomic_load(&request_sum) == want);
 }
 
 static void test_messages_and_close(uint16_t port)
@@ -378,6 +614,7 @@ static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
     uint8_t payload[128];
     size_t len = 0;
     int fd = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    int closes_before = atomic_load(&closes);
 
     atomic_store(&flood_sent, -1);
     client_send_frame(fd, 1, "flood", 5);
@@ -405,6 +642,11 @@ static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
         int want = policy == RINGWS_OVERFLOW_TRY_AGAIN ? 1013 : 1008;
         int got = client_drain_to_close(fd);
         CHECKF(got == want, "close code %d, want %d", got, want);
+        /* on_close ran once, after on_message returned, with the code
+         * the peer was sent. */
+        wait_closes(closes_before + 1);
+        CHECK(atomic_load(&closes) == closes_before + 1);
+        CHECK(atomic_load(&closed_code) == want && !strcmp(closed_reason, "send queue full"));
     }
     close(fd);
 }
@@ -412,6 +654,141 @@ static void test_overflow(uint16_t port, enum ringws_overflow_policy policy)
 static void *server_thread(void *arg)
 {
     return (void *)(intptr_t)ringws_server_run(arg);
+}
+
+/* ---- a relay: connections in pairs, each forwarding to the other --------- */
+
+/* Pairs connections in the order they open; a message on one is sent to
+ * the other; when one goes, the app closes the other.  With one worker and
+ * small idle timeouts, the close of a connection whose idle timer fired
+ * re-arms its partner's timer in the middle of the timer wheel's walk. */
+struct relay_conn {
+    ringws_conn *c;
+    struct relay_conn *partner;
+    bool in_callback;
+};
+
+static struct relay_conn *relay_waiting;
+static atomic_int relay_closes, relay_nested, relay_code_4001;
+
+static void relay_on_open(ringws_conn *c, const struct ringws_request *req, void *user)
+{
+    struct relay_conn *st = calloc(1, sizeof(*st));
+
+    st->c = c;
+    ringws_conn_set_user(c, st);
+    if (relay_waiting) {
+        st->partner = relay_waiting;
+        relay_waiting->partner = st;
+        relay_waiting = NULL;
+    } else {
+        relay_waiting = st;
+    }
+}
+
+static void relay_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                             size_t len, void *user)
+{
+    struct relay_conn *st = ringws_conn_get_user(c);
+
+    st->in_callback = true;
+    if (st->partner)
+        ringws_send(st->partner->c, op, data, len);
+    st->in_callback = false;
+}
+
+static void relay_on_close(ringws_conn *c, uint16_t code, const char *reason,
+                           size_t reason_len, void *user)
+{
+    struct relay_conn *st = ringws_conn_get_user(c);
+
+    if (st->in_callback || (st->partner && st->partner->in_callback))
+        atomic_fetch_add(&relay_nested, 1);
+    if (code == 4001)
+        atomic_fetch_add(&relay_code_4001, 1);
+    if (st->partner) {
+        st->partner->partner = NULL;
+        ringws_close(st->partner->c, 4001, "partner left", 12);
+    }
+    if (relay_waiting == st)
+        relay_waiting = NULL;
+    free(st);
+    atomic_fetch_add(&relay_closes, 1);
+}
+
+/* Silent pairs, opened in one tick, are pinged, then dropped for not
+ * answering, each drop closing the partner from inside the timer walk;
+ * meanwhile an active pair talks through the relay and is never pinged. */
+static void test_relay_timers(uint16_t port)
+{
+    enum { SILENT = 12 };
+    int silent[SILENT], a, b;
+    char buf[4096];
+    uint8_t payload[128];
+    size_t len = 0;
+    int ok = 0, rounds = 0;
+
+    for (int i = 0; i < SILENT; i++) {
+        silent[i] = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+        CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    }
+    a = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    b = client_upgrade(port, "/ws", "", buf, sizeof(buf));
+    /* Every 20 ms, a tenth of the idle timeout, until the silent ones are
+     * gone (two idle timeouts and a close timeout: under a second). */
+    for (; ok == 2 * rounds && rounds < 250 && atomic_load(&relay_closes) < SILENT; rounds++) {
+        char ma[16], mb[16];
+        int na = snprintf(ma, sizeof(ma), "a-%d", rounds);
+        int nb = snprintf(mb, sizeof(mb), "b-%d", rounds);
+        client_send_frame(a, 1, ma, (size_t)na);
+        client_send_frame(b, 1, mb, (size_t)nb);
+        /* Each reads the other's message, and nothing else: no ping. */
+        ok += client_read_frame(b, payload, &len) == 1 && len == (size_t)na &&
+              !memcmp(payload, ma, len);
+        ok += client_read_frame(a, payload, &len) == 1 && len == (size_t)nb &&
+              !memcmp(payload, mb, len);
+        usleep(20000);
+    }
+    CHECKF(ok == 2 * rounds && rounds >= 10, "%d of %d messages relayed", ok, 2 * rounds);
+    CHECKF(atomic_load(&relay_closes) == SILENT, "%d closed", atomic_load(&relay_closes));
+    client_send_frame(a, 8, "\x03\xe8", 2);
+    CHECK(client_read_frame(a, payload, &len) == 8 && len == 2 && payload[0] == 0x03 &&
+          payload[1] == 0xe8);
+    CHECK(client_read_frame(b, payload, &len) == 8 && len >= 2 &&
+          (payload[0] << 8 | payload[1]) == 4001);
+    client_send_frame(b, 8, payload, 2);
+    for (int i = 0; i < 200 && atomic_load(&relay_closes) < SILENT + 2; i++)
+        usleep(10000);
+    CHECK(atomic_load(&relay_closes) == SILENT + 2);
+    CHECK(atomic_load(&relay_code_4001) == 1); /* b: closed by the app, answered */
+    CHECK(atomic_load(&relay_nested) == 0);
+    for (int i = 0; i < SILENT; i++)
+        close(silent[i]);
+    close(a);
+    close(b);
+}
+
+static void run_relay_server(struct ringws_config cfg)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    cfg.idle_timeout_ms = 200;
+    cfg.close_timeout_ms = 200;
+    cfg.cb = (struct ringws_callbacks){.on_open = relay_on_open,
+                                       .on_message = relay_on_message,
+                                       .on_close = relay_on_close};
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for the relay");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    test_relay_timers(ringws_server_port(srv));
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
 }
 
 static void run_overflow_server(struct ringws_config cfg, enum ringws_overflow_policy policy)
@@ -441,6 +818,10 @@ int main(void)
     pthread_t th;
     void *res;
 
+    alarm(60); /* a worker that stops answering fails the test, not hangs it */
+    memset(long_value, 'p', sizeof(long_value) - 1);
+    memset(too_long_location, 'p', sizeof(too_long_location) - 1);
+    memset(too_long_type, 'p', sizeof(too_long_type) - 1);
     ringws_config_init(&cfg);
     cfg.port = 0;
     cfg.workers = 1;
@@ -456,8 +837,10 @@ int main(void)
     pthread_create(&th, NULL, server_thread, srv);
 
     test_http(ringws_server_port(srv));
+    test_app_headers(ringws_server_port(srv));
     test_upgrade_decisions(ringws_server_port(srv));
     test_messages_and_close(ringws_server_port(srv));
+    test_callback_lifetimes(ringws_server_port(srv));
 
     ringws_server_stop(srv);
     pthread_join(th, &res);
@@ -467,6 +850,12 @@ int main(void)
     run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
+    run_relay_server(cfg);
+
+    /* Every open connection was reported closed once, never from inside
+     * another callback of its own. */
+    CHECK(atomic_load(&closes) == atomic_load(&opened));
+    CHECK(atomic_load(&nested_closes) == 0);
 
     cfg.max_message = 0; /* invalid config is refused, nothing leaks */
     CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
