@@ -63,7 +63,7 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
 
     if (c->out_bytes > c->w->srv->cfg.max_send_queue) {
         /* Pipelined requests from a client that reads no responses. */
-        c->w->stats.send_queue_overflows++;
+        STAT_ADD(c->w, send_queue_overflows, 1);
         conn_abort(c);
         return;
     }

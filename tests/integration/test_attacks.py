@@ -1154,7 +1154,8 @@ def main():
         r.case("tiny-message-echo-unread-bounded", t_tiny_echo_unread, srv, timeout=60)
     with r.server(w + ["--handshake-timeout", "2s", "--close-timeout", "1s"], "pipelined") as srv:
         r.case("pipelined-requests-unread-bounded", t_pipelined_unread, srv, timeout=60)
-    with r.server(w, "pipelined-read") as srv:
+    # The client reads until the server closes: after the keep-alive time.
+    with r.server(w + ["--handshake-timeout", "2s"], "pipelined-read") as srv:
         r.case("pipelined-requests-read-answered", t_pipelined_read, srv, timeout=60)
     with r.server(w + ["--max-message", MIB], "fragments") as srv:
         r.case("tiny-fragments-200k-and-1009", t_tiny_fragments, srv, timeout=60)
