@@ -20,6 +20,7 @@
 #include "handshake.h"
 #include "ringws.h"
 #include "timer.h"
+#include "topic_index.h"
 
 /* Largest request body accepted with Content-Length (413 beyond). */
 #define RINGWS_MAX_HTTP_BODY (1u << 20)
@@ -47,7 +48,6 @@ struct pub_msg {
     _Atomic uint64_t recipients;  /* connections it was queued to */
     struct ringws_conn *reply_to; /* an HTTP publish awaiting the count */
     unsigned origin;              /* worker of reply_to */
-    uint64_t topic_hash;
     uint32_t frame_len;
     uint16_t topic_len;
     const uint8_t *frame;         /* header and payload */
@@ -195,15 +195,6 @@ struct worker_stats {
                                                memory_order_relaxed) + (n),    \
                           memory_order_relaxed)
 
-/* A worker's topics: a chained hash table, grown by doubling, halved when
- * sparse, freed when empty (pubsub.c). */
-struct topic;
-struct topic_index {
-    struct topic **buckets;
-    uint32_t mask; /* buckets - 1 */
-    uint32_t n;
-};
-
 struct worker {
     struct ringws_server *srv;
     unsigned id;
@@ -232,7 +223,7 @@ struct worker {
     socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
-    struct topic_index topics;
+    struct topic_index topics; /* its subscribers are connections (pubsub.c) */
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
@@ -267,7 +258,7 @@ struct ringws_server {
     bool peer_addrs;      /* accepts report each peer's address */
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
-    uint64_t topic_seed;         /* keys the topic hash */
+    uint64_t topic_key[2];       /* keys every worker's topic index */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 

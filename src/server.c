@@ -126,6 +126,7 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 {
     w->srv = srv;
     w->id = id;
+    topic_index_init(&w->topics, srv->topic_key);
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->wake_fd < 0)
         return -errno;
@@ -170,8 +171,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->policy = (struct ws_handshake_policy){
         .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
         .origins = cfg->origins, .n_origins = cfg->n_origins};
-    if (getrandom(&srv->topic_seed, sizeof(srv->topic_seed), 0) != sizeof(srv->topic_seed))
-        srv->topic_seed = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
+    if (getrandom(srv->topic_key, sizeof(srv->topic_key), 0) != sizeof(srv->topic_key)) {
+        srv->topic_key[0] = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
+        srv->topic_key[1] = ~srv->topic_key[0];
+    }
     ret = conn_addr_table_create(srv);
     if (ret < 0) {
         free(srv);
