@@ -31,6 +31,10 @@
 
 struct pub_msg;
 
+/* Told, on the worker that published, how many connections a publish was
+ * queued to on every worker (pubsub_publish_from). */
+typedef void pubsub_done_fn(void *arg, uint64_t recipients);
+
 /* A message's share held by one worker: its link in that worker's inbox and
  * a count of the worker's queued chunks, so that a worker touches the
  * message's shared atomic count once, not once per recipient. */
@@ -46,8 +50,9 @@ struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
     _Atomic uint32_t pending;     /* workers yet to deliver it */
     _Atomic uint64_t recipients;  /* connections it was queued to */
-    struct ringws_conn *reply_to; /* an HTTP publish awaiting the count */
-    unsigned origin;              /* worker of reply_to */
+    pubsub_done_fn *done;         /* a publisher awaiting the count */
+    void *done_arg;
+    unsigned origin;              /* worker that runs done */
     uint32_t frame_len;
     uint16_t topic_len;
     const uint8_t *frame;         /* header and payload */
@@ -351,19 +356,17 @@ void pubsub_conn_gone(struct ringws_conn *c);
 void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n);
 /* Subscribes c to every topic of a valid list (topic_list_valid). */
 int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
-/* An HTTP publish from c: 1 when the count will come later (the connection
- * waits, see conn_http_publish_done), 0 with *recipients set, or -errno. */
-int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
-                        const void *data, size_t len, bool binary, uint64_t *recipients);
+/* A publish made on worker w (an HTTP request, a subscriber's command):
+ * 0 with *recipients set, or 1 when other workers count too: done(arg,
+ * total) then runs on w, from its loop, unless w stops first; or -errno.
+ * Without done it never returns 1, and recipients may be NULL. */
+int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
+                        const void *data, size_t len, bool binary, pubsub_done_fn *done,
+                        void *arg, uint64_t *recipients);
 void pubsub_server_drain(struct ringws_server *srv);
 /* A worker that failed (the server is stopping): what its inbox holds now
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
-
-/* ---- conn_http.c ------------------------------------------------------- */
-
-/* The count of a waiting HTTP publish is known: answer it. */
-void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients);
 
 /* ---- conn_http.c ------------------------------------------------------- */
 

@@ -348,19 +348,19 @@ static struct pub_slot *pubsub_inbox_take(struct worker *w)
     return fifo;
 }
 
-/* A worker has delivered its share: the last one tells the origin of an
- * HTTP publish the total. */
+/* A worker has delivered its share: the last one tells the origin of a
+ * counted publish the total. */
 static void pubsub_worker_done(struct ringws_server *srv, struct pub_msg *m, uint64_t n)
 {
     if (n)
         atomic_fetch_add(&m->recipients, n);
-    if (atomic_fetch_sub(&m->pending, 1) == 1 && m->reply_to)
+    if (atomic_fetch_sub(&m->pending, 1) == 1 && m->done)
         pubsub_post(&srv->workers[m->origin], &m->slots[m->origin]);
 }
 
 static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 {
-    return s->msg->reply_to && s->msg->origin == w->id;
+    return s->msg->done && s->msg->origin == w->id;
 }
 
 void pubsub_inbox_drain(struct worker *w)
@@ -373,7 +373,7 @@ void pubsub_inbox_drain(struct worker *w)
         struct pub_slot *next = s->qnext;
         struct pub_msg *m = s->msg;
         if (pubsub_is_reply(w, s)) {
-            conn_http_publish_done(m->reply_to, atomic_load(&m->recipients));
+            m->done(m->done_arg, atomic_load(&m->recipients));
             pubsub_msg_unref(m);
         } else {
             pubsub_inbox_release(w, m);
@@ -387,22 +387,22 @@ void pubsub_inbox_drain(struct worker *w)
 /* ---- publishing -------------------------------------------------------- */
 
 /* Publishes m: delivered at once to the calling worker's subscribers (self,
- * may be NULL) and posted to every other worker.  With a reply connection,
+ * may be NULL) and posted to every other worker.  With done (and self),
  * returns 1 when the count comes later, else 0 and *recipients. */
 static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
-                           struct pub_msg *m, struct ringws_conn *reply_to,
+                           struct pub_msg *m, pubsub_done_fn *done, void *arg,
                            uint64_t *recipients)
 {
     unsigned n = srv->n_workers;
     unsigned remote = self ? n - 1 : n;
-    bool defer = reply_to && remote > 0;
+    bool defer = done && remote > 0;
 
     atomic_init(&m->refs, n + (defer ? 1 : 0));
     atomic_init(&m->pending, remote);
     if (defer) {
-        m->reply_to = reply_to;
+        m->done = done;
+        m->done_arg = arg;
         m->origin = self->id;
-        reply_to->flags |= CF_PUB_WAIT;
     }
     /* Everything the other workers read is written before the first post. */
     for (unsigned i = 0; i < n; i++)
@@ -442,11 +442,10 @@ static bool pubsub_enter(struct ringws_server *srv)
     return false;
 }
 
-static int pubsub_publish(struct ringws_server *srv, const char *topic, size_t topic_len,
-                          const void *data, size_t len, bool binary,
-                          struct ringws_conn *reply_to, uint64_t *recipients)
+static int pubsub_publish(struct ringws_server *srv, struct worker *self, const char *topic,
+                          size_t topic_len, const void *data, size_t len, bool binary,
+                          pubsub_done_fn *done, void *arg, uint64_t *recipients)
 {
-    struct worker *self = pubsub_self && pubsub_self->srv == srv ? pubsub_self : NULL;
     struct pub_msg *m;
     int ret = pubsub_check(srv, topic, topic_len, data, len, binary);
 
@@ -457,7 +456,7 @@ static int pubsub_publish(struct ringws_server *srv, const char *topic, size_t t
     m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
     ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
     if (ret == 0)
-        ret = pubsub_dispatch(srv, self, m, reply_to, recipients);
+        ret = pubsub_dispatch(srv, self, m, done, arg, recipients);
     else
         free(m);
     atomic_fetch_sub(&srv->publishers, 1);
@@ -467,17 +466,22 @@ static int pubsub_publish(struct ringws_server *srv, const char *topic, size_t t
 int ringws_publish(ringws_server *srv, const char *topic, const void *data, size_t len,
                    unsigned flags)
 {
+    struct worker *self = pubsub_self && pubsub_self->srv == srv ? pubsub_self : NULL;
+
     if (!topic || (flags & ~RINGWS_PUBLISH_BINARY) || (len && !data))
         return -EINVAL;
-    return pubsub_publish(srv, topic, strnlen(topic, RINGWS_MAX_TOPIC + 1), data, len,
-                          flags & RINGWS_PUBLISH_BINARY, NULL, NULL);
+    return pubsub_publish(srv, self, topic, strnlen(topic, RINGWS_MAX_TOPIC + 1), data, len,
+                          flags & RINGWS_PUBLISH_BINARY, NULL, NULL, NULL);
 }
 
-int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
-                        const void *data, size_t len, bool binary, uint64_t *recipients)
+int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
+                        const void *data, size_t len, bool binary, pubsub_done_fn *done,
+                        void *arg, uint64_t *recipients)
 {
-    *recipients = 0;
-    return pubsub_publish(c->w->srv, topic, topic_len, data, len, binary, c, recipients);
+    if (recipients)
+        *recipients = 0;
+    return pubsub_publish(w->srv, w, topic, topic_len, data, len, binary, done, arg,
+                          recipients);
 }
 
 /* ---- the API on connections -------------------------------------------- */
@@ -534,8 +538,8 @@ static void pubsub_cmd_publish(struct ringws_conn *c, const struct pubsub_cmd *c
     }
     /* The payload is the tail of a valid text frame after an ASCII space:
      * valid UTF-8 too. */
-    r = pubsub_publish(c->w->srv, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
-                       false, NULL, NULL);
+    r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
+                            false, NULL, NULL, NULL);
     if (r == -ENOMEM)
         pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
     else if (r == -ESHUTDOWN)
@@ -580,9 +584,9 @@ void pubsub_worker_fini(struct worker *w)
 }
 
 /* Lets go of what a worker that no longer runs has in its inbox: its share
- * of each message counts as delivered to nobody, and a reply to one of its
- * own HTTP publishes (whose connection is already freed) only drops its
- * message reference.  Returns whether there was anything. */
+ * of each message counts as delivered to nobody, and the count of one of
+ * its own publishes (whose publisher is gone with the worker) only drops
+ * its message reference.  Returns whether there was anything. */
 static bool pubsub_inbox_discard(struct worker *w)
 {
     struct pub_slot *s = pubsub_inbox_take(w);
