@@ -353,9 +353,11 @@ void pubsub_worker_fini(struct worker *w);
 void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
 void pubsub_conn_gone(struct ringws_conn *c);
-void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n);
-/* Subscribes c to every topic of a valid list (topic_list_valid). */
+/* Subscribes c to every topic of a valid list (topic_list_valid): 0,
+ * -E2BIG past max_topics, -ENOMEM. */
 int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Unsubscribes c from every topic of a valid list (unknown ones ignored). */
+int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len);
 /* A publish made on worker w (an HTTP request, a subscriber's command):
  * 0 with *recipients set, or 1 when other workers count too: done(arg,
  * total) then runs on w, from its loop, unless w stops first; or -errno.
@@ -384,5 +386,11 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
                    size_t reason_len, bool fail);
 void conn_ws_ping(struct ringws_conn *c);
+
+/* ---- conn_ws_pubsub.c -------------------------------------------------- */
+
+/* A message from a subscriber connection (CF_PUBSUB): one command. */
+void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
+                            size_t n);
 
 #endif

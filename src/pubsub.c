@@ -171,6 +171,11 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len)
     return pubsub_list_apply(c, list, len, pubsub_subscribe);
 }
 
+int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len)
+{
+    return pubsub_list_apply(c, list, len, pubsub_unsubscribe_held);
+}
+
 /* ---- messages ---------------------------------------------------------- */
 
 static void pubsub_msg_unref(struct pub_msg *m)
@@ -504,69 +509,6 @@ int ringws_unsubscribe(ringws_conn *c, const char *topic)
     if (!topic_name_valid(topic, len))
         return -EINVAL;
     return pubsub_unsubscribe(c, topic, len);
-}
-
-/* ---- the subscriber connection's commands ------------------------------ */
-
-static void pubsub_fail(struct ringws_conn *c, uint16_t code, const char *why)
-{
-    conn_ws_close(c, code, why, strlen(why), true);
-}
-
-static void pubsub_cmd_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
-{
-    int r = pubsub_list_apply(c, cmd->arg, cmd->arg_len,
-                              cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe
-                                                          : pubsub_unsubscribe_held);
-
-    if (r == -E2BIG)
-        pubsub_fail(c, WS_CLOSE_POLICY, "too many topics");
-    else if (r == -ENOMEM)
-        pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
-}
-
-static void pubsub_cmd_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
-{
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    const struct ringws_topic_rule *rule =
-        topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, cmd->arg, cmd->arg_len);
-    int r;
-
-    if (!rule || !rule->client_publish) {
-        pubsub_fail(c, WS_CLOSE_POLICY, "publishing to this topic is not allowed");
-        return;
-    }
-    /* The payload is the tail of a valid text frame after an ASCII space:
-     * valid UTF-8 too. */
-    r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
-                            false, NULL, NULL, NULL);
-    if (r == -ENOMEM)
-        pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
-    else if (r == -ESHUTDOWN)
-        pubsub_fail(c, WS_CLOSE_GOING_AWAY, "server shutting down");
-    else if (r == -EMSGSIZE)
-        pubsub_fail(c, WS_CLOSE_TOO_BIG, "message too big to publish");
-    else if (r == -EAGAIN)
-        pubsub_fail(c, WS_CLOSE_TRY_AGAIN, "publish queue full");
-}
-
-void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n)
-{
-    struct pubsub_cmd cmd;
-    const char *why = NULL;
-
-    if (opcode != WS_OP_TEXT) {
-        pubsub_fail(c, WS_CLOSE_UNSUPPORTED, "commands are text frames");
-        return;
-    }
-    if (pubsub_cmd_parse((const char *)p, n, &cmd, &why) < 0) {
-        pubsub_fail(c, WS_CLOSE_POLICY, why);
-        return;
-    }
-    if (cmd.type == PUBSUB_CMD_PUB)
-        pubsub_cmd_publish(c, &cmd);
-    else
-        pubsub_cmd_topics(c, &cmd);
 }
 
 /* ---- start and end ----------------------------------------------------- */
