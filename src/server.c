@@ -1,5 +1,5 @@
 /* server.c - the public server API: configuration, listeners, worker
- * threads, stop.
+ * threads, stop, and the sum of the workers' counters.
  *
  * Why it exists: it turns a ringws_config into N workers, each with its own
  * SO_REUSEPORT listener on the same address (the kernel spreads connections
@@ -289,4 +289,33 @@ void ringws_server_destroy(ringws_server *srv)
     free(srv->workers);
     free(srv->addr_counts);
     free(srv);
+}
+
+/* Each worker writes only its own counters: the sum is read without a lock,
+ * each figure current to within what the workers are doing meanwhile. */
+void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        const struct worker_stats *st = &srv->workers[i].stats;
+#define STAT_GET(f) atomic_load_explicit(&st->f, memory_order_relaxed)
+        out->connections_open += STAT_GET(conns_open);
+        out->accepted += STAT_GET(accepted);
+        out->refused += STAT_GET(refused) + STAT_GET(refused_per_address);
+        out->send_queue_overflows += STAT_GET(send_queue_overflows);
+        out->messages_dropped += STAT_GET(messages_dropped);
+        out->publishes += STAT_GET(publishes);
+        out->fanout_queued += STAT_GET(fanout_queued);
+        out->fanout_dropped += STAT_GET(fanout_dropped);
+        out->fanout_closed += STAT_GET(fanout_closed);
+        out->subscriptions += STAT_GET(subscriptions);
+        out->sends += STAT_GET(sends);
+        out->topics += STAT_GET(topics);
+        out->topic_buckets += STAT_GET(topic_buckets);
+        out->messages_too_slow += STAT_GET(messages_too_slow);
+        out->partial_over_budget += STAT_GET(partial_over_budget);
+        out->partial_bytes += STAT_GET(partial_bytes);
+        out->publishes_refused += STAT_GET(publishes_refused);
+#undef STAT_GET
+    }
 }
