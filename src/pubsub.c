@@ -1,7 +1,6 @@
-/* pubsub.c - topics and fan-out: each worker's topic index, subscriptions,
- * publishing from any thread, delivery of one shared frame to every
- * subscriber, slow-subscriber policies, and the subscriber connection's
- * commands.
+/* pubsub.c - publish and subscribe: subscriptions per connection, messages
+ * built once and shared by every recipient, delivery on each worker,
+ * cross-worker inboxes with their byte budget, slow-subscriber policies.
  *
  * Why it exists: pushing one message to very many clients is what ringws is
  * for.  A publish builds its frame once; every worker that owns subscribers
@@ -11,14 +10,21 @@
  * reach other workers through a lock-free inbox (a Treiber stack drained
  * whole) and an eventfd read armed in each ring.  Each inbox holds at most
  * max_inbox_bytes: a publish that any inbox cannot take goes nowhere.  See
- * docs/PUBSUB.md. */
+ * docs/PUBSUB.md.
+ *
+ * Below it: each worker's topic index (topic_index.c, pure).  Of the
+ * connection layer it uses only the output queue: conn_ws_open (may the
+ * connection be sent to), conn_queue_shared, conn_drop_queued, and, for a
+ * slow subscriber, a CF_SLOW_* flag with conn_flush_later.  Above it: the
+ * subscriber commands (conn_ws_pubsub.c), POST /publish (conn_http.c, told
+ * the count through a callback) and the API (ringws_publish,
+ * ringws_subscribe, ringws_unsubscribe). */
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-#include "log.h"
 #include "pubsub_proto.h"
 #include "topic_index.h"
 #include "utf8.h"
