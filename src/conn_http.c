@@ -419,6 +419,23 @@ static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients,
     conn_http_respond(c, NULL, 200, "application/json", body, (size_t)n, close, NULL);
 }
 
+/* The count of a publish that waited on other workers (CF_PUB_WAIT kept the
+ * connection, and its input, until now): answer it. */
+static void conn_http_publish_done(void *arg, uint64_t recipients)
+{
+    struct ringws_conn *c = arg;
+
+    c->flags &= ~CF_PUB_WAIT;
+    if (!(c->flags & CF_TEARDOWN)) {
+        if (c->state == CONN_HTTP)
+            conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
+        conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
+        c->flags &= ~CF_PUB_CLOSE;
+        conn_input_resume(c);
+    }
+    conn_flush_later(c); /* settles, shuts down or sends, as the state asks */
+}
+
 /* POST /publish/TOPIC: the body is the message (docs/PUBSUB.md). */
 static void conn_http_publish(struct ringws_conn *c, const struct http_request *req,
                               const struct ringws_request *view)
@@ -452,13 +469,14 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 400, "invalid topic", close, NULL);
         return;
     }
-    r = pubsub_publish_http(c, topic, topic_len, view->body.ptr, view->body.len, binary,
-                            &recipients);
+    r = pubsub_publish_from(c->w, topic, topic_len, view->body.ptr, view->body.len, binary,
+                            conn_http_publish_done, c, &recipients);
     if (r == 1) {
         /* Other workers count their subscribers; the answer (and any
          * pipelined request after this one) waits for them, however long a
          * fan-out to millions takes: the keep-alive deadline restarts with
          * the answer. */
+        c->flags |= CF_PUB_WAIT;
         c->pend_seen = 0;
         conn_set_deadline(c, 0);
         if (close)
@@ -476,19 +494,6 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
                         r == -EMSGSIZE ? "message too large" : "text message is not UTF-8",
                         close, NULL);
     }
-}
-
-void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients)
-{
-    c->flags &= ~CF_PUB_WAIT;
-    if (!(c->flags & CF_TEARDOWN)) {
-        if (c->state == CONN_HTTP)
-            conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
-        conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
-        c->flags &= ~CF_PUB_CLOSE;
-        conn_input_resume(c);
-    }
-    conn_flush_later(c); /* settles, shuts down or sends, as the state asks */
 }
 
 static void conn_http_request(struct ringws_conn *c, const struct http_request *req,

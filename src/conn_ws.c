@@ -60,7 +60,7 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
     if (c->flags & CF_PUBSUB)
-        pubsub_on_command(c, op, p, n);
+        conn_ws_pubsub_command(c, op, p, n);
     else if (cfg->cb.on_message)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
 }

@@ -20,6 +20,7 @@
 #include "handshake.h"
 #include "ringws.h"
 #include "timer.h"
+#include "topic_index.h"
 
 /* Largest request body accepted with Content-Length (413 beyond). */
 #define RINGWS_MAX_HTTP_BODY (1u << 20)
@@ -29,6 +30,10 @@
 /* ---- published messages (pubsub.c) ------------------------------------- */
 
 struct pub_msg;
+
+/* Told, on the worker that published, how many connections a publish was
+ * queued to on every worker (pubsub_publish_from). */
+typedef void pubsub_done_fn(void *arg, uint64_t recipients);
 
 /* A message's share held by one worker: its link in that worker's inbox and
  * a count of the worker's queued chunks, so that a worker touches the
@@ -45,9 +50,9 @@ struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
     _Atomic uint32_t pending;     /* workers yet to deliver it */
     _Atomic uint64_t recipients;  /* connections it was queued to */
-    struct ringws_conn *reply_to; /* an HTTP publish awaiting the count */
-    unsigned origin;              /* worker of reply_to */
-    uint64_t topic_hash;
+    pubsub_done_fn *done;         /* a publisher awaiting the count */
+    void *done_arg;
+    unsigned origin;              /* worker that runs done */
     uint32_t frame_len;
     uint16_t topic_len;
     const uint8_t *frame;         /* header and payload */
@@ -195,15 +200,6 @@ struct worker_stats {
                                                memory_order_relaxed) + (n),    \
                           memory_order_relaxed)
 
-/* A worker's topics: a chained hash table, grown by doubling, halved when
- * sparse, freed when empty (pubsub.c). */
-struct topic;
-struct topic_index {
-    struct topic **buckets;
-    uint32_t mask; /* buckets - 1 */
-    uint32_t n;
-};
-
 struct worker {
     struct ringws_server *srv;
     unsigned id;
@@ -232,7 +228,7 @@ struct worker {
     socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
-    struct topic_index topics;
+    struct topic_index topics; /* its subscribers are connections (pubsub.c) */
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
@@ -267,7 +263,7 @@ struct ringws_server {
     bool peer_addrs;      /* accepts report each peer's address */
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
-    uint64_t topic_seed;         /* keys the topic hash */
+    uint64_t topic_key[2];       /* keys every worker's topic index */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -357,22 +353,22 @@ void pubsub_worker_fini(struct worker *w);
 void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
 void pubsub_conn_gone(struct ringws_conn *c);
-void pubsub_on_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p, size_t n);
-/* Subscribes c to every topic of a valid list (topic_list_valid). */
+/* Subscribes c to every topic of a valid list (topic_list_valid): 0,
+ * -E2BIG past max_topics, -ENOMEM. */
 int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
-/* An HTTP publish from c: 1 when the count will come later (the connection
- * waits, see conn_http_publish_done), 0 with *recipients set, or -errno. */
-int pubsub_publish_http(struct ringws_conn *c, const char *topic, size_t topic_len,
-                        const void *data, size_t len, bool binary, uint64_t *recipients);
+/* Unsubscribes c from every topic of a valid list (unknown ones ignored). */
+int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* A publish made on worker w (an HTTP request, a subscriber's command):
+ * 0 with *recipients set, or 1 when other workers count too: done(arg,
+ * total) then runs on w, from its loop, unless w stops first; or -errno.
+ * Without done it never returns 1, and recipients may be NULL. */
+int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
+                        const void *data, size_t len, bool binary, pubsub_done_fn *done,
+                        void *arg, uint64_t *recipients);
 void pubsub_server_drain(struct ringws_server *srv);
 /* A worker that failed (the server is stopping): what its inbox holds now
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
-
-/* ---- conn_http.c ------------------------------------------------------- */
-
-/* The count of a waiting HTTP publish is known: answer it. */
-void conn_http_publish_done(struct ringws_conn *c, uint64_t recipients);
 
 /* ---- conn_http.c ------------------------------------------------------- */
 
@@ -390,5 +386,11 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
                    size_t reason_len, bool fail);
 void conn_ws_ping(struct ringws_conn *c);
+
+/* ---- conn_ws_pubsub.c -------------------------------------------------- */
+
+/* A message from a subscriber connection (CF_PUBSUB): one command. */
+void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
+                            size_t n);
 
 #endif

@@ -1,5 +1,5 @@
 /* server.c - the public server API: configuration, listeners, worker
- * threads, stop.
+ * threads, stop, and the sum of the workers' counters.
  *
  * Why it exists: it turns a ringws_config into N workers, each with its own
  * SO_REUSEPORT listener on the same address (the kernel spreads connections
@@ -126,6 +126,7 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 {
     w->srv = srv;
     w->id = id;
+    topic_index_init(&w->topics, srv->topic_key);
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->wake_fd < 0)
         return -errno;
@@ -170,8 +171,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->policy = (struct ws_handshake_policy){
         .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
         .origins = cfg->origins, .n_origins = cfg->n_origins};
-    if (getrandom(&srv->topic_seed, sizeof(srv->topic_seed), 0) != sizeof(srv->topic_seed))
-        srv->topic_seed = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
+    if (getrandom(srv->topic_key, sizeof(srv->topic_key), 0) != sizeof(srv->topic_key)) {
+        srv->topic_key[0] = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
+        srv->topic_key[1] = ~srv->topic_key[0];
+    }
     ret = conn_addr_table_create(srv);
     if (ret < 0) {
         free(srv);
@@ -286,4 +289,33 @@ void ringws_server_destroy(ringws_server *srv)
     free(srv->workers);
     free(srv->addr_counts);
     free(srv);
+}
+
+/* Each worker writes only its own counters: the sum is read without a lock,
+ * each figure current to within what the workers are doing meanwhile. */
+void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        const struct worker_stats *st = &srv->workers[i].stats;
+#define STAT_GET(f) atomic_load_explicit(&st->f, memory_order_relaxed)
+        out->connections_open += STAT_GET(conns_open);
+        out->accepted += STAT_GET(accepted);
+        out->refused += STAT_GET(refused) + STAT_GET(refused_per_address);
+        out->send_queue_overflows += STAT_GET(send_queue_overflows);
+        out->messages_dropped += STAT_GET(messages_dropped);
+        out->publishes += STAT_GET(publishes);
+        out->fanout_queued += STAT_GET(fanout_queued);
+        out->fanout_dropped += STAT_GET(fanout_dropped);
+        out->fanout_closed += STAT_GET(fanout_closed);
+        out->subscriptions += STAT_GET(subscriptions);
+        out->sends += STAT_GET(sends);
+        out->topics += STAT_GET(topics);
+        out->topic_buckets += STAT_GET(topic_buckets);
+        out->messages_too_slow += STAT_GET(messages_too_slow);
+        out->partial_over_budget += STAT_GET(partial_over_budget);
+        out->partial_bytes += STAT_GET(partial_bytes);
+        out->publishes_refused += STAT_GET(publishes_refused);
+#undef STAT_GET
+    }
 }

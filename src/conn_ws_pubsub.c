@@ -1,0 +1,74 @@
+/* conn_ws_pubsub.c - the subscriber connection's commands: `sub`, `unsub`
+ * and `pub` text frames on the pub/sub endpoint (docs/PUBSUB.md).
+ *
+ * Why it exists: a command is WebSocket input, and what a bad one costs is
+ * a WebSocket close code; pub/sub itself (pubsub.c) only subscribes,
+ * unsubscribes and publishes.  This file parses a command (pubsub_proto.c),
+ * applies the topic rules to client publishing, calls pub/sub, and fails
+ * the connection with the code each refusal calls for. */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pubsub_proto.h"
+
+static void conn_ws_pubsub_fail(struct ringws_conn *c, uint16_t code, const char *why)
+{
+    conn_ws_close(c, code, why, strlen(why), true);
+}
+
+static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
+{
+    int r = cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe_list(c, cmd->arg, cmd->arg_len)
+                                        : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
+
+    if (r == -E2BIG)
+        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, "too many topics");
+    else if (r == -ENOMEM)
+        conn_ws_pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
+}
+
+static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_topic_rule *rule =
+        topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, cmd->arg, cmd->arg_len);
+    int r;
+
+    if (!rule || !rule->client_publish) {
+        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, "publishing to this topic is not allowed");
+        return;
+    }
+    /* The payload is the tail of a valid text frame after an ASCII space:
+     * valid UTF-8 too. */
+    r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
+                            false, NULL, NULL, NULL);
+    if (r == -ENOMEM)
+        conn_ws_pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
+    else if (r == -ESHUTDOWN)
+        conn_ws_pubsub_fail(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    else if (r == -EMSGSIZE)
+        conn_ws_pubsub_fail(c, WS_CLOSE_TOO_BIG, "message too big to publish");
+    else if (r == -EAGAIN)
+        conn_ws_pubsub_fail(c, WS_CLOSE_TRY_AGAIN, "publish queue full");
+}
+
+void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
+                            size_t n)
+{
+    struct pubsub_cmd cmd;
+    const char *why = NULL;
+
+    if (opcode != WS_OP_TEXT) {
+        conn_ws_pubsub_fail(c, WS_CLOSE_UNSUPPORTED, "commands are text frames");
+        return;
+    }
+    if (pubsub_cmd_parse((const char *)p, n, &cmd, &why) < 0) {
+        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, why);
+        return;
+    }
+    if (cmd.type == PUBSUB_CMD_PUB)
+        conn_ws_pubsub_publish(c, &cmd);
+    else
+        conn_ws_pubsub_topics(c, &cmd);
+}
