@@ -10,7 +10,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -22,6 +21,8 @@
 
 #define HEAD_MAX 4096 /* bytes of a response head the server writes */
 
+/* For the application, over the view it is handed; the server's own code
+ * looks fields up in the parsed request (http_header_find). */
 struct ringws_str ringws_request_header(const struct ringws_request *req,
                                         const char *name)
 {
@@ -29,9 +30,27 @@ struct ringws_str ringws_request_header(const struct ringws_request *req,
 
     for (size_t i = 0; i < req->n_headers; i++)
         if (req->header_names[i].len == len &&
-            !strncasecmp(req->header_names[i].ptr, name, len))
+            http_text_equal_nocase(req->header_names[i].ptr, name, len))
             return req->header_values[i];
     return (struct ringws_str){NULL, 0};
+}
+
+/* The value of the first field named `name`; ptr NULL when absent. */
+static struct ringws_str conn_http_field(const struct http_request *req, const char *name)
+{
+    int i = http_header_find(req, name, 0);
+
+    if (i < 0)
+        return (struct ringws_str){NULL, 0};
+    return (struct ringws_str){req->headers[i].value, req->headers[i].value_len};
+}
+
+/* True when [p, p + n) starts with the NUL-terminated word, ignoring case. */
+static bool conn_http_starts_nocase(const char *p, size_t n, const char *word)
+{
+    size_t len = strlen(word);
+
+    return p && n >= len && http_text_equal_nocase(p, word, len);
 }
 
 static bool str_is(const char *p, size_t n, const char *s)
@@ -383,14 +402,14 @@ static bool conn_http_is_publish(const struct ringws_config *cfg,
 
 /* "Authorization: Bearer TOKEN", compared through SHA-256 digests so that
  * the time taken tells nothing about the token, not even its length. */
-static bool conn_http_token_ok(const char *token, const struct ringws_request *view)
+static bool conn_http_token_ok(const char *token, const struct http_request *req)
 {
     static const char scheme[] = "Bearer ";
-    struct ringws_str auth = ringws_request_header(view, "Authorization");
+    struct ringws_str auth = conn_http_field(req, "Authorization");
     unsigned char want[SHA256_DIGEST_LENGTH], got[SHA256_DIGEST_LENGTH];
     size_t sl = sizeof(scheme) - 1;
 
-    if (!auth.ptr || auth.len < sl || strncasecmp(auth.ptr, scheme, sl))
+    if (!conn_http_starts_nocase(auth.ptr, auth.len, scheme))
         return false;
     SHA256((const unsigned char *)token, strlen(token), want);
     SHA256((const unsigned char *)auth.ptr + sl, auth.len - sl, got);
@@ -402,9 +421,9 @@ static bool conn_http_token_ok(const char *token, const struct ringws_request *v
  * (a page the user visits must not publish through the user's browser).
  * Returns why the request is refused, or NULL. */
 static const char *conn_http_untrusted(const struct ringws_conn *c,
-                                       const struct ringws_request *view)
+                                       const struct http_request *req)
 {
-    if (ringws_request_header(view, "Origin").ptr)
+    if (http_header_find(req, "Origin", 0) >= 0)
         return "a request with an Origin needs a publish token";
     if (!(c->flags & CF_PEER_LOCAL))
         return "without a publish token only loopback peers may publish";
@@ -444,9 +463,8 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
     const struct ringws_config *cfg = &c->w->srv->cfg;
     const char *topic = req->path + sizeof(PUBLISH_PREFIX) - 1;
     size_t topic_len = req->path_len - (sizeof(PUBLISH_PREFIX) - 1);
-    struct ringws_str ctype = ringws_request_header(view, "Content-Type");
-    bool binary = ctype.ptr && ctype.len >= sizeof(octets) - 1 &&
-                  !strncasecmp(ctype.ptr, octets, sizeof(octets) - 1);
+    struct ringws_str ctype = conn_http_field(req, "Content-Type");
+    bool binary = conn_http_starts_nocase(ctype.ptr, ctype.len, octets);
     bool close = !req->keep_alive;
     const char *untrusted;
     uint64_t recipients;
@@ -456,12 +474,12 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 405, "publish with POST", close, "Allow: POST\r\n");
         return;
     }
-    if (cfg->publish_token && !conn_http_token_ok(cfg->publish_token, view)) {
+    if (cfg->publish_token && !conn_http_token_ok(cfg->publish_token, req)) {
         conn_http_error(c, req, 401, "a valid publish token is required", close,
                         "WWW-Authenticate: Bearer\r\n");
         return;
     }
-    if (!cfg->publish_token && (untrusted = conn_http_untrusted(c, view))) {
+    if (!cfg->publish_token && (untrusted = conn_http_untrusted(c, req))) {
         conn_http_error(c, req, 403, untrusted, close, NULL);
         return;
     }

@@ -16,7 +16,7 @@
 static int conn_ws_frame(struct ringws_conn *c, unsigned first, const void *p,
                          size_t n)
 {
-    uint8_t hdr[10];
+    uint8_t hdr[WS_MAX_SERVER_HEADER];
     size_t h = ws_frame_header(hdr, first, n);
 
     return conn_queue(c, hdr, h, p, n);

@@ -429,7 +429,7 @@ size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
     return frame_decode_stream(d, buf, len, ev);
 }
 
-size_t ws_frame_header(uint8_t out[10], unsigned first, uint64_t len)
+size_t ws_frame_header(uint8_t out[WS_MAX_SERVER_HEADER], unsigned first, uint64_t len)
 {
     size_t ext;
 

@@ -43,6 +43,7 @@ enum ws_close_code {
 
 #define WS_MAX_CONTROL_PAYLOAD 125
 #define WS_MAX_HEADER 14 /* 2 + 8 (64-bit length) + 4 (mask) */
+#define WS_MAX_SERVER_HEADER 10 /* the same, unmasked: what the server sends */
 
 enum ws_event_type {
     WS_EV_NEED_MORE = 0, /* all given bytes consumed, nothing to report */
@@ -103,10 +104,10 @@ size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
 
 /* Writes a server frame header (unmasked) for `len` payload bytes.  `first`
  * is the opcode byte's low bits plus FIN/RSV: pass e.g. WS_FIN | WS_OP_TEXT.
- * Returns the header size: 2, 4 or 10. */
+ * Returns the header size: 2, 4 or WS_MAX_SERVER_HEADER. */
 #define WS_FIN 0x80u
 #define WS_RSV1 0x40u
-size_t ws_frame_header(uint8_t out[10], unsigned first, uint64_t len);
+size_t ws_frame_header(uint8_t out[WS_MAX_SERVER_HEADER], unsigned first, uint64_t len);
 
 /* Writes a close payload (code, then reason cut to fit 125 bytes at a UTF-8
  * boundary) and returns its length.  code 0 writes an empty payload. */

@@ -87,21 +87,6 @@ static int hs_check_version(const struct http_request *req, struct ws_handshake_
     return 0;
 }
 
-/* ASCII-only, unlike strncasecmp, whose answer depends on the locale. */
-static bool hs_equal_nocase(const char *a, const char *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z')
-            x = (char)(x + ('a' - 'A'));
-        if (y >= 'A' && y <= 'Z')
-            y = (char)(y + ('a' - 'A'));
-        if (x != y)
-            return false;
-    }
-    return true;
-}
-
 /* Origins serialize in lowercase scheme and host (RFC 6454 6.2), but a
  * configured list may not, so the match ignores case. */
 static int hs_check_origin(const struct http_request *req,
@@ -119,7 +104,7 @@ static int hs_check_origin(const struct http_request *req,
     const struct http_header *h = &req->headers[i];
     for (size_t k = 0; k < policy->n_origins; k++)
         if (strlen(policy->origins[k]) == h->value_len &&
-            hs_equal_nocase(policy->origins[k], h->value, h->value_len))
+            http_text_equal_nocase(policy->origins[k], h->value, h->value_len))
             return 0;
     return hs_fail(out, 403, "Origin not allowed");
 }

@@ -166,7 +166,7 @@ static char char_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : c;
 }
 
-static bool text_equal_nocase(const char *a, const char *b, size_t n)
+bool http_text_equal_nocase(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (char_lower(a[i]) != char_lower(b[i]))
@@ -177,7 +177,7 @@ static bool text_equal_nocase(const char *a, const char *b, size_t n)
 /* True when [p, p + n) equals the NUL-terminated word, ignoring case. */
 static bool text_is_nocase(const char *p, size_t n, const char *word)
 {
-    return strlen(word) == n && text_equal_nocase(p, word, n);
+    return strlen(word) == n && http_text_equal_nocase(p, word, n);
 }
 
 static bool header_is(const struct http_header *h, const char *name)
@@ -299,9 +299,9 @@ static int parse_absolute_form(struct parse_ctx *c, const char *t, const char *e
 {
     const char *p = t;
 
-    if (end - p >= 7 && text_equal_nocase(p, "http://", 7))
+    if (end - p >= 7 && http_text_equal_nocase(p, "http://", 7))
         p += 7;
-    else if (end - p >= 8 && text_equal_nocase(p, "https://", 8))
+    else if (end - p >= 8 && http_text_equal_nocase(p, "https://", 8))
         p += 8;
     else
         return parse_bad(c, t, "malformed request-target");

@@ -76,6 +76,11 @@ int http_parse_request(const char *buf, size_t len, size_t prev_len,
                        const struct http_limits *lim,
                        struct http_request *req, struct http_header *hdrs);
 
+/* ASCII letters compared without case (field names, schemes, tokens):
+ * unlike strncasecmp, the answer does not depend on the locale.  The one
+ * case-insensitive compare of the server. */
+bool http_text_equal_nocase(const char *a, const char *b, size_t n);
+
 /* Index of the first header named `name` (case-insensitive) at or after
  * index `from`, or -1. */
 int http_header_find(const struct http_request *req, const char *name, int from);

@@ -201,7 +201,7 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
                                         bool binary)
 {
     size_t slots = srv->n_workers * sizeof(struct pub_slot);
-    uint8_t hdr[10];
+    uint8_t hdr[WS_MAX_SERVER_HEADER];
     size_t h = ws_frame_header(hdr, WS_FIN | (binary ? WS_OP_BINARY : WS_OP_TEXT), len);
     struct pub_msg *m = malloc(sizeof(*m) + slots + h + len);
     uint8_t *frame;
@@ -435,7 +435,7 @@ static int pubsub_check(const struct ringws_server *srv, const char *topic, size
 {
     if (!topic_name_valid(topic, topic_len))
         return -EINVAL;
-    if (len > srv->cfg.max_message || len > srv->cfg.max_publish || len > UINT32_MAX - 10)
+    if (len > srv->cfg.max_message || len > srv->cfg.max_publish || len > UINT32_MAX - WS_MAX_SERVER_HEADER)
         return -EMSGSIZE;
     if (!binary && !utf8_valid(data, len))
         return -EINVAL;
