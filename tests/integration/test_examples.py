@@ -62,12 +62,12 @@ async def t_chat_rooms(port):
     async with join("lobby", "ann") as ann, join("lobby", "bob") as bob, \
             join("games", "cat") as cat:
         await bob.send("hi all")
-        eq(await ann.recv(), "bob: hi all", "ann's message from her room")
+        eq(await asyncio.wait_for(ann.recv(), T(5)), "bob: hi all", "ann's message from her room")
         eq(await bob.recv(), "bob: hi all", "bob's own message back")
         # Had the lobby's message reached cat, it would come before her own:
         # it was in her worker's inbox before she published.
         await cat.send("anyone?")
-        eq(await cat.recv(), "cat: anyone?", "cat's first message (none from the lobby)")
+        eq(await asyncio.wait_for(cat.recv(), T(5)), "cat: anyone?", "cat's first message (none from the lobby)")
         await ann.send("bye")
         eq(await bob.recv(), "ann: bye", "bob's second message")
         eq(await ann.recv(), "ann: bye", "ann's own message back")
