@@ -67,7 +67,8 @@ async def t_chat_rooms(port):
         # Had the lobby's message reached cat, it would come before her own:
         # it was in her worker's inbox before she published.
         await cat.send("anyone?")
-        eq(await asyncio.wait_for(cat.recv(), T(5)), "cat: anyone?", "cat's first message (none from the lobby)")
+        eq(await asyncio.wait_for(cat.recv(), T(5)), "cat: anyone?",
+           "cat's first message (none from the lobby)")
         await ann.send("bye")
         eq(await bob.recv(), "ann: bye", "bob's second message")
         eq(await ann.recv(), "ann: bye", "ann's own message back")
