@@ -154,6 +154,14 @@ struct ringws_config {
     unsigned max_per_address;  /* per source address (IPv4, also v4-mapped
                                 * behind "::"; IPv6: per /64) across all
                                 * workers; 0 = no limit (default) */
+    /* Receive buffers: each worker lends the kernel recv_buffers buffers (a
+     * power of two, at most 32768; default 1024) of recv_buffer_size bytes
+     * (16 to 1 MiB; default 16384), shared by all its connections.  Where
+     * the kernel can (6.12+) it packs receives into a buffer one after the
+     * other; plain_recv_buffers asks for one receive per buffer instead. */
+    unsigned recv_buffer_size;
+    unsigned recv_buffers;
+    bool plain_recv_buffers;
     const char *const *ws_paths;     /* paths that accept upgrades; NULL: any */
     size_t n_ws_paths;
     const char *const *subprotocols; /* supported, in preference order */
@@ -250,6 +258,11 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
 /* Publishing (docs/PUBSUB.md). */
 #define RINGWS_PUBLISH_BINARY 1u /* flags: a binary message (default text) */
 #define RINGWS_MAX_TOPIC 128     /* bytes in a topic name */
+
+/* True when len bytes at topic make a valid topic name: 1 to
+ * RINGWS_MAX_TOPIC bytes of A-Z a-z 0-9 and - . _ ~ : / @ (the names
+ * subscribers can put in a query string unescaped). */
+bool ringws_topic_valid(const char *topic, size_t len);
 
 /* Publishes to every subscriber of topic on every worker.  Callable from any
  * thread, also from callbacks.  The frame is built once; data is copied.

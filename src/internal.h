@@ -274,11 +274,6 @@ static inline bool conn_backlogged(const struct ringws_conn *c)
     return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
 }
 
-/* Receive-buffer geometry; set before ringws_server_create by the binary's
- * hidden tuning flags and by tests. */
-void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size,
-                                    uint32_t count, bool plain);
-
 /* ---- loop.c: the ring, used by the connection layer -------------------- */
 
 int loop_run(struct worker *w);

@@ -1,8 +1,9 @@
 /* main.c - the ringws binary: an echo WebSocket at /echo, /healthz and a
  * demo page at /, configured from the command line.
  *
- * Why it exists: it is what `make run` starts, what the integration tests
- * drive, and the smallest complete example of the public API. */
+ * Why it exists: it is what `make run` starts and what the integration
+ * tests drive.  Like the programs in examples/, it uses <ringws.h> alone and
+ * links the installed form of the library. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -10,9 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "pubsub_proto.h"
-#include "ringws.h"
+#include <ringws.h>
 
 #define MAX_LIST 32
 
@@ -108,12 +107,48 @@ static int main_parse_uint(const char *s, unsigned long long max, unsigned long 
     return 0;
 }
 
+/* Parses PATTERN=POLICY[,publish] in place: the pattern stays in spec. */
+static int main_parse_topic_rule(char *spec, struct ringws_topic_rule *rule)
+{
+    static const struct {
+        const char *name;
+        enum ringws_fanout_policy policy;
+    } policies[] = {
+        {"close-1013", RINGWS_FANOUT_CLOSE_TRY_AGAIN},
+        {"close-1008", RINGWS_FANOUT_CLOSE_POLICY},
+        {"drop-oldest", RINGWS_FANOUT_DROP_OLDEST},
+    };
+    char *eq = strchr(spec, '='), *comma;
+    size_t plen;
+
+    if (!eq)
+        return -EINVAL;
+    *eq = '\0';
+    plen = strlen(spec);
+    /* A pattern is a topic name, or a topic-name prefix followed by '*'. */
+    if (!plen || (!(plen == 1 && spec[0] == '*') &&
+                  !ringws_topic_valid(spec, spec[plen - 1] == '*' ? plen - 1 : plen)))
+        return -EINVAL;
+    comma = strchr(eq + 1, ',');
+    if (comma) {
+        if (strcmp(comma + 1, "publish"))
+            return -EINVAL;
+        *comma = '\0';
+    }
+    *rule = (struct ringws_topic_rule){.pattern = spec, .client_publish = comma != NULL};
+    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+        if (!strcmp(eq + 1, policies[i].name)) {
+            rule->policy = policies[i].policy;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
 struct main_opts {
     struct ringws_config cfg;
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
     struct ringws_topic_rule rules[MAX_LIST];
-    unsigned long long recv_buf_size, recv_buf_count;
-    bool recv_buf_plain;
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
@@ -191,16 +226,17 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         cfg->max_topics = (unsigned)v; return 0;
     case OPT_TOPIC:
         if (cfg->n_topic_rules == MAX_LIST) return -E2BIG;
-        if (topic_rule_parse((char *)arg, &o->rules[cfg->n_topic_rules]) < 0) return -EINVAL;
+        if (main_parse_topic_rule((char *)arg, &o->rules[cfg->n_topic_rules]) < 0)
+            return -EINVAL;
         cfg->n_topic_rules++; return 0;
     case OPT_RECV_BUF:
         if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
-        o->recv_buf_size = v; return 0;
+        cfg->recv_buffer_size = (unsigned)v; return 0;
     case OPT_RECV_BUFS:
         if (main_parse_uint(arg, 32768, &v) < 0 || !v || (v & (v - 1))) return -EINVAL;
-        o->recv_buf_count = v; return 0;
+        cfg->recv_buffers = (unsigned)v; return 0;
     case OPT_PLAIN_BUFS:
-        o->recv_buf_plain = true; return 0;
+        cfg->plain_recv_buffers = true; return 0;
     default: return -EINVAL;
     }
 }
@@ -284,11 +320,6 @@ int main(int argc, char **argv)
                 strerror(-ret));
         return 1;
     }
-    if (o.recv_buf_size || o.recv_buf_count || o.recv_buf_plain)
-        ringws_server_set_recv_buffers(main_server,
-                                       o.recv_buf_size ? (uint32_t)o.recv_buf_size : 16384,
-                                       o.recv_buf_count ? (uint32_t)o.recv_buf_count : 1024,
-                                       o.recv_buf_plain);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = main_on_signal;

@@ -22,6 +22,11 @@ bool topic_name_valid(const char *p, size_t n)
     return true;
 }
 
+bool ringws_topic_valid(const char *topic, size_t len)
+{
+    return topic_name_valid(topic, len);
+}
+
 int topic_list_next(const char *list, size_t list_len, size_t *pos,
                     const char **name, size_t *len)
 {

@@ -24,8 +24,8 @@
 #include "log.h"
 
 #define LISTEN_BACKLOG 4096
-#define DEFAULT_RECV_BUF_SIZE 16384u
-#define DEFAULT_RECV_BUF_COUNT 1024u
+#define MAX_RECV_BUF_SIZE (1u << 20)
+#define MAX_RECV_BUF_COUNT 32768u
 
 void ringws_config_init(struct ringws_config *cfg)
 {
@@ -40,19 +40,13 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 4u << 20;
     cfg->max_connections = 16384;
+    cfg->recv_buffer_size = 16384;
+    cfg->recv_buffers = 1024;
     cfg->builtin_routes = true;
     cfg->max_fanout_queue = 1u << 20;
     cfg->max_publish = 1u << 20;
     cfg->max_inbox_bytes = 64u << 20;
     cfg->max_topics = 64;
-}
-
-void ringws_server_set_recv_buffers(ringws_server *srv, uint32_t size, uint32_t count,
-                                    bool plain)
-{
-    srv->recv_buf_size = size;
-    srv->recv_buf_count = count;
-    srv->recv_buf_plain = plain;
 }
 
 static int server_listen(const struct ringws_config *cfg, uint16_t port, int *out_fd)
@@ -145,7 +139,10 @@ static int server_check_config(const struct ringws_config *cfg)
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
         !cfg->max_publish || !cfg->max_inbox_bytes ||
         !cfg->max_topics || cfg->max_topics > UINT16_MAX || cfg->n_subprotocols > 255 ||
-        (cfg->pubsub_path && cfg->pubsub_path[0] != '/'))
+        (cfg->pubsub_path && cfg->pubsub_path[0] != '/') ||
+        cfg->recv_buffer_size < 16 || cfg->recv_buffer_size > MAX_RECV_BUF_SIZE ||
+        !cfg->recv_buffers || cfg->recv_buffers > MAX_RECV_BUF_COUNT ||
+        (cfg->recv_buffers & (cfg->recv_buffers - 1)))
         return -EINVAL;
     for (size_t i = 0; i < cfg->n_topic_rules; i++)
         if (!cfg->topic_rules[i].pattern ||
@@ -180,8 +177,9 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         free(srv);
         return ret;
     }
-    srv->recv_buf_size = DEFAULT_RECV_BUF_SIZE;
-    srv->recv_buf_count = DEFAULT_RECV_BUF_COUNT;
+    srv->recv_buf_size = cfg->recv_buffer_size;
+    srv->recv_buf_count = cfg->recv_buffers;
+    srv->recv_buf_plain = cfg->plain_recv_buffers;
     cpus = sysconf(_SC_NPROCESSORS_ONLN);
     srv->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));

@@ -174,9 +174,12 @@ LISTEN_RE = re.compile(rb"ringws listening on (?:\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d
 
 class Server:
     """One ringws process on a port the kernel picks, bound to 127.0.0.1
-    unless `bind` says otherwise; `env` adds variables to its environment."""
+    unless `bind` says otherwise; `env` adds variables to its environment.
+    `cmd` runs another program that prints the same listening line (an
+    example of examples/, given its port 0) instead of the binary."""
 
-    def __init__(self, args=(), label="default", bind="127.0.0.1", env=None):
+    def __init__(self, args=(), label="default", bind="127.0.0.1", env=None, cmd=None):
+        self.cmd = [str(a) for a in cmd] if cmd else None
         self.args = [str(a) for a in args]
         self.label = label
         self.bind = bind
@@ -189,7 +192,7 @@ class Server:
         self.died_early = None
 
     def start(self):
-        cmd = [_binary(), "--bind", self.bind, "--port", "0"] + self.args
+        cmd = self.cmd or [_binary(), "--bind", self.bind, "--port", "0"] + self.args
         env = dict(os.environ, **self.env) if self.env else None
         self._stderr = tempfile.TemporaryFile()
         try:
@@ -1134,7 +1137,7 @@ class Runner:
                 self.record(cid, ok, msg, dur)
 
     def server(self, args=(), label="default", **kw):
-        """kw: Server's bind and env."""
+        """kw: Server's bind, env and cmd."""
         return _ServerScope(self, args, label, kw)
 
     def finish(self):
