@@ -264,6 +264,11 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason,
  * subscribers can put in a query string unescaped). */
 bool ringws_topic_valid(const char *topic, size_t len);
 
+/* Parses a rule written PATTERN=POLICY[,publish] (the ringws binary's
+ * --topic; POLICY is close-1013, close-1008 or drop-oldest) in place: spec
+ * is cut at '=', and rule->pattern points into it.  0 or -EINVAL. */
+int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
+
 /* Publishes to every subscriber of topic on every worker.  Callable from any
  * thread, also from callbacks.  The frame is built once; data is copied.
  * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than

@@ -107,44 +107,6 @@ static int main_parse_uint(const char *s, unsigned long long max, unsigned long 
     return 0;
 }
 
-/* Parses PATTERN=POLICY[,publish] in place: the pattern stays in spec. */
-static int main_parse_topic_rule(char *spec, struct ringws_topic_rule *rule)
-{
-    static const struct {
-        const char *name;
-        enum ringws_fanout_policy policy;
-    } policies[] = {
-        {"close-1013", RINGWS_FANOUT_CLOSE_TRY_AGAIN},
-        {"close-1008", RINGWS_FANOUT_CLOSE_POLICY},
-        {"drop-oldest", RINGWS_FANOUT_DROP_OLDEST},
-    };
-    char *eq = strchr(spec, '='), *comma;
-    size_t plen;
-
-    if (!eq)
-        return -EINVAL;
-    *eq = '\0';
-    plen = strlen(spec);
-    /* A pattern is a topic name, or a topic-name prefix followed by '*'. */
-    if (!plen || (!(plen == 1 && spec[0] == '*') &&
-                  !ringws_topic_valid(spec, spec[plen - 1] == '*' ? plen - 1 : plen)))
-        return -EINVAL;
-    comma = strchr(eq + 1, ',');
-    if (comma) {
-        if (strcmp(comma + 1, "publish"))
-            return -EINVAL;
-        *comma = '\0';
-    }
-    *rule = (struct ringws_topic_rule){.pattern = spec, .client_publish = comma != NULL};
-    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
-        if (!strcmp(eq + 1, policies[i].name)) {
-            rule->policy = policies[i].policy;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
 struct main_opts {
     struct ringws_config cfg;
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
@@ -226,7 +188,7 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         cfg->max_topics = (unsigned)v; return 0;
     case OPT_TOPIC:
         if (cfg->n_topic_rules == MAX_LIST) return -E2BIG;
-        if (main_parse_topic_rule((char *)arg, &o->rules[cfg->n_topic_rules]) < 0)
+        if (ringws_topic_rule_parse((char *)arg, &o->rules[cfg->n_topic_rules]) < 0)
             return -EINVAL;
         cfg->n_topic_rules++; return 0;
     case OPT_RECV_BUF:

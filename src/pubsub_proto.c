@@ -145,7 +145,7 @@ const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule 
     return NULL;
 }
 
-int topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
+int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
 {
     static const struct {
         const char *name;

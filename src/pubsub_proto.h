@@ -56,8 +56,5 @@ const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule 
                                                  size_t n_rules, const char *topic,
                                                  size_t len);
 
-/* Parses "PATTERN=POLICY[,publish]" (the binary's --topic flag) into *rule;
- * the pattern points into spec, which is cut at the '='.  0 or -EINVAL. */
-int topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
 
 #endif

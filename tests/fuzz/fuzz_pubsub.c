@@ -136,7 +136,7 @@ static void check_rule(const uint8_t *p, size_t n)
     FUZZ_CHECK(spec != NULL, "out of memory");
     memcpy(spec, p, n);
     spec[n] = '\0';
-    if (topic_rule_parse(spec, &rule) == 0) {
+    if (ringws_topic_rule_parse(spec, &rule) == 0) {
         size_t pl = strlen(rule.pattern);
         FUZZ_CHECK(pl > 0, "empty pattern accepted");
         FUZZ_CHECK((pl == 1 && rule.pattern[0] == '*') ||

@@ -138,18 +138,18 @@ static void test_rules(void)
     struct ringws_topic_rule r[3];
     const struct ringws_topic_rule *m;
 
-    CHECK(topic_rule_parse(s1, &r[0]) == 0 && !strcmp(r[0].pattern, "chat.*") &&
+    CHECK(ringws_topic_rule_parse(s1, &r[0]) == 0 && !strcmp(r[0].pattern, "chat.*") &&
           r[0].policy == RINGWS_FANOUT_DROP_OLDEST && r[0].client_publish);
-    CHECK(topic_rule_parse(s2, &r[1]) == 0 && r[1].policy == RINGWS_FANOUT_CLOSE_POLICY &&
+    CHECK(ringws_topic_rule_parse(s2, &r[1]) == 0 && r[1].policy == RINGWS_FANOUT_CLOSE_POLICY &&
           !r[1].client_publish);
-    CHECK(topic_rule_parse(s3, &r[2]) == 0 && r[2].policy == RINGWS_FANOUT_CLOSE_TRY_AGAIN);
-    CHECK(topic_rule_parse(bad1, &r[0]) == -EINVAL);
-    CHECK(topic_rule_parse(bad2, &r[0]) == -EINVAL);
-    CHECK(topic_rule_parse(bad3, &r[0]) == -EINVAL);
-    CHECK(topic_rule_parse(bad4, &r[0]) == -EINVAL);
-    CHECK(topic_rule_parse(bad5, &r[0]) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(s3, &r[2]) == 0 && r[2].policy == RINGWS_FANOUT_CLOSE_TRY_AGAIN);
+    CHECK(ringws_topic_rule_parse(bad1, &r[0]) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad2, &r[0]) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad3, &r[0]) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad4, &r[0]) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad5, &r[0]) == -EINVAL);
 
-    CHECK(topic_rule_parse(s4, &r[0]) == 0);
+    CHECK(ringws_topic_rule_parse(s4, &r[0]) == 0);
     m = topic_rule_match(r, 3, "chat.room1", 10);
     CHECK(m == &r[0]);
     m = topic_rule_match(r, 3, "chat.", 5);
