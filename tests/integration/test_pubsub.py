@@ -661,6 +661,7 @@ sys.stdout.buffer.write(data)
 """
 
     def __init__(self):
+        self.remove_stale()
         pid = os.getpid()
         a = (pid % 16000) * 4
         self.ns = "ringws-t%d" % pid
@@ -692,6 +693,18 @@ sys.stdout.buffer.write(data)
             if r.returncode != 0:
                 self.why = "ip %s: %s" % (" ".join(step), r.stderr.decode(errors="replace").strip())
                 break
+
+    @staticmethod
+    def remove_stale():
+        """Namespaces (and their veth pairs) left by a run of this script
+        that was killed before it could remove them: its PID is gone."""
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
+        for line in r.stdout.decode(errors="replace").splitlines():
+            name = line.split()[0] if line.split() else ""
+            pid = name[len("ringws-t"):]
+            if name.startswith("ringws-t") and pid.isdigit() and not os.path.exists("/proc/" + pid):
+                subprocess.run(["ip", "link", "del", "rwt%sh" % pid], capture_output=True, timeout=10)
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
     def remove(self):
         subprocess.run(["ip", "link", "del", self.dev + "h"], capture_output=True, timeout=10)
