@@ -214,7 +214,7 @@ uint16_t ringws_server_port(const ringws_server *srv)
 static void *server_worker_main(void *arg)
 {
     struct worker *w = arg;
-    int ret = loop_run(w);
+    int ret = worker_run(w);
 
     if (ret < 0) {
         /* One failed worker stops them all: a server half alive would keep
@@ -264,7 +264,7 @@ void ringws_server_stop(ringws_server *srv)
     atomic_store(&srv->stop_requested, true);
     for (unsigned i = 0; i < srv->n_workers; i++)
         if (srv->workers[i].wake_fd >= 0)
-            loop_wake(&srv->workers[i]);
+            worker_wake(&srv->workers[i]);
 }
 
 void ringws_server_destroy(ringws_server *srv)
