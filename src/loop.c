@@ -242,6 +242,11 @@ void loop_cancel_send(struct loop *l, struct loop_conn *lc)
     loop_cancel_op(l, lc, UD_SEND);
 }
 
+void loop_cancel_connect(struct loop *l, struct loop_conn *lc)
+{
+    loop_cancel_op(l, lc, UD_CONNECT);
+}
+
 static void loop_prep_close(struct loop *l, struct io_uring_sqe *sqe, int fd)
 {
     if (l->direct)
@@ -536,12 +541,15 @@ int loop_turn(struct loop *l, long long wait_ns)
     unsigned head, seen = 0;
     int ret;
 
-    l->h->before_wait(l->ctx);
+    if (l->h->before_wait)
+        l->h->before_wait(l->ctx);
     ret = loop_submit_and_wait(l, wait_ns);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
         log_msg(LOG_ERROR, "%s %u: io_uring_submit_and_wait: %s", l->name, l->id, strerror(-ret));
         return ret;
     }
+    if (l->h->after_wait)
+        l->h->after_wait(l->ctx);
     io_uring_for_each_cqe(&l->ring, head, cqe) {
         loop_dispatch(l, cqe);
         seen++;

@@ -27,10 +27,14 @@ struct loop_conn {
 };
 
 /* What the loop calls.  A handler given a loop_conn is the last to touch
- * it for that completion: it may free the connection. */
+ * it for that completion: it may free the connection.  Only the handlers
+ * of requests the user makes are needed; the two around the wait may be
+ * NULL. */
 struct loop_handlers {
     /* Before each wait for completions: start what the last batch queued. */
     void (*before_wait)(void *ctx);
+    /* After the wait, before the completions are handled. */
+    void (*after_wait)(void *ctx);
     /* A connection was accepted (peer NULL unless loop_listen asked). */
     void (*accepted)(void *ctx, int fd, const struct sockaddr *peer, socklen_t peer_len);
     /* res > 0: res bytes at p, which the handler may change in place (the
@@ -97,6 +101,7 @@ void loop_shutdown(struct loop *l, struct loop_conn *lc, int how);
 /* Cancels the connection's receive (or send); its handler still runs. */
 void loop_cancel_recv(struct loop *l, struct loop_conn *lc);
 void loop_cancel_send(struct loop *l, struct loop_conn *lc);
+void loop_cancel_connect(struct loop *l, struct loop_conn *lc);
 void loop_close(struct loop *l, struct loop_conn *lc);
 /* Closes a descriptor that never became a connection. */
 void loop_close_fd(struct loop *l, int fd);
