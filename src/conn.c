@@ -41,6 +41,54 @@ struct send_batch {
 
 static void conn_report_owed(struct ringws_conn *c);
 
+/* The connection a completion is for: the loop hands back its loop_conn,
+ * the connection's first member. */
+_Static_assert(offsetof(struct ringws_conn, io) == 0,
+               "the loop tags the connection's own 8-byte aligned address");
+/* A connection per client, tens of thousands per worker: the layers added
+ * around it must not grow it (208 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 208,
+               "struct ringws_conn grew");
+
+static struct ringws_conn *conn_of(struct loop_conn *lc)
+{
+    return (struct ringws_conn *)((char *)lc - offsetof(struct ringws_conn, io));
+}
+
+/* ---- requests in the ring ---------------------------------------------- */
+
+/* Each request the connection has in the loop is marked, so that it is
+ * freed only once none is left (conn_settle). */
+static void conn_recv_arm(struct ringws_conn *c)
+{
+    loop_recv(c->w->loop, &c->io);
+    c->flags |= CF_RECV_ARMED;
+}
+
+static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
+{
+    loop_send(c->w->loop, &c->io, p, n);
+    c->flags |= CF_SEND_BUSY;
+}
+
+static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
+{
+    loop_sendmsg(c->w->loop, &c->io, m);
+    c->flags |= CF_SEND_BUSY;
+}
+
+static void conn_shutdown_write(struct ringws_conn *c)
+{
+    loop_shutdown(c->w->loop, &c->io, SHUT_WR);
+    c->flags |= CF_SHUT_BUSY;
+}
+
+static void conn_close_fd(struct ringws_conn *c)
+{
+    loop_close(c->w->loop, &c->io);
+    c->flags |= CF_CLOSE_BUSY;
+}
+
 /* ---- pool -------------------------------------------------------------- */
 
 /* Calls fn on every live connection of the worker.  The slabs are the list
@@ -178,7 +226,7 @@ bool conn_in_ring(struct worker *w)
     return false;
 }
 
-/* Only once the ring is gone (loop_run): a send in flight reads its chunks
+/* Only once the ring is gone (worker_run): a send in flight reads its chunks
  * until then. */
 void conn_free_all(struct worker *w)
 {
@@ -375,7 +423,7 @@ static void conn_send_start(struct ringws_conn *c)
         b = malloc(sizeof(*b));
     if (!o->next || !b) {
         c->out_inflight = 1;
-        loop_send(c->w, c, out_chunk_bytes(o) + o->off, o->len - o->off);
+        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
@@ -387,7 +435,7 @@ static void conn_send_start(struct ringws_conn *c)
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
     c->send_msg = &b->msg;
-    loop_sendmsg(c->w, c, &b->msg);
+    conn_send_msg(c, &b->msg);
 }
 
 static void conn_out_consume(struct ringws_conn *c, size_t n)
@@ -458,9 +506,9 @@ void conn_settle(struct ringws_conn *c)
         return;
     if (busy && !(c->flags & CF_CANCELLED)) {
         if (c->flags & CF_RECV_ARMED)
-            loop_cancel_recv(c->w, c);
+            loop_cancel_recv(c->w->loop, &c->io);
         if (c->flags & CF_SEND_BUSY)
-            loop_cancel_send(c->w, c);
+            loop_cancel_send(c->w->loop, &c->io);
         c->flags |= CF_CANCELLED; /* a shutdown in flight ends by itself */
     }
     /* A listed connection is settled again by conn_flush_all: freeing it
@@ -468,7 +516,7 @@ void conn_settle(struct ringws_conn *c)
     if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
         return;
     if (!(c->flags & CF_FD_CLOSED)) {
-        loop_close(c->w, c);
+        conn_close_fd(c);
         return;
     }
     conn_free(c);
@@ -547,7 +595,7 @@ void conn_flush_all(struct worker *w)
              * its last completion, which lists the connection again. */
             if ((c->flags & (CF_RECV_AGAIN | CF_RECV_ARMED | CF_RD_EOF | CF_RECV_PAUSED)) ==
                 CF_RECV_AGAIN) {
-                loop_arm_recv(w, c);
+                conn_recv_arm(c);
                 c->flags &= ~CF_RECV_AGAIN;
             }
             if (!(c->flags & CF_SEND_BUSY) && c->out_head)
@@ -555,7 +603,7 @@ void conn_flush_all(struct worker *w)
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
                                   CF_SHUT_BUSY | CF_PUB_WAIT)) == CF_WANT_SHUTWR &&
                      !c->out_head)
-                loop_shutdown(w, c, SHUT_WR);
+                conn_shutdown_write(c);
             if (conn_drained(c)) {
                 c->flags |= CF_TEARDOWN;
                 conn_settle(c);
@@ -573,7 +621,7 @@ void conn_set_deadline(struct ringws_conn *c, unsigned ms)
         timer_cancel(&c->timer);
         return;
     }
-    timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + timer_ms_to_ticks(ms));
+    timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + timer_ms_to_ticks(ms));
 }
 
 /* A ping after one idle period of silence, the drop after a second one.
@@ -583,11 +631,11 @@ static void conn_idle_expired(struct ringws_conn *c)
 {
     unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
     uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
-    uint64_t quiet = (uint32_t)((uint32_t)loop_tick(c->w) - c->last_rx_tick);
+    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(c->w) - c->last_rx_tick);
 
     if (quiet < due) {
         /* Traffic came since the deadline was set, or it is not yet due. */
-        timer_arm(&c->w->wheel, &c->timer, loop_tick(c->w) + (due - quiet));
+        timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + (due - quiet));
         return;
     }
     if (c->flags & CF_PING_OUT) {
@@ -613,7 +661,7 @@ static bool conn_msg_timed(const struct ringws_conn *c)
 static uint64_t conn_msg_deadline(const struct ringws_conn *c)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
-    uint64_t now = loop_tick(c->w);
+    uint64_t now = worker_tick(c->w);
     uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
     uint64_t ms = cfg->message_grace_ms + (uint64_t)c->pend_len * 1000 / cfg->min_message_rate;
 
@@ -635,13 +683,13 @@ static void conn_msg_watch(struct ringws_conn *c)
 
 void conn_msg_started(struct ringws_conn *c)
 {
-    c->msg_tick = (uint32_t)loop_tick(c->w);
+    c->msg_tick = (uint32_t)worker_tick(c->w);
     conn_msg_watch(c);
 }
 
 static void conn_ws_expired(struct ringws_conn *c)
 {
-    if (conn_msg_timed(c) && loop_tick(c->w) >= conn_msg_deadline(c)) {
+    if (conn_msg_timed(c) && worker_tick(c->w) >= conn_msg_deadline(c)) {
         STAT_ADD(c->w, messages_too_slow, 1);
         conn_ws_close(c, WS_CLOSE_POLICY, "message too slow", 16, true);
         return;
@@ -747,7 +795,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
 
     if (!conn_addr_take(w->srv, peer, peer_len, &slot, &counted)) {
         STAT_ADD(w, refused_per_address, 1);
-        loop_close_fd(w, fd);
+        loop_close_fd(w->loop, fd);
         return;
     }
     if (worker_conns(w) < cfg->max_connections)
@@ -757,7 +805,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
     if (!c) {
         /* Refused cheaply: a close, nothing allocated. */
         STAT_ADD(w, refused, 1);
-        loop_close_fd(w, fd);
+        loop_close_fd(w->loop, fd);
         log_msg(LOG_DEBUG, "worker %u: connection refused (limit %u)", w->id,
                 cfg->max_connections);
         return;
@@ -771,10 +819,10 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
      * where neither does, the peer counts as remote. */
     if (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback)
         c->flags |= CF_PEER_LOCAL;
-    c->fd = fd;
+    c->io.fd = fd;
     c->state = CONN_HTTP;
-    c->last_rx_tick = (uint32_t)loop_tick(w);
-    loop_arm_recv(w, c);
+    c->last_rx_tick = (uint32_t)worker_tick(w);
+    conn_recv_arm(c);
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
@@ -849,7 +897,7 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
 
 static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
-    c->last_rx_tick = (uint32_t)loop_tick(c->w);
+    c->last_rx_tick = (uint32_t)worker_tick(c->w);
     c->flags &= ~CF_PING_OUT;
     switch ((enum conn_state)c->state) {
     case CONN_HTTP:
@@ -909,7 +957,7 @@ static void conn_pause_if_backlogged(struct ringws_conn *c)
     c->flags |= CF_RECV_PAUSED;
     if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
         c->flags |= CF_PAUSE_CANCEL;
-        loop_cancel_recv(c->w, c);
+        loop_cancel_recv(c->w->loop, &c->io);
     }
 }
 
@@ -936,22 +984,20 @@ static void conn_resume_if_drained(struct ringws_conn *c)
     conn_input_resume(c);
 }
 
-void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
+/* res > 0: bytes at p; 0: the peer's EOF; < 0: -errno.  ended: the receive
+ * request is over (the kernel ended a multishot, or a cancel did). */
+void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
 {
-    struct worker *w = c->w;
-    bool more = cqe_flags & IORING_CQE_F_MORE;
+    struct ringws_conn *c = conn_of(lc);
     bool paused_by_us = false;
 
-    if (!more) {
+    if (ended) {
         paused_by_us = c->flags & CF_PAUSE_CANCEL;
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
-        uint16_t bid = (uint16_t)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
-        uint8_t *p = bufring_take(&w->bufs, bid, (uint32_t)res);
         if (!(c->flags & CF_TEARDOWN))
             conn_input(c, p, (size_t)res);
-        bufring_release(&w->bufs, bid, cqe_flags);
     } else if (res == 0) {
         if (!(c->flags & CF_TEARDOWN))
             conn_on_eof(c);
@@ -963,7 +1009,7 @@ void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
         conn_abort(c);
     }
     conn_pause_if_backlogged(c);
-    if (!more && !(c->flags & (CF_TEARDOWN | CF_RD_EOF | CF_RECV_PAUSED))) {
+    if (ended && !(c->flags & (CF_TEARDOWN | CF_RD_EOF | CF_RECV_PAUSED))) {
         /* The kernel ended the multishot (buffers ran out, or it chose to):
          * re-arm once this batch has returned its buffers. */
         c->flags |= CF_RECV_AGAIN;
@@ -972,8 +1018,10 @@ void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags)
     conn_settle(c);
 }
 
-void conn_on_send(struct ringws_conn *c, int res)
+void conn_on_send(struct loop_conn *lc, int res)
 {
+    struct ringws_conn *c = conn_of(lc);
+
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;
     free(c->send_msg);
@@ -991,8 +1039,10 @@ void conn_on_send(struct ringws_conn *c, int res)
     conn_settle(c);
 }
 
-void conn_on_shutdown(struct ringws_conn *c, int res)
+void conn_on_shutdown(struct loop_conn *lc, int res)
 {
+    struct ringws_conn *c = conn_of(lc);
+
     c->flags &= ~CF_SHUT_BUSY;
     c->flags |= CF_WR_SHUT;
     if (res < 0)
@@ -1002,8 +1052,10 @@ void conn_on_shutdown(struct ringws_conn *c, int res)
     conn_settle(c);
 }
 
-void conn_on_close(struct ringws_conn *c, int res)
+void conn_on_close(struct loop_conn *lc, int res)
 {
+    struct ringws_conn *c = conn_of(lc);
+
     c->flags &= ~CF_CLOSE_BUSY;
     c->flags |= CF_FD_CLOSED;
     conn_settle(c);

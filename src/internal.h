@@ -6,7 +6,6 @@
 #ifndef RINGWS_INTERNAL_H
 #define RINGWS_INTERNAL_H
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -14,10 +13,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "bufring.h"
 #include "frame.h"
 #include "http_parse.h"
 #include "handshake.h"
+#include "loop.h"
 #include "ringws.h"
 #include "timer.h"
 #include "topic_index.h"
@@ -117,17 +116,16 @@ enum conn_flag {
     CF_SLOW_SEND = 1u << 24,  /* ... found by ringws_send, not by a publish */
     CF_CLOSE_OWED = 1u << 25, /* on_close is owed, once the callbacks return */
     CF_PEER_LOCAL = 1u << 26, /* the peer is on this host (a loopback address) */
-    CF_RECV_SINGLE = 1u << 27, /* the recv armed last is not multishot */
 };
 
 struct conn_subs;
 
 struct ringws_conn {
+    struct loop_conn io; /* first: the loop hands it back to conn.c */
+    uint32_t flags;
     struct worker *w;    /* NULL while the slot is free */
     struct ringws_conn *flush_next; /* the flush list, or the free list */
     struct timer_node timer;
-    int fd;              /* direct index or descriptor */
-    uint32_t flags;
     uint32_t pend_len;   /* bytes held in pend */
     uint32_t pend_cap;
     union {
@@ -204,14 +202,9 @@ struct worker {
     struct ringws_server *srv;
     unsigned id;
     pthread_t thread;
-    struct io_uring ring;
-    struct bufring bufs;
+    struct loop *loop;  /* created and used by the worker's thread */
     int listen_fd;
     int wake_fd;
-    uint64_t wake_val;
-    bool direct;        /* connections are direct descriptors */
-    bool accept_armed;
-    bool accept_multishot; /* ... and it is multishot */
     bool stopping;
     uint64_t stop_deadline_ms;
     /* Calls of the application into the library running now (they run
@@ -223,9 +216,6 @@ struct worker {
     struct conn_slab *slabs;
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
-    struct __kernel_timespec tick_ts;
-    struct sockaddr_storage peer; /* filled by the accept when peer_addrs */
-    socklen_t peer_len;
     struct worker_stats stats;
     struct timer_wheel wheel;
     struct topic_index topics; /* its subscribers are connections (pubsub.c) */
@@ -234,11 +224,6 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
-    /* Tests only (RINGWS_TEST_FAULT, see loop.c): loop turns before a
-     * simulated ring failure (0: never), and multishot requests to be
-     * refused by the kernel. */
-    unsigned fault_turns;
-    bool fault_multishot;
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -254,8 +239,6 @@ struct ringws_server {
     struct worker *workers;
     unsigned n_workers;
     uint16_t port;
-    uint32_t recv_buf_size, recv_buf_count;
-    bool recv_buf_plain;   /* never an incremental buffer ring */
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
@@ -274,28 +257,27 @@ static inline bool conn_backlogged(const struct ringws_conn *c)
     return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
 }
 
-/* ---- loop.c: the ring, used by the connection layer -------------------- */
+/* ---- worker.c: a worker's thread, its loop and its stop ----------------- */
 
-int loop_run(struct worker *w);
-void loop_arm_recv(struct worker *w, struct ringws_conn *c);
-void loop_send(struct worker *w, struct ringws_conn *c, const void *p, size_t n);
-void loop_sendmsg(struct worker *w, struct ringws_conn *c, struct msghdr *m);
-void loop_shutdown(struct worker *w, struct ringws_conn *c, int how);
-void loop_cancel_recv(struct worker *w, struct ringws_conn *c);
-void loop_cancel_send(struct worker *w, struct ringws_conn *c);
-void loop_close(struct worker *w, struct ringws_conn *c);
-void loop_close_fd(struct worker *w, int fd);
-void loop_wake(struct worker *w);
-uint64_t loop_tick(const struct worker *w);
+/* Runs the worker until the server stops; 0 or the -errno of its ring. */
+int worker_run(struct worker *w);
+/* Wakes the worker from any thread (async-signal-safe). */
+void worker_wake(struct worker *w);
 
-/* ---- conn.c: what the loop calls --------------------------------------- */
+/* The worker's current tick of the timing wheel. */
+static inline uint64_t worker_tick(const struct worker *w)
+{
+    return w->wheel.now;
+}
+
+/* ---- conn.c: what the worker's loop calls ------------------------------ */
 
 void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer,
                    socklen_t peer_len);
-void conn_on_recv(struct ringws_conn *c, int res, uint32_t cqe_flags);
-void conn_on_send(struct ringws_conn *c, int res);
-void conn_on_shutdown(struct ringws_conn *c, int res);
-void conn_on_close(struct ringws_conn *c, int res);
+void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended);
+void conn_on_send(struct loop_conn *lc, int res);
+void conn_on_shutdown(struct loop_conn *lc, int res);
+void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
 void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);

@@ -343,7 +343,7 @@ static void pubsub_post(struct worker *w, struct pub_slot *s)
     /* One eventfd write per drain is enough: the worker clears the flag
      * before it takes the inbox, so a push it misses writes again. */
     if (!atomic_exchange(&w->inbox_woken, true))
-        loop_wake(w);
+        worker_wake(w);
 }
 
 static struct pub_slot *pubsub_inbox_take(struct worker *w)

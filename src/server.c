@@ -177,9 +177,6 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         free(srv);
         return ret;
     }
-    srv->recv_buf_size = cfg->recv_buffer_size;
-    srv->recv_buf_count = cfg->recv_buffers;
-    srv->recv_buf_plain = cfg->plain_recv_buffers;
     cpus = sysconf(_SC_NPROCESSORS_ONLN);
     srv->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
@@ -215,7 +212,7 @@ uint16_t ringws_server_port(const ringws_server *srv)
 static void *server_worker_main(void *arg)
 {
     struct worker *w = arg;
-    int ret = loop_run(w);
+    int ret = worker_run(w);
 
     if (ret < 0) {
         /* One failed worker stops them all: a server half alive would keep
@@ -265,7 +262,7 @@ void ringws_server_stop(ringws_server *srv)
     atomic_store(&srv->stop_requested, true);
     for (unsigned i = 0; i < srv->n_workers; i++)
         if (srv->workers[i].wake_fd >= 0)
-            loop_wake(&srv->workers[i]);
+            worker_wake(&srv->workers[i]);
 }
 
 void ringws_server_destroy(ringws_server *srv)

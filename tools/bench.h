@@ -14,7 +14,6 @@
 #ifndef RINGWS_BENCH_H
 #define RINGWS_BENCH_H
 
-#include <liburing.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +23,7 @@
 
 #include "bench_hist.h"
 #include "bench_wire.h"
-#include "bufring.h"
+#include "loop.h"
 
 #define BENCH_MAX_THREADS 64
 #define BENCH_MAX_SRC_ADDRS 250 /* 127.0.0.2 .. 127.0.0.251 */
@@ -108,7 +107,11 @@ enum bench_conn_state {
     BC_DONE,
 };
 
+struct bench_thread;
+
 struct bench_conn {
+    struct loop_conn io;   /* first: the loop hands it back; fd is idx */
+    struct bench_thread *t;
     struct bench_conn *dirty_next;
     uint8_t *out;          /* outgoing bytes; [out_off, out_len) not yet sent */
     uint32_t out_off, out_len, out_cap;
@@ -138,8 +141,7 @@ struct bench_thread {
     struct bench *b;
     unsigned id;
     pthread_t tid;
-    struct io_uring ring;
-    struct bufring bufs;
+    struct loop *loop;
     struct bench_conn *conns;
     unsigned n_conns, first_gid;
     unsigned next_start;   /* first connection never started */

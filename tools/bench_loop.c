@@ -1,5 +1,6 @@
-/* bench_loop.c - the load generator's engine: one io_uring per thread
- * running WebSocket client connections from connect to close.
+/* bench_loop.c - the load generator's engine: one loop (src/loop.c, the
+ * server's own io_uring loop) per thread running WebSocket client
+ * connections from connect to close.
  *
  * Why it exists: a generator that costs more CPU per message than the server
  * measures itself.  Each thread owns a ring; sockets are direct descriptors
@@ -30,12 +31,9 @@
 #define LOOP_SQ_ENTRIES 4096
 #define LOOP_RECV_BUFS 1024
 #define LOOP_RECV_BUF_SIZE 16384
-#define LOOP_BGID 0
 #define LOOP_WAIT_NS (10 * 1000000ll)
 #define LOOP_SWEEP_NS (20 * 1000000ull)
 #define LOOP_LOG_LINES 5
-
-enum loop_op { OP_CONNECT = 1, OP_SEND, OP_RECV, OP_CANCEL, OP_CLOSE };
 
 enum loop_flag {
     CF_SEND_BUSY = 1u << 0,
@@ -75,18 +73,10 @@ void bench_problem(struct bench_thread *t, const struct bench_conn *c,
             --t->log_left ? "" : " (further problems of this thread not shown)");
 }
 
-static uint64_t loop_ud(const struct bench_conn *c, enum loop_op op)
+/* The connection a completion is for: its loop_conn is its first member. */
+static struct bench_conn *loop_conn_of(struct loop_conn *lc)
 {
-    return (uint64_t)c->idx << 8 | op;
-}
-
-static struct io_uring_sqe *loop_sqe(struct bench_thread *t)
-{
-    struct io_uring_sqe *sqe;
-
-    while (!(sqe = io_uring_get_sqe(&t->ring)))
-        io_uring_submit(&t->ring);
-    return sqe;
+    return (struct bench_conn *)((char *)lc - offsetof(struct bench_conn, io));
 }
 
 /* ---- output ---------------------------------------------------------- */
@@ -119,23 +109,18 @@ void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n)
     bench_conn_dirty(t, c);
 }
 
-static void loop_send(struct bench_thread *t, struct bench_conn *c)
+static void bench_send(struct bench_thread *t, struct bench_conn *c)
 {
-    struct io_uring_sqe *sqe;
-
     if ((c->flags & CF_SEND_BUSY) || c->out_off == c->out_len || c->state >= BC_SHUT)
         return;
-    sqe = loop_sqe(t);
-    io_uring_prep_send(sqe, (int)c->idx, c->out + c->out_off, c->out_len - c->out_off,
-                       MSG_NOSIGNAL);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_SEND));
+    loop_send(t->loop, &c->io, c->out + c->out_off, c->out_len - c->out_off);
     c->ops++;
     c->flags |= CF_SEND_BUSY;
 }
 
-static void loop_flush(struct bench_thread *t)
+static void loop_flush(void *ctx)
 {
+    struct bench_thread *t = ctx;
     const struct bench_mode *m = t->b->mode;
     struct bench_conn *c;
 
@@ -144,7 +129,7 @@ static void loop_flush(struct bench_thread *t)
         if (c->state == BC_OPEN && m->fill)
             m->fill(t, c);
         c->flags &= ~CF_DIRTY;
-        loop_send(t, c);
+        bench_send(t, c);
     }
 }
 
@@ -181,19 +166,8 @@ static void loop_conn_lose(struct bench_thread *t, struct bench_conn *c)
     }
 }
 
-static void loop_cancel(struct bench_thread *t, struct bench_conn *c, enum loop_op op)
-{
-    struct io_uring_sqe *sqe = loop_sqe(t);
-
-    io_uring_prep_cancel64(sqe, loop_ud(c, op), 0);
-    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CANCEL));
-    c->ops++;
-}
-
 static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c)
 {
-    struct io_uring_sqe *sqe;
-
     if (c->state >= BC_SHUT || c->state == BC_IDLE)
         return;
     if (c->state <= BC_HANDSHAKE)
@@ -202,22 +176,18 @@ static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c)
         stat_add(&t->st.open_now, (uint64_t)-1);
     if (c->state == BC_CLOSING || c->state == BC_WAIT_EOF)
         t->closing--;
-    /* Requests still pending are cancelled by their user_data: a cancel by
-     * descriptor scans every armed request of the ring, which turns a mass
-     * close of N connections into N^2 work. */
+    /* Requests still pending are cancelled (each still completes). */
     if (c->state == BC_CONNECTING)
-        loop_cancel(t, c, OP_CONNECT);
+        loop_cancel_connect(t->loop, &c->io);
     if (c->flags & CF_RECV_ARMED)
-        loop_cancel(t, c, OP_RECV);
+        loop_cancel_recv(t->loop, &c->io);
     if (c->flags & CF_SEND_BUSY)
-        loop_cancel(t, c, OP_SEND);
+        loop_cancel_send(t->loop, &c->io);
     loop_conn_lose(t, c);
     free(c->hs);
     c->hs = NULL;
     c->state = BC_SHUT;
-    sqe = loop_sqe(t);
-    io_uring_prep_close_direct(sqe, c->idx);
-    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CLOSE));
+    loop_close(t->loop, &c->io);
     c->ops++;
 }
 
@@ -262,11 +232,8 @@ static int loop_socket(struct bench_thread *t, struct bench_conn *c)
             bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
             ret = -errno;
     }
-    if (!ret) {
-        ret = io_uring_register_files_update(&t->ring, c->idx, &fd, 1);
-        if (ret > 0)
-            ret = 0;
-    }
+    if (!ret)
+        ret = loop_fd_install(t->loop, c->idx, fd);
     close(fd);
     return ret;
 }
@@ -274,7 +241,6 @@ static int loop_socket(struct bench_thread *t, struct bench_conn *c)
 static void loop_conn_start(struct bench_thread *t, struct bench_conn *c)
 {
     const struct bench_opts *o = &t->b->o;
-    struct io_uring_sqe *sqe;
     int ret;
 
     if (!c->out) {
@@ -298,21 +264,13 @@ static void loop_conn_start(struct bench_thread *t, struct bench_conn *c)
         loop_conn_finish(t, c);
         return;
     }
-    sqe = loop_sqe(t);
-    io_uring_prep_connect(sqe, (int)c->idx, (const struct sockaddr *)&o->dst, sizeof o->dst);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_CONNECT));
+    loop_connect(t->loop, &c->io, (const struct sockaddr *)&o->dst, sizeof o->dst);
     c->ops++;
 }
 
 static void loop_arm_recv(struct bench_thread *t, struct bench_conn *c)
 {
-    struct io_uring_sqe *sqe = loop_sqe(t);
-
-    io_uring_prep_recv_multishot(sqe, (int)c->idx, NULL, 0, 0);
-    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-    sqe->buf_group = LOOP_BGID;
-    io_uring_sqe_set_data64(sqe, loop_ud(c, OP_RECV));
+    loop_recv(t->loop, &c->io);
     c->ops++;
     c->flags |= CF_RECV_ARMED;
 }
@@ -473,15 +431,12 @@ static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
     loop_conn_shut(t, c);
 }
 
-static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, int res,
-                         uint32_t flags)
+static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, const uint8_t *p,
+                         int res, bool ended)
 {
-    if (!(flags & IORING_CQE_F_MORE))
+    if (ended)
         c->flags &= ~CF_RECV_ARMED;
     if (res > 0) {
-        uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
-        const uint8_t *p = bufring_addr(&t->bufs, bid);
-
         if (c->state == BC_HANDSHAKE) {
             size_t used = loop_handshake_input(t, c, p, (size_t)res);
 
@@ -490,7 +445,6 @@ static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, int res,
         }
         if (res > 0 && c->state < BC_SHUT)
             loop_frames_input(t, c, p, (size_t)res);
-        bufring_recycle(&t->bufs, bid);
     } else if (res == 0) {
         loop_on_eof(t, c);
         return;
@@ -527,30 +481,68 @@ static void loop_on_send(struct bench_thread *t, struct bench_conn *c, int res)
     bench_conn_dirty(t, c);
 }
 
-static void loop_cqe(struct bench_thread *t, const struct io_uring_cqe *cqe)
-{
-    struct bench_conn *c = &t->conns[cqe->user_data >> 8];
-    enum loop_op op = (enum loop_op)(cqe->user_data & 0xff);
+/* ---- what the loop calls ---------------------------------------------- */
 
-    if (op != OP_RECV || !(cqe->flags & IORING_CQE_F_MORE))
-        c->ops--;
-    switch (op) {
-    case OP_CONNECT:
-        loop_on_connect(t, c, cqe->res);
-        break;
-    case OP_SEND:
-        loop_on_send(t, c, cqe->res);
-        break;
-    case OP_RECV:
-        loop_on_recv(t, c, cqe->res, cqe->flags);
-        break;
-    case OP_CANCEL:
-    case OP_CLOSE:
-        break;
-    }
+/* After each completion of a connection's request: once it is shut and
+ * nothing of it is in flight, its slot is free. */
+static void loop_conn_settle(struct bench_conn *c)
+{
     if (c->state == BC_SHUT && !c->ops)
-        loop_conn_finish(t, c);
+        loop_conn_finish(c->t, c);
 }
+
+static void loop_received(struct loop_conn *lc, uint8_t *p, int res, bool ended)
+{
+    struct bench_conn *c = loop_conn_of(lc);
+
+    if (ended)
+        c->ops--;
+    loop_on_recv(c->t, c, p, res, ended);
+    loop_conn_settle(c);
+}
+
+static void loop_sent(struct loop_conn *lc, int res)
+{
+    struct bench_conn *c = loop_conn_of(lc);
+
+    c->ops--;
+    loop_on_send(c->t, c, res);
+    loop_conn_settle(c);
+}
+
+static void loop_connected(struct loop_conn *lc, int res)
+{
+    struct bench_conn *c = loop_conn_of(lc);
+
+    c->ops--;
+    loop_on_connect(c->t, c, res);
+    loop_conn_settle(c);
+}
+
+static void loop_closed(struct loop_conn *lc, int res)
+{
+    struct bench_conn *c = loop_conn_of(lc);
+
+    c->ops--;
+    loop_conn_settle(c);
+}
+
+/* Latencies are measured against the time the completions came. */
+static void loop_clock(void *ctx)
+{
+    struct bench_thread *t = ctx;
+
+    t->now = bench_now_ns();
+}
+
+static const struct loop_handlers loop_handlers = {
+    .before_wait = loop_flush,
+    .after_wait = loop_clock,
+    .received = loop_received,
+    .sent = loop_sent,
+    .connected = loop_connected,
+    .closed = loop_closed,
+};
 
 /* ---- the thread ------------------------------------------------------ */
 
@@ -642,11 +634,8 @@ static void loop_run(struct bench_thread *t)
     struct bench *b = t->b;
     uint64_t grace = bench_grace_ns(&b->o), next_sweep = 0;
     uint64_t sweep_ns = LOOP_SWEEP_NS + (uint64_t)t->n_conns * 1000u;
-    struct __kernel_timespec wait = {.tv_nsec = LOOP_WAIT_NS};
 
     for (;;) {
-        struct io_uring_cqe *cqe;
-        unsigned head, n = 0;
         uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed);
 
         t->now = bench_now_ns();
@@ -670,50 +659,44 @@ static void loop_run(struct bench_thread *t)
             loop_abandon(t);
             return;
         }
-        loop_flush(t);
-        io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &wait, NULL);
-        t->now = bench_now_ns();
-        io_uring_for_each_cqe(&t->ring, head, cqe) {
-            loop_cqe(t, cqe);
-            n++;
+        if (loop_turn(t->loop, LOOP_WAIT_NS) < 0) {
+            loop_abandon(t);
+            return;
         }
-        io_uring_cq_advance(&t->ring, n);
     }
 }
 
 static int loop_setup(struct bench_thread *t)
 {
-    static const unsigned flag_sets[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-        IORING_SETUP_COOP_TASKRUN,
-        0,
-    };
     unsigned cq = t->n_conns * 4; /* a burst of completions per connection */
-    uint32_t n_bufs = LOOP_RECV_BUFS, buf_size = LOOP_RECV_BUF_SIZE;
-    int ret = -EINVAL;
+    struct loop_config cfg = {
+        .name = "thread",
+        .id = t->id,
+        .sq_entries = LOOP_SQ_ENTRIES,
+        .cq_entries = cq < 8192 ? 8192 : cq > 65536 ? 65536 : cq,
+        .direct_slots = t->n_conns,
+        .buf_count = LOOP_RECV_BUFS,
+        .buf_size = LOOP_RECV_BUF_SIZE,
+        .wake_fd = -1,
+    };
+    int ret;
 
-    for (unsigned i = 0; i < sizeof flag_sets / sizeof flag_sets[0] && ret == -EINVAL; i++) {
-        struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | flag_sets[i]};
-
-        p.cq_entries = cq < 8192 ? 8192 : cq > 65536 ? 65536 : cq;
-        ret = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &t->ring, &p);
-    }
-    if (ret < 0)
-        return ret;
-    io_uring_register_ring_fd(&t->ring); /* an optimisation only */
-    if (t->n_conns && (ret = io_uring_register_files_sparse(&t->ring, t->n_conns)) < 0)
-        return ret;
     if (t->b->mode->recv_bufs)
-        t->b->mode->recv_bufs(&t->b->o, t->n_conns, &n_bufs, &buf_size);
-    ret = bufring_create(&t->bufs, &t->ring, LOOP_BGID, n_bufs, buf_size, false);
+        t->b->mode->recv_bufs(&t->b->o, t->n_conns, &cfg.buf_count, &cfg.buf_size);
+    ret = loop_create(&t->loop, &cfg, &loop_handlers, t);
     if (ret < 0)
         return ret;
+    if (t->n_conns && !loop_direct(t->loop))
+        return -ENOTSUP; /* sockets are installed in direct slots */
     t->conns = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->conns);
     t->free_idx = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->free_idx);
     if (!t->conns || !t->free_idx)
         return -ENOMEM;
-    for (unsigned i = 0; i < t->n_conns; i++)
+    for (unsigned i = 0; i < t->n_conns; i++) {
         t->conns[i].idx = i;
+        t->conns[i].io.fd = (int)i;
+        t->conns[i].t = t;
+    }
     return 0;
 }
 
@@ -726,9 +709,8 @@ static void *loop_thread(void *arg)
         fprintf(stderr, "ringws-bench: thread %u: setup: %s\n", t->id, strerror(-ret));
     else
         loop_run(t);
-    if (t->ring.ring_fd > 0)
-        io_uring_queue_exit(&t->ring);
-    bufring_destroy(&t->bufs); /* after the ring: no receive can land in it */
+    loop_destroy(t->loop); /* the ring, then the receive buffers */
+    t->loop = NULL;
     atomic_store(&t->st.finished, true);
     return NULL;
 }
@@ -755,7 +737,6 @@ int bench_threads_start(struct bench *b)
         t->rng = (b->salt ^ (0x9E3779B97F4A7C15ull * (i + 1))) | 1;
         t->budget = b->o.messages ? b->o.messages * (i + 1) / n - b->o.messages * i / n
                                   : UINT64_MAX;
-        t->ring.ring_fd = -1;
         hist_init(&t->lat);
         if (pthread_create(&t->tid, NULL, loop_thread, t)) {
             b->o.threads = i;

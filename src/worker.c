@@ -1,0 +1,176 @@
+/* worker.c - one worker thread: its loop, the handlers that loop calls, and
+ * the worker's way from serving to stopping.
+ *
+ * Why it exists: the loop (loop.c) knows no connection and no server; this
+ * file is its user, the way a Redis server is the user of ae.c.  It tells
+ * the loop what the worker needs (ring sizes, receive buffers, the tick,
+ * the wake descriptor), routes each completion to the connection layer,
+ * and decides when the worker is done. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define WORKER_SQ_ENTRIES 4096u
+#define WORKER_CQ_ENTRIES 16384u
+#define WORKER_REAP_MS 1000u
+
+void worker_wake(struct worker *w)
+{
+    uint64_t one = 1;
+
+    /* Async-signal-safe; a full counter still wakes the reader. */
+    if (write(w->wake_fd, &one, sizeof(one)) < 0)
+        return;
+}
+
+static void worker_before_wait(void *ctx)
+{
+    conn_flush_all(ctx);
+}
+
+static void worker_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    conn_accepted(ctx, fd, peer, len);
+}
+
+static void worker_woken(void *ctx)
+{
+    struct worker *w = ctx;
+
+    pubsub_inbox_drain(w);
+    if (atomic_load(&w->srv->stop_requested) && !w->stopping) {
+        w->stopping = true;
+        w->stop_deadline_ms = timer_now_ms() + w->srv->cfg.close_timeout_ms + 500;
+        loop_unlisten(w->loop);
+        conn_stop_all(w);
+    }
+}
+
+static void worker_ticked(void *ctx)
+{
+    struct worker *w = ctx;
+
+    timer_wheel_expire(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_on_timer);
+}
+
+static const struct loop_handlers worker_handlers = {
+    .before_wait = worker_before_wait,
+    .accepted = worker_accepted,
+    .received = conn_on_recv,
+    .sent = conn_on_send,
+    .shut = conn_on_shutdown,
+    .closed = conn_on_close,
+    .woken = worker_woken,
+    .ticked = worker_ticked,
+};
+
+/* Direct descriptors keep connections out of the process's descriptor
+ * table, whose limit (RLIMIT_NOFILE) would otherwise cap all workers
+ * together; the table is sparse and bounded per ring by the same limit. */
+static unsigned worker_direct_slots(const struct ringws_server *srv)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)srv->cfg.max_connections + 64;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+        want = rl.rlim_cur;
+    return (unsigned)want;
+}
+
+/* Tests only: RINGWS_TEST_FAULT, read once per worker at start, injects a
+ * fault into worker 0 so that a test can watch what the server does with it:
+ *   ring:N     its submission fails with -EIO after N loop turns (the loop
+ *              pays one predictable branch per turn);
+ *   multishot  its multishot accept and recv carry a flag the kernel refuses
+ *              with -EINVAL, as a kernel without them would. */
+static void worker_fault_init(const struct worker *w, struct loop_config *cfg)
+{
+    const char *env = getenv("RINGWS_TEST_FAULT");
+    unsigned long n;
+    char *end;
+
+    if (w->id != 0 || !env)
+        return;
+    if (!strcmp(env, "multishot")) {
+        cfg->fault_multishot = true;
+    } else if (!strncmp(env, "ring:", 5)) {
+        n = strtoul(env + 5, &end, 10);
+        if (!*end && n <= UINT32_MAX)
+            cfg->fault_turns = (unsigned)n;
+    }
+}
+
+static bool worker_done(struct worker *w)
+{
+    return w->stopping && (worker_conns(w) == 0 || timer_now_ms() >= w->stop_deadline_ms);
+}
+
+/* After conn_abort_all: turns until no connection has a request left in the
+ * ring (each is cancelled, then its descriptor closed), so that nothing the
+ * kernel still holds points at memory about to be freed.  Cancellations
+ * complete at once; the bound only guards against a request that would
+ * not. */
+static int worker_reap(struct worker *w)
+{
+    uint64_t deadline = timer_now_ms() + WORKER_REAP_MS;
+    int ret = 0;
+
+    while (ret == 0 && conn_in_ring(w)) {
+        if (timer_now_ms() >= deadline) {
+            log_msg(LOG_WARN, "worker %u: requests still in flight after %u ms; "
+                    "freed once the ring is gone", w->id, WORKER_REAP_MS);
+            break;
+        }
+        ret = loop_turn(w->loop, -1);
+    }
+    return ret;
+}
+
+int worker_run(struct worker *w)
+{
+    const struct ringws_server *srv = w->srv;
+    struct loop_config cfg = {
+        .name = "worker",
+        .id = w->id,
+        .log_setup = w->id == 0,
+        .sq_entries = WORKER_SQ_ENTRIES,
+        .cq_entries = WORKER_CQ_ENTRIES,
+        .direct_slots = worker_direct_slots(srv),
+        .buf_count = srv->cfg.recv_buffers,
+        .buf_size = srv->cfg.recv_buffer_size,
+        .buf_incremental = !srv->cfg.plain_recv_buffers,
+        .tick_ms = TIMER_TICK_MS,
+        /* A stop asked for before the loop existed has already written the
+         * eventfd, so the read armed now completes at once. */
+        .wake_fd = w->wake_fd,
+    };
+    int ret, fatal = 0;
+
+    worker_fault_init(w, &cfg);
+    ret = loop_create(&w->loop, &cfg, &worker_handlers, w);
+    if (ret < 0)
+        return ret;
+    pubsub_thread_enter(w);
+    timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
+    loop_listen(w->loop, w->listen_fd, srv->peer_addrs);
+
+    while (!fatal && !worker_done(w))
+        fatal = loop_turn(w->loop, -1);
+    conn_abort_all(w);
+    if (!fatal)
+        fatal = worker_reap(w);
+    /* The ring goes first: closing it cancels whatever it still holds (all
+     * of it after a ring failure, when nothing could be reaped), and only
+     * then are the buffers, chunks and connections those requests point at
+     * freed. */
+    loop_destroy(w->loop);
+    w->loop = NULL;
+    conn_free_all(w);
+    pubsub_worker_fini(w);
+    return fatal;
+}
