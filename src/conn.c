@@ -90,6 +90,17 @@ void conn_wire_close(struct ringws_conn *c)
     c->flags |= CF_CLOSE_BUSY;
 }
 
+/* Only a sealing transport has a send to call for bytes of its own. */
+void conn_wire_want(struct ringws_conn *c, bool want)
+{
+    if (!want || !(c->flags & CF_TP_SEALED)) {
+        c->flags &= ~CF_TP_WRITE;
+        return;
+    }
+    c->flags |= CF_TP_WRITE;
+    conn_flush_later(c);
+}
+
 /* ---- pool -------------------------------------------------------------- */
 
 /* Calls fn on every live connection of the worker.  The slabs are the list
@@ -570,7 +581,7 @@ void conn_drain(struct ringws_conn *c)
 static bool conn_drained(const struct ringws_conn *c)
 {
     return c->state == CONN_DRAIN && !c->out_head &&
-           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY)) &&
+           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY | CF_TP_WRITE)) &&
            (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
 }
 
@@ -612,12 +623,14 @@ void conn_flush_all(struct worker *w)
                 conn_recv_arm(c);
                 c->flags &= ~CF_RECV_AGAIN;
             }
-            if (!(c->flags & CF_SEND_BUSY) && c->out_head) {
+            /* CF_TP_WRITE is tested only when nothing is queued: the
+             * plain transport pays nothing for it. */
+            if (!(c->flags & CF_SEND_BUSY) && (c->out_head || (c->flags & CF_TP_WRITE))) {
                 STAT_ADD(w, sends, 1);
                 conn_send_start(c);
             }
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
-                                  CF_SHUT_BUSY | CF_PUB_WAIT)) == CF_WANT_SHUTWR &&
+                                  CF_SHUT_BUSY | CF_PUB_WAIT | CF_TP_WRITE)) == CF_WANT_SHUTWR &&
                      !c->out_head)
                 w->tp->shutdown(c);
             if (conn_drained(c)) {
@@ -1054,7 +1067,7 @@ void conn_on_send(struct loop_conn *lc, int res)
         else
             conn_out_consume(c, (size_t)res);
         conn_resume_if_drained(c);
-        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN)))
+        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE)))
             conn_flush_later(c);
     }
     conn_settle(c);

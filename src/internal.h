@@ -120,6 +120,10 @@ enum conn_flag {
     /* The worker's transport seals the output: its send and sent carry it
      * (a flag, since the flags are at hand where the table is not). */
     CF_TP_SEALED = 1u << 27,
+    /* The transport has wire bytes of its own to send (a TLS handshake's
+     * answer, close_notify): the flush step calls its send though no
+     * plaintext is queued, and shuts down writing only once it has none. */
+    CF_TP_WRITE = 1u << 28,
 };
 
 struct conn_subs;
@@ -302,6 +306,9 @@ void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n);
 /* Shuts down writing, closes the descriptor: marked as in the ring. */
 void conn_wire_shutdown(struct ringws_conn *c);
 void conn_wire_close(struct ringws_conn *c);
+/* A sealing transport has wire bytes of its own to send (want) or none
+ * left (CF_TP_WRITE). */
+void conn_wire_want(struct ringws_conn *c, bool want);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 

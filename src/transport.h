@@ -10,9 +10,13 @@
  *   transport reports what a finished send consumed of the plaintext, and
  *   input may hand on less, more or none of what came (a partial record);
  * - handshakes: input may answer the peer with wire bytes of its own before
- *   any plaintext reaches the protocol (it queues them and asks for a flush
- *   with conn_flush_later), over as many round trips as it takes;
- * - close: shutdown may first send close_notify, then shut TCP down.
+ *   any plaintext reaches the protocol: it keeps them and says so with
+ *   conn_wire_want(c, true), and the flush step calls its send although
+ *   the application queued nothing, over as many round trips as it takes;
+ * - close: shutdown may first send close_notify the same way (want, and
+ *   return without shutting down); the flush step calls shutdown again
+ *   once the transport says it has nothing left (conn_wire_want(c, false)
+ *   in its sent), and then it shuts TCP down with conn_wire_shutdown.
  *
  * One ops table per worker (all its connections share a transport), so the
  * seam costs a connection no memory.  A transport whose wire carries the
@@ -35,8 +39,9 @@ struct transport_ops {
      * carry to conn_input. */
     void (*input)(struct ringws_conn *c, uint8_t *in, size_t n);
     /* Nothing is in flight and output is due: starts one send of the queued
-     * plaintext (the chunks from c->out_head on), sealed as the transport
-     * needs.  NULL (with sent): the wire is the plaintext, and the
+     * plaintext (the chunks from c->out_head on; none queued when only
+     * the transport's own bytes are due, CF_TP_WRITE), sealed as the
+     * transport needs.  NULL (with sent): the wire is the plaintext, and the
      * connection layer gathers the queued chunks into one send. */
     void (*send)(struct ringws_conn *c);
     /* That send put `wire` bytes on the wire: consumes the plaintext they
