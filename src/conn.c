@@ -58,7 +58,8 @@ static struct ringws_conn *conn_of(struct loop_conn *lc)
 /* ---- requests in the ring ---------------------------------------------- */
 
 /* Each request the connection has in the loop is marked, so that it is
- * freed only once none is left (conn_settle). */
+ * freed only once none is left (conn_settle).  The transport ends and
+ * closes the connection through conn_wire_*. */
 static void conn_recv_arm(struct ringws_conn *c)
 {
     loop_recv(c->w->loop, &c->io);
@@ -77,16 +78,27 @@ static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
     c->flags |= CF_SEND_BUSY;
 }
 
-static void conn_shutdown_write(struct ringws_conn *c)
+void conn_wire_shutdown(struct ringws_conn *c)
 {
     loop_shutdown(c->w->loop, &c->io, SHUT_WR);
     c->flags |= CF_SHUT_BUSY;
 }
 
-static void conn_close_fd(struct ringws_conn *c)
+void conn_wire_close(struct ringws_conn *c)
 {
     loop_close(c->w->loop, &c->io);
     c->flags |= CF_CLOSE_BUSY;
+}
+
+/* Only a sealing transport has a send to call for bytes of its own. */
+void conn_wire_want(struct ringws_conn *c, bool want)
+{
+    if (!want || !(c->flags & CF_TP_SEALED)) {
+        c->flags &= ~CF_TP_WRITE;
+        return;
+    }
+    c->flags |= CF_TP_WRITE;
+    conn_flush_later(c);
 }
 
 /* ---- pool -------------------------------------------------------------- */
@@ -412,13 +424,15 @@ bool conn_drop_queued(struct ringws_conn *c,
     return c->out_bytes + room <= cap;
 }
 
-static void conn_send_start(struct ringws_conn *c)
+/* The queued plaintext goes on the wire as it is (a transport without a
+ * send of its own): one chunk as it is, several in one gathered send (the
+ * batch is freed by conn_on_send). */
+static void conn_send_queue(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = NULL;
     unsigned n = 0;
 
-    STAT_ADD(c->w, sends, 1);
     if (o->next)
         b = malloc(sizeof(*b));
     if (!o->next || !b) {
@@ -436,6 +450,17 @@ static void conn_send_start(struct ringws_conn *c)
     b->msg.msg_iovlen = n;
     c->send_msg = &b->msg;
     conn_send_msg(c, &b->msg);
+}
+
+/* Starts one send of the queued output, through the transport's own when
+ * it seals.  A test of a flag, not a call, for the plain transport: fan-out
+ * pays it per delivery. */
+static inline void conn_send_start(struct ringws_conn *c)
+{
+    if (c->flags & CF_TP_SEALED)
+        c->w->tp->send(c);
+    else
+        conn_send_queue(c);
 }
 
 static void conn_out_consume(struct ringws_conn *c, size_t n)
@@ -516,7 +541,7 @@ void conn_settle(struct ringws_conn *c)
     if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
         return;
     if (!(c->flags & CF_FD_CLOSED)) {
-        conn_close_fd(c);
+        c->w->tp->close(c);
         return;
     }
     conn_free(c);
@@ -556,7 +581,7 @@ void conn_drain(struct ringws_conn *c)
 static bool conn_drained(const struct ringws_conn *c)
 {
     return c->state == CONN_DRAIN && !c->out_head &&
-           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY)) &&
+           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY | CF_TP_WRITE)) &&
            (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
 }
 
@@ -598,12 +623,16 @@ void conn_flush_all(struct worker *w)
                 conn_recv_arm(c);
                 c->flags &= ~CF_RECV_AGAIN;
             }
-            if (!(c->flags & CF_SEND_BUSY) && c->out_head)
+            /* CF_TP_WRITE is tested only when nothing is queued: the
+             * plain transport pays nothing for it. */
+            if (!(c->flags & CF_SEND_BUSY) && (c->out_head || (c->flags & CF_TP_WRITE))) {
+                STAT_ADD(w, sends, 1);
                 conn_send_start(c);
+            }
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
-                                  CF_SHUT_BUSY | CF_PUB_WAIT)) == CF_WANT_SHUTWR &&
+                                  CF_SHUT_BUSY | CF_PUB_WAIT | CF_TP_WRITE)) == CF_WANT_SHUTWR &&
                      !c->out_head)
-                conn_shutdown_write(c);
+                w->tp->shutdown(c);
             if (conn_drained(c)) {
                 c->flags |= CF_TEARDOWN;
                 conn_settle(c);
@@ -819,6 +848,8 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
      * where neither does, the peer counts as remote. */
     if (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback)
         c->flags |= CF_PEER_LOCAL;
+    if (w->tp->send)
+        c->flags |= CF_TP_SEALED;
     c->io.fd = fd;
     c->state = CONN_HTTP;
     c->last_rx_tick = (uint32_t)worker_tick(w);
@@ -895,7 +926,7 @@ static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
         conn_abort(c);
 }
 
-static void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     c->last_rx_tick = (uint32_t)worker_tick(c->w);
     c->flags &= ~CF_PING_OUT;
@@ -997,7 +1028,7 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
     }
     if (res > 0) {
         if (!(c->flags & CF_TEARDOWN))
-            conn_input(c, p, (size_t)res);
+            c->w->tp->input(c, p, (size_t)res);
     } else if (res == 0) {
         if (!(c->flags & CF_TEARDOWN))
             conn_on_eof(c);
@@ -1031,9 +1062,12 @@ void conn_on_send(struct loop_conn *lc, int res)
             log_msg(LOG_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
         conn_abort(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
-        conn_out_consume(c, (size_t)res);
+        if (c->flags & CF_TP_SEALED)
+            c->w->tp->sent(c, (size_t)res);
+        else
+            conn_out_consume(c, (size_t)res);
         conn_resume_if_drained(c);
-        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN)))
+        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE)))
             conn_flush_later(c);
     }
     conn_settle(c);

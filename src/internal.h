@@ -17,6 +17,7 @@
 #include "http_parse.h"
 #include "handshake.h"
 #include "loop.h"
+#include "transport.h"
 #include "ringws.h"
 #include "timer.h"
 #include "topic_index.h"
@@ -116,6 +117,13 @@ enum conn_flag {
     CF_SLOW_SEND = 1u << 24,  /* ... found by ringws_send, not by a publish */
     CF_CLOSE_OWED = 1u << 25, /* on_close is owed, once the callbacks return */
     CF_PEER_LOCAL = 1u << 26, /* the peer is on this host (a loopback address) */
+    /* The worker's transport seals the output: its send and sent carry it
+     * (a flag, since the flags are at hand where the table is not). */
+    CF_TP_SEALED = 1u << 27,
+    /* The transport has wire bytes of its own to send (a TLS handshake's
+     * answer, close_notify): the flush step calls its send though no
+     * plaintext is queued, and shuts down writing only once it has none. */
+    CF_TP_WRITE = 1u << 28,
 };
 
 struct conn_subs;
@@ -203,6 +211,7 @@ struct worker {
     unsigned id;
     pthread_t thread;
     struct loop *loop;  /* created and used by the worker's thread */
+    const struct transport_ops *tp; /* what carries its connections' bytes */
     int listen_fd;
     int wake_fd;
     bool stopping;
@@ -288,6 +297,18 @@ bool conn_in_ring(struct worker *w);
 int conn_addr_table_create(struct ringws_server *srv);
 /* Whether an address is loopback: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
 bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);
+
+/* ---- conn.c: used by the transports (transport.h) ---------------------- */
+
+/* The plaintext of n bytes from the wire, for the protocol of the
+ * connection's state. */
+void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n);
+/* Shuts down writing, closes the descriptor: marked as in the ring. */
+void conn_wire_shutdown(struct ringws_conn *c);
+void conn_wire_close(struct ringws_conn *c);
+/* A sealing transport has wire bytes of its own to send (want) or none
+ * left (CF_TP_WRITE). */
+void conn_wire_want(struct ringws_conn *c, bool want);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 

@@ -151,6 +151,7 @@ int worker_run(struct worker *w)
     };
     int ret, fatal = 0;
 
+    w->tp = &transport_tcp;
     worker_fault_init(w, &cfg);
     ret = loop_create(&w->loop, &cfg, &worker_handlers, w);
     if (ret < 0)
