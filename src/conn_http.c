@@ -1,6 +1,8 @@
-/* conn_http.c - HTTP/1.1 on a connection: requests parsed in place,
- * pipelined requests answered in order, built-in routes, the library user's
- * on_http, and the upgrade to WebSocket.
+/* conn_http.c - HTTP/1.1 on a connection: requests parsed in place (and
+ * gathered in pend when they span receives), pipelined requests answered in
+ * order, built-in routes, the library user's on_http, the upgrade to
+ * WebSocket, and what an HTTP connection does on EOF, on its deadline and
+ * when the server stops (http_proto_ops).
  *
  * Why it exists: one port serves both plain HTTP and WebSocket, and every
  * request that is not a valid upgrade must get a precise, complete answer
@@ -438,6 +440,8 @@ static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients,
     conn_http_respond(c, NULL, 200, "application/json", body, (size_t)n, close, NULL);
 }
 
+static void conn_http_resume(struct ringws_conn *c);
+
 /* The count of a publish that waited on other workers (CF_PUB_WAIT kept the
  * connection, and its input, until now): answer it. */
 static void conn_http_publish_done(void *arg, uint64_t recipients)
@@ -450,7 +454,7 @@ static void conn_http_publish_done(void *arg, uint64_t recipients)
             conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
         conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
         c->flags &= ~CF_PUB_CLOSE;
-        conn_input_resume(c);
+        conn_http_resume(c);
     }
     conn_flush_later(c); /* settles, shuts down or sends, as the state asks */
 }
@@ -548,7 +552,11 @@ static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
         conn_http_builtin(c, req);
 }
 
-size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t seen)
+/* Handles as many requests as buf holds; returns bytes consumed (the rest is
+ * an incomplete request).  May switch the connection to CONN_WS, after which
+ * the caller hands the remaining bytes to conn_ws_input. */
+static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len,
+                                 size_t seen)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t off = 0;
@@ -592,3 +600,127 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
      * answer as further requests. */
     return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }
+
+/* Parses the requests gathered in pend.  They are taken out of pend first:
+ * the views handed to on_http and on_open point into them and must outlive
+ * anything those callbacks do to the connection.  What is left goes back
+ * to pend; after an upgrade it goes to the frame decoder (frames may follow
+ * the request), which gathers messages in a pend of its own, and so do the
+ * n bytes of buf that follow it.  Returns the bytes parsed. */
+static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
+{
+    size_t seen = c->pend_seen, len, used;
+    uint32_t cap;
+    uint8_t *held = conn_pend_take(c, &len, &cap);
+
+    used = conn_http_requests(c, held, len, seen);
+    if (c->state == CONN_HTTP && used < len && !(c->flags & CF_TEARDOWN)) {
+        memmove(held, held + used, len - used);
+        c->pend = held;
+        c->pend_len = (uint32_t)(len - used);
+        c->pend_cap = cap;
+        return used;
+    }
+    if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
+        conn_ws_input(c, held + used, len - used);
+        if (n && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
+            conn_ws_input(c, (uint8_t *)buf, n);
+    }
+    /* Between requests a keep-alive connection holds no buffer. */
+    conn_pend_free(c->w, held, cap);
+    return used;
+}
+
+/* A request that spans receives is gathered in pend, which holds at most
+ * the largest request (head and body).  What follows it in the same
+ * receive moves into pend only as parsing makes room, so that a complete
+ * request is answered whatever comes after it. */
+static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    const struct ringws_server *srv = c->w->srv;
+    size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
+    size_t used;
+
+    while (c->pend_len) {
+        size_t take = n < limit - c->pend_len ? n : limit - c->pend_len;
+        if (conn_pend_store(c, buf, take, limit) < 0) {
+            conn_abort(c);
+            return;
+        }
+        buf += take;
+        n -= take;
+        used = conn_http_input_held(c, buf, n);
+        if (c->state != CONN_HTTP || (c->flags & CF_TEARDOWN) || !n)
+            return;
+        if (!used && !take) {
+            /* Parsing waits (answers unread) and pend is full: more
+             * pipelined bytes than one request may hold. */
+            conn_abort(c);
+            return;
+        }
+    }
+    used = conn_http_requests(c, buf, n, 0);
+    buf += used;
+    n -= used;
+    if (!n || (c->flags & CF_TEARDOWN))
+        return;
+    if (conn_ws_reading(c))
+        conn_ws_input(c, buf, n);
+    else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
+        conn_abort(c);
+}
+
+/* True while conn_http_requests leaves complete requests unparsed: answers
+ * pile up unread, or a publish awaits its count. */
+static bool conn_http_held(const struct ringws_conn *c)
+{
+    return (c->flags & CF_PUB_WAIT) || conn_backlogged(c);
+}
+
+/* Parses pipelined requests left unparsed while answers piled up or while
+ * a publish awaited its count. */
+static void conn_http_resume(struct ringws_conn *c)
+{
+    if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
+        return;
+    if (c->pend_len) {
+        conn_http_input(c, NULL, 0);
+        conn_pause_if_backlogged(c);
+    }
+    if ((c->flags & (CF_RD_EOF | CF_TEARDOWN)) == CF_RD_EOF)
+        conn_on_eof(c); /* by the state now: the requests may have upgraded it */
+}
+
+/* A client may half-close after its last request: answer it, and every
+ * request it pipelined before (they are parsed as the answers drain, and
+ * conn_http_resume acts on the EOF again). */
+static void conn_http_eof(struct ringws_conn *c)
+{
+    if (c->pend_len && conn_http_held(c))
+        return;
+    if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+        conn_drain(c);
+    else
+        conn_abort(c);
+}
+
+/* An idle keep-alive connection has nothing in flight to lose; one with a
+ * request under way is answered first. */
+static void conn_http_stop(struct ringws_conn *c)
+{
+    if (!c->out_head && !c->pend_len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+        conn_abort(c);
+    else
+        conn_drain(c);
+}
+
+/* The deadline of an HTTP connection is the handshake or keep-alive
+ * timeout: it is aborted.  HTTP leaves no work for the flush step. */
+const struct proto_ops http_proto_ops = {
+    .input = conn_http_input,
+    .eof = conn_http_eof,
+    .timer = conn_abort,
+    .stop = conn_http_stop,
+    .flush = conn_proto_none,
+    .resume = conn_http_resume,
+};

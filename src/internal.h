@@ -17,6 +17,7 @@
 #include "http_parse.h"
 #include "handshake.h"
 #include "loop.h"
+#include "proto.h"
 #include "transport.h"
 #include "ringws.h"
 #include "timer.h"
@@ -125,6 +126,10 @@ enum conn_flag {
      * plaintext is queued, and shuts down writing only once it has none. */
     CF_TP_WRITE = 1u << 28,
 };
+
+/* Work a protocol left for the flush step (its proto_ops flush): a
+ * WebSocket peer too slow for what was queued to it. */
+#define CF_PROTO_DEFERRED (CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND)
 
 struct conn_subs;
 
@@ -319,8 +324,6 @@ void conn_abort(struct ringws_conn *c);
 void conn_report_close(struct ringws_conn *c, uint16_t code,
                        const char *reason, size_t reason_len);
 void conn_set_deadline(struct ringws_conn *c, unsigned ms);
-/* A message began to be gathered in pend: its time is now counted. */
-void conn_msg_started(struct ringws_conn *c);
 /* Appends to pend; -EMSGSIZE past limit, -ENOBUFS past the worker's
  * max_partial_bytes, -ENOMEM. */
 int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
@@ -335,7 +338,12 @@ void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap);
 void conn_pend_release(struct ringws_conn *c);
 void conn_flush_later(struct ringws_conn *c);
 void conn_settle(struct ringws_conn *c);
-void conn_input_resume(struct ringws_conn *c);
+/* Acts on the peer's EOF for the connection's state; sets CF_RD_EOF. */
+void conn_on_eof(struct ringws_conn *c);
+/* Stops reading while answers pile up unread (conn_backlogged). */
+void conn_pause_if_backlogged(struct ringws_conn *c);
+/* Nothing to do: a proto_ops entry of a state the event does not concern. */
+void conn_proto_none(struct ringws_conn *c);
 /* Queues a share of a published frame; 0 or -errno. */
 int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
@@ -368,14 +376,6 @@ void pubsub_server_drain(struct ringws_server *srv);
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
 
-/* ---- conn_http.c ------------------------------------------------------- */
-
-/* Handles as many requests as buf holds; returns bytes consumed (the rest is
- * an incomplete request).  May switch the connection to CONN_WS, after which
- * the caller hands the remaining bytes to conn_ws_input. */
-size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len,
-                       size_t seen);
-
 /* ---- conn_ws.c --------------------------------------------------------- */
 
 /* Decodes frames from buf (all of it is consumed). */
@@ -383,7 +383,6 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
 /* Sends a close frame and moves to CONN_CLOSING (or DRAIN when failing). */
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
                    size_t reason_len, bool fail);
-void conn_ws_ping(struct ringws_conn *c);
 
 /* ---- conn_ws_pubsub.c -------------------------------------------------- */
 
