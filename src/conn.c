@@ -220,7 +220,7 @@ static void conn_free(struct ringws_conn *c)
     timer_cancel(&c->timer);
     pubsub_conn_gone(c);
     conn_out_free(c);
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     free(c->ctl);
     free(c->send_msg);
     c->w = NULL;
@@ -259,7 +259,7 @@ void conn_free_all(struct worker *w)
 
 /* ---- pending input ----------------------------------------------------- */
 
-/* The memory held by every connection's pend, per worker, within
+/* The memory held by every connection's held input, per worker, within
  * max_partial_bytes: each connection is bounded on its own (head and body
  * limits, max_message), but only this bounds them all together. */
 static bool conn_partial_take(struct worker *w, size_t more)
@@ -274,59 +274,55 @@ static bool conn_partial_take(struct worker *w, size_t more)
     return true;
 }
 
-int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
+int conn_pend_store(struct worker *w, struct conn_pend *pd, const uint8_t *p, size_t n,
+                    size_t limit)
 {
-    size_t need = (size_t)c->pend_len + n;
+    size_t need = (size_t)pd->len + n;
 
     if (need > limit || need > UINT32_MAX)
         return -EMSGSIZE;
-    if (need > c->pend_cap) {
-        size_t cap = c->pend_cap ? c->pend_cap : 1024;
+    if (need > pd->cap) {
+        size_t cap = pd->cap ? pd->cap : 1024;
         uint8_t *np;
         while (cap < need)
             cap *= 2;
         if (cap > limit)
             cap = limit;
-        if (!conn_partial_take(c->w, cap - c->pend_cap))
+        if (!conn_partial_take(w, cap - pd->cap))
             return -ENOBUFS;
-        np = realloc(c->pend, cap);
+        np = realloc(pd->buf, cap);
         if (!np) {
-            STAT_ADD(c->w, partial_bytes, -(uint64_t)(cap - c->pend_cap));
+            STAT_ADD(w, partial_bytes, -(uint64_t)(cap - pd->cap));
             return -ENOMEM;
         }
-        c->pend = np;
-        c->pend_cap = (uint32_t)cap;
+        pd->buf = np;
+        pd->cap = (uint32_t)cap;
     }
     if (n)
-        memcpy(c->pend + c->pend_len, p, n);
-    c->pend_len = (uint32_t)need;
+        memcpy(pd->buf + pd->len, p, n);
+    pd->len = (uint32_t)need;
     return 0;
 }
 
-uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len, uint32_t *cap)
+struct conn_pend conn_pend_take(struct conn_pend *pd)
 {
-    uint8_t *p = c->pend;
+    struct conn_pend taken = *pd;
 
-    *len = c->pend_len;
-    *cap = c->pend_cap;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = c->pend_seen = 0;
-    return p;
+    *pd = (struct conn_pend){NULL, 0, 0};
+    return taken;
 }
 
-void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap)
+void conn_pend_free(struct worker *w, struct conn_pend *taken)
 {
-    STAT_ADD(w, partial_bytes, -(uint64_t)cap);
-    free(p);
+    STAT_ADD(w, partial_bytes, -(uint64_t)taken->cap);
+    free(taken->buf);
 }
 
-void conn_pend_release(struct ringws_conn *c)
+void conn_pend_release(struct worker *w, struct conn_pend *pd)
 {
-    size_t len;
-    uint32_t cap;
-    uint8_t *p = conn_pend_take(c, &len, &cap);
+    struct conn_pend taken = conn_pend_take(pd);
 
-    conn_pend_free(c->w, p, cap);
+    conn_pend_free(w, &taken);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -561,7 +557,7 @@ void conn_abort(struct ringws_conn *c)
      * completes): they go with the connection, not before. */
     if (!(c->flags & CF_SEND_BUSY))
         conn_out_free(c);
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     conn_flush_later(c); /* settles after the current completion */
 }
 
@@ -575,7 +571,7 @@ void conn_drain(struct ringws_conn *c)
         return;
     c->state = CONN_DRAIN;
     c->flags |= CF_WANT_SHUTWR;
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     conn_flush_later(c);
 }

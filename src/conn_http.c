@@ -1,5 +1,5 @@
 /* conn_http.c - HTTP/1.1 on a connection: requests parsed in place (and
- * gathered in pend when they span receives), pipelined requests answered in
+ * gathered in req when they span receives), pipelined requests answered in
  * order, built-in routes, the library user's on_http, the upgrade to
  * WebSocket, and what an HTTP connection does on EOF, on its deadline and
  * when the server stops (http_proto_ops).
@@ -499,7 +499,7 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
          * fan-out to millions takes: the keep-alive deadline restarts with
          * the answer. */
         c->flags |= CF_PUB_WAIT;
-        c->pend_seen = 0;
+        c->req_seen = 0;
         conn_set_deadline(c, 0);
         if (close)
             c->flags |= CF_PUB_CLOSE;
@@ -567,13 +567,13 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
         if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
-            c->pend_seen = 0;
+            c->req_seen = 0;
             return off;
         }
         int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
                                    &srv->limits, &req, c->w->hdrs);
         if (r == HTTP_PARSE_INCOMPLETE) {
-            c->pend_seen = (uint32_t)(len - off);
+            c->req_seen = (uint32_t)(len - off);
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
@@ -590,7 +590,7 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
         }
         total = (size_t)r + (req.has_body_length ? (size_t)req.content_length : 0);
         if (len - off < total) {
-            c->pend_seen = 0; /* the head is complete; the body is not */
+            c->req_seen = 0; /* the head is complete; the body is not */
             return off;
         }
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
@@ -601,39 +601,38 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
     return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }
 
-/* Parses the requests gathered in pend.  They are taken out of pend first:
+/* Parses the requests gathered in req.  They are taken out of req first:
  * the views handed to on_http and on_open point into them and must outlive
  * anything those callbacks do to the connection.  What is left goes back
- * to pend; after an upgrade it goes to the frame decoder (frames may follow
- * the request), which gathers messages in a pend of its own, and so do the
- * n bytes of buf that follow it.  Returns the bytes parsed. */
+ * to req; after an upgrade it goes to the frame decoder (frames may follow
+ * the request), which gathers messages in msg (req's place, empty now),
+ * and so do the n bytes of buf that follow it.  Returns the bytes parsed. */
 static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
 {
-    size_t seen = c->pend_seen, len, used;
-    uint32_t cap;
-    uint8_t *held = conn_pend_take(c, &len, &cap);
+    size_t seen = c->req_seen, used;
+    struct conn_pend held = conn_pend_take(&c->req);
 
-    used = conn_http_requests(c, held, len, seen);
-    if (c->state == CONN_HTTP && used < len && !(c->flags & CF_TEARDOWN)) {
-        memmove(held, held + used, len - used);
-        c->pend = held;
-        c->pend_len = (uint32_t)(len - used);
-        c->pend_cap = cap;
+    c->req_seen = 0;
+    used = conn_http_requests(c, held.buf, held.len, seen);
+    if (c->state == CONN_HTTP && used < held.len && !(c->flags & CF_TEARDOWN)) {
+        memmove(held.buf, held.buf + used, held.len - used);
+        held.len -= (uint32_t)used;
+        c->req = held;
         return used;
     }
     if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
-        conn_ws_input(c, held + used, len - used);
+        conn_ws_input(c, held.buf + used, held.len - used);
         if (n && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
             conn_ws_input(c, (uint8_t *)buf, n);
     }
     /* Between requests a keep-alive connection holds no buffer. */
-    conn_pend_free(c->w, held, cap);
+    conn_pend_free(c->w, &held);
     return used;
 }
 
-/* A request that spans receives is gathered in pend, which holds at most
+/* A request that spans receives is gathered in req, which holds at most
  * the largest request (head and body).  What follows it in the same
- * receive moves into pend only as parsing makes room, so that a complete
+ * receive moves into req only as parsing makes room, so that a complete
  * request is answered whatever comes after it. */
 static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
@@ -641,9 +640,9 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
     size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
     size_t used;
 
-    while (c->pend_len) {
-        size_t take = n < limit - c->pend_len ? n : limit - c->pend_len;
-        if (conn_pend_store(c, buf, take, limit) < 0) {
+    while (c->req.len) {
+        size_t take = n < limit - c->req.len ? n : limit - c->req.len;
+        if (conn_pend_store(c->w, &c->req, buf, take, limit) < 0) {
             conn_abort(c);
             return;
         }
@@ -653,7 +652,7 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
         if (c->state != CONN_HTTP || (c->flags & CF_TEARDOWN) || !n)
             return;
         if (!used && !take) {
-            /* Parsing waits (answers unread) and pend is full: more
+            /* Parsing waits (answers unread) and req is full: more
              * pipelined bytes than one request may hold. */
             conn_abort(c);
             return;
@@ -666,7 +665,7 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
         return;
     if (conn_ws_reading(c))
         conn_ws_input(c, buf, n);
-    else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
+    else if (c->state == CONN_HTTP && conn_pend_store(c->w, &c->req, buf, n, limit) < 0)
         conn_abort(c);
 }
 
@@ -683,7 +682,7 @@ static void conn_http_resume(struct ringws_conn *c)
 {
     if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
         return;
-    if (c->pend_len) {
+    if (c->req.len) {
         conn_http_input(c, NULL, 0);
         conn_pause_if_backlogged(c);
     }
@@ -696,7 +695,7 @@ static void conn_http_resume(struct ringws_conn *c)
  * conn_http_resume acts on the EOF again). */
 static void conn_http_eof(struct ringws_conn *c)
 {
-    if (c->pend_len && conn_http_held(c))
+    if (c->req.len && conn_http_held(c))
         return;
     if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_drain(c);
@@ -708,7 +707,7 @@ static void conn_http_eof(struct ringws_conn *c)
  * request under way is answered first. */
 static void conn_http_stop(struct ringws_conn *c)
 {
-    if (!c->out_head && !c->pend_len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+    if (!c->out_head && !c->req.len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_abort(c);
     else
         conn_drain(c);

@@ -45,7 +45,7 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
         conn_drain(c);
     } else {
         c->state = CONN_CLOSING;
-        conn_pend_release(c);
+        conn_pend_release(c->w, &c->msg);
         conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     }
 }
@@ -84,11 +84,11 @@ static void conn_ws_idle_expired(struct ringws_conn *c)
 
 static bool conn_ws_msg_timed(const struct ringws_conn *c)
 {
-    return c->state == CONN_WS && c->pend_len && c->w->srv->cfg.min_message_rate &&
+    return c->state == CONN_WS && c->msg.len && c->w->srv->cfg.min_message_rate &&
            !(c->flags & CF_TEARDOWN);
 }
 
-/* The tick by which the message gathered in pend must be complete: its
+/* The tick by which the message gathered in msg must be complete: its
  * grace, plus the time its bytes so far bought at the minimum rate.  A
  * floor on the average, not on each moment, so that an honest peer's
  * stall is paid for by what it sent before. */
@@ -97,7 +97,7 @@ static uint64_t conn_ws_msg_deadline(const struct ringws_conn *c)
     const struct ringws_config *cfg = &c->w->srv->cfg;
     uint64_t now = worker_tick(c->w);
     uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
-    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->pend_len * 1000 / cfg->min_message_rate;
+    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->msg.len * 1000 / cfg->min_message_rate;
 
     return start + timer_ms_to_ticks(ms);
 }
@@ -150,7 +150,7 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
 {
-    bool starting = !c->pend_len;
+    bool starting = !c->msg.len;
     int r;
 
     if (c->state != CONN_WS)
@@ -162,7 +162,7 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     }
     /* A message spanning frames or receives is gathered; the decoder has
      * already bounded it by max_message. */
-    r = conn_pend_store(c, ev->data, ev->len, c->w->srv->cfg.max_message);
+    r = conn_pend_store(c->w, &c->msg, ev->data, ev->len, c->w->srv->cfg.max_message);
     if (r == -ENOBUFS) {
         conn_ws_close(c, WS_CLOSE_TOO_BIG, "no room for partial messages", 28, true);
         return;
@@ -171,14 +171,12 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
         return;
     }
-    if (starting && c->pend_len && !ev->msg_end)
+    if (starting && c->msg.len && !ev->msg_end)
         conn_ws_msg_started(c);
     if (ev->msg_end) {
-        size_t len;
-        uint32_t cap;
-        uint8_t *msg = conn_pend_take(c, &len, &cap);
-        conn_ws_deliver(c, ev->opcode, msg, len);
-        conn_pend_free(c->w, msg, cap);
+        struct conn_pend msg = conn_pend_take(&c->msg);
+        conn_ws_deliver(c, ev->opcode, msg.buf, msg.len);
+        conn_pend_free(c->w, &msg);
     }
 }
 
