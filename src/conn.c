@@ -805,15 +805,12 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         c->flags |= CF_TP_SEALED;
     c->io.fd = fd;
     c->state = CONN_HTTP;
-    c->last_rx_tick = (uint32_t)worker_tick(w);
     conn_recv_arm(c);
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
 void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
-    c->last_rx_tick = (uint32_t)worker_tick(c->w);
-    c->flags &= ~CF_PING_OUT;
     conn_protos[c->state]->input(c, buf, n);
 }
 

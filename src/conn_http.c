@@ -284,6 +284,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
+    c->last_rx_tick = (uint32_t)worker_tick(c->w); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;

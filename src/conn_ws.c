@@ -257,6 +257,10 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
+    /* Any input is a sign of life: the idle clock restarts, and an idle
+     * ping counts as answered. */
+    c->last_rx_tick = (uint32_t)worker_tick(c->w);
+    c->flags &= ~CF_PING_OUT;
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
     while (off < len && conn_ws_reading(c) &&
