@@ -1,13 +1,15 @@
-/* conn.c - a connection's life: allocation from a per-worker pool, input
- * dispatch by state, the send queue and its gathered sends, deadlines, and
- * the orderly way down (flush, shut down writing, wait for the peer's EOF,
- * close) or the abrupt one (cancel, close).
+/* conn.c - a connection's life: allocation from a per-worker pool, the
+ * partial-input buffer and its budget, the send queue and its gathered
+ * sends, deadlines, and the orderly way down (flush, shut down writing, wait
+ * for the peer's EOF, close) or the abrupt one (cancel, close).
  *
- * Why it exists: HTTP and WebSocket handling (conn_http.c, conn_ws.c) only
- * decide what to say and when to stop; this file makes sure every byte that
- * was queued leaves, that a connection is freed exactly once and only when
- * the ring holds no request that points at it, and that an idle connection
- * holds no buffer. */
+ * Why it exists: HTTP and WebSocket (conn_http.c, conn_ws.c) decide what
+ * to say and when to stop, and hear the connection's events (input, EOF,
+ * deadline, server stop, the flush step) through their proto_ops, one per
+ * state (proto.h); no protocol behaviour is left here.  This file makes
+ * sure every byte that was queued leaves, that a connection is freed
+ * exactly once and only when the ring holds no request that points at it,
+ * and that an idle connection holds no buffer. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -218,7 +220,7 @@ static void conn_free(struct ringws_conn *c)
     timer_cancel(&c->timer);
     pubsub_conn_gone(c);
     conn_out_free(c);
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     free(c->ctl);
     free(c->send_msg);
     c->w = NULL;
@@ -257,7 +259,7 @@ void conn_free_all(struct worker *w)
 
 /* ---- pending input ----------------------------------------------------- */
 
-/* The memory held by every connection's pend, per worker, within
+/* The memory held by every connection's held input, per worker, within
  * max_partial_bytes: each connection is bounded on its own (head and body
  * limits, max_message), but only this bounds them all together. */
 static bool conn_partial_take(struct worker *w, size_t more)
@@ -272,59 +274,55 @@ static bool conn_partial_take(struct worker *w, size_t more)
     return true;
 }
 
-int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
+int conn_pend_store(struct worker *w, struct conn_pend *pd, const uint8_t *p, size_t n,
+                    size_t limit)
 {
-    size_t need = (size_t)c->pend_len + n;
+    size_t need = (size_t)pd->len + n;
 
     if (need > limit || need > UINT32_MAX)
         return -EMSGSIZE;
-    if (need > c->pend_cap) {
-        size_t cap = c->pend_cap ? c->pend_cap : 1024;
+    if (need > pd->cap) {
+        size_t cap = pd->cap ? pd->cap : 1024;
         uint8_t *np;
         while (cap < need)
             cap *= 2;
         if (cap > limit)
             cap = limit;
-        if (!conn_partial_take(c->w, cap - c->pend_cap))
+        if (!conn_partial_take(w, cap - pd->cap))
             return -ENOBUFS;
-        np = realloc(c->pend, cap);
+        np = realloc(pd->buf, cap);
         if (!np) {
-            STAT_ADD(c->w, partial_bytes, -(uint64_t)(cap - c->pend_cap));
+            STAT_ADD(w, partial_bytes, -(uint64_t)(cap - pd->cap));
             return -ENOMEM;
         }
-        c->pend = np;
-        c->pend_cap = (uint32_t)cap;
+        pd->buf = np;
+        pd->cap = (uint32_t)cap;
     }
     if (n)
-        memcpy(c->pend + c->pend_len, p, n);
-    c->pend_len = (uint32_t)need;
+        memcpy(pd->buf + pd->len, p, n);
+    pd->len = (uint32_t)need;
     return 0;
 }
 
-uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len, uint32_t *cap)
+struct conn_pend conn_pend_take(struct conn_pend *pd)
 {
-    uint8_t *p = c->pend;
+    struct conn_pend taken = *pd;
 
-    *len = c->pend_len;
-    *cap = c->pend_cap;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = c->pend_seen = 0;
-    return p;
+    *pd = (struct conn_pend){NULL, 0, 0};
+    return taken;
 }
 
-void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap)
+void conn_pend_free(struct worker *w, struct conn_pend *taken)
 {
-    STAT_ADD(w, partial_bytes, -(uint64_t)cap);
-    free(p);
+    STAT_ADD(w, partial_bytes, -(uint64_t)taken->cap);
+    free(taken->buf);
 }
 
-void conn_pend_release(struct ringws_conn *c)
+void conn_pend_release(struct worker *w, struct conn_pend *pd)
 {
-    size_t len;
-    uint32_t cap;
-    uint8_t *p = conn_pend_take(c, &len, &cap);
+    struct conn_pend taken = conn_pend_take(pd);
 
-    conn_pend_free(c->w, p, cap);
+    conn_pend_free(w, &taken);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -559,7 +557,7 @@ void conn_abort(struct ringws_conn *c)
      * completes): they go with the connection, not before. */
     if (!(c->flags & CF_SEND_BUSY))
         conn_out_free(c);
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     conn_flush_later(c); /* settles after the current completion */
 }
 
@@ -573,10 +571,56 @@ void conn_drain(struct ringws_conn *c)
         return;
     c->state = CONN_DRAIN;
     c->flags |= CF_WANT_SHUTWR;
-    conn_pend_release(c);
+    conn_pend_release(c->w, &c->held);
     conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     conn_flush_later(c);
 }
+
+void conn_proto_none(struct ringws_conn *c)
+{
+    (void)c;
+}
+
+/* Input after the conversation is over is discarded. */
+static void conn_drain_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    (void)c;
+    (void)buf;
+    (void)n;
+}
+
+/* The flush step closes once the peer's EOF and our shutdown are both in. */
+static void conn_drain_eof(struct ringws_conn *c)
+{
+    conn_flush_later(c);
+}
+
+/* A peer found too slow after its close frame was queued: its close is out
+ * already. */
+static void conn_drain_flush(struct ringws_conn *c)
+{
+    c->flags &= ~CF_PROTO_DEFERRED;
+}
+
+/* The draining state is the connection's own, whichever protocol led to
+ * it: a late peer (the close timeout) is aborted. */
+static const struct proto_ops conn_drain_ops = {
+    .input = conn_drain_input,
+    .eof = conn_drain_eof,
+    .timer = conn_abort,
+    .stop = conn_proto_none,
+    .flush = conn_drain_flush,
+    .resume = conn_proto_none,
+};
+
+/* The protocol of each state; indexed by c->state, so that a state costs a
+ * connection no memory. */
+static const struct proto_ops *const conn_protos[] = {
+    [CONN_HTTP] = &http_proto_ops,
+    [CONN_WS] = &ws_proto_ops,
+    [CONN_CLOSING] = &ws_closing_proto_ops,
+    [CONN_DRAIN] = &conn_drain_ops,
+};
 
 static bool conn_drained(const struct ringws_conn *c)
 {
@@ -586,18 +630,13 @@ static bool conn_drained(const struct ringws_conn *c)
 }
 
 /* What was left for the flush step, outside every callback: an owed
- * on_close, and the failure of a peer too slow for what was queued to it
- * (by a publish, or by the application's ringws_send). */
+ * on_close, and the protocol's deferred work (a WebSocket peer too slow
+ * for what was queued to it). */
 static void conn_flush_deferred(struct ringws_conn *c)
 {
-    uint16_t code = c->flags & CF_SLOW_1008 ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN;
-    const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
-
     conn_report_owed(c);
-    if ((c->flags & (CF_SLOW_1008 | CF_SLOW_1013)) && !(c->flags & CF_TEARDOWN)) {
-        c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
-        conn_ws_close(c, code, why, strlen(why), true);
-    }
+    if ((c->flags & CF_PROTO_DEFERRED) && !(c->flags & CF_TEARDOWN))
+        conn_protos[c->state]->flush(c);
 }
 
 /* Called for every connection with work after each batch of completions:
@@ -611,7 +650,7 @@ void conn_flush_all(struct worker *w)
     while (c) {
         struct ringws_conn *next = c->flush_next;
         c->flags &= ~CF_FLUSH_LISTED;
-        if (c->flags & (CF_CLOSE_OWED | CF_SLOW_1008 | CF_SLOW_1013))
+        if (c->flags & (CF_CLOSE_OWED | CF_PROTO_DEFERRED))
             conn_flush_deferred(c);
         if (c->flags & CF_TEARDOWN) {
             conn_settle(c);
@@ -653,98 +692,12 @@ void conn_set_deadline(struct ringws_conn *c, unsigned ms)
     timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + timer_ms_to_ticks(ms));
 }
 
-/* A ping after one idle period of silence, the drop after a second one.
- * Safe to call early (the timer also serves a gathered message's
- * deadline): it re-arms for whatever is still ahead. */
-static void conn_idle_expired(struct ringws_conn *c)
-{
-    unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
-    uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
-    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(c->w) - c->last_rx_tick);
-
-    if (quiet < due) {
-        /* Traffic came since the deadline was set, or it is not yet due. */
-        timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + (due - quiet));
-        return;
-    }
-    if (c->flags & CF_PING_OUT) {
-        log_msg(LOG_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
-        conn_abort(c);
-        return;
-    }
-    c->flags |= CF_PING_OUT;
-    conn_ws_ping(c);
-    conn_set_deadline(c, idle_ms);
-}
-
-static bool conn_msg_timed(const struct ringws_conn *c)
-{
-    return c->state == CONN_WS && c->pend_len && c->w->srv->cfg.min_message_rate &&
-           !(c->flags & CF_TEARDOWN);
-}
-
-/* The tick by which the message gathered in pend must be complete: its
- * grace, plus the time its bytes so far bought at the minimum rate.  A
- * floor on the average, not on each moment, so that an honest peer's
- * stall is paid for by what it sent before. */
-static uint64_t conn_msg_deadline(const struct ringws_conn *c)
-{
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    uint64_t now = worker_tick(c->w);
-    uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
-    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->pend_len * 1000 / cfg->min_message_rate;
-
-    return start + timer_ms_to_ticks(ms);
-}
-
-/* The connection's one timer fires at the earlier of its idle deadline and
- * its message's; the message's only moves later as bytes come. */
-static void conn_msg_watch(struct ringws_conn *c)
-{
-    uint64_t at;
-
-    if (!conn_msg_timed(c))
-        return;
-    at = conn_msg_deadline(c);
-    if (!c->timer.prev || c->timer.deadline > at)
-        timer_arm(&c->w->wheel, &c->timer, at);
-}
-
-void conn_msg_started(struct ringws_conn *c)
-{
-    c->msg_tick = (uint32_t)worker_tick(c->w);
-    conn_msg_watch(c);
-}
-
-static void conn_ws_expired(struct ringws_conn *c)
-{
-    if (conn_msg_timed(c) && worker_tick(c->w) >= conn_msg_deadline(c)) {
-        STAT_ADD(c->w, messages_too_slow, 1);
-        conn_ws_close(c, WS_CLOSE_POLICY, "message too slow", 16, true);
-        return;
-    }
-    if (c->w->srv->cfg.idle_timeout_ms)
-        conn_idle_expired(c);
-    conn_msg_watch(c);
-}
-
 void conn_on_timer(struct timer_node *n)
 {
     struct ringws_conn *c =
         (struct ringws_conn *)((char *)n - offsetof(struct ringws_conn, timer));
 
-    switch ((enum conn_state)c->state) {
-    case CONN_HTTP:
-        conn_abort(c); /* handshake or keep-alive timeout */
-        break;
-    case CONN_WS:
-        conn_ws_expired(c);
-        break;
-    case CONN_CLOSING:
-    case CONN_DRAIN:
-        conn_abort(c); /* the peer never finished closing */
-        break;
-    }
+    conn_protos[c->state]->timer(c);
 }
 
 /* ---- completions ------------------------------------------------------- */
@@ -852,136 +805,28 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         c->flags |= CF_TP_SEALED;
     c->io.fd = fd;
     c->state = CONN_HTTP;
-    c->last_rx_tick = (uint32_t)worker_tick(w);
     conn_recv_arm(c);
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
 
-/* Parses the requests gathered in pend.  They are taken out of pend first:
- * the views handed to on_http and on_open point into them and must outlive
- * anything those callbacks do to the connection.  What is left goes back
- * to pend; after an upgrade it goes to the frame decoder (frames may follow
- * the request), which gathers messages in a pend of its own, and so do the
- * n bytes of buf that follow it.  Returns the bytes parsed. */
-static size_t conn_input_http_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
-{
-    size_t seen = c->pend_seen, len, used;
-    uint32_t cap;
-    uint8_t *held = conn_pend_take(c, &len, &cap);
-
-    used = conn_http_input(c, held, len, seen);
-    if (c->state == CONN_HTTP && used < len && !(c->flags & CF_TEARDOWN)) {
-        memmove(held, held + used, len - used);
-        c->pend = held;
-        c->pend_len = (uint32_t)(len - used);
-        c->pend_cap = cap;
-        return used;
-    }
-    if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
-        conn_ws_input(c, held + used, len - used);
-        if (n && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
-            conn_ws_input(c, (uint8_t *)buf, n);
-    }
-    /* Between requests a keep-alive connection holds no buffer. */
-    conn_pend_free(c->w, held, cap);
-    return used;
-}
-
-/* A request that spans receives is gathered in pend, which holds at most
- * the largest request (head and body).  What follows it in the same
- * receive moves into pend only as parsing makes room, so that a complete
- * request is answered whatever comes after it. */
-static void conn_input_http(struct ringws_conn *c, uint8_t *buf, size_t n)
-{
-    const struct ringws_server *srv = c->w->srv;
-    size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
-    size_t used;
-
-    while (c->pend_len) {
-        size_t take = n < limit - c->pend_len ? n : limit - c->pend_len;
-        if (conn_pend_store(c, buf, take, limit) < 0) {
-            conn_abort(c);
-            return;
-        }
-        buf += take;
-        n -= take;
-        used = conn_input_http_held(c, buf, n);
-        if (c->state != CONN_HTTP || (c->flags & CF_TEARDOWN) || !n)
-            return;
-        if (!used && !take) {
-            /* Parsing waits (answers unread) and pend is full: more
-             * pipelined bytes than one request may hold. */
-            conn_abort(c);
-            return;
-        }
-    }
-    used = conn_http_input(c, buf, n, 0);
-    buf += used;
-    n -= used;
-    if (!n || (c->flags & CF_TEARDOWN))
-        return;
-    if (conn_ws_reading(c))
-        conn_ws_input(c, buf, n);
-    else if (c->state == CONN_HTTP && conn_pend_store(c, buf, n, limit) < 0)
-        conn_abort(c);
-}
-
 void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
-    c->last_rx_tick = (uint32_t)worker_tick(c->w);
-    c->flags &= ~CF_PING_OUT;
-    switch ((enum conn_state)c->state) {
-    case CONN_HTTP:
-        conn_input_http(c, buf, n);
-        break;
-    case CONN_WS:
-    case CONN_CLOSING:
-        conn_ws_input(c, buf, n);
-        break;
-    case CONN_DRAIN:
-        break; /* discarded: the conversation is over */
-    }
+    conn_protos[c->state]->input(c, buf, n);
 }
 
-/* True while conn_http_input leaves complete requests unparsed: answers
- * pile up unread, or a publish awaits its count. */
-static bool conn_http_held(const struct ringws_conn *c)
-{
-    return (c->flags & CF_PUB_WAIT) || conn_backlogged(c);
-}
-
-/* Acts on the peer's EOF; called again by conn_input_resume while requests
- * received before it wait to be parsed. */
-static void conn_on_eof(struct ringws_conn *c)
+/* Also called again by the protocol while input received before the EOF
+ * waits to be parsed (the HTTP resume). */
+void conn_on_eof(struct ringws_conn *c)
 {
     c->flags |= CF_RD_EOF;
-    switch ((enum conn_state)c->state) {
-    case CONN_HTTP:
-        /* A client may half-close after its last request: answer it, and
-         * every request it pipelined before (they are parsed as the
-         * answers drain). */
-        if (c->pend_len && conn_http_held(c))
-            break;
-        if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
-            conn_drain(c);
-        else
-            conn_abort(c);
-        break;
-    case CONN_WS:
-    case CONN_CLOSING:
-        conn_abort(c); /* TCP ended without a close handshake: 1006 */
-        break;
-    case CONN_DRAIN:
-        conn_flush_later(c);
-        break;
-    }
+    conn_protos[c->state]->eof(c);
 }
 
 /* Back-pressure: a peer that sends faster than it reads the answers (an echo
  * client, a pipelining HTTP client) is not read from while more than half
  * the send-queue cap waits for it, and is read again below a quarter.  The
  * cap itself then only meets applications that push on their own. */
-static void conn_pause_if_backlogged(struct ringws_conn *c)
+void conn_pause_if_backlogged(struct ringws_conn *c)
 {
     if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) || !conn_backlogged(c))
         return;
@@ -992,27 +837,13 @@ static void conn_pause_if_backlogged(struct ringws_conn *c)
     }
 }
 
-/* Parses pipelined requests left unparsed while answers piled up or while
- * a publish awaited its count. */
-void conn_input_resume(struct ringws_conn *c)
-{
-    if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
-        return;
-    if (c->pend_len) {
-        conn_input_http(c, NULL, 0);
-        conn_pause_if_backlogged(c);
-    }
-    if ((c->flags & (CF_RD_EOF | CF_TEARDOWN)) == CF_RD_EOF)
-        conn_on_eof(c);
-}
-
 static void conn_resume_if_drained(struct ringws_conn *c)
 {
     if (!(c->flags & CF_RECV_PAUSED) || c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
         return;
     c->flags &= ~CF_RECV_PAUSED;
     c->flags |= CF_RECV_AGAIN;
-    conn_input_resume(c);
+    conn_protos[c->state]->resume(c);
 }
 
 /* res > 0: bytes at p; 0: the peer's EOF; < 0: -errno.  ended: the receive
@@ -1099,13 +930,7 @@ void conn_on_close(struct loop_conn *lc, int res)
 
 static void conn_stop(struct ringws_conn *c)
 {
-    if (c->state == CONN_WS)
-        conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
-    else if (c->state == CONN_HTTP && !c->out_head && !c->pend_len &&
-             !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
-        conn_abort(c); /* idle keep-alive: nothing in flight to lose */
-    else if (c->state == CONN_HTTP)
-        conn_drain(c);
+    conn_protos[c->state]->stop(c);
 }
 
 void conn_stop_all(struct worker *w)

@@ -1,6 +1,8 @@
-/* conn_http.c - HTTP/1.1 on a connection: requests parsed in place,
- * pipelined requests answered in order, built-in routes, the library user's
- * on_http, and the upgrade to WebSocket.
+/* conn_http.c - HTTP/1.1 on a connection: requests parsed in place (and
+ * gathered in req when they span receives), pipelined requests answered in
+ * order, built-in routes, the library user's on_http, the upgrade to
+ * WebSocket, and what an HTTP connection does on EOF, on its deadline and
+ * when the server stops (http_proto_ops).
  *
  * Why it exists: one port serves both plain HTTP and WebSocket, and every
  * request that is not a valid upgrade must get a precise, complete answer
@@ -282,6 +284,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
+    c->last_rx_tick = (uint32_t)worker_tick(c->w); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;
@@ -438,6 +441,8 @@ static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients,
     conn_http_respond(c, NULL, 200, "application/json", body, (size_t)n, close, NULL);
 }
 
+static void conn_http_resume(struct ringws_conn *c);
+
 /* The count of a publish that waited on other workers (CF_PUB_WAIT kept the
  * connection, and its input, until now): answer it. */
 static void conn_http_publish_done(void *arg, uint64_t recipients)
@@ -450,7 +455,7 @@ static void conn_http_publish_done(void *arg, uint64_t recipients)
             conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
         conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
         c->flags &= ~CF_PUB_CLOSE;
-        conn_input_resume(c);
+        conn_http_resume(c);
     }
     conn_flush_later(c); /* settles, shuts down or sends, as the state asks */
 }
@@ -495,7 +500,7 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
          * fan-out to millions takes: the keep-alive deadline restarts with
          * the answer. */
         c->flags |= CF_PUB_WAIT;
-        c->pend_seen = 0;
+        c->req_seen = 0;
         conn_set_deadline(c, 0);
         if (close)
             c->flags |= CF_PUB_CLOSE;
@@ -548,7 +553,11 @@ static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
         conn_http_builtin(c, req);
 }
 
-size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t seen)
+/* Handles as many requests as buf holds; returns bytes consumed (the rest is
+ * an incomplete request).  May switch the connection to CONN_WS, after which
+ * the caller hands the remaining bytes to conn_ws_input. */
+static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len,
+                                 size_t seen)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t off = 0;
@@ -559,13 +568,13 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
         if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
-            c->pend_seen = 0;
+            c->req_seen = 0;
             return off;
         }
         int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
                                    &srv->limits, &req, c->w->hdrs);
         if (r == HTTP_PARSE_INCOMPLETE) {
-            c->pend_seen = (uint32_t)(len - off);
+            c->req_seen = (uint32_t)(len - off);
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
@@ -582,7 +591,7 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
         }
         total = (size_t)r + (req.has_body_length ? (size_t)req.content_length : 0);
         if (len - off < total) {
-            c->pend_seen = 0; /* the head is complete; the body is not */
+            c->req_seen = 0; /* the head is complete; the body is not */
             return off;
         }
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
@@ -592,3 +601,126 @@ size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len, size_t s
      * answer as further requests. */
     return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }
+
+/* Parses the requests gathered in req.  They are taken out of req first:
+ * the views handed to on_http and on_open point into them and must outlive
+ * anything those callbacks do to the connection.  What is left goes back
+ * to req; after an upgrade it goes to the frame decoder (frames may follow
+ * the request), which gathers messages in msg (req's place, empty now),
+ * and so do the n bytes of buf that follow it.  Returns the bytes parsed. */
+static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
+{
+    size_t seen = c->req_seen, used;
+    struct conn_pend held = conn_pend_take(&c->req);
+
+    c->req_seen = 0;
+    used = conn_http_requests(c, held.buf, held.len, seen);
+    if (c->state == CONN_HTTP && used < held.len && !(c->flags & CF_TEARDOWN)) {
+        memmove(held.buf, held.buf + used, held.len - used);
+        held.len -= (uint32_t)used;
+        c->req = held;
+        return used;
+    }
+    if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
+        conn_ws_input(c, held.buf + used, held.len - used);
+        if (n && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
+            conn_ws_input(c, (uint8_t *)buf, n);
+    }
+    /* Between requests a keep-alive connection holds no buffer. */
+    conn_pend_free(c->w, &held);
+    return used;
+}
+
+/* A request that spans receives is gathered in req, which holds at most
+ * the largest request (head and body).  What follows it in the same
+ * receive moves into req only as parsing makes room, so that a complete
+ * request is answered whatever comes after it. */
+static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    const struct ringws_server *srv = c->w->srv;
+    size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
+    size_t used;
+
+    while (c->req.len) {
+        size_t take = n < limit - c->req.len ? n : limit - c->req.len;
+        if (conn_pend_store(c->w, &c->req, buf, take, limit) < 0) {
+            conn_abort(c);
+            return;
+        }
+        buf += take;
+        n -= take;
+        used = conn_http_input_held(c, buf, n);
+        if (c->state != CONN_HTTP || (c->flags & CF_TEARDOWN) || !n)
+            return;
+        if (!used && !take) {
+            /* Parsing waits (answers unread) and req is full: more
+             * pipelined bytes than one request may hold. */
+            conn_abort(c);
+            return;
+        }
+    }
+    used = conn_http_requests(c, buf, n, 0);
+    buf += used;
+    n -= used;
+    if (!n || (c->flags & CF_TEARDOWN))
+        return;
+    if (conn_ws_reading(c))
+        conn_ws_input(c, buf, n);
+    else if (c->state == CONN_HTTP && conn_pend_store(c->w, &c->req, buf, n, limit) < 0)
+        conn_abort(c);
+}
+
+/* True while conn_http_requests leaves complete requests unparsed: answers
+ * pile up unread, or a publish awaits its count. */
+static bool conn_http_held(const struct ringws_conn *c)
+{
+    return (c->flags & CF_PUB_WAIT) || conn_backlogged(c);
+}
+
+/* Parses pipelined requests left unparsed while answers piled up or while
+ * a publish awaited its count. */
+static void conn_http_resume(struct ringws_conn *c)
+{
+    if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
+        return;
+    if (c->req.len) {
+        conn_http_input(c, NULL, 0);
+        conn_pause_if_backlogged(c);
+    }
+    if ((c->flags & (CF_RD_EOF | CF_TEARDOWN)) == CF_RD_EOF)
+        conn_on_eof(c); /* by the state now: the requests may have upgraded it */
+}
+
+/* A client may half-close after its last request: answer it, and every
+ * request it pipelined before (they are parsed as the answers drain, and
+ * conn_http_resume acts on the EOF again). */
+static void conn_http_eof(struct ringws_conn *c)
+{
+    if (c->req.len && conn_http_held(c))
+        return;
+    if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+        conn_drain(c);
+    else
+        conn_abort(c);
+}
+
+/* An idle keep-alive connection has nothing in flight to lose; one with a
+ * request under way is answered first. */
+static void conn_http_stop(struct ringws_conn *c)
+{
+    if (!c->out_head && !c->req.len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+        conn_abort(c);
+    else
+        conn_drain(c);
+}
+
+/* The deadline of an HTTP connection is the handshake or keep-alive
+ * timeout: it is aborted.  HTTP leaves no work for the flush step. */
+const struct proto_ops http_proto_ops = {
+    .input = conn_http_input,
+    .eof = conn_http_eof,
+    .timer = conn_abort,
+    .stop = conn_http_stop,
+    .flush = conn_proto_none,
+    .resume = conn_http_resume,
+};

@@ -1,6 +1,8 @@
 /* conn_ws.c - WebSocket on a connection: frames decoded in place, messages
  * handed over where they lie or gathered when they span receives, control
- * frames answered, the closing handshake, and the send/close API.
+ * frames answered, the closing handshake, the idle ping and the
+ * message-rate deadline, the close on server stop and of a peer too slow
+ * (ws_proto_ops, ws_closing_proto_ops), and the send/close API.
  *
  * Why it exists: the decoder (frame.c) knows the protocol's rules; this file
  * knows what the server does about each event: deliver, pong, echo a close,
@@ -43,16 +45,97 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
         conn_drain(c);
     } else {
         c->state = CONN_CLOSING;
-        conn_pend_release(c);
+        conn_pend_release(c->w, &c->msg);
         conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     }
 }
 
-void conn_ws_ping(struct ringws_conn *c)
+static void conn_ws_ping(struct ringws_conn *c)
 {
     if (conn_ws_frame(c, WS_FIN | WS_OP_PING, NULL, 0) < 0)
         conn_abort(c);
 }
+
+/* ---- deadlines --------------------------------------------------------- */
+
+/* A ping after one idle period of silence, the drop after a second one.
+ * Safe to call early (the timer also serves a gathered message's
+ * deadline): it re-arms for whatever is still ahead. */
+static void conn_ws_idle_expired(struct ringws_conn *c)
+{
+    unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
+    uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
+    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(c->w) - c->last_rx_tick);
+
+    if (quiet < due) {
+        /* Traffic came since the deadline was set, or it is not yet due. */
+        timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + (due - quiet));
+        return;
+    }
+    if (c->flags & CF_PING_OUT) {
+        log_msg(LOG_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
+        conn_abort(c);
+        return;
+    }
+    c->flags |= CF_PING_OUT;
+    conn_ws_ping(c);
+    conn_set_deadline(c, idle_ms);
+}
+
+static bool conn_ws_msg_timed(const struct ringws_conn *c)
+{
+    return c->state == CONN_WS && c->msg.len && c->w->srv->cfg.min_message_rate &&
+           !(c->flags & CF_TEARDOWN);
+}
+
+/* The tick by which the message gathered in msg must be complete: its
+ * grace, plus the time its bytes so far bought at the minimum rate.  A
+ * floor on the average, not on each moment, so that an honest peer's
+ * stall is paid for by what it sent before. */
+static uint64_t conn_ws_msg_deadline(const struct ringws_conn *c)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    uint64_t now = worker_tick(c->w);
+    uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
+    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->msg.len * 1000 / cfg->min_message_rate;
+
+    return start + timer_ms_to_ticks(ms);
+}
+
+/* The connection's one timer fires at the earlier of its idle deadline and
+ * its message's; the message's only moves later as bytes come. */
+static void conn_ws_msg_watch(struct ringws_conn *c)
+{
+    uint64_t at;
+
+    if (!conn_ws_msg_timed(c))
+        return;
+    at = conn_ws_msg_deadline(c);
+    if (!c->timer.prev || c->timer.deadline > at)
+        timer_arm(&c->w->wheel, &c->timer, at);
+}
+
+static void conn_ws_msg_started(struct ringws_conn *c)
+{
+    c->msg_tick = (uint32_t)worker_tick(c->w);
+    conn_ws_msg_watch(c);
+}
+
+/* The open WebSocket's deadline: a message too slow to arrive fails the
+ * connection; otherwise the idle ping or drop, and the timer re-armed. */
+static void conn_ws_expired(struct ringws_conn *c)
+{
+    if (conn_ws_msg_timed(c) && worker_tick(c->w) >= conn_ws_msg_deadline(c)) {
+        STAT_ADD(c->w, messages_too_slow, 1);
+        conn_ws_close(c, WS_CLOSE_POLICY, "message too slow", 16, true);
+        return;
+    }
+    if (c->w->srv->cfg.idle_timeout_ms)
+        conn_ws_idle_expired(c);
+    conn_ws_msg_watch(c);
+}
+
+/* ---- input ------------------------------------------------------------- */
 
 static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
                             size_t n)
@@ -67,7 +150,7 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
 {
-    bool starting = !c->pend_len;
+    bool starting = !c->msg.len;
     int r;
 
     if (c->state != CONN_WS)
@@ -79,7 +162,7 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     }
     /* A message spanning frames or receives is gathered; the decoder has
      * already bounded it by max_message. */
-    r = conn_pend_store(c, ev->data, ev->len, c->w->srv->cfg.max_message);
+    r = conn_pend_store(c->w, &c->msg, ev->data, ev->len, c->w->srv->cfg.max_message);
     if (r == -ENOBUFS) {
         conn_ws_close(c, WS_CLOSE_TOO_BIG, "no room for partial messages", 28, true);
         return;
@@ -88,14 +171,12 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
         return;
     }
-    if (starting && c->pend_len && !ev->msg_end)
-        conn_msg_started(c);
+    if (starting && c->msg.len && !ev->msg_end)
+        conn_ws_msg_started(c);
     if (ev->msg_end) {
-        size_t len;
-        uint32_t cap;
-        uint8_t *msg = conn_pend_take(c, &len, &cap);
-        conn_ws_deliver(c, ev->opcode, msg, len);
-        conn_pend_free(c->w, msg, cap);
+        struct conn_pend msg = conn_pend_take(&c->msg);
+        conn_ws_deliver(c, ev->opcode, msg.buf, msg.len);
+        conn_pend_free(c->w, &msg);
     }
 }
 
@@ -176,6 +257,10 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
+    /* Any input is a sign of life: the idle clock restarts, and an idle
+     * ping counts as answered. */
+    c->last_rx_tick = (uint32_t)worker_tick(c->w);
+    c->flags &= ~CF_PING_OUT;
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
     while (off < len && conn_ws_reading(c) &&
@@ -202,6 +287,47 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
         }
     }
 }
+
+/* ---- the connection's events ------------------------------------------- */
+
+static void conn_ws_stop(struct ringws_conn *c)
+{
+    conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
+}
+
+/* A peer too slow for what was queued to it (by a publish, or by the
+ * application's ringws_send) is failed here, after the callbacks returned:
+ * on_close must not run inside ringws_send.  A close of ours already out
+ * (CONN_CLOSING) stays as it is. */
+static void conn_ws_flush(struct ringws_conn *c)
+{
+    uint16_t code = c->flags & CF_SLOW_1008 ? WS_CLOSE_POLICY : WS_CLOSE_TRY_AGAIN;
+    const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
+
+    c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
+    conn_ws_close(c, code, why, strlen(why), true);
+}
+
+/* TCP ending without a close handshake is abrupt: 1006 (conn_abort). */
+const struct proto_ops ws_proto_ops = {
+    .input = conn_ws_input,
+    .eof = conn_abort,
+    .timer = conn_ws_expired,
+    .stop = conn_ws_stop,
+    .flush = conn_ws_flush,
+    .resume = conn_proto_none,
+};
+
+/* Our close frame is out: frames are still decoded to find the peer's
+ * close; its EOF, or the close timeout, ends the connection abruptly. */
+const struct proto_ops ws_closing_proto_ops = {
+    .input = conn_ws_input,
+    .eof = conn_abort,
+    .timer = conn_abort,
+    .stop = conn_proto_none,
+    .flush = conn_ws_flush,
+    .resume = conn_proto_none,
+};
 
 /* ---- public API -------------------------------------------------------- */
 

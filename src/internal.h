@@ -17,6 +17,7 @@
 #include "http_parse.h"
 #include "handshake.h"
 #include "loop.h"
+#include "proto.h"
 #include "transport.h"
 #include "ringws.h"
 #include "timer.h"
@@ -126,7 +127,19 @@ enum conn_flag {
     CF_TP_WRITE = 1u << 28,
 };
 
+/* Work a protocol left for the flush step (its proto_ops flush): a
+ * WebSocket peer too slow for what was queued to it. */
+#define CF_PROTO_DEFERRED (CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND)
+
 struct conn_subs;
+
+/* Input a protocol holds between receives, in memory counted against the
+ * worker's max_partial_bytes (conn_pend_*): NULL and 0 while none is held. */
+struct conn_pend {
+    uint8_t *buf;
+    uint32_t len;
+    uint32_t cap;
+};
 
 struct ringws_conn {
     struct loop_conn io; /* first: the loop hands it back to conn.c */
@@ -134,12 +147,19 @@ struct ringws_conn {
     struct worker *w;    /* NULL while the slot is free */
     struct ringws_conn *flush_next; /* the flush list, or the free list */
     struct timer_node timer;
-    uint32_t pend_len;   /* bytes held in pend */
-    uint32_t pend_cap;
+    /* What the protocol of the state holds between receives; one at a
+     * time, so they share their place: the upgrade takes the request's
+     * bytes out of req before the frames after it are decoded into msg.
+     * The way down (conn.c) lets go of either as held. */
     union {
-        uint32_t pend_seen; /* HTTP: bytes of pend the parser found incomplete */
-        uint32_t msg_tick;  /* WebSocket: tick (low 32 bits) of the first
-                             * byte of the message gathered in pend */
+        struct conn_pend req;  /* HTTP: a request spanning receives */
+        struct conn_pend msg;  /* WebSocket: a message being gathered */
+        struct conn_pend held; /* whichever of them */
+    };
+    union {
+        uint32_t req_seen; /* HTTP: bytes of req the parser found incomplete */
+        uint32_t msg_tick; /* WebSocket: tick (low 32 bits) of the first
+                            * byte of the message gathered in msg */
     };
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
     uint8_t state;
@@ -148,7 +168,6 @@ struct ringws_conn {
     uint8_t subprotocol; /* 1 + its index in the config's list; 0: none */
     uint16_t close_code; /* what on_close reports when the end is abrupt */
     uint16_t addr_slot;  /* per-address counter held (with CF_ADDR_COUNTED) */
-    uint8_t *pend;       /* a partial request, or a message being gathered */
     uint8_t *ctl;        /* a control frame split across receives */
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
@@ -196,7 +215,7 @@ struct worker_stats {
     _Atomic uint64_t topic_buckets; /* of that index */
     _Atomic uint64_t messages_too_slow;
     _Atomic uint64_t partial_over_budget;
-    _Atomic uint64_t partial_bytes; /* capacity of every connection's pend */
+    _Atomic uint64_t partial_bytes; /* capacity of every connection's held input */
     _Atomic uint64_t publishes_refused; /* by any publishing thread (atomic add) */
 };
 
@@ -319,23 +338,26 @@ void conn_abort(struct ringws_conn *c);
 void conn_report_close(struct ringws_conn *c, uint16_t code,
                        const char *reason, size_t reason_len);
 void conn_set_deadline(struct ringws_conn *c, unsigned ms);
-/* A message began to be gathered in pend: its time is now counted. */
-void conn_msg_started(struct ringws_conn *c);
-/* Appends to pend; -EMSGSIZE past limit, -ENOBUFS past the worker's
- * max_partial_bytes, -ENOMEM. */
-int conn_pend_store(struct ringws_conn *c, const uint8_t *p, size_t n,
+/* Appends to a protocol's held input; -EMSGSIZE past limit, -ENOBUFS past
+ * the worker's max_partial_bytes, -ENOMEM. */
+int conn_pend_store(struct worker *w, struct conn_pend *pd, const uint8_t *p, size_t n,
                     size_t limit);
-/* Takes the held bytes (*len of them, in a buffer of *cap) out of the
- * connection; the caller frees them with conn_pend_free, which also gives
- * *cap back to the worker's partial budget.  What a callback is handed from
- * them then lives until it returns, whatever the callback does to the
+/* Takes the held bytes out of the connection (*pd is left empty); the
+ * caller frees them with conn_pend_free, which also gives their capacity
+ * back to the worker's partial budget.  What a callback is handed from them
+ * then lives until it returns, whatever the callback does to the
  * connection. */
-uint8_t *conn_pend_take(struct ringws_conn *c, size_t *len, uint32_t *cap);
-void conn_pend_free(struct worker *w, uint8_t *p, uint32_t cap);
-void conn_pend_release(struct ringws_conn *c);
+struct conn_pend conn_pend_take(struct conn_pend *pd);
+void conn_pend_free(struct worker *w, struct conn_pend *taken);
+void conn_pend_release(struct worker *w, struct conn_pend *pd);
 void conn_flush_later(struct ringws_conn *c);
 void conn_settle(struct ringws_conn *c);
-void conn_input_resume(struct ringws_conn *c);
+/* Acts on the peer's EOF for the connection's state; sets CF_RD_EOF. */
+void conn_on_eof(struct ringws_conn *c);
+/* Stops reading while answers pile up unread (conn_backlogged). */
+void conn_pause_if_backlogged(struct ringws_conn *c);
+/* Nothing to do: a proto_ops entry of a state the event does not concern. */
+void conn_proto_none(struct ringws_conn *c);
 /* Queues a share of a published frame; 0 or -errno. */
 int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
@@ -368,14 +390,6 @@ void pubsub_server_drain(struct ringws_server *srv);
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
 
-/* ---- conn_http.c ------------------------------------------------------- */
-
-/* Handles as many requests as buf holds; returns bytes consumed (the rest is
- * an incomplete request).  May switch the connection to CONN_WS, after which
- * the caller hands the remaining bytes to conn_ws_input. */
-size_t conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t len,
-                       size_t seen);
-
 /* ---- conn_ws.c --------------------------------------------------------- */
 
 /* Decodes frames from buf (all of it is consumed). */
@@ -383,7 +397,6 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
 /* Sends a close frame and moves to CONN_CLOSING (or DRAIN when failing). */
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
                    size_t reason_len, bool fail);
-void conn_ws_ping(struct ringws_conn *c);
 
 /* ---- conn_ws_pubsub.c -------------------------------------------------- */
 
