@@ -788,7 +788,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
         /* Refused cheaply: a close, nothing allocated. */
         STAT_ADD(w, refused, 1);
         loop_close_fd(w->loop, fd);
-        log_msg(LOG_DEBUG, "worker %u: connection refused (limit %u)", w->id,
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: connection refused (limit %u)", w->id,
                 cfg->max_connections);
         return;
     }
@@ -890,7 +890,7 @@ void conn_on_send(struct loop_conn *lc, int res)
     c->send_msg = NULL;
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))
-            log_msg(LOG_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
         conn_abort(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
         if (c->flags & CF_TP_SEALED)

@@ -92,7 +92,7 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
         /* Only the application's values can make a head too long: the
          * answer is refused whole rather than cut short.  The 500's own
          * head is small. */
-        log_msg(LOG_DEBUG, "worker %u: response head over %u bytes refused", c->w->id,
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: response head over %u bytes refused", c->w->id,
                 (unsigned)sizeof(head));
         conn_http_error(c, req, 500, "response header too long", close, NULL);
         return;
@@ -113,7 +113,7 @@ static bool conn_http_value_ok(const struct ringws_conn *c, const char *name, co
     for (const char *p = v; *p; p++) {
         unsigned char ch = (unsigned char)*p;
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-            log_msg(LOG_DEBUG, "worker %u: %s from the application holds control "
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: %s from the application holds control "
                     "character 0x%02x: refused", c->w->id, name, ch);
             return false;
         }
@@ -137,7 +137,7 @@ static bool conn_http_location(const struct ringws_conn *c, char *out, size_t ca
     n = snprintf(out, cap, "Location: %s\r\n", location);
     if (n > 0 && (size_t)n < cap)
         return true;
-    log_msg(LOG_DEBUG, "worker %u: Location from the application (%zu bytes) does not fit: "
+    log_msg(LOG_LEVEL_DEBUG, "worker %u: Location from the application (%zu bytes) does not fit: "
             "refused", c->w->id, strlen(location));
     out[0] = 0;
     return false;
@@ -339,6 +339,7 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
 {
+    static const char health_ok[] = "ok\n";
     const struct ringws_config *cfg = &c->w->srv->cfg;
     bool close = !req->keep_alive;
     bool root = str_is(req->path, req->path_len, "/");
@@ -362,8 +363,8 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
             conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_demo_page,
                               http_demo_page_len, close, NULL);
         else
-            conn_http_respond(c, req, 200, "text/plain; charset=utf-8", "ok\n", 3,
-                              close, NULL);
+            conn_http_respond(c, req, 200, "text/plain; charset=utf-8", health_ok,
+                              sizeof(health_ok) - 1, close, NULL);
     } else {
         conn_http_error(c, req, 404, "no such path", close, NULL);
     }

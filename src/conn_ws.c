@@ -50,6 +50,11 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
     }
 }
 
+void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
+{
+    conn_ws_close(c, code, why, strlen(why), fail);
+}
+
 static void conn_ws_ping(struct ringws_conn *c)
 {
     if (conn_ws_frame(c, WS_FIN | WS_OP_PING, NULL, 0) < 0)
@@ -73,7 +78,7 @@ static void conn_ws_idle_expired(struct ringws_conn *c)
         return;
     }
     if (c->flags & CF_PING_OUT) {
-        log_msg(LOG_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
         conn_abort(c);
         return;
     }
@@ -127,7 +132,7 @@ static void conn_ws_expired(struct ringws_conn *c)
 {
     if (conn_ws_msg_timed(c) && worker_tick(c->w) >= conn_ws_msg_deadline(c)) {
         STAT_ADD(c->w, messages_too_slow, 1);
-        conn_ws_close(c, WS_CLOSE_POLICY, "message too slow", 16, true);
+        conn_ws_close_why(c, WS_CLOSE_POLICY, "message too slow", true);
         return;
     }
     if (c->w->srv->cfg.idle_timeout_ms)
@@ -164,11 +169,11 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
      * already bounded it by max_message. */
     r = conn_pend_store(c->w, &c->msg, ev->data, ev->len, c->w->srv->cfg.max_message);
     if (r == -ENOBUFS) {
-        conn_ws_close(c, WS_CLOSE_TOO_BIG, "no room for partial messages", 28, true);
+        conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "no room for partial messages", true);
         return;
     }
     if (r < 0) {
-        conn_ws_close(c, WS_CLOSE_INTERNAL, "out of memory", 13, true);
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
         return;
     }
     if (starting && c->msg.len && !ev->msg_end)
@@ -188,9 +193,9 @@ static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size
     size_t reason_len = n > 2 ? n - 2 : 0;
 
     if (err) {
-        conn_ws_close(c, err, err == WS_CLOSE_INVALID_DATA ? "close reason is not UTF-8"
-                                                           : "invalid close frame",
-                      err == WS_CLOSE_INVALID_DATA ? 25 : 19, true);
+        conn_ws_close_why(c, err, err == WS_CLOSE_INVALID_DATA ? "close reason is not UTF-8"
+                                                               : "invalid close frame",
+                          true);
         return;
     }
     conn_report_close(c, code, reason, reason_len);
@@ -236,7 +241,7 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
         if (c->out_bytes + n > c->w->srv->cfg.max_send_queue) {
             /* A ping flood from a peer that reads none of the pongs. */
             STAT_ADD(c->w, send_queue_overflows, 1);
-            conn_ws_close(c, WS_CLOSE_POLICY, "send queue full", 15, true);
+            conn_ws_close_why(c, WS_CLOSE_POLICY, "send queue full", true);
         } else if (conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0) {
             conn_abort(c);
         }
@@ -277,7 +282,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
             conn_ws_control(c, &ev);
             break;
         case WS_EV_ERROR:
-            log_msg(LOG_DEBUG, "worker %u: failing connection: %u %s", c->w->id,
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: failing connection: %u %s", c->w->id,
                     ev.close_code, ev.reason);
             if (c->state == CONN_CLOSING)
                 conn_abort(c); /* our close is already out */
@@ -292,7 +297,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 
 static void conn_ws_stop(struct ringws_conn *c)
 {
-    conn_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down", 20, false);
+    conn_ws_close_why(c, WS_CLOSE_GOING_AWAY, "server shutting down", false);
 }
 
 /* A peer too slow for what was queued to it (by a publish, or by the
@@ -305,7 +310,7 @@ static void conn_ws_flush(struct ringws_conn *c)
     const char *why = c->flags & CF_SLOW_SEND ? "send queue full" : "subscriber too slow";
 
     c->flags &= ~(CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND);
-    conn_ws_close(c, code, why, strlen(why), true);
+    conn_ws_close_why(c, code, why, true);
 }
 
 /* TCP ending without a close handshake is abrupt: 1006 (conn_abort). */

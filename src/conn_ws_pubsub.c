@@ -7,15 +7,9 @@
  * applies the topic rules to client publishing, calls pub/sub, and fails
  * the connection with the code each refusal calls for. */
 #include <errno.h>
-#include <string.h>
 
 #include "internal.h"
 #include "pubsub_proto.h"
-
-static void conn_ws_pubsub_fail(struct ringws_conn *c, uint16_t code, const char *why)
-{
-    conn_ws_close(c, code, why, strlen(why), true);
-}
 
 static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
@@ -23,9 +17,9 @@ static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd
                                         : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
 
     if (r == -E2BIG)
-        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, "too many topics");
+        conn_ws_close_why(c, WS_CLOSE_POLICY, "too many topics", true);
     else if (r == -ENOMEM)
-        conn_ws_pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
 }
 
 static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
@@ -36,7 +30,7 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
     int r;
 
     if (!rule || !rule->client_publish) {
-        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, "publishing to this topic is not allowed");
+        conn_ws_close_why(c, WS_CLOSE_POLICY, "publishing to this topic is not allowed", true);
         return;
     }
     /* The payload is the tail of a valid text frame after an ASCII space:
@@ -44,13 +38,13 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
     r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
                             false, NULL, NULL, NULL);
     if (r == -ENOMEM)
-        conn_ws_pubsub_fail(c, WS_CLOSE_INTERNAL, "out of memory");
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
     else if (r == -ESHUTDOWN)
-        conn_ws_pubsub_fail(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+        conn_ws_close_why(c, WS_CLOSE_GOING_AWAY, "server shutting down", true);
     else if (r == -EMSGSIZE)
-        conn_ws_pubsub_fail(c, WS_CLOSE_TOO_BIG, "message too big to publish");
+        conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "message too big to publish", true);
     else if (r == -EAGAIN)
-        conn_ws_pubsub_fail(c, WS_CLOSE_TRY_AGAIN, "publish queue full");
+        conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "publish queue full", true);
 }
 
 void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
@@ -60,11 +54,11 @@ void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_
     const char *why = NULL;
 
     if (opcode != WS_OP_TEXT) {
-        conn_ws_pubsub_fail(c, WS_CLOSE_UNSUPPORTED, "commands are text frames");
+        conn_ws_close_why(c, WS_CLOSE_UNSUPPORTED, "commands are text frames", true);
         return;
     }
     if (pubsub_cmd_parse((const char *)p, n, &cmd, &why) < 0) {
-        conn_ws_pubsub_fail(c, WS_CLOSE_POLICY, why);
+        conn_ws_close_why(c, WS_CLOSE_POLICY, why, true);
         return;
     }
     if (cmd.type == PUBSUB_CMD_PUB)

@@ -397,6 +397,9 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len);
 /* Sends a close frame and moves to CONN_CLOSING (or DRAIN when failing). */
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
                    size_t reason_len, bool fail);
+/* The same with a reason of the server's own (NUL-terminated), whose length
+ * is counted here rather than by hand at every call. */
+void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail);
 
 /* ---- conn_ws_pubsub.c -------------------------------------------------- */
 

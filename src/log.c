@@ -18,13 +18,13 @@ static enum log_level log_threshold(void)
 
     if (v < 0) {
         const char *env = getenv("RINGWS_LOG");
-        v = LOG_INFO;
+        v = LOG_LEVEL_INFO;
         if (env && !strcmp(env, "debug"))
-            v = LOG_DEBUG;
+            v = LOG_LEVEL_DEBUG;
         else if (env && !strcmp(env, "warn"))
-            v = LOG_WARN;
+            v = LOG_LEVEL_WARN;
         else if (env && !strcmp(env, "error"))
-            v = LOG_ERROR;
+            v = LOG_LEVEL_ERROR;
         atomic_store_explicit(&level, v, memory_order_relaxed);
     }
     return (enum log_level)v;

@@ -332,7 +332,7 @@ static int loop_probe(struct loop *l, bool *send_zc)
         return -ENOTSUP;
     for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
         if (!io_uring_opcode_supported(probe, needed[i])) {
-            log_msg(LOG_ERROR, "io_uring lacks opcode %d", needed[i]);
+            log_msg(LOG_LEVEL_ERROR, "io_uring lacks opcode %d", needed[i]);
             io_uring_free_probe(probe);
             return -ENOTSUP;
         }
@@ -350,7 +350,7 @@ static int loop_setup(struct loop *l, const struct loop_config *cfg)
 
     ret = loop_ring_init(l, cfg, &mode);
     if (ret < 0) {
-        log_msg(LOG_ERROR, "%s %u: io_uring_queue_init: %s", cfg->name, cfg->id, strerror(-ret));
+        log_msg(LOG_LEVEL_ERROR, "%s %u: io_uring_queue_init: %s", cfg->name, cfg->id, strerror(-ret));
         return ret;
     }
     ret = loop_probe(l, &send_zc);
@@ -364,18 +364,18 @@ static int loop_setup(struct loop *l, const struct loop_config *cfg)
     ret = bufring_create(&l->bufs, &l->ring, BUF_GROUP, cfg->buf_count, cfg->buf_size,
                          cfg->buf_incremental);
     if (ret < 0) {
-        log_msg(LOG_ERROR, "%s %u: provided buffer ring: %s", cfg->name, cfg->id, strerror(-ret));
+        log_msg(LOG_LEVEL_ERROR, "%s %u: provided buffer ring: %s", cfg->name, cfg->id, strerror(-ret));
         io_uring_queue_exit(&l->ring);
         return ret;
     }
     if (cfg->log_setup)
-        log_msg(LOG_INFO,
+        log_msg(LOG_LEVEL_INFO,
                 "io_uring: %s, %s, %u x %u B provided receive buffers per ring%s%s",
                 mode, l->direct ? "direct descriptors" : "regular descriptors",
                 cfg->buf_count, cfg->buf_size, l->bufs.used ? " (incremental)" : "",
                 send_zc ? ", SEND_ZC available" : "");
     if (cfg->direct_slots && !l->direct)
-        log_msg(LOG_WARN, "%s %u: no sparse file table; using regular descriptors", cfg->name,
+        log_msg(LOG_LEVEL_WARN, "%s %u: no sparse file table; using regular descriptors", cfg->name,
                 cfg->id);
     return 0;
 }
@@ -434,11 +434,11 @@ static void loop_on_accept(struct loop *l, const struct io_uring_cqe *cqe)
                            l->peer_len);
     } else if (cqe->res == -EINVAL && l->accept_multishot) {
         if (loop_feature_drop(&loop_features.multishot_accept))
-            log_msg(LOG_WARN, "multishot accept refused; falling back to single accepts");
+            log_msg(LOG_LEVEL_WARN, "multishot accept refused; falling back to single accepts");
     } else if (cqe->res != -ECANCELED) {
         /* -ENFILE/-EMFILE (tables full) and the like: the next tick re-arms,
          * after connections have had a chance to go away. */
-        log_msg(LOG_DEBUG, "%s %u: accept: %s", l->name, l->id, strerror(-cqe->res));
+        log_msg(LOG_LEVEL_DEBUG, "%s %u: accept: %s", l->name, l->id, strerror(-cqe->res));
         return;
     }
     if (!l->accept_armed && l->listening)
@@ -457,7 +457,7 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
 
     if (cqe->res == -EINVAL && multishot) {
         if (loop_feature_drop(&loop_features.multishot_recv))
-            log_msg(LOG_WARN, "multishot recv refused; falling back to single receives");
+            log_msg(LOG_LEVEL_WARN, "multishot recv refused; falling back to single receives");
         loop_recv(l, lc);
         return;
     }
@@ -545,7 +545,7 @@ int loop_turn(struct loop *l, long long wait_ns)
         l->h->before_wait(l->ctx);
     ret = loop_submit_and_wait(l, wait_ns);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-        log_msg(LOG_ERROR, "%s %u: io_uring_submit_and_wait: %s", l->name, l->id, strerror(-ret));
+        log_msg(LOG_LEVEL_ERROR, "%s %u: io_uring_submit_and_wait: %s", l->name, l->id, strerror(-ret));
         return ret;
     }
     if (l->h->after_wait)

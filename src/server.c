@@ -109,7 +109,7 @@ static void server_plan_publish(ringws_server *srv)
 
     srv->peer_addrs = srv->addr_counts || unguarded;
     if (unguarded)
-        log_msg(LOG_WARN,
+        log_msg(LOG_LEVEL_WARN,
                 "listening on %s without a publish token: POST /publish is refused (403) "
                 "except from loopback peers; set --publish-token (publish_token) to publish "
                 "from other hosts, and --origin (origins) to choose which web pages may "
@@ -217,7 +217,7 @@ static void *server_worker_main(void *arg)
     if (ret < 0) {
         /* One failed worker stops them all: a server half alive would keep
          * its listener taking clients nobody serves. */
-        log_msg(LOG_ERROR, "worker %u cannot go on (%s): stopping the server", w->id,
+        log_msg(LOG_LEVEL_ERROR, "worker %u cannot go on (%s): stopping the server", w->id,
                 strerror(-ret));
         ringws_server_stop(w->srv);
         pubsub_worker_abandon(w);

@@ -122,7 +122,7 @@ static int worker_reap(struct worker *w)
 
     while (ret == 0 && conn_in_ring(w)) {
         if (timer_now_ms() >= deadline) {
-            log_msg(LOG_WARN, "worker %u: requests still in flight after %u ms; "
+            log_msg(LOG_LEVEL_WARN, "worker %u: requests still in flight after %u ms; "
                     "freed once the ring is gone", w->id, WORKER_REAP_MS);
             break;
         }
