@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "../unit/check.h"
+#include "../unit/ws_client.h"
 #include "ringws.h"
 
 #define WORKERS 2
@@ -197,26 +198,13 @@ static void client_close(struct client *c)
 /* Sends one masked frame of at most 65535 payload bytes; false on failure. */
 static bool client_send(struct client *c, unsigned opcode, const void *p, size_t n)
 {
-    static const uint8_t mask[4] = {0x5a, 0x17, 0xc3, 0x2e};
-    uint8_t f[8 + 65535];
-    size_t h = 2;
+    uint8_t f[WS_CLIENT_MAX_HEADER + WS_CLIENT_MAX_PAYLOAD];
+    size_t len;
 
-    if (n > 65535)
+    if (n > WS_CLIENT_MAX_PAYLOAD)
         return false;
-    f[0] = (uint8_t)(0x80 | opcode);
-    if (n < 126) {
-        f[1] = (uint8_t)(0x80 | n);
-    } else {
-        f[1] = 0x80 | 126;
-        f[2] = (uint8_t)(n >> 8);
-        f[3] = (uint8_t)n;
-        h = 4;
-    }
-    memcpy(f + h, mask, 4);
-    h += 4;
-    for (size_t i = 0; i < n; i++)
-        f[h + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
-    return send(c->fd, f, h + n, MSG_NOSIGNAL) == (ssize_t)(h + n);
+    len = ws_client_frame(f, 0x80 | opcode, p, n);
+    return send(c->fd, f, len, MSG_NOSIGNAL) == (ssize_t)len;
 }
 
 /* Makes sure `need` unread bytes are in buf; false on EOF, error or timeout. */

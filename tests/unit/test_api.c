@@ -21,6 +21,7 @@
 
 #include "check.h"
 #include "ringws.h"
+#include "ws_client.h"
 
 static const char *const ws_paths[] = {"/ws"};
 static const char *const protocols[] = {"chat.v2", "chat.v1"};
@@ -307,37 +308,19 @@ static int client_upgrade(uint16_t port, const char *target, const char *extra, 
     return fd;
 }
 
-static void client_send_frame(int fd, unsigned opcode, const void *p, size_t n)
-{
-    uint8_t f[256] = {(uint8_t)(0x80 | opcode), (uint8_t)(0x80 | n), 1, 2, 3, 4};
-
-    for (size_t i = 0; i < n; i++)
-        f[6 + i] = ((const uint8_t *)p)[i] ^ f[2 + i % 4];
-    if (send(fd, f, 6 + n, 0) < 0)
-        perror("send");
-}
-
 /* Sends one masked frame of up to 65535 bytes; first is FIN | opcode. */
 static void client_send_frame_raw(int fd, unsigned first, const void *p, size_t n)
 {
-    static const uint8_t mask[4] = {0x37, 0xfa, 0x21, 0x3d};
-    uint8_t f[8 + 65536];
-    size_t h = 2;
+    uint8_t f[WS_CLIENT_MAX_HEADER + WS_CLIENT_MAX_PAYLOAD];
 
-    f[0] = (uint8_t)first;
-    if (n < 126) {
-        f[1] = (uint8_t)(0x80 | n);
-    } else {
-        f[1] = 0x80 | 126;
-        f[2] = (uint8_t)(n >> 8);
-        f[3] = (uint8_t)n;
-        h = 4;
-    }
-    memcpy(f + h, mask, 4);
-    for (size_t i = 0; i < n; i++)
-        f[h + 4 + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
-    if (send(fd, f, h + 4 + n, 0) < 0)
+    if (send(fd, f, ws_client_frame(f, first, p, n), 0) < 0)
         perror("send");
+}
+
+/* The same, a whole message (FIN set). */
+static void client_send_frame(int fd, unsigned opcode, const void *p, size_t n)
+{
+    client_send_frame_raw(fd, 0x80 | opcode, p, n);
 }
 
 static bool client_recv_exact(int fd, uint8_t *p, size_t n)
