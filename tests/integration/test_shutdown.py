@@ -207,6 +207,17 @@ def expect_ended(socks, what):
             fail("client %d%s: its connection outlived the server" % (i, what))
 
 
+def stalled_clients(port, n, into):
+    """n clients that each send three 512 KiB messages to /echo and read
+    none of the echoes (a 4 KiB receive buffer), appended to `into` as they
+    open so that the caller closes them whatever happens."""
+    frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)
+    for _ in range(n):
+        ws = RawWS.open(port, rcvbuf=4096)
+        into.append(ws)
+        ws.sock.sendall(frame * 3)
+
+
 def unread(sock):
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
@@ -219,11 +230,7 @@ def t_stop_with_sends_in_flight(*_):
     srv = start(["--workers", "2", "--close-timeout", "1s"])
     clients = []
     try:
-        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
-        for _ in range(16):
-            ws = RawWS.open(srv.port, rcvbuf=4096)
-            ws.sock.sendall(frame * 3)
-            clients.append(ws)
+        stalled_clients(srv.port, 16, clients)
         # Echoes reach every client and pile up behind its full window.
         deadline = time.monotonic() + T(10)
         while any(unread(ws.sock) < 2048 for ws in clients):
@@ -313,11 +320,7 @@ def t_worker_ring_fails(*_):
     clients, mute = [], []
     pub = None
     try:
-        frame = build_frame(OP_BINARY, bytes(range(256)) * 2048)  # 512 KiB
-        for _ in range(6):
-            ws = RawWS.open(srv.port, rcvbuf=4096)
-            ws.sock.sendall(frame * 3)
-            mute.append(ws)
+        stalled_clients(srv.port, 6, mute)
         clients = [RawWS.open(srv.port) for _ in range(6)] + \
                   [RawWS.open(srv.port, "/ws?topics=f") for _ in range(6)]
         pub = PublishLoop(srv.port, T(3))
