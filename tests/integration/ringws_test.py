@@ -11,6 +11,13 @@ non-zero when anything failed.
 Everything here is bounded in time: every socket operation has a timeout, and
 a watchdog ends a script that runs too long, so no test can hang a build.
 
+With RINGWS_TEST_TLS=1 every server a suite starts through Runner.server
+listens with TLS, on a certificate of a CA the test makes (tls_ca.py), and
+connect(), ws_connect() and assert_served speak TLS to it: the same suite
+runs over wss://. With RINGWS_TLS_FRONT=nginx such a server is a plain ringws
+behind nginx terminating TLS (tls_nginx.py), to check TLS tests against a
+second implementation.
+
 Python 3.11 standard library only; the websockets package is imported by the
 scripts that need it, not here.
 """
@@ -26,6 +33,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -103,6 +111,84 @@ def slack(seconds):
 
 
 # ---------------------------------------------------------------------------
+# TLS
+
+TLS_ENV = os.environ.get("RINGWS_TEST_TLS") == "1"
+TLS_FRONT = os.environ.get("RINGWS_TLS_FRONT", "")
+
+# What connect() and its users take for `tls` unless told: TLS (to the
+# suite's CA) when RINGWS_TEST_TLS=1, plain TCP otherwise.
+SUITE_TLS = object()
+
+
+def client_tls(tls):
+    """The client SSLContext that `tls` stands for (None: plain TCP):
+    SUITE_TLS, an SSLContext, or None/False."""
+    if tls is SUITE_TLS:
+        if not TLS_ENV:
+            return None
+        import tls_ca
+        return tls_ca.shared_ca().client_context()
+    return tls or None
+
+
+def suite_certs():
+    """The certificates a suite's servers get under RINGWS_TEST_TLS=1: one,
+    for localhost, 127.0.0.1 and ::1."""
+    import tls_ca
+    ca = tls_ca.shared_ca()
+    with _suite_cert_lock:
+        if not _suite_cert:
+            _suite_cert.append(ca.issue())
+    return list(_suite_cert)
+
+
+_suite_cert = []
+_suite_cert_lock = threading.Lock()
+
+
+class TlsSocket(ssl.SSLSocket):
+    """An SSLSocket that takes the MSG_DONTWAIT flag the raw clients use:
+    a read or write that would block raises BlockingIOError as a plain
+    socket's does. A write that would block must be retried with the same
+    bytes (OpenSSL has taken part of them). A write after the peer closed
+    (its close_notify, or EOF) raises BrokenPipeError, as on plain TCP."""
+
+    def _dontwait(self, op, *args):
+        old = self.gettimeout()
+        self.setblocking(False)
+        try:
+            return op(*args)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError() from None
+        finally:
+            self.settimeout(old)
+
+    def recv(self, buflen=1024, flags=0):
+        if flags & socket.MSG_DONTWAIT:
+            return self._dontwait(super().recv, buflen)
+        return super().recv(buflen, flags)
+
+    def send(self, data, flags=0):
+        try:
+            if flags & socket.MSG_DONTWAIT:
+                return self._dontwait(super().send, data)
+            return super().send(data, flags)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as e:
+            raise BrokenPipeError("TLS peer closed: %s" % e) from None
+
+
+def wait_readable(sock, timeout):
+    """select() for one socket that also counts bytes TLS has already
+    decrypted and holds (the kernel no longer has them)."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
+
+
+# ---------------------------------------------------------------------------
 # Failures
 
 
@@ -170,6 +256,7 @@ def _kill_all():
 atexit.register(_kill_all)
 
 LISTEN_RE = re.compile(rb"ringws listening on (?:\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)")
+PLAIN_RE = re.compile(rb"plain HTTP/WebSocket listener on (?:\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)")
 
 
 class Server:
@@ -178,21 +265,37 @@ class Server:
     `cmd` runs another program that prints the same listening line (an
     example of examples/, given its port 0) instead of the binary."""
 
-    def __init__(self, args=(), label="default", bind="127.0.0.1", env=None, cmd=None):
+    def __init__(self, args=(), label="default", bind="127.0.0.1", env=None, cmd=None,
+                 tls=None, plain_port=False):
+        """`tls`: certificates (tls_ca.Cert, the first the default) for a
+        TLS listener; `plain_port` adds the plaintext listener beside it,
+        whose port is then self.plain_port."""
         self.cmd = [str(a) for a in cmd] if cmd else None
         self.args = [str(a) for a in args]
         self.label = label
         self.bind = bind
         self.env = env
+        self.tls = list(tls or ())
+        self.want_plain = plain_port
+        self.front = None
         self.proc = None
         self.port = None
+        self.plain_port = None
         self.stdout_lines = []
         self._stderr = None
         self._reader = None
         self.died_early = None
 
+    def _tls_args(self):
+        if not self.tls or TLS_FRONT == "nginx":
+            return []
+        args = []
+        for c in self.tls:
+            args += ["--tls-cert", c.cert, "--tls-key", c.key]
+        return args + (["--plain-port", "0"] if self.want_plain else [])
+
     def start(self):
-        cmd = self.cmd or [_binary(), "--bind", self.bind, "--port", "0"] + self.args
+        cmd = self.cmd or [_binary(), "--bind", self.bind, "--port", "0"] + self._tls_args() + self.args
         env = dict(os.environ, **self.env) if self.env else None
         self._stderr = tempfile.TemporaryFile()
         try:
@@ -205,10 +308,14 @@ class Server:
         fd = self.proc.stdout.fileno()
         buf = b""
         deadline = time.monotonic() + T(10)
+        native_plain = self.want_plain and self.tls and TLS_FRONT != "nginx"
         while True:
             m = LISTEN_RE.search(buf)
-            if m and b"\n" in buf[m.end():]:
+            p = PLAIN_RE.search(buf) if native_plain else None
+            if m and b"\n" in buf[m.end():] and (not native_plain or (p and b"\n" in buf[p.end():])):
                 self.port = int(m.group(1))
+                if p:
+                    self.plain_port = int(p.group(1))
                 break
             left = deadline - time.monotonic()
             if left <= 0:
@@ -228,7 +335,40 @@ class Server:
         self.stdout_lines = buf.decode("utf-8", "replace").splitlines()
         self._reader = threading.Thread(target=self._drain, args=(fd,), daemon=True)
         self._reader.start()
+        if self.tls and TLS_FRONT == "nginx":
+            self._start_front()
         return self
+
+    def _start_front(self):
+        import tls_nginx
+        try:
+            self.front = tls_nginx.NginxFront(self.tls, self.port, self.args)
+        except RuntimeError as e:
+            self.kill()
+            fail("server %s: %s" % (self.label, e))
+        if self.want_plain:
+            self.plain_port = self.port
+        self.port = self.front.port
+
+    def reload_tls(self, timeout=None):
+        """SIGHUP, then waits for the server's word on it: ("ok", log) for
+        "TLS certificates reloaded", ("failed", log) for "TLS reload
+        failed", (None, log) when neither came within `timeout`."""
+        limit = timeout if timeout is not None else T(5)
+        if self.front is not None:
+            return self.front.reload(limit)
+        before = len(self.stderr_text())
+        self.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + limit
+        while True:
+            text = self.stderr_text()[before:]
+            if "TLS reload failed" in text:
+                return "failed", text
+            if "TLS certificates reloaded" in text:
+                return "ok", text
+            if time.monotonic() > deadline:
+                return None, text
+            time.sleep(0.01)
 
     def _drain(self, fd):
         # Keep reading so that a chatty server never blocks on a full pipe.
@@ -279,6 +419,9 @@ class Server:
             return None
 
     def kill(self):
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGKILL)
@@ -321,9 +464,11 @@ class Server:
 # Sockets
 
 
-def connect(port, timeout=None, nodelay=True, rcvbuf=None):
+def connect(port, timeout=None, nodelay=True, rcvbuf=None, tls=SUITE_TLS):
     """A client socket; `rcvbuf` (SO_RCVBUF, set before connecting so that
-    the window follows it) makes a peer that can hold little unread data."""
+    the window follows it) makes a peer that can hold little unread data.
+    With `tls` (see client_tls) the socket is a TlsSocket whose handshake
+    is done."""
     if rcvbuf is None:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout or T(5))
     else:
@@ -334,6 +479,14 @@ def connect(port, timeout=None, nodelay=True, rcvbuf=None):
     if nodelay:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(timeout or T(5))
+    ctx = client_tls(tls)
+    if ctx is not None:
+        ctx.sslsocket_class = TlsSocket
+        try:
+            s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+        except BaseException:
+            s.close()
+            raise
     return s
 
 
@@ -383,6 +536,8 @@ def _send_pieces(sock, pieces, pause, on_readable, timeout):
                 fail("timed out writing to the server (%d bytes left of a %d-byte piece)" % (len(view), len(piece)))
             rlist = [sock] if on_readable is not None else []
             r, w, _ = select.select(rlist, [sock], [], min(left, 1.0))
+            if rlist and not r and getattr(sock, "pending", None) and sock.pending():
+                r = rlist
             if r:
                 on_readable()
             if w:
@@ -472,8 +627,8 @@ class HttpConn(_SocketOwner):
     line, CRLF-terminated headers, and (every response but 101) a
     Content-Length that says exactly how long the body is."""
 
-    def __init__(self, port, timeout=None, sock=None):
-        self.sock = sock or connect(port, timeout)
+    def __init__(self, port, timeout=None, sock=None, tls=SUITE_TLS):
+        self.sock = sock or connect(port, timeout, tls=tls)
         self.buf = bytearray()
         self.timeout = timeout or T(5)
 
@@ -574,11 +729,11 @@ class HttpConn(_SocketOwner):
         fail("expected nothing more from the server, got %r" % data)
 
 
-def http_get(port, path, method="GET", headers=(), version="HTTP/1.1"):
+def http_get(port, path, method="GET", headers=(), version="HTTP/1.1", tls=SUITE_TLS):
     """A single request on a fresh connection; returns the response."""
     head = "%s %s %s\r\nHost: 127.0.0.1:%d\r\n" % (method, path, version, port)
     head += "".join("%s: %s\r\n" % h for h in headers)
-    with HttpConn(port) as c:
+    with HttpConn(port, tls=tls) as c:
         c.send(head + "\r\n")
         return c.read_response(head=(method == "HEAD"))
 
@@ -788,10 +943,10 @@ class RawWS(_SocketOwner):
 
     @classmethod
     def open(cls, port, path="/echo", request=None, key=None, extra=b"", chops=None, pause=0.0,
-             timeout=None, rcvbuf=None):
+             timeout=None, rcvbuf=None, tls=SUITE_TLS):
         """Connects and completes a handshake (failing unless it is a correct
         101). `extra` is sent in the same write right after the request."""
-        sock = connect(port, timeout, rcvbuf=rcvbuf)
+        sock = connect(port, timeout, rcvbuf=rcvbuf, tls=tls)
         try:
             if request is None:
                 request, key = upgrade_request(port, path=path, key=key)
@@ -854,8 +1009,7 @@ class RawWS(_SocketOwner):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TestFailure("timed out waiting for %s" % what)
-            r, _, _ = select.select([self.sock], [], [], left)
-            if r:
+            if wait_readable(self.sock, left):
                 self._read_some()
 
     def recv_frame(self, timeout=None, what="a frame"):
@@ -987,8 +1141,7 @@ class RawWS(_SocketOwner):
             if left <= 0:
                 fail("expected %s within %.1fs; the connection stayed open" % (
                     what, timeout if timeout is not None else T(3)))
-            r, _, _ = select.select([self.sock], [], [], left)
-            if r:
+            if wait_readable(self.sock, left):
                 self._read_some()
                 if len(self.buf) > self.pos:
                     fail("expected %s, got more bytes: %r" % (what, bytes(self.buf[self.pos:self.pos + 40])))
@@ -1041,7 +1194,13 @@ class Runner:
         self._dog = threading.Timer(limit, self._watchdog, args=(limit,))
         self._dog.daemon = True
         self._dog.start()
-        print("%s: binary %s, time scale %.1f" % (name, BIN, SLOW), flush=True)
+        print("%s: binary %s, time scale %.1f%s" % (name, BIN, SLOW, self._tls_note()), flush=True)
+
+    @staticmethod
+    def _tls_note():
+        if not TLS_ENV:
+            return ""
+        return ", over TLS" + (" (nginx in front)" if TLS_FRONT == "nginx" else "")
 
     def _watchdog(self, limit):
         with self.lock:
@@ -1137,7 +1296,10 @@ class Runner:
                 self.record(cid, ok, msg, dur)
 
     def server(self, args=(), label="default", **kw):
-        """kw: Server's bind, env and cmd."""
+        """kw: Server's bind, env, cmd, tls and plain_port. Under
+        RINGWS_TEST_TLS=1 a server of the binary listens with TLS."""
+        if TLS_ENV and "cmd" not in kw and "tls" not in kw:
+            kw["tls"] = suite_certs()
         return _ServerScope(self, args, label, kw)
 
     def finish(self):
@@ -1190,26 +1352,29 @@ def _dead_port():
     return port
 
 
-def ws_uri(port, path="/echo"):
-    return "ws://127.0.0.1:%d%s" % (port, path)
+def ws_uri(port, path="/echo", tls=SUITE_TLS):
+    return "%s://127.0.0.1:%d%s" % ("wss" if client_tls(tls) else "ws", port, path)
 
 
-def ws_connect(port, path="/echo", **kw):
+def ws_connect(port, path="/echo", tls=SUITE_TLS, **kw):
     """The websockets library's client, configured for tests: no size limit,
     no compression offer, no keepalive pings of its own (it still answers the
-    server's), bounded timeouts."""
+    server's), bounded timeouts; over TLS when `tls` says so."""
     import websockets
+    ctx = client_tls(tls)
     opts = dict(max_size=None, compression=None, ping_interval=None, open_timeout=T(5),
                 close_timeout=T(5), max_queue=None)
+    if ctx is not None:
+        opts["ssl"] = ctx
     opts.update(kw)
-    return websockets.connect(ws_uri(port, path), **opts)
+    return websockets.connect(ws_uri(port, path, ctx or None), **opts)
 
 
 # How long a fresh, well-behaved client may take while the server is under attack.
 SERVE_LIMIT = 2.0 + slack(2)
 
 
-def assert_served(port, when, limit=None):
+def assert_served(port, when, limit=None, tls=SUITE_TLS):
     """A fresh well-behaved client: the websockets library opens /echo, gets
     its message back and closes, then GET /healthz answers 200 "ok". All of
     it within `limit` seconds; returns how long it took."""
@@ -1218,11 +1383,11 @@ def assert_served(port, when, limit=None):
 
     async def go():
         t0 = time.monotonic()
-        async with ws_connect(port, open_timeout=limit, close_timeout=limit) as ws:
+        async with ws_connect(port, tls=tls, open_timeout=limit, close_timeout=limit) as ws:
             await ws.send("probe " + when)
             eq(await ws.recv(), "probe " + when, "echo to a well-behaved client " + when)
             await ws.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls(tls))
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         data = await reader.read()
         writer.close()

@@ -1,0 +1,143 @@
+"""nginx terminating TLS in front of a plain ringws: the set-up users would
+otherwise choose, and a TLS endpoint that is known to work. With
+RINGWS_TLS_FRONT=nginx a suite that asks for a TLS server gets a plain
+ringws behind this front instead of ringws's own TLS listener, which checks
+the TLS tests themselves (their CA, clients and expectations) against a
+second implementation. Nothing else needs it.
+
+The front mirrors what the server's flags promise: the first certificate is
+the default, the others are chosen by the names they hold; TLS 1.2 and 1.3
+with forward-secret AEAD suites; ALPN http/1.1 (nginx refuses a client whose
+offer lacks it); --handshake-timeout becomes client_header_timeout, which
+nginx applies to the TLS handshake; SIGHUP rereads the certificates.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+NGINX = os.environ.get("RINGWS_NGINX", "/usr/sbin/nginx")
+
+CONF = """daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
+    ssl_session_tickets on;
+    client_header_timeout {handshake_timeout};
+{servers}
+}}
+"""
+
+SERVER = """    server {{
+        listen 127.0.0.1:{port} ssl{default};
+        server_name {names};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }}
+    }}
+"""
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _handshake_timeout(args):
+    """The value of --handshake-timeout in ringws's arguments, in nginx's
+    syntax (both take 500ms and 2s; a plain number is seconds to both)."""
+    args = list(args)
+    if "--handshake-timeout" in args:
+        return args[args.index("--handshake-timeout") + 1]
+    return "10s"
+
+
+class NginxFront:
+    def __init__(self, certs, upstream, args=()):
+        self.dir = tempfile.mkdtemp(prefix="ringws-nginx-")
+        self.port = _free_port()
+        servers = []
+        for i, c in enumerate(certs):
+            servers.append(SERVER.format(port=self.port, default=" default_server" if i == 0 else "",
+                                         names=" ".join(c.names), cert=c.cert, key=c.key,
+                                         upstream=upstream))
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(CONF.format(dir=self.dir, handshake_timeout=_handshake_timeout(args),
+                                servers="".join(servers)))
+        self.log = os.path.join(self.dir, "error.log")
+        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", conf, "-e", self.log],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    text = self.log_text()
+                    self.stop()
+                    raise RuntimeError("nginx did not start: %s" % text[-800:])
+                time.sleep(0.02)
+
+    def log_text(self):
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def reload(self, timeout):
+        """SIGHUP: ("ok", text) once new workers run with the reread
+        certificates, ("failed", text) when nginx refused them."""
+        before = len(self.log_text())
+        os.kill(self.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()[before:]
+            if "[emerg]" in text:
+                return "failed", text
+            if re.search(r"reconfiguring.*start worker process", text, re.S):
+                return "ok", text
+            time.sleep(0.02)
+        return None, self.log_text()[before:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
