@@ -480,14 +480,21 @@ def connect(port, timeout=None, nodelay=True, rcvbuf=None, tls=SUITE_TLS):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(timeout or T(5))
     ctx = client_tls(tls)
-    if ctx is not None:
-        ctx.sslsocket_class = TlsSocket
-        try:
-            s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
-        except BaseException:
-            s.close()
-            raise
-    return s
+    return tls_wrap(s, ctx) if ctx is not None else s
+
+
+def tls_wrap(sock, ctx, server_hostname="127.0.0.1", clean_eof=False):
+    """The TlsSocket over `sock` once its handshake is done (`sock` is
+    closed if it fails). With `clean_eof`, reading an EOF that came without
+    the server's close_notify raises ssl.SSLEOFError instead of returning
+    b"" (a close_notify still reads as b"")."""
+    ctx.sslsocket_class = TlsSocket
+    try:
+        return ctx.wrap_socket(sock, server_hostname=server_hostname,
+                               suppress_ragged_eofs=not clean_eof)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def chop(data, sizes):
@@ -943,10 +950,11 @@ class RawWS(_SocketOwner):
 
     @classmethod
     def open(cls, port, path="/echo", request=None, key=None, extra=b"", chops=None, pause=0.0,
-             timeout=None, rcvbuf=None, tls=SUITE_TLS):
-        """Connects and completes a handshake (failing unless it is a correct
-        101). `extra` is sent in the same write right after the request."""
-        sock = connect(port, timeout, rcvbuf=rcvbuf, tls=tls)
+             timeout=None, rcvbuf=None, tls=SUITE_TLS, sock=None):
+        """Connects (or takes the connected `sock`) and completes a
+        handshake (failing unless it is a correct 101). `extra` is sent in
+        the same write right after the request."""
+        sock = sock or connect(port, timeout, rcvbuf=rcvbuf, tls=tls)
         try:
             if request is None:
                 request, key = upgrade_request(port, path=path, key=key)

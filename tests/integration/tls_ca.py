@@ -15,6 +15,7 @@ import base64
 import hashlib
 import ipaddress
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -141,7 +142,7 @@ class TestCA:
         holds the chain up to (not including) the root."""
         cn = cn or names[0]
         serial = serial if serial is not None else self.next_serial()
-        tag = tag or "%s-%s-%d" % (cn.replace("*", "star").replace(":", "_"), kind, serial)
+        tag = tag or "%s-%s-%d" % (re.sub(r"[^A-Za-z0-9.-]", "_", cn), kind, serial)
         key = os.path.join(self.dir, tag + ".key")
         csr = os.path.join(self.dir, tag + ".csr")
         leaf = os.path.join(self.dir, tag + ".pem")

@@ -128,7 +128,8 @@ class NginxFront:
             text = self.log_text()[before:]
             if "[emerg]" in text:
                 return "failed", text
-            if re.search(r"reconfiguring.*start worker process", text, re.S):
+            # The old worker still accepts until it is told to stop.
+            if re.search(r"reconfiguring.*start worker process.*gracefully shutting down", text, re.S):
                 return "ok", text
             time.sleep(0.02)
         return None, self.log_text()[before:]
