@@ -33,6 +33,7 @@
 
 #include "log.h"
 #include "tls.h"
+#include "tls_record.h"
 
 #define TLS_TICKET_LIFETIME_DEFAULT 7200u
 /* TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3's are all such). */
@@ -300,6 +301,8 @@ static int tls_ctx_policy(SSL_CTX *ctx, struct tls_server *ts)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_timeout(ctx, (long)ts->lifetime_s);
     SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
+    /* The traffic secrets reach the record layer this way (tls_record.h). */
+    SSL_CTX_set_keylog_callback(ctx, tls_rec_keylog);
     SSL_CTX_set_app_data(ctx, ts);
     return 0;
 }
