@@ -130,6 +130,13 @@ struct ringws_topic_rule {
     bool client_publish;  /* WebSocket clients may `pub` to it */
 };
 
+/* A certificate (PEM; the file may hold its chain after it) and its private
+ * key (PEM), for TLS (ringws_config.tls_certs). */
+struct ringws_tls_cert {
+    const char *cert_file;
+    const char *key_file;
+};
+
 struct ringws_config {
     const char *bind;          /* address to listen on; default "127.0.0.1" */
     uint16_t port;             /* 0 picks a free port: see ringws_server_port */
@@ -188,6 +195,21 @@ struct ringws_config {
     unsigned max_topics;       /* subscriptions per connection; default 64 */
     const struct ringws_topic_rule *topic_rules;
     size_t n_topic_rules;
+    /* TLS (docs/TLS.md): with n_tls_certs > 0 the listener on port speaks
+     * TLS 1.2/1.3 only.  The first certificate is the default; the others
+     * are chosen by the name the client asks for (SNI) among the DNS names
+     * of each.  The files are read at create and again by
+     * ringws_server_reload_tls. */
+    const struct ringws_tls_cert *tls_certs;
+    size_t n_tls_certs;
+    bool plain_listener;       /* with TLS: also a plaintext listener ... */
+    uint16_t plain_port;       /* ... on this port (0 picks a free one) */
+    unsigned tls_ticket_lifetime_s; /* session tickets: valid this long; the
+                                     * key that seals them changes as often;
+                                     * default 7200 */
+    unsigned tls_handshake_budget_us; /* handshake CPU a worker spends per
+                                       * loop turn before it defers further
+                                       * handshakes to the next; default 2000 */
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -200,6 +222,16 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out);
 
 /* The port the listeners are bound to (useful after port 0). */
 uint16_t ringws_server_port(const ringws_server *srv);
+
+/* The plaintext listener's port beside TLS (plain_listener), else 0. */
+uint16_t ringws_server_plain_port(const ringws_server *srv);
+
+/* Reads the certificates and keys of tls_certs again: handshakes that start
+ * after it returns use them, connections already open keep theirs.  On any
+ * error (a file missing or bad, a key that does not match) nothing changes.
+ * 0, -EINVAL (the server has no TLS), -EIO (see the log) or -ENOMEM.
+ * Callable from any thread but not from a signal handler. */
+int ringws_server_reload_tls(ringws_server *srv);
 
 /* Runs the workers until ringws_server_stop; returns 0, or the -errno of a
  * worker that could not go on (its ring failed): such a worker stops the
@@ -238,6 +270,11 @@ struct ringws_stats {
     uint64_t partial_bytes;        /* held now by incomplete requests and
                                     * messages */
     uint64_t publishes_refused;    /* a worker's inbox was full */
+    uint64_t tls_handshakes_full;     /* TLS handshakes completed in full */
+    uint64_t tls_handshakes_resumed;  /* ... resumed from a session ticket */
+    uint64_t tls_handshake_failures;  /* TLS connections that failed */
+    uint64_t tls_handshakes_deferred; /* handshake steps put off to a later
+                                       * loop turn (handshake budget) */
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 

@@ -68,7 +68,7 @@ static void conn_recv_arm(struct ringws_conn *c)
     c->flags |= CF_RECV_ARMED;
 }
 
-static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
+void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 {
     loop_send(c->w->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
@@ -90,6 +90,13 @@ void conn_wire_close(struct ringws_conn *c)
 {
     loop_close(c->w->loop, &c->io);
     c->flags |= CF_CLOSE_BUSY;
+}
+
+/* The transport of the connection: the worker's sealing one (TLS) for
+ * connections of its TLS listener, plain TCP for the others. */
+static const struct transport_ops *conn_tp(const struct ringws_conn *c)
+{
+    return (c->flags & CF_TP_SEALED) ? c->w->tp_sealed : &transport_tcp;
 }
 
 /* Only a sealing transport has a send to call for bytes of its own. */
@@ -222,7 +229,10 @@ static void conn_free(struct ringws_conn *c)
     conn_out_free(c);
     conn_pend_release(c->w, &c->held);
     free(c->ctl);
-    free(c->send_msg);
+    if (c->flags & CF_TP_SEALED)
+        w->tp_sealed->release(c);
+    else
+        free(c->send_msg);
     c->w = NULL;
     c->flush_next = w->free_conns;
     w->free_conns = c;
@@ -435,7 +445,7 @@ static void conn_send_queue(struct ringws_conn *c)
         b = malloc(sizeof(*b));
     if (!o->next || !b) {
         c->out_inflight = 1;
-        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
+        conn_wire_send(c, out_chunk_bytes(o) + o->off, o->len - o->off);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
@@ -456,12 +466,12 @@ static void conn_send_queue(struct ringws_conn *c)
 static inline void conn_send_start(struct ringws_conn *c)
 {
     if (c->flags & CF_TP_SEALED)
-        c->w->tp->send(c);
+        c->w->tp_sealed->send(c);
     else
         conn_send_queue(c);
 }
 
-static void conn_out_consume(struct ringws_conn *c, size_t n)
+void conn_wire_consumed(struct ringws_conn *c, size_t n)
 {
     c->out_bytes -= n;
     while (n) {
@@ -539,7 +549,7 @@ void conn_settle(struct ringws_conn *c)
     if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
         return;
     if (!(c->flags & CF_FD_CLOSED)) {
-        c->w->tp->close(c);
+        conn_tp(c)->close(c);
         return;
     }
     conn_free(c);
@@ -574,6 +584,27 @@ void conn_drain(struct ringws_conn *c)
     conn_pend_release(c->w, &c->held);
     conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     conn_flush_later(c);
+}
+
+void conn_wire_drop_queue(struct ringws_conn *c)
+{
+    conn_out_free(c);
+}
+
+/* The transport cannot go on: the connection ends as abruptly as a reset
+ * would end it (1006 to on_close), except that the transport's own last
+ * words (a TLS alert) still go out before it closes. */
+void conn_wire_fail(struct ringws_conn *c, bool last_words)
+{
+    if (c->flags & CF_TEARDOWN)
+        return;
+    if (!last_words) {
+        conn_abort(c);
+        return;
+    }
+    conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
+    conn_out_free(c);
+    conn_drain(c);
 }
 
 void conn_proto_none(struct ringws_conn *c)
@@ -671,7 +702,7 @@ void conn_flush_all(struct worker *w)
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
                                   CF_SHUT_BUSY | CF_PUB_WAIT | CF_TP_WRITE)) == CF_WANT_SHUTWR &&
                      !c->out_head)
-                w->tp->shutdown(c);
+                conn_tp(c)->shutdown(c);
             if (conn_drained(c)) {
                 c->flags |= CF_TEARDOWN;
                 conn_settle(c);
@@ -768,7 +799,8 @@ int conn_addr_table_create(struct ringws_server *srv)
     return srv->addr_counts ? 0 : -ENOMEM;
 }
 
-void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
+void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr *peer,
+                   socklen_t peer_len)
 {
     const struct ringws_config *cfg = &w->srv->cfg;
     struct ringws_conn *c = NULL;
@@ -801,10 +833,15 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer, sockle
      * where neither does, the peer counts as remote. */
     if (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback)
         c->flags |= CF_PEER_LOCAL;
-    if (w->tp->send)
-        c->flags |= CF_TP_SEALED;
     c->io.fd = fd;
     c->state = CONN_HTTP;
+    if (sealed) {
+        c->flags |= CF_TP_SEALED;
+        if (w->tp_sealed->open(c) < 0) {
+            conn_abort(c); /* nothing to report: closed by the flush step */
+            return;
+        }
+    }
     conn_recv_arm(c);
     conn_set_deadline(c, cfg->handshake_timeout_ms);
 }
@@ -858,10 +895,15 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
-        if (!(c->flags & CF_TEARDOWN))
-            c->w->tp->input(c, p, (size_t)res);
+        if (c->flags & CF_TEARDOWN)
+            ;
+        else if (c->flags & CF_TP_SEALED)
+            c->w->tp_sealed->input(c, p, (size_t)res);
+        else
+            conn_input(c, p, (size_t)res);
     } else if (res == 0) {
-        if (!(c->flags & CF_TEARDOWN))
+        /* A sealing transport may have heard the end first (close_notify). */
+        if (!(c->flags & (CF_TEARDOWN | CF_RD_EOF)))
             conn_on_eof(c);
     } else if (res == -ECANCELED && paused_by_us) {
         /* Reading was paused for back-pressure: resumed by conn_on_send. */
@@ -886,17 +928,19 @@ void conn_on_send(struct loop_conn *lc, int res)
 
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;
-    free(c->send_msg);
-    c->send_msg = NULL;
+    if (!(c->flags & CF_TP_SEALED)) {
+        free(c->send_msg);
+        c->send_msg = NULL;
+    }
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))
             log_msg(LOG_LEVEL_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
         conn_abort(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
         if (c->flags & CF_TP_SEALED)
-            c->w->tp->sent(c, (size_t)res);
+            c->w->tp_sealed->sent(c, (size_t)res);
         else
-            conn_out_consume(c, (size_t)res);
+            conn_wire_consumed(c, (size_t)res);
         conn_resume_if_drained(c);
         if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE)))
             conn_flush_later(c);

@@ -297,36 +297,49 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
                               bool close)
 {
     struct ringws_stats st;
-    char body[2048];
+    char body[4096];
     size_t n = 0;
 
     ringws_server_stats(c->w->srv, &st);
+    /* Rows of one name follow each other: its TYPE line goes before the
+     * first; label is NULL or what goes between the braces. */
     const struct {
-        const char *name, *type;
+        const char *name, *type, *label;
         uint64_t value;
     } rows[] = {
-        {"ringws_connections_open", "gauge", st.connections_open},
-        {"ringws_accepted_total", "counter", st.accepted},
-        {"ringws_refused_total", "counter", st.refused},
-        {"ringws_send_queue_overflows_total", "counter", st.send_queue_overflows},
-        {"ringws_messages_dropped_total", "counter", st.messages_dropped},
-        {"ringws_publishes_total", "counter", st.publishes},
-        {"ringws_fanout_queued_total", "counter", st.fanout_queued},
-        {"ringws_fanout_dropped_total", "counter", st.fanout_dropped},
-        {"ringws_fanout_closed_total", "counter", st.fanout_closed},
-        {"ringws_subscriptions", "gauge", st.subscriptions},
-        {"ringws_sends_total", "counter", st.sends},
-        {"ringws_topics", "gauge", st.topics},
-        {"ringws_topic_buckets", "gauge", st.topic_buckets},
-        {"ringws_messages_too_slow_total", "counter", st.messages_too_slow},
-        {"ringws_partial_over_budget_total", "counter", st.partial_over_budget},
-        {"ringws_partial_bytes", "gauge", st.partial_bytes},
-        {"ringws_publishes_refused_total", "counter", st.publishes_refused},
+        {"ringws_connections_open", "gauge", NULL, st.connections_open},
+        {"ringws_accepted_total", "counter", NULL, st.accepted},
+        {"ringws_refused_total", "counter", NULL, st.refused},
+        {"ringws_send_queue_overflows_total", "counter", NULL, st.send_queue_overflows},
+        {"ringws_messages_dropped_total", "counter", NULL, st.messages_dropped},
+        {"ringws_publishes_total", "counter", NULL, st.publishes},
+        {"ringws_fanout_queued_total", "counter", NULL, st.fanout_queued},
+        {"ringws_fanout_dropped_total", "counter", NULL, st.fanout_dropped},
+        {"ringws_fanout_closed_total", "counter", NULL, st.fanout_closed},
+        {"ringws_subscriptions", "gauge", NULL, st.subscriptions},
+        {"ringws_sends_total", "counter", NULL, st.sends},
+        {"ringws_topics", "gauge", NULL, st.topics},
+        {"ringws_topic_buckets", "gauge", NULL, st.topic_buckets},
+        {"ringws_messages_too_slow_total", "counter", NULL, st.messages_too_slow},
+        {"ringws_partial_over_budget_total", "counter", NULL, st.partial_over_budget},
+        {"ringws_partial_bytes", "gauge", NULL, st.partial_bytes},
+        {"ringws_publishes_refused_total", "counter", NULL, st.publishes_refused},
+        {"ringws_tls_handshakes_total", "counter", "kind=\"full\"", st.tls_handshakes_full},
+        {"ringws_tls_handshakes_total", "counter", "kind=\"resumed\"",
+         st.tls_handshakes_resumed},
+        {"ringws_tls_handshake_failures_total", "counter", NULL, st.tls_handshake_failures},
+        {"ringws_tls_handshakes_deferred_total", "counter", NULL, st.tls_handshakes_deferred},
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        int k = snprintf(body + n, sizeof(body) - n, "# TYPE %s %s\n%s %" PRIu64 "\n",
-                         rows[i].name, rows[i].type, rows[i].name, rows[i].value);
+        const char *name = rows[i].name, *label = rows[i].label;
+        int k = 0;
+        if (i == 0 || strcmp(name, rows[i - 1].name) != 0)
+            k = snprintf(body + n, sizeof(body) - n, "# TYPE %s %s\n", name, rows[i].type);
+        if (k >= 0 && (size_t)k < sizeof(body) - n)
+            k += snprintf(body + n + k, sizeof(body) - n - (size_t)k, "%s%s%s%s %" PRIu64 "\n",
+                          name, label ? "{" : "", label ? label : "", label ? "}" : "",
+                          rows[i].value);
         if (k < 0 || (size_t)k >= sizeof(body) - n) {
             conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
             return;

@@ -118,8 +118,8 @@ enum conn_flag {
     CF_SLOW_SEND = 1u << 24,  /* ... found by ringws_send, not by a publish */
     CF_CLOSE_OWED = 1u << 25, /* on_close is owed, once the callbacks return */
     CF_PEER_LOCAL = 1u << 26, /* the peer is on this host (a loopback address) */
-    /* The worker's transport seals the output: its send and sent carry it
-     * (a flag, since the flags are at hand where the table is not). */
+    /* The connection came through the worker's TLS listener: its bytes go
+     * through the worker's sealing transport (tp_sealed), not plain TCP. */
     CF_TP_SEALED = 1u << 27,
     /* The transport has wire bytes of its own to send (a TLS handshake's
      * answer, close_notify): the flush step calls its send though no
@@ -172,7 +172,10 @@ struct ringws_conn {
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
     struct conn_subs *subs; /* topics subscribed to; NULL: none */
-    struct msghdr *send_msg; /* in flight for a gathered send */
+    union {
+        struct msghdr *send_msg; /* plain: in flight for a gathered send */
+        void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
+    };
     struct ws_decoder dec;
     void *user;
 };
@@ -194,6 +197,8 @@ static inline bool conn_ws_reading(const struct ringws_conn *c)
 /* ---- workers ---------------------------------------------------------- */
 
 struct conn_slab;
+struct tls_worker;
+struct tls_server;
 
 /* Counters a worker keeps for its own connections.  Only the worker writes
  * them (STAT_ADD: a relaxed load and store, no locked instruction); any
@@ -217,6 +222,10 @@ struct worker_stats {
     _Atomic uint64_t partial_over_budget;
     _Atomic uint64_t partial_bytes; /* capacity of every connection's held input */
     _Atomic uint64_t publishes_refused; /* by any publishing thread (atomic add) */
+    _Atomic uint64_t tls_handshakes_full;
+    _Atomic uint64_t tls_handshakes_resumed;
+    _Atomic uint64_t tls_handshake_failures;
+    _Atomic uint64_t tls_handshakes_deferred;
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -230,8 +239,12 @@ struct worker {
     unsigned id;
     pthread_t thread;
     struct loop *loop;  /* created and used by the worker's thread */
-    const struct transport_ops *tp; /* what carries its connections' bytes */
-    int listen_fd;
+    /* The transport of the connections of its TLS listener (NULL without
+     * TLS); the others' is plain TCP (transport_tcp). */
+    const struct transport_ops *tp_sealed;
+    struct tls_worker *tls;
+    int listen_fd;       /* on the server's port (TLS when it has certificates) */
+    int plain_fd;        /* beside TLS, a plaintext listener; -1: none */
     int wake_fd;
     bool stopping;
     uint64_t stop_deadline_ms;
@@ -267,6 +280,8 @@ struct ringws_server {
     struct worker *workers;
     unsigned n_workers;
     uint16_t port;
+    uint16_t plain_port;  /* beside TLS; 0: none */
+    struct tls_server *tls; /* certificates and tickets; NULL: no TLS */
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
@@ -300,7 +315,8 @@ static inline uint64_t worker_tick(const struct worker *w)
 
 /* ---- conn.c: what the worker's loop calls ------------------------------ */
 
-void conn_accepted(struct worker *w, int fd, const struct sockaddr *peer,
+/* sealed: through the TLS listener (the worker's tp_sealed). */
+void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr *peer,
                    socklen_t peer_len);
 void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended);
 void conn_on_send(struct loop_conn *lc, int res);
@@ -322,9 +338,18 @@ bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);
 /* The plaintext of n bytes from the wire, for the protocol of the
  * connection's state. */
 void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n);
-/* Shuts down writing, closes the descriptor: marked as in the ring. */
+/* Sends n wire bytes at p (which must live until conn_on_send), shuts down
+ * writing, closes the descriptor: each marked as in the ring. */
+void conn_wire_send(struct ringws_conn *c, const void *p, size_t n);
 void conn_wire_shutdown(struct ringws_conn *c);
 void conn_wire_close(struct ringws_conn *c);
+/* n bytes of the queued plaintext have left (sealed and sent). */
+void conn_wire_consumed(struct ringws_conn *c, size_t n);
+/* Drops the queued plaintext (a transport that can no longer seal it). */
+void conn_wire_drop_queue(struct ringws_conn *c);
+/* The transport failed: an abrupt end (1006), after its own last words
+ * when it has some to send (an alert). */
+void conn_wire_fail(struct ringws_conn *c, bool last_words);
 /* A sealing transport has wire bytes of its own to send (want) or none
  * left (CF_TP_WRITE). */
 void conn_wire_want(struct ringws_conn *c, bool want);

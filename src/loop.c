@@ -35,6 +35,18 @@ enum ud_op {
 };
 #define UD_OP_MASK 7u
 
+/* A listening socket and its accept request; the completion's user_data
+ * points at it. */
+struct loop_listener {
+    int fd;
+    unsigned index;        /* told to the accepted handler */
+    bool armed;
+    bool multishot;
+    bool want_peer;
+    struct sockaddr_storage peer; /* filled by the accept with want_peer */
+    socklen_t peer_len;
+};
+
 struct loop {
     struct io_uring ring;
     struct bufring bufs;
@@ -44,18 +56,14 @@ struct loop {
     unsigned id;
     bool direct;
     bool listening;
-    bool accept_armed;
-    bool accept_multishot;
-    bool want_peer;
     bool fault_multishot;
     unsigned fault_turns;
-    int listen_fd;
+    struct loop_listener lis[LOOP_MAX_LISTENERS];
+    unsigned n_lis;
     int wake_fd;
     uint64_t wake_val;
     unsigned tick_ms;
     struct __kernel_timespec tick_ts;
-    struct sockaddr_storage peer; /* filled by the accept with want_peer */
-    socklen_t peer_len;
 };
 
 static uint64_t ud_make(const void *p, enum ud_op op)
@@ -125,46 +133,62 @@ int loop_fd_install(struct loop *l, unsigned slot, int fd)
 /* Not an accept4 flag: the kernel refuses it (RINGWS_TEST_FAULT=multishot). */
 #define LOOP_FAULT_ACCEPT_FLAG 1u
 
-static void loop_arm_accept(struct loop *l)
+static void loop_arm_accept(struct loop *l, struct loop_listener *li)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
-    struct sockaddr *peer = l->want_peer ? (struct sockaddr *)&l->peer : NULL;
-    socklen_t *peer_len = l->want_peer ? &l->peer_len : NULL;
+    struct sockaddr *peer = li->want_peer ? (struct sockaddr *)&li->peer : NULL;
+    socklen_t *peer_len = li->want_peer ? &li->peer_len : NULL;
 
-    l->accept_multishot = !l->want_peer && loop_feature_on(&loop_features.multishot_accept);
-    l->peer_len = sizeof(l->peer);
-    if (l->accept_multishot) {
+    li->multishot = !li->want_peer && loop_feature_on(&loop_features.multishot_accept);
+    li->peer_len = sizeof(li->peer);
+    if (li->multishot) {
         if (l->direct)
-            io_uring_prep_multishot_accept_direct(sqe, l->listen_fd, NULL, NULL, 0);
+            io_uring_prep_multishot_accept_direct(sqe, li->fd, NULL, NULL, 0);
         else
-            io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            io_uring_prep_multishot_accept(sqe, li->fd, NULL, NULL, SOCK_CLOEXEC);
         if (l->fault_multishot)
             sqe->accept_flags |= LOOP_FAULT_ACCEPT_FLAG;
     } else if (l->direct) {
-        io_uring_prep_accept_direct(sqe, l->listen_fd, peer, peer_len, 0,
-                                    LOOP_ACCEPT_ALLOC_SLOT);
+        io_uring_prep_accept_direct(sqe, li->fd, peer, peer_len, 0, LOOP_ACCEPT_ALLOC_SLOT);
     } else {
-        io_uring_prep_accept(sqe, l->listen_fd, peer, peer_len, SOCK_CLOEXEC);
+        io_uring_prep_accept(sqe, li->fd, peer, peer_len, SOCK_CLOEXEC);
     }
-    io_uring_sqe_set_data64(sqe, ud_make(&l->listen_fd, UD_LOOP));
-    l->accept_armed = true;
+    io_uring_sqe_set_data64(sqe, ud_make(li, UD_LOOP));
+    li->armed = true;
 }
 
-void loop_listen(struct loop *l, int fd, bool want_peer)
+/* Re-arms what a refusal or a full table left unarmed. */
+static void loop_rearm_accepts(struct loop *l)
 {
-    l->listen_fd = fd;
-    l->want_peer = want_peer;
+    for (unsigned i = 0; l->listening && i < l->n_lis; i++)
+        if (!l->lis[i].armed)
+            loop_arm_accept(l, &l->lis[i]);
+}
+
+int loop_listen(struct loop *l, int fd, bool want_peer)
+{
+    struct loop_listener *li;
+
+    if (l->n_lis == LOOP_MAX_LISTENERS)
+        return -ENOSPC;
+    li = &l->lis[l->n_lis];
+    li->fd = fd;
+    li->index = l->n_lis++;
+    li->want_peer = want_peer;
     l->listening = true;
-    loop_arm_accept(l);
+    loop_arm_accept(l, li);
+    return (int)li->index;
 }
 
 void loop_unlisten(struct loop *l)
 {
     l->listening = false;
-    if (l->accept_armed) {
-        struct io_uring_sqe *sqe = loop_sqe(l);
-        io_uring_prep_cancel64(sqe, ud_make(&l->listen_fd, UD_LOOP), 0);
-        io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+    for (unsigned i = 0; i < l->n_lis; i++) {
+        if (l->lis[i].armed) {
+            struct io_uring_sqe *sqe = loop_sqe(l);
+            io_uring_prep_cancel64(sqe, ud_make(&l->lis[i], UD_LOOP), 0);
+            io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+        }
     }
 }
 
@@ -400,7 +424,6 @@ int loop_create(struct loop **out, const struct loop_config *cfg,
     l->id = cfg->id;
     l->fault_turns = cfg->fault_turns;
     l->fault_multishot = cfg->fault_multishot;
-    l->listen_fd = -1;
     l->wake_fd = cfg->wake_fd;
     l->tick_ms = cfg->tick_ms;
     if (l->wake_fd >= 0)
@@ -422,17 +445,18 @@ void loop_destroy(struct loop *l)
 
 /* ---- completions ------------------------------------------------------- */
 
-static void loop_on_accept(struct loop *l, const struct io_uring_cqe *cqe)
+static void loop_on_accept(struct loop *l, struct loop_listener *li,
+                           const struct io_uring_cqe *cqe)
 {
     if (!(cqe->flags & IORING_CQE_F_MORE))
-        l->accept_armed = false;
+        li->armed = false;
     if (cqe->res >= 0) {
         if (!l->listening)
             loop_close_fd(l, cqe->res);
         else
-            l->h->accepted(l->ctx, cqe->res, l->want_peer ? (struct sockaddr *)&l->peer : NULL,
-                           l->peer_len);
-    } else if (cqe->res == -EINVAL && l->accept_multishot) {
+            l->h->accepted(l->ctx, li->index, cqe->res,
+                           li->want_peer ? (struct sockaddr *)&li->peer : NULL, li->peer_len);
+    } else if (cqe->res == -EINVAL && li->multishot) {
         if (loop_feature_drop(&loop_features.multishot_accept))
             log_msg(LOG_LEVEL_WARN, "multishot accept refused; falling back to single accepts");
     } else if (cqe->res != -ECANCELED) {
@@ -441,8 +465,8 @@ static void loop_on_accept(struct loop *l, const struct io_uring_cqe *cqe)
         log_msg(LOG_LEVEL_DEBUG, "%s %u: accept: %s", l->name, l->id, strerror(-cqe->res));
         return;
     }
-    if (!l->accept_armed && l->listening)
-        loop_arm_accept(l);
+    if (!li->armed && l->listening)
+        loop_arm_accept(l, li);
 }
 
 /* Decodes a receive completion for the handler: the bytes of the buffer
@@ -473,8 +497,9 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
 
 static void loop_on_loop(struct loop *l, const struct io_uring_cqe *cqe, const void *p)
 {
-    if (p == &l->listen_fd) {
-        loop_on_accept(l, cqe);
+    if ((const char *)p >= (const char *)l->lis &&
+        (const char *)p < (const char *)(l->lis + LOOP_MAX_LISTENERS)) {
+        loop_on_accept(l, (struct loop_listener *)p, cqe);
         return;
     }
     if (p == &l->wake_val) {
@@ -485,8 +510,7 @@ static void loop_on_loop(struct loop *l, const struct io_uring_cqe *cqe, const v
         return;
     }
     l->h->ticked(l->ctx);
-    if (!l->accept_armed && l->listening)
-        loop_arm_accept(l);
+    loop_rearm_accepts(l);
     loop_arm_tick(l);
 }
 
@@ -543,6 +567,8 @@ int loop_turn(struct loop *l, long long wait_ns)
 
     if (l->h->before_wait)
         l->h->before_wait(l->ctx);
+    if (l->h->work_left && l->h->work_left(l->ctx))
+        wait_ns = 0;
     ret = loop_submit_and_wait(l, wait_ns);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
         log_msg(LOG_LEVEL_ERROR, "%s %u: io_uring_submit_and_wait: %s", l->name, l->id, strerror(-ret));

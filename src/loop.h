@@ -33,10 +33,15 @@ struct loop_conn {
 struct loop_handlers {
     /* Before each wait for completions: start what the last batch queued. */
     void (*before_wait)(void *ctx);
+    /* After before_wait: whether work is left for the next turn (work
+     * put off to keep a turn short), in which case the wait does not block. */
+    bool (*work_left)(void *ctx);
     /* After the wait, before the completions are handled. */
     void (*after_wait)(void *ctx);
-    /* A connection was accepted (peer NULL unless loop_listen asked). */
-    void (*accepted)(void *ctx, int fd, const struct sockaddr *peer, socklen_t peer_len);
+    /* A connection was accepted on the listener loop_listen numbered
+     * `listener` (peer NULL unless loop_listen asked). */
+    void (*accepted)(void *ctx, unsigned listener, int fd, const struct sockaddr *peer,
+                     socklen_t peer_len);
     /* res > 0: res bytes at p, which the handler may change in place (the
      * buffer goes back to the kernel once it returns); 0: the peer's EOF;
      * < 0: -errno (-ENOBUFS: no buffer was free).  ended: the receive
@@ -85,11 +90,15 @@ int loop_fd_install(struct loop *l, unsigned slot, int fd);
  * a ring that cannot go on. */
 int loop_turn(struct loop *l, long long wait_ns);
 
+/* Listeners one loop accepts on (a TLS port and a plaintext one beside it). */
+#define LOOP_MAX_LISTENERS 2
+
 /* Accepts on fd until loop_unlisten; with want_peer, one at a time with the
- * peer's address (a multishot accept cannot report it). */
-void loop_listen(struct loop *l, int fd, bool want_peer);
-/* Stops accepting: the armed accept is cancelled, and a connection it
- * still brings is closed at once. */
+ * peer's address (a multishot accept cannot report it).  The listener's
+ * number (0, 1...), or -ENOSPC past LOOP_MAX_LISTENERS. */
+int loop_listen(struct loop *l, int fd, bool want_peer);
+/* Stops accepting: the armed accepts are cancelled, and a connection they
+ * still bring is closed at once. */
 void loop_unlisten(struct loop *l);
 
 void loop_recv(struct loop *l, struct loop_conn *lc);

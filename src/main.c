@@ -6,6 +6,7 @@
  * links the installed form of the library. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +17,26 @@
 #define MAX_LIST 32
 
 static ringws_server *main_server;
+static volatile sig_atomic_t main_ending;
 
 static void main_on_signal(int sig)
 {
     (void)sig;
     if (main_server)
         ringws_server_stop(main_server);
+}
+
+/* SIGHUP, blocked in every thread, is taken here: reloading certificates
+ * reads files and takes locks, which a signal handler must not. */
+static void *main_reload_thread(void *arg)
+{
+    sigset_t *hup = arg;
+    int sig;
+
+    while (sigwait(hup, &sig) == 0 && !main_ending)
+        if (ringws_server_reload_tls(main_server) == -EINVAL)
+            fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates to reload\n");
+    return NULL;
 }
 
 static void main_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
@@ -73,6 +88,16 @@ static void main_usage(FILE *f)
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "  --plain-recv-buffers    one receive per buffer even where the kernel can\n"
             "                          pack receives into buffers incrementally\n"
+            "  --tls-cert FILE         certificate (PEM, chain after it) and ...\n"
+            "  --tls-key FILE          ... its key: --port speaks TLS only; repeat both for\n"
+            "                          more certificates, chosen by SNI (the first is the\n"
+            "                          default); SIGHUP reads the files again\n"
+            "  --plain-port N          with TLS, also a plaintext listener on port N (0: a\n"
+            "                          free one)\n"
+            "  --tls-ticket-lifetime T session tickets last T; their key changes as often\n"
+            "                          (default 7200s)\n"
+            "  --tls-handshake-budget T  handshake CPU per worker and loop turn before\n"
+            "                          more handshakes wait for the next (default 2ms)\n"
             "Durations: 500ms, 2s, or plain seconds (1.5).\n");
 }
 
@@ -111,6 +136,8 @@ struct main_opts {
     struct ringws_config cfg;
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
     struct ringws_topic_rule rules[MAX_LIST];
+    struct ringws_tls_cert certs[MAX_LIST];
+    size_t n_keys;
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
@@ -119,7 +146,8 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
        OPT_TOPIC,
-       OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_HELP };
+       OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
+       OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET, OPT_HELP };
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
 {
@@ -199,6 +227,26 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         cfg->recv_buffers = (unsigned)v; return 0;
     case OPT_PLAIN_BUFS:
         cfg->plain_recv_buffers = true; return 0;
+    case OPT_TLS_CERT:
+        if (cfg->n_tls_certs == MAX_LIST) return -E2BIG;
+        o->certs[cfg->n_tls_certs++].cert_file = arg; return 0;
+    case OPT_TLS_KEY:
+        if (o->n_keys == MAX_LIST) return -E2BIG;
+        o->certs[o->n_keys++].key_file = arg; return 0;
+    case OPT_PLAIN_PORT:
+        if (main_parse_uint(arg, 65535, &v) < 0) return -EINVAL;
+        cfg->plain_listener = true;
+        cfg->plain_port = (uint16_t)v; return 0;
+    case OPT_TICKET_LIFETIME: {
+        unsigned ms;
+        if (main_parse_duration(arg, &ms) < 0 || ms < 1000) return -EINVAL;
+        cfg->tls_ticket_lifetime_s = ms / 1000; return 0;
+    }
+    case OPT_HANDSHAKE_BUDGET: {
+        unsigned ms;
+        if (main_parse_duration(arg, &ms) < 0 || !ms || ms > 1000) return -EINVAL;
+        cfg->tls_handshake_budget_us = ms * 1000; return 0;
+    }
     default: return -EINVAL;
     }
 }
@@ -232,6 +280,11 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
         {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
         {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
+        {"tls-ticket-lifetime", required_argument, NULL, OPT_TICKET_LIFETIME},
+        {"tls-handshake-budget", required_argument, NULL, OPT_HANDSHAKE_BUDGET},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -254,7 +307,33 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         fprintf(stderr, "ringws: unexpected argument: %s\n", argv[optind]);
         return -EINVAL;
     }
+    if (o->n_keys != o->cfg.n_tls_certs) {
+        fprintf(stderr, "ringws: each --tls-cert needs its --tls-key\n");
+        return -EINVAL;
+    }
+    if (o->cfg.plain_listener && !o->cfg.n_tls_certs) {
+        fprintf(stderr, "ringws: --plain-port is for a plaintext listener beside TLS\n");
+        return -EINVAL;
+    }
     return 0;
+}
+
+/* Where to point a browser: https with TLS, and the plaintext listener
+ * beside it. */
+static void main_print_where(const struct ringws_config *cfg)
+{
+    const char *lb = strchr(cfg->bind, ':') ? "[" : "", *rb = *lb ? "]" : "";
+    unsigned port = ringws_server_port(main_server);
+
+    printf("ringws listening on %s%s%s:%u%s\n", lb, cfg->bind, rb, port,
+           cfg->n_tls_certs ? " (TLS)" : "");
+    if (cfg->plain_listener)
+        printf("plain HTTP/WebSocket listener on %s%s%s:%u\n", lb, cfg->bind, rb,
+               ringws_server_plain_port(main_server));
+    printf("open %s://%s%s%s:%u/ in a browser (WebSocket echo at /echo%s%s)\n",
+           cfg->n_tls_certs ? "https" : "http", lb, cfg->bind, rb, port,
+           cfg->pubsub_path ? ", pub/sub at " : "", cfg->pubsub_path ? cfg->pubsub_path : "");
+    fflush(stdout);
 }
 
 int main(int argc, char **argv)
@@ -262,6 +341,8 @@ int main(int argc, char **argv)
     static const char *const ws_paths[] = {"/echo"};
     struct main_opts o = {0};
     struct sigaction sa;
+    sigset_t hup;
+    pthread_t reloader;
     int ret;
 
     ringws_config_init(&o.cfg);
@@ -273,10 +354,15 @@ int main(int argc, char **argv)
     o.cfg.subprotocols = o.subprotocols;
     o.cfg.topic_rules = o.rules;
     o.cfg.pubsub_path = "/ws";
+    o.cfg.tls_certs = o.certs;
     if (main_parse_args(argc, argv, &o) < 0)
         return 2;
 
     ret = ringws_server_create(&o.cfg, &main_server);
+    if (ret == -EIO && o.cfg.n_tls_certs) {
+        fprintf(stderr, "ringws: cannot use the TLS certificates (the reason is above)\n");
+        return 1;
+    }
     if (ret < 0) {
         fprintf(stderr, "ringws: cannot listen on %s:%u: %s\n", o.cfg.bind, o.cfg.port,
                 strerror(-ret));
@@ -288,17 +374,20 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
+    if (pthread_create(&reloader, NULL, main_reload_thread, &hup) != 0) {
+        fprintf(stderr, "ringws: cannot start the SIGHUP thread\n");
+        ringws_server_destroy(main_server);
+        return 1;
+    }
 
-    printf("ringws listening on %s%s%s:%u\n", strchr(o.cfg.bind, ':') ? "[" : "",
-           o.cfg.bind, strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server));
-    printf("open http://%s%s%s:%u/ in a browser (WebSocket echo at /echo%s%s)\n",
-           strchr(o.cfg.bind, ':') ? "[" : "", o.cfg.bind,
-           strchr(o.cfg.bind, ':') ? "]" : "", ringws_server_port(main_server),
-           o.cfg.pubsub_path ? ", pub/sub at " : "",
-           o.cfg.pubsub_path ? o.cfg.pubsub_path : "");
-    fflush(stdout);
-
+    main_print_where(&o.cfg);
     ret = ringws_server_run(main_server);
+    main_ending = 1;
+    pthread_kill(reloader, SIGHUP);
+    pthread_join(reloader, NULL);
     {
         ringws_server *srv = main_server;
         main_server = NULL; /* a late signal must not reach a freed server */

@@ -22,6 +22,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "tls.h"
 
 #define LISTEN_BACKLOG 4096
 #define MAX_RECV_BUF_SIZE (1u << 20)
@@ -47,6 +48,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_publish = 1u << 20;
     cfg->max_inbox_bytes = 64u << 20;
     cfg->max_topics = 64;
+    cfg->tls_ticket_lifetime_s = 7200;
+    cfg->tls_handshake_budget_us = 2000;
 }
 
 static int server_listen(const struct ringws_config *cfg, uint16_t port, int *out_fd)
@@ -85,7 +88,7 @@ static int server_listen(const struct ringws_config *cfg, uint16_t port, int *ou
 
 /* The port the listeners share, and whether they listen on loopback only:
  * the kernel hands such a listener connections from this host alone. */
-static void server_note_listener(ringws_server *srv, int fd)
+static void server_note_listener(ringws_server *srv, int fd, uint16_t *port)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -93,9 +96,9 @@ static void server_note_listener(ringws_server *srv, int fd)
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         return;
     if (ss.ss_family == AF_INET6)
-        srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        *port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     else
-        srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     srv->listen_loopback = conn_addr_loopback((struct sockaddr *)&ss, len);
 }
 
@@ -144,6 +147,11 @@ static int server_check_config(const struct ringws_config *cfg)
         !cfg->recv_buffers || cfg->recv_buffers > MAX_RECV_BUF_COUNT ||
         (cfg->recv_buffers & (cfg->recv_buffers - 1)))
         return -EINVAL;
+    if (cfg->plain_listener && !cfg->n_tls_certs)
+        return -EINVAL; /* a second plaintext listener beside plaintext */
+    for (size_t i = 0; i < cfg->n_tls_certs; i++)
+        if (!cfg->tls_certs || !cfg->tls_certs[i].cert_file || !cfg->tls_certs[i].key_file)
+            return -EINVAL;
     for (size_t i = 0; i < cfg->n_topic_rules; i++)
         if (!cfg->topic_rules[i].pattern ||
             cfg->topic_rules[i].policy > RINGWS_FANOUT_DROP_OLDEST)
@@ -173,7 +181,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[1] = ~srv->topic_key[0];
     }
     ret = conn_addr_table_create(srv);
+    if (ret == 0 && cfg->n_tls_certs)
+        ret = tls_server_create(&srv->tls, cfg);
     if (ret < 0) {
+        free(srv->addr_counts);
         free(srv);
         return ret;
     }
@@ -181,23 +192,29 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers) {
+        tls_server_destroy(srv->tls);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < srv->n_workers; i++)
-        srv->workers[i].listen_fd = srv->workers[i].wake_fd = -1;
+        srv->workers[i].listen_fd = srv->workers[i].plain_fd = srv->workers[i].wake_fd = -1;
     for (unsigned i = 0; i < srv->n_workers; i++) {
         struct worker *w = &srv->workers[i];
         ret = server_worker_init(srv, w, i);
         if (ret == 0)
             ret = server_listen(cfg, srv->port ? srv->port : cfg->port, &w->listen_fd);
+        if (ret == 0 && cfg->plain_listener)
+            ret = server_listen(cfg, srv->plain_port ? srv->plain_port : cfg->plain_port,
+                                &w->plain_fd);
         if (ret < 0) {
             ringws_server_destroy(srv);
             return ret;
         }
         if (!srv->port)
-            server_note_listener(srv, w->listen_fd);
+            server_note_listener(srv, w->listen_fd, &srv->port);
+        if (cfg->plain_listener && !srv->plain_port)
+            server_note_listener(srv, w->plain_fd, &srv->plain_port);
     }
     server_plan_publish(srv);
     *out = srv;
@@ -207,6 +224,18 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
 uint16_t ringws_server_port(const ringws_server *srv)
 {
     return srv->port;
+}
+
+uint16_t ringws_server_plain_port(const ringws_server *srv)
+{
+    return srv->plain_port;
+}
+
+int ringws_server_reload_tls(ringws_server *srv)
+{
+    if (!srv->tls)
+        return -EINVAL;
+    return tls_server_reload(srv->tls);
 }
 
 static void *server_worker_main(void *arg)
@@ -231,11 +260,13 @@ int ringws_server_run(ringws_server *srv)
     unsigned started = 0;
     int ret = 0;
 
-    /* Workers never take SIGINT/SIGTERM: the caller's thread handles them
-     * and its handler calls ringws_server_stop. */
+    /* Workers never take SIGINT/SIGTERM (the caller's thread handles them
+     * and its handler calls ringws_server_stop) nor SIGHUP (the caller's
+     * to act on, with ringws_server_reload_tls, say). */
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (; started < srv->n_workers; started++) {
@@ -275,6 +306,8 @@ void ringws_server_destroy(ringws_server *srv)
         struct worker *w = &srv->workers[i];
         if (w->listen_fd >= 0)
             close(w->listen_fd);
+        if (w->plain_fd >= 0)
+            close(w->plain_fd);
         if (w->wake_fd >= 0)
             close(w->wake_fd);
         free(w->hdrs);
@@ -283,6 +316,7 @@ void ringws_server_destroy(ringws_server *srv)
     }
     free(srv->workers);
     free(srv->addr_counts);
+    tls_server_destroy(srv->tls);
     free(srv);
 }
 
@@ -311,6 +345,10 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->partial_over_budget += STAT_GET(partial_over_budget);
         out->partial_bytes += STAT_GET(partial_bytes);
         out->publishes_refused += STAT_GET(publishes_refused);
+        out->tls_handshakes_full += STAT_GET(tls_handshakes_full);
+        out->tls_handshakes_resumed += STAT_GET(tls_handshakes_resumed);
+        out->tls_handshake_failures += STAT_GET(tls_handshake_failures);
+        out->tls_handshakes_deferred += STAT_GET(tls_handshakes_deferred);
 #undef STAT_GET
     }
 }

@@ -51,8 +51,13 @@ struct transport_ops {
      * (conn_wire_shutdown; TLS sends close_notify first). */
     void (*shutdown)(struct ringws_conn *c);
     /* Nothing of the connection is in the ring: closes the descriptor
-     * (conn_wire_close) and lets go of the transport's own state. */
+     * (conn_wire_close). */
     void (*close)(struct ringws_conn *c);
+    /* A new connection: sets up the transport's own state (c->tp_state).
+     * 0 or -errno.  NULL with send. */
+    int (*open)(struct ringws_conn *c);
+    /* The connection is freed: lets go of that state.  NULL with send. */
+    void (*release)(struct ringws_conn *c);
 };
 
 extern const struct transport_ops transport_tcp;

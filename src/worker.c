@@ -14,6 +14,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "tls.h"
 
 #define WORKER_SQ_ENTRIES 4096u
 #define WORKER_CQ_ENTRIES 16384u
@@ -30,12 +31,27 @@ void worker_wake(struct worker *w)
 
 static void worker_before_wait(void *ctx)
 {
-    conn_flush_all(ctx);
+    struct worker *w = ctx;
+
+    if (w->tls)
+        tls_worker_turn(w);
+    conn_flush_all(w);
 }
 
-static void worker_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+/* Handshakes put off by the budget wait for the next turn, which must
+ * come without an event to wake it. */
+static bool worker_work_left(void *ctx)
 {
-    conn_accepted(ctx, fd, peer, len);
+    return tls_worker_deferred(ctx);
+}
+
+/* Listener 0 is the server's port: TLS when the server has certificates. */
+static void worker_accepted(void *ctx, unsigned listener, int fd, const struct sockaddr *peer,
+                            socklen_t len)
+{
+    struct worker *w = ctx;
+
+    conn_accepted(w, listener == 0 && w->tp_sealed, fd, peer, len);
 }
 
 static void worker_woken(void *ctx)
@@ -60,6 +76,7 @@ static void worker_ticked(void *ctx)
 
 static const struct loop_handlers worker_handlers = {
     .before_wait = worker_before_wait,
+    .work_left = worker_work_left,
     .accepted = worker_accepted,
     .received = conn_on_recv,
     .sent = conn_on_send,
@@ -151,14 +168,25 @@ int worker_run(struct worker *w)
     };
     int ret, fatal = 0;
 
-    w->tp = &transport_tcp;
+    if (srv->tls) {
+        ret = tls_worker_init(w);
+        if (ret < 0) {
+            tls_worker_fini(w);
+            return ret;
+        }
+        w->tp_sealed = &transport_tls;
+    }
     worker_fault_init(w, &cfg);
     ret = loop_create(&w->loop, &cfg, &worker_handlers, w);
-    if (ret < 0)
+    if (ret < 0) {
+        tls_worker_fini(w);
         return ret;
+    }
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
     loop_listen(w->loop, w->listen_fd, srv->peer_addrs);
+    if (w->plain_fd >= 0)
+        loop_listen(w->loop, w->plain_fd, srv->peer_addrs);
 
     while (!fatal && !worker_done(w))
         fatal = loop_turn(w->loop, -1);
@@ -172,6 +200,7 @@ int worker_run(struct worker *w)
     loop_destroy(w->loop);
     w->loop = NULL;
     conn_free_all(w);
+    tls_worker_fini(w);
     pubsub_worker_fini(w);
     return fatal;
 }
