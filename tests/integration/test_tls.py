@@ -60,7 +60,7 @@ from ringws_test import (EOF, OP_BINARY, OP_CLOSE, OP_TEXT, TLS_FRONT, HttpConn,
                          upgrade_request, ws_connect)
 import tls_ca  # noqa: E402
 from tls_peers import (CT_ALERT, InteractiveSClient, PermissiveServer,  # noqa: E402
-                       TlsPipe, dup_raw, parse_records, plaintext_alert, read_until_closed,
+                       Tls13Writer, TlsPipe, dup_raw, parse_records, plaintext_alert, read_until_closed,
                        s_client)
 
 NATIVE = TLS_FRONT != "nginx"
@@ -245,13 +245,14 @@ def t_plain_listener(port, plain_port, stdout_lines):
                opens)
 
 
-def t_node_ws(port, version):
+def t_node_ws(port, version, ciphers=None):
     if not os.access(NODE, os.X_OK):
         fail("no node at %s (Node 20 is part of the machine setup)" % NODE)
     if not os.path.isdir(os.path.join(NODE_PATH, "ws")):
         fail("no node-ws under %s: install Debian's node-ws (tools/setup.sh does)" % NODE_PATH)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_ws_echo.js")
-    args = [NODE, script, "wss://127.0.0.1:%d/echo" % port, CA.cert] + ([version] if version else [])
+    args = [NODE, script, "wss://127.0.0.1:%d/echo" % port, CA.cert] + \
+        ([version] if version else []) + ([ciphers] if ciphers else [])
     proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=T(30),
                           env=dict(os.environ, NODE_PATH=NODE_PATH))
     try:
@@ -263,6 +264,24 @@ def t_node_ws(port, version):
            res.get("error") or res)
     eq(res["authorized"], True, "node's verdict on the certificate chain")
     eq(res["protocol"], version or "TLSv1.3", "TLS version node got")
+    if ciphers:
+        eq(res["cipher"], ciphers, "suite node got")
+
+
+def t_suite_tls12(port, suite, sni):
+    """One TLS 1.2 suite, messages of many records both ways."""
+    ctx = CA.client_context(versions=(ssl.TLSVersion.TLSv1_2,) * 2)
+    ctx.set_ciphers(suite)
+    with RawWS.open(port, sock=tls_sock(port, ctx, sni=sni)) as ws:
+        eq(ws.sock.cipher()[0], suite, "suite agreed")
+        data = os.urandom(200000)
+        ws.send_frame(OP_BINARY, data)
+        ws.expect_echo(OP_BINARY, data, timeout=T(10))
+        for i in range(50):
+            ws.send_frame(OP_TEXT, b"small %d" % i)
+        for i in range(50):
+            ws.expect_echo(OP_TEXT, b"small %d" % i)
+        ws.close_handshake()
 
 
 # ---------------------------------------------------------------------------
@@ -384,6 +403,143 @@ def t_key_update(port):
         expect(re.search(r"^<<< TLS 1.3, Handshake \[length 0005\], KeyUpdate$",
                          c.text()[start:], re.M),
                "the server's KeyUpdate in answer to update_requested", c.text()[start:][-800:])
+        # update_not_requested: the client's next records use its next key.
+        start = len(c.text())
+        c.send(b"k\n")
+        if not c.wait_for(r"^KEYUPDATE", T(5), start):
+            fail("s_client did not send a second KeyUpdate: %r" % c.text()[start:][-400:])
+        c.send(b"GET /healthz HTTP/1.1\nHost: x\n\n")
+        if not c.wait_for(r"^HTTP/1.1 200 OK", T(5), start):
+            fail("no answer after a KeyUpdate (update_not_requested): %r" % c.text()[start:][-800:])
+
+
+def t_record_padding(port):
+    """TLS 1.3 records padded by the client (s_client -record_padding),
+    up to full 16 KiB records."""
+    for block in ("300", "16384"):
+        r = s_client(port, ["-tls1_3", "-record_padding", block, "-ign_eof"], ca=CA,
+                     stdin=b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        established(r, "a TLS 1.3 handshake padding its records to %s" % block)
+        expect("HTTP/1.1 200 OK" in r.out, "the answer to a request padded to %s bytes" % block,
+               r.out[-400:])
+
+
+# ---------------------------------------------------------------------------
+# TLS 1.3 records made by the test (the client's write side after the
+# handshake, see tls_peers.Tls13Writer)
+
+
+def crafted(port, keydir, name):
+    ctx = CA.client_context(versions=(ssl.TLSVersion.TLSv1_3,) * 2)
+    ctx.keylog_filename = os.path.join(keydir, name)
+    p = TlsPipe(port, ctx)
+    p.handshake()
+    return p, Tls13Writer(p.obj.cipher()[0], ctx.keylog_filename)
+
+
+def pipe_head(p):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += p.read()
+    end = head.index(b"\r\n\r\n") + 4
+    return head[:end], head[end:]
+
+
+def pipe_expect_alert(p, alert, what):
+    """The server answers with the fatal alert `alert` (OpenSSL's name of
+    it, e.g. UNEXPECTED_MESSAGE) and closes."""
+    deadline = time.monotonic() + PROMPT
+    got = b""
+    while True:
+        try:
+            data = p.read(max(0.01, deadline - time.monotonic()))
+            if not data:
+                fail("%s: expected a %s alert, got close_notify (after %r)" % (what, alert, got[:60]))
+            got += data
+        except ssl.SSLError as e:
+            text = str(e).upper()
+            if "ALERT" in text:
+                expect(alert in text, "%s: a %s alert" % (what, alert), e)
+                return
+            fail("%s: expected a %s alert, got %s: %s" % (what, alert, type(e).__name__, e))
+        except Exception as e:  # noqa: BLE001 - the message says what came
+            fail("%s: expected a %s alert, got %s: %s (after %r)" % (what, alert, type(e).__name__,
+                                                                    e, got[:60]))
+
+
+def t_crafted_records(port):
+    """Legal records a client may send: a request cut into a record, an
+    empty application record and a padded one; a message in a record whose
+    inner plaintext is 2^14 + 1 bytes; KeyUpdates both ways."""
+    with tempfile.TemporaryDirectory(prefix="ringws-keys-") as d:
+        p, w = crafted(port, d, "keys")
+        with p:
+            req, key = upgrade_request(port)
+            p.sock.sendall(w.record(23, req[:20]) + w.record(23, b"")
+                           + w.record(23, req[20:], padding=300))
+            head, rest = pipe_head(p)
+            expect(head.startswith(b"HTTP/1.1 101 "), "101 to a request in three records",
+                   short(head))
+            data = os.urandom(16384 - 8)  # with its 8-byte head, the frame fills a record
+            p.sock.sendall(w.record(23, build_frame(OP_BINARY, data)))
+            want = b"\x82\x7e" + len(data).to_bytes(2, "big") + data
+            same_payload(rest + p.read_exactly(len(want) - len(rest)), want,
+                         "echo of a message filling a record")
+            for requested in (True, False):
+                p.sock.sendall(w.key_update(requested))
+                msg = b"after a KeyUpdate%s" % (b" requested" if requested else b"")
+                p.sock.sendall(w.record(23, build_frame(OP_TEXT, msg)))
+                eq(p.read_exactly(2 + len(msg)), b"\x81" + bytes([len(msg)]) + msg,
+                   "echo after a KeyUpdate (update_%srequested)" % ("" if requested else "not_"))
+            p.sock.sendall(w.record(23, build_frame(OP_CLOSE, close_payload(1000))))
+            eq(p.read_exactly(4), b"\x88\x02\x03\xe8", "the close frame answering ours")
+            try:
+                eq(p.read(), b"", "what follows the close frame (close_notify)")
+            except ssl.SSLEOFError:
+                fail("TCP closed without close_notify after the close frame")
+
+
+def t_crafted_bad(port, kind):
+    alert, build = {
+        # RFC 8446 5.4: no non-zero octet in the inner plaintext.
+        "all-zero-inner": ("UNEXPECTED_MESSAGE", lambda w: w.record(0, b"", padding=20)),
+        # RFC 8446 5: a change_cipher_spec after the Finished.
+        "ccs-after-handshake": ("UNEXPECTED_MESSAGE", lambda w: b"\x14\x03\x03\x00\x01\x01"),
+        "unknown-inner-type": ("UNEXPECTED_MESSAGE", lambda w: w.record(24, b"\x01\x00\x00")),
+        # RFC 8446 5.1/5.4: more than 2^14 bytes of content.
+        "content-overflow": ("RECORD_OVERFLOW", lambda w: w.record(23, bytes(16385))),
+        "bad-tag": ("BAD_RECORD_MAC", lambda w: w.record(23, b"x" * 40)[:-1] + b"\x00"),
+        "replayed": ("BAD_RECORD_MAC", lambda w: (lambda r: r + r)(w.record(23, b"GET"))),
+        "renegotiating-hello": ("UNEXPECTED_MESSAGE",
+                                lambda w: w.record(22, b"\x01\x00\x00\x04\x03\x03\x00\x00")),
+    }[kind]
+    with tempfile.TemporaryDirectory(prefix="ringws-keys-") as d:
+        p, w = crafted(port, d, "keys")
+        with p:
+            p.sock.sendall(build(w))
+            pipe_expect_alert(p, alert, kind)
+
+
+def t_crafted_fatal_alert(port):
+    """An encrypted fatal alert from the client: the server closes at once."""
+    with tempfile.TemporaryDirectory(prefix="ringws-keys-") as d:
+        p, w = crafted(port, d, "keys")
+        with p:
+            p.sock.sendall(w.record(21, b"\x02\x28"))
+            read_until_closed(p.sock, PROMPT)
+
+
+def t_bad_mac_after_handshake(port, ctx):
+    """A record of random bytes on an open WebSocket: bad_record_mac."""
+    with RawWS.open(port, tls=ctx) as ws, dup_raw(ws.sock) as raw:
+        ws.send_frame(OP_TEXT, b"before")
+        ws.expect_echo(OP_TEXT, b"before")
+        raw.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+        try:
+            ws.expect_eof(PROMPT, "the server to close after a record it cannot open")
+            fail("closed without a bad_record_mac alert")
+        except ssl.SSLError as e:
+            expect("BAD_RECORD_MAC" in str(e).upper(), "a bad_record_mac alert (RFC 8446 5.2)", e)
 
 
 # ---------------------------------------------------------------------------
@@ -1074,6 +1230,7 @@ def main():
             ("alpn-h2-only-refused", t_alpn_h2_refused, port),
             ("renegotiation-refused", t_renegotiation_refused, port),
             ("tls1.3-key-update", t_key_update, port),
+            ("tls1.3-record-padding", t_record_padding, port),
             ("resumption-tls1.3", t_resumption, port, "-tls1_3"),
             ("resumption-tls1.2", t_resumption, port, "-tls1_2"),
             ("sni-s_client", t_sni_s_client, port),
@@ -1094,6 +1251,13 @@ def main():
             ("huge-record-before-handshake", t_huge_record_before_handshake, port),
             ("huge-record-after-handshake-tls1.3", t_huge_record_after_handshake, port, CTX13),
             ("huge-record-after-handshake-tls1.2", t_huge_record_after_handshake, port, CTX12),
+            ("bad-mac-after-handshake-tls1.3", t_bad_mac_after_handshake, port, CTX13),
+            ("bad-mac-after-handshake-tls1.2", t_bad_mac_after_handshake, port, CTX12),
+            ("crafted-records", t_crafted_records, port),
+            ("crafted-fatal-alert", t_crafted_fatal_alert, port),
+        ] + [("crafted-" + kind, t_crafted_bad, port, kind)
+             for kind in ("all-zero-inner", "ccs-after-handshake", "unknown-inner-type",
+                          "content-overflow", "bad-tag", "replayed", "renegotiating-hello")] + [
             ("alert-first", t_alert_first, port),
             ("alert-mid-handshake-tls1.3", t_alert_mid_handshake, port, CTX13),
             ("alert-mid-handshake-tls1.2", t_alert_mid_handshake, port, CTX12),
@@ -1118,6 +1282,17 @@ def main():
         r.case("tiny-segments-tls1.2", t_tiny_segments, port, CTX12)
         r.case("node-ws-tls1.3", t_node_ws, port, None)
         r.case("node-ws-tls1.2", t_node_ws, port, "TLSv1.2")
+        r.parallel([("node-ws-" + suite, t_node_ws, port, "TLSv1.3", suite)
+                    for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                  "TLS_CHACHA20_POLY1305_SHA256")]
+                   + [("tls1.2-" + suite, t_suite_tls12, port, suite, sni)
+                      for suite, sni in (("ECDHE-ECDSA-AES128-GCM-SHA256", "127.0.0.1"),
+                                         ("ECDHE-ECDSA-AES256-GCM-SHA384", "127.0.0.1"),
+                                         ("ECDHE-ECDSA-CHACHA20-POLY1305", "127.0.0.1"),
+                                         ("ECDHE-RSA-AES128-GCM-SHA256", "rsa.test"),
+                                         ("ECDHE-RSA-AES256-GCM-SHA384", "rsa.test"),
+                                         ("ECDHE-RSA-CHACHA20-POLY1305", "rsa.test"))],
+                   workers=3, timeout=30)
         if NATIVE:
             r.case("metrics", t_metrics, port)
 

@@ -303,8 +303,8 @@ class TlsPipe:
         self.flush()
 
     def read(self, timeout=None):
-        """Decrypted bytes (at least one); raises SSLZeroReturnError at the
-        server's close_notify and SSLEOFError at an EOF without it."""
+        """Decrypted bytes: at least one, or b"" once the server's
+        close_notify came; SSLEOFError at an EOF without it."""
         deadline = time.monotonic() + (timeout or T(5))
         while True:
             try:
@@ -320,7 +320,10 @@ class TlsPipe:
         deadline = time.monotonic() + (timeout or T(5))
         out = b""
         while len(out) < n:
-            out += self.read(max(0.01, deadline - time.monotonic()))
+            got = self.read(max(0.01, deadline - time.monotonic()))
+            if not got:
+                fail("the server closed (close_notify) after %d of %d bytes: %r" % (len(out), n, out[:60]))
+            out += got
         return out
 
     def close(self):
@@ -337,3 +340,62 @@ def dup_raw(tls_sock):
     """A plain socket on the same connection as an SSLSocket: what is
     written to it goes to the server as it is, past the TLS layer."""
     return socket.socket(fileno=os.dup(tls_sock.fileno()))
+
+
+# ---------------------------------------------------------------------------
+# TLS 1.3 records of the test's own making
+
+
+def hkdf_expand_label(secret, label, length, hash_name):
+    """HKDF-Expand-Label(secret, label, "", length) of RFC 8446 7.1."""
+    import hmac
+    info = length.to_bytes(2, "big") + bytes([6 + len(label)]) + b"tls13 " + label + b"\x00"
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(secret, block + info + bytes([i]), hash_name).digest()
+        out += block
+        i += 1
+    return out[:length]
+
+
+class Tls13Writer:
+    """The client's side of a TLS 1.3 connection after its handshake,
+    written by the test: python's client sent nothing but its Finished, so
+    the client's application records start at sequence 0 with the traffic
+    secret python logged (`keylog`, a file of this one connection). What
+    the server sends is still read by python (TlsPipe.read). Records can
+    carry any inner type, padding, or plaintext longer than TLS allows."""
+
+    KEY_UPDATE = 24
+
+    def __init__(self, suite, keylog):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+        with open(keylog) as f:
+            secrets = [ln.split()[2] for ln in f if ln.startswith("CLIENT_TRAFFIC_SECRET_0 ")]
+        if len(secrets) != 1:
+            fail("expected one CLIENT_TRAFFIC_SECRET_0 in the key log, got %d" % len(secrets))
+        self.hash = "sha384" if suite.endswith("SHA384") else "sha256"
+        self.aead, self.key_len = {
+            "TLS_AES_128_GCM_SHA256": (AESGCM, 16), "TLS_AES_256_GCM_SHA384": (AESGCM, 32),
+            "TLS_CHACHA20_POLY1305_SHA256": (ChaCha20Poly1305, 32)}[suite]
+        self._use(bytes.fromhex(secrets[0]))
+
+    def _use(self, secret):
+        self.secret = secret
+        self.key = self.aead(hkdf_expand_label(secret, b"key", self.key_len, self.hash))
+        self.iv = hkdf_expand_label(secret, b"iv", 12, self.hash)
+        self.seq = 0
+
+    def record(self, inner_type, data, padding=0):
+        inner = bytes(data) + bytes([inner_type]) + bytes(padding)
+        header = bytes([CT_APPDATA, 3, 3]) + (len(inner) + 16).to_bytes(2, "big")
+        nonce = bytes(a ^ b for a, b in zip(self.iv, self.seq.to_bytes(12, "big")))
+        self.seq += 1
+        return header + self.key.encrypt(nonce, inner, header)
+
+    def key_update(self, requested):
+        """A KeyUpdate record; later records use the next secret."""
+        rec = self.record(22, bytes([self.KEY_UPDATE, 0, 0, 1, 1 if requested else 0]))
+        size = len(self.secret)
+        self._use(hkdf_expand_label(self.secret, b"traffic upd", size, self.hash))
+        return rec
