@@ -10,6 +10,12 @@ the test sees the browser's own handshake (Origin, key, version, user agent)
 and the frames on the wire; another makes the server refuse the browser's
 Origin, so the page must show no echo.
 
+Over TLS, the page is loaded over https from the server itself (with a
+certificate of a CA the test makes, tls_ca.py) and opens wss:// to it; the
+browser trusts that CA through an NSS database in its profile's home, so
+the chain is really verified, and a browser without the CA must refuse the
+same page.
+
 The browser is /usr/bin/chromium (tools/setup.sh installs it) or the one
 RINGWS_CHROMIUM names; a missing browser is a failed case, not a skip.
 Python 3.11 standard library only.
@@ -32,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_TEXT, Response, Runner, T, apply_mask, check_101, eq,  # noqa: E402
                          expect, fail, short)
+import tls_ca  # noqa: E402
 
 CHROMIUM = os.environ.get("RINGWS_CHROMIUM", "/usr/bin/chromium")
 
@@ -56,14 +63,23 @@ def random_text():
 # The browser
 
 
-def run_chromium(url):
+# net::ERR_CERT_AUTHORITY_INVALID, as Chromium logs a refused chain.
+NET_ERROR_UNTRUSTED = "net_error -202"
+
+
+def run_chromium(url, ca=None, untrusted=False):
     """Runs headless Chromium on `url` and returns the DOM it dumps. Chromium
     runs in its own session so that it and every helper process it starts
-    can be ended together, whatever happens."""
+    can be ended together, whatever happens. `ca` (a tls_ca.TestCA) is
+    trusted through the NSS database of the profile's home, the store
+    Chromium verifies server chains against on Linux. With `untrusted` the
+    run must end in Chromium refusing the server's chain."""
     if not os.access(CHROMIUM, os.X_OK):
         fail("no browser at %s: install the chromium package (tools/setup.sh does) "
              "or point RINGWS_CHROMIUM at one" % CHROMIUM)
     profile = tempfile.mkdtemp(prefix="ringws-chromium-")
+    if ca is not None:
+        ca.nss_db(profile)
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     cmd = [CHROMIUM] + CHROMIUM_FLAGS + [
@@ -81,6 +97,11 @@ def run_chromium(url):
                  % (limit, url, _tail(err)))
         out.seek(0)
         dom = out.read().decode("utf-8", "replace")
+        if untrusted:
+            err.seek(0)
+            expect(NET_ERROR_UNTRUSTED in err.read().decode("utf-8", "replace"),
+                   "chromium refusing the chain (%s)" % NET_ERROR_UNTRUSTED, _tail(err))
+            return dom
         if rc != 0 or not dom.strip():
             fail("chromium exited with status %s and %d bytes of DOM on %s; stderr %s"
                  % (rc, len(dom), url, _tail(err)))
@@ -109,8 +130,8 @@ def _tail(f, n=800):
     return repr(text[-n:]) if text else "(empty)"
 
 
-def page_url(port, text):
-    return "http://127.0.0.1:%d/?send=%s" % (port, urllib.parse.quote(text, safe=""))
+def page_url(port, text, scheme="http", host="127.0.0.1"):
+    return "%s://%s:%d/?send=%s" % (scheme, host, port, urllib.parse.quote(text, safe=""))
 
 
 class DemoDom(html.parser.HTMLParser):
@@ -146,13 +167,13 @@ class DemoDom(html.parser.HTMLParser):
             self._text.append(data)
 
 
-def check_echoed(dom, text, ws_port):
+def check_echoed(dom, text, ws_port, ws_origin="ws://127.0.0.1"):
     page = DemoDom(dom)
     expect(page.title is not None, "a <title> in the dumped DOM", short(dom))
     eq(page.title, "echo:" + text, "document.title after the echo")
     eq(page.status, "open", "status on the page")
     eq((page.log or "").splitlines(),
-       ["connected to ws://127.0.0.1:%d/echo" % ws_port, "> " + text, "< " + text],
+       ["connected to %s:%d/echo" % (ws_origin, ws_port), "> " + text, "< " + text],
        "log on the page")
 
 
@@ -293,6 +314,37 @@ def t_echo_ascii_again(port):
     check_echoed(run_chromium(page_url(port, text)), text, port)
 
 
+def t_echo_over_https(port, ca):
+    """The page over https from the server itself, its script opening
+    wss:// to the same origin; Chromium verifies the chain to the test CA
+    (no certificate error is ignored)."""
+    text = random_text()
+    dom = run_chromium(page_url(port, text, "https"), ca)
+    # The virtual-time budget does not wait for the network: on a loaded
+    # machine the DOM can be dumped before the TLS handshake of the
+    # WebSocket or its echo. An undecided page (connecting, or open with
+    # the echo still out) is loaded again, at most twice; a wrong outcome
+    # never is.
+    for _ in range(2):
+        page = DemoDom(dom)
+        lines = (page.log or "").splitlines()
+        if not (page.status == "connecting" or (page.status == "open" and lines[-1:] == ["> " + text])):
+            break
+        print("  page undecided when the DOM was dumped (status %r): loading again" % page.status,
+              flush=True)
+        dom = run_chromium(page_url(port, text, "https"), ca)
+    check_echoed(dom, text, port, "wss://127.0.0.1")
+
+
+def t_untrusted_https(port):
+    """Without the CA in its store, Chromium refuses the same page: the
+    trust of the case above comes from the CA, not from a lax browser."""
+    text = random_text()
+    dom = run_chromium(page_url(port, text, "https"), untrusted=True)
+    expect(text not in html.unescape(dom), "no page from a server whose CA the browser does not trust",
+           short(dom))
+
+
 def t_handshake_on_wire(relay):
     text = random_text()
     check_echoed(run_chromium(page_url(relay.port, text)), text, relay.port)
@@ -369,6 +421,11 @@ def main():
 
     with r.server(["--origin", "http://elsewhere.invalid"], "origin-elsewhere") as srv:
         r.case("foreign-origin-refused", t_origin_refused, srv.port, timeout=90)
+
+    ca = tls_ca.shared_ca()
+    with r.server([], "tls", tls=[ca.issue()]) as srv:
+        r.case("https-page-wss-echo", t_echo_over_https, srv.port, ca, timeout=90)
+        r.case("https-untrusted-ca-refused", t_untrusted_https, srv.port, timeout=90)
     r.finish()
 
 
