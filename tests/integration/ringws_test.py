@@ -147,12 +147,22 @@ _suite_cert = []
 _suite_cert_lock = threading.Lock()
 
 
+def ragged_eof(exc):
+    """Whether an ssl error is an EOF that came without close_notify
+    (OpenSSL 3 reports it as unexpected_eof_while_reading, which python
+    3.11 does not map to SSLEOFError)."""
+    return isinstance(exc, ssl.SSLEOFError) or \
+        getattr(exc, "reason", None) == "UNEXPECTED_EOF_WHILE_READING"
+
+
 class TlsSocket(ssl.SSLSocket):
     """An SSLSocket that takes the MSG_DONTWAIT flag the raw clients use:
     a read or write that would block raises BlockingIOError as a plain
     socket's does. A write that would block must be retried with the same
     bytes (OpenSSL has taken part of them). A write after the peer closed
-    (its close_notify, or EOF) raises BrokenPipeError, as on plain TCP."""
+    (its close_notify, or EOF) raises BrokenPipeError, as on plain TCP. An
+    EOF without close_notify reads as b"", or raises SSLEOFError where
+    suppress_ragged_eofs is off."""
 
     def _dontwait(self, op, *args):
         old = self.gettimeout()
@@ -165,16 +175,25 @@ class TlsSocket(ssl.SSLSocket):
             self.settimeout(old)
 
     def recv(self, buflen=1024, flags=0):
-        if flags & socket.MSG_DONTWAIT:
-            return self._dontwait(super().recv, buflen)
-        return super().recv(buflen, flags)
+        try:
+            if flags & socket.MSG_DONTWAIT:
+                return self._dontwait(super().recv, buflen)
+            return super().recv(buflen, flags)
+        except ssl.SSLError as e:
+            if not ragged_eof(e):
+                raise
+            if self.suppress_ragged_eofs:
+                return b""
+            raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF without close_notify") from None
 
     def send(self, data, flags=0):
         try:
             if flags & socket.MSG_DONTWAIT:
                 return self._dontwait(super().send, data)
             return super().send(data, flags)
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as e:
+        except ssl.SSLError as e:
+            if not (isinstance(e, ssl.SSLZeroReturnError) or ragged_eof(e)):
+                raise
             raise BrokenPipeError("TLS peer closed: %s" % e) from None
 
 
@@ -468,7 +487,8 @@ def connect(port, timeout=None, nodelay=True, rcvbuf=None, tls=SUITE_TLS):
     """A client socket; `rcvbuf` (SO_RCVBUF, set before connecting so that
     the window follows it) makes a peer that can hold little unread data.
     With `tls` (see client_tls) the socket is a TlsSocket whose handshake
-    is done."""
+    is done, on which the server's EOF without close_notify raises
+    ssl.SSLEOFError: every close of the server's must come with one."""
     if rcvbuf is None:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout or T(5))
     else:
@@ -480,7 +500,7 @@ def connect(port, timeout=None, nodelay=True, rcvbuf=None, tls=SUITE_TLS):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(timeout or T(5))
     ctx = client_tls(tls)
-    return tls_wrap(s, ctx) if ctx is not None else s
+    return tls_wrap(s, ctx, clean_eof=True) if ctx is not None else s
 
 
 def tls_wrap(sock, ctx, server_hostname="127.0.0.1", clean_eof=False):

@@ -24,7 +24,9 @@ websockets library over wss://, by `openssl s_client`, by Node's `ws`
   and huge records, alerts before, during and after the handshake, a
   ClientHello that never completes (the handshake timeout), a peer that
   leaves without close_notify while others keep going; the server sends
-  close_notify after its WebSocket close and on every orderly close;
+  close_notify before it closes, whatever the reason (RFC 8446 6.1: after
+  its WebSocket close, at shutdown, at a timeout, in answer to the
+  client's), unless it sent an error alert;
 - SIGHUP reloads the certificates under load (a few dozen connections echo
   throughout, none is dropped); a bad file keeps the old ones.
 
@@ -1052,7 +1054,10 @@ def t_silent_client(port):
 
 
 def t_handshake_then_silence(port):
-    with tls_sock(port) as s:
+    """A finished handshake and no request: closed at the handshake
+    timeout, with close_notify (RFC 8446 6.1: a party closing its write
+    side sends one first, unless it sent an error alert)."""
+    with tls_sock(port, clean_eof=True) as s:
         t0 = time.monotonic()
         s.settimeout(HS_TIMEOUT + 1.5 + slack(2))
         try:
@@ -1060,8 +1065,8 @@ def t_handshake_then_silence(port):
         except socket.timeout:
             fail("a finished TLS handshake and no request: still open after %.1fs"
                  % (time.monotonic() - t0))
-        except (ssl.SSLError, ConnectionResetError):
-            data = b""
+        except ssl.SSLEOFError:
+            fail("closed at the handshake timeout without close_notify")
         took = time.monotonic() - t0
         if data:
             # nginx answers 408 here; the server closes.

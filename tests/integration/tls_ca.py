@@ -158,10 +158,14 @@ class TestCA:
         return Cert(leaf, key, names, cn, serial, kind)
 
     def client_context(self, versions=None, alpn=None):
-        """A client context that trusts this CA's root alone and checks the
-        server's name; `versions` (min, max) as ssl.TLSVersion."""
+        """A client context that trusts this CA's root alone, checks the
+        server's name and tells a close_notify from a bare EOF; `versions`
+        (min, max) as ssl.TLSVersion."""
         root = self.root
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # Python sets this by default, which makes an EOF without the
+        # server's close_notify read as if it had come.
+        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         ctx.load_verify_locations(cafile=root.cert)
         if versions:
             ctx.minimum_version, ctx.maximum_version = versions

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from ringws_test import T, fail
+from ringws_test import T, fail, ragged_eof
 from tls_ca import OPENSSL
 
 
@@ -311,6 +311,10 @@ class TlsPipe:
                 return self.obj.read(1 << 20)
             except ssl.SSLWantReadError:
                 self.flush()
+            except ssl.SSLError as e:
+                if ragged_eof(e) and not isinstance(e, ssl.SSLEOFError):
+                    raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF without close_notify") from None
+                raise
             left = deadline - time.monotonic()
             if left <= 0:
                 fail("nothing from the server within %.1fs" % (timeout or T(5)))
