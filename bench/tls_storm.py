@@ -157,7 +157,9 @@ def run_once(binary, cert, key, budget, duration, storm):
         deferred = metric(port, "ringws_tls_handshakes_deferred_total")
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+        rc = server.wait(timeout=30)
+    if rc != 0:
+        sys.exit(f"ringws exited with status {rc}")
     rtts = sorted(next(r for r in results if isinstance(r, list)))
     pct = lambda f: rtts[min(len(rtts) - 1, int(f * len(rtts)))] * 1000
     return {"p50": pct(0.5), "p99": pct(0.99), "max": rtts[-1] * 1000,

@@ -360,6 +360,25 @@ static void tls_release(struct ringws_conn *c)
 
 /* ---- failure --------------------------------------------------------------- */
 
+/* Plain HTTP sent to the TLS port (OpenSSL recognises a request line):
+ * a plain answer says what is wrong, where a TLS alert would reach a client
+ * that cannot read it. */
+#define TLS_PLAIN_BODY "This port speaks TLS: use https:// or wss://\n"
+_Static_assert(sizeof(TLS_PLAIN_BODY) - 1 == 45, "Content-Length below");
+
+static void tls_answer_plain_http(struct tls_conn *t)
+{
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
+                                 "Content-Type: text/plain; charset=utf-8\r\n"
+                                 "Content-Length: 45\r\nConnection: close\r\n\r\n" TLS_PLAIN_BODY;
+    uint8_t *room = tls_pend_room(t, sizeof(answer) - 1);
+
+    if (room) {
+        memcpy(room, answer, sizeof(answer) - 1);
+        t->pend_len += sizeof(answer) - 1;
+    }
+}
+
 /* A bad record, a refused handshake, an alert from the peer: the alert of
  * ours that says why (OpenSSL's during the handshake, `alert` after it;
  * none for -1) goes out, nothing else does. */
@@ -378,6 +397,8 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
         log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", c->w->id, alert, why);
     }
     ERR_clear_error();
+    if (t->hs && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
+        tls_answer_plain_http(t);
     if (!t->hs && alert >= 0) {
         uint8_t msg[2] = {2, (uint8_t)alert}; /* fatal */
         tls_pend_record(c->w->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
