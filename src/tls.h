@@ -22,7 +22,9 @@ struct worker;
 /* ---- tls_context.c: shared by every worker ----------------------------- */
 
 /* Loads every certificate and key of cfg->tls_certs.  0, -EIO (a file is
- * missing or bad: logged, with OpenSSL's reason) or -ENOMEM. */
+ * missing or bad: logged, with OpenSSL's reason) or -ENOMEM.  The server
+ * must outlive every set taken from it (its contexts reach the ticket
+ * keys). */
 int tls_server_create(struct tls_server **out, const struct ringws_config *cfg);
 void tls_server_destroy(struct tls_server *ts);
 /* Loads the files again and makes them current; on any error the current

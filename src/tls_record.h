@@ -88,7 +88,8 @@ size_t tls_record_overhead(const struct tls_record *r);
 
 /* Seals the n bytes of plaintext (n <= TLS_REC_PLAIN_MAX) at rec +
  * tls_record_prefix(r) into a record of type at rec, which has room for
- * tls_record_overhead(r) more.  The record's length, or -EIO. */
+ * tls_record_overhead(r) more.  The record's length, -EINVAL (n is too
+ * large: nothing is sealed) or -EIO. */
 long tls_record_seal(struct tls_record *r, struct tls_rec_crypto *cx, uint8_t type, uint8_t *rec,
                      size_t n);
 

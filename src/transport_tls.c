@@ -360,6 +360,25 @@ static void tls_release(struct ringws_conn *c)
 
 /* ---- failure --------------------------------------------------------------- */
 
+/* Plain HTTP sent to the TLS port (OpenSSL recognises a request line):
+ * a plain answer says what is wrong, where a TLS alert would reach a client
+ * that cannot read it. */
+#define TLS_PLAIN_BODY "This port speaks TLS: use https:// or wss://\n"
+_Static_assert(sizeof(TLS_PLAIN_BODY) - 1 == 45, "Content-Length below");
+
+static void tls_answer_plain_http(struct tls_conn *t)
+{
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
+                                 "Content-Type: text/plain; charset=utf-8\r\n"
+                                 "Content-Length: 45\r\nConnection: close\r\n\r\n" TLS_PLAIN_BODY;
+    uint8_t *room = tls_pend_room(t, sizeof(answer) - 1);
+
+    if (room) {
+        memcpy(room, answer, sizeof(answer) - 1);
+        t->pend_len += sizeof(answer) - 1;
+    }
+}
+
 /* A bad record, a refused handshake, an alert from the peer: the alert of
  * ours that says why (OpenSSL's during the handshake, `alert` after it;
  * none for -1) goes out, nothing else does. */
@@ -378,6 +397,8 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
         log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", c->w->id, alert, why);
     }
     ERR_clear_error();
+    if (t->hs && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
+        tls_answer_plain_http(t);
     if (!t->hs && alert >= 0) {
         uint8_t msg[2] = {2, (uint8_t)alert}; /* fatal */
         tls_pend_record(c->w->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
@@ -472,28 +493,46 @@ static bool tls_handshake_step(struct ringws_conn *c, struct tls_conn *t)
 
 /* ---- records in ------------------------------------------------------------ */
 
-/* TLS 1.3 KeyUpdate: the peer's next key, and ours too when it asks. */
-static void tls_key_update(struct ringws_conn *c, struct tls_conn *t, const uint8_t *p,
-                           size_t n)
+/* TLS 1.3 KeyUpdate: the peer's next key, and ours too when it asks (once,
+ * however many of its updates ask). */
+static bool tls_key_update(struct ringws_conn *c, struct tls_conn *t, uint8_t request,
+                           bool *answered)
 {
     static const uint8_t not_requested[] = {TLS_HS_KEY_UPDATE, 0, 0, 1, 0};
     struct tls_worker *tw = c->w->tls;
 
-    if (!t->rec.v13 || n != 5 || p[0] != TLS_HS_KEY_UPDATE || p[1] || p[2] || p[3] != 1 ||
-        p[4] > 1) {
-        tls_fail(c, t, TLS_ALERT_UNEXPECTED_MESSAGE);
-        return;
-    }
-    if (tls_record_update(&t->rec, tw->cx, &t->rec.rd) < 0) {
-        tls_fail(c, t, TLS_ALERT_INTERNAL_ERROR);
-        return;
-    }
-    if (p[4] == 1 && !(t->flags & TLS_NOTIFY_SENT)) {
+    if (tls_record_update(&t->rec, tw->cx, &t->rec.rd) < 0)
+        return false;
+    if (request == 1 && !*answered && !(t->flags & TLS_NOTIFY_SENT)) {
+        *answered = true;
         if (!tls_pend_record(tw, t, TLS_CT_HANDSHAKE, not_requested, sizeof(not_requested)) ||
-            tls_record_update(&t->rec, tw->cx, &t->rec.wr) < 0) {
+            tls_record_update(&t->rec, tw->cx, &t->rec.wr) < 0)
+            return false;
+    }
+    return true;
+}
+
+/* Handshake messages after the handshake: TLS 1.3 KeyUpdates (several may
+ * share a record; RFC 8446 section 5.1 lets no other message follow one
+ * in it, and a message split across records is not one a client sends
+ * here).  Anything else, renegotiation included, fails the connection. */
+static void tls_handshake_messages(struct ringws_conn *c, struct tls_conn *t, const uint8_t *p,
+                                   size_t n)
+{
+    bool answered = false;
+
+    while (n) {
+        if (!t->rec.v13 || n < 5 || p[0] != TLS_HS_KEY_UPDATE || p[1] || p[2] || p[3] != 1 ||
+            p[4] > 1) {
+            tls_fail(c, t, TLS_ALERT_UNEXPECTED_MESSAGE);
+            return;
+        }
+        if (!tls_key_update(c, t, p[4], &answered)) {
             tls_fail(c, t, TLS_ALERT_INTERNAL_ERROR);
             return;
         }
+        p += 5;
+        n -= 5;
     }
 }
 
@@ -524,8 +563,8 @@ static void tls_record_in(struct ringws_conn *c, struct tls_conn *t, uint8_t *re
             tls_fail(c, t, n == 2 ? -1 : TLS_ALERT_DECODE_ERROR);
         }
         return;
-    case TLS_CT_HANDSHAKE: /* a KeyUpdate; no renegotiation, no other */
-        tls_key_update(c, t, p, n);
+    case TLS_CT_HANDSHAKE:
+        tls_handshake_messages(c, t, p, n);
         return;
     default:
         tls_fail(c, t, TLS_ALERT_UNEXPECTED_MESSAGE);

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -25,7 +25,9 @@ case $SECONDS_PER_TARGET in
 '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;;
 esac
 
-# The pure modules each target links; only handshake needs OpenSSL.
+# The modules each target links: the pure ones, and for tls_handshake the
+# server's certificates and policy (tls_context.c) with what it calls;
+# handshake and the TLS ones need OpenSSL.
 modules() {
     case $1 in
     http_parse) echo "src/http_parse.c" ;;
@@ -33,11 +35,17 @@ modules() {
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
     pubsub) echo "src/pubsub_proto.c" ;;
+    tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c" ;;
+    tls_record) echo "src/tls_record.c" ;;
     esac
 }
 
 libs() {
-    [ "$1" = handshake ] && echo "-lcrypto"
+    case $1 in
+    handshake) echo "-lcrypto" ;;
+    tls_handshake) echo "-lssl -lcrypto -lpthread" ;;
+    tls_record) echo "-lssl -lcrypto" ;;
+    esac
 }
 
 # Inputs a target's mutator is helped by; the HTTP words are long and
@@ -55,7 +63,7 @@ build() {
     srcs="tests/fuzz/fuzz_$t.c $(modules "$t")"
     stale=0
     [ -x "$bin" ] || stale=1
-    for f in $srcs tests/fuzz/fuzz_common.h src/*.h; do
+    for f in $srcs tests/fuzz/fuzz_common.h tests/unit/tls_pair.h src/*.h; do
         # shellcheck disable=SC3013 # dash and bash both have -nt
         [ "$f" -nt "$bin" ] && stale=1
     done
