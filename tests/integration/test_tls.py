@@ -20,7 +20,8 @@ websockets library over wss://, by `openssl s_client`, by Node's `ws`
 - SNI: the certificate the client sees is the one for its name (exact,
   case-insensitive, wildcard one label deep, a chain through an
   intermediate, RSA), the default one otherwise;
-- bad input gets a clear, bounded answer: plain HTTP, garbage, truncated
+- bad input gets a clear, bounded answer: plain HTTP (an alert, a close or
+  a plain 400), garbage, truncated
   and huge records, alerts before, during and after the handshake, a
   ClientHello that never completes (the handshake timeout), a peer that
   leaves without close_notify while others keep going; the server sends
@@ -34,9 +35,10 @@ Every refusal probe is first run against `openssl s_server` allowing what
 is refused, so a probe that could not succeed anywhere cannot pass here.
 With RINGWS_TLS_FRONT=nginx the same cases run against nginx terminating
 TLS in front of a plain ringws (see tls_nginx.py), which skips what only the
-server has (/metrics, its log lines); nginx differs where these cases ask
-more than TLS does: it answers bytes that are not TLS with an HTTP 400, and
-its wildcard names match more than one label.
+server has (/metrics, its log lines); nginx fails the cases where it
+answers bytes that are not TLS (garbage, an alert first) with an HTTP 400,
+matches a wildcard name across more than one label, and closes without a
+close_notify of its own after the client's.
 """
 
 import asyncio
@@ -654,7 +656,20 @@ def client_hello(sni=None, ctx=None):
 
 
 def t_plain_http(port):
-    expect_alert_or_close(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "plain HTTP")
+    """Plain HTTP on the TLS port: a TLS alert or a close, or a plain 400
+    saying so (as nginx answers, and docs/TLS.md promises), then the close;
+    within bounded time."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with connect(port, tls=None) as s:
+        s.sendall(request)
+        got, how = read_until_closed(s, PROMPT)
+    if got.startswith(b"HTTP/"):
+        head, _, body = got.partition(b"\r\n\r\n")
+        expect(head.startswith(b"HTTP/1.1 400 ") and re.search(rb"(?im)^content-length: *%d\r?$"
+                                                              % len(body), head),
+               "a whole plain 400 answer", short(got))
+        return
+    expect_alert_or_close(port, request, "plain HTTP")
 
 
 def t_garbage(port, kind):
