@@ -127,8 +127,11 @@ def client_tls(tls):
     if tls is SUITE_TLS:
         if not TLS_ENV:
             return None
-        import tls_ca
-        return tls_ca.shared_ca().client_context()
+        with _suite_cert_lock:
+            if not _suite_ctx:
+                import tls_ca
+                _suite_ctx.append(tls_ca.shared_ca().client_context())
+        return _suite_ctx[0]
     return tls or None
 
 
@@ -144,6 +147,7 @@ def suite_certs():
 
 
 _suite_cert = []
+_suite_ctx = []
 _suite_cert_lock = threading.Lock()
 
 
