@@ -130,8 +130,8 @@ def _tail(f, n=800):
     return repr(text[-n:]) if text else "(empty)"
 
 
-def page_url(port, text, scheme="http", host="127.0.0.1"):
-    return "%s://%s:%d/?send=%s" % (scheme, host, port, urllib.parse.quote(text, safe=""))
+def page_url(port, text, scheme="http"):
+    return "%s://127.0.0.1:%d/?send=%s" % (scheme, port, urllib.parse.quote(text, safe=""))
 
 
 class DemoDom(html.parser.HTMLParser):
