@@ -11,8 +11,6 @@ database).
 """
 
 import atexit
-import base64
-import hashlib
 import ipaddress
 import os
 import re
@@ -74,13 +72,6 @@ class Cert:
         text = self.pem().decode("ascii")
         first = text[:text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
         return ssl.PEM_cert_to_DER_cert(first)
-
-    def spki_sha256(self):
-        """base64 of the SHA-256 of the leaf's SubjectPublicKeyInfo (what
-        Chromium's --ignore-certificate-errors-spki-list takes)."""
-        pub = _run([OPENSSL, "x509", "-noout", "-pubkey", "-in", self.cert], "openssl x509 -pubkey")
-        der = _run([OPENSSL, "pkey", "-pubin", "-outform", "DER"], "openssl pkey", stdin=pub)
-        return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
     def __repr__(self):
         return "<cert CN=%s serial=%d %s %s>" % (self.cn, self.serial, self.kind, ",".join(self.names))

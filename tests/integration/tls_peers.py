@@ -197,7 +197,7 @@ class PermissiveServer:
 # ---------------------------------------------------------------------------
 # TLS records on the wire
 
-CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 21, 22, 23
+CT_ALERT, CT_APPDATA = 21, 23
 
 
 def parse_records(data):
@@ -251,7 +251,6 @@ class TlsPipe:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
         self.raw = bytearray()      # every byte the server sent, as it came
-        self.eof = False
 
     def flush(self):
         data = self.outgoing.read()
@@ -269,7 +268,6 @@ class TlsPipe:
         except ConnectionResetError:
             data = b""
         if not data:
-            self.eof = True
             self.incoming.write_eof()
             return True
         self.raw += data
