@@ -25,6 +25,7 @@ scripts that need it, not here.
 import asyncio
 import atexit
 import base64
+import fcntl
 import hashlib
 import inspect
 import os
@@ -321,6 +322,12 @@ class Server:
         cmd = self.cmd or [_binary(), "--bind", self.bind, "--port", "0"] + self._tls_args() + self.args
         env = dict(os.environ, **self.env) if self.env else None
         self._stderr = tempfile.TemporaryFile()
+        # The server writes through the same open file that stderr_text()
+        # seeks to 0 and reads: without O_APPEND a line written between the
+        # seek and the read lands at offset 0, over the first bytes, and is
+        # never seen (nor is what it hid).
+        fcntl.fcntl(self._stderr.fileno(), fcntl.F_SETFL,
+                    fcntl.fcntl(self._stderr.fileno(), fcntl.F_GETFL) | os.O_APPEND)
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self._stderr, close_fds=True, env=env)
