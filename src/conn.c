@@ -473,16 +473,19 @@ static inline void conn_send_start(struct ringws_conn *c)
 
 void conn_wire_consumed(struct ringws_conn *c, size_t n)
 {
-    c->out_bytes -= n;
-    while (n) {
-        struct out_chunk *o = c->out_head;
+    struct out_chunk *o;
+
+    /* The queue may have been dropped while a sealed send was in flight:
+     * what left then is no longer queued. */
+    while (n && (o = c->out_head)) {
         size_t left = o->len - o->off;
         if (n < left) {
             o->off += (uint32_t)n;
+            c->out_bytes -= n;
             return;
         }
         n -= left;
-        c->out_bytes -= chunk_overhead(o);
+        c->out_bytes -= left + chunk_overhead(o);
         c->out_head = o->next;
         chunk_free(c->w, o);
     }
@@ -556,7 +559,7 @@ void conn_settle(struct ringws_conn *c)
 }
 
 /* Tears the connection down now: queued output is dropped. */
-void conn_abort(struct ringws_conn *c)
+static void conn_teardown(struct ringws_conn *c)
 {
     if (c->flags & CF_TEARDOWN)
         return;
@@ -591,6 +594,32 @@ void conn_wire_drop_queue(struct ringws_conn *c)
     conn_out_free(c);
 }
 
+/* An abrupt end for the protocol (on_close as conn_teardown reports it,
+ * queued output dropped) in which the transport still says its last
+ * words before the close: the way down of conn_drain, bounded by the close
+ * timeout. */
+static void conn_end_with_words(struct ringws_conn *c)
+{
+    conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
+    conn_out_free(c);
+    conn_drain(c);
+}
+
+/* Ends the connection abruptly (a deadline, a peer gone without a closing
+ * handshake, no memory): queued output is dropped.  A sealing transport
+ * that owes its peer words of its own first (TLS: close_notify, which
+ * RFC 8446 section 6.1 asks before every close but one after an error
+ * alert) gets them out on the draining connection's way down. */
+void conn_abort(struct ringws_conn *c)
+{
+    if ((c->flags & (CF_TP_SEALED | CF_TEARDOWN)) == CF_TP_SEALED &&
+        c->state != CONN_DRAIN && c->w->tp_sealed->last_words(c)) {
+        conn_end_with_words(c);
+        return;
+    }
+    conn_teardown(c);
+}
+
 /* The transport cannot go on: the connection ends as abruptly as a reset
  * would end it (1006 to on_close), except that the transport's own last
  * words (a TLS alert) still go out before it closes. */
@@ -598,13 +627,10 @@ void conn_wire_fail(struct ringws_conn *c, bool last_words)
 {
     if (c->flags & CF_TEARDOWN)
         return;
-    if (!last_words) {
-        conn_abort(c);
-        return;
-    }
-    conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
-    conn_out_free(c);
-    conn_drain(c);
+    if (last_words && c->state != CONN_DRAIN)
+        conn_end_with_words(c);
+    else
+        conn_teardown(c);
 }
 
 void conn_proto_none(struct ringws_conn *c)
@@ -638,7 +664,7 @@ static void conn_drain_flush(struct ringws_conn *c)
 static const struct proto_ops conn_drain_ops = {
     .input = conn_drain_input,
     .eof = conn_drain_eof,
-    .timer = conn_abort,
+    .timer = conn_teardown,
     .stop = conn_proto_none,
     .flush = conn_drain_flush,
     .resume = conn_proto_none,
@@ -838,7 +864,7 @@ void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr 
     if (sealed) {
         c->flags |= CF_TP_SEALED;
         if (w->tp_sealed->open(c) < 0) {
-            conn_abort(c); /* nothing to report: closed by the flush step */
+            conn_teardown(c); /* nothing to report: closed by the flush step */
             return;
         }
     }
@@ -863,10 +889,8 @@ void conn_on_eof(struct ringws_conn *c)
  * client, a pipelining HTTP client) is not read from while more than half
  * the send-queue cap waits for it, and is read again below a quarter.  The
  * cap itself then only meets applications that push on their own. */
-void conn_pause_if_backlogged(struct ringws_conn *c)
+static void conn_recv_pause(struct ringws_conn *c)
 {
-    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) || !conn_backlogged(c))
-        return;
     c->flags |= CF_RECV_PAUSED;
     if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
         c->flags |= CF_PAUSE_CANCEL;
@@ -874,13 +898,37 @@ void conn_pause_if_backlogged(struct ringws_conn *c)
     }
 }
 
+void conn_pause_if_backlogged(struct ringws_conn *c)
+{
+    if ((c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)) || !conn_backlogged(c))
+        return;
+    conn_recv_pause(c);
+}
+
 static void conn_resume_if_drained(struct ringws_conn *c)
 {
-    if (!(c->flags & CF_RECV_PAUSED) || c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
+    if ((c->flags & (CF_RECV_PAUSED | CF_TP_HOLD)) != CF_RECV_PAUSED ||
+        c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
         return;
     c->flags &= ~CF_RECV_PAUSED;
     c->flags |= CF_RECV_AGAIN;
     conn_protos[c->state]->resume(c);
+}
+
+/* A transport that cannot take more input for now (a handshake put off)
+ * stops reading, as back-pressure does; unheld, reading resumes unless
+ * answers still pile up. */
+void conn_wire_hold(struct ringws_conn *c, bool hold)
+{
+    if (hold) {
+        c->flags |= CF_TP_HOLD;
+        if (!(c->flags & (CF_RECV_PAUSED | CF_TEARDOWN)))
+            conn_recv_pause(c);
+        return;
+    }
+    c->flags &= ~CF_TP_HOLD;
+    conn_resume_if_drained(c);
+    conn_flush_later(c);
 }
 
 /* res > 0: bytes at p; 0: the peer's EOF; < 0: -errno.  ended: the receive
@@ -910,7 +958,7 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
     } else if (res != -ENOBUFS) {
         /* -ECANCELED after a teardown, or the peer reset the connection. */
         c->flags |= CF_RD_EOF;
-        conn_abort(c);
+        conn_teardown(c);
     }
     conn_pause_if_backlogged(c);
     if (ended && !(c->flags & (CF_TEARDOWN | CF_RD_EOF | CF_RECV_PAUSED))) {
@@ -935,7 +983,7 @@ void conn_on_send(struct loop_conn *lc, int res)
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))
             log_msg(LOG_LEVEL_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
-        conn_abort(c);
+        conn_teardown(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
         if (c->flags & CF_TP_SEALED)
             c->w->tp_sealed->sent(c, (size_t)res);
@@ -955,7 +1003,7 @@ void conn_on_shutdown(struct loop_conn *lc, int res)
     c->flags &= ~CF_SHUT_BUSY;
     c->flags |= CF_WR_SHUT;
     if (res < 0)
-        conn_abort(c);
+        conn_teardown(c);
     else if (!(c->flags & CF_TEARDOWN))
         conn_flush_later(c);
     conn_settle(c);
@@ -984,5 +1032,5 @@ void conn_stop_all(struct worker *w)
 
 void conn_abort_all(struct worker *w)
 {
-    conn_for_each(w, conn_abort);
+    conn_for_each(w, conn_teardown);
 }

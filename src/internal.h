@@ -125,6 +125,8 @@ enum conn_flag {
      * answer, close_notify): the flush step calls its send though no
      * plaintext is queued, and shuts down writing only once it has none. */
     CF_TP_WRITE = 1u << 28,
+    /* The transport takes no input for now: reading stays paused. */
+    CF_TP_HOLD = 1u << 29,
 };
 
 /* Work a protocol left for the flush step (its proto_ops flush): a
@@ -343,13 +345,16 @@ void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n);
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n);
 void conn_wire_shutdown(struct ringws_conn *c);
 void conn_wire_close(struct ringws_conn *c);
-/* n bytes of the queued plaintext have left (sealed and sent). */
+/* n bytes of the queued plaintext have left (sealed and sent); at most
+ * what is queued. */
 void conn_wire_consumed(struct ringws_conn *c, size_t n);
 /* Drops the queued plaintext (a transport that can no longer seal it). */
 void conn_wire_drop_queue(struct ringws_conn *c);
 /* The transport failed: an abrupt end (1006), after its own last words
  * when it has some to send (an alert). */
 void conn_wire_fail(struct ringws_conn *c, bool last_words);
+/* Stops reading until unheld (a handshake put off for a later turn). */
+void conn_wire_hold(struct ringws_conn *c, bool hold);
 /* A sealing transport has wire bytes of its own to send (want) or none
  * left (CF_TP_WRITE). */
 void conn_wire_want(struct ringws_conn *c, bool want);

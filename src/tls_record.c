@@ -363,8 +363,13 @@ long tls_record_length(const struct tls_record *r, const uint8_t *p)
     size_t body = (size_t)p[3] << 8 | p[4];
     size_t min = tls_record_prefix(r) - TLS_REC_HEADER + TLS_TAG + (r->v13 ? 1 : 0);
 
-    if (p[0] < TLS_CT_CHANGE_CIPHER_SPEC || p[0] > TLS_CT_APPLICATION_DATA || p[1] != 3 ||
-        p[2] != 3)
+    /* TLS 1.3 wraps every protected record as application data: any other
+     * outer type (a change_cipher_spec after the handshake) is unexpected,
+     * as an unknown type is in either version (RFC 8446 section 5). */
+    if (p[0] < TLS_CT_CHANGE_CIPHER_SPEC || p[0] > TLS_CT_APPLICATION_DATA ||
+        (r->v13 && p[0] != TLS_CT_APPLICATION_DATA))
+        return -ENOMSG;
+    if (p[1] != 3 || p[2] != 3)
         return -EPROTO;
     if (body > (r->v13 ? TLS13_CIPHERTEXT_MAX : TLS12_CIPHERTEXT_MAX))
         return -EMSGSIZE;
@@ -384,10 +389,8 @@ int tls_record_open(struct tls_record *r, struct tls_rec_crypto *cx, uint8_t *re
     if (len < tls_record_overhead(r))
         return -EPROTO;
     n = len - prefix - TLS_TAG;
-    /* TLS 1.3 wraps every protected record as application data; a record
-     * of another outer type is one the peer did not protect. */
     if (r->v13 && rec[0] != TLS_CT_APPLICATION_DATA)
-        return -EPROTO;
+        return -ENOMSG;
     tls_nonce(r, &r->rd, rec + TLS_REC_HEADER, nonce);
     if (r->v13) {
         memcpy(aad, rec, TLS_REC_HEADER);
@@ -404,7 +407,7 @@ int tls_record_open(struct tls_record *r, struct tls_rec_crypto *cx, uint8_t *re
         while (n && !p[n - 1])
             n--;
         if (!n)
-            return -EPROTO;
+            return -ENOMSG; /* no type at all: unexpected_message (section 5.4) */
         *type = p[--n];
     }
     if (n > TLS_REC_PLAIN_MAX)

@@ -40,6 +40,7 @@ enum tls_alert {
     TLS_ALERT_RECORD_OVERFLOW = 22,
     TLS_ALERT_DECODE_ERROR = 50,
     TLS_ALERT_INTERNAL_ERROR = 80,
+    TLS_ALERT_USER_CANCELED = 90,
 };
 
 /* One direction's protection. */
@@ -94,12 +95,14 @@ long tls_record_seal(struct tls_record *r, struct tls_rec_crypto *cx, uint8_t ty
                      size_t n);
 
 /* The length of the record starting with these n >= TLS_REC_HEADER bytes:
- * -EPROTO (not a record of this connection), -EMSGSIZE (too long). */
+ * -ENOMSG (a type not expected here), -EPROTO (not a record of this
+ * connection), -EMSGSIZE (too long). */
 long tls_record_length(const struct tls_record *r, const uint8_t *p);
 
 /* Opens the whole record of len bytes at rec in place: *type, and its
  * plaintext at *plain.  0, -EBADMSG (authentication failed), -EMSGSIZE
- * (plaintext too long), -EPROTO (malformed). */
+ * (plaintext too long), -ENOMSG (no content type, or an outer type TLS
+ * 1.3 does not protect), -EPROTO (malformed). */
 int tls_record_open(struct tls_record *r, struct tls_rec_crypto *cx, uint8_t *rec, size_t len,
                     uint8_t *type, uint8_t **plain, size_t *plain_len);
 

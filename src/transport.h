@@ -58,6 +58,10 @@ struct transport_ops {
     int (*open)(struct ringws_conn *c);
     /* The connection is freed: lets go of that state.  NULL with send. */
     void (*release)(struct ringws_conn *c);
+    /* Whether an abrupt end still owes the peer words of the transport's
+     * own (TLS: close_notify, or an alert), which the draining way down
+     * then sends before the close.  NULL with send. */
+    bool (*last_words)(struct ringws_conn *c);
 };
 
 extern const struct transport_ops transport_tcp;

@@ -41,7 +41,10 @@
 
 #define TLS_FLIGHT_PLAIN (64u << 10)    /* plaintext sealed for one send */
 #define TLS_FLIGHT_CHUNKS 255u          /* queued chunks one send may cover */
-#define TLS_DEFER_MAX (64u << 10)       /* handshake bytes kept while put off */
+/* Bytes kept for a connection whose handshake is put off: its reading is
+ * paused at once, so only what the ring had already received comes (also
+ * counted against max_partial_bytes). */
+#define TLS_DEFER_MAX (4u << 20)
 #define TLS_BUDGET_DEFAULT_US 2000u
 #define TLS_HS_KEY_UPDATE 24            /* TLS 1.3 handshake message type */
 
@@ -73,13 +76,12 @@ struct tls_conn {
     struct ringws_conn *c;
     uint8_t *flight;          /* records the send in flight carries */
     uint8_t *pend;            /* records written since */
-    uint8_t *defer;           /* received bytes of a handshake put off */
+    struct conn_pend defer;   /* received bytes of a handshake put off */
     struct tls_conn *defer_next;
     struct conn_pend held;    /* a record split across receives */
     uint32_t flight_len, flight_off;
     uint32_t flight_plain;    /* queued plaintext the flight seals */
     uint32_t pend_len, pend_cap;
-    uint32_t defer_len;
     uint8_t flight_chunks;
     uint8_t flags;
     struct tls_record rec;    /* after the handshake */
@@ -351,9 +353,9 @@ static void tls_release(struct ringws_conn *c)
     tls_hs_free(t->hs);
     conn_pend_release(c->w, &t->held);
     OPENSSL_cleanse(&t->rec, sizeof(t->rec));
+    conn_pend_release(c->w, &t->defer);
     free(t->flight);
     free(t->pend);
-    free(t->defer);
     free(t);
     c->tp_state = NULL;
 }
@@ -409,20 +411,13 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
 /* ---- the handshake --------------------------------------------------------- */
 
 /* Keeps received bytes of a handshake for a later turn, after those kept
- * already; false when there are too many (a ClientHello is far smaller). */
+ * already, and stops reading meanwhile; false when there is no room. */
 static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *in, size_t n)
 {
     struct tls_worker *tw = c->w->tls;
-    uint8_t *grown;
 
-    if (t->defer_len + n > TLS_DEFER_MAX)
+    if (conn_pend_store(c->w, &t->defer, in, n, TLS_DEFER_MAX) < 0)
         return false;
-    grown = realloc(t->defer, t->defer_len + n ? t->defer_len + n : 1);
-    if (!grown)
-        return false;
-    memcpy(grown + t->defer_len, in, n);
-    t->defer = grown;
-    t->defer_len += (uint32_t)n;
     if (!(t->flags & TLS_DEFERRED)) {
         t->flags |= TLS_DEFERRED;
         t->defer_next = NULL;
@@ -431,6 +426,7 @@ static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *
         else
             tw->defer_head = t;
         tw->defer_tail = t;
+        conn_wire_hold(c, true);
         STAT_ADD(c->w, tls_handshakes_deferred, 1);
     }
     return true;
@@ -493,6 +489,17 @@ static bool tls_handshake_step(struct ringws_conn *c, struct tls_conn *t)
 
 /* ---- records in ------------------------------------------------------------ */
 
+/* The alert that names what tls_record found wrong with a record. */
+static int tls_alert_for(int err)
+{
+    switch (err) {
+    case -EBADMSG: return TLS_ALERT_BAD_RECORD_MAC;
+    case -EMSGSIZE: return TLS_ALERT_RECORD_OVERFLOW;
+    case -ENOMSG: return TLS_ALERT_UNEXPECTED_MESSAGE;
+    default: return TLS_ALERT_DECODE_ERROR;
+    }
+}
+
 /* TLS 1.3 KeyUpdate: the peer's next key, and ours too when it asks (once,
  * however many of its updates ask). */
 static bool tls_key_update(struct ringws_conn *c, struct tls_conn *t, uint8_t request,
@@ -544,9 +551,7 @@ static void tls_record_in(struct ringws_conn *c, struct tls_conn *t, uint8_t *re
     int ret = tls_record_open(&t->rec, c->w->tls->cx, rec, len, &type, &p, &n);
 
     if (ret < 0) {
-        tls_fail(c, t, ret == -EBADMSG    ? TLS_ALERT_BAD_RECORD_MAC
-                       : ret == -EMSGSIZE ? TLS_ALERT_RECORD_OVERFLOW
-                                          : TLS_ALERT_DECODE_ERROR);
+        tls_fail(c, t, tls_alert_for(ret));
         return;
     }
     switch (type) {
@@ -559,6 +564,8 @@ static void tls_record_in(struct ringws_conn *c, struct tls_conn *t, uint8_t *re
             t->flags |= TLS_PEER_DONE; /* the peer sends nothing more */
             if (!(c->flags & CF_RD_EOF))
                 conn_on_eof(c);
+        } else if (n == 2 && p[0] == 1 && p[1] == TLS_ALERT_USER_CANCELED) {
+            /* a warning its close_notify follows */
         } else {
             tls_fail(c, t, n == 2 ? -1 : TLS_ALERT_DECODE_ERROR);
         }
@@ -601,8 +608,7 @@ static void tls_held_complete(struct ringws_conn *c, struct tls_conn *t, uint8_t
             break;
         len = tls_record_length(&t->rec, t->held.buf);
         if (len < 0) {
-            tls_fail(c, t, len == -EMSGSIZE ? TLS_ALERT_RECORD_OVERFLOW
-                                            : TLS_ALERT_DECODE_ERROR);
+            tls_fail(c, t, tls_alert_for((int)len));
             return;
         }
         want = (size_t)len;
@@ -624,8 +630,7 @@ static void tls_records_input(struct ringws_conn *c, struct tls_conn *t, uint8_t
     while (n >= TLS_REC_HEADER && tls_reading(c, t)) {
         long len = tls_record_length(&t->rec, in);
         if (len < 0) {
-            tls_fail(c, t, len == -EMSGSIZE ? TLS_ALERT_RECORD_OVERFLOW
-                                            : TLS_ALERT_DECODE_ERROR);
+            tls_fail(c, t, tls_alert_for((int)len));
             return;
         }
         if ((size_t)len > n)
@@ -679,15 +684,15 @@ void tls_worker_turn(struct worker *w)
     tw->spent_ns = 0;
     while (tw->defer_head && tw->spent_ns < tw->budget_ns) {
         struct tls_conn *t = tw->defer_head;
-        uint8_t *in = t->defer;
-        size_t n = t->defer_len;
+        struct conn_pend kept = conn_pend_take(&t->defer);
 
         tls_defer_unlink(tw, t);
-        t->defer = NULL;
-        t->defer_len = 0;
-        if (tls_reading(t->c, t))
-            tls_drive(t->c, t, in, n);
-        free(in);
+        if (tls_reading(t->c, t)) {
+            tls_drive(t->c, t, kept.buf, kept.len);
+            if (!(t->flags & TLS_DEFERRED))
+                conn_wire_hold(t->c, false);
+        }
+        conn_pend_free(w, &kept);
     }
 }
 
@@ -821,6 +826,15 @@ static void tls_shutdown(struct ringws_conn *c)
     conn_wire_shutdown(c);
 }
 
+/* An abrupt end still owes close_notify once the handshake is over (and
+ * neither side's failure came first), or whatever alert is pending. */
+static bool tls_last_words(struct ringws_conn *c)
+{
+    struct tls_conn *t = tls_of(c);
+
+    return t->pend_len || (!t->hs && !(t->flags & (TLS_FAILED | TLS_NOTIFY_SENT)));
+}
+
 const struct transport_ops transport_tls = {
     .name = "tls",
     .input = tls_input,
@@ -830,4 +844,5 @@ const struct transport_ops transport_tls = {
     .close = conn_wire_close,
     .open = tls_open,
     .release = tls_release,
+    .last_words = tls_last_words,
 };

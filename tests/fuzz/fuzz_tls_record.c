@@ -132,7 +132,8 @@ static void reader_open(struct reader *rd, uint8_t *rec, size_t len)
     int ret = tls_record_open(&rd->r, cx, rec, len, &type, &p, &n);
 
     if (ret < 0) {
-        FUZZ_CHECK(ret == -EBADMSG || ret == -EPROTO || ret == -EMSGSIZE, "open: %d", ret);
+        FUZZ_CHECK(ret == -EBADMSG || ret == -EPROTO || ret == -EMSGSIZE || ret == -ENOMSG,
+                   "open: %d", ret);
         log_add(&rd->log, (struct outcome){BAD_RECORD, ret, 0, 0, 0});
         rd->failed = true;
         return;
@@ -151,7 +152,7 @@ static long reader_length(struct reader *rd, const uint8_t *p)
     long len = tls_record_length(&rd->r, p);
 
     if (len < 0) {
-        FUZZ_CHECK(len == -EPROTO || len == -EMSGSIZE, "length: %ld", len);
+        FUZZ_CHECK(len == -EPROTO || len == -EMSGSIZE || len == -ENOMSG, "length: %ld", len);
         log_add(&rd->log, (struct outcome){BAD_LENGTH, (int)len, 0, 0, 0});
         rd->failed = true;
     } else {
@@ -246,13 +247,13 @@ static struct outcome reference(bool v13, uint8_t type, const uint8_t *p, size_t
     if (!v13)
         return type >= TLS_CT_CHANGE_CIPHER_SPEC && type <= TLS_CT_APPLICATION_DATA
                    ? (struct outcome){OPENED, 0, type, n, fuzz_hash(p, n, 0)}
-                   : (struct outcome){BAD_LENGTH, -EPROTO, 0, 0, 0};
+                   : (struct outcome){BAD_LENGTH, -ENOMSG, 0, 0, 0};
     if (type)
         return (struct outcome){OPENED, 0, type, n, fuzz_hash(p, n, 0)};
     while (n && !p[n - 1])
         n--;
     if (!n)
-        return (struct outcome){BAD_RECORD, -EPROTO, 0, 0, 0};
+        return (struct outcome){BAD_RECORD, -ENOMSG, 0, 0, 0};
     return (struct outcome){OPENED, 0, p[n - 1], n - 1, fuzz_hash(p, n - 1, 0)};
 }
 

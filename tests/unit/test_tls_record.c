@@ -268,7 +268,7 @@ static void check_tampered(struct conn *c)
         if (!c->r.v13 && byte > 0 && byte < TLS_REC_HEADER)
             continue;
         if (c->r.v13 && byte == 0)
-            want = -EPROTO; /* every protected record is application data */
+            want = -ENOMSG; /* every protected record is application data */
         memcpy(wire, pristine, len);
         wire[byte] ^= (uint8_t)(1u << (bit % 8));
         ret = tls_record_open(&c->r, cx, wire, len, &type, &p, &pn);
@@ -313,9 +313,11 @@ static void check_length(struct conn *c)
     } cases[] = {
         {23, 3, 3, min, (long)(TLS_REC_HEADER + min)},
         {23, 3, 3, max, (long)(TLS_REC_HEADER + max)},
-        {22, 3, 3, 300, TLS_REC_HEADER + 300},
-        {21, 3, 3, min, (long)(TLS_REC_HEADER + min)},
-        {20, 3, 3, min, (long)(TLS_REC_HEADER + min)},
+        /* TLS 1.3 protects every record as application data: any other
+         * outer type after the handshake is unexpected_message. */
+        {22, 3, 3, 300, c->r.v13 ? -ENOMSG : TLS_REC_HEADER + 300},
+        {21, 3, 3, min, c->r.v13 ? -ENOMSG : (long)(TLS_REC_HEADER + min)},
+        {20, 3, 3, min, c->r.v13 ? -ENOMSG : (long)(TLS_REC_HEADER + min)},
         {23, 3, 3, max + 1, -EMSGSIZE},
         {23, 3, 3, 0xffff, -EMSGSIZE},
         {23, 3, 3, min - 1, -EPROTO},
@@ -331,7 +333,7 @@ static void check_length(struct conn *c)
     }
     for (size_t i = 0; i < sizeof(bad_types); i++) {
         uint8_t h[TLS_REC_HEADER] = {bad_types[i], 3, 3, 0, 100};
-        CHECKF(tls_record_length(&c->r, guard_place(h, sizeof(h))) == -EPROTO,
+        CHECKF(tls_record_length(&c->r, guard_place(h, sizeof(h))) == -ENOMSG,
                "%s: type %u", c->s->name, bad_types[i]);
     }
     for (size_t i = 0; i < sizeof(bad_versions) / sizeof(bad_versions[0]); i++) {
@@ -514,7 +516,7 @@ static void check_forged(struct conn *c)
         {TLS_CT_APPLICATION_DATA, TLS_REC_PLAIN_MAX + 1, 0, 0, -EMSGSIZE},
         {TLS_CT_APPLICATION_DATA, TLS_REC_PLAIN_MAX, 255 - 16, 0, 0}, /* 2^14 + 256 */
         {TLS_CT_APPLICATION_DATA, TLS_REC_PLAIN_MAX, 256 - 16, -EMSGSIZE, 0},
-        {0, 0, 40, 0, -EPROTO}, /* nothing but zeros: no type */
+        {0, 0, 40, 0, -ENOMSG}, /* nothing but zeros: no type */
         {TLS_CT_ALERT, 2, 3, 0, 0},
     };
 
