@@ -8,6 +8,8 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,7 @@
 #define MAX_LIST 32
 
 static ringws_server *main_server;
-static volatile sig_atomic_t main_ending;
+static atomic_bool main_ending; /* the SIGHUP thread is to end */
 
 static void main_on_signal(int sig)
 {
@@ -33,7 +35,7 @@ static void *main_reload_thread(void *arg)
     sigset_t *hup = arg;
     int sig;
 
-    while (sigwait(hup, &sig) == 0 && !main_ending)
+    while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending))
         if (ringws_server_reload_tls(main_server) == -EINVAL)
             fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates to reload\n");
     return NULL;
@@ -385,7 +387,7 @@ int main(int argc, char **argv)
 
     main_print_where(&o.cfg);
     ret = ringws_server_run(main_server);
-    main_ending = 1;
+    atomic_store(&main_ending, true);
     pthread_kill(reloader, SIGHUP);
     pthread_join(reloader, NULL);
     {
