@@ -68,10 +68,15 @@ static void conn_recv_arm(struct ringws_conn *c)
     c->flags |= CF_RECV_ARMED;
 }
 
-void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
+static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
 {
     loop_send(c->w->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
+}
+
+void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
+{
+    conn_send_bytes(c, p, n);
 }
 
 static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
@@ -445,7 +450,7 @@ static void conn_send_queue(struct ringws_conn *c)
         b = malloc(sizeof(*b));
     if (!o->next || !b) {
         c->out_inflight = 1;
-        conn_wire_send(c, out_chunk_bytes(o) + o->off, o->len - o->off);
+        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
@@ -471,26 +476,35 @@ static inline void conn_send_start(struct ringws_conn *c)
         conn_send_queue(c);
 }
 
-void conn_wire_consumed(struct ringws_conn *c, size_t n)
+/* n bytes of the queue left (at most what is queued). */
+static void conn_out_consume(struct ringws_conn *c, size_t n)
 {
-    struct out_chunk *o;
-
-    /* The queue may have been dropped while a sealed send was in flight:
-     * what left then is no longer queued. */
-    while (n && (o = c->out_head)) {
+    c->out_bytes -= n;
+    while (n) {
+        struct out_chunk *o = c->out_head;
         size_t left = o->len - o->off;
         if (n < left) {
             o->off += (uint32_t)n;
-            c->out_bytes -= n;
             return;
         }
         n -= left;
-        c->out_bytes -= left + chunk_overhead(o);
+        c->out_bytes -= chunk_overhead(o);
         c->out_head = o->next;
         chunk_free(c->w, o);
     }
     if (!c->out_head)
         c->out_tail = NULL;
+}
+
+/* The queue may have been dropped while a sealed send was in flight (an
+ * abort): what left then is no longer queued. */
+void conn_wire_consumed(struct ringws_conn *c, size_t n)
+{
+    size_t queued = 0;
+
+    for (const struct out_chunk *o = c->out_head; o && queued < n; o = o->next)
+        queued += o->len - o->off;
+    conn_out_consume(c, n < queued ? n : queued);
 }
 
 /* ---- the way down ------------------------------------------------------ */
@@ -988,7 +1002,7 @@ void conn_on_send(struct loop_conn *lc, int res)
         if (c->flags & CF_TP_SEALED)
             c->w->tp_sealed->sent(c, (size_t)res);
         else
-            conn_wire_consumed(c, (size_t)res);
+            conn_out_consume(c, (size_t)res);
         conn_resume_if_drained(c);
         if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE)))
             conn_flush_later(c);
