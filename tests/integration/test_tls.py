@@ -579,6 +579,40 @@ def t_resumption(port, flag):
                    "%s up by 2 or more" % key, "%s -> %s" % (before.get(key), after.get(key)))
 
 
+ROTATION_LIFETIME = 6.0
+
+
+def ticket_key_name(sess):
+    """The first 16 bytes of a saved session's ticket: the name of the key
+    that sealed it (the server's ticket callback writes it there)."""
+    text = subprocess.run([tls_ca.OPENSSL, "sess_id", "-in", sess, "-noout", "-text"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
+    m = re.search(r"TLS session ticket:\s*\n\s*0000 - ([0-9a-f -]+?)  ", text)
+    expect(m is not None, "a session ticket in the saved session", text[-400:])
+    return m.group(1).replace("-", " ").split()
+
+
+def t_ticket_key_rotation(port, started):
+    """The ticket key changes every ticket lifetime; a ticket sealed by the
+    previous key still resumes.  A ticket taken half a lifetime after the
+    start is resumed half a lifetime and a bit after the first change, and
+    a ticket taken then carries another key's name."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with tempfile.TemporaryDirectory(prefix="ringws-rot-") as d:
+        old, new = os.path.join(d, "old.pem"), os.path.join(d, "new.pem")
+        time.sleep(max(0.0, started + ROTATION_LIFETIME / 2 - time.monotonic()))
+        first = s_client(port, ["-tls1_3", "-sess_out", old, "-ign_eof"], stdin=request, ca=CA)
+        established(first, "a handshake before the key changes")
+        time.sleep(max(0.0, started + ROTATION_LIFETIME + 0.5 - time.monotonic()))
+        fresh = s_client(port, ["-tls1_3", "-sess_out", new, "-ign_eof"], stdin=request, ca=CA)
+        established(fresh, "a handshake after the key changed")
+        expect(ticket_key_name(old) != ticket_key_name(new), "a new ticket key after a lifetime",
+               "%s and %s" % (ticket_key_name(old), ticket_key_name(new)))
+        again = s_client(port, ["-tls1_3", "-sess_in", old, "-ign_eof"], stdin=request, ca=CA)
+        established(again, "the handshake with the previous key's ticket")
+        expect(again.reused, "a ticket of the previous key resumed", again.brief())
+
+
 # ---------------------------------------------------------------------------
 # SNI
 
@@ -1322,15 +1356,21 @@ def main():
     with r.server(["--recv-buffer", "64"], "small-buffers", tls=[DEFAULT]) as srv:
         r.case("records-across-64-byte-buffers", t_small_recv_buffers, srv.port)
 
-    with r.server(["--handshake-timeout", "%gs" % HS_TIMEOUT, "--idle-timeout", "500ms"],
-                  "timeouts", tls=[DEFAULT]) as srv:
-        r.parallel([
+    with r.server(["--tls-ticket-lifetime", "%gs" % ROTATION_LIFETIME], "rotation",
+                  tls=[DEFAULT]) as rot, \
+            r.server(["--handshake-timeout", "%gs" % HS_TIMEOUT, "--idle-timeout", "500ms"],
+                     "timeouts", tls=[DEFAULT]) as srv:
+        started = time.monotonic()  # the ticket key is made before the server listens
+        cases = [
             ("hello-never-completes", t_hello_never_completes, srv.port),
             ("hello-dribbled", t_hello_dribbled, srv.port),
             ("silent-client", t_silent_client, srv.port),
             ("handshake-then-silence", t_handshake_then_silence, srv.port),
             ("idle-ping-then-drop", t_idle_ping_then_drop, srv.port),
-        ], workers=5, timeout=20)
+        ]
+        if NATIVE:
+            cases.append(("ticket-key-rotation", t_ticket_key_rotation, rot.port, started))
+        r.parallel(cases, workers=6, timeout=20)
         r.case("served-after-timeouts", assert_served, srv.port, "after the timeouts", None, CTX)
 
     live_dir = tempfile.mkdtemp(prefix="ringws-live-")
