@@ -31,6 +31,7 @@
 #define BENCH_CTL_MAX 125
 #define BENCH_MAX_PROCS 256
 #define BENCH_FANOUT_HEAD 16 /* fanout payload: sequence number, publish time */
+#define BENCH_MAX_PIDS 16
 
 struct bench_opts {
     struct sockaddr_in dst;
@@ -43,7 +44,10 @@ struct bench_opts {
     double duration_s, timeout_s;
     uint64_t messages;   /* echo: messages; connect: handshakes; fanout: publishes;
                             0: no count bound */
-    int server_pid;      /* 0: none */
+    /* --server-pid: what "the server" is, its CPU time and memory summed
+     * over these processes (a TLS proxy and the server behind it) */
+    int server_pids[BENCH_MAX_PIDS];
+    unsigned n_server_pids; /* 0: none */
     bool url_set;        /* --url given: the mode's default path does not apply */
     /* fanout */
     unsigned procs;      /* processes running subscribers */
@@ -221,6 +225,9 @@ uint64_t bench_rand(struct bench_thread *t);
 int proc_cpu_ticks(int pid, uint64_t *ticks);    /* utime + stime */
 double proc_ticks_to_s(uint64_t ticks);
 int proc_rss_kb(int pid, uint64_t *kb);          /* VmRSS; pid 0: this process */
+/* The same summed over --server-pid's processes; -ENOENT when none. */
+int proc_server_cpu_ticks(const struct bench_opts *o, uint64_t *ticks);
+int proc_server_rss_kb(const struct bench_opts *o, uint64_t *kb);
 int proc_meminfo_kb(const char *field, uint64_t *kb);
 double proc_self_cpu_s(void);                    /* this process, user + sys */
 

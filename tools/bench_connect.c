@@ -56,7 +56,7 @@ static int connect_run(struct bench *b)
     const struct bench_opts *o = &b->o;
     uint64_t go = bench_now_ns(), stop = go + (uint64_t)(o->duration_s * 1e9), end;
     uint64_t cpu0 = 0, cpu1 = 0, n;
-    bool have_cpu = o->server_pid && proc_cpu_ticks(o->server_pid, &cpu0) == 0;
+    bool have_cpu = proc_server_cpu_ticks(o, &cpu0) == 0;
     double window, self0 = proc_self_cpu_s(), self1;
     struct bench_sum s;
     struct hist lat;
@@ -72,7 +72,7 @@ static int connect_run(struct bench *b)
     end = bench_now_ns();
     self1 = proc_self_cpu_s();
     if (have_cpu)
-        have_cpu = proc_cpu_ticks(o->server_pid, &cpu1) == 0;
+        have_cpu = proc_server_cpu_ticks(o, &cpu1) == 0;
     bench_wait(b, stop + bench_grace_ns(o) + 1000000000ull, false, NULL);
     bench_threads_join(b);
 

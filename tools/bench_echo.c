@@ -232,15 +232,14 @@ static int echo_run(struct bench *b)
     bench_sum(b, &s);
     go = bench_now_ns();
     stop = s.opened ? go + (uint64_t)(o->duration_s * 1e9) : go;
-    if (o->server_pid)
-        have_cpu = proc_cpu_ticks(o->server_pid, &cpu0) == 0;
+    have_cpu = proc_server_cpu_ticks(o, &cpu0) == 0;
     self0 = proc_self_cpu_s();
     bench_stop_at(b, stop);
     atomic_store(&b->go_ns, go);
     bench_wait(b, stop, o->duration_s > 2, echo_line);
     end = bench_now_ns();
     if (have_cpu)
-        have_cpu = proc_cpu_ticks(o->server_pid, &cpu1) == 0;
+        have_cpu = proc_server_cpu_ticks(o, &cpu1) == 0;
     self1 = proc_self_cpu_s();
     bench_wait(b, stop + bench_grace_ns(o) + 1000000000ull, false, NULL);
     bench_threads_join(b);

@@ -735,7 +735,7 @@ struct fanout_mem {
 static void fanout_measure(const struct fanout_run *f, struct fanout_mem *m)
 {
     memset(m, 0, sizeof *m);
-    m->rss_ok = f->b->o.server_pid && proc_rss_kb(f->b->o.server_pid, &m->rss_kb) == 0;
+    m->rss_ok = proc_server_rss_kb(&f->b->o, &m->rss_kb) == 0;
     proc_meminfo_kb("Slab", &m->slab_kb);
     for (unsigned k = 0; k < f->n_kids; k++) {
         uint64_t kb;
@@ -972,7 +972,7 @@ static int fanout_run(struct bench *b)
     fanout_measure(&f, &fig.open);
     fanout_sum(&f, &s, &threads);
     f.subscribers = s.open_now;
-    fig.have_cpu = o->server_pid && proc_cpu_ticks(o->server_pid, &fig.cpu0) == 0;
+    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0;
     fig.kids0 = fanout_kids_ticks(&f);
     fig.self0 = proc_self_cpu_s();
     if (f.subscribers) {
@@ -981,7 +981,7 @@ static int fanout_run(struct bench *b)
                     fanout_all_delivered);
     }
     if (fig.have_cpu)
-        fig.have_cpu = proc_cpu_ticks(o->server_pid, &fig.cpu1) == 0;
+        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0;
     fig.kids1 = fanout_kids_ticks(&f);
     fig.self1 = proc_self_cpu_s();
     fanout_measure(&f, &fig.after);

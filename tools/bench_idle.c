@@ -38,7 +38,7 @@ struct idle_mem {
 
 static void idle_measure(const struct bench *b, struct idle_mem *m)
 {
-    m->rss_ok = b->o.server_pid && proc_rss_kb(b->o.server_pid, &m->rss_kb) == 0;
+    m->rss_ok = proc_server_rss_kb(&b->o, &m->rss_kb) == 0;
     proc_meminfo_kb("Slab", &m->slab_kb);
     proc_meminfo_kb("SUnreclaim", &m->unreclaim_kb);
     proc_rss_kb(0, &m->self_kb);

@@ -68,7 +68,8 @@ static void bench_usage(FILE *f)
             "  --procs P          fanout: processes running the subscribers (default 1)\n"
             "  --threads N        engine threads, one ring each (default 1; fanout: per\n"
             "                     process, at least enough for ulimit -n connections a ring)\n"
-            "  --server-pid PID   read the server's CPU time and memory from /proc\n"
+            "  --server-pid PID[,PID...]  read the server's CPU time and memory from\n"
+            "                     /proc; several: their sum (a proxy and the server behind it)\n"
             "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle,\n"
             "                     fanout conns/10000+1, connect 16, echo 0 = none below 10000)\n"
             "  --open-window N    handshakes in progress per thread (default 256)\n"
@@ -142,6 +143,26 @@ static int bench_parse_token(struct bench_opts *o, const char *arg)
     return 0;
 }
 
+/* PID[,PID...]: the processes whose CPU time and memory are summed. */
+static int bench_parse_pids(struct bench_opts *o, const char *arg)
+{
+    const char *p = arg;
+
+    o->n_server_pids = 0;
+    for (;;) {
+        char *end;
+        unsigned long pid = strtoul(p, &end, 10);
+
+        if (end == p || pid < 1 || pid >= 1u << 22 || o->n_server_pids == BENCH_MAX_PIDS ||
+            (*end && *end != ','))
+            return -EINVAL;
+        o->server_pids[o->n_server_pids++] = (int)pid;
+        if (!*end)
+            return 0;
+        p = end + 1;
+    }
+}
+
 static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_set)
 {
     double v;
@@ -154,6 +175,7 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
     case OPT_RATE: return bench_parse_num(arg, 0.01, 1e6, &o->rate);
     case OPT_TOKEN: return bench_parse_token(o, arg);
+    case OPT_PID: return bench_parse_pids(o, arg);
     case OPT_TOPIC:
         if (!wsc_topic_valid(arg))
             return -EINVAL;
@@ -171,7 +193,6 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_THREADS:
         o->threads = (unsigned)v;
         return v >= 1 && v <= BENCH_MAX_THREADS ? 0 : -EINVAL;
-    case OPT_PID: o->server_pid = (int)v; return v >= 1 && v < 1 << 22 ? 0 : -EINVAL;
     case OPT_SRC:
         o->src_addrs = (unsigned)v;
         *src_set = 1;
