@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="gcc g++ make pkg-config meson ninja-build liburing-dev libssl-dev libjemalloc-dev
-python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2"
+python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2
+openssl nginx"
 
 missing=""
 for p in $PKGS; do
