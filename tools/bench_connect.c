@@ -1,10 +1,12 @@
 /* bench_connect.c - the connect mode: connect, handshake, close, again.
  *
  * Why it exists: the cost of a connection's whole life (accept, parsing the
- * upgrade, SHA-1 of the key, the 101, the closing handshake, freeing it)
- * decides how a server survives reconnect storms.  --conns connections
- * cycle at once; each cycle's latency runs from the connect to a verified
- * 101. */
+ * upgrade, SHA-1 of the key, the 101, the closing handshake, freeing it;
+ * over wss the TLS handshake first) decides how a server survives reconnect
+ * storms.  --conns connections cycle at once; each cycle's latency runs
+ * from the connect to a verified 101.  With --resume (wss) each new
+ * connection offers a session its thread was given, and the report counts
+ * the handshakes that resumed. */
 #include "bench.h"
 
 #include <stdio.h>
@@ -94,6 +96,7 @@ static int connect_run(struct bench *b)
     report_latency(&r, &lat);
     report_cpu(&r, have_cpu, proc_ticks_to_s(cpu1 - cpu0), "handshake", n, 2, self1 - self0,
                window);
+    report_tls(&r, o, &s, bench_tls_desc(b));
     report_errors(&r, &s);
     report_end(&r);
     return bench_failed(&s) || !s.opened ? 1 : 0;

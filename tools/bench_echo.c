@@ -274,6 +274,7 @@ static int echo_run(struct bench *b)
         report_u64(&r, "echoed_total", s.echoed);
         report_cpu(&r, have_cpu, proc_ticks_to_s(cpu1 - cpu0), "msg", msgs, 3, self1 - self0,
                    window);
+        report_tls(&r, o, &s, bench_tls_desc(b));
         report_errors(&r, &s);
         report_end(&r);
     }

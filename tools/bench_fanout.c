@@ -60,6 +60,7 @@ struct fanout_report {
     uint32_t kind, proc, threads, pad;
     struct bench_sum s;       /* echoed: deliveries in order */
     uint64_t dups, gaps;      /* repeated or early sequence numbers */
+    char tls[BENCH_TLS_DESC]; /* wss: what was negotiated; "" before */
 };
 
 _Static_assert(sizeof(struct fanout_report) < 4096, "progress records must be atomic");
@@ -249,6 +250,8 @@ static void fanout_child_fill(struct bench *b, unsigned k, unsigned kind,
 
     *r = (struct fanout_report){.kind = kind, .proc = k, .threads = b->o.threads};
     bench_sum(b, &r->s);
+    if (b->tls)
+        snprintf(r->tls, sizeof r->tls, "%s", bench_tls_desc(b));
     for (unsigned i = 0; i < b->o.threads; i++) {
         r->dups += tl[i].dups;
         r->gaps += tl[i].gaps;
@@ -398,6 +401,9 @@ static void fanout_sum(const struct fanout_run *f, struct bench_sum *s, uint64_t
         s->abandoned += c->abandoned;
         s->closed += c->closed;
         s->pings += c->pings;
+        s->tls_full += c->tls_full;
+        s->tls_resumed += c->tls_resumed;
+        s->tls_no_close_notify += c->tls_no_close_notify;
         s->finished += c->finished;
         if (c->last_rx_ns > s->last_rx_ns)
             s->last_rx_ns = c->last_rx_ns;
@@ -658,7 +664,7 @@ static void fanout_publish(struct fanout_run *f)
     const char *why;
     int ret;
 
-    if (!body || publisher_init(&pub, o) < 0) {
+    if (!body || publisher_init(&pub, o, f->b->tls) < 0) {
         fprintf(stderr, "ringws-bench: out of memory\n");
         f->publish_errors++;
         free(body);
@@ -797,6 +803,14 @@ struct fanout_figures {
     bool have_cpu;
 };
 
+static const char *fanout_tls_desc(const struct fanout_run *f)
+{
+    for (unsigned k = 0; k < f->n_kids; k++)
+        if (f->kids[k].rep.tls[0])
+            return f->kids[k].rep.tls;
+    return "";
+}
+
 static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig)
 {
     const struct bench_opts *o = &f->b->o;
@@ -886,6 +900,7 @@ static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig
     report_num(&r, "client_bytes_per_conn",
                f->subscribers ? (double)fig->open.kids_kb * 1024.0 / (double)f->subscribers : 0,
                0);
+    report_tls(&r, o, &s, fanout_tls_desc(f));
     report_errors(&r, &s);
     report_end(&r);
     free(last);
@@ -999,4 +1014,5 @@ const struct bench_mode bench_mode_fanout = {
     .on_data = fanout_on_data,
     .out_cap = fanout_out_cap,
     .recv_bufs = fanout_recv_bufs,
+    .quiet = true,
 };

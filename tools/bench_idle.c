@@ -135,6 +135,7 @@ static int idle_run(struct bench *b)
     report_num(&r, "kernel_unreclaimable_bytes_per_pair",
                idle_per_conn(open.unreclaim_kb, before.unreclaim_kb, n), 0);
     report_num(&r, "client_bytes_per_conn", idle_per_conn(open.self_kb, before.self_kb, n), 0);
+    report_tls(&r, o, &s, bench_tls_desc(b));
     report_errors(&r, &s);
     report_end(&r);
     return bench_failed(&s) || n < o->conns ? 1 : 0;
@@ -145,4 +146,5 @@ const struct bench_mode bench_mode_idle = {
     .summary = "open and hold --conns connections: server bytes per connection",
     .run = idle_run,
     .out_cap = idle_out_cap,
+    .quiet = true,
 };
