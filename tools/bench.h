@@ -69,6 +69,8 @@ struct bench_opts {
     double rate;         /* publishes per second */
     char topic[WSC_MAX_TOPIC + 1];
     char token[256];     /* --token: Authorization: Bearer; "" for none */
+    /* connect */
+    bool cycle_echo;     /* --echo: one echo of --size bytes before each close */
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed

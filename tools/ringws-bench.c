@@ -9,7 +9,7 @@
  *
  *   ringws-bench echo --url ws://127.0.0.1:8080/echo --conns 100 --inflight 8
  *   ringws-bench connect --conns 50 --duration 5
- *   ringws-bench connect --url wss://127.0.0.1:8443/echo --resume
+ *   ringws-bench connect --url wss://127.0.0.1:8443/echo --resume --echo
  *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
  *   ringws-bench fanout --conns 100000 --procs 8 --messages 20 --server-pid PID
  *
@@ -78,6 +78,7 @@ static void bench_usage(FILE *f)
             "  --timeout S        handshake, close and drain bound (default 10); fanout:\n"
             "                     also each publish answer and the wait for the last delivery\n"
             "  --json             print one JSON object instead of text\n"
+            "  --echo             connect: one echo of --size bytes before each close\n"
             "wss:// (OpenSSL, memory BIOs on the same io_uring loop):\n"
             "  --tls12            TLS 1.2 only (default: TLS 1.3 only)\n"
             "  --resume           each new connection resumes the latest session (ticket)\n"
@@ -143,7 +144,7 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
-       OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_TLS12, OPT_RESUME, OPT_CA,
+       OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
        OPT_SNI, OPT_HELP };
 
 /* A bearer token goes into a header line as it is: printable, no spaces. */
@@ -199,6 +200,7 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_RATE: return bench_parse_num(arg, 0.01, 1e6, &o->rate);
     case OPT_TOKEN: return bench_parse_token(o, arg);
     case OPT_PID: return bench_parse_pids(o, arg);
+    case OPT_ECHO: o->cycle_echo = true; return 0;
     case OPT_TLS12: o->tls12 = true; return 0;
     case OPT_RESUME: o->resume = true; return 0;
     case OPT_CA: return bench_copy_arg(o->ca, sizeof o->ca, arg);
@@ -296,6 +298,10 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
         fprintf(stderr, "ringws-bench: --tls12, --resume, --ca and --sni need a wss:// URL\n");
         return -EINVAL;
     }
+    if (o->cycle_echo && b->mode != &bench_mode_connect) {
+        fprintf(stderr, "ringws-bench: --echo is for the connect mode\n");
+        return -EINVAL;
+    }
     /* connect() picks ephemeral ports of one parity first; past half the
      * range (about 14000 ports per source address) each pick scans, and
      * opening slows from thousands per second to hundreds.  Stay below. */
@@ -348,6 +354,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"topic", required_argument, NULL, OPT_TOPIC},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"procs", required_argument, NULL, OPT_PROCS},
+        {"echo", no_argument, NULL, OPT_ECHO},
         {"tls12", no_argument, NULL, OPT_TLS12},
         {"resume", no_argument, NULL, OPT_RESUME},
         {"ca", required_argument, NULL, OPT_CA},

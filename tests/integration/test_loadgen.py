@@ -114,6 +114,13 @@ def t_connect(target):
            "TLS handshakes without --resume (full, resumed)")
 
 
+def t_connect_echo(target):
+    out = clean(target, "connect", "/echo", "--conns", 10, "--messages", 200, "--echo",
+                "--size", 100)
+    eq(out["cycle"], "connect, upgrade, echo, close", "the cycle")
+    eq((out["handshakes"], out["echoed_total"]), (200, 200), "(handshakes, echoes byte-exact)")
+
+
 def resumed(target, *args):
     """connect --resume: only the first connection of each of the 4 in
     flight has no ticket to offer."""
@@ -244,6 +251,7 @@ def tls_cases(r, srv, tmp):
         r.case("wss-echo-text", t_echo_text, tls, timeout=60)
         r.case("wss-echo-large", t_echo_large, tls, timeout=60)
         r.case("wss-connect", t_connect, tls, timeout=60)
+        r.case("wss-connect-echo", t_connect_echo, tls, timeout=60)
         r.case("wss-connect-resume-tls13", t_resume_tls13, tls, timeout=60)
         r.case("wss-connect-resume-tls12", t_resume_tls12, tls, timeout=60)
         r.case("wss-idle", t_idle, tls, timeout=60)
@@ -262,6 +270,7 @@ def main():
         r.case("echo-text", t_echo_text, plain, timeout=60)
         r.case("echo-large", t_echo_large, plain, timeout=60)
         r.case("connect", t_connect, plain, timeout=60)
+        r.case("connect-echo", t_connect_echo, plain, timeout=60)
         r.case("idle", t_idle, plain, timeout=60)
         r.case("fanout-two-processes", t_fanout, plain, timeout=60)
         with tempfile.TemporaryDirectory(prefix="ringws-loadgen-") as tmp:
