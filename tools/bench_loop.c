@@ -480,6 +480,21 @@ static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
     loop_conn_shut(t, c);
 }
 
+/* A receive or send failed (the connection was reset): unexpected unless
+ * the closes were exchanged.  Over wss, once the server's close_notify
+ * came, the reset our own close_notify may meet ends a clean close. */
+static void loop_on_error(struct bench_thread *t, struct bench_conn *c, const char *op,
+                          int res)
+{
+    if (c->state != BC_WAIT_EOF) {
+        stat_add(&t->st.unexpected_closes, 1);
+        bench_problem(t, c, "%s while %s: %s", op, loop_state_name(c->state), strerror(-res));
+    } else if ((c->flags & CF_TLS) && bench_tls_closed_cleanly(c)) {
+        stat_add(&t->st.closed, 1);
+    }
+    loop_conn_shut(t, c);
+}
+
 /* Bytes the server sent, in order (wss: decrypted).  Inlined into both
  * callers: the plain path's code stays what it was. */
 static inline __attribute__((always_inline)) void loop_conn_input(struct bench_thread *t,
@@ -525,12 +540,7 @@ static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, const uin
         loop_on_eof(t, c);
         return;
     } else if (res != -ENOBUFS && c->state < BC_SHUT) {
-        if (c->state != BC_WAIT_EOF) {
-            stat_add(&t->st.unexpected_closes, 1);
-            bench_problem(t, c, "recv while %s: %s", loop_state_name(c->state),
-                          strerror(-res));
-        }
-        loop_conn_shut(t, c);
+        loop_on_error(t, c, "recv", res);
         return;
     }
     if (!(c->flags & CF_RECV_ARMED) && c->state >= BC_HANDSHAKE && c->state < BC_SHUT)
@@ -543,12 +553,7 @@ static void loop_on_send(struct bench_thread *t, struct bench_conn *c, int res)
     if (c->state >= BC_SHUT)
         return;
     if (res < 0) {
-        if (c->state != BC_WAIT_EOF) {
-            stat_add(&t->st.unexpected_closes, 1);
-            bench_problem(t, c, "send while %s: %s", loop_state_name(c->state),
-                          strerror(-res));
-        }
-        loop_conn_shut(t, c);
+        loop_on_error(t, c, "send", res);
         return;
     }
     if (c->flags & CF_TLS) {

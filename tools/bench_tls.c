@@ -18,10 +18,10 @@
  * the server gave (tickets) and offers the latest still resumable on every
  * new connection: OpenSSL uses a TLS 1.3 ticket once (RFC 8446 asks
  * clients not to reuse one), while a TLS 1.2 one serves every connection
- * until the server sends a new one.  As browsers do, the client sends no
- * close_notify: the WebSocket closing handshake ends the talk and the
- * server ends TCP; whether the server's close_notify came before its FIN
- * is counted. */
+ * until the server sends a new one.  The client sends its close_notify in
+ * answer to the server's, which follows the WebSocket closing handshake
+ * (the server ends TCP first); closes whose TCP end came without the
+ * server's close_notify are counted. */
 #include "bench.h"
 
 #include <arpa/inet.h>
@@ -293,9 +293,10 @@ void bench_tls_conn_free(struct bench_conn *c)
 {
     if (!c->tls)
         return;
-    /* The client sends no close_notify, and OpenSSL takes a connection
-     * freed without one for a broken one: it would mark its session (the
-     * one --resume keeps) never to be resumed.  Only a failed one is. */
+    /* A connection whose server ended TCP before the client answered its
+     * close_notify (or never sent one) would be taken for a broken one:
+     * OpenSSL would mark its session (the one --resume keeps) never to be
+     * resumed.  Only a failed one is. */
     if (c->tls->ssl && !c->tls->failed)
         SSL_set_shutdown(c->tls->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->tls->ssl); /* and the BIOs it was given */
@@ -331,7 +332,11 @@ int bench_tls_read(struct bench_thread *t, struct bench_conn *c, const uint8_t *
     case SSL_ERROR_WANT_READ:
         return 0;
     case SSL_ERROR_ZERO_RETURN:
+        /* Answered with ours: some servers (libwebsockets) end TCP only
+         * once it came. */
         tc->closed_cleanly = true;
+        SSL_shutdown(tc->ssl);
+        bench_conn_dirty(t, c);
         return 0;
     default:
         return tls_fail(t, c, "record");
