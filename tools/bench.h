@@ -238,6 +238,13 @@ static inline uint64_t bench_grace_ns(const struct bench_opts *o)
     return (uint64_t)(o->timeout_s * 1.5e9);
 }
 
+/* How long opening every connection may take beyond --timeout: 1 ms each,
+ * 3 ms over wss, whose handshakes cost the server several times more. */
+static inline uint64_t bench_open_ns(const struct bench_opts *o)
+{
+    return (uint64_t)o->conns * (o->tls ? 3000000ull : 1000000ull);
+}
+
 uint64_t bench_now_ns(void);
 int bench_threads_start(struct bench *b);
 void bench_threads_join(struct bench *b);

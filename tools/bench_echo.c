@@ -199,8 +199,7 @@ static void echo_line(struct bench *b, double t_s)
 /* Waits until every connection has opened or failed, or the time runs out. */
 static void echo_wait_open(struct bench *b)
 {
-    uint64_t deadline = bench_now_ns() + (uint64_t)(b->o.timeout_s * 1e9) +
-                        (uint64_t)b->o.conns * 1000000ull;
+    uint64_t deadline = bench_now_ns() + (uint64_t)(b->o.timeout_s * 1e9) + bench_open_ns(&b->o);
     struct bench_sum s;
 
     for (;;) {

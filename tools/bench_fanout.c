@@ -978,7 +978,7 @@ static int fanout_run(struct bench *b)
         fanout_free(&f);
         return ret;
     }
-    fanout_wait(&f, f.t0 + (uint64_t)(o->timeout_s * 1e9) + (uint64_t)o->conns * 1000000ull,
+    fanout_wait(&f, f.t0 + (uint64_t)(o->timeout_s * 1e9) + bench_open_ns(o),
                 fanout_all_open);
     fig.t_open = bench_now_ns();
     /* Let the server finish its per-connection work before its memory is

@@ -54,8 +54,7 @@ static void idle_sleep(double s)
 /* Waits until every connection has opened or failed, printing progress. */
 static void idle_wait_open(struct bench *b, uint64_t t0)
 {
-    uint64_t deadline = t0 + (uint64_t)(b->o.timeout_s * 1e9) +
-                        (uint64_t)b->o.conns * 1000000ull;
+    uint64_t deadline = t0 + (uint64_t)(b->o.timeout_s * 1e9) + bench_open_ns(&b->o);
     uint64_t next_line = t0 + 1000000000ull;
     struct bench_sum s;
 
