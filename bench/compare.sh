@@ -35,14 +35,6 @@ bench_begin
 
 # ---- servers --------------------------------------------------------------
 
-compare_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-compare_accepts() {
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)"
-}
-
 start_ringws() {
     bench_server "$TMP/ringws" "$BUILD/ringws" --bind 127.0.0.1 --port 0 --workers 1 || {
         say "ringws did not start:"; cat "$TMP/ringws.err" >&2; exit 1; }
@@ -61,7 +53,7 @@ start_nginx() {
     local nginx
     nginx=$(command -v nginx || echo /usr/sbin/nginx)
     mkdir -p "$TMP/nginx"
-    NGINX_PORT=$(compare_free_port)
+    NGINX_PORT=$(bench_free_port)
     cat >"$TMP/nginx/nginx.conf" <<EOF
 # One process, like ringws --workers 1; no logs, no disk.
 worker_processes 1;
@@ -88,7 +80,7 @@ EOF
         -e "$TMP/nginx/error.log" >"$TMP/nginx.out" 2>&1 &
     NGINX_PID=$!
     bench_track "$NGINX_PID"
-    bench_wait "$NGINX_PID" compare_accepts "$NGINX_PORT" || {
+    bench_wait "$NGINX_PID" bench_accepts "$NGINX_PORT" || {
         say "nginx did not start:"; cat "$TMP/nginx.out" "$TMP/nginx/error.log" >&2; exit 1; }
 }
 

@@ -1,5 +1,5 @@
-# lib.sh - what the comparison scripts (bench/compare.sh, bench/fanout.sh)
-# share; sourced by them, never run.
+# lib.sh - what the comparison scripts (bench/compare.sh, bench/fanout.sh,
+# bench/tls.sh) share; sourced by them, never run.
 #
 # Why it exists: both scripts take the same common options, build the same
 # release tree and a libwebsockets peer, start servers pinned to one CPU and
@@ -115,10 +115,15 @@ bench_begin() {
 
 # ---- prerequisites and builds -----------------------------------------------
 
+# bench_peer PEER: builds bench/peers/PEER.c with gcc into BUILD/PEER.
+bench_peer() {
+    # shellcheck disable=SC2046
+    gcc -O2 -o "$BUILD/$1" "$ROOT/bench/peers/$1.c" $(pkg-config --cflags --libs libwebsockets)
+}
+
 # bench_prepare PEER [PACKAGE...]: installs the packages named, and
 # libwebsockets-dev, when missing (as root, with apt-get); builds ringws and
-# ringws-bench in a release meson tree in BUILD, and bench/peers/PEER.c with
-# gcc into BUILD/PEER.
+# ringws-bench in a release meson tree in BUILD, and the peer (bench_peer).
 bench_prepare() {
     local peer=$1
     shift
@@ -140,9 +145,7 @@ bench_prepare() {
         meson configure "$BUILD" --buildtype=release >/dev/null
     fi
     ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
-    # shellcheck disable=SC2046
-    gcc -O2 -o "$BUILD/$peer" "$ROOT/bench/peers/$peer.c" \
-        $(pkg-config --cflags --libs libwebsockets)
+    bench_peer "$peer"
 }
 
 # ---- servers ------------------------------------------------------------------
@@ -158,6 +161,17 @@ bench_wait() {
         sleep 0.1
     done
     return 1
+}
+
+# bench_free_port: a port free on 127.0.0.1 now, for a server that cannot
+# pick its own (nginx).
+bench_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# bench_accepts PORT: whether something accepts connections on 127.0.0.1:PORT.
+bench_accepts() {
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)"
 }
 
 # bench_track PID: a server to stop at exit.

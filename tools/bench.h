@@ -8,9 +8,10 @@
  * --threads (each with its own ring) and lets the mode orchestrate and
  * report; the fanout mode first forks --procs processes that each run
  * engine threads for their share of the connections.  Beside them: the
- * client side of the protocol (bench_wire.c), the HTTP publisher
- * (bench_publish.c), the latency histogram (bench_hist.c), /proc readings
- * (bench_proc.c) and the text or JSON report (bench_report.c). */
+ * client side of the protocol (bench_wire.c), TLS under it for wss://
+ * (bench_tls.c), the HTTP publisher (bench_publish.c), the latency
+ * histogram (bench_hist.c), /proc readings (bench_proc.c) and the text or
+ * JSON report (bench_report.c). */
 #ifndef RINGWS_BENCH_H
 #define RINGWS_BENCH_H
 
@@ -31,25 +32,45 @@
 #define BENCH_CTL_MAX 125
 #define BENCH_MAX_PROCS 256
 #define BENCH_FANOUT_HEAD 16 /* fanout payload: sequence number, publish time */
+#define BENCH_MAX_PIDS 16
+#define BENCH_TLS_SESSIONS 16
+#define BENCH_TLS_DESC 128   /* "TLSv1.3 TLS_AES_256_GCM_SHA384 x25519, server key ..." */
+
+struct ssl_st;
+struct ssl_session_st;
+struct bench_tls;        /* bench_tls.c: the process's client context */
+struct bench_tls_conn;   /* bench_tls.c: one connection's TLS state */
 
 struct bench_opts {
     struct sockaddr_in dst;
     char url[320];
     char host[80];       /* Host header: "127.0.0.1:PORT" */
+    char hostname[64];   /* the host of the URL, without the port */
     char path[256];
+    /* wss:// */
+    bool tls;
+    bool tls12;          /* --tls12: TLS 1.2 only (default: TLS 1.3 only) */
+    bool resume;         /* --resume: each connection resumes the last session */
+    char ca[256];        /* --ca FILE: verify the server; "": no verification */
+    char sni[256];       /* --sni NAME; "": the URL's host when it is a name */
     unsigned conns, inflight, threads, src_addrs, open_window;
     size_t size;
     bool text, json;
     double duration_s, timeout_s;
     uint64_t messages;   /* echo: messages; connect: handshakes; fanout: publishes;
                             0: no count bound */
-    int server_pid;      /* 0: none */
+    /* --server-pid: what "the server" is, its CPU time and memory summed
+     * over these processes (a TLS proxy and the server behind it) */
+    int server_pids[BENCH_MAX_PIDS];
+    unsigned n_server_pids; /* 0: none */
     bool url_set;        /* --url given: the mode's default path does not apply */
     /* fanout */
     unsigned procs;      /* processes running subscribers */
     double rate;         /* publishes per second */
     char topic[WSC_MAX_TOPIC + 1];
     char token[256];     /* --token: Authorization: Bearer; "" for none */
+    /* connect */
+    bool cycle_echo;     /* --echo: one echo of --size bytes before each close */
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed
@@ -73,6 +94,9 @@ struct bench_stats {
     _Atomic uint64_t closed;            /* closing handshakes completed */
     _Atomic uint64_t pings;             /* pings answered */
     _Atomic uint64_t last_rx_ns;        /* time of the last echo */
+    _Atomic uint64_t tls_full;          /* TLS handshakes with a full exchange */
+    _Atomic uint64_t tls_resumed;       /* ... resuming a session */
+    _Atomic uint64_t tls_no_close_notify; /* orderly closes ended without it */
     _Atomic bool finished;
 };
 
@@ -93,13 +117,15 @@ struct bench_sum {
     uint64_t mismatches, lost, connect_errors, handshake_errors, handshake_timeouts;
     uint64_t unexpected_closes, protocol_errors, close_timeouts, abandoned, closed;
     uint64_t pings, last_rx_ns;
+    uint64_t tls_full, tls_resumed, tls_no_close_notify;
     unsigned finished;
 };
 
 enum bench_conn_state {
     BC_IDLE,       /* never started */
     BC_CONNECTING,
-    BC_HANDSHAKE,  /* request sent, waiting for the 101 */
+    BC_HANDSHAKE,  /* request sent (wss: queued until TLS's handshake is
+                    * done), waiting for the 101 */
     BC_OPEN,
     BC_CLOSING,    /* our close frame is queued: waiting for the server's */
     BC_WAIT_EOF,   /* closes exchanged: waiting for the server's FIN */
@@ -113,7 +139,9 @@ struct bench_conn {
     struct loop_conn io;   /* first: the loop hands it back; fd is idx */
     struct bench_thread *t;
     struct bench_conn *dirty_next;
-    uint8_t *out;          /* outgoing bytes; [out_off, out_len) not yet sent */
+    struct bench_tls_conn *tls; /* wss: from the TCP connect until the slot is free */
+    uint8_t *out;          /* outgoing bytes; [out_off, out_len) not yet sent
+                            * (wss: not yet sealed into records) */
     uint32_t out_off, out_len, out_cap;
     uint32_t idx;          /* index in its thread, also its direct descriptor */
     uint8_t state;         /* enum bench_conn_state */
@@ -156,6 +184,13 @@ struct bench_thread {
     struct bench_conn *dirty;
     struct hist lat;
     struct bench_stats st;
+    /* wss */
+    uint8_t *tls_plain;    /* what SSL_read decrypts, one record at a time */
+    /* --resume: the sessions (tickets) the server gave, latest last */
+    struct ssl_session_st *tls_sessions[BENCH_TLS_SESSIONS];
+    unsigned n_tls_sessions;
+    char tls_desc[BENCH_TLS_DESC]; /* what the first handshake negotiated */
+    _Atomic bool tls_desc_set;
 };
 
 /* A mode: `run` orchestrates from the main thread and prints the report;
@@ -171,6 +206,9 @@ struct bench_mode {
     void (*fill)(struct bench_thread *t, struct bench_conn *c); /* optional */
     bool (*drained)(const struct bench_conn *c);                 /* optional */
     bool (*again)(struct bench_thread *t); /* optional: start a closed one anew */
+    /* Connections mostly quiet (idle, fanout): wss gives their record
+     * buffers back between records, at a little CPU per record. */
+    bool quiet;
     uint32_t (*out_cap)(const struct bench_opts *o);
     /* optional: provided receive buffers of a thread with n_conns
      * connections (count a power of two); default 1024 x 16 KiB */
@@ -181,6 +219,7 @@ struct bench_mode {
 struct bench {
     struct bench_opts o;
     const struct bench_mode *mode;
+    struct bench_tls *tls;       /* wss://; NULL: plain */
     struct bench_thread *threads;
     unsigned conn_base;          /* first connection of this process (--procs) */
     void *mode_data;             /* what a mode's run shares with its hooks */
@@ -197,6 +236,13 @@ struct bench {
 static inline uint64_t bench_grace_ns(const struct bench_opts *o)
 {
     return (uint64_t)(o->timeout_s * 1.5e9);
+}
+
+/* How long opening every connection may take beyond --timeout: 1 ms each,
+ * 3 ms over wss, whose handshakes cost the server several times more. */
+static inline uint64_t bench_open_ns(const struct bench_opts *o)
+{
+    return (uint64_t)o->conns * (o->tls ? 3000000ull : 1000000ull);
 }
 
 uint64_t bench_now_ns(void);
@@ -216,11 +262,53 @@ void bench_problem(struct bench_thread *t, const struct bench_conn *c,
                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t bench_rand(struct bench_thread *t);
 
+/* ---- bench_tls.c: wss:// -------------------------------------------------
+ *
+ * A connection's TLS runs on memory BIOs: what the ring receives is fed in
+ * and its plaintext read out (bench_tls_input, bench_tls_read), what SSL
+ * writes is taken out to be sent by the engine (bench_tls_output), so that
+ * TLS adds no system call and never blocks. */
+
+/* The process's client context for o (b->tls), when the URL is wss://.
+ * 0 or -errno, having said why on stderr. */
+int bench_tls_create(struct bench *b);
+void bench_tls_destroy(struct bench *b);
+/* A client SSL of the context: SNI and the name checked set, not yet
+ * connected (the publisher runs it on its blocking socket). */
+struct ssl_st *bench_tls_ssl(const struct bench_tls *tls);
+/* After the TCP connect: the ClientHello is ready for bench_tls_output. */
+int bench_tls_conn_start(struct bench_thread *t, struct bench_conn *c);
+/* Once no request of the connection is in flight. */
+void bench_tls_conn_free(struct bench_conn *c);
+/* Feeds n received bytes at *p (the handshake goes on) and reads the
+ * first record's plaintext: its length with *p pointing to it, 0 when no
+ * whole record came, -EPROTO when TLS failed (said on stderr). */
+int bench_tls_input(struct bench_thread *t, struct bench_conn *c, const uint8_t **p,
+                    size_t n);
+/* The next record's plaintext, alike.  The pointer holds until the next
+ * call on any connection of the thread. */
+int bench_tls_read(struct bench_thread *t, struct bench_conn *c, const uint8_t **p);
+/* With no send in flight: seals the plaintext queued in out (once the
+ * handshake is done) and returns what is to be sent (*p, length), or
+ * -EPROTO / -ENOMEM. */
+int bench_tls_output(struct bench_thread *t, struct bench_conn *c, const uint8_t **p);
+void bench_tls_sent(struct bench_conn *c, uint32_t n);
+/* Whether the server's close_notify came. */
+bool bench_tls_closed_cleanly(const struct bench_conn *c);
+/* A thread's TLS state: its decrypt buffer, the session it kept. */
+int bench_tls_thread_init(struct bench_thread *t);
+void bench_tls_thread_end(struct bench_thread *t);
+/* What the first handshake of any thread negotiated; "" before one. */
+const char *bench_tls_desc(struct bench *b);
+
 /* ---- bench_proc.c: what /proc says about the server and the kernel ---- */
 
 int proc_cpu_ticks(int pid, uint64_t *ticks);    /* utime + stime */
 double proc_ticks_to_s(uint64_t ticks);
 int proc_rss_kb(int pid, uint64_t *kb);          /* VmRSS; pid 0: this process */
+/* The same summed over --server-pid's processes; -ENOENT when none. */
+int proc_server_cpu_ticks(const struct bench_opts *o, uint64_t *ticks);
+int proc_server_rss_kb(const struct bench_opts *o, uint64_t *kb);
 int proc_meminfo_kb(const char *field, uint64_t *kb);
 double proc_self_cpu_s(void);                    /* this process, user + sys */
 
@@ -245,6 +333,9 @@ void report_latency(struct report *r, const struct hist *lat);
  * read, then client_cpu_pct over the measured window. */
 void report_cpu(struct report *r, bool have_server, double server_s, const char *unit,
                 uint64_t count, int decimals, double client_s, double window_s);
+/* wss: what was negotiated (desc) and the handshakes, full and resumed. */
+void report_tls(struct report *r, const struct bench_opts *o, const struct bench_sum *s,
+                const char *desc);
 /* True when the sum shows a server failure (exit status 1). */
 bool bench_failed(const struct bench_sum *s);
 
@@ -268,6 +359,8 @@ extern const struct bench_mode bench_mode_echo, bench_mode_connect, bench_mode_i
  * process does nothing else while a publish is answered. */
 struct publisher {
     int fd;                      /* -1: not connected */
+    const struct bench_tls *tls; /* https; NULL: http */
+    struct ssl_st *ssl;          /* the connection's TLS, when https */
     struct sockaddr_in dst;
     const char *host, *topic, *token;
     double timeout_s;
@@ -278,7 +371,8 @@ struct publisher {
     char buf[WSC_MAX_ANSWER];
 };
 
-int publisher_init(struct publisher *p, const struct bench_opts *o);
+int publisher_init(struct publisher *p, const struct bench_opts *o,
+                   const struct bench_tls *tls);
 /* Publishes body[0..len) as a binary message; fills *a with the answer.
  * 0, or a negative errno when no valid answer came (*why says why). */
 int publisher_send(struct publisher *p, const uint8_t *body, size_t len,

@@ -199,8 +199,7 @@ static void echo_line(struct bench *b, double t_s)
 /* Waits until every connection has opened or failed, or the time runs out. */
 static void echo_wait_open(struct bench *b)
 {
-    uint64_t deadline = bench_now_ns() + (uint64_t)(b->o.timeout_s * 1e9) +
-                        (uint64_t)b->o.conns * 1000000ull;
+    uint64_t deadline = bench_now_ns() + (uint64_t)(b->o.timeout_s * 1e9) + bench_open_ns(&b->o);
     struct bench_sum s;
 
     for (;;) {
@@ -232,15 +231,14 @@ static int echo_run(struct bench *b)
     bench_sum(b, &s);
     go = bench_now_ns();
     stop = s.opened ? go + (uint64_t)(o->duration_s * 1e9) : go;
-    if (o->server_pid)
-        have_cpu = proc_cpu_ticks(o->server_pid, &cpu0) == 0;
+    have_cpu = proc_server_cpu_ticks(o, &cpu0) == 0;
     self0 = proc_self_cpu_s();
     bench_stop_at(b, stop);
     atomic_store(&b->go_ns, go);
     bench_wait(b, stop, o->duration_s > 2, echo_line);
     end = bench_now_ns();
     if (have_cpu)
-        have_cpu = proc_cpu_ticks(o->server_pid, &cpu1) == 0;
+        have_cpu = proc_server_cpu_ticks(o, &cpu1) == 0;
     self1 = proc_self_cpu_s();
     bench_wait(b, stop + bench_grace_ns(o) + 1000000000ull, false, NULL);
     bench_threads_join(b);
@@ -275,6 +273,7 @@ static int echo_run(struct bench *b)
         report_u64(&r, "echoed_total", s.echoed);
         report_cpu(&r, have_cpu, proc_ticks_to_s(cpu1 - cpu0), "msg", msgs, 3, self1 - self0,
                    window);
+        report_tls(&r, o, &s, bench_tls_desc(b));
         report_errors(&r, &s);
         report_end(&r);
     }

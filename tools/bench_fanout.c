@@ -60,6 +60,7 @@ struct fanout_report {
     uint32_t kind, proc, threads, pad;
     struct bench_sum s;       /* echoed: deliveries in order */
     uint64_t dups, gaps;      /* repeated or early sequence numbers */
+    char tls[BENCH_TLS_DESC]; /* wss: what was negotiated; "" before */
 };
 
 _Static_assert(sizeof(struct fanout_report) < 4096, "progress records must be atomic");
@@ -249,6 +250,8 @@ static void fanout_child_fill(struct bench *b, unsigned k, unsigned kind,
 
     *r = (struct fanout_report){.kind = kind, .proc = k, .threads = b->o.threads};
     bench_sum(b, &r->s);
+    if (b->tls)
+        snprintf(r->tls, sizeof r->tls, "%s", bench_tls_desc(b));
     for (unsigned i = 0; i < b->o.threads; i++) {
         r->dups += tl[i].dups;
         r->gaps += tl[i].gaps;
@@ -398,6 +401,9 @@ static void fanout_sum(const struct fanout_run *f, struct bench_sum *s, uint64_t
         s->abandoned += c->abandoned;
         s->closed += c->closed;
         s->pings += c->pings;
+        s->tls_full += c->tls_full;
+        s->tls_resumed += c->tls_resumed;
+        s->tls_no_close_notify += c->tls_no_close_notify;
         s->finished += c->finished;
         if (c->last_rx_ns > s->last_rx_ns)
             s->last_rx_ns = c->last_rx_ns;
@@ -658,7 +664,7 @@ static void fanout_publish(struct fanout_run *f)
     const char *why;
     int ret;
 
-    if (!body || publisher_init(&pub, o) < 0) {
+    if (!body || publisher_init(&pub, o, f->b->tls) < 0) {
         fprintf(stderr, "ringws-bench: out of memory\n");
         f->publish_errors++;
         free(body);
@@ -735,7 +741,7 @@ struct fanout_mem {
 static void fanout_measure(const struct fanout_run *f, struct fanout_mem *m)
 {
     memset(m, 0, sizeof *m);
-    m->rss_ok = f->b->o.server_pid && proc_rss_kb(f->b->o.server_pid, &m->rss_kb) == 0;
+    m->rss_ok = proc_server_rss_kb(&f->b->o, &m->rss_kb) == 0;
     proc_meminfo_kb("Slab", &m->slab_kb);
     for (unsigned k = 0; k < f->n_kids; k++) {
         uint64_t kb;
@@ -796,6 +802,14 @@ struct fanout_figures {
     double self0, self1;
     bool have_cpu;
 };
+
+static const char *fanout_tls_desc(const struct fanout_run *f)
+{
+    for (unsigned k = 0; k < f->n_kids; k++)
+        if (f->kids[k].rep.tls[0])
+            return f->kids[k].rep.tls;
+    return "";
+}
 
 static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig)
 {
@@ -886,6 +900,7 @@ static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig
     report_num(&r, "client_bytes_per_conn",
                f->subscribers ? (double)fig->open.kids_kb * 1024.0 / (double)f->subscribers : 0,
                0);
+    report_tls(&r, o, &s, fanout_tls_desc(f));
     report_errors(&r, &s);
     report_end(&r);
     free(last);
@@ -963,7 +978,7 @@ static int fanout_run(struct bench *b)
         fanout_free(&f);
         return ret;
     }
-    fanout_wait(&f, f.t0 + (uint64_t)(o->timeout_s * 1e9) + (uint64_t)o->conns * 1000000ull,
+    fanout_wait(&f, f.t0 + (uint64_t)(o->timeout_s * 1e9) + bench_open_ns(o),
                 fanout_all_open);
     fig.t_open = bench_now_ns();
     /* Let the server finish its per-connection work before its memory is
@@ -972,7 +987,7 @@ static int fanout_run(struct bench *b)
     fanout_measure(&f, &fig.open);
     fanout_sum(&f, &s, &threads);
     f.subscribers = s.open_now;
-    fig.have_cpu = o->server_pid && proc_cpu_ticks(o->server_pid, &fig.cpu0) == 0;
+    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0;
     fig.kids0 = fanout_kids_ticks(&f);
     fig.self0 = proc_self_cpu_s();
     if (f.subscribers) {
@@ -981,7 +996,7 @@ static int fanout_run(struct bench *b)
                     fanout_all_delivered);
     }
     if (fig.have_cpu)
-        fig.have_cpu = proc_cpu_ticks(o->server_pid, &fig.cpu1) == 0;
+        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0;
     fig.kids1 = fanout_kids_ticks(&f);
     fig.self1 = proc_self_cpu_s();
     fanout_measure(&f, &fig.after);
@@ -999,4 +1014,5 @@ const struct bench_mode bench_mode_fanout = {
     .on_data = fanout_on_data,
     .out_cap = fanout_out_cap,
     .recv_bufs = fanout_recv_bufs,
+    .quiet = true,
 };

@@ -38,7 +38,7 @@ struct idle_mem {
 
 static void idle_measure(const struct bench *b, struct idle_mem *m)
 {
-    m->rss_ok = b->o.server_pid && proc_rss_kb(b->o.server_pid, &m->rss_kb) == 0;
+    m->rss_ok = proc_server_rss_kb(&b->o, &m->rss_kb) == 0;
     proc_meminfo_kb("Slab", &m->slab_kb);
     proc_meminfo_kb("SUnreclaim", &m->unreclaim_kb);
     proc_rss_kb(0, &m->self_kb);
@@ -54,8 +54,7 @@ static void idle_sleep(double s)
 /* Waits until every connection has opened or failed, printing progress. */
 static void idle_wait_open(struct bench *b, uint64_t t0)
 {
-    uint64_t deadline = t0 + (uint64_t)(b->o.timeout_s * 1e9) +
-                        (uint64_t)b->o.conns * 1000000ull;
+    uint64_t deadline = t0 + (uint64_t)(b->o.timeout_s * 1e9) + bench_open_ns(&b->o);
     uint64_t next_line = t0 + 1000000000ull;
     struct bench_sum s;
 
@@ -135,6 +134,7 @@ static int idle_run(struct bench *b)
     report_num(&r, "kernel_unreclaimable_bytes_per_pair",
                idle_per_conn(open.unreclaim_kb, before.unreclaim_kb, n), 0);
     report_num(&r, "client_bytes_per_conn", idle_per_conn(open.self_kb, before.self_kb, n), 0);
+    report_tls(&r, o, &s, bench_tls_desc(b));
     report_errors(&r, &s);
     report_end(&r);
     return bench_failed(&s) || n < o->conns ? 1 : 0;
@@ -145,4 +145,5 @@ const struct bench_mode bench_mode_idle = {
     .summary = "open and hold --conns connections: server bytes per connection",
     .run = idle_run,
     .out_cap = idle_out_cap,
+    .quiet = true,
 };

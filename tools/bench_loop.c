@@ -7,7 +7,10 @@
  * (a sparse table per ring, so the 20000 descriptor limit applies per thread,
  * not per process); receives are multishot into a provided-buffer ring, so an
  * idle connection holds no receive buffer; output of a whole batch of
- * completions goes out in one send per connection.
+ * completions goes out in one send per connection.  Over wss:// the same
+ * happens to records: bench_tls.c decrypts what is received before the
+ * WebSocket client sees it, and seals a connection's queued output at the
+ * flush, one TLS write per send.
  *
  * A connection's life: CONNECTING -> HANDSHAKE -> OPEN -> CLOSING (our close
  * frame) -> WAIT_EOF (the server's close came; the server shuts down first,
@@ -39,6 +42,8 @@ enum loop_flag {
     CF_SEND_BUSY = 1u << 0,
     CF_RECV_ARMED = 1u << 1,
     CF_DIRTY = 1u << 2,
+    CF_TLS = 1u << 3,     /* wss: c->tls is set; tested with the other flags,
+                           * so that the plain path costs what it did */
 };
 
 uint64_t bench_now_ns(void)
@@ -109,9 +114,40 @@ void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n)
     bench_conn_dirty(t, c);
 }
 
+static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c);
+
+/* A TLS failure: before the 101 the handshake failed, after it the
+ * server sent what TLS refuses. */
+static void loop_tls_failed(struct bench_thread *t, struct bench_conn *c)
+{
+    stat_add(c->state <= BC_HANDSHAKE ? &t->st.handshake_errors : &t->st.protocol_errors, 1);
+    loop_conn_shut(t, c);
+}
+
+static void bench_send_tls(struct bench_thread *t, struct bench_conn *c)
+{
+    const uint8_t *p;
+    int n = bench_tls_output(t, c, &p);
+
+    if (n < 0) {
+        loop_tls_failed(t, c);
+        return;
+    }
+    if (!n)
+        return;
+    loop_send(t->loop, &c->io, p, (size_t)n);
+    c->ops++;
+    c->flags |= CF_SEND_BUSY;
+}
+
 static void bench_send(struct bench_thread *t, struct bench_conn *c)
 {
-    if ((c->flags & CF_SEND_BUSY) || c->out_off == c->out_len || c->state >= BC_SHUT)
+    if (c->flags & (CF_SEND_BUSY | CF_TLS)) {
+        if (!(c->flags & CF_SEND_BUSY) && c->state < BC_SHUT)
+            bench_send_tls(t, c);
+        return;
+    }
+    if (c->out_off == c->out_len || c->state >= BC_SHUT)
         return;
     loop_send(t->loop, &c->io, c->out + c->out_off, c->out_len - c->out_off);
     c->ops++;
@@ -193,6 +229,7 @@ static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c)
 
 static void loop_conn_finish(struct bench_thread *t, struct bench_conn *c)
 {
+    bench_tls_conn_free(c);
     c->state = BC_DONE;
     c->flags = 0;
     t->live--;
@@ -301,6 +338,14 @@ static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int re
     c->hs_len = 0;
     bench_out_commit(t, c, (uint32_t)n);
     c->state = BC_HANDSHAKE;
+    if (t->b->tls) {
+        c->flags |= CF_TLS;
+        if (bench_tls_conn_start(t, c) < 0) {
+            stat_add(&t->st.handshake_errors, 1);
+            loop_conn_shut(t, c);
+            return;
+        }
+    }
     loop_arm_recv(t, c);
 }
 
@@ -383,8 +428,10 @@ static void loop_on_control(struct bench_thread *t, struct bench_conn *c, uint8_
     c->ctl_len = 0;
 }
 
-static void loop_frames_input(struct bench_thread *t, struct bench_conn *c,
-                              const uint8_t *p, size_t n)
+/* Inlined as loop_conn_input, its caller, is. */
+static inline __attribute__((always_inline)) void loop_frames_input(struct bench_thread *t,
+                                                                   struct bench_conn *c,
+                                                                   const uint8_t *p, size_t n)
 {
     const struct bench_mode *m = t->b->mode;
     struct wsc_event ev;
@@ -422,6 +469,8 @@ static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
         return;
     if (c->state == BC_WAIT_EOF) {
         stat_add(&t->st.closed, 1);
+        if ((c->flags & CF_TLS) && !bench_tls_closed_cleanly(c))
+            stat_add(&t->st.tls_no_close_notify, 1);
     } else {
         stat_add(&t->st.unexpected_closes, 1);
         bench_problem(t, c, "server ended the TCP connection while %s (%llu sent, "
@@ -431,30 +480,67 @@ static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
     loop_conn_shut(t, c);
 }
 
+/* A receive or send failed (the connection was reset): unexpected unless
+ * the closes were exchanged.  Over wss, once the server's close_notify
+ * came, the reset our own close_notify may meet ends a clean close. */
+static void loop_on_error(struct bench_thread *t, struct bench_conn *c, const char *op,
+                          int res)
+{
+    if (c->state != BC_WAIT_EOF) {
+        stat_add(&t->st.unexpected_closes, 1);
+        bench_problem(t, c, "%s while %s: %s", op, loop_state_name(c->state), strerror(-res));
+    } else if ((c->flags & CF_TLS) && bench_tls_closed_cleanly(c)) {
+        stat_add(&t->st.closed, 1);
+    }
+    loop_conn_shut(t, c);
+}
+
+/* Bytes the server sent, in order (wss: decrypted).  Inlined into both
+ * callers: the plain path's code stays what it was. */
+static inline __attribute__((always_inline)) void loop_conn_input(struct bench_thread *t,
+                                                                 struct bench_conn *c,
+                                                                 const uint8_t *p, size_t n)
+{
+    if (c->state == BC_HANDSHAKE) {
+        size_t used = loop_handshake_input(t, c, p, n);
+
+        p += used;
+        n -= used;
+    }
+    if (n > 0 && c->state < BC_SHUT)
+        loop_frames_input(t, c, p, n);
+}
+
+/* wss: received bytes are records, whose plaintext comes one record at a
+ * time. */
+static __attribute__((noinline)) void loop_input_tls(struct bench_thread *t,
+                                                     struct bench_conn *c, const uint8_t *p,
+                                                     int n)
+{
+    int k = bench_tls_input(t, c, &p, (size_t)n);
+
+    while (k > 0) {
+        loop_conn_input(t, c, p, (size_t)k);
+        k = c->state < BC_SHUT ? bench_tls_read(t, c, &p) : 0;
+    }
+    if (k < 0)
+        loop_tls_failed(t, c);
+}
+
 static void loop_on_recv(struct bench_thread *t, struct bench_conn *c, const uint8_t *p,
                          int res, bool ended)
 {
     if (ended)
         c->flags &= ~CF_RECV_ARMED;
-    if (res > 0) {
-        if (c->state == BC_HANDSHAKE) {
-            size_t used = loop_handshake_input(t, c, p, (size_t)res);
-
-            p += used;
-            res -= (int)used;
-        }
-        if (res > 0 && c->state < BC_SHUT)
-            loop_frames_input(t, c, p, (size_t)res);
+    if (res > 0 && (c->flags & CF_TLS)) {
+        loop_input_tls(t, c, p, res);
+    } else if (res > 0) {
+        loop_conn_input(t, c, p, (size_t)res);
     } else if (res == 0) {
         loop_on_eof(t, c);
         return;
     } else if (res != -ENOBUFS && c->state < BC_SHUT) {
-        if (c->state != BC_WAIT_EOF) {
-            stat_add(&t->st.unexpected_closes, 1);
-            bench_problem(t, c, "recv while %s: %s", loop_state_name(c->state),
-                          strerror(-res));
-        }
-        loop_conn_shut(t, c);
+        loop_on_error(t, c, "recv", res);
         return;
     }
     if (!(c->flags & CF_RECV_ARMED) && c->state >= BC_HANDSHAKE && c->state < BC_SHUT)
@@ -467,17 +553,16 @@ static void loop_on_send(struct bench_thread *t, struct bench_conn *c, int res)
     if (c->state >= BC_SHUT)
         return;
     if (res < 0) {
-        if (c->state != BC_WAIT_EOF) {
-            stat_add(&t->st.unexpected_closes, 1);
-            bench_problem(t, c, "send while %s: %s", loop_state_name(c->state),
-                          strerror(-res));
-        }
-        loop_conn_shut(t, c);
+        loop_on_error(t, c, "send", res);
         return;
     }
-    c->out_off += (uint32_t)res;
-    if (c->out_off == c->out_len)
-        c->out_off = c->out_len = 0;
+    if (c->flags & CF_TLS) {
+        bench_tls_sent(c, (uint32_t)res);
+    } else {
+        c->out_off += (uint32_t)res;
+        if (c->out_off == c->out_len)
+            c->out_off = c->out_len = 0;
+    }
     bench_conn_dirty(t, c);
 }
 
@@ -683,6 +768,8 @@ static int loop_setup(struct bench_thread *t)
 
     if (t->b->mode->recv_bufs)
         t->b->mode->recv_bufs(&t->b->o, t->n_conns, &cfg.buf_count, &cfg.buf_size);
+    if ((ret = bench_tls_thread_init(t)) < 0)
+        return ret;
     ret = loop_create(&t->loop, &cfg, &loop_handlers, t);
     if (ret < 0)
         return ret;
@@ -753,6 +840,7 @@ void bench_threads_join(struct bench *b)
 
         pthread_join(t->tid, NULL);
         for (unsigned k = 0; t->conns && k < t->n_conns; k++) {
+            bench_tls_conn_free(&t->conns[k]);
             free(t->conns[k].out);
             free(t->conns[k].hs);
             free(t->conns[k].ts);
@@ -760,6 +848,7 @@ void bench_threads_join(struct bench *b)
         free(t->conns);
         free(t->free_idx);
         t->conns = NULL;
+        bench_tls_thread_end(t);
     }
 }
 
@@ -793,6 +882,9 @@ void bench_sum(struct bench *b, struct bench_sum *s)
         s->abandoned += stat_get(&st->abandoned);
         s->closed += stat_get(&st->closed);
         s->pings += stat_get(&st->pings);
+        s->tls_full += stat_get(&st->tls_full);
+        s->tls_resumed += stat_get(&st->tls_resumed);
+        s->tls_no_close_notify += stat_get(&st->tls_no_close_notify);
         s->finished += atomic_load(&st->finished);
         if (last > s->last_rx_ns)
             s->last_rx_ns = last;

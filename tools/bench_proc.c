@@ -79,6 +79,38 @@ int proc_rss_kb(int pid, uint64_t *kb)
     return proc_field_kb(path, "VmRSS", kb);
 }
 
+int proc_server_cpu_ticks(const struct bench_opts *o, uint64_t *ticks)
+{
+    uint64_t sum = 0, t;
+    int ret;
+
+    if (!o->n_server_pids)
+        return -ENOENT;
+    for (unsigned i = 0; i < o->n_server_pids; i++) {
+        if ((ret = proc_cpu_ticks(o->server_pids[i], &t)) < 0)
+            return ret;
+        sum += t;
+    }
+    *ticks = sum;
+    return 0;
+}
+
+int proc_server_rss_kb(const struct bench_opts *o, uint64_t *kb)
+{
+    uint64_t sum = 0, k;
+    int ret;
+
+    if (!o->n_server_pids)
+        return -ENOENT;
+    for (unsigned i = 0; i < o->n_server_pids; i++) {
+        if ((ret = proc_rss_kb(o->server_pids[i], &k)) < 0)
+            return ret;
+        sum += k;
+    }
+    *kb = sum;
+    return 0;
+}
+
 int proc_meminfo_kb(const char *field, uint64_t *kb)
 {
     return proc_field_kb("/proc/meminfo", field, kb);

@@ -1,5 +1,5 @@
 /* bench_publish.c - the fanout mode's publisher: POST /publish/TOPIC on a
- * keep-alive TCP connection.
+ * keep-alive TCP connection, https when the subscribers speak wss.
  *
  * Why it exists: a fan-out is measured from the moment a message is handed
  * to the server, so the publisher must be as plain as the server's HTTP
@@ -7,11 +7,15 @@
  * call bounded by --timeout (SO_SNDTIMEO / SO_RCVTIMEO), the answer checked
  * byte by byte (bench_wire.c).  The connection is opened anew when the
  * server asks to close it or after it has idled long enough that the
- * server's keep-alive limit could end it while a request is on its way. */
+ * server's keep-alive limit could end it while a request is on its way.
+ * Over TLS the same socket carries a blocking SSL (bench_tls.c's context),
+ * its reads and writes bounded by the same socket timeouts. */
 #include "bench.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,10 +27,11 @@
  * twice if it were retried. */
 #define PUB_IDLE_NS (2 * 1000000000ull)
 
-int publisher_init(struct publisher *p, const struct bench_opts *o)
+int publisher_init(struct publisher *p, const struct bench_opts *o,
+                   const struct bench_tls *tls)
 {
-    *p = (struct publisher){.fd = -1, .dst = o->dst, .host = o->host, .topic = o->topic,
-                            .token = o->token, .timeout_s = o->timeout_s,
+    *p = (struct publisher){.fd = -1, .tls = tls, .dst = o->dst, .host = o->host,
+                            .topic = o->topic, .token = o->token, .timeout_s = o->timeout_s,
                             .cap = sizeof p->buf};
     p->req_cap = 512 + sizeof o->token + WSC_MAX_TOPIC + o->size;
     p->req = malloc(p->req_cap);
@@ -35,10 +40,42 @@ int publisher_init(struct publisher *p, const struct bench_opts *o)
 
 void publisher_close(struct publisher *p)
 {
+    SSL_free(p->ssl);
+    p->ssl = NULL;
     if (p->fd >= 0)
         close(p->fd);
     p->fd = -1;
     p->used = 0;
+}
+
+/* A socket timeout ends a blocking SSL call with "want read/write". */
+static int publisher_tls_error(struct publisher *p, int r)
+{
+    int e = SSL_get_error(p->ssl, r), err = errno;
+
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return -ETIMEDOUT;
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !err))
+        return 0; /* the server ended the connection */
+    return e == SSL_ERROR_SYSCALL ? -err : -EPROTO;
+}
+
+static int publisher_tls_connect(struct publisher *p)
+{
+    int r;
+
+    if (!(p->ssl = bench_tls_ssl(p->tls)) || SSL_set_fd(p->ssl, p->fd) != 1) {
+        publisher_close(p);
+        return -ENOMEM;
+    }
+    if ((r = SSL_connect(p->ssl)) != 1) {
+        int ret = publisher_tls_error(p, r);
+
+        publisher_close(p);
+        return ret ? ret : -ECONNRESET;
+    }
+    return 0;
 }
 
 static int publisher_connect(struct publisher *p)
@@ -61,18 +98,49 @@ static int publisher_connect(struct publisher *p)
     }
     p->fd = fd;
     p->used = 0;
-    return 0;
+    return p->tls ? publisher_tls_connect(p) : 0;
 }
 
-static int publisher_write_all(int fd, const uint8_t *b, size_t n)
+/* One send or SSL_write: bytes written or -errno. */
+static ssize_t publisher_write(struct publisher *p, const uint8_t *b, size_t n)
+{
+    ssize_t w;
+
+    if (p->ssl) {
+        int r = SSL_write(p->ssl, b, (int)n);
+
+        if (r > 0)
+            return r;
+        w = publisher_tls_error(p, r);
+        return w ? w : -ECONNRESET;
+    }
+    w = send(p->fd, b, n, MSG_NOSIGNAL);
+    return w >= 0 ? w : errno == EAGAIN ? -ETIMEDOUT : -errno;
+}
+
+/* One recv or SSL_read: bytes read, 0 at the end, or -errno. */
+static ssize_t publisher_read(struct publisher *p, uint8_t *b, size_t n)
+{
+    ssize_t r;
+
+    if (p->ssl) {
+        int k = SSL_read(p->ssl, b, (int)n);
+
+        return k > 0 ? k : publisher_tls_error(p, k);
+    }
+    r = recv(p->fd, b, n, 0);
+    return r >= 0 ? r : errno == EAGAIN ? -ETIMEDOUT : -errno;
+}
+
+static int publisher_write_all(struct publisher *p, const uint8_t *b, size_t n)
 {
     while (n) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        ssize_t w = publisher_write(p, b, n);
 
-        if (w < 0 && errno == EINTR)
+        if (w == -EINTR)
             continue;
         if (w < 0)
-            return errno == EAGAIN ? -ETIMEDOUT : -errno;
+            return (int)w;
         b += w;
         n -= (size_t)w;
     }
@@ -88,12 +156,12 @@ static int publisher_read_answer(struct publisher *p, struct wsc_answer *a, cons
 
         if (r != 0)
             return r;
-        n = recv(p->fd, p->buf + p->used, p->cap - p->used, 0);
-        if (n < 0 && errno == EINTR)
+        n = publisher_read(p, (uint8_t *)p->buf + p->used, p->cap - p->used);
+        if (n == -EINTR)
             continue;
         if (n < 0) {
-            *why = errno == EAGAIN ? "no answer within --timeout" : "recv failed";
-            return errno == EAGAIN ? -ETIMEDOUT : -errno;
+            *why = n == -ETIMEDOUT ? "no answer within --timeout" : "recv failed";
+            return (int)n;
         }
         if (n == 0) {
             *why = "server closed the publishing connection";
@@ -123,7 +191,7 @@ int publisher_send(struct publisher *p, const uint8_t *body, size_t len,
         return -ENAMETOOLONG;
     }
     memcpy(p->req + head, body, len);
-    if ((ret = publisher_write_all(p->fd, p->req, head + len)) < 0) {
+    if ((ret = publisher_write_all(p, p->req, head + len)) < 0) {
         *why = "send failed";
         publisher_close(p);
         return ret;
@@ -136,10 +204,8 @@ int publisher_send(struct publisher *p, const uint8_t *body, size_t len,
     p->last_ns = bench_now_ns();
     /* The answer stays readable in buf until the next call; what followed
      * it (nothing, from a server that answers one request at a time) goes. */
-    if (!a->keep_alive) {
-        close(p->fd);
-        p->fd = -1;
-    }
+    if (!a->keep_alive)
+        publisher_close(p);
     p->used = 0;
     return 0;
 }

@@ -80,6 +80,18 @@ void report_errors(struct report *r, const struct bench_sum *s)
     report_u64(r, "pings_answered", s->pings);
 }
 
+void report_tls(struct report *r, const struct bench_opts *o, const struct bench_sum *s,
+                const char *desc)
+{
+    if (!o->tls)
+        return;
+    report_str(r, "tls", desc);
+    report_str(r, "tls_verify", o->ca[0] ? "ca" : "none");
+    report_u64(r, "tls_handshakes_full", s->tls_full);
+    report_u64(r, "tls_handshakes_resumed", s->tls_resumed);
+    report_u64(r, "tls_closes_without_close_notify", s->tls_no_close_notify);
+}
+
 bool bench_failed(const struct bench_sum *s)
 {
     return s->mismatches || s->lost || s->connect_errors || s->handshake_errors ||

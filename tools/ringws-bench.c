@@ -9,6 +9,7 @@
  *
  *   ringws-bench echo --url ws://127.0.0.1:8080/echo --conns 100 --inflight 8
  *   ringws-bench connect --conns 50 --duration 5
+ *   ringws-bench connect --url wss://127.0.0.1:8443/echo --resume --echo
  *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
  *   ringws-bench fanout --conns 100000 --procs 8 --messages 20 --server-pid PID
  *
@@ -54,7 +55,8 @@ static void bench_usage(FILE *f)
     fprintf(f,
             "options:\n"
             "  --url ws://127.0.0.1:PORT/PATH  target, loopback only (default\n"
-            "                     ws://127.0.0.1:8080/echo; fanout: .../ws?topics=TOPIC)\n"
+            "                     ws://127.0.0.1:8080/echo; fanout: .../ws?topics=TOPIC);\n"
+            "                     wss://... speaks TLS (fanout also publishes over https)\n"
             "  --conns N          connections; fanout: subscribers (default 100)\n"
             "  --inflight K       echo: messages outstanding per connection (default 1)\n"
             "  --size BYTES       echo, fanout: payload size (default 20; fanout: 16 or more)\n"
@@ -68,13 +70,25 @@ static void bench_usage(FILE *f)
             "  --procs P          fanout: processes running the subscribers (default 1)\n"
             "  --threads N        engine threads, one ring each (default 1; fanout: per\n"
             "                     process, at least enough for ulimit -n connections a ring)\n"
-            "  --server-pid PID   read the server's CPU time and memory from /proc\n"
+            "  --server-pid PID[,PID...]  read the server's CPU time and memory from\n"
+            "                     /proc; several: their sum (a proxy and the server behind it)\n"
             "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle,\n"
             "                     fanout conns/10000+1, connect 16, echo 0 = none below 10000)\n"
             "  --open-window N    handshakes in progress per thread (default 256)\n"
             "  --timeout S        handshake, close and drain bound (default 10); fanout:\n"
             "                     also each publish answer and the wait for the last delivery\n"
             "  --json             print one JSON object instead of text\n"
+            "  --echo             connect: one echo of --size bytes before each close\n"
+            "wss:// (OpenSSL, memory BIOs on the same io_uring loop):\n"
+            "  --tls12            TLS 1.2 only (default: TLS 1.3 only)\n"
+            "  --resume           each new connection resumes the latest session (ticket)\n"
+            "                     the server gave; the report counts resumed handshakes\n"
+            "  --ca FILE          verify the server's certificate against the CA(s) in\n"
+            "                     FILE, and its name (--sni, else the URL's host).  The\n"
+            "                     default is NO verification: a benchmark, not a client\n"
+            "                     to trust\n"
+            "  --sni NAME         server name sent (default: the URL's host if it is a\n"
+            "                     name; none for an address)\n"
             "Exit status: 0 clean, 1 a server failure was seen (mismatch, loss, error), 2 usage.\n");
 }
 
@@ -86,9 +100,10 @@ static int bench_parse_url(struct bench_opts *o, const char *url)
     unsigned long port;
     char *end;
 
-    if (strncmp(p, "ws://", 5))
+    o->tls = !strncmp(p, "wss://", 6);
+    if (strncmp(p, "ws://", 5) && !o->tls)
         return -EINVAL;
-    p += 5;
+    p += o->tls ? 6 : 5;
     colon = strchr(p, ':');
     slash = strchr(p, '/');
     if (!colon || (slash && slash < colon) || (size_t)(colon - p) >= sizeof host)
@@ -110,6 +125,7 @@ static int bench_parse_url(struct bench_opts *o, const char *url)
     o->dst.sin_addr = a;
     o->dst.sin_port = htons((uint16_t)port);
     snprintf(o->host, sizeof o->host, "%s:%lu", host, port);
+    snprintf(o->hostname, sizeof o->hostname, "%s", host);
     snprintf(o->path, sizeof o->path, "%s", *end ? end : "/");
     snprintf(o->url, sizeof o->url, "%s", url);
     return 0;
@@ -128,7 +144,8 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
-       OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_HELP };
+       OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
+       OPT_SNI, OPT_HELP };
 
 /* A bearer token goes into a header line as it is: printable, no spaces. */
 static int bench_parse_token(struct bench_opts *o, const char *arg)
@@ -140,6 +157,34 @@ static int bench_parse_token(struct bench_opts *o, const char *arg)
             return -EINVAL;
     snprintf(o->token, sizeof o->token, "%s", arg);
     return 0;
+}
+
+static int bench_copy_arg(char *dst, size_t cap, const char *arg)
+{
+    if (!*arg || strlen(arg) >= cap)
+        return -EINVAL;
+    snprintf(dst, cap, "%s", arg);
+    return 0;
+}
+
+/* PID[,PID...]: the processes whose CPU time and memory are summed. */
+static int bench_parse_pids(struct bench_opts *o, const char *arg)
+{
+    const char *p = arg;
+
+    o->n_server_pids = 0;
+    for (;;) {
+        char *end;
+        unsigned long pid = strtoul(p, &end, 10);
+
+        if (end == p || pid < 1 || pid >= 1u << 22 || o->n_server_pids == BENCH_MAX_PIDS ||
+            (*end && *end != ','))
+            return -EINVAL;
+        o->server_pids[o->n_server_pids++] = (int)pid;
+        if (!*end)
+            return 0;
+        p = end + 1;
+    }
 }
 
 static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_set)
@@ -154,6 +199,12 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
     case OPT_RATE: return bench_parse_num(arg, 0.01, 1e6, &o->rate);
     case OPT_TOKEN: return bench_parse_token(o, arg);
+    case OPT_PID: return bench_parse_pids(o, arg);
+    case OPT_ECHO: o->cycle_echo = true; return 0;
+    case OPT_TLS12: o->tls12 = true; return 0;
+    case OPT_RESUME: o->resume = true; return 0;
+    case OPT_CA: return bench_copy_arg(o->ca, sizeof o->ca, arg);
+    case OPT_SNI: return bench_copy_arg(o->sni, sizeof o->sni, arg);
     case OPT_TOPIC:
         if (!wsc_topic_valid(arg))
             return -EINVAL;
@@ -171,7 +222,6 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_THREADS:
         o->threads = (unsigned)v;
         return v >= 1 && v <= BENCH_MAX_THREADS ? 0 : -EINVAL;
-    case OPT_PID: o->server_pid = (int)v; return v >= 1 && v < 1 << 22 ? 0 : -EINVAL;
     case OPT_SRC:
         o->src_addrs = (unsigned)v;
         *src_set = 1;
@@ -205,7 +255,8 @@ static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t 
             return -ENAMETOOLONG;
         }
     }
-    if ((size_t)snprintf(o->url, sizeof o->url, "ws://%s%s", o->host, o->path) >= sizeof o->url) {
+    if ((size_t)snprintf(o->url, sizeof o->url, "%s://%s%s", o->tls ? "wss" : "ws", o->host,
+                         o->path) >= sizeof o->url) {
         fprintf(stderr, "ringws-bench: the subscriber URL is too long\n");
         return -ENAMETOOLONG;
     }
@@ -241,6 +292,14 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
             return ret;
     } else if (o->procs > 1) {
         fprintf(stderr, "ringws-bench: --procs is for the fanout mode\n");
+        return -EINVAL;
+    }
+    if (!o->tls && (o->tls12 || o->resume || o->ca[0] || o->sni[0])) {
+        fprintf(stderr, "ringws-bench: --tls12, --resume, --ca and --sni need a wss:// URL\n");
+        return -EINVAL;
+    }
+    if (o->cycle_echo && b->mode != &bench_mode_connect) {
+        fprintf(stderr, "ringws-bench: --echo is for the connect mode\n");
         return -EINVAL;
     }
     /* connect() picks ephemeral ports of one parity first; past half the
@@ -295,6 +354,11 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"topic", required_argument, NULL, OPT_TOPIC},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"procs", required_argument, NULL, OPT_PROCS},
+        {"echo", no_argument, NULL, OPT_ECHO},
+        {"tls12", no_argument, NULL, OPT_TLS12},
+        {"resume", no_argument, NULL, OPT_RESUME},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"sni", required_argument, NULL, OPT_SNI},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -317,7 +381,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
             if (opt != '?')
                 fprintf(stderr, "ringws-bench: bad value for --%s: %s%s\n",
                         longopts[opt - OPT_URL].name, optarg,
-                        opt == OPT_URL ? " (ws://127.x.y.z:PORT/PATH: loopback only)" : "");
+                        opt == OPT_URL ? " (ws[s]://127.x.y.z:PORT/PATH: loopback only)" : "");
             return -EINVAL;
         }
     }
@@ -382,7 +446,12 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (bench_tls_create(&b) < 0) {
+        bench_tls_destroy(&b);
+        return 2;
+    }
     ret = b.mode->run(&b);
+    bench_tls_destroy(&b);
     if (ret < 0) {
         fprintf(stderr, "ringws-bench: %s\n", strerror(-ret));
         return 1;

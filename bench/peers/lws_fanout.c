@@ -35,8 +35,9 @@
  * Built by bench/fanout.sh with gcc, outside meson, so that the main build
  * never needs libwebsockets:
  *   gcc -O2 lws_fanout.c $(pkg-config --cflags --libs libwebsockets)
- * Usage: lws_fanout [--port N] (0 picks a free port); it prints
- * "lws_fanout listening on 127.0.0.1:PORT" once it accepts connections. */
+ * Usage: lws_fanout [--port N] [--tls-cert FILE --tls-key FILE] (port 0 picks a
+ * free port; with the certificate it speaks wss:// and https:// only); it
+ * prints "lws_fanout listening on 127.0.0.1:PORT" once it accepts connections. */
 #include <libwebsockets.h>
 
 #include <stdint.h>

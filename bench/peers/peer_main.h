@@ -1,6 +1,7 @@
 /* peer_main.h - the start-up every libwebsockets peer shares (lws_echo.c,
  * lws_fanout.c): options, signals, the protocol table, the context on
- * 127.0.0.1, the "listening on" line, the service loop.
+ * 127.0.0.1 (TLS with --tls-cert/--tls-key: Debian's lws is built with
+ * OpenSSL), the "listening on" line, the service loop.
  *
  * Why it exists: each peer is built alone, by one gcc line from one .c
  * file (bench/lib.sh, bench_prepare), so the shared part is a header of
@@ -31,9 +32,10 @@ static void peer_on_signal(int sig)
 /* Serves one protocol (called PROTOCOL, with CALLBACK and SESSION bytes of
  * per-connection data) on 127.0.0.1 until SIGINT or SIGTERM,
  * single-threaded, on lws's default poll loop.  Takes [--port N] (0, the
- * default, picks a free port) and prints "NAME listening on
- * 127.0.0.1:PORT" once it accepts connections.  Returns main's exit
- * status. */
+ * default, picks a free port) and [--tls-cert FILE --tls-key FILE] (PEM:
+ * the port then speaks TLS only, wss:// and https://, with lws's own TLS
+ * settings) and prints "NAME listening on 127.0.0.1:PORT" once it accepts
+ * connections.  Returns main's exit status. */
 static int peer_main(int argc, char **argv, const char *name, const char *protocol,
                      lws_callback_function *callback, size_t session)
 {
@@ -44,15 +46,24 @@ static int peer_main(int argc, char **argv, const char *name, const char *protoc
     };
     struct lws_context_creation_info info;
     struct lws_vhost *vh;
+    const char *cert = NULL, *key = NULL;
     int port = 0;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) {
             port = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--tls-cert") && i + 1 < argc) {
+            cert = argv[++i];
+        } else if (!strcmp(argv[i], "--tls-key") && i + 1 < argc) {
+            key = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--port N]\n", name);
+            fprintf(stderr, "usage: %s [--port N] [--tls-cert FILE --tls-key FILE]\n", name);
             return 2;
         }
+    }
+    if (!cert != !key) {
+        fprintf(stderr, "%s: --tls-cert and --tls-key go together\n", name);
+        return 2;
     }
     signal(SIGINT, peer_on_signal);
     signal(SIGTERM, peer_on_signal);
@@ -66,6 +77,11 @@ static int peer_main(int argc, char **argv, const char *name, const char *protoc
     info.gid = -1;
     info.uid = -1;
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (cert) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cert;
+        info.ssl_private_key_filepath = key;
+    }
     peer_context = lws_create_context(&info);
     if (!peer_context) {
         fprintf(stderr, "%s: cannot create the context\n", name);

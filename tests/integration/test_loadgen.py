@@ -4,71 +4,205 @@ run (exit 0, no mismatch, loss, protocol error or unexpected close) with the
 exact counts asked for.  This keeps the instrument behind bench/RESULTS.md
 working, and it is one more independent client of the server: the fan-out
 mode checks that every subscriber gets every published message once and in
-order, across two generator processes."""
+order, across two generator processes.
+
+Then every mode again over wss://, against a ringws listening with TLS
+(bench/tls-setup.sh writes its certificate, as for bench/tls.sh): TLS 1.3
+and 1.2, session resumption
+proven by the handshakes counted as resumed, records larger than one TLS
+record, the publisher over https, and certificate verification with --ca
+that accepts the right certificate and refuses another CA's or another
+name."""
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import Runner, T, eq, fail  # noqa: E402
+from ringws_test import Runner, T, eq, expect, fail, ws_uri  # noqa: E402
 
 BENCH = os.environ.get("RINGWS_BENCH", "")
+TLS_SETUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
+                         "tls-setup.sh")
 CLEAN = ("mismatches", "lost", "connect_errors", "handshake_errors", "handshake_timeouts",
          "unexpected_closes", "protocol_errors", "close_timeouts", "abandoned")
 
 
-def bench(srv, mode, path, *args):
-    cmd = [BENCH, mode, "--url", "ws://127.0.0.1:%d%s" % (srv.port, path), "--json",
-           "--timeout", "%d" % T(20), "--server-pid", str(srv.pid)] + [str(a) for a in args]
+def run(url, pids, mode, *args):
+    """ringws-bench MODE against url: its exit status, its JSON report (None
+    when it printed none) and its stderr."""
+    cmd = [BENCH, mode, "--url", url, "--json", "--timeout", "%d" % T(20),
+           "--server-pid", ",".join(str(p) for p in pids)] + [str(a) for a in args]
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=T(90))
     except subprocess.TimeoutExpired:
         fail("%s did not finish" % " ".join(cmd))
-    if p.returncode != 0:
-        fail("%s exited %d: %s" % (mode, p.returncode, p.stderr.decode("utf-8", "replace")[-600:]))
     try:
         out = json.loads(p.stdout)
     except ValueError:
-        fail("%s printed no JSON: %r" % (mode, p.stdout[:300]))
+        out = None
+    return p.returncode, out, p.stderr.decode("utf-8", "replace")
+
+
+class Target:
+    """What the generator is pointed at: a base URL (ws:// or wss://) and
+    the processes that together are the server (a TLS proxy and the server
+    behind it)."""
+
+    def __init__(self, base, pids):
+        self.base = base
+        self.pids = pids
+        self.tls = base.startswith("wss://")
+
+    def url(self, path):
+        return self.base + path
+
+
+def clean(target, mode, path, *args):
+    """A run that must end clean; its report.  Over wss every connection's
+    handshake is counted, full or resumed, and every orderly close ended
+    with the server's close_notify."""
+    rc, out, err = run(target.url(path), target.pids, mode, *args)
+    if rc != 0:
+        fail("%s exited %d: %s" % (mode, rc, err[-600:]))
+    if out is None:
+        fail("%s printed no JSON" % mode)
     for key in CLEAN:
         eq(out.get(key), 0, "%s: %s" % (mode, key))
+    if target.tls:
+        expect(out.get("tls", "").startswith("TLSv1."), "the negotiated TLS described",
+               out.get("tls"))
+        eq(out["tls_closes_without_close_notify"], 0, "%s: closes without close_notify" % mode)
     return out
 
 
-def t_echo(srv):
-    out = bench(srv, "echo", "/echo", "--conns", 20, "--inflight", 4, "--messages", 2000)
+def t_echo(target):
+    out = clean(target, "echo", "/echo", "--conns", 20, "--inflight", 4, "--messages", 2000)
     eq(out["echoed_total"], 2000, "messages echoed byte-exact")
     eq(out["closes_completed"], 20, "closing handshakes completed")
+    if target.tls:
+        eq((out["tls_handshakes_full"], out["tls_handshakes_resumed"]), (20, 0),
+           "TLS handshakes (full, resumed)")
+        expect(out["tls"].startswith("TLSv1.3 ") and "server key EC prime256v1" in out["tls"],
+               "TLS 1.3 by default, the test certificate's P-256 key", out["tls"])
 
 
-def t_echo_text(srv):
-    out = bench(srv, "echo", "/echo", "--conns", 10, "--inflight", 2, "--messages", 500,
+def t_echo_text(target):
+    out = clean(target, "echo", "/echo", "--conns", 10, "--inflight", 2, "--messages", 500,
                 "--text", "--size", 300)
     eq(out["echoed_total"], 500, "text messages echoed byte-exact")
 
 
-def t_connect(srv):
-    out = bench(srv, "connect", "/echo", "--conns", 10, "--messages", 200)
+def t_echo_large(target):
+    # 100 kB messages span seven TLS records each way.
+    out = clean(target, "echo", "/echo", "--conns", 4, "--inflight", 2, "--messages", 40,
+                "--size", 100000)
+    eq(out["echoed_total"], 40, "large messages echoed byte-exact")
+
+
+def t_connect(target):
+    out = clean(target, "connect", "/echo", "--conns", 10, "--messages", 200)
     eq(out["handshakes"], 200, "handshakes completed")
+    if target.tls:
+        eq((out["tls_handshakes_full"], out["tls_handshakes_resumed"]), (200, 0),
+           "TLS handshakes without --resume (full, resumed)")
 
 
-def t_idle(srv):
-    out = bench(srv, "idle", "/echo", "--conns", 300, "--duration", 1)
+def t_connect_echo(target):
+    out = clean(target, "connect", "/echo", "--conns", 10, "--messages", 200, "--echo",
+                "--size", 100)
+    eq(out["cycle"], "connect, upgrade, echo, close", "the cycle")
+    eq((out["handshakes"], out["echoed_total"]), (200, 200), "(handshakes, echoes byte-exact)")
+
+
+def resumed(target, *args):
+    """connect --resume: only the first connection of each of the 4 in
+    flight has no ticket to offer."""
+    out = clean(target, "connect", "/echo", "--conns", 4, "--messages", 200, "--resume", *args)
+    eq(out["handshakes"], 200, "handshakes completed")
+    eq(out["tls_handshakes_full"] + out["tls_handshakes_resumed"], 200, "TLS handshakes counted")
+    expect(out["tls_handshakes_resumed"] >= 190, "at least 190 of 200 handshakes resumed",
+           "%d resumed, %d full" % (out["tls_handshakes_resumed"], out["tls_handshakes_full"]))
+    return out
+
+
+def t_resume_tls13(target):
+    out = resumed(target)
+    expect(out["tls"].startswith("TLSv1.3 "), "TLS 1.3", out["tls"])
+
+
+def t_resume_tls12(target):
+    out = resumed(target, "--tls12")
+    expect(out["tls"].startswith("TLSv1.2 "), "TLS 1.2 with --tls12", out["tls"])
+
+
+def t_idle(target):
+    out = clean(target, "idle", "/echo", "--conns", 300, "--duration", 1)
     eq(out["opened"], 300, "connections held")
     eq(out["closes_completed"], 300, "closing handshakes completed")
+    expect("server_bytes_per_conn" in out, "the server's memory read from every process",
+           sorted(out))
 
 
-def t_fanout(srv):
-    out = bench(srv, "fanout", "/ws", "--conns", 300, "--messages", 5, "--rate", 20,
+def t_fanout(target):
+    out = clean(target, "fanout", "/ws", "--conns", 300, "--messages", 5, "--rate", 20,
                 "--procs", 2)
     eq(out["subscribers"], 300, "subscribers open")
     eq(out["delivered"], 1500, "deliveries (subscribers x messages)")
     eq(out["messages_complete"], 5, "messages that reached every subscriber")
     for key in ("duplicates", "out_of_order", "recipient_mismatches", "publish_errors"):
         eq(out[key], 0, "fanout: " + key)
+    if target.tls:
+        eq(out["tls_handshakes_full"], 300, "TLS handshakes of the subscribers")
+
+
+def t_verify(target, ca, other_ca):
+    out = clean(target, "echo", "/echo", "--conns", 2, "--messages", 20, "--ca", ca)
+    eq(out["tls_verify"], "ca", "verification on")
+    for args, why in ((("--ca", other_ca), "another CA's certificate"),
+                      (("--ca", ca, "--sni", "other.test"), "another name")):
+        rc, out, err = run(target.url("/echo"), target.pids, "echo", "--conns", 2,
+                           "--messages", 20, *args)
+        eq(rc, 1, "exit status with %s" % why)
+        eq(out["handshake_errors"], 2, "handshakes refused with %s" % why)
+        expect("certificate" in err, "the reason on stderr", err[-300:])
+
+
+def t_wss_to_plain(srv):
+    # A TLS client meeting a plain HTTP server fails its handshakes, quickly.
+    rc, out, err = run("wss://127.0.0.1:%d/echo" % srv.port, [srv.pid], "echo", "--conns", 3,
+                       "--messages", 10)
+    eq(rc, 1, "exit status")
+    eq(out["handshake_errors"], 3, "handshakes failed")
+    eq(out["opened"], 0, "connections opened")
+
+
+# ---- ringws's own TLS listener ---------------------------------------------------
+
+
+def tls_cases(r, srv, tmp):
+    certs = {}
+    for name in ("server", "other"):
+        d = os.path.join(tmp, name)
+        subprocess.run(["sh", TLS_SETUP, "cert", d], check=True, timeout=T(20))
+        certs[name] = (os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+    cert, key = certs["server"]
+    with r.server(["--workers", "2", "--tls-cert", cert, "--tls-key", key], "tls") as tsrv:
+        tls = Target("wss://127.0.0.1:%d" % tsrv.port, [tsrv.pid])
+        r.case("wss-echo-binary", t_echo, tls, timeout=60)
+        r.case("wss-echo-text", t_echo_text, tls, timeout=60)
+        r.case("wss-echo-large", t_echo_large, tls, timeout=60)
+        r.case("wss-connect", t_connect, tls, timeout=60)
+        r.case("wss-connect-echo", t_connect_echo, tls, timeout=60)
+        r.case("wss-connect-resume-tls13", t_resume_tls13, tls, timeout=60)
+        r.case("wss-connect-resume-tls12", t_resume_tls12, tls, timeout=60)
+        r.case("wss-idle", t_idle, tls, timeout=60)
+        r.case("wss-fanout-two-processes", t_fanout, tls, timeout=60)
+        r.case("wss-verify", t_verify, tls, certs["server"][0], certs["other"][0], timeout=60)
+    r.case("wss-to-a-plain-server", t_wss_to_plain, srv, timeout=60)
 
 
 def main():
@@ -76,11 +210,16 @@ def main():
     if not os.access(BENCH, os.X_OK):
         fail("RINGWS_BENCH must name the built tools/ringws-bench (got %r)" % BENCH)
     with r.server(["--workers", "2"], "two-workers") as srv:
-        r.case("echo-binary", t_echo, srv, timeout=60)
-        r.case("echo-text", t_echo_text, srv, timeout=60)
-        r.case("connect", t_connect, srv, timeout=60)
-        r.case("idle", t_idle, srv, timeout=60)
-        r.case("fanout-two-processes", t_fanout, srv, timeout=60)
+        plain = Target("ws://127.0.0.1:%d" % srv.port, [srv.pid])
+        r.case("echo-binary", t_echo, plain, timeout=60)
+        r.case("echo-text", t_echo_text, plain, timeout=60)
+        r.case("echo-large", t_echo_large, plain, timeout=60)
+        r.case("connect", t_connect, plain, timeout=60)
+        r.case("connect-echo", t_connect_echo, plain, timeout=60)
+        r.case("idle", t_idle, plain, timeout=60)
+        r.case("fanout-two-processes", t_fanout, plain, timeout=60)
+        with tempfile.TemporaryDirectory(prefix="ringws-loadgen-") as tmp:
+            tls_cases(r, srv, tmp)
     r.finish()
 
 
