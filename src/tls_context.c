@@ -39,6 +39,11 @@
 /* TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3's are all such). */
 #define TLS_CIPHERS_12 "ECDHE+AESGCM:ECDHE+CHACHA20"
 #define TLS_GROUPS "X25519:P-256:P-384"
+/* Tickets per full TLS 1.3 handshake: clients use each once, and one that
+ * opens its next connections before the last one's ticket has come (a
+ * browser's several) resumes only with a spare (a resumed handshake brings
+ * one new ticket). */
+#define TLS_TICKETS 2
 
 struct tls_cert_entry {
     SSL_CTX *ctx;
@@ -135,8 +140,14 @@ static int tls_ticket_mac_init(EVP_MAC_CTX *hctx, uint8_t *hmac_key)
 }
 
 /* OpenSSL's ticket key callback: enc 1 seals a new ticket with the current
- * key; enc 0 opens one: 1 (its key is current), 2 (the previous key: open
- * it and issue a new ticket), 0 (unknown or expired key: full handshake). */
+ * key; enc 0 opens one: 2 (open it, and issue a new ticket), 0 (unknown or
+ * expired key: full handshake) or 1 (open it, no new ticket).  A TLS 1.3
+ * resumption always gets a new ticket: clients use each ticket once, and
+ * without a new one (OpenSSL sends none when the callback says 1) every
+ * other reconnect of a client would be a full handshake.  TLS 1.2 tickets
+ * are reused as they are, and replaced only when sealed by the previous
+ * key (a renewed TLS 1.2 ticket is one OpenSSL's client does not resume
+ * from: measured, every other reconnect a full handshake). */
 static int tls_ticket_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv,
                          EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
 {
@@ -151,7 +162,7 @@ static int tls_ticket_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv,
             found = 1;
         } else if (!memcmp(key_name, ts->keys[0].name, 16)) {
             k = ts->keys[0];
-            found = 1;
+            found = SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
         } else if (ts->have_previous && !memcmp(key_name, ts->keys[1].name, 16)) {
             k = ts->keys[1];
             found = 2;
@@ -293,7 +304,7 @@ static int tls_ctx_policy(SSL_CTX *ctx, struct tls_server *ts)
         SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
         SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 ||
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1 ||
-        SSL_CTX_set_num_tickets(ctx, 1) != 1 ||
+        SSL_CTX_set_num_tickets(ctx, TLS_TICKETS) != 1 ||
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb) != 1)
         return -EIO;
     SSL_CTX_set_options(ctx, opts);

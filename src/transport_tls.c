@@ -703,18 +703,22 @@ bool tls_worker_deferred(const struct worker *w)
 
 /* ---- records out ----------------------------------------------------------- */
 
-/* The queued plaintext one send seals, and the chunks it covers. */
-static size_t tls_flight_plain(const struct ringws_conn *c, unsigned *chunks)
+/* The queued plaintext one send seals, the chunks it covers, and whether
+ * that is all of the queue. */
+static size_t tls_flight_plain(const struct ringws_conn *c, unsigned *chunks, bool *all)
 {
+    const struct out_chunk *o = c->out_head;
     size_t plain = 0;
+    bool cut = false;
 
     *chunks = 0;
-    for (const struct out_chunk *o = c->out_head;
-         o && *chunks < TLS_FLIGHT_CHUNKS && plain < TLS_FLIGHT_PLAIN; o = o->next) {
+    for (; o && *chunks < TLS_FLIGHT_CHUNKS && plain < TLS_FLIGHT_PLAIN; o = o->next) {
         size_t n = o->len - o->off;
-        plain += n < TLS_FLIGHT_PLAIN - plain ? n : TLS_FLIGHT_PLAIN - plain;
+        cut = n > TLS_FLIGHT_PLAIN - plain;
+        plain += cut ? TLS_FLIGHT_PLAIN - plain : n;
         (*chunks)++;
     }
+    *all = !o && !cut;
     return plain;
 }
 
@@ -756,6 +760,18 @@ static int tls_seal_queue(struct ringws_conn *c, struct tls_conn *t, size_t plai
     return 0;
 }
 
+/* Seals our close_notify after what is pending, once; false when it was
+ * sealed before or cannot be (no handshake over, a failure, no memory). */
+static bool tls_seal_close_notify(struct ringws_conn *c, struct tls_conn *t)
+{
+    static const uint8_t close_notify[2] = {1, TLS_ALERT_CLOSE_NOTIFY};
+
+    if (t->hs || (t->flags & (TLS_FAILED | TLS_NOTIFY_SENT)))
+        return false;
+    t->flags |= TLS_NOTIFY_SENT;
+    return tls_pend_record(c->w->tls, t, TLS_CT_ALERT, close_notify, sizeof(close_notify));
+}
+
 /* Nothing is in flight: sends the records written since the last send
  * (handshake, alerts, close_notify) and those sealed now from the queue. */
 static void tls_send(struct ringws_conn *c)
@@ -770,11 +786,16 @@ static void tls_send(struct ringws_conn *c)
         conn_wire_drop_queue(c);
         conn_flush_later(c);
     } else if (!t->hs && c->out_head) {
-        plain = tls_flight_plain(c, &chunks);
+        bool all;
+        plain = tls_flight_plain(c, &chunks, &all);
         if (tls_seal_queue(c, t, plain) < 0) {
             tls_fail(c, t, TLS_ALERT_INTERNAL_ERROR);
             return;
         }
+        /* The last of the output before the way down (a close frame, a
+         * last answer): close_notify leaves with it, one send for both. */
+        if (all && (c->flags & (CF_WANT_SHUTWR | CF_PUB_WAIT)) == CF_WANT_SHUTWR)
+            tls_seal_close_notify(c, t);
     }
     if (!t->pend_len) {
         conn_wire_want(c, false);
@@ -813,15 +834,9 @@ static void tls_sent(struct ringws_conn *c, size_t wire)
 /* close_notify first, then TCP: called again once it is sent. */
 static void tls_shutdown(struct ringws_conn *c)
 {
-    static const uint8_t close_notify[2] = {1, TLS_ALERT_CLOSE_NOTIFY};
-    struct tls_conn *t = tls_of(c);
-
-    if (!t->hs && !(t->flags & (TLS_FAILED | TLS_NOTIFY_SENT))) {
-        t->flags |= TLS_NOTIFY_SENT;
-        if (tls_pend_record(c->w->tls, t, TLS_CT_ALERT, close_notify, sizeof(close_notify))) {
-            conn_wire_want(c, true);
-            return;
-        }
+    if (tls_seal_close_notify(c, tls_of(c))) {
+        conn_wire_want(c, true);
+        return;
     }
     conn_wire_shutdown(c);
 }
