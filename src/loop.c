@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,6 +316,30 @@ static void loop_arm_tick(struct loop *l)
 
 /* ---- setup ------------------------------------------------------------- */
 
+/* liburing maps a ring's queues with raw system calls, which
+ * ThreadSanitizer does not see: a ring mapped where another thread's freed
+ * ring was looks to it like memory two threads wrote without order.  A
+ * lock around setting rings up and tearing them down gives that order
+ * (rings are made and ended once per worker, never on a hot path). */
+static pthread_mutex_t loop_rings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int loop_ring_map(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+    int ret;
+
+    pthread_mutex_lock(&loop_rings_lock);
+    ret = io_uring_queue_init_params(entries, ring, p);
+    pthread_mutex_unlock(&loop_rings_lock);
+    return ret;
+}
+
+static void loop_ring_unmap(struct io_uring *ring)
+{
+    pthread_mutex_lock(&loop_rings_lock);
+    io_uring_queue_exit(ring);
+    pthread_mutex_unlock(&loop_rings_lock);
+}
+
 static int loop_ring_init(struct loop *l, const struct loop_config *cfg, const char **mode)
 {
     static const struct {
@@ -333,7 +358,7 @@ static int loop_ring_init(struct loop *l, const struct loop_config *cfg, const c
         memset(&p, 0, sizeof(p));
         p.flags = tries[i].flags | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
         p.cq_entries = cfg->cq_entries;
-        ret = io_uring_queue_init_params(cfg->sq_entries, &l->ring, &p);
+        ret = loop_ring_map(cfg->sq_entries, &l->ring, &p);
         if (ret == 0) {
             *mode = tries[i].name;
             return 0;
@@ -379,7 +404,7 @@ static int loop_setup(struct loop *l, const struct loop_config *cfg)
     }
     ret = loop_probe(l, &send_zc);
     if (ret < 0) {
-        io_uring_queue_exit(&l->ring);
+        loop_ring_unmap(&l->ring);
         return ret;
     }
     io_uring_register_ring_fd(&l->ring); /* an optimisation: failure is fine */
@@ -389,7 +414,7 @@ static int loop_setup(struct loop *l, const struct loop_config *cfg)
                          cfg->buf_incremental);
     if (ret < 0) {
         log_msg(LOG_LEVEL_ERROR, "%s %u: provided buffer ring: %s", cfg->name, cfg->id, strerror(-ret));
-        io_uring_queue_exit(&l->ring);
+        loop_ring_unmap(&l->ring);
         return ret;
     }
     if (cfg->log_setup)
@@ -438,7 +463,7 @@ void loop_destroy(struct loop *l)
 {
     if (!l)
         return;
-    io_uring_queue_exit(&l->ring);
+    loop_ring_unmap(&l->ring);
     bufring_destroy(&l->bufs);
     free(l);
 }
