@@ -6,6 +6,7 @@
  * links the installed form of the library. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -100,6 +101,11 @@ static void main_usage(FILE *f)
             "                          (default 7200s)\n"
             "  --tls-handshake-budget T  handshake CPU per worker and loop turn before\n"
             "                          more handshakes wait for the next (default 2ms)\n"
+            "  --config FILE           read these options from FILE: one \"key = value\" a\n"
+            "                          line, the key a flag's name without the dashes\n"
+            "                          (docs/ringws.conf.example); flags given here win\n"
+            "  --print-config          print the effective configuration in that format\n"
+            "                          and exit\n"
             "Durations: 500ms, 2s, or plain seconds (1.5).\n");
 }
 
@@ -140,6 +146,7 @@ struct main_opts {
     struct ringws_topic_rule rules[MAX_LIST];
     struct ringws_tls_cert certs[MAX_LIST];
     size_t n_keys;
+    bool print_config;
 };
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
@@ -149,7 +156,57 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
        OPT_TOPIC,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
-       OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET, OPT_HELP };
+       OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET, OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
+
+/* Flags and config keys are one table: a key is its flag's name without the
+ * dashes, so neither can gain an option the other lacks. */
+static const struct option main_longopts[] = {
+    {"bind", required_argument, NULL, OPT_BIND},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"min-message-rate", required_argument, NULL, OPT_MIN_MSG_RATE},
+    {"message-grace", required_argument, NULL, OPT_MSG_GRACE},
+    {"max-partial-bytes", required_argument, NULL, OPT_MAX_PARTIAL},
+    {"origin", required_argument, NULL, OPT_ORIGIN},
+    {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
+    {"close-timeout", required_argument, NULL, OPT_CLOSE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+    {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
+    {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
+    {"overflow", required_argument, NULL, OPT_OVERFLOW},
+    {"pubsub-path", required_argument, NULL, OPT_PUBSUB_PATH},
+    {"publish-token", required_argument, NULL, OPT_PUBLISH_TOKEN},
+    {"fanout-queue", required_argument, NULL, OPT_FANOUT_QUEUE},
+    {"max-publish", required_argument, NULL, OPT_MAX_PUBLISH},
+    {"max-inbox", required_argument, NULL, OPT_MAX_INBOX},
+    {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
+    {"topic", required_argument, NULL, OPT_TOPIC},
+    {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
+    {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
+    {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
+    {"tls-ticket-lifetime", required_argument, NULL, OPT_TICKET_LIFETIME},
+    {"tls-handshake-budget", required_argument, NULL, OPT_HANDSHAKE_BUDGET},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option *main_find_opt(int opt)
+{
+    const struct option *o;
+
+    for (o = main_longopts; o->name; o++)
+        if (o->val == opt)
+            return o;
+    return NULL;
+}
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
 {
@@ -253,70 +310,346 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     }
 }
 
+/* The file's text, never freed: the values point into it, as the flags'
+ * point into argv. */
+static char *main_config_text;
+
+/* A repeatable flag on the command line replaces the file's list instead of
+ * adding to it; a certificate and its key are one list. */
+static void main_clear_list(struct main_opts *o, int opt, unsigned long long *cleared)
+{
+    unsigned long long bit = 1ull << (opt - OPT_BIND);
+
+    if (*cleared & bit)
+        return;
+    switch (opt) {
+    case OPT_ORIGIN: o->cfg.n_origins = 0; break;
+    case OPT_SUBPROTOCOL: o->cfg.n_subprotocols = 0; break;
+    case OPT_TOPIC: o->cfg.n_topic_rules = 0; break;
+    case OPT_TLS_CERT:
+    case OPT_TLS_KEY:
+        o->cfg.n_tls_certs = 0;
+        o->n_keys = 0;
+        bit = 1ull << (OPT_TLS_CERT - OPT_BIND) | 1ull << (OPT_TLS_KEY - OPT_BIND);
+        break;
+    default: return;
+    }
+    *cleared |= bit;
+}
+
+static char *main_skip_space(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+/* A config value: a bare word (no blank, not starting with '"' or '#'), or
+ * "..." holding anything but '"' (the only way to write a blank or the empty
+ * string).  Only a comment may follow it.  NUL-terminates the value in place;
+ * returns a message for a malformed one. */
+static const char *main_config_value(char *s, char **val)
+{
+    char *end, *rest;
+
+    if (*s == '"') {
+        end = strchr(s + 1, '"');
+        if (!end)
+            return "unterminated quote";
+        *val = s + 1;
+        rest = main_skip_space(end + 1);
+    } else {
+        end = s + strcspn(s, " \t");
+        *val = s;
+        rest = main_skip_space(end);
+    }
+    if (*rest && *rest != '#')
+        return "text after the value (quote a value that holds blanks)";
+    *end = '\0';
+    return NULL;
+}
+
+/* Applies one line of a config file; 0, or -EINVAL once reported as
+ * FILE:LINE: message. */
+static int main_config_line(struct main_opts *o, const char *file, unsigned line, char *s)
+{
+    const struct option *opt = NULL;
+    const char *bad = NULL;
+    char *key, *val = NULL;
+    size_t klen;
+    int ret;
+
+    s = main_skip_space(s);
+    if (!*s || *s == '#')
+        return 0;
+    key = s;
+    klen = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-");
+    s = main_skip_space(s + klen);
+    if (!klen || (*s && *s != '=' && *s != '#')) {
+        fprintf(stderr, "%s:%u: expected \"key = value\"\n", file, line);
+        return -EINVAL;
+    }
+    for (const struct option *p = main_longopts; p->name && !opt; p++)
+        if (strlen(p->name) == klen && !memcmp(p->name, key, klen))
+            opt = p;
+    if (!opt || opt->val == OPT_CONFIG || opt->val == OPT_PRINT_CONFIG || opt->val == OPT_HELP)
+        bad = "unknown key";
+    else if (*s == '=' && opt->has_arg == no_argument)
+        bad = "takes no value (the key alone turns it on)";
+    else if (*s == '=' && (!*main_skip_space(s + 1) || *main_skip_space(s + 1) == '#'))
+        bad = "needs a value";
+    else if (*s != '=' && opt->has_arg != no_argument)
+        bad = "needs a value (key = value)";
+    if (!bad && *s == '=')
+        bad = main_config_value(main_skip_space(s + 1), &val);
+    if (bad) {
+        fprintf(stderr, "%s:%u: %.*s: %s\n", file, line, (int)klen, key, bad);
+        return -EINVAL;
+    }
+    ret = main_apply(o, opt->val, val);
+    if (ret == -E2BIG)
+        fprintf(stderr, "%s:%u: %s: more than %d values\n", file, line, opt->name, MAX_LIST);
+    else if (ret < 0)
+        fprintf(stderr, "%s:%u: %s: bad value: %s\n", file, line, opt->name, val);
+    return ret < 0 ? -EINVAL : 0;
+}
+
+/* Reads a config file whole (at most 1 MiB) and applies it line by line. */
+static int main_load_config(struct main_opts *o, const char *file)
+{
+    enum { MAX_CONFIG = 1 << 20 };
+    FILE *f = fopen(file, "r");
+    char *s, *nl;
+    size_t len;
+    unsigned line = 0;
+
+    if (!f) {
+        fprintf(stderr, "%s: cannot read: %s\n", file, strerror(errno));
+        return -EINVAL;
+    }
+    main_config_text = malloc(MAX_CONFIG + 1);
+    if (!main_config_text) {
+        fclose(f);
+        fprintf(stderr, "%s: out of memory\n", file);
+        return -EINVAL;
+    }
+    len = fread(main_config_text, 1, MAX_CONFIG + 1, f);
+    if (ferror(f) || len > MAX_CONFIG) {
+        fprintf(stderr, "%s: cannot read: %s\n", file,
+                ferror(f) ? strerror(errno) : "larger than 1 MiB");
+        fclose(f);
+        return -EINVAL;
+    }
+    fclose(f);
+    main_config_text[len] = '\0';
+    for (s = main_config_text; s < main_config_text + len; s = nl + 1) {
+        nl = memchr(s, '\n', (size_t)(main_config_text + len - s));
+        if (!nl)
+            nl = main_config_text + len;
+        *nl = '\0';
+        line++;
+        if (strlen(s) != (size_t)(nl - s)) {
+            fprintf(stderr, "%s:%u: a NUL byte\n", file, line);
+            return -EINVAL;
+        }
+        if (nl > s && nl[-1] == '\r')
+            nl[-1] = '\0';
+        if (main_config_line(o, file, line, s) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* The file first, then the flags over it: argv is read twice, once to find
+ * --config and once to apply. */
 static int main_parse_args(int argc, char **argv, struct main_opts *o)
 {
-    static const struct option longopts[] = {
-        {"bind", required_argument, NULL, OPT_BIND},
-        {"port", required_argument, NULL, OPT_PORT},
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
-        {"min-message-rate", required_argument, NULL, OPT_MIN_MSG_RATE},
-        {"message-grace", required_argument, NULL, OPT_MSG_GRACE},
-        {"max-partial-bytes", required_argument, NULL, OPT_MAX_PARTIAL},
-        {"origin", required_argument, NULL, OPT_ORIGIN},
-        {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
-        {"idle-timeout", required_argument, NULL, OPT_IDLE},
-        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE},
-        {"close-timeout", required_argument, NULL, OPT_CLOSE},
-        {"max-connections", required_argument, NULL, OPT_MAX_CONN},
-        {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
-        {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
-        {"overflow", required_argument, NULL, OPT_OVERFLOW},
-        {"pubsub-path", required_argument, NULL, OPT_PUBSUB_PATH},
-        {"publish-token", required_argument, NULL, OPT_PUBLISH_TOKEN},
-        {"fanout-queue", required_argument, NULL, OPT_FANOUT_QUEUE},
-        {"max-publish", required_argument, NULL, OPT_MAX_PUBLISH},
-        {"max-inbox", required_argument, NULL, OPT_MAX_INBOX},
-        {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
-        {"topic", required_argument, NULL, OPT_TOPIC},
-        {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
-        {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
-        {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
-        {"tls-ticket-lifetime", required_argument, NULL, OPT_TICKET_LIFETIME},
-        {"tls-handshake-budget", required_argument, NULL, OPT_HANDSHAKE_BUDGET},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
+    unsigned long long cleared = 0;
+    const char *file = NULL;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", main_longopts, NULL)) != -1) {
         if (opt == 'h' || opt == OPT_HELP) {
             main_usage(stdout);
             exit(0);
         }
-        if (opt == '?' || main_apply(o, opt, optarg) < 0) {
-            if (opt != '?')
-                fprintf(stderr, "ringws: bad value for --%s: %s\n",
-                        longopts[opt - OPT_BIND].name, optarg);
+        if (opt == '?') {
             main_usage(stderr);
             return -EINVAL;
         }
+        if (opt == OPT_CONFIG)
+            file = optarg;
     }
     if (optind < argc) {
         fprintf(stderr, "ringws: unexpected argument: %s\n", argv[optind]);
         return -EINVAL;
     }
+    if (file && main_load_config(o, file) < 0)
+        return -EINVAL;
+    optind = 0; /* glibc: start the scan again from argv[1] */
+    while ((opt = getopt_long(argc, argv, "h", main_longopts, NULL)) != -1) {
+        if (opt == OPT_CONFIG)
+            continue;
+        if (opt == OPT_PRINT_CONFIG) {
+            o->print_config = true;
+            continue;
+        }
+        main_clear_list(o, opt, &cleared);
+        if (main_apply(o, opt, optarg) < 0) {
+            fprintf(stderr, "ringws: bad value for --%s: %s\n", main_find_opt(opt)->name,
+                    optarg ? optarg : "");
+            main_usage(stderr);
+            return -EINVAL;
+        }
+    }
     if (o->n_keys != o->cfg.n_tls_certs) {
-        fprintf(stderr, "ringws: each --tls-cert needs its --tls-key\n");
+        fprintf(stderr, "ringws: each tls-cert needs its tls-key\n");
         return -EINVAL;
     }
     if (o->cfg.plain_listener && !o->cfg.n_tls_certs) {
-        fprintf(stderr, "ringws: --plain-port is for a plaintext listener beside TLS\n");
+        fprintf(stderr, "ringws: plain-port is for a plaintext listener beside TLS\n");
         return -EINVAL;
     }
+    return 0;
+}
+
+/* Writes "key = value", quoted where a bare word would not read back the
+ * same; -EINVAL for a value the format cannot hold. */
+static int main_put(FILE *f, const char *key, const char *val)
+{
+    bool quote = !val[0] || strpbrk(val, " \t") || val[0] == '"' || val[0] == '#';
+
+    if (strpbrk(val, "\r\n") || (quote && strchr(val, '"'))) {
+        fprintf(stderr, "ringws: the value of %s cannot be written in a config file\n", key);
+        return -EINVAL;
+    }
+    fprintf(f, quote ? "%s = \"%s\"\n" : "%s = %s\n", key, val);
+    return 0;
+}
+
+static void main_put_ms(FILE *f, const char *key, unsigned ms)
+{
+    if (ms % 1000)
+        fprintf(f, "%s = %ums\n", key, ms);
+    else
+        fprintf(f, "%s = %us\n", key, ms / 1000);
+}
+
+static const char *main_fanout_name(enum ringws_fanout_policy p)
+{
+    switch (p) {
+    case RINGWS_FANOUT_CLOSE_POLICY: return "close-1008";
+    case RINGWS_FANOUT_DROP_OLDEST: return "drop-oldest";
+    default: return "close-1013";
+    }
+}
+
+static const char *main_overflow_name(enum ringws_overflow_policy p)
+{
+    switch (p) {
+    case RINGWS_OVERFLOW_TRY_AGAIN: return "try-again";
+    case RINGWS_OVERFLOW_DROP: return "drop";
+    default: return "close";
+    }
+}
+
+/* One key's lines; a key whose default is "none" is written as a comment. */
+static int main_print_key(FILE *f, const struct main_opts *o, const struct option *opt)
+{
+    const struct ringws_config *c = &o->cfg;
+    const char *k = opt->name;
+    char rule[PATH_MAX];
+    int ret = 0;
+
+    switch (opt->val) {
+    case OPT_BIND: return main_put(f, k, c->bind);
+    case OPT_PORT: fprintf(f, "%s = %u\n", k, c->port); return 0;
+    case OPT_WORKERS:
+        if (c->workers)
+            fprintf(f, "%s = %u\n", k, c->workers);
+        else
+            fprintf(f, "# %s =  (not set: one per online CPU)\n", k);
+        return 0;
+    case OPT_MAX_MESSAGE: fprintf(f, "%s = %zu\n", k, c->max_message); return 0;
+    case OPT_MIN_MSG_RATE: fprintf(f, "%s = %u\n", k, c->min_message_rate); return 0;
+    case OPT_MSG_GRACE: main_put_ms(f, k, c->message_grace_ms); return 0;
+    case OPT_MAX_PARTIAL: fprintf(f, "%s = %zu\n", k, c->max_partial_bytes); return 0;
+    case OPT_ORIGIN:
+        if (!c->n_origins)
+            fprintf(f, "# %s =  (none: any Origin is allowed)\n", k);
+        for (size_t i = 0; i < c->n_origins && !ret; i++)
+            ret = main_put(f, k, c->origins[i]);
+        return ret;
+    case OPT_SUBPROTOCOL:
+        if (!c->n_subprotocols)
+            fprintf(f, "# %s =  (none)\n", k);
+        for (size_t i = 0; i < c->n_subprotocols && !ret; i++)
+            ret = main_put(f, k, c->subprotocols[i]);
+        return ret;
+    case OPT_IDLE: main_put_ms(f, k, c->idle_timeout_ms); return 0;
+    case OPT_HANDSHAKE: main_put_ms(f, k, c->handshake_timeout_ms); return 0;
+    case OPT_CLOSE: main_put_ms(f, k, c->close_timeout_ms); return 0;
+    case OPT_MAX_CONN: fprintf(f, "%s = %u\n", k, c->max_connections); return 0;
+    case OPT_MAX_PER_ADDR: fprintf(f, "%s = %u\n", k, c->max_per_address); return 0;
+    case OPT_MAX_SENDQ: fprintf(f, "%s = %zu\n", k, c->max_send_queue); return 0;
+    case OPT_OVERFLOW: return main_put(f, k, main_overflow_name(c->overflow));
+    case OPT_PUBSUB_PATH: return main_put(f, k, c->pubsub_path ? c->pubsub_path : "");
+    case OPT_PUBLISH_TOKEN:
+        if (c->publish_token)
+            return main_put(f, k, c->publish_token);
+        fprintf(f, "# %s =  (not set: only loopback peers without an Origin publish)\n", k);
+        return 0;
+    case OPT_FANOUT_QUEUE: fprintf(f, "%s = %zu\n", k, c->max_fanout_queue); return 0;
+    case OPT_MAX_PUBLISH: fprintf(f, "%s = %zu\n", k, c->max_publish); return 0;
+    case OPT_MAX_INBOX: fprintf(f, "%s = %zu\n", k, c->max_inbox_bytes); return 0;
+    case OPT_MAX_TOPICS: fprintf(f, "%s = %u\n", k, c->max_topics); return 0;
+    case OPT_TOPIC:
+        if (!c->n_topic_rules)
+            fprintf(f, "# %s =  (none: every topic close-1013, no client publishing)\n", k);
+        for (size_t i = 0; i < c->n_topic_rules && !ret; i++) {
+            const struct ringws_topic_rule *r = &c->topic_rules[i];
+            if (snprintf(rule, sizeof(rule), "%s=%s%s", r->pattern, main_fanout_name(r->policy),
+                         r->client_publish ? ",publish" : "") >= (int)sizeof(rule))
+                return -EINVAL;
+            ret = main_put(f, k, rule);
+        }
+        return ret;
+    case OPT_RECV_BUF: fprintf(f, "%s = %u\n", k, c->recv_buffer_size); return 0;
+    case OPT_RECV_BUFS: fprintf(f, "%s = %u\n", k, c->recv_buffers); return 0;
+    case OPT_PLAIN_BUFS:
+        fprintf(f, c->plain_recv_buffers ? "%s\n" : "# %s  (off)\n", k);
+        return 0;
+    case OPT_TLS_CERT:
+        if (!c->n_tls_certs)
+            fprintf(f, "# %s =  (none: plaintext)\n# tls-key =\n", k);
+        for (size_t i = 0; i < c->n_tls_certs && !ret; i++) {
+            ret = main_put(f, k, c->tls_certs[i].cert_file);
+            if (!ret)
+                ret = main_put(f, "tls-key", c->tls_certs[i].key_file);
+        }
+        return ret;
+    case OPT_PLAIN_PORT:
+        if (c->plain_listener)
+            fprintf(f, "%s = %u\n", k, c->plain_port);
+        else
+            fprintf(f, "# %s =  (not set: no plaintext listener beside TLS)\n", k);
+        return 0;
+    case OPT_TICKET_LIFETIME: fprintf(f, "%s = %us\n", k, c->tls_ticket_lifetime_s); return 0;
+    case OPT_HANDSHAKE_BUDGET:
+        fprintf(f, "%s = %ums\n", k, c->tls_handshake_budget_us / 1000);
+        return 0;
+    default: return 0; /* tls-key (with tls-cert), and what is no setting */
+    }
+}
+
+/* The effective configuration in the config file's format: fed back with
+ * --config it gives the same configuration. */
+static int main_print_config(FILE *f, const struct main_opts *o)
+{
+    fprintf(f, "# ringws configuration: read with --config FILE; flags override it.\n");
+    for (const struct option *opt = main_longopts; opt->name; opt++)
+        if (main_print_key(f, o, opt) < 0)
+            return -EINVAL;
     return 0;
 }
 
@@ -359,6 +692,11 @@ int main(int argc, char **argv)
     o.cfg.tls_certs = o.certs;
     if (main_parse_args(argc, argv, &o) < 0)
         return 2;
+    if (o.print_config) {
+        if (main_print_config(stdout, &o) < 0)
+            return 2;
+        return fflush(stdout) ? 1 : 0;
+    }
 
     ret = ringws_server_create(&o.cfg, &main_server);
     if (ret == -EIO && o.cfg.n_tls_certs) {
