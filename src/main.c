@@ -6,7 +6,6 @@
  * links the installed form of the library. */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -558,7 +557,6 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
 {
     const struct ringws_config *c = &o->cfg;
     const char *k = opt->name;
-    char rule[PATH_MAX];
     int ret = 0;
 
     switch (opt->val) {
@@ -606,14 +604,13 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_TOPIC:
         if (!c->n_topic_rules)
             fprintf(f, "# %s =  (none: every topic close-1013, no client publishing)\n", k);
-        for (size_t i = 0; i < c->n_topic_rules && !ret; i++) {
+        /* A pattern is a topic name (no blank, no quote): never quoted. */
+        for (size_t i = 0; i < c->n_topic_rules; i++) {
             const struct ringws_topic_rule *r = &c->topic_rules[i];
-            if (snprintf(rule, sizeof(rule), "%s=%s%s", r->pattern, main_fanout_name(r->policy),
-                         r->client_publish ? ",publish" : "") >= (int)sizeof(rule))
-                return -EINVAL;
-            ret = main_put(f, k, rule);
+            fprintf(f, "%s = %s=%s%s\n", k, r->pattern, main_fanout_name(r->policy),
+                    r->client_publish ? ",publish" : "");
         }
-        return ret;
+        return 0;
     case OPT_RECV_BUF: fprintf(f, "%s = %u\n", k, c->recv_buffer_size); return 0;
     case OPT_RECV_BUFS: fprintf(f, "%s = %u\n", k, c->recv_buffers); return 0;
     case OPT_PLAIN_BUFS:
