@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bufring.h"
@@ -190,6 +191,14 @@ void loop_unlisten(struct loop *l)
             io_uring_prep_cancel64(sqe, ud_make(&l->lis[i], UD_LOOP), 0);
             io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
         }
+        /* An open listener stays in its SO_REUSEPORT group: the kernel would
+         * go on completing handshakes into a queue nobody accepts from, and
+         * a process started on the same port to take over would get only
+         * its share of new clients until this one exits.  Shut, it leaves
+         * the group at once; what was already queued is reset. */
+        if (shutdown(l->lis[i].fd, SHUT_RD) < 0)
+            log_msg(LOG_LEVEL_WARN, "%s %u: shutting listener %u: %s", l->name, l->id, i,
+                    strerror(errno));
     }
 }
 
@@ -481,6 +490,8 @@ static void loop_on_accept(struct loop *l, struct loop_listener *li,
         else
             l->h->accepted(l->ctx, li->index, cqe->res,
                            li->want_peer ? (struct sockaddr *)&li->peer : NULL, li->peer_len);
+    } else if (!l->listening) {
+        return; /* the cancel or the listener's shutdown ended it */
     } else if (cqe->res == -EINVAL && li->multishot) {
         if (loop_feature_drop(&loop_features.multishot_accept))
             log_msg(LOG_LEVEL_WARN, "multishot accept refused; falling back to single accepts");

@@ -97,8 +97,10 @@ int loop_turn(struct loop *l, long long wait_ns);
  * peer's address (a multishot accept cannot report it).  The listener's
  * number (0, 1...), or -ENOSPC past LOOP_MAX_LISTENERS. */
 int loop_listen(struct loop *l, int fd, bool want_peer);
-/* Stops accepting: the armed accepts are cancelled, and a connection they
- * still bring is closed at once. */
+/* Stops accepting: the listeners are shut (they leave their SO_REUSEPORT
+ * group, so that the kernel hands new clients to the group's other
+ * listeners), the armed accepts are cancelled, and a connection they still
+ * bring is closed at once. */
 void loop_unlisten(struct loop *l);
 
 void loop_recv(struct loop *l, struct loop_conn *lc);
