@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -32,6 +31,7 @@
 #include <openssl/x509v3.h>
 
 #include "log.h"
+#include "timer.h"
 #include "tls.h"
 #include "tls_record.h"
 
@@ -92,14 +92,6 @@ static void tls_log_error(const char *what, const char *file)
 
 /* ---- session tickets --------------------------------------------------- */
 
-static uint64_t tls_now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec;
-}
-
 static int tls_ticket_key_make(struct tls_ticket_key *k)
 {
     return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
@@ -113,7 +105,7 @@ static int tls_ticket_key_make(struct tls_ticket_key *k)
  * expired). */
 static int tls_tickets_rotate(struct tls_server *ts)
 {
-    uint64_t now = tls_now_s();
+    uint64_t now = timer_now_ms() / 1000;
     struct tls_ticket_key fresh;
 
     if (now - ts->key_born_s < ts->lifetime_s)
@@ -426,7 +418,7 @@ int tls_server_create(struct tls_server **out, const struct ringws_config *cfg)
     ts->n_files = cfg->n_tls_certs;
     ts->lifetime_s = cfg->tls_ticket_lifetime_s ? cfg->tls_ticket_lifetime_s
                                                 : TLS_TICKET_LIFETIME_DEFAULT;
-    ts->key_born_s = tls_now_s();
+    ts->key_born_s = timer_now_ms() / 1000;
     ret = tls_ticket_key_make(&ts->keys[0]);
     if (ret == 0)
         ret = tls_certs_load(ts, &ts->current);

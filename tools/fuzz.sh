@@ -35,7 +35,7 @@ modules() {
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
     pubsub) echo "src/pubsub_proto.c" ;;
-    tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c" ;;
+    tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c src/timer.c" ;;
     tls_record) echo "src/tls_record.c" ;;
     esac
 }
