@@ -183,6 +183,15 @@ def t_wss_to_plain(srv):
 # ---- ringws's own TLS listener ---------------------------------------------------
 
 
+def mode_cases(r, target, prefix):
+    """Every mode of the load generator against one target (ws:// or wss://)."""
+    for name, fn in (("echo-binary", t_echo), ("echo-text", t_echo_text),
+                     ("echo-large", t_echo_large), ("connect", t_connect),
+                     ("connect-echo", t_connect_echo), ("idle", t_idle),
+                     ("fanout-two-processes", t_fanout)):
+        r.case(prefix + name, fn, target, timeout=60)
+
+
 def tls_cases(r, srv, tmp):
     certs = {}
     for name in ("server", "other"):
@@ -192,15 +201,9 @@ def tls_cases(r, srv, tmp):
     cert, key = certs["server"]
     with r.server(["--workers", "2", "--tls-cert", cert, "--tls-key", key], "tls") as tsrv:
         tls = Target("wss://127.0.0.1:%d" % tsrv.port, [tsrv.pid])
-        r.case("wss-echo-binary", t_echo, tls, timeout=60)
-        r.case("wss-echo-text", t_echo_text, tls, timeout=60)
-        r.case("wss-echo-large", t_echo_large, tls, timeout=60)
-        r.case("wss-connect", t_connect, tls, timeout=60)
-        r.case("wss-connect-echo", t_connect_echo, tls, timeout=60)
+        mode_cases(r, tls, "wss-")
         r.case("wss-connect-resume-tls13", t_resume_tls13, tls, timeout=60)
         r.case("wss-connect-resume-tls12", t_resume_tls12, tls, timeout=60)
-        r.case("wss-idle", t_idle, tls, timeout=60)
-        r.case("wss-fanout-two-processes", t_fanout, tls, timeout=60)
         r.case("wss-verify", t_verify, tls, certs["server"][0], certs["other"][0], timeout=60)
     r.case("wss-to-a-plain-server", t_wss_to_plain, srv, timeout=60)
 
@@ -210,14 +213,7 @@ def main():
     if not os.access(BENCH, os.X_OK):
         fail("RINGWS_BENCH must name the built tools/ringws-bench (got %r)" % BENCH)
     with r.server(["--workers", "2"], "two-workers") as srv:
-        plain = Target("ws://127.0.0.1:%d" % srv.port, [srv.pid])
-        r.case("echo-binary", t_echo, plain, timeout=60)
-        r.case("echo-text", t_echo_text, plain, timeout=60)
-        r.case("echo-large", t_echo_large, plain, timeout=60)
-        r.case("connect", t_connect, plain, timeout=60)
-        r.case("connect-echo", t_connect_echo, plain, timeout=60)
-        r.case("idle", t_idle, plain, timeout=60)
-        r.case("fanout-two-processes", t_fanout, plain, timeout=60)
+        mode_cases(r, Target("ws://127.0.0.1:%d" % srv.port, [srv.pid]), "")
         with tempfile.TemporaryDirectory(prefix="ringws-loadgen-") as tmp:
             tls_cases(r, srv, tmp)
     r.finish()

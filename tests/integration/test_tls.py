@@ -533,17 +533,24 @@ def t_crafted_fatal_alert(port):
             read_until_closed(p.sock, PROMPT)
 
 
-def t_bad_mac_after_handshake(port, ctx):
-    """A record of random bytes on an open WebSocket: bad_record_mac."""
+def expect_alert_on_open_ws(port, ctx, record, what, alert, rfc):
+    """Raw bytes sent on an open WebSocket's TLS stream: the server closes
+    with the alert named (OpenSSL's name for it, e.g. BAD_RECORD_MAC)."""
     with RawWS.open(port, tls=ctx) as ws, dup_raw(ws.sock) as raw:
         ws.send_frame(OP_TEXT, b"before")
         ws.expect_echo(OP_TEXT, b"before")
-        raw.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+        raw.sendall(record)
         try:
-            ws.expect_eof(PROMPT, "the server to close after a record it cannot open")
-            fail("closed without a bad_record_mac alert")
+            ws.expect_eof(PROMPT, "the server to close after %s" % what)
+            fail("closed without a %s alert" % alert.lower())
         except ssl.SSLError as e:
-            expect("BAD_RECORD_MAC" in str(e).upper(), "a bad_record_mac alert (RFC 8446 5.2)", e)
+            expect(alert in str(e).upper(), "a %s alert (%s)" % (alert.lower(), rfc), e)
+
+
+def t_bad_mac_after_handshake(port, ctx):
+    """A record of random bytes on an open WebSocket: bad_record_mac."""
+    expect_alert_on_open_ws(port, ctx, b"\x17\x03\x03\x00\x40" + os.urandom(64),
+                            "a record it cannot open", "BAD_RECORD_MAC", "RFC 8446 5.2")
 
 
 # ---------------------------------------------------------------------------
@@ -747,15 +754,8 @@ def t_huge_record_before_handshake(port):
 
 
 def t_huge_record_after_handshake(port, ctx):
-    with RawWS.open(port, tls=ctx) as ws, dup_raw(ws.sock) as raw:
-        ws.send_frame(OP_TEXT, b"before")
-        ws.expect_echo(OP_TEXT, b"before")
-        raw.sendall(b"\x17\x03\x03\xff\xff" + os.urandom(65535))
-        try:
-            ws.expect_eof(PROMPT, "the server to close after a 65535-byte record")
-            fail("closed without a record_overflow alert")
-        except ssl.SSLError as e:
-            expect("RECORD_OVERFLOW" in str(e).upper(), "a record_overflow alert (RFC 8446 5.1)", e)
+    expect_alert_on_open_ws(port, ctx, b"\x17\x03\x03\xff\xff" + os.urandom(65535),
+                            "a 65535-byte record", "RECORD_OVERFLOW", "RFC 8446 5.1")
 
 
 def t_alert_first(port):
