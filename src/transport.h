@@ -1,5 +1,5 @@
 /* transport.h - what carries a connection's bytes between the loop and the
- * connection layer: plain TCP today (transport_tcp.c), TLS next.
+ * connection layer: plain TCP (transport_tcp.c) or TLS (transport_tls.c).
  *
  * Why it exists: the connection layer (conn.c) and the protocols above it
  * speak plaintext: requests and frames in, queued chunks out.  What goes on
@@ -18,12 +18,13 @@
  *   once the transport says it has nothing left (conn_wire_want(c, false)
  *   in its sent), and then it shuts TCP down with conn_wire_shutdown.
  *
- * One ops table per worker (all its connections share a transport), so the
- * seam costs a connection no memory.  A transport whose wire carries the
- * plaintext as it is (plain TCP) has no send of its own: the connection
- * layer then sends its queue itself, a test of a flag per send
- * (CF_TP_SEALED) where two indirect calls (send, sent) cost fan-out about
- * 20 instructions per delivery. */
+ * Which transport a connection has is a flag it already holds
+ * (CF_TP_SEALED: the worker's sealing transport, TLS; else plain TCP), so
+ * the seam costs a connection no memory.  The plain transport has no input
+ * and no send of its own: the connection layer hands received bytes to
+ * conn_input and sends its queue itself, a test of that flag where
+ * indirect calls (input, send, sent) cost fan-out about 20 instructions
+ * per delivery. */
 #ifndef RINGWS_TRANSPORT_H
 #define RINGWS_TRANSPORT_H
 
@@ -36,7 +37,7 @@ struct transport_ops {
     const char *name;
     /* n bytes came from the wire, in a buffer the transport may change in
      * place and that is gone once it returns: hands the plaintext they
-     * carry to conn_input. */
+     * carry to conn_input.  NULL with send. */
     void (*input)(struct ringws_conn *c, uint8_t *in, size_t n);
     /* Nothing is in flight and output is due: starts one send of the queued
      * plaintext (the chunks from c->out_head on; none queued when only

@@ -3,15 +3,14 @@
  *
  * Why it exists: the connection layer speaks only to a transport
  * (transport.h).  Without TLS, bytes pass straight through: the
- * connection's own functions serve as they are, with no call in between,
- * and there is no send of its own (the connection layer gathers its queue
- * into one send). */
+ * connection layer hands received bytes to conn_input and gathers its
+ * queue into one send itself (no input and no send here), and the
+ * connection's own shutdown and close serve as they are. */
 #include "internal.h"
 #include "transport.h"
 
 const struct transport_ops transport_tcp = {
     .name = "tcp",
-    .input = conn_input,
     .shutdown = conn_wire_shutdown,
     .close = conn_wire_close,
 };
