@@ -228,23 +228,18 @@ for rep in $(seq "$REPS"); do
 done
 cp "$TMP/results.jsonl" "$BUILD/compare-results.jsonl"
 
-python3 - "$TMP/results.jsonl" "$DURATION" "$REPS" >"$TMP/tables.md" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+PYTHONPATH=$ROOT/bench python3 - "$TMP/results.jsonl" "$DURATION" "$REPS" >"$TMP/tables.md" <<'EOF'
+import sys
+from report import read_runs, figures, failed, med, med_max, fmt, ratio
+rows = read_runs(sys.argv[1])
 dur, reps = sys.argv[2], sys.argv[3]
 
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
 def pick(kind, server, label, key):
-    return [r["r"].get(key) for r in rows
-            if r["kind"] == kind and r["server"] == server and r["label"] == label and r["r"]]
+    return figures(rows, key, kind=kind, server=server, label=label)
 
 def load(kind, label, key):
     # Per run, in % of one CPU: "other" is the busy time of all CPUs minus the
-    # server's and the generator's; "steal" the hypervisor's.  Median and
-    # maximum: one disturbed run hides behind a median.
+    # server's and the generator's; "steal" the hypervisor's.
     out = []
     for r in rows:
         if r["kind"] != kind or r["label"] != label or not r["r"]:
@@ -255,17 +250,10 @@ def load(kind, label, key):
             continue
         mine = r["r"].get("server_cpu_s", 0) + r["r"].get("client_cpu_pct", 0) / 100 * d
         out.append(max(0.0, (r["busy_s"] - mine) / d * 100))
-    return (med(out), max(out)) if out else (None, None)
+    return med_max(out)
 
 def fails(kind, server, label):
-    return sum(1 for r in rows if r["kind"] == kind and r["server"] == server
-               and r["label"] == label and (r["rc"] != 0 or not r["r"]))
-
-def fmt(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
-
-def ratio(a, b):
-    return "-" if not a or not b else f"{a / b:.2f}"
+    return failed(rows, kind=kind, server=server, label=label)
 
 def table(kind, other, labels, unit):
     print(f"| setting | ringws {unit}/s | {other} {unit}/s | ratio | ringws CPU us/{unit} | "

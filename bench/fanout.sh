@@ -100,32 +100,20 @@ for conns in $CONNS; do
 done
 cp "$TMP/results.jsonl" "$BUILD/fanout-results.jsonl"
 
-python3 - "$TMP/results.jsonl" "$REPS" "$MESSAGES" "$RATE" >"$TMP/table.md" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+PYTHONPATH=$ROOT/bench python3 - "$TMP/results.jsonl" "$REPS" "$MESSAGES" "$RATE" >"$TMP/table.md" <<'EOF'
+import sys
+from report import read_runs, figures, failed, med, med_max, fmt, ratio
+rows = read_runs(sys.argv[1])
 reps, messages, rate = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 def vals(server, conns, key):
-    return [r["r"][key] for r in rows
-            if r["server"] == server and r["conns"] == conns and key in r["r"]]
-
-def med(v):
-    return statistics.median(v) if v else None
-
-def fmt(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
-
-def ratio(a, b):
-    return "-" if not a or not b else f"{a / b:.2f}"
+    return figures(rows, key, server=server, conns=conns)
 
 def fails(server, conns):
-    return sum(1 for r in rows if r["server"] == server and r["conns"] == conns
-               and (r["rc"] != 0 or not r["r"]))
+    return failed(rows, server=server, conns=conns)
 
 def spread(conns, f):
-    # Median and maximum over the runs: one disturbed run hides behind a median.
-    out = [f(r) for r in rows if r["conns"] == conns and r.get("wall_s")]
-    return (med(out), max(out)) if out else (None, None)
+    return med_max(f(r) for r in rows if r["conns"] == conns and r.get("wall_s"))
 
 print(f"Fan-out: {messages} binary 20-byte messages at {rate}/s to N subscribers of one topic, "
       f"medians of {reps} runs per server (ratio = ringws / libwebsockets; lower is better "

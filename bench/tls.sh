@@ -256,10 +256,11 @@ for rep in $(seq "$REPS"); do
 done
 cp "$TMP/results.jsonl" "$BUILD/tls-results.jsonl"
 
-python3 - "$TMP/results.jsonl" "$REPS" "$DURATION" "$IDLE_CONNS" "$FANOUT_CONNS" "$CERT" \
+PYTHONPATH=$ROOT/bench python3 - "$TMP/results.jsonl" "$REPS" "$DURATION" "$IDLE_CONNS" "$FANOUT_CONNS" "$CERT" \
     "$MESSAGES" "$RATE" "$CYCLE_CONNS" "${SERVERS[*]}" >"$TMP/tables.md" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+import sys
+from report import read_runs, figures, failed, med, fmt, ratio
+rows = read_runs(sys.argv[1])
 reps, dur, idle_n, fan_n, cert, messages, rate, cycle = sys.argv[2:10]
 servers = sys.argv[10].split()
 # uWebSockets over TLS (uWS::SSLApp, OpenSSL 3.0, TLS 1.3 AES-256-GCM, one
@@ -269,21 +270,10 @@ UWS = {"idle_bytes": 31900, "echo1": 23.3, "echo8": 2.93, "full": 938, "resumed"
        "fanout_ms": 251}
 
 def vals(measure, server, key):
-    return [r["r"][key] for r in rows
-            if r["measure"] == measure and r["server"] == server and key in r["r"]]
-
-def med(v):
-    return statistics.median(v) if v else None
-
-def fmt(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
-
-def ratio(a, b):
-    return "-" if not a or not b else f"{a / b:.2f}"
+    return figures(rows, key, measure=measure, server=server)
 
 def fails(measure, server):
-    return sum(1 for r in rows if r["measure"] == measure and r["server"] == server
-               and (r["rc"] != 0 or not r["r"]))
+    return failed(rows, measure=measure, server=server)
 
 def workers(measure, server):
     w = {r["nginx_workers"] for r in rows if r["measure"] == measure and r["server"] == server}
