@@ -210,6 +210,14 @@ struct ringws_config {
     unsigned tls_handshake_budget_us; /* handshake CPU a worker spends per
                                        * loop turn before it defers further
                                        * handshakes to the next; default 2000 */
+    /* What ringws_server_stop tells each WebSocket: close stop_code (0:
+     * 1001 Going Away, "server shutting down"; or 1012 Service Restart,
+     * "server restarting").  With reconnect_window_ms > 0 the reason ends
+     * in "; retry after N ms", N drawn per connection from
+     * [0, reconnect_window_ms), so that clients spread their return
+     * instead of all reconnecting at once.  Defaults 0 and 0. */
+    uint16_t stop_code;
+    unsigned reconnect_window_ms;
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -239,9 +247,9 @@ int ringws_server_reload_tls(ringws_server *srv);
  * (on_close with 1006), and the error is logged. */
 int ringws_server_run(ringws_server *srv);
 
-/* Asks the server to stop: stop accepting, send close 1001 to every
- * WebSocket, wait up to close_timeout_ms, then ringws_server_run returns.
- * Async-signal-safe. */
+/* Asks the server to stop: stop accepting, send the stop close (stop_code:
+ * 1001 unless configured) to every WebSocket, wait up to close_timeout_ms,
+ * then ringws_server_run returns.  Async-signal-safe. */
 void ringws_server_stop(ringws_server *srv);
 
 void ringws_server_destroy(ringws_server *srv);

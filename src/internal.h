@@ -267,6 +267,7 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
+    uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -308,6 +309,9 @@ static inline bool conn_backlogged(const struct ringws_conn *c)
 int worker_run(struct worker *w);
 /* Wakes the worker from any thread (async-signal-safe). */
 void worker_wake(struct worker *w);
+/* A number drawn uniformly from [0, bound) (bound > 0): jitter, not
+ * secrets. */
+uint32_t worker_random_below(struct worker *w, uint32_t bound);
 
 /* The worker's current tick of the timing wheel. */
 static inline uint64_t worker_tick(const struct worker *w)

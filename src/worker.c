@@ -29,6 +29,19 @@ void worker_wake(struct worker *w)
         return;
 }
 
+uint32_t worker_random_below(struct worker *w, uint32_t bound)
+{
+    uint64_t x = w->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    /* The high half of the product: no modulo bias worth the name, no
+     * division. */
+    return (uint32_t)(((x * 0x2545F4914F6CDD1Dull) >> 32) * bound >> 32);
+}
+
 static void worker_before_wait(void *ctx)
 {
     struct worker *w = ctx;
