@@ -204,6 +204,13 @@ struct ringws_config {
     size_t n_tls_certs;
     bool plain_listener;       /* with TLS: also a plaintext listener ... */
     uint16_t plain_port;       /* ... on this port (0 picks a free one) */
+    /* The listener on port is behind a TCP proxy that speaks the PROXY
+     * protocol (v1 or v2, docs/DEPLOY.md): every connection must begin with
+     * its header (before TLS, with TLS), whose client address then counts
+     * for max_per_address and the loopback check of publishing; a
+     * connection without a valid one within handshake_timeout_ms is closed.
+     * The plaintext listener beside TLS stays direct. */
+    bool proxy_protocol;
     unsigned tls_ticket_lifetime_s; /* session tickets: valid this long; the
                                      * key that seals them changes as often;
                                      * default 7200 */

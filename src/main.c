@@ -104,6 +104,9 @@ static void main_usage(FILE *f)
             "                          (service restart, default) or 1001 (going away)\n"
             "  --reconnect-window T    that close's reason ends \"; retry after N ms\", N\n"
             "                          drawn per connection below T (default 5s; 0: no hint)\n"
+            "  --proxy-protocol        --port is behind a TCP proxy: each connection starts\n"
+            "                          with a PROXY v1/v2 header naming the client (trusted;\n"
+            "                          without one it is closed); --plain-port stays direct\n"
             "  --config FILE           read these options from FILE: one \"key = value\" a\n"
             "                          line, the key a flag's name without the dashes\n"
             "                          (docs/ringws.conf.example); flags given here win\n"
@@ -160,7 +163,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_TOPIC,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
-       OPT_STOP_CODE, OPT_RECONNECT_WINDOW,
+       OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
        OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
 
 /* Flags and config keys are one table: a key is its flag's name without the
@@ -199,6 +202,7 @@ static const struct option main_longopts[] = {
     {"tls-handshake-budget", required_argument, NULL, OPT_HANDSHAKE_BUDGET},
     {"stop-code", required_argument, NULL, OPT_STOP_CODE},
     {"reconnect-window", required_argument, NULL, OPT_RECONNECT_WINDOW},
+    {"proxy-protocol", no_argument, NULL, OPT_PROXY_PROTOCOL},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
@@ -320,6 +324,8 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         if (main_parse_duration(arg, &cfg->reconnect_window_ms) < 0 ||
             cfg->reconnect_window_ms > 3600000) return -EINVAL;
         return 0;
+    case OPT_PROXY_PROTOCOL:
+        cfg->proxy_protocol = true; return 0;
     default: return -EINVAL;
     }
 }
@@ -652,6 +658,9 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
         return 0;
     case OPT_STOP_CODE: fprintf(f, "%s = %u\n", k, c->stop_code); return 0;
     case OPT_RECONNECT_WINDOW: main_put_ms(f, k, c->reconnect_window_ms); return 0;
+    case OPT_PROXY_PROTOCOL:
+        fprintf(f, c->proxy_protocol ? "%s\n" : "# %s  (off: --port takes direct connections)\n", k);
+        return 0;
     default: return 0; /* tls-key (with tls-cert), and what is no setting */
     }
 }

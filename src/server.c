@@ -103,12 +103,15 @@ static void server_note_listener(ringws_server *srv, int fd, uint16_t *port)
 }
 
 /* POST /publish without a token is for programs on this host: a loopback
- * listener sees no others; any other listener needs each peer's address
- * (see conn_accepted), and its operator is told how to lock it down. */
+ * listener sees no others (unless a proxy speaks for them: the PROXY
+ * header's address then decides); any other listener needs each peer's
+ * address (see conn_accepted), and its operator is told how to lock it
+ * down. */
 static void server_plan_publish(ringws_server *srv)
 {
     const struct ringws_config *cfg = &srv->cfg;
-    bool unguarded = cfg->pubsub_path && !cfg->publish_token && !srv->listen_loopback;
+    bool unguarded = cfg->pubsub_path && !cfg->publish_token &&
+                     (!srv->listen_loopback || cfg->proxy_protocol);
 
     srv->peer_addrs = srv->addr_counts || unguarded;
     if (unguarded)

@@ -58,13 +58,16 @@ static bool worker_work_left(void *ctx)
     return tls_worker_deferred(ctx);
 }
 
-/* Listener 0 is the server's port: TLS when the server has certificates. */
+/* Listener 0 is the server's port: TLS when the server has certificates,
+ * behind a PROXY protocol header when configured so.  The plaintext
+ * listener beside TLS is always direct. */
 static void worker_accepted(void *ctx, unsigned listener, int fd, const struct sockaddr *peer,
                             socklen_t len)
 {
     struct worker *w = ctx;
 
-    conn_accepted(w, listener == 0 && w->tp_sealed, fd, peer, len);
+    conn_accepted(w, listener == 0 && w->tp_sealed,
+                  listener == 0 && w->srv->cfg.proxy_protocol, fd, peer, len);
 }
 
 static void worker_woken(void *ctx)
@@ -197,7 +200,9 @@ int worker_run(struct worker *w)
     }
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
-    loop_listen(w->loop, w->listen_fd, srv->peer_addrs);
+    /* Behind a proxy the kernel's peer is the proxy: the header names the
+     * client. */
+    loop_listen(w->loop, w->listen_fd, srv->peer_addrs && !srv->cfg.proxy_protocol);
     if (w->plain_fd >= 0)
         loop_listen(w->loop, w->plain_fd, srv->peer_addrs);
 
