@@ -204,12 +204,27 @@ struct ringws_config {
     size_t n_tls_certs;
     bool plain_listener;       /* with TLS: also a plaintext listener ... */
     uint16_t plain_port;       /* ... on this port (0 picks a free one) */
+    /* The listener on port is behind a TCP proxy that speaks the PROXY
+     * protocol (v1 or v2, docs/DEPLOY.md): every connection must begin with
+     * its header (before TLS, with TLS), whose client address then counts
+     * for max_per_address and the loopback check of publishing; a
+     * connection without a valid one within handshake_timeout_ms is closed.
+     * The plaintext listener beside TLS stays direct. */
+    bool proxy_protocol;
     unsigned tls_ticket_lifetime_s; /* session tickets: valid this long; the
                                      * key that seals them changes as often;
                                      * default 7200 */
     unsigned tls_handshake_budget_us; /* handshake CPU a worker spends per
                                        * loop turn before it defers further
                                        * handshakes to the next; default 2000 */
+    /* What ringws_server_stop tells each WebSocket: close stop_code (0:
+     * 1001 Going Away, "server shutting down"; or 1012 Service Restart,
+     * "server restarting").  With reconnect_window_ms > 0 the reason ends
+     * in "; retry after N ms", N drawn per connection from
+     * [0, reconnect_window_ms), so that clients spread their return
+     * instead of all reconnecting at once.  Defaults 0 and 0. */
+    uint16_t stop_code;
+    unsigned reconnect_window_ms;
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -239,9 +254,9 @@ int ringws_server_reload_tls(ringws_server *srv);
  * (on_close with 1006), and the error is logged. */
 int ringws_server_run(ringws_server *srv);
 
-/* Asks the server to stop: stop accepting, send close 1001 to every
- * WebSocket, wait up to close_timeout_ms, then ringws_server_run returns.
- * Async-signal-safe. */
+/* Asks the server to stop: stop accepting, send the stop close (stop_code:
+ * 1001 unless configured) to every WebSocket, wait up to close_timeout_ms,
+ * then ringws_server_run returns.  Async-signal-safe. */
 void ringws_server_stop(ringws_server *srv);
 
 void ringws_server_destroy(ringws_server *srv);

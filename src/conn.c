@@ -691,6 +691,7 @@ static const struct proto_ops *const conn_protos[] = {
     [CONN_WS] = &ws_proto_ops,
     [CONN_CLOSING] = &ws_closing_proto_ops,
     [CONN_DRAIN] = &conn_drain_ops,
+    [CONN_PROXY] = &proxy_proto_ops,
 };
 
 static bool conn_drained(const struct ringws_conn *c)
@@ -839,15 +840,41 @@ int conn_addr_table_create(struct ringws_server *srv)
     return srv->addr_counts ? 0 : -ENOMEM;
 }
 
-void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr *peer,
-                   socklen_t peer_len)
+/* The connection holds a per-address counter, given back by conn_free. */
+static void conn_addr_hold(struct ringws_conn *c, uint16_t slot, bool counted)
+{
+    if (counted) {
+        c->addr_slot = slot;
+        c->flags |= CF_ADDR_COUNTED;
+    }
+}
+
+bool conn_peer_known(struct ringws_conn *c, const struct sockaddr *peer, socklen_t len)
+{
+    uint16_t slot = 0;
+    bool counted;
+
+    if (!conn_addr_take(c->w->srv, peer, len, &slot, &counted)) {
+        STAT_ADD(c->w, refused_per_address, 1);
+        return false;
+    }
+    conn_addr_hold(c, slot, counted);
+    if (peer && conn_addr_loopback(peer, len))
+        c->flags |= CF_PEER_LOCAL;
+    return true;
+}
+
+/* A direct peer is judged before anything is allocated for it; a proxied
+ * one once its header has named it (conn_proxy.c). */
+void conn_accepted(struct worker *w, bool sealed, bool proxied, int fd,
+                   const struct sockaddr *peer, socklen_t peer_len)
 {
     const struct ringws_config *cfg = &w->srv->cfg;
     struct ringws_conn *c = NULL;
     uint16_t slot = 0;
-    bool counted;
+    bool counted = false;
 
-    if (!conn_addr_take(w->srv, peer, peer_len, &slot, &counted)) {
+    if (!proxied && !conn_addr_take(w->srv, peer, peer_len, &slot, &counted)) {
         STAT_ADD(w, refused_per_address, 1);
         loop_close_fd(w->loop, fd);
         return;
@@ -865,16 +892,14 @@ void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr 
         return;
     }
     STAT_ADD(w, accepted, 1);
-    if (counted) {
-        c->addr_slot = slot;
-        c->flags |= CF_ADDR_COUNTED;
-    }
+    conn_addr_hold(c, slot, counted);
     /* Without the peer's address only a loopback listener vouches for it;
-     * where neither does, the peer counts as remote. */
-    if (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback)
+     * where neither does, the peer counts as remote.  Behind a proxy the
+     * listener vouches for nothing: the header decides. */
+    if (!proxied && (peer ? conn_addr_loopback(peer, peer_len) : w->srv->listen_loopback))
         c->flags |= CF_PEER_LOCAL;
     c->io.fd = fd;
-    c->state = CONN_HTTP;
+    c->state = proxied ? CONN_PROXY : CONN_HTTP;
     if (sealed) {
         c->flags |= CF_TP_SEALED;
         if (w->tp_sealed->open(c) < 0) {
@@ -889,6 +914,14 @@ void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr 
 void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     conn_protos[c->state]->input(c, buf, n);
+}
+
+void conn_wire_input(struct ringws_conn *c, uint8_t *buf, size_t n)
+{
+    if (c->flags & CF_TP_SEALED)
+        c->w->tp_sealed->input(c, buf, n);
+    else
+        conn_input(c, buf, n);
 }
 
 /* Also called again by the protocol while input received before the EOF
@@ -959,7 +992,10 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
     if (res > 0) {
         if (c->flags & CF_TEARDOWN)
             ;
-        else if (c->flags & CF_TP_SEALED)
+        /* A PROXY header comes before TLS: its state takes the bytes
+         * first.  Tested only for sealed connections: plain ones pay
+         * nothing for it. */
+        else if ((c->flags & CF_TP_SEALED) && c->state != CONN_PROXY)
             c->w->tp_sealed->input(c, p, (size_t)res);
         else
             conn_input(c, p, (size_t)res);

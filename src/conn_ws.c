@@ -8,6 +8,7 @@
  * knows what the server does about each event: deliver, pong, echo a close,
  * or fail the connection with the code the RFC names. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,9 +296,25 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 
 /* ---- the connection's events ------------------------------------------- */
 
+/* The stop close (ringws_config.stop_code), and a hint of when to come
+ * back drawn per connection, so that a restart is not followed by every
+ * client reconnecting in the same millisecond. */
 static void conn_ws_stop(struct ringws_conn *c)
 {
-    conn_ws_close_why(c, WS_CLOSE_GOING_AWAY, "server shutting down", false);
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    uint16_t code = cfg->stop_code ? cfg->stop_code : WS_CLOSE_GOING_AWAY;
+    const char *why =
+        code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down";
+    char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
+    int n;
+
+    if (!cfg->reconnect_window_ms) {
+        conn_ws_close_why(c, code, why, false);
+        return;
+    }
+    n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
+                 worker_random_below(c->w, cfg->reconnect_window_ms));
+    conn_ws_close(c, code, reason, (size_t)n, false);
 }
 
 /* A peer too slow for what was queued to it (by a publish, or by the

@@ -88,6 +88,7 @@ enum conn_state {
     CONN_WS,      /* WebSocket open */
     CONN_CLOSING, /* our close frame is out; reading until the peer's close */
     CONN_DRAIN,   /* nothing more to read: flush, shut down, wait for EOF */
+    CONN_PROXY,   /* awaiting the PROXY protocol header (conn_proxy.c) */
 };
 
 enum conn_flag {
@@ -267,6 +268,7 @@ struct worker {
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
+    uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -308,6 +310,9 @@ static inline bool conn_backlogged(const struct ringws_conn *c)
 int worker_run(struct worker *w);
 /* Wakes the worker from any thread (async-signal-safe). */
 void worker_wake(struct worker *w);
+/* A number drawn uniformly from [0, bound) (bound > 0): jitter, not
+ * secrets. */
+uint32_t worker_random_below(struct worker *w, uint32_t bound);
 
 /* The worker's current tick of the timing wheel. */
 static inline uint64_t worker_tick(const struct worker *w)
@@ -317,9 +322,11 @@ static inline uint64_t worker_tick(const struct worker *w)
 
 /* ---- conn.c: what the worker's loop calls ------------------------------ */
 
-/* sealed: through the TLS listener (the worker's tp_sealed). */
-void conn_accepted(struct worker *w, bool sealed, int fd, const struct sockaddr *peer,
-                   socklen_t peer_len);
+/* sealed: through the TLS listener (the worker's tp_sealed); proxied: its
+ * first bytes are a PROXY protocol header naming the client (peer is the
+ * proxy's address and is not used). */
+void conn_accepted(struct worker *w, bool sealed, bool proxied, int fd,
+                   const struct sockaddr *peer, socklen_t peer_len);
 void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended);
 void conn_on_send(struct loop_conn *lc, int res);
 void conn_on_shutdown(struct loop_conn *lc, int res);
@@ -340,6 +347,14 @@ bool conn_addr_loopback(const struct sockaddr *sa, socklen_t len);
 /* The plaintext of n bytes from the wire, for the protocol of the
  * connection's state. */
 void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n);
+/* n bytes from the wire, after any PROXY header: through the connection's
+ * transport to conn_input. */
+void conn_wire_input(struct ringws_conn *c, uint8_t *buf, size_t n);
+/* The client's address, learnt after the accept (a PROXY header; NULL: it
+ * named none): takes its per-address budget and marks it local when it is
+ * loopback, as conn_accepted does for a direct peer.  false: over
+ * max_per_address (counted as refused). */
+bool conn_peer_known(struct ringws_conn *c, const struct sockaddr *peer, socklen_t len);
 /* Sends n wire bytes at p (which must live until conn_on_send), shuts down
  * writing, closes the descriptor: each marked as in the ring. */
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n);

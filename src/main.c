@@ -100,6 +100,13 @@ static void main_usage(FILE *f)
             "                          (default 7200s)\n"
             "  --tls-handshake-budget T  handshake CPU per worker and loop turn before\n"
             "                          more handshakes wait for the next (default 2ms)\n"
+            "  --stop-code CODE        close code WebSockets get on SIGTERM/SIGINT: 1012\n"
+            "                          (service restart, default) or 1001 (going away)\n"
+            "  --reconnect-window T    that close's reason ends \"; retry after N ms\", N\n"
+            "                          drawn per connection below T (default 5s; 0: no hint)\n"
+            "  --proxy-protocol        --port is behind a TCP proxy: each connection starts\n"
+            "                          with a PROXY v1/v2 header naming the client (trusted;\n"
+            "                          without one it is closed); --plain-port stays direct\n"
             "  --config FILE           read these options from FILE: one \"key = value\" a\n"
             "                          line, the key a flag's name without the dashes\n"
             "                          (docs/ringws.conf.example); flags given here win\n"
@@ -155,7 +162,9 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
        OPT_TOPIC,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
-       OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET, OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
+       OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
+       OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
+       OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
 
 /* Flags and config keys are one table: a key is its flag's name without the
  * dashes, so neither can gain an option the other lacks. */
@@ -191,6 +200,9 @@ static const struct option main_longopts[] = {
     {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
     {"tls-ticket-lifetime", required_argument, NULL, OPT_TICKET_LIFETIME},
     {"tls-handshake-budget", required_argument, NULL, OPT_HANDSHAKE_BUDGET},
+    {"stop-code", required_argument, NULL, OPT_STOP_CODE},
+    {"reconnect-window", required_argument, NULL, OPT_RECONNECT_WINDOW},
+    {"proxy-protocol", no_argument, NULL, OPT_PROXY_PROTOCOL},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
@@ -305,6 +317,15 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         if (main_parse_duration(arg, &ms) < 0 || !ms || ms > 1000) return -EINVAL;
         cfg->tls_handshake_budget_us = ms * 1000; return 0;
     }
+    case OPT_STOP_CODE:
+        if (strcmp(arg, "1001") && strcmp(arg, "1012")) return -EINVAL;
+        cfg->stop_code = (uint16_t)atoi(arg); return 0;
+    case OPT_RECONNECT_WINDOW:
+        if (main_parse_duration(arg, &cfg->reconnect_window_ms) < 0 ||
+            cfg->reconnect_window_ms > 3600000) return -EINVAL;
+        return 0;
+    case OPT_PROXY_PROTOCOL:
+        cfg->proxy_protocol = true; return 0;
     default: return -EINVAL;
     }
 }
@@ -635,6 +656,11 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_HANDSHAKE_BUDGET:
         fprintf(f, "%s = %ums\n", k, c->tls_handshake_budget_us / 1000);
         return 0;
+    case OPT_STOP_CODE: fprintf(f, "%s = %u\n", k, c->stop_code); return 0;
+    case OPT_RECONNECT_WINDOW: main_put_ms(f, k, c->reconnect_window_ms); return 0;
+    case OPT_PROXY_PROTOCOL:
+        fprintf(f, c->proxy_protocol ? "%s\n" : "# %s  (off: --port takes direct connections)\n", k);
+        return 0;
     default: return 0; /* tls-key (with tls-cert), and what is no setting */
     }
 }
@@ -687,6 +713,10 @@ int main(int argc, char **argv)
     o.cfg.topic_rules = o.rules;
     o.cfg.pubsub_path = "/ws";
     o.cfg.tls_certs = o.certs;
+    /* SIGTERM is how a service manager restarts the binary: clients are
+     * told to come back, spread over the window (docs/DEPLOY.md). */
+    o.cfg.stop_code = 1012;
+    o.cfg.reconnect_window_ms = 5000;
     if (main_parse_args(argc, argv, &o) < 0)
         return 2;
     if (o.print_config) {

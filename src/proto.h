@@ -38,5 +38,6 @@ struct proto_ops {
 extern const struct proto_ops http_proto_ops;       /* CONN_HTTP */
 extern const struct proto_ops ws_proto_ops;         /* CONN_WS */
 extern const struct proto_ops ws_closing_proto_ops; /* CONN_CLOSING */
+extern const struct proto_ops proxy_proto_ops;      /* CONN_PROXY */
 
 #endif

@@ -103,12 +103,15 @@ static void server_note_listener(ringws_server *srv, int fd, uint16_t *port)
 }
 
 /* POST /publish without a token is for programs on this host: a loopback
- * listener sees no others; any other listener needs each peer's address
- * (see conn_accepted), and its operator is told how to lock it down. */
+ * listener sees no others (unless a proxy speaks for them: the PROXY
+ * header's address then decides); any other listener needs each peer's
+ * address (see conn_accepted), and its operator is told how to lock it
+ * down. */
 static void server_plan_publish(ringws_server *srv)
 {
     const struct ringws_config *cfg = &srv->cfg;
-    bool unguarded = cfg->pubsub_path && !cfg->publish_token && !srv->listen_loopback;
+    bool unguarded = cfg->pubsub_path && !cfg->publish_token &&
+                     (!srv->listen_loopback || cfg->proxy_protocol);
 
     srv->peer_addrs = srv->addr_counts || unguarded;
     if (unguarded)
@@ -124,6 +127,10 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
     w->srv = srv;
     w->id = id;
     topic_index_init(&w->topics, srv->topic_key);
+    /* Each worker draws its own jitter; a seed of 0 would stay 0. */
+    if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
+        w->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)w << 16);
+    w->rng |= 1;
     w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->wake_fd < 0)
         return -errno;
@@ -140,6 +147,8 @@ static int server_check_config(const struct ringws_config *cfg)
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue || !cfg->max_partial_bytes ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        (cfg->stop_code && cfg->stop_code != WS_CLOSE_GOING_AWAY &&
+         cfg->stop_code != WS_CLOSE_SERVICE_RESTART) ||
         !cfg->max_publish || !cfg->max_inbox_bytes ||
         !cfg->max_topics || cfg->max_topics > UINT16_MAX || cfg->n_subprotocols > 255 ||
         (cfg->pubsub_path && cfg->pubsub_path[0] != '/') ||

@@ -29,6 +29,19 @@ void worker_wake(struct worker *w)
         return;
 }
 
+uint32_t worker_random_below(struct worker *w, uint32_t bound)
+{
+    uint64_t x = w->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    /* The high half of the product: no modulo bias worth the name, no
+     * division. */
+    return (uint32_t)(((x * 0x2545F4914F6CDD1Dull) >> 32) * bound >> 32);
+}
+
 static void worker_before_wait(void *ctx)
 {
     struct worker *w = ctx;
@@ -45,13 +58,16 @@ static bool worker_work_left(void *ctx)
     return tls_worker_deferred(ctx);
 }
 
-/* Listener 0 is the server's port: TLS when the server has certificates. */
+/* Listener 0 is the server's port: TLS when the server has certificates,
+ * behind a PROXY protocol header when configured so.  The plaintext
+ * listener beside TLS is always direct. */
 static void worker_accepted(void *ctx, unsigned listener, int fd, const struct sockaddr *peer,
                             socklen_t len)
 {
     struct worker *w = ctx;
 
-    conn_accepted(w, listener == 0 && w->tp_sealed, fd, peer, len);
+    conn_accepted(w, listener == 0 && w->tp_sealed,
+                  listener == 0 && w->srv->cfg.proxy_protocol, fd, peer, len);
 }
 
 static void worker_woken(void *ctx)
@@ -184,7 +200,9 @@ int worker_run(struct worker *w)
     }
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
-    loop_listen(w->loop, w->listen_fd, srv->peer_addrs);
+    /* Behind a proxy the kernel's peer is the proxy: the header names the
+     * client. */
+    loop_listen(w->loop, w->listen_fd, srv->peer_addrs && !srv->cfg.proxy_protocol);
     if (w->plain_fd >= 0)
         loop_listen(w->loop, w->plain_fd, srv->peer_addrs);
 

@@ -1,9 +1,10 @@
 """Zero-downtime restart (docs/DEPLOY.md): a new server B binds the port of
 a running server A (both listen with SO_REUSEPORT), then A gets SIGTERM.
-A's WebSockets get close 1001 and A exits 0 within its close timeout; B's
-established WebSockets keep echoing through the switch; clients that keep
-connecting and doing one echo meet at most a brief window of failures, and
-every connection started once A stopped listening is served by B.
+A's WebSockets get close 1012 (with a reconnect hint) and A exits 0 within
+its close timeout; B's established WebSockets keep echoing through the
+switch; clients that keep connecting and doing one echo meet at most a
+brief window of failures, and every connection started once A stopped
+listening is served by B.
 
 The two servers offer different subprotocols (a client offers both), so that
 each handshake's answer says which process served it.  The figures measured
@@ -48,8 +49,8 @@ def failure_kind(exc):
         return "refused"
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return "reset"
-    if "close code=1001" in str(exc):
-        return "1001"  # open on the old server when it stopped: the drain's close
+    if "close code=1012" in str(exc):
+        return "1012"  # open on the old server when it stopped: the drain's close
     if isinstance(exc, (EOF, TestFailure)) and "closed" in str(exc):
         return "closed"  # in its handshake on the old server when it stopped
     if isinstance(exc, socket.timeout):
@@ -132,12 +133,12 @@ def t_takeover(*_):
         t_term = time.monotonic()
         old.send_signal(signal.SIGTERM)
         for ws in on_old:
-            ws.expect_close(1001, timeout=T(3))
-            ws.send_close(1001)
+            ws.expect_close(1012, timeout=T(3))
+            ws.send_close(1012)
             ws.expect_eof(timeout=T(3))
-        # With one worker, a close 1001 means its listener was shut before it.
+        # With one worker, a close 1012 means its listener was shut before it.
         t_unlisten = time.monotonic()
-        mute.expect_close(1001, timeout=T(3))
+        mute.expect_close(1012, timeout=T(3))
         k = 0
         while old.alive() and time.monotonic() - t_term < CLOSE_TIMEOUT + MARGIN:
             for j, ws in enumerate(on_new):
@@ -170,7 +171,7 @@ def t_takeover(*_):
             # What a switch may cost: a connection the old server held (closed
             # by its drain) or had queued (reset by the kernel when its
             # listener shut: SO_REUSEPORT moves no queued connection).
-            expect(a[4] in ("1001", "closed", "reset"), "a failure the switch explains", a)
+            expect(a[4] in ("1012", "closed", "reset"), "a failure the switch explains", a)
         kinds = {}
         for a in failures:
             kinds[a[4]] = kinds.get(a[4], 0) + 1
@@ -218,7 +219,7 @@ def t_burst_at_sigterm(*_):
             socks.append(s)
             if i == BURST // 2:
                 old.send_signal(signal.SIGTERM)
-        mute.expect_close(1001, timeout=T(3))
+        mute.expect_close(1012, timeout=T(3))
         eq(old.wait(CLOSE_TIMEOUT + MARGIN), 0, "exit status of the old server")
         mute.close()
         ends = {}

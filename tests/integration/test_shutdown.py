@@ -1,5 +1,7 @@
 """Graceful shutdown: on SIGTERM or SIGINT the server stops accepting, sends
-close 1001 to every open WebSocket, and exits 0 within the close timeout
+close 1012 (or 1001 with --stop-code 1001) to every open WebSocket, its
+reason carrying a reconnect hint drawn per connection within
+--reconnect-window, and exits 0 within the close timeout
 plus a small margin, even when a client never answers its close. A worker
 whose ring fails (a fault injected through RINGWS_TEST_FAULT) takes the whole
 server down the same way, with the error logged and a non-zero exit."""
@@ -7,6 +9,7 @@ server down the same way, with the error logged and a non-zero exit."""
 import asyncio
 import fcntl
 import os
+import re
 import signal
 import socket
 import struct
@@ -21,6 +24,17 @@ from ringws_test import (EOF, OP_BINARY, OP_TEXT, HttpConn, RawWS, Runner, Serve
                          build_frame, eq, expect, fail, slack, upgrade_request, ws_connect)
 
 MARGIN = 2.0 + slack(4)
+HINT = re.compile(rb"^server restarting; retry after ([0-9]+) ms$")
+
+
+def hint_ms(reason, window_ms):
+    """The delay a stop close's reason asks the client to wait; checks the
+    format and that it lies in [0, window_ms)."""
+    m = HINT.match(bytes(reason))
+    expect(m, "a reason 'server restarting; retry after N ms'", bytes(reason))
+    ms = int(m.group(1))
+    expect(0 <= ms < window_ms, "a hint within the %d ms window" % window_ms, ms)
+    return ms
 
 
 def start(args=()):
@@ -40,7 +54,7 @@ def finish(srv, sig, limit, what):
     eq(rc, 0, "exit status after %s" % sig.name)
 
 
-async def clients_get_1001(sig):
+async def clients_get_1012(sig):
     srv = start()
     try:
         conns = []
@@ -56,9 +70,11 @@ async def clients_get_1001(sig):
         srv.send_signal(sig)
         for i, ws in enumerate(conns):
             await asyncio.wait_for(ws.wait_closed(), T(5))
-            eq(ws.close_code, 1001, "close code received by client %d" % i)
-        ev = raw.expect_close(1001)
-        raw.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xe9")  # masked close 1001, zero mask
+            eq(ws.close_code, 1012, "close code received by client %d" % i)
+            hint_ms(ws.close_reason.encode(), 5000)  # the binary's default window
+        ev = raw.expect_close(1012)
+        hint_ms(ev.reason, 5000)
+        raw.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xf4")  # masked close 1012, zero mask
         raw.expect_eof()
         raw.close()
         del ev
@@ -68,11 +84,11 @@ async def clients_get_1001(sig):
 
 
 async def t_sigterm(*_):
-    await clients_get_1001(signal.SIGTERM)
+    await clients_get_1012(signal.SIGTERM)
 
 
 async def t_sigint(*_):
-    await clients_get_1001(signal.SIGINT)
+    await clients_get_1012(signal.SIGINT)
 
 
 def t_unresponsive(*_):
@@ -82,10 +98,10 @@ def t_unresponsive(*_):
         polite = RawWS.open(srv.port)
         t0 = time.monotonic()
         srv.send_signal(signal.SIGTERM)
-        polite.expect_close(1001)
-        polite.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xe9")
+        polite.expect_close(1012)
+        polite.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xf4")
         polite.expect_eof()
-        mute.expect_close(1001)
+        mute.expect_close(1012)
         # Never answer: the close timeout (1 s) ends it.
         mute.expect_eof(timeout=1.0 + MARGIN)
         finish(srv, signal.SIGTERM, 1.0 + MARGIN - (time.monotonic() - t0), "a client that never answers")
@@ -95,12 +111,52 @@ def t_unresponsive(*_):
         srv.kill()
 
 
+def t_stop_code_1001(*_):
+    """--stop-code 1001 and no window: the library's own close, as before."""
+    srv = start(["--stop-code", "1001", "--reconnect-window", "0"])
+    try:
+        ws = RawWS.open(srv.port)
+        srv.send_signal(signal.SIGTERM)
+        ev = ws.expect_close(1001)
+        eq(bytes(ev.reason), b"server shutting down", "reason of the 1001 close")
+        ws.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xe9")
+        ws.expect_eof()
+        ws.close()
+        finish(srv, signal.SIGTERM, 1.0 + MARGIN, "one client, 1001")
+    finally:
+        srv.kill()
+
+
+def t_reconnect_hints_spread(*_):
+    """60 clients over 2 workers get hints that all lie in the window and
+    spread over it: few equal, the earliest and latest far apart."""
+    window = 2000
+    srv = start(["--workers", "2", "--reconnect-window", "%dms" % window])
+    conns = []
+    try:
+        conns = [RawWS.open(srv.port) for _ in range(60)]
+        srv.send_signal(signal.SIGTERM)
+        hints = []
+        for ws in conns:
+            hints.append(hint_ms(ws.expect_close(1012).reason, window))
+            ws.try_send(b"\x88\x82\x00\x00\x00\x00\x03\xf4")
+            ws.close()
+        # 60 draws from 2000 values: about one pair alike by chance.
+        expect(len(set(hints)) >= 50, "hints that differ", sorted(hints))
+        expect(max(hints) - min(hints) >= window // 2, "hints spread over the window", sorted(hints))
+        finish(srv, signal.SIGTERM, 1.0 + MARGIN, "60 clients with hints")
+    finally:
+        for ws in conns:
+            ws.close()
+        srv.kill()
+
+
 def t_stops_accepting(*_):
     srv = start(["--close-timeout", "2s"])
     try:
         mute = RawWS.open(srv.port)  # keeps the server in its closing phase
         srv.send_signal(signal.SIGTERM)
-        mute.expect_close(1001)
+        mute.expect_close(1012)
         # The signal has been handled. A new client gets no WebSocket now.
         try:
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=T(2))
@@ -185,7 +241,7 @@ def t_many_clients_workers(*_):
             for ws in conns:
                 await asyncio.wait_for(ws.wait_closed(), T(5))
                 codes.append(ws.close_code)
-            eq(codes, [1001] * 40, "close codes of 40 clients over 2 workers")
+            eq(codes, [1012] * 40, "close codes of 40 clients over 2 workers")
             finish(srv, signal.SIGTERM, 3.0 + MARGIN, "40 clients, 2 workers")
         finally:
             srv.kill()
@@ -311,7 +367,7 @@ def t_worker_ring_fails(*_):
     return -EIO after N loop turns): the whole server goes down, its error
     logged, with a non-zero exit, within the close timeout and a margin.
     Clients of the failed worker see their connections end, those of the
-    other worker get close 1001, and no HTTP publish waits on the failed
+    other worker get close 1012, and no HTTP publish waits on the failed
     worker's count. Clients that read nothing keep large sends in flight
     when the ring fails (their memory is freed only after the ring is torn
     down: the ASan build watches the teardown)."""
@@ -345,20 +401,20 @@ def t_worker_ring_fails(*_):
                      "ringws: Input/output error"):
             expect(line in text, "%r on stderr" % line, srv.stderr_tail())
         expect(not srv.sanitizer_reports(), "no sanitizer report", srv.stderr_tail())
-        ends = {"1001": 0, "eof": 0}
+        ends = {"1012": 0, "eof": 0}
         for ws in clients:
             try:
                 while True:
                     ev = ws.recv_event(T(2), "the end of the connection")
                     if ev.kind == "close":
-                        eq(ev.code, 1001, "close code from the worker that went on")
-                        ends["1001"] += 1
+                        eq(ev.code, 1012, "close code from the worker that went on")
+                        ends["1012"] += 1
                         break
             except EOF:
                 ends["eof"] += 1
         expect_ended([ws.sock for ws in mute], " that read nothing")
-        print("  connections: %d closed with 1001, %d ended by the failed worker; publishes: %s"
-              % (ends["1001"], ends["eof"], pub.answers), flush=True)
+        print("  connections: %d closed with 1012, %d ended by the failed worker; publishes: %s"
+              % (ends["1012"], ends["eof"], pub.answers), flush=True)
     finally:
         if pub is not None:
             pub.stop.set()
@@ -370,8 +426,10 @@ def t_worker_ring_fails(*_):
 def main():
     r = Runner("shutdown")
     for cid, fn in [
-        ("sigterm-10-clients-1001", t_sigterm),
-        ("sigint-10-clients-1001", t_sigint),
+        ("sigterm-10-clients-1012", t_sigterm),
+        ("sigint-10-clients-1012", t_sigint),
+        ("stop-code-1001-without-hint", t_stop_code_1001),
+        ("reconnect-hints-spread-in-window", t_reconnect_hints_spread),
         ("client-never-answers-close", t_unresponsive),
         ("stops-accepting", t_stops_accepting),
         ("http-and-half-handshakes", t_http_and_half_handshakes),

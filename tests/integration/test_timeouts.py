@@ -218,7 +218,7 @@ def t_close_timeout_on_shutdown(*_):
         ws = RawWS.open(srv.port)
         t0 = time.monotonic()
         srv.send_signal(signal.SIGTERM)
-        ws.expect_close(1001)
+        ws.expect_close(1012)
         ws.expect_eof(timeout=LATE, what="the server to close TCP within the 1s close timeout")
         took = time.monotonic() - t0
         expect(EARLY <= took <= LATE, "TCP closed between %.1fs and %.1fs" % (EARLY, LATE), "%.2fs" % took)

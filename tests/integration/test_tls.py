@@ -8,7 +8,7 @@ websockets library over wss://, by `openssl s_client`, by Node's `ws`
   that must leave in few records, records cut into 5-byte segments or
   spread over 64-byte receive buffers), pub/sub with TLS and plain
   subscribers of one topic, pipelined HTTP over TLS, the plain listener
-  beside it, idle pings, close 1001 and close_notify at shutdown;
+  beside it, idle pings, close 1012 and close_notify at shutdown;
 - a storm of handshakes on one worker with a 1ms handshake budget: an
   established connection keeps echoing and clients that send a large
   request right after their Finished are served;
@@ -1040,16 +1040,16 @@ def t_idle_ping_then_drop(port):
 
 
 def t_shutdown_close_notify():
-    """SIGTERM: every WebSocket gets its close 1001, then close_notify."""
+    """SIGTERM: every WebSocket gets its close 1012, then close_notify."""
     srv = Server(tls=[DEFAULT], label="shutdown").start()
     try:
         conns = [RawWS.open(srv.port, sock=tls_sock(srv.port, ctx, clean_eof=True))
                  for ctx in (CTX13, CTX12)]
         srv.send_signal(signal.SIGTERM)
         for ws in conns:
-            ws.expect_close(1001)
-            ws.try_send(build_frame(OP_CLOSE, close_payload(1001)))
-            clean_close(ws, "after the close 1001 of a shutdown")
+            ws.expect_close(1012)
+            ws.try_send(build_frame(OP_CLOSE, close_payload(1012)))
+            clean_close(ws, "after the close 1012 of a shutdown")
         eq(srv.wait(T(5)), 0, "exit status after SIGTERM")
         eq(srv.sanitizer_reports(), [], "sanitizer reports")
     finally:
@@ -1382,7 +1382,7 @@ def main():
             r.case("reload-under-load", t_reload_under_load, srv, live, timeout=60)
     finally:
         shutil.rmtree(live_dir, ignore_errors=True)
-    r.case("shutdown-close-1001-then-close-notify", t_shutdown_close_notify)
+    r.case("shutdown-close-1012-then-close-notify", t_shutdown_close_notify)
     r.finish()
 
 

@@ -14,36 +14,17 @@ nginx applies to the TLS handshake; SIGHUP rereads the certificates.
 
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
 
-NGINX = os.environ.get("RINGWS_NGINX", "/usr/sbin/nginx")
+import fronts
 
-CONF = """daemon off;
-master_process on;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+HTTP = """    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
     ssl_session_tickets on;
-    client_header_timeout {handshake_timeout};
-{servers}
-}}
-"""
+    client_header_timeout %s;
+%s"""
 
 SERVER = """    server {{
         listen 127.0.0.1:{port} ssl{default};
@@ -65,14 +46,6 @@ SERVER = """    server {{
 """
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _handshake_timeout(args):
     """The value of --handshake-timeout in ringws's arguments, in nginx's
     syntax (both take 500ms and 2s; a plain number is seconds to both)."""
@@ -82,41 +55,15 @@ def _handshake_timeout(args):
     return "10s"
 
 
-class NginxFront:
+class NginxFront(fronts.Nginx):
     def __init__(self, certs, upstream, args=()):
-        self.dir = tempfile.mkdtemp(prefix="ringws-nginx-")
-        self.port = _free_port()
+        self.port = fronts.free_port()
         servers = []
         for i, c in enumerate(certs):
             servers.append(SERVER.format(port=self.port, default=" default_server" if i == 0 else "",
                                          names=" ".join(c.names), cert=c.cert, key=c.key,
                                          upstream=upstream))
-        conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(CONF.format(dir=self.dir, handshake_timeout=_handshake_timeout(args),
-                                servers="".join(servers)))
-        self.log = os.path.join(self.dir, "error.log")
-        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", conf, "-e", self.log],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    text = self.log_text()
-                    self.stop()
-                    raise RuntimeError("nginx did not start: %s" % text[-800:])
-                time.sleep(0.02)
-
-    def log_text(self):
-        try:
-            with open(self.log, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        super().__init__(HTTP % (_handshake_timeout(args), "".join(servers)), [self.port])
 
     def reload(self, timeout):
         """SIGHUP: ("ok", text) once new workers run with the reread
@@ -133,12 +80,3 @@ class NginxFront:
                 return "ok", text
             time.sleep(0.02)
         return None, self.log_text()[before:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)

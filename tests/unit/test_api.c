@@ -794,6 +794,46 @@ static void run_overflow_server(struct ringws_config cfg, enum ringws_overflow_p
     ringws_server_destroy(srv);
 }
 
+/* The close a stop sends: 1001 "server shutting down" unless configured
+ * otherwise; with a window, a hint below it ends the reason. */
+static void run_stop_server(struct ringws_config cfg, uint16_t code, unsigned window_ms)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+    char buf[4096], want[64], tail;
+    uint8_t payload[128];
+    size_t len = 0;
+    unsigned ms = 0;
+    int fd;
+
+    cfg.stop_code = code;
+    cfg.reconnect_window_ms = window_ms;
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for the stop close");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    fd = client_upgrade(ringws_server_port(srv), "/ws", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    ringws_server_stop(srv);
+    CHECK(client_read_frame(fd, payload, &len) == 8 && len >= 2);
+    payload[len] = '\0';
+    CHECKF((payload[0] << 8 | payload[1]) == (code ? code : 1001), "code %u",
+           payload[0] << 8 | payload[1]);
+    snprintf(want, sizeof(want), "%s", code == 1012 ? "server restarting" : "server shutting down");
+    if (!window_ms)
+        CHECKF(!strcmp((char *)payload + 2, want), "reason %s", (char *)payload + 2);
+    else
+        CHECKF(sscanf((char *)payload + 2, "server restarting; retry after %u ms%c", &ms, &tail) == 1 &&
+               ms < window_ms, "reason %s", (char *)payload + 2);
+    client_send_frame(fd, 8, payload, 2);
+    close(fd);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+}
+
 int main(void)
 {
     struct ringws_config cfg;
@@ -834,12 +874,18 @@ int main(void)
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
     run_relay_server(cfg);
+    run_stop_server(cfg, 0, 0);
+    run_stop_server(cfg, 1012, 0);
+    run_stop_server(cfg, 1012, 1500);
 
     /* Every open connection was reported closed once, never from inside
      * another callback of its own. */
     CHECK(atomic_load(&closes) == atomic_load(&opened));
     CHECK(atomic_load(&nested_closes) == 0);
 
+    cfg.stop_code = 1000; /* a stop close is 1001 or 1012 */
+    CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
+    cfg.stop_code = 0;
     cfg.max_message = 0; /* invalid config is refused, nothing leaks */
     CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
     return check_done("api");
