@@ -212,6 +212,7 @@ static void conn_out_free(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
 
+    STAT_ADD(c->w, send_queue_bytes, -(uint64_t)c->out_bytes);
     while (o) {
         struct out_chunk *next = o->next;
         chunk_free(c->w, o);
@@ -353,6 +354,8 @@ void conn_flush_later(struct ringws_conn *c)
 
 static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
 {
+    size_t bytes = o->len + chunk_overhead(o);
+
     o->next = NULL;
     o->off = 0;
     if (c->out_tail)
@@ -360,7 +363,8 @@ static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
     else
         c->out_head = o;
     c->out_tail = o;
-    c->out_bytes += o->len + chunk_overhead(o);
+    c->out_bytes += bytes;
+    STAT_ADD(c->w, send_queue_bytes, bytes);
     conn_flush_later(c);
 }
 
@@ -430,6 +434,7 @@ bool conn_drop_queued(struct ringws_conn *c,
         if (c->out_tail == o)
             c->out_tail = prev;
         c->out_bytes -= o->len + chunk_overhead(o);
+        STAT_ADD(c->w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
         chunk_free(c->w, o);
         STAT_ADD(c->w, fanout_dropped, 1);
         o = next;
@@ -479,13 +484,15 @@ static inline void conn_send_start(struct ringws_conn *c)
 /* n bytes of the queue left (at most what is queued). */
 static void conn_out_consume(struct ringws_conn *c, size_t n)
 {
+    size_t before = c->out_bytes;
+
     c->out_bytes -= n;
     while (n) {
         struct out_chunk *o = c->out_head;
         size_t left = o->len - o->off;
         if (n < left) {
             o->off += (uint32_t)n;
-            return;
+            break;
         }
         n -= left;
         c->out_bytes -= chunk_overhead(o);
@@ -494,6 +501,7 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
     }
     if (!c->out_head)
         c->out_tail = NULL;
+    STAT_ADD(c->w, send_queue_bytes, c->out_bytes - before);
 }
 
 /* The queue may have been dropped while a sealed send was in flight (an
@@ -957,6 +965,7 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
+        STAT_ADD(c->w, bytes_received, (unsigned)res);
         if (c->flags & CF_TEARDOWN)
             ;
         else if (c->flags & CF_TP_SEALED)
@@ -990,6 +999,8 @@ void conn_on_send(struct loop_conn *lc, int res)
 
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;
+    if (res > 0)
+        STAT_ADD(c->w, bytes_sent, (unsigned)res);
     if (!(c->flags & CF_TP_SEALED)) {
         free(c->send_msg);
         c->send_msg = NULL;
