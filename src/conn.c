@@ -352,7 +352,10 @@ void conn_flush_later(struct ringws_conn *c)
     c->w->flush_head = c;
 }
 
-static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
+/* Returns what the chunk adds to the queue, which the caller counts in
+ * send_queue_bytes: a fan-out counts all its chunks at once
+ * (pubsub_deliver). */
+static size_t conn_out_append(struct ringws_conn *c, struct out_chunk *o)
 {
     size_t bytes = o->len + chunk_overhead(o);
 
@@ -364,8 +367,8 @@ static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
         c->out_head = o;
     c->out_tail = o;
     c->out_bytes += bytes;
-    STAT_ADD(c->w, send_queue_bytes, bytes);
     conn_flush_later(c);
+    return bytes;
 }
 
 int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
@@ -386,7 +389,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     memcpy(o->data, a, alen);
     if (blen)
         memcpy(o->data + alen, b, blen);
-    conn_out_append(c, o);
+    STAT_ADD(c->w, send_queue_bytes, conn_out_append(c, o));
     return 0;
 }
 
@@ -481,10 +484,14 @@ static inline void conn_send_start(struct ringws_conn *c)
         conn_send_queue(c);
 }
 
-/* n bytes of the queue left (at most what is queued). */
-static void conn_out_consume(struct ringws_conn *c, size_t n)
+/* n bytes of the queue left (at most what is queued), counted in
+ * send_queue_bytes.  Forced inline: the send completion runs it per send (a
+ * fan-out: per delivery), and as a call of its own it costs more than the
+ * count. */
+static inline __attribute__((always_inline)) void conn_out_consume(struct ringws_conn *c,
+                                                                   size_t n)
 {
-    size_t before = c->out_bytes;
+    size_t held = c->out_bytes;
 
     c->out_bytes -= n;
     while (n) {
@@ -501,7 +508,7 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
     }
     if (!c->out_head)
         c->out_tail = NULL;
-    STAT_ADD(c->w, send_queue_bytes, c->out_bytes - before);
+    STAT_ADD(c->w, send_queue_bytes, c->out_bytes - held);
 }
 
 /* The queue may have been dropped while a sealed send was in flight (an

@@ -362,8 +362,7 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -ENOBUFS;
     }
     int r = conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
-    if (r == 0)
-        STAT_ADD(c->w, messages_sent, 1);
+    STAT_ADD(c->w, messages_sent, r == 0);
     return r;
 }
 

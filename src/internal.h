@@ -414,7 +414,8 @@ void conn_on_eof(struct ringws_conn *c);
 void conn_pause_if_backlogged(struct ringws_conn *c);
 /* Nothing to do: a proto_ops entry of a state the event does not concern. */
 void conn_proto_none(struct ringws_conn *c);
-/* Queues a share of a published frame; 0 or -errno. */
+/* Queues a share of a published frame; 0 or -errno.  The caller counts
+ * its frame_len + OUT_CHUNK_OVERHEAD in send_queue_bytes. */
 int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
  * match() holds, until `room` more bytes fit under `cap`; true if they fit. */

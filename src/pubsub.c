@@ -294,6 +294,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     for (uint32_t i = 0; i < t->n_subs; i++)
         n += pubsub_queue_to(t->subs[i], s, t);
     STAT_ADD(w, fanout_queued, n);
+    STAT_ADD(w, send_queue_bytes, n * (m->frame_len + OUT_CHUNK_OVERHEAD));
     end = timer_now_ns();
     metrics_observe(&w->stats.publish_latency, end - m->published_ns);
     metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
