@@ -388,8 +388,8 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
         else if (metrics)
             conn_http_metrics(c, req, close);
         else if (root)
-            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_demo_page,
-                              http_demo_page_len, close, NULL);
+            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_console_page,
+                              http_console_page_len, close, NULL);
         else
             conn_http_respond(c, req, 200, "text/plain; charset=utf-8", health_ok,
                               sizeof(health_ok) - 1, close, NULL);
