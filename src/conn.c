@@ -212,6 +212,7 @@ static void conn_out_free(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
 
+    STAT_ADD(c->w, send_queue_bytes, -(uint64_t)c->out_bytes);
     while (o) {
         struct out_chunk *next = o->next;
         chunk_free(c->w, o);
@@ -351,8 +352,13 @@ void conn_flush_later(struct ringws_conn *c)
     c->w->flush_head = c;
 }
 
-static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
+/* Returns what the chunk adds to the queue, which the caller counts in
+ * send_queue_bytes: a fan-out counts all its chunks at once
+ * (pubsub_deliver). */
+static size_t conn_out_append(struct ringws_conn *c, struct out_chunk *o)
 {
+    size_t bytes = o->len + chunk_overhead(o);
+
     o->next = NULL;
     o->off = 0;
     if (c->out_tail)
@@ -360,8 +366,9 @@ static void conn_out_append(struct ringws_conn *c, struct out_chunk *o)
     else
         c->out_head = o;
     c->out_tail = o;
-    c->out_bytes += o->len + chunk_overhead(o);
+    c->out_bytes += bytes;
     conn_flush_later(c);
+    return bytes;
 }
 
 int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
@@ -382,7 +389,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     memcpy(o->data, a, alen);
     if (blen)
         memcpy(o->data + alen, b, blen);
-    conn_out_append(c, o);
+    STAT_ADD(c->w, send_queue_bytes, conn_out_append(c, o));
     return 0;
 }
 
@@ -430,6 +437,7 @@ bool conn_drop_queued(struct ringws_conn *c,
         if (c->out_tail == o)
             c->out_tail = prev;
         c->out_bytes -= o->len + chunk_overhead(o);
+        STAT_ADD(c->w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
         chunk_free(c->w, o);
         STAT_ADD(c->w, fanout_dropped, 1);
         o = next;
@@ -476,16 +484,22 @@ static inline void conn_send_start(struct ringws_conn *c)
         conn_send_queue(c);
 }
 
-/* n bytes of the queue left (at most what is queued). */
-static void conn_out_consume(struct ringws_conn *c, size_t n)
+/* n bytes of the queue left (at most what is queued), counted in
+ * send_queue_bytes.  Forced inline: the send completion runs it per send (a
+ * fan-out: per delivery), and as a call of its own it costs more than the
+ * count. */
+static inline __attribute__((always_inline)) void conn_out_consume(struct ringws_conn *c,
+                                                                   size_t n)
 {
+    size_t held = c->out_bytes;
+
     c->out_bytes -= n;
     while (n) {
         struct out_chunk *o = c->out_head;
         size_t left = o->len - o->off;
         if (n < left) {
             o->off += (uint32_t)n;
-            return;
+            break;
         }
         n -= left;
         c->out_bytes -= chunk_overhead(o);
@@ -494,6 +508,7 @@ static void conn_out_consume(struct ringws_conn *c, size_t n)
     }
     if (!c->out_head)
         c->out_tail = NULL;
+    STAT_ADD(c->w, send_queue_bytes, c->out_bytes - held);
 }
 
 /* The queue may have been dropped while a sealed send was in flight (an
@@ -990,6 +1005,7 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
+        STAT_ADD(c->w, bytes_received, (unsigned)res);
         if (c->flags & CF_TEARDOWN)
             ;
         /* A PROXY header comes before TLS: its state takes the bytes
@@ -1026,6 +1042,8 @@ void conn_on_send(struct loop_conn *lc, int res)
 
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;
+    if (res > 0)
+        STAT_ADD(c->w, bytes_sent, (unsigned)res);
     if (!(c->flags & CF_TP_SEALED)) {
         free(c->send_msg);
         c->send_msg = NULL;

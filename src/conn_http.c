@@ -19,6 +19,7 @@
 #include "http_response.h"
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 #include "pubsub_proto.h"
 
 #define HEAD_MAX 4096 /* bytes of a response head the server writes */
@@ -63,6 +64,8 @@ static bool str_is(const char *p, size_t n, const char *s)
 static void conn_http_error(struct ringws_conn *c, const struct http_request *req,
                             int status, const char *reason, bool close,
                             const char *extra);
+static bool conn_http_is_handshake(const struct ringws_config *cfg,
+                                   const struct http_request *req);
 
 /* Queues a complete response.  Errors of the request itself (malformed,
  * too large) and requests that asked for it close the connection after the
@@ -97,6 +100,8 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 500, "response header too long", close, NULL);
         return;
     }
+    if (req && conn_http_is_handshake(&c->w->srv->cfg, req))
+        metrics_count_handshake(c->w, status);
     if (conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
         conn_abort(c);
         return;
@@ -194,6 +199,16 @@ static bool conn_http_is_ws_path(const struct ringws_config *cfg,
     return false;
 }
 
+/* A request that tries to open a WebSocket: one that asks for the upgrade,
+ * or any request to a WebSocket endpoint (refused with 426 or 405 when it
+ * does not ask).  Also asked of what a malformed request's head held
+ * before its error (path NULL: not even the request line). */
+static bool conn_http_is_handshake(const struct ringws_config *cfg,
+                                   const struct http_request *req)
+{
+    return req->path && (ws_handshake_requested(req) || conn_http_is_ws_path(cfg, req));
+}
+
 static bool conn_http_is_get(const struct http_request *req)
 {
     return str_is(req->method, req->method_len, "GET") ||
@@ -278,6 +293,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         conn_abort(c);
         return;
     }
+    metrics_count_handshake(c->w, 101);
     c->state = CONN_WS;
     for (size_t i = 0; hs.subprotocol && i < cfg->n_subprotocols; i++)
         if (cfg->subprotocols[i] == hs.subprotocol)
@@ -292,17 +308,21 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         cfg->cb.on_open(c, view, cfg->user);
 }
 
-/* Prometheus text format: the counters of ringws_server_stats. */
+/* Prometheus text format: the counters of ringws_server_stats, then the
+ * families only the server keeps (metrics.c). */
 static void conn_http_metrics(struct ringws_conn *c, const struct http_request *req,
                               bool close)
 {
     struct ringws_stats st;
-    char body[4096];
-    size_t n = 0;
+    struct metrics_text body;
 
+    if (metrics_text_init(&body, c->w->srv) < 0) {
+        conn_http_error(c, req, 503, "out of memory", close, NULL);
+        return;
+    }
     ringws_server_stats(c->w->srv, &st);
-    /* Rows of one name follow each other: its TYPE line goes before the
-     * first; label is NULL or what goes between the braces. */
+    /* Rows of one name follow each other: its HELP and TYPE lines go
+     * before the first; label is NULL or what goes between the braces. */
     const struct {
         const char *name, *type, *label;
         uint64_t value;
@@ -332,22 +352,17 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
     };
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        const char *name = rows[i].name, *label = rows[i].label;
-        int k = 0;
-        if (i == 0 || strcmp(name, rows[i - 1].name) != 0)
-            k = snprintf(body + n, sizeof(body) - n, "# TYPE %s %s\n", name, rows[i].type);
-        if (k >= 0 && (size_t)k < sizeof(body) - n)
-            k += snprintf(body + n + k, sizeof(body) - n - (size_t)k, "%s%s%s%s %" PRIu64 "\n",
-                          name, label ? "{" : "", label ? label : "", label ? "}" : "",
-                          rows[i].value);
-        if (k < 0 || (size_t)k >= sizeof(body) - n) {
-            conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
-            return;
-        }
-        n += (size_t)k;
+        if (i == 0 || strcmp(rows[i].name, rows[i - 1].name) != 0)
+            metrics_family(&body, rows[i].name, rows[i].type);
+        metrics_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
-    conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body, n,
-                      close, NULL);
+    metrics_write_server(&body, c->w->srv);
+    if (body.err)
+        conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
+    else
+        conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body.p,
+                          body.len, close, NULL);
+    metrics_text_free(&body);
 }
 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
@@ -373,8 +388,8 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
         else if (metrics)
             conn_http_metrics(c, req, close);
         else if (root)
-            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_demo_page,
-                              http_demo_page_len, close, NULL);
+            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_console_page,
+                              http_console_page_len, close, NULL);
         else
             conn_http_respond(c, req, 200, "text/plain; charset=utf-8", health_ok,
                               sizeof(health_ok) - 1, close, NULL);
@@ -592,6 +607,8 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
+            if (conn_http_is_handshake(&srv->cfg, &req))
+                metrics_count_handshake(c->w, http_error_status(req.error));
             conn_http_error(c, NULL, http_error_status(req.error), req.error_reason, true, NULL);
             return len;
         }
@@ -729,11 +746,20 @@ static void conn_http_stop(struct ringws_conn *c)
 }
 
 /* The deadline of an HTTP connection is the handshake or keep-alive
- * timeout: it is aborted.  HTTP leaves no work for the flush step. */
+ * timeout: it is aborted.  One that holds part of a request counts as a
+ * handshake that timed out (an idle keep-alive connection does not). */
+static void conn_http_expired(struct ringws_conn *c)
+{
+    if (c->req.len)
+        metrics_count_handshake(c->w, 0);
+    conn_abort(c);
+}
+
+/* HTTP leaves no work for the flush step. */
 const struct proto_ops http_proto_ops = {
     .input = conn_http_input,
     .eof = conn_http_eof,
-    .timer = conn_abort,
+    .timer = conn_http_expired,
     .stop = conn_http_stop,
     .flush = conn_proto_none,
     .resume = conn_http_resume,

@@ -148,6 +148,7 @@ static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
+    STAT_ADD(c->w, messages_received, 1);
     if (c->flags & CF_PUBSUB)
         conn_ws_pubsub_command(c, op, p, n);
     else if (cfg->cb.on_message)
@@ -377,7 +378,9 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         }
         return -ENOBUFS;
     }
-    return conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
+    int r = conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
+    STAT_ADD(c->w, messages_sent, r == 0);
+    return r;
 }
 
 int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reason_len)

@@ -1,4 +1,4 @@
-/* http_response.c - status lines, response heads and the demo page. */
+/* http_response.c - status lines and response heads. */
 #include "http_response.h"
 
 #include <stdio.h>
@@ -55,44 +55,3 @@ size_t http_response_write_head(char *out, size_t cap,
         return 0;
     return (size_t)n;
 }
-
-const char http_demo_page[] =
-    "<!doctype html>\n"
-    "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-    "<title>ringws echo</title>\n"
-    "<style>body{font:16px system-ui,sans-serif;max-width:42em;margin:2em auto}"
-    "#log{border:1px solid #ccc;height:18em;overflow:auto;padding:.5em;"
-    "white-space:pre-wrap}input{width:70%}</style></head>\n"
-    "<body><h1>ringws</h1>\n"
-    "<p>This page opens a WebSocket to <code>/echo</code>; the server sends "
-    "back every message.</p>\n"
-    "<p>Status: <b id=\"status\">connecting</b></p>\n"
-    "<form id=\"form\"><input id=\"msg\" autocomplete=\"off\" "
-    "value=\"hello, ringws\"> <button>Send</button></form>\n"
-    "<div id=\"log\"></div>\n"
-    "<script>\n"
-    "const log = document.getElementById('log');\n"
-    "const status = document.getElementById('status');\n"
-    "function line(t) { log.textContent += t + '\\n'; log.scrollTop = log.scrollHeight; }\n"
-    "const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/echo';\n"
-    "const ws = new WebSocket(url);\n"
-    "/* Self-test hook: /?send=TEXT sends TEXT on open and puts its echo in the title. */\n"
-    "const selftest = new URLSearchParams(location.search).get('send');\n"
-    "ws.onopen = () => {\n"
-    "  status.textContent = 'open'; line('connected to ' + url);\n"
-    "  if (selftest !== null) { ws.send(selftest); line('> ' + selftest); }\n"
-    "};\n"
-    "ws.onmessage = (e) => {\n"
-    "  line('< ' + e.data);\n"
-    "  if (selftest !== null) document.title = 'echo:' + e.data;\n"
-    "};\n"
-    "ws.onclose = (e) => { status.textContent = 'closed (' + e.code + ')'; };\n"
-    "ws.onerror = () => line('error');\n"
-    "document.getElementById('form').onsubmit = (e) => {\n"
-    "  e.preventDefault();\n"
-    "  const m = document.getElementById('msg').value;\n"
-    "  if (ws.readyState === WebSocket.OPEN) { ws.send(m); line('> ' + m); }\n"
-    "};\n"
-    "</script></body></html>\n";
-
-const size_t http_demo_page_len = sizeof(http_demo_page) - 1;

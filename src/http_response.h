@@ -24,8 +24,9 @@ const char *http_status_text(int status);
 size_t http_response_write_head(char *out, size_t cap,
                                 const struct http_response_head *h);
 
-/* The demo page served at "/": a browser client for the echo WebSocket. */
-extern const char http_demo_page[];
-extern const size_t http_demo_page_len;
+/* The console served at "/" (src/console.html, embedded at build time by
+ * tools/embed-page.py). */
+extern const char http_console_page[];
+extern const size_t http_console_page_len;
 
 #endif

@@ -56,6 +56,7 @@ struct pub_msg {
     unsigned origin;              /* worker that runs done */
     uint32_t frame_len;
     uint16_t topic_len;
+    uint64_t published_ns;        /* timer_now_ns() when published */
     const uint8_t *frame;         /* header and payload */
     char topic[RINGWS_MAX_TOPIC + 1];
     struct pub_slot slots[];      /* one per worker */
@@ -203,9 +204,26 @@ struct conn_slab;
 struct tls_worker;
 struct tls_server;
 
+/* Outcomes of WebSocket handshakes, as /metrics labels them (metrics.c):
+ * the status answered, or the handshake timeout. */
+enum handshake_outcome {
+    HS_101, HS_400, HS_401, HS_403, HS_404, HS_405, HS_411, HS_413, HS_414,
+    HS_426, HS_429, HS_431, HS_500, HS_501, HS_503, HS_505, HS_OTHER, HS_TIMEOUT,
+    HS_OUTCOMES
+};
+
+/* A latency histogram of one worker: counts per bucket (not cumulative;
+ * the last one is +Inf) and the sum, merged over the workers when /metrics
+ * is read (metrics.c has the bounds). */
+#define HIST_BUCKETS 16
+struct stat_hist {
+    _Atomic uint64_t buckets[HIST_BUCKETS];
+    _Atomic uint64_t sum_ns;
+};
+
 /* Counters a worker keeps for its own connections.  Only the worker writes
  * them (STAT_ADD: a relaxed load and store, no locked instruction); any
- * thread may read them (ringws_server_stats). */
+ * thread may read them (ringws_server_stats, metrics.c). */
 struct worker_stats {
     _Atomic uint64_t accepted;
     _Atomic uint64_t refused;             /* over max_connections */
@@ -229,6 +247,14 @@ struct worker_stats {
     _Atomic uint64_t tls_handshakes_resumed;
     _Atomic uint64_t tls_handshake_failures;
     _Atomic uint64_t tls_handshakes_deferred;
+    _Atomic uint64_t handshakes[HS_OUTCOMES];
+    _Atomic uint64_t messages_received; /* WebSocket data messages */
+    _Atomic uint64_t messages_sent;     /* by ringws_send (fan-out: fanout_queued) */
+    _Atomic uint64_t bytes_received;    /* on the wire, TLS records included */
+    _Atomic uint64_t bytes_sent;
+    _Atomic uint64_t send_queue_bytes;  /* every connection's out_bytes */
+    struct stat_hist publish_latency;   /* publish to queued, per worker share */
+    struct stat_hist fanout_duration;   /* one worker's share of a publish */
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -403,7 +429,8 @@ void conn_on_eof(struct ringws_conn *c);
 void conn_pause_if_backlogged(struct ringws_conn *c);
 /* Nothing to do: a proto_ops entry of a state the event does not concern. */
 void conn_proto_none(struct ringws_conn *c);
-/* Queues a share of a published frame; 0 or -errno. */
+/* Queues a share of a published frame; 0 or -errno.  The caller counts
+ * its frame_len + OUT_CHUNK_OVERHEAD in send_queue_bytes. */
 int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
  * match() holds, until `room` more bytes fit under `cap`; true if they fit. */

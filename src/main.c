@@ -1,5 +1,5 @@
 /* main.c - the ringws binary: an echo WebSocket at /echo, /healthz and a
- * demo page at /, configured from the command line.
+ * console page at /, configured from the command line.
  *
  * Why it exists: it is what `make run` starts and what the integration
  * tests drive.  Like the programs in examples/, it uses <ringws.h> alone and

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "metrics.h"
 #include "pubsub_proto.h"
 #include "topic_index.h"
 #include "utf8.h"
@@ -215,6 +216,7 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
         memcpy(frame + h, data, len);
     m->frame = frame;
     m->frame_len = (uint32_t)(h + len);
+    m->published_ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
     memcpy(m->topic, topic, topic_len);
     for (unsigned i = 0; i < srv->n_workers; i++)
@@ -275,19 +277,28 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
  * many.  The slot keeps one reference of its own (the message cannot go
  * away under the caller) until the caller's pubsub_slot_release.  Each
  * worker hashes the topic with its own index's key: one short hash per
- * worker and publish. */
-static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s)
+ * worker and publish.  A worker with subscribers of the topic times its
+ * share with one clock read: *clock_ns is when the share started (when the
+ * previous one ended), and becomes when this one ended. */
+static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *clock_ns)
 {
     struct pub_msg *m = s->msg;
     struct topic *t = topic_index_find(&w->topics, m->topic, m->topic_len,
                                        topic_index_hash(&w->topics, m->topic, m->topic_len));
-    uint64_t n = 0;
+    uint64_t n = 0, end;
 
     STAT_ADD(w, publishes, 1);
     s->local_refs = 1;
-    for (uint32_t i = 0; t && i < t->n_subs; i++)
+    if (!t)
+        return 0;
+    for (uint32_t i = 0; i < t->n_subs; i++)
         n += pubsub_queue_to(t->subs[i], s, t);
     STAT_ADD(w, fanout_queued, n);
+    STAT_ADD(w, send_queue_bytes, n * (m->frame_len + OUT_CHUNK_OVERHEAD));
+    end = timer_now_ns();
+    metrics_observe(&w->stats.publish_latency, end - m->published_ns);
+    metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
+    *clock_ns = end;
     return n;
 }
 
@@ -377,6 +388,7 @@ static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 void pubsub_inbox_drain(struct worker *w)
 {
     struct pub_slot *s;
+    uint64_t clock_ns = timer_now_ns();
 
     atomic_store(&w->inbox_woken, false);
     s = pubsub_inbox_take(w);
@@ -388,7 +400,7 @@ void pubsub_inbox_drain(struct worker *w)
             pubsub_msg_unref(m);
         } else {
             pubsub_inbox_release(w, m);
-            pubsub_worker_done(w->srv, m, pubsub_deliver(w, s));
+            pubsub_worker_done(w->srv, m, pubsub_deliver(w, s, &clock_ns));
             pubsub_slot_release(s);
         }
         s = next;
@@ -420,7 +432,8 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         if (!self || i != self->id)
             pubsub_post(&srv->workers[i], &m->slots[i]);
     if (self) {
-        uint64_t local = pubsub_deliver(self, &m->slots[self->id]);
+        uint64_t clock_ns = m->published_ns;
+        uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
             *recipients = local;
         if (defer && local)

@@ -6,11 +6,16 @@
 #include <stddef.h>
 #include <time.h>
 
-uint64_t timer_now_ms(void)
+uint64_t timer_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t timer_now_ms(void)
+{
+    return timer_now_ns() / 1000000u;
 }
 
 void timer_wheel_init(struct timer_wheel *w, uint64_t now_tick)

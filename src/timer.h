@@ -34,7 +34,9 @@ void timer_cancel(struct timer_node *n);
 void timer_wheel_expire(struct timer_wheel *w, uint64_t now_tick,
                         void (*fire)(struct timer_node *n));
 
-/* Milliseconds from the monotonic clock, and their tick. */
+/* The monotonic clock (a vDSO read, no system call): nanoseconds for what
+ * is timed (the publish histograms), milliseconds for deadlines. */
+uint64_t timer_now_ns(void);
 uint64_t timer_now_ms(void);
 static inline uint64_t timer_ms_to_ticks(uint64_t ms)
 {

@@ -654,7 +654,7 @@ def t_tiny_echo_unread(srv, n=3000000):
 
 
 def t_pipelined_unread(srv, n=200000, handshake_s=2.0):
-    """200k pipelined GET / (the 1.7 KB demo page each: 340 MB of answers
+    """200k pipelined GET / (the 13 KB console page each: 2.6 GB of answers
     for 5 MB of requests) on one connection that reads nothing: the server
     stops reading it or closes it, holds a bounded amount, and ends the
     connection once it stops making progress."""

@@ -1,4 +1,5 @@
-"""The demo page in a real browser: headless Chromium loads `/?send=TEXT`
+"""The echo of the console page in a real browser (test_console.py uses the
+rest of it): headless Chromium loads `/?send=TEXT`
 from the built server, the page's script opens a WebSocket to /echo, sends
 TEXT and, when the echo comes back, sets document.title to `echo:TEXT`.
 Chromium's --dump-dom prints the DOM once the page has settled (network
@@ -397,7 +398,7 @@ def t_origin_refused(port):
             break
         print("  status still 'connecting' when the DOM was dumped: loading again", flush=True)
         page = DemoDom(run_chromium(page_url(port, text)))
-    eq(page.title, "ringws echo", "document.title when the handshake is refused")
+    eq(page.title, "ringws console", "document.title when the handshake is refused")
     expect((page.status or "").startswith("closed"), "status 'closed (...)'", page.status)
     lines = (page.log or "").splitlines()
     expect("error" in lines and "< " + text not in lines,

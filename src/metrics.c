@@ -1,0 +1,246 @@
+/* metrics.c - the text of GET /metrics: the HELP of every family, the
+ * families that ringws_server_stats does not carry (handshakes by outcome,
+ * messages and bytes, each worker's connections, queued bytes, the publish
+ * histograms), and the histograms' buckets.
+ *
+ * Why it exists: operators alert on these figures, so each family has its
+ * HELP and TYPE and a fixed set of series (zeros included) from the start.
+ * Each worker writes only its own counters and buckets; this file sums them
+ * when /metrics is read, so the hot paths pay a plain increment and take no
+ * lock.  docs/METRICS.md lists every family and what to alert on. */
+#include "metrics.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bucket bounds of both histograms in nanoseconds, 10 us to 1 s; the last
+ * bucket (HIST_BUCKETS - 1) is +Inf. */
+static const uint64_t metrics_bounds_ns[HIST_BUCKETS - 1] = {
+    10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+    10000000, 25000000, 50000000, 100000000, 250000000, 1000000000,
+};
+
+static const struct {
+    int status;
+    const char *label;
+} metrics_outcomes[HS_OUTCOMES] = {
+    [HS_101] = {101, "101"}, [HS_400] = {400, "400"}, [HS_401] = {401, "401"},
+    [HS_403] = {403, "403"}, [HS_404] = {404, "404"}, [HS_405] = {405, "405"},
+    [HS_411] = {411, "411"}, [HS_413] = {413, "413"}, [HS_414] = {414, "414"},
+    [HS_426] = {426, "426"}, [HS_429] = {429, "429"}, [HS_431] = {431, "431"},
+    [HS_500] = {500, "500"}, [HS_501] = {501, "501"}, [HS_503] = {503, "503"},
+    [HS_505] = {505, "505"}, [HS_OTHER] = {0, "other"}, [HS_TIMEOUT] = {0, "timeout"},
+};
+
+/* The HELP of every family, in the order /metrics shows them. */
+static const struct {
+    const char *name, *help;
+} metrics_helps[] = {
+    {"ringws_connections_open", "Connections accepted and not yet closed."},
+    {"ringws_accepted_total", "Connections accepted."},
+    {"ringws_refused_total", "Connections refused: over max_connections or max_per_address."},
+    {"ringws_send_queue_overflows_total", "Sends that met a full send queue."},
+    {"ringws_messages_dropped_total", "Messages dropped by the overflow policy."},
+    {"ringws_publishes_total", "Publishes handled, once per worker."},
+    {"ringws_fanout_queued_total", "Published messages queued to subscribers."},
+    {"ringws_fanout_dropped_total", "Published messages dropped for slow subscribers."},
+    {"ringws_fanout_closed_total", "Slow subscribers closed (1008 or 1013)."},
+    {"ringws_subscriptions", "Current subscriptions."},
+    {"ringws_sends_total", "Send requests issued (each may gather many queued messages)."},
+    {"ringws_topics", "Topics with subscribers, once per worker that holds some."},
+    {"ringws_topic_buckets", "Hash buckets of the workers' topic indexes."},
+    {"ringws_messages_too_slow_total", "Connections closed 1008: a message below min_message_rate."},
+    {"ringws_partial_over_budget_total", "Connections closed: max_partial_bytes reached."},
+    {"ringws_partial_bytes", "Bytes held now by incomplete requests and messages."},
+    {"ringws_publishes_refused_total", "Publishes refused: a worker's inbox was full."},
+    {"ringws_tls_handshakes_total", "TLS handshakes completed, by kind (full or resumed)."},
+    {"ringws_tls_handshake_failures_total", "TLS connections that failed."},
+    {"ringws_tls_handshakes_deferred_total", "TLS handshake steps put off to a later loop turn."},
+    {"ringws_handshakes_total", "WebSocket handshakes by outcome: the status answered to a "
+                                "request for a WebSocket endpoint, or timeout (a request "
+                                "still incomplete at handshake_timeout)."},
+    {"ringws_messages_received_total", "WebSocket data messages received (control frames not "
+                                       "counted)."},
+    {"ringws_messages_sent_total", "WebSocket data messages queued to peers: sends of the "
+                                   "application and published deliveries."},
+    {"ringws_bytes_received_total", "Bytes read from peers' sockets: wire bytes, HTTP, "
+                                    "WebSocket framing and TLS records included."},
+    {"ringws_bytes_sent_total", "Bytes written to peers' sockets: wire bytes, HTTP, "
+                                "WebSocket framing and TLS records included."},
+    {"ringws_connections", "Connections each worker holds now."},
+    {"ringws_send_queue_bytes", "Bytes waiting in send queues now (unsent data plus chunk "
+                                "bookkeeping)."},
+    {"ringws_publish_to_enqueue_seconds", "From a publish to its message queued to every "
+                                          "subscriber of a worker; one observation per "
+                                          "worker that has subscribers of the topic."},
+    {"ringws_fanout_duration_seconds", "Time one worker spends queueing a publish to its "
+                                       "subscribers of the topic."},
+};
+
+static void metrics_printf(struct metrics_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void metrics_printf(struct metrics_text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (t->err)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= t->cap - t->len) {
+        t->err = true;
+        return;
+    }
+    t->len += (size_t)n;
+}
+
+/* Room for every family: a line per worker and the rest fixed. */
+int metrics_text_init(struct metrics_text *t, const struct ringws_server *srv)
+{
+    t->cap = 16384 + (size_t)srv->n_workers * 64;
+    t->len = 0;
+    t->err = false;
+    t->p = malloc(t->cap);
+    return t->p ? 0 : -ENOMEM;
+}
+
+void metrics_text_free(struct metrics_text *t)
+{
+    free(t->p);
+    t->p = NULL;
+}
+
+void metrics_family(struct metrics_text *t, const char *name, const char *type)
+{
+    for (size_t i = 0; i < sizeof(metrics_helps) / sizeof(metrics_helps[0]); i++)
+        if (!strcmp(metrics_helps[i].name, name))
+            metrics_printf(t, "# HELP %s %s\n", name, metrics_helps[i].help);
+    metrics_printf(t, "# TYPE %s %s\n", name, type);
+}
+
+void metrics_sample(struct metrics_text *t, const char *name, const char *label,
+                    uint64_t value)
+{
+    metrics_printf(t, "%s%s%s%s %" PRIu64 "\n", name, label ? "{" : "", label ? label : "",
+                   label ? "}" : "", value);
+}
+
+void metrics_count_handshake(struct worker *w, int status)
+{
+    unsigned i = 0;
+
+    if (!status)
+        i = HS_TIMEOUT;
+    while (i < HS_OTHER && metrics_outcomes[i].status != status)
+        i++;
+    STAT_ADD(w, handshakes[i], 1);
+}
+
+void metrics_observe(struct stat_hist *h, uint64_t ns)
+{
+    unsigned i = 0;
+
+    while (i < HIST_BUCKETS - 1 && ns > metrics_bounds_ns[i])
+        i++;
+    atomic_store_explicit(&h->buckets[i],
+                          atomic_load_explicit(&h->buckets[i], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum_ns,
+                          atomic_load_explicit(&h->sum_ns, memory_order_relaxed) + ns,
+                          memory_order_relaxed);
+}
+
+static uint64_t metrics_sum(const struct ringws_server *srv, size_t offset)
+{
+    uint64_t sum = 0;
+
+    for (unsigned i = 0; i < srv->n_workers; i++)
+        sum += atomic_load_explicit(
+            (const _Atomic uint64_t *)((const char *)&srv->workers[i].stats + offset),
+            memory_order_relaxed);
+    return sum;
+}
+
+#define METRICS_SUM(srv, f) metrics_sum(srv, offsetof(struct worker_stats, f))
+
+static void metrics_counter(struct metrics_text *t, const char *name, uint64_t value)
+{
+    metrics_family(t, name, "counter");
+    metrics_sample(t, name, NULL, value);
+}
+
+static void metrics_handshakes(struct metrics_text *t, const struct ringws_server *srv)
+{
+    static const char name[] = "ringws_handshakes_total";
+
+    metrics_family(t, name, "counter");
+    for (unsigned i = 0; i < HS_OUTCOMES; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "outcome=\"%s\"", metrics_outcomes[i].label);
+        metrics_sample(t, name, label, METRICS_SUM(srv, handshakes[i]));
+    }
+}
+
+static void metrics_connections(struct metrics_text *t, const struct ringws_server *srv)
+{
+    static const char name[] = "ringws_connections";
+
+    metrics_family(t, name, "gauge");
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "worker=\"%u\"", i);
+        metrics_sample(t, name, label, worker_conns(&srv->workers[i]));
+    }
+}
+
+/* The buckets are counted per bucket and summed here: the cumulative counts
+ * and _count come from the same reads, so they always agree. */
+static void metrics_histogram(struct metrics_text *t, const struct ringws_server *srv,
+                              const char *name, size_t offset)
+{
+    uint64_t cumulative = 0, sum_ns = 0;
+
+    metrics_family(t, name, "histogram");
+    for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+        for (unsigned i = 0; i < srv->n_workers; i++) {
+            const struct stat_hist *h =
+                (const void *)((const char *)&srv->workers[i].stats + offset);
+            cumulative += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+            if (b == 0)
+                sum_ns += atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
+        }
+        if (b < HIST_BUCKETS - 1)
+            metrics_printf(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+                           (double)metrics_bounds_ns[b] / 1e9, cumulative);
+        else
+            metrics_printf(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
+    }
+    metrics_printf(t, "%s_sum %.9f\n", name, (double)sum_ns / 1e9);
+    metrics_printf(t, "%s_count %" PRIu64 "\n", name, cumulative);
+}
+
+void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv)
+{
+    metrics_handshakes(t, srv);
+    metrics_counter(t, "ringws_messages_received_total", METRICS_SUM(srv, messages_received));
+    /* Published deliveries are counted once per publish (fanout_queued),
+     * not once per recipient. */
+    metrics_counter(t, "ringws_messages_sent_total",
+                    METRICS_SUM(srv, messages_sent) + METRICS_SUM(srv, fanout_queued));
+    metrics_counter(t, "ringws_bytes_received_total", METRICS_SUM(srv, bytes_received));
+    metrics_counter(t, "ringws_bytes_sent_total", METRICS_SUM(srv, bytes_sent));
+    metrics_connections(t, srv);
+    metrics_family(t, "ringws_send_queue_bytes", "gauge");
+    metrics_sample(t, "ringws_send_queue_bytes", NULL, METRICS_SUM(srv, send_queue_bytes));
+    metrics_histogram(t, srv, "ringws_publish_to_enqueue_seconds",
+                      offsetof(struct worker_stats, publish_latency));
+    metrics_histogram(t, srv, "ringws_fanout_duration_seconds",
+                      offsetof(struct worker_stats, fanout_duration));
+}

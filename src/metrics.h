@@ -1,0 +1,40 @@
+/* metrics.h - the text of GET /metrics (Prometheus text format 0.0.4) and
+ * the workers' latency histograms.  docs/METRICS.md lists every family. */
+#ifndef RINGWS_METRICS_H
+#define RINGWS_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* A growing text; err is set once something did not fit (or no memory). */
+struct metrics_text {
+    char *p;
+    size_t len, cap;
+    bool err;
+};
+
+int metrics_text_init(struct metrics_text *t, const struct ringws_server *srv);
+void metrics_text_free(struct metrics_text *t);
+
+/* Appends the HELP and TYPE lines of a family. */
+void metrics_family(struct metrics_text *t, const char *name, const char *type);
+
+/* Appends one sample: name{label} value (label NULL: none). */
+void metrics_sample(struct metrics_text *t, const char *name, const char *label,
+                    uint64_t value);
+
+/* Appends the families kept only inside the server (the handshakes, the
+ * traffic, each worker's connections, the histograms). */
+void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv);
+
+/* Counts a handshake answered with status (101, or the refusal's); 0: one
+ * that timed out. */
+void metrics_count_handshake(struct worker *w, int status);
+
+/* Records one observation of ns nanoseconds (by the worker that owns h). */
+void metrics_observe(struct stat_hist *h, uint64_t ns);
+
+#endif
