@@ -92,6 +92,7 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
         {"sub", PUBSUB_CMD_SUB},
         {"unsub", PUBSUB_CMD_UNSUB},
         {"pub", PUBSUB_CMD_PUB},
+        {"auth", PUBSUB_CMD_AUTH},
     };
     const char *arg = NULL;
     size_t arg_len = 0;
@@ -108,6 +109,15 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
     if (!arg) {
         *why = "unknown command";
         return -EINVAL;
+    }
+    if (cmd->type == PUBSUB_CMD_AUTH) {
+        if (!arg_len) {
+            *why = "missing token";
+            return -EINVAL;
+        }
+        cmd->arg = arg;
+        cmd->arg_len = arg_len;
+        return 0;
     }
     if (cmd->type == PUBSUB_CMD_PUB) {
         const char *sp = memchr(arg, ' ', arg_len);

@@ -27,7 +27,7 @@ int topic_list_next(const char *list, size_t list_len, size_t *pos,
 bool topic_list_valid(const char *list, size_t list_len);
 
 /* Finds "KEY=" among the &-separated parameters of a URL query (not
- * percent-decoded: topic names need no escaping).  Returns true
+ * percent-decoded: topic names and tokens need no escaping).  Returns true
  * and the value of the first when present. */
 bool query_param_find(const char *query, size_t query_len, const char *key,
                       const char **value, size_t *value_len);
@@ -40,12 +40,14 @@ enum pubsub_cmd_type {
     PUBSUB_CMD_SUB = 1,
     PUBSUB_CMD_UNSUB,
     PUBSUB_CMD_PUB,
+    PUBSUB_CMD_AUTH, /* a fresh token for the connection */
 };
 
 /* One command frame of a subscriber connection. */
 struct pubsub_cmd {
     enum pubsub_cmd_type type;
-    const char *arg;       /* SUB/UNSUB: the topic list; PUB: the topic */
+    const char *arg;       /* SUB/UNSUB: the topic list; PUB: the topic;
+                            * AUTH: the token (not checked here) */
     size_t arg_len;
     const char *payload;   /* PUB only: everything after the topic and one space */
     size_t payload_len;

@@ -72,6 +72,7 @@ static void worker_ticked(void *ctx)
     struct worker *w = ctx;
 
     timer_wheel_expire(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_on_timer);
+    conn_auth_tick(w);
 }
 
 static const struct loop_handlers worker_handlers = {
@@ -184,6 +185,7 @@ int worker_run(struct worker *w)
     }
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
+    timer_wheel_init(&w->token_wheel, timer_now_ms() / TIMER_TICK_MS);
     loop_listen(w->loop, w->listen_fd, srv->peer_addrs);
     if (w->plain_fd >= 0)
         loop_listen(w->loop, w->plain_fd, srv->peer_addrs);

@@ -6,7 +6,7 @@ set -eu
 
 PKGS="gcc g++ make pkg-config meson ninja-build liburing-dev libssl-dev libjemalloc-dev
 python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2
-openssl python3-cryptography node-ws libnss3-tools"
+openssl python3-cryptography node-ws libnss3-tools libjansson-dev python3-jwt"
 
 missing=""
 for p in $PKGS; do

@@ -169,7 +169,9 @@ ALL_FLAGS = ["--bind", "::1", "--port", "4321", "--workers", "3", "--max-message
              "--tls-cert", "/certs/one cert.pem", "--tls-key", "/certs/one.key",
              "--tls-cert", "/certs/two.pem", "--tls-key", "/certs/two.key",
              "--plain-port", "0", "--tls-ticket-lifetime", "3600",
-             "--tls-handshake-budget", "5ms"]
+             "--tls-handshake-budget", "5ms", "--token-key", "k1=/keys/a.pem",
+             "--token-key", "/keys/b=c.pem", "--token-leeway", "7s", "--token-cookie", "jwt",
+             "--require-token"]
 
 
 def help_keys():
@@ -193,7 +195,9 @@ def t_print_round_trip():
                  "publish-token = s3cret#with#hashes", "topic = a.*=drop-oldest,publish",
                  "topic = b=close-1008", "plain-recv-buffers", 'tls-cert = "/certs/one cert.pem"',
                  "tls-key = /certs/two.key", "plain-port = 0", "tls-ticket-lifetime = 3600s",
-                 "tls-handshake-budget = 5ms", "origin = https://b.example", "max-inbox = 8192"):
+                 "tls-handshake-budget = 5ms", "origin = https://b.example", "max-inbox = 8192",
+                 "token-key = k1=/keys/a.pem", "token-key = /keys/b=c.pem", "token-leeway = 7s",
+                 "token-cookie = jwt", "require-token"):
         expect(re.search("^" + re.escape(line) + "$", first, re.M), line, first)
     path = write("printed.conf", first)
     rc, again, err = run(["--config", path, "--print-config"])

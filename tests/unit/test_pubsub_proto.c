@@ -127,9 +127,14 @@ static void test_commands(void)
     CHECK(cmd("pub a,b x", &c) == -EINVAL);
     CHECK(cmd("", &c) == -EINVAL);
     CHECK(cmd("hello", &c) == -EINVAL);
+    CHECK(cmd("auth a.b.c", &c) == 0 && c.type == PUBSUB_CMD_AUTH && c.arg_len == 5 &&
+          !memcmp(c.arg, "a.b.c", 5));
+    CHECK(cmd("auth", &c) == -EINVAL);
+    CHECK(cmd("auth ", &c) == -EINVAL);
+    CHECK(cmd("AUTH x", &c) == -EINVAL);
 }
 
-/* Patterns (of topic rules) and query parameters. */
+/* Token claims and topic rules share the pattern syntax. */
 static void test_patterns(void)
 {
     const char *q = "topics=a&token=x.y.z&tokens=no";
