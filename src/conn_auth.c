@@ -198,10 +198,10 @@ static void conn_auth_expired(struct timer_node *n)
     conn_ws_close_why(c, AUTH_CLOSE_EXPIRED, "token expired", false);
 }
 
-void conn_auth_tick(struct worker *w)
+void conn_auth_tick(struct worker *w, uint64_t now_tick)
 {
     w->expiries_left = AUTH_EXPIRIES_PER_TICK;
-    timer_wheel_expire(&w->token_wheel, timer_now_ms() / TIMER_TICK_MS, conn_auth_expired);
+    timer_wheel_expire(&w->token_wheel, now_tick, conn_auth_expired);
 }
 
 /* ---- the token's life on a connection ----------------------------------- */

@@ -477,8 +477,9 @@ int conn_auth_attach(struct ringws_conn *c, struct ringws_token_claims *claims);
 void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len);
 /* Lets go of the connection's token (when it is freed). */
 void conn_auth_gone(struct ringws_conn *c);
-/* Closes connections whose token expired, a bounded number per turn. */
-void conn_auth_tick(struct worker *w);
+/* Closes connections whose token expired by now_tick, a bounded number per
+ * tick (the rest in the next ones). */
+void conn_auth_tick(struct worker *w, uint64_t now_tick);
 /* Counts a refusal by reason and logs it with the peer's subject. */
 void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char *what,
                        const char *sub);

@@ -70,9 +70,11 @@ static void worker_woken(void *ctx)
 static void worker_ticked(void *ctx)
 {
     struct worker *w = ctx;
+    uint64_t now = timer_now_ms() / TIMER_TICK_MS;
 
-    timer_wheel_expire(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_on_timer);
-    conn_auth_tick(w);
+    timer_wheel_expire(&w->wheel, now, conn_on_timer);
+    if (w->srv->token_keys) /* no token, no expiry: a server without keys pays nothing */
+        conn_auth_tick(w, now);
 }
 
 static const struct loop_handlers worker_handlers = {
