@@ -10,7 +10,6 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -202,7 +201,7 @@ static int token_key_load(struct token_key *k, const struct ringws_token_key *sp
     else
         ret = token_key_parse(k, buf, len, spec->file, why, why_len);
     fclose(f);
-    OPENSSL_cleanse(buf, len < TOKEN_MAX_KEY_FILE ? len : TOKEN_MAX_KEY_FILE);
+    OPENSSL_cleanse(buf, len); /* a secret's copy goes no further than needed */
     free(buf);
     if (ret == 0 && spec->kid && !(k->kid = strdup(spec->kid)))
         ret = -ENOMEM;

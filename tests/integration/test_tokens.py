@@ -217,6 +217,19 @@ def t_no_token_anonymous(port):
     expect(b"not allowed" in ev.reason, "the reason", ev.reason)
 
 
+def t_auth_brings_token(port):
+    # A connection that came without a token gets the claims of one `auth`
+    # brings: it may then publish where the publish claim allows.
+    sub = ws_open(port, token("ed", topics=("chat.*",)), topics="chat.late")
+    ws = ws_open(port)
+    ws.send_frame(OP_TEXT, ("auth " + token("es")).encode())
+    ws.send_frame(OP_TEXT, b"pub chat.late hello")
+    sub.expect_event("text", b"hello")
+    ws.send_frame(OP_TEXT, b"sub secret")
+    ws.fail_expected(1008)
+    sub.close()
+
+
 def t_echo_path_checked(port):
     # A token on any WebSocket path is verified.
     expect_status(port, 401, token("hs", exp=-100), "an expired token on /echo", "expired",
@@ -444,6 +457,7 @@ def main():
             r.case("refused-" + name, t_refused, srv.port, tok, reason)
         r.case("within-leeway", t_within_leeway, srv.port)
         r.case("no-token-anonymous", t_no_token_anonymous, srv.port)
+        r.case("auth-brings-a-token", t_auth_brings_token, srv.port)
         r.case("echo-path-checked", t_echo_path_checked, srv.port)
         for via in ("query", "bearer", "cookie"):
             r.case("token-via-" + via, t_sources, srv.port, via)
