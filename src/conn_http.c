@@ -315,9 +315,9 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     if (cfg->cb.on_upgrade) {
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
         if (status != RINGWS_UPGRADE_ACCEPT) {
-            free(claims);
             char extra[HEAD_MAX / 2];
             const char *why = "upgrade refused";
+            free(claims);
             if (status < 300 || status > 599)
                 status = 500;
             if (!conn_http_location(c, extra, sizeof(extra),
