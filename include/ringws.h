@@ -259,7 +259,8 @@ struct ringws_config {
      * token_cookie) must carry a valid one (else 401), its claims bound what
      * the connection subscribes and publishes to, it is closed with 4001 at
      * its exp, and POST /publish needs one (or publish_token) from every
-     * peer.  The files are read at create. */
+     * peer.  The files are read at create and again by
+     * ringws_server_reload_tokens (the strings must stay valid). */
     const struct ringws_token_key *token_keys;
     size_t n_token_keys;
     unsigned token_leeway_s;   /* grace on exp and nbf; default 30 */
@@ -289,6 +290,13 @@ uint16_t ringws_server_plain_port(const ringws_server *srv);
  * 0, -EINVAL (the server has no TLS), -EIO (see the log) or -ENOMEM.
  * Callable from any thread but not from a signal handler. */
 int ringws_server_reload_tls(ringws_server *srv);
+
+/* Reads the token key files again (rotation: load old and new under two
+ * kids, then drop the old): tokens verified after it returns use them.  On
+ * any error nothing changes.  0, -EINVAL (the server has no token keys),
+ * -ENOKEY (a key cannot be used: see the log) or -ENOMEM.  Callable from
+ * any thread but not from a signal handler. */
+int ringws_server_reload_tokens(ringws_server *srv);
 
 /* Runs the workers until ringws_server_stop; returns 0, or the -errno of a
  * worker that could not go on (its ring failed): such a worker stops the

@@ -89,14 +89,19 @@ static bool conn_auth_find(const struct ringws_config *cfg, const struct http_re
            (cfg->token_cookie && conn_auth_cookie(req, cfg->token_cookie, tok, len));
 }
 
+/* Under the keys' read lock: ringws_server_reload_tokens may swap them. */
 static enum ringws_auth_failure conn_auth_verify(struct worker *w, const char *tok,
                                                  size_t len,
                                                  struct ringws_token_claims **claims)
 {
-    const struct ringws_server *srv = w->srv;
+    struct ringws_server *srv = w->srv;
+    enum ringws_auth_failure r;
 
-    return token_verify(srv->token_keys, tok, len, (int64_t)time(NULL),
-                        srv->cfg.token_leeway_s, claims);
+    pthread_rwlock_rdlock(&srv->token_lock);
+    r = token_verify(srv->token_keys, tok, len, (int64_t)time(NULL), srv->cfg.token_leeway_s,
+                     claims);
+    pthread_rwlock_unlock(&srv->token_lock);
+    return r;
 }
 
 enum ringws_auth_failure conn_auth_from_request(struct ringws_conn *c,
@@ -150,7 +155,7 @@ bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
     const struct ringws_token_claims *claims = conn_auth_claims(c);
     const struct ringws_topic_rule *rule;
 
-    if (!c->w->srv->token_keys) {
+    if (!cfg->n_token_keys) {
         rule = topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, topic, len);
         return rule && rule->client_publish;
     }
@@ -267,12 +272,11 @@ void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
     struct ringws_token_claims *claims = NULL;
     enum ringws_auth_failure r;
 
-    if (!c->w->srv->token_keys) {
+    if (!c->w->srv->cfg.n_token_keys) {
         conn_ws_close_why(c, WS_CLOSE_POLICY, "no token keys", true);
         return;
     }
-    r = token_verify(c->w->srv->token_keys, tok, len, (int64_t)time(NULL),
-                     c->w->srv->cfg.token_leeway_s, &claims);
+    r = conn_auth_verify(c->w, tok, len, &claims);
     if (r == RINGWS_AUTH_OK && a && strcmp(a->claims->sub, claims->sub) != 0)
         r = RINGWS_AUTH_SUBJECT_CHANGED;
     if (r == RINGWS_AUTH_OK && !conn_auth_subs_ok(c, claims))

@@ -262,7 +262,7 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
     enum ringws_auth_failure r;
 
     *claims = NULL;
-    if (!c->w->srv->token_keys)
+    if (!cfg->n_token_keys)
         return true;
     r = conn_auth_from_request(c, req, true, claims);
     if (r == RINGWS_AUTH_MISSING && !(pubsub && cfg->require_token))
@@ -600,7 +600,7 @@ static bool conn_http_publisher_ok(struct ringws_conn *c, const struct http_requ
 
     if (cfg->publish_token && conn_http_token_ok(cfg->publish_token, req))
         return true;
-    if (c->w->srv->token_keys)
+    if (cfg->n_token_keys)
         return conn_http_publish_claimed(c, req, topic, topic_len);
     if (cfg->publish_token) {
         conn_http_error(c, req, 401, "a valid publish token is required", !req->keep_alive,

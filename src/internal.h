@@ -304,7 +304,10 @@ struct ringws_server {
     uint16_t port;
     uint16_t plain_port;  /* beside TLS; 0: none */
     struct tls_server *tls; /* certificates and tickets; NULL: no TLS */
-    struct token_keys *token_keys; /* verify tokens; NULL: none loaded */
+    /* The keys that verify tokens (cfg.n_token_keys > 0), read under
+     * token_lock's read side: ringws_server_reload_tokens swaps them. */
+    struct token_keys *token_keys;
+    pthread_rwlock_t token_lock;
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;

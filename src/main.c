@@ -29,15 +29,20 @@ static void main_on_signal(int sig)
 }
 
 /* SIGHUP, blocked in every thread, is taken here: reloading certificates
- * reads files and takes locks, which a signal handler must not. */
+ * and token keys reads files and takes locks, which a signal handler must
+ * not. */
 static void *main_reload_thread(void *arg)
 {
     sigset_t *hup = arg;
     int sig;
 
-    while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending))
-        if (ringws_server_reload_tls(main_server) == -EINVAL)
-            fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates to reload\n");
+    while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending)) {
+        int tls = ringws_server_reload_tls(main_server);
+        int tokens = ringws_server_reload_tokens(main_server);
+        if (tls == -EINVAL && tokens == -EINVAL)
+            fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates or token keys to "
+                    "reload\n");
+    }
     return NULL;
 }
 
@@ -102,8 +107,8 @@ static void main_usage(FILE *f)
             "                          more handshakes wait for the next (default 2ms)\n"
             "  --token-key [KID=]FILE  verify signed tokens (JWT) with this key: a PEM\n"
             "                          public key (RS256, ES256, EdDSA) or an HMAC secret\n"
-            "                          (HS256); repeatable, each with a KID then (read at\n"
-            "                          start only)\n"
+            "                          (HS256); repeatable, each with a KID then; SIGHUP\n"
+            "                          reads the files again\n"
             "  --token-leeway T        grace on a token's exp and nbf (default 30s)\n"
             "  --token-cookie NAME     a cookie that may carry the token\n"
             "  --require-token         the pub/sub path needs a token (401 without)\n"

@@ -166,14 +166,13 @@ static int server_check_config(const struct ringws_config *cfg)
     return 0;
 }
 
-/* The token keys, read once: a bad file stops the start with its reason. */
-static int server_load_token_keys(ringws_server *srv)
+/* Reads the token key files: a bad one is logged with its reason. */
+static int server_read_token_keys(const ringws_server *srv, struct token_keys **out)
 {
     static const char *const algs[] = {"HS256", "RS256", "ES256", "EdDSA"};
     const struct ringws_config *cfg = &srv->cfg;
     char why[512];
-    int ret = token_keys_load(cfg->token_keys, cfg->n_token_keys, &srv->token_keys, why,
-                              sizeof(why));
+    int ret = token_keys_load(cfg->token_keys, cfg->n_token_keys, out, why, sizeof(why));
 
     if (ret == -EINVAL) {
         log_msg(LOG_LEVEL_ERROR, "token key: %s", why);
@@ -183,8 +182,29 @@ static int server_load_token_keys(ringws_server *srv)
         log_msg(LOG_LEVEL_INFO, "token key %s%s%s: %s", cfg->token_keys[i].file,
                 cfg->token_keys[i].kid ? ", kid " : "",
                 cfg->token_keys[i].kid ? cfg->token_keys[i].kid : "",
-                algs[token_keys_alg(srv->token_keys, i)]);
+                algs[token_keys_alg(*out, i)]);
     return ret;
+}
+
+int ringws_server_reload_tokens(ringws_server *srv)
+{
+    struct token_keys *ks, *old;
+    int ret;
+
+    if (!srv->cfg.n_token_keys)
+        return -EINVAL;
+    ret = server_read_token_keys(srv, &ks);
+    if (ret < 0) {
+        log_msg(LOG_LEVEL_ERROR, "token key reload failed: the keys in use stay");
+        return ret;
+    }
+    pthread_rwlock_wrlock(&srv->token_lock);
+    old = srv->token_keys;
+    srv->token_keys = ks;
+    pthread_rwlock_unlock(&srv->token_lock);
+    token_keys_free(old);
+    log_msg(LOG_LEVEL_INFO, "token keys reloaded");
+    return 0;
 }
 
 int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
@@ -209,12 +229,14 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[1] = ~srv->topic_key[0];
     }
     ret = conn_addr_table_create(srv);
+    pthread_rwlock_init(&srv->token_lock, NULL);
     if (ret == 0 && cfg->n_token_keys)
-        ret = server_load_token_keys(srv);
+        ret = server_read_token_keys(srv, &srv->token_keys);
     if (ret == 0 && cfg->n_tls_certs)
         ret = tls_server_create(&srv->tls, cfg);
     if (ret < 0) {
         token_keys_free(srv->token_keys);
+        pthread_rwlock_destroy(&srv->token_lock);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -225,6 +247,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     if (!srv->workers) {
         tls_server_destroy(srv->tls);
         token_keys_free(srv->token_keys);
+        pthread_rwlock_destroy(&srv->token_lock);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
@@ -350,6 +373,7 @@ void ringws_server_destroy(ringws_server *srv)
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);
     token_keys_free(srv->token_keys);
+    pthread_rwlock_destroy(&srv->token_lock);
     free(srv);
 }
 

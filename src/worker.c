@@ -73,7 +73,7 @@ static void worker_ticked(void *ctx)
     uint64_t now = timer_now_ms() / TIMER_TICK_MS;
 
     timer_wheel_expire(&w->wheel, now, conn_on_timer);
-    if (w->srv->token_keys) /* no token, no expiry: a server without keys pays nothing */
+    if (w->srv->cfg.n_token_keys) /* no token, no expiry: a server without keys pays nothing */
         conn_auth_tick(w, now);
 }
 

@@ -14,7 +14,8 @@ from ?token=, Authorization: Bearer and the --token-cookie cookie.  Topics
 outside the token's claims are refused with 403 at the upgrade and close
 1008 on a later `sub`; `pub` needs the publish claim; POST /publish needs a
 token covering the topic (403 otherwise, 401 invalid or missing, loopback
-included).  --require-token refuses the pub/sub path without a token.  An
+included).  --require-token refuses the pub/sub path without a token.
+SIGHUP reads the key files again (a bad one keeps the keys in use).  An
 open connection is closed with 4001 "token expired" at exp unless `auth`
 brought a fresh token of the same sub first; 2000 connections expiring at
 once are closed over several ticks while an echo connection stays fast."""
@@ -27,6 +28,7 @@ import os
 import re
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -342,6 +344,43 @@ def t_require(port):
 
 
 # ---------------------------------------------------------------------------
+# SIGHUP reads the key files again
+
+
+ROTATE = os.path.join(TMP, "rotate.key")
+
+
+def hs_token(secret):
+    return jwt.encode(claims(), secret, algorithm="HS256", headers={"kid": "r"})
+
+
+def reload_keys(srv, word):
+    """SIGHUP, then waits for the server to log `word` once more."""
+    before = srv.stderr_text().count(word)
+    srv.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + T(5)
+    while srv.stderr_text().count(word) == before:
+        if time.monotonic() > deadline:
+            fail("no %r in the log after SIGHUP: %s" % (word, srv.stderr_tail(400)))
+        time.sleep(0.02)
+
+
+def t_rotate(srv):
+    old, new = b"o" * 40, b"n" * 40
+    expect_status(srv.port, 101, hs_token(old), "a token of the key loaded at start")
+    with open(ROTATE, "wb") as f:
+        f.write(new)
+    reload_keys(srv, "token keys reloaded")
+    expect_status(srv.port, 401, hs_token(old), "a token of the replaced key", "bad_signature")
+    expect_status(srv.port, 101, hs_token(new), "a token of the new key")
+    with open(ROTATE, "wb") as f:
+        f.write(b"short")
+    reload_keys(srv, "token key reload failed")
+    expect(ROTATE in srv.stderr_text(), "the bad file named in the log", srv.stderr_tail(300))
+    expect_status(srv.port, 101, hs_token(new), "the keys in use kept after a bad reload")
+
+
+# ---------------------------------------------------------------------------
 # Expiry of open connections (--token-leeway 0)
 
 
@@ -466,6 +505,10 @@ def main():
         r.case("pub-by-publish-claim", t_pub_claims, srv.port)
         r.case("publish-http", t_publish_http, srv.port)
         r.case("metrics-by-reason", t_metrics, srv.port, before)
+    with open(ROTATE, "wb") as f:
+        f.write(b"o" * 40)
+    with r.server(["--token-key", "r=" + ROTATE], "rotation") as srv:
+        r.case("sighup-reloads-keys", t_rotate, srv)
     with r.server(["--token-key", KEYS["hs"][1], "--require-token", "--token-leeway", "0",
                    "--workers", "1"], "one-key") as srv:
         r.case("require-token", t_require, srv.port)
