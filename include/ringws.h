@@ -42,6 +42,39 @@ struct ringws_str {
 /* A request as parsed; every string points into the receive buffer and is
  * valid only during the callback (for its whole call, also when on_open
  * closes the connection). */
+/* The claims of a verified token (JWT): valid as long as the request or
+ * connection it came with. */
+struct ringws_token_claims {
+    const char *sub;            /* the subject; "" when the token has none */
+    int64_t exp;                /* seconds since the epoch; 0: never expires */
+    int64_t nbf;                /* not before; 0: none */
+    const char *const *topics;  /* patterns it may subscribe to: a topic */
+    size_t n_topics;            /* name, or a prefix ending in '*' */
+    const char *const *publish; /* patterns it may publish to */
+    size_t n_publish;
+};
+
+/* Why a token was refused (ringws_stats.auth_failures counts each). */
+enum ringws_auth_failure {
+    RINGWS_AUTH_OK = 0,
+    RINGWS_AUTH_MISSING,         /* none given where one is required */
+    RINGWS_AUTH_MALFORMED,       /* not a well-formed JWT, or bad claim types */
+    RINGWS_AUTH_BAD_SIGNATURE,
+    RINGWS_AUTH_UNKNOWN_KID,     /* no key with its kid (or none given among several keys) */
+    RINGWS_AUTH_ALG_MISMATCH,    /* its alg is not its key's ("none" included) */
+    RINGWS_AUTH_EXPIRED,
+    RINGWS_AUTH_NOT_YET_VALID,
+    RINGWS_AUTH_TOPIC_DENIED,    /* a subscription outside its topics */
+    RINGWS_AUTH_PUBLISH_DENIED,  /* a publish outside its publish claim */
+    RINGWS_AUTH_SUBJECT_CHANGED, /* a refreshed token of another sub */
+    RINGWS_AUTH_NO_MEMORY,       /* the claims could not be stored */
+    RINGWS_AUTH_REASONS
+};
+
+/* The reason's name as logs, close reasons and /metrics write it
+ * ("bad_signature"...). */
+const char *ringws_auth_failure_name(enum ringws_auth_failure r);
+
 struct ringws_request {
     struct ringws_str method, path, query; /* query.ptr NULL when absent */
     int version_minor;                      /* HTTP/1.x */
@@ -49,6 +82,8 @@ struct ringws_request {
     const struct ringws_str *header_names;
     const struct ringws_str *header_values;
     struct ringws_str body;                 /* Content-Length body, if any */
+    /* An upgrade's verified token (docs/SECURITY.md); NULL without one. */
+    const struct ringws_token_claims *token;
 };
 
 /* Looks a header up by case-insensitive name; ptr NULL when absent. */
@@ -135,6 +170,15 @@ struct ringws_topic_rule {
 struct ringws_tls_cert {
     const char *cert_file;
     const char *key_file;
+};
+
+/* A key that verifies tokens (ringws_config.token_keys). */
+struct ringws_token_key {
+    const char *kid;  /* the kid in a token's header that selects it; NULL: none */
+    const char *file; /* a PEM public key (RSA: RS256, EC P-256: ES256,
+                       * Ed25519: EdDSA) or a file holding an HMAC secret
+                       * (HS256, at least 32 bytes; one trailing newline is
+                       * not part of it) */
 };
 
 struct ringws_config {
@@ -225,6 +269,18 @@ struct ringws_config {
      * instead of all reconnecting at once.  Defaults 0 and 0. */
     uint16_t stop_code;
     unsigned reconnect_window_ms;
+    /* Signed tokens (docs/SECURITY.md): with n_token_keys > 0 an upgrade
+     * that carries a token (?token=, Authorization: Bearer, the cookie
+     * token_cookie) must carry a valid one (else 401), its claims bound what
+     * the connection subscribes and publishes to, it is closed with 4001 at
+     * its exp, and POST /publish needs one (or publish_token) from every
+     * peer.  The files are read at create and again by
+     * ringws_server_reload_tokens (the strings must stay valid). */
+    const struct ringws_token_key *token_keys;
+    size_t n_token_keys;
+    unsigned token_leeway_s;   /* grace on exp and nbf; default 30 */
+    const char *token_cookie;  /* cookie that may carry the token; NULL: none */
+    bool require_token;        /* the pub/sub path needs a token (else 401) */
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -232,7 +288,9 @@ struct ringws_config {
 /* Fills *cfg with the defaults above. */
 void ringws_config_init(struct ringws_config *cfg);
 
-/* Creates a server: binds every worker's listener.  0 or -errno. */
+/* Creates a server: binds every worker's listener.  0 or -errno: -ENOKEY
+ * when a token key cannot be used (the reason is logged), -EIO when a TLS
+ * certificate cannot. */
 int ringws_server_create(const struct ringws_config *cfg, ringws_server **out);
 
 /* The port the listeners are bound to (useful after port 0). */
@@ -247,6 +305,13 @@ uint16_t ringws_server_plain_port(const ringws_server *srv);
  * 0, -EINVAL (the server has no TLS), -EIO (see the log) or -ENOMEM.
  * Callable from any thread but not from a signal handler. */
 int ringws_server_reload_tls(ringws_server *srv);
+
+/* Reads the token key files again (rotation: load old and new under two
+ * kids, then drop the old): tokens verified after it returns use them.  On
+ * any error nothing changes.  0, -EINVAL (the server has no token keys),
+ * -ENOKEY (a key cannot be used: see the log) or -ENOMEM.  Callable from
+ * any thread but not from a signal handler. */
+int ringws_server_reload_tokens(ringws_server *srv);
 
 /* Runs the workers until ringws_server_stop; returns 0, or the -errno of a
  * worker that could not go on (its ring failed): such a worker stops the
@@ -290,6 +355,9 @@ struct ringws_stats {
     uint64_t tls_handshake_failures;  /* TLS connections that failed */
     uint64_t tls_handshakes_deferred; /* handshake steps put off to a later
                                        * loop turn (handshake budget) */
+    /* Tokens refused, and connections closed for their token, by reason
+     * ([RINGWS_AUTH_OK] stays 0). */
+    uint64_t auth_failures[RINGWS_AUTH_REASONS];
 };
 void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out);
 
@@ -343,6 +411,10 @@ void *ringws_conn_get_user(const ringws_conn *c);
 const char *ringws_conn_subprotocol(const ringws_conn *c);
 /* The worker (0..workers-1) that owns the connection. */
 unsigned ringws_conn_worker(const ringws_conn *c);
+/* The connection's verified token (the latest one an `auth` command
+ * brought), or NULL without one; valid until the connection's next `auth`
+ * command or the end of its on_close. */
+const struct ringws_token_claims *ringws_conn_token(const ringws_conn *c);
 
 #ifdef __cplusplus
 }

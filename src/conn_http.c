@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pubsub_proto.h"
+#include "token.h"
 
 #define HEAD_MAX 4096 /* bytes of a response head the server writes */
 
@@ -245,14 +246,67 @@ static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request
     return false;
 }
 
+/* Answers a refused token: 401 with the reason (RFC 6750 section 3). */
+static void conn_http_token_refused(struct ringws_conn *c, const struct http_request *req,
+                                    enum ringws_auth_failure r)
+{
+    char extra[160], why[64];
+    const char *name = ringws_auth_failure_name(r);
+
+    if (r == RINGWS_AUTH_NO_MEMORY) {
+        conn_http_error(c, req, 503, "out of memory", !req->keep_alive, NULL);
+        return;
+    }
+    snprintf(why, sizeof(why), "token %s", name);
+    if (r == RINGWS_AUTH_MISSING)
+        snprintf(extra, sizeof(extra), "WWW-Authenticate: Bearer\r\n");
+    else
+        snprintf(extra, sizeof(extra), "WWW-Authenticate: Bearer error=\"invalid_token\", "
+                 "error_description=\"%s\"\r\n", name);
+    conn_http_error(c, req, 401, why, !req->keep_alive, extra);
+}
+
+/* The upgrade's token, with token keys: a token given must be valid (401),
+ * the pub/sub path needs one with require_token (401), and ?topics= must lie
+ * within its claims (403).  *claims: NULL without a token. */
+static bool conn_http_token(struct ringws_conn *c, const struct http_request *req, bool pubsub,
+                            const char *topics, size_t topics_len,
+                            struct ringws_token_claims **claims)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    enum ringws_auth_failure r;
+
+    *claims = NULL;
+    if (!cfg->n_token_keys)
+        return true;
+    r = conn_auth_from_request(c, req, true, claims);
+    if (r == RINGWS_AUTH_MISSING && !(pubsub && cfg->require_token))
+        return true;
+    if (r == RINGWS_AUTH_MISSING)
+        conn_auth_refused(c->w, r, "upgrade", NULL);
+    if (r != RINGWS_AUTH_OK) {
+        conn_http_token_refused(c, req, r);
+        return false;
+    }
+    if (topics_len && !conn_auth_topics_ok(c, *claims, topics, topics_len)) {
+        free(*claims);
+        *claims = NULL;
+        conn_http_error(c, req, 403, "topics outside the token's claims", !req->keep_alive,
+                        "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n");
+        return false;
+    }
+    return true;
+}
+
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
-                              const struct ringws_request *view)
+                              struct ringws_request *view)
 {
     struct ringws_server *srv = c->w->srv;
     const struct ringws_config *cfg = &srv->cfg;
     struct ws_handshake_result hs;
     char head[HEAD_MAX];
     const char *location = NULL, *topics = NULL;
+    struct ringws_token_claims *claims;
     size_t n, topics_len = 0;
     bool pubsub = conn_http_is_pubsub_path(cfg, req);
     int status;
@@ -270,11 +324,15 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     }
     if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
+    if (!conn_http_token(c, req, pubsub, topics, topics_len, &claims))
+        return;
+    view->token = claims;
     if (cfg->cb.on_upgrade) {
         status = cfg->cb.on_upgrade(srv, view, hs.subprotocol, &location, cfg->user);
         if (status != RINGWS_UPGRADE_ACCEPT) {
             char extra[HEAD_MAX / 2];
             const char *why = "upgrade refused";
+            free(claims);
             if (status < 300 || status > 599)
                 status = 500;
             if (!conn_http_location(c, extra, sizeof(extra),
@@ -286,10 +344,17 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             return;
         }
     }
-    if (topics_len && !conn_http_subscribe(c, req, topics, topics_len))
+    if (topics_len && !conn_http_subscribe(c, req, topics, topics_len)) {
+        free(claims);
         return;
+    }
     n = ws_handshake_write_101(head, sizeof(head), &hs);
     if (!n || conn_queue(c, head, n, NULL, 0) < 0) {
+        free(claims);
+        conn_abort(c);
+        return;
+    }
+    if (claims && conn_auth_attach(c, claims) < 0) { /* the claims are freed */
         conn_abort(c);
         return;
     }
@@ -306,6 +371,20 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         c->flags |= CF_PUBSUB;
     if (cfg->cb.on_open)
         cfg->cb.on_open(c, view, cfg->user);
+}
+
+/* The refused tokens, one series per reason (zeros included). */
+static void conn_http_metrics_auth(struct metrics_text *body, const struct ringws_stats *st)
+{
+    static const char name[] = "ringws_auth_failures_total";
+
+    metrics_family(body, name, "counter");
+    for (unsigned r = RINGWS_AUTH_OK + 1; r < RINGWS_AUTH_REASONS; r++) {
+        char label[64];
+
+        snprintf(label, sizeof(label), "reason=\"%s\"", ringws_auth_failure_name(r));
+        metrics_sample(body, name, label, st->auth_failures[r]);
+    }
 }
 
 /* Prometheus text format: the counters of ringws_server_stats, then the
@@ -356,6 +435,7 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
             metrics_family(&body, rows[i].name, rows[i].type);
         metrics_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
+    conn_http_metrics_auth(&body, &st);
     metrics_write_server(&body, c->w->srv);
     if (body.err)
         conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
@@ -490,17 +570,65 @@ static void conn_http_publish_done(void *arg, uint64_t recipients)
 }
 
 /* POST /publish/TOPIC: the body is the message (docs/PUBSUB.md). */
+/* With token keys: a bearer token whose publish claim covers the topic. */
+static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_request *req,
+                                      const char *topic, size_t topic_len)
+{
+    struct ringws_token_claims *claims;
+    enum ringws_auth_failure r = conn_auth_from_request(c, req, false, &claims);
+    bool covered;
+
+    if (r == RINGWS_AUTH_MISSING)
+        conn_auth_refused(c->w, r, "publish", NULL);
+    if (r != RINGWS_AUTH_OK) {
+        conn_http_token_refused(c, req, r);
+        return false;
+    }
+    covered = token_covers(claims->publish, claims->n_publish, topic, topic_len);
+    if (!covered) {
+        conn_auth_refused(c->w, RINGWS_AUTH_PUBLISH_DENIED, "publish", claims->sub);
+        conn_http_error(c, req, 403, "topic outside the token's publish claim",
+                        !req->keep_alive,
+                        "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n");
+    }
+    free(claims);
+    return covered;
+}
+
+/* Who may publish: the holder of publish_token; with token keys, a token
+ * that covers the topic, from every peer; without either, programs on this
+ * host.  A refusal is answered here. */
+static bool conn_http_publisher_ok(struct ringws_conn *c, const struct http_request *req,
+                                   const char *topic, size_t topic_len)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const char *untrusted;
+
+    if (cfg->publish_token && conn_http_token_ok(cfg->publish_token, req))
+        return true;
+    if (cfg->n_token_keys)
+        return conn_http_publish_claimed(c, req, topic, topic_len);
+    if (cfg->publish_token) {
+        conn_http_error(c, req, 401, "a valid publish token is required", !req->keep_alive,
+                        "WWW-Authenticate: Bearer\r\n");
+        return false;
+    }
+    if ((untrusted = conn_http_untrusted(c, req))) {
+        conn_http_error(c, req, 403, untrusted, !req->keep_alive, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void conn_http_publish(struct ringws_conn *c, const struct http_request *req,
                               const struct ringws_request *view)
 {
     static const char octets[] = "application/octet-stream";
-    const struct ringws_config *cfg = &c->w->srv->cfg;
     const char *topic = req->path + sizeof(PUBLISH_PREFIX) - 1;
     size_t topic_len = req->path_len - (sizeof(PUBLISH_PREFIX) - 1);
     struct ringws_str ctype = conn_http_field(req, "Content-Type");
     bool binary = conn_http_starts_nocase(ctype.ptr, ctype.len, octets);
     bool close = !req->keep_alive;
-    const char *untrusted;
     uint64_t recipients;
     int r;
 
@@ -508,15 +636,8 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 405, "publish with POST", close, "Allow: POST\r\n");
         return;
     }
-    if (cfg->publish_token && !conn_http_token_ok(cfg->publish_token, req)) {
-        conn_http_error(c, req, 401, "a valid publish token is required", close,
-                        "WWW-Authenticate: Bearer\r\n");
+    if (!conn_http_publisher_ok(c, req, topic, topic_len))
         return;
-    }
-    if (!cfg->publish_token && (untrusted = conn_http_untrusted(c, req))) {
-        conn_http_error(c, req, 403, untrusted, close, NULL);
-        return;
-    }
     if (!topic_name_valid(topic, topic_len)) {
         conn_http_error(c, req, 400, "invalid topic", close, NULL);
         return;

@@ -1,10 +1,11 @@
-/* conn_ws_pubsub.c - the subscriber connection's commands: `sub`, `unsub`
- * and `pub` text frames on the pub/sub endpoint (docs/PUBSUB.md).
+/* conn_ws_pubsub.c - the subscriber connection's commands: `sub`, `unsub`,
+ * `pub` and `auth` text frames on the pub/sub endpoint (docs/PUBSUB.md).
  *
  * Why it exists: a command is WebSocket input, and what a bad one costs is
  * a WebSocket close code; pub/sub itself (pubsub.c) only subscribes,
  * unsubscribes and publishes.  This file parses a command (pubsub_proto.c),
- * applies the topic rules to client publishing, calls pub/sub, and fails
+ * asks the connection's token (conn_auth.c) or, without token keys, the
+ * topic rules whether it may publish, calls pub/sub, and fails
  * the connection with the code each refusal calls for. */
 #include <errno.h>
 
@@ -13,9 +14,16 @@
 
 static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
-    int r = cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe_list(c, cmd->arg, cmd->arg_len)
-                                        : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
+    const struct ringws_token_claims *claims = ringws_conn_token(c);
+    int r;
 
+    if (cmd->type == PUBSUB_CMD_SUB && claims &&
+        !conn_auth_topics_ok(c, claims, cmd->arg, cmd->arg_len)) {
+        conn_ws_close_why(c, WS_CLOSE_POLICY, "topic not allowed by the token", true);
+        return;
+    }
+    r = cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe_list(c, cmd->arg, cmd->arg_len)
+                                    : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
     if (r == -E2BIG)
         conn_ws_close_why(c, WS_CLOSE_POLICY, "too many topics", true);
     else if (r == -ENOMEM)
@@ -24,12 +32,9 @@ static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd
 
 static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    const struct ringws_topic_rule *rule =
-        topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, cmd->arg, cmd->arg_len);
     int r;
 
-    if (!rule || !rule->client_publish) {
+    if (!conn_auth_publish_ok(c, cmd->arg, cmd->arg_len)) {
         conn_ws_close_why(c, WS_CLOSE_POLICY, "publishing to this topic is not allowed", true);
         return;
     }
@@ -63,6 +68,8 @@ void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_
     }
     if (cmd.type == PUBSUB_CMD_PUB)
         conn_ws_pubsub_publish(c, &cmd);
+    else if (cmd.type == PUBSUB_CMD_AUTH)
+        conn_auth_refresh(c, cmd.arg, cmd.arg_len);
     else
         conn_ws_pubsub_topics(c, &cmd);
 }

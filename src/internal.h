@@ -135,7 +135,22 @@ enum conn_flag {
  * WebSocket peer too slow for what was queued to it. */
 #define CF_PROTO_DEFERRED (CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND)
 
-struct conn_subs;
+struct conn_auth;
+
+struct sub_ref {
+    struct topic *t;
+    uint32_t idx; /* where the connection sits in t->subs */
+};
+
+/* What few connections need, kept out of the connection record: one
+ * allocation, made on first need, freed with the connection.  The
+ * connection's verified token (conn_auth.c) and its subscriptions
+ * (pubsub.c). */
+struct conn_cold {
+    struct conn_auth *auth; /* NULL: no token */
+    uint16_t n, cap;        /* subscriptions in refs */
+    struct sub_ref refs[];
+};
 
 /* Input a protocol holds between receives, in memory counted against the
  * worker's max_partial_bytes (conn_pend_*): NULL and 0 while none is held. */
@@ -175,7 +190,7 @@ struct ringws_conn {
     uint8_t *ctl;        /* a control frame split across receives */
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
-    struct conn_subs *subs; /* topics subscribed to; NULL: none */
+    struct conn_cold *cold; /* token and subscriptions; NULL: neither */
     union {
         struct msghdr *send_msg; /* plain: in flight for a gathered send */
         void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
@@ -255,6 +270,7 @@ struct worker_stats {
     _Atomic uint64_t send_queue_bytes;  /* every connection's out_bytes */
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
+    _Atomic uint64_t auth_failures[RINGWS_AUTH_REASONS]; /* by reason */
 };
 
 #define STAT_ADD(w, field, n)                                                  \
@@ -288,6 +304,10 @@ struct worker {
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct worker_stats stats;
     struct timer_wheel wheel;
+    /* The exp of connections' tokens (conn_auth.c): a wheel of its own, so
+     * that a token's deadline never displaces the connection's. */
+    struct timer_wheel token_wheel;
+    unsigned expiries_left; /* closes for exp this loop turn may still make */
     struct topic_index topics; /* its subscribers are connections (pubsub.c) */
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
@@ -312,6 +332,10 @@ struct ringws_server {
     uint16_t port;
     uint16_t plain_port;  /* beside TLS; 0: none */
     struct tls_server *tls; /* certificates and tickets; NULL: no TLS */
+    /* The keys that verify tokens (cfg.n_token_keys > 0), read under
+     * token_lock's read side: ringws_server_reload_tokens swaps them. */
+    struct token_keys *token_keys;
+    pthread_rwlock_t token_lock;
     /* Connections per source address, shared by all workers: a counter per
      * hash bucket, so colliding addresses share a budget (conservative). */
     _Atomic uint16_t *addr_counts;
@@ -472,6 +496,38 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
 /* The same with a reason of the server's own (NUL-terminated), whose length
  * is counted here rather than by hand at every call. */
 void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail);
+
+/* ---- conn_auth.c: the token of a connection ----------------------------- */
+
+/* The token a request carries (an upgrade: ?token=, Authorization: Bearer
+ * or the cookie token_cookie; else Bearer only), verified with the loaded
+ * keys: RINGWS_AUTH_OK and *claims, RINGWS_AUTH_MISSING (not counted: the
+ * caller knows whether one is needed), or why it is refused (counted and
+ * logged). */
+enum ringws_auth_failure conn_auth_from_request(struct ringws_conn *c,
+                                                const struct http_request *req, bool upgrade,
+                                                struct ringws_token_claims **claims);
+/* Whether the claims let a connection subscribe to every topic of a valid
+ * list; counts and logs a refusal. */
+bool conn_auth_topics_ok(struct ringws_conn *c, const struct ringws_token_claims *claims,
+                         const char *list, size_t len);
+/* Whether the connection may publish to the topic: its token's publish
+ * claim covers it (or no keys are loaded and a topic rule allows it);
+ * counts and logs a refusal. */
+bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len);
+/* Gives an opened connection the claims (taken over, freed with it) and
+ * arms the close at their exp.  0 or -ENOMEM (the claims are freed). */
+int conn_auth_attach(struct ringws_conn *c, struct ringws_token_claims *claims);
+/* The `auth TOKEN` command: a fresh token for an open connection. */
+void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len);
+/* Lets go of the connection's token (when it is freed). */
+void conn_auth_gone(struct ringws_conn *c);
+/* Closes connections whose token expired by now_tick, a bounded number per
+ * tick (the rest in the next ones). */
+void conn_auth_tick(struct worker *w, uint64_t now_tick);
+/* Counts a refusal by reason and logs it with the peer's subject. */
+void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char *what,
+                       const char *sub);
 
 /* ---- conn_ws_pubsub.c -------------------------------------------------- */
 

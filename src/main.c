@@ -29,15 +29,20 @@ static void main_on_signal(int sig)
 }
 
 /* SIGHUP, blocked in every thread, is taken here: reloading certificates
- * reads files and takes locks, which a signal handler must not. */
+ * and token keys reads files and takes locks, which a signal handler must
+ * not. */
 static void *main_reload_thread(void *arg)
 {
     sigset_t *hup = arg;
     int sig;
 
-    while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending))
-        if (ringws_server_reload_tls(main_server) == -EINVAL)
-            fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates to reload\n");
+    while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending)) {
+        int tls = ringws_server_reload_tls(main_server);
+        int tokens = ringws_server_reload_tokens(main_server);
+        if (tls == -EINVAL && tokens == -EINVAL)
+            fprintf(stderr, "ringws: SIGHUP ignored: no TLS certificates or token keys to "
+                    "reload\n");
+    }
     return NULL;
 }
 
@@ -107,6 +112,13 @@ static void main_usage(FILE *f)
             "  --proxy-protocol        --port is behind a TCP proxy: each connection starts\n"
             "                          with a PROXY v1/v2 header naming the client (trusted;\n"
             "                          without one it is closed); --plain-port stays direct\n"
+            "  --token-key [KID=]FILE  verify signed tokens (JWT) with this key: a PEM\n"
+            "                          public key (RS256, ES256, EdDSA) or an HMAC secret\n"
+            "                          (HS256); repeatable, each with a KID then; SIGHUP\n"
+            "                          reads the files again\n"
+            "  --token-leeway T        grace on a token's exp and nbf (default 30s)\n"
+            "  --token-cookie NAME     a cookie that may carry the token\n"
+            "  --require-token         the pub/sub path needs a token (401 without)\n"
             "  --config FILE           read these options from FILE: one \"key = value\" a\n"
             "                          line, the key a flag's name without the dashes\n"
             "                          (docs/ringws.conf.example); flags given here win\n"
@@ -151,6 +163,7 @@ struct main_opts {
     const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
     struct ringws_topic_rule rules[MAX_LIST];
     struct ringws_tls_cert certs[MAX_LIST];
+    struct ringws_token_key token_keys[MAX_LIST];
     size_t n_keys;
     bool print_config;
 };
@@ -164,6 +177,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
        OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
+       OPT_TOKEN_KEY, OPT_TOKEN_LEEWAY, OPT_TOKEN_COOKIE, OPT_REQUIRE_TOKEN,
        OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
 
 /* Flags and config keys are one table: a key is its flag's name without the
@@ -203,6 +217,10 @@ static const struct option main_longopts[] = {
     {"stop-code", required_argument, NULL, OPT_STOP_CODE},
     {"reconnect-window", required_argument, NULL, OPT_RECONNECT_WINDOW},
     {"proxy-protocol", no_argument, NULL, OPT_PROXY_PROTOCOL},
+    {"token-key", required_argument, NULL, OPT_TOKEN_KEY},
+    {"token-leeway", required_argument, NULL, OPT_TOKEN_LEEWAY},
+    {"token-cookie", required_argument, NULL, OPT_TOKEN_COOKIE},
+    {"require-token", no_argument, NULL, OPT_REQUIRE_TOKEN},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
@@ -217,6 +235,26 @@ static const struct option *main_find_opt(int opt)
         if (o->val == opt)
             return o;
     return NULL;
+}
+
+/* "FILE" or "KID=FILE" (a kid holds no '/'), cut in place. */
+static int main_token_key(struct main_opts *o, char *arg)
+{
+    struct ringws_token_key *k = &o->token_keys[o->cfg.n_token_keys];
+    char *eq = strchr(arg, '=');
+
+    if (o->cfg.n_token_keys == MAX_LIST)
+        return -E2BIG;
+    *k = (struct ringws_token_key){.file = arg};
+    if (eq && !memchr(arg, '/', (size_t)(eq - arg))) {
+        *eq = '\0';
+        k->kid = arg;
+        k->file = eq + 1;
+    }
+    if (!k->file[0] || (k->kid && !k->kid[0]))
+        return -EINVAL;
+    o->cfg.n_token_keys++;
+    return 0;
 }
 
 static int main_apply(struct main_opts *o, int opt, const char *arg)
@@ -326,6 +364,16 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         return 0;
     case OPT_PROXY_PROTOCOL:
         cfg->proxy_protocol = true; return 0;
+    case OPT_TOKEN_KEY: return main_token_key(o, (char *)arg);
+    case OPT_TOKEN_LEEWAY: {
+        unsigned ms;
+        if (main_parse_duration(arg, &ms) < 0 || ms % 1000 || ms > 3600000) return -EINVAL;
+        cfg->token_leeway_s = ms / 1000; return 0;
+    }
+    case OPT_TOKEN_COOKIE:
+        if (!arg[0] || strpbrk(arg, " \t;=,\"")) return -EINVAL;
+        cfg->token_cookie = arg; return 0;
+    case OPT_REQUIRE_TOKEN: cfg->require_token = true; return 0;
     default: return -EINVAL;
     }
 }
@@ -334,8 +382,11 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
  * point into argv. */
 static char *main_config_text;
 
+_Static_assert(OPT_HELP - OPT_BIND < 64, "more options than bits in main_clear_list's mask");
+
 /* A repeatable flag on the command line replaces the file's list instead of
  * adding to it; a certificate and its key are one list. */
+
 static void main_clear_list(struct main_opts *o, int opt, unsigned long long *cleared)
 {
     unsigned long long bit = 1ull << (opt - OPT_BIND);
@@ -346,6 +397,7 @@ static void main_clear_list(struct main_opts *o, int opt, unsigned long long *cl
     case OPT_ORIGIN: o->cfg.n_origins = 0; break;
     case OPT_SUBPROTOCOL: o->cfg.n_subprotocols = 0; break;
     case OPT_TOPIC: o->cfg.n_topic_rules = 0; break;
+    case OPT_TOKEN_KEY: o->cfg.n_token_keys = 0; break;
     case OPT_TLS_CERT:
     case OPT_TLS_KEY:
         o->cfg.n_tls_certs = 0;
@@ -530,6 +582,10 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
         fprintf(stderr, "ringws: plain-port is for a plaintext listener beside TLS\n");
         return -EINVAL;
     }
+    if ((o->cfg.require_token || o->cfg.token_cookie) && !o->cfg.n_token_keys) {
+        fprintf(stderr, "ringws: require-token and token-cookie need a token-key\n");
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -571,6 +627,23 @@ static const char *main_overflow_name(enum ringws_overflow_policy p)
     case RINGWS_OVERFLOW_DROP: return "drop";
     default: return "close";
     }
+}
+
+/* "[KID=]FILE" as main_token_key reads it back; a file whose name would
+ * read as a kid cannot be written without one. */
+static int main_put_token_key(FILE *f, const char *key, const struct ringws_token_key *t)
+{
+    char val[4096];
+    const char *eq = strchr(t->file, '=');
+    int n = snprintf(val, sizeof(val), "%s%s%s", t->kid ? t->kid : "", t->kid ? "=" : "",
+                     t->file);
+
+    if (n < 0 || (size_t)n >= sizeof(val) ||
+        (!t->kid && eq && !memchr(t->file, '/', (size_t)(eq - t->file)))) {
+        fprintf(stderr, "ringws: the value of %s cannot be written in a config file\n", key);
+        return -EINVAL;
+    }
+    return main_put(f, key, val);
 }
 
 /* One key's lines; a key whose default is "none" is written as a comment. */
@@ -661,6 +734,21 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_PROXY_PROTOCOL:
         fprintf(f, c->proxy_protocol ? "%s\n" : "# %s  (off: --port takes direct connections)\n", k);
         return 0;
+    case OPT_TOKEN_KEY:
+        if (!c->n_token_keys)
+            fprintf(f, "# %s =  (none: no tokens are verified)\n", k);
+        for (size_t i = 0; i < c->n_token_keys && !ret; i++)
+            ret = main_put_token_key(f, k, &c->token_keys[i]);
+        return ret;
+    case OPT_TOKEN_LEEWAY: fprintf(f, "%s = %us\n", k, c->token_leeway_s); return 0;
+    case OPT_TOKEN_COOKIE:
+        if (c->token_cookie)
+            return main_put(f, k, c->token_cookie);
+        fprintf(f, "# %s =  (not set: no cookie carries a token)\n", k);
+        return 0;
+    case OPT_REQUIRE_TOKEN:
+        fprintf(f, c->require_token ? "%s\n" : "# %s  (off)\n", k);
+        return 0;
     default: return 0; /* tls-key (with tls-cert), and what is no setting */
     }
 }
@@ -717,6 +805,7 @@ int main(int argc, char **argv)
      * told to come back, spread over the window (docs/DEPLOY.md). */
     o.cfg.stop_code = 1012;
     o.cfg.reconnect_window_ms = 5000;
+    o.cfg.token_keys = o.token_keys;
     if (main_parse_args(argc, argv, &o) < 0)
         return 2;
     if (o.print_config) {
@@ -728,6 +817,10 @@ int main(int argc, char **argv)
     ret = ringws_server_create(&o.cfg, &main_server);
     if (ret == -EIO && o.cfg.n_tls_certs) {
         fprintf(stderr, "ringws: cannot use the TLS certificates (the reason is above)\n");
+        return 1;
+    }
+    if (ret == -ENOKEY) {
+        fprintf(stderr, "ringws: cannot use the token keys (the reason is above)\n");
         return 1;
     }
     if (ret < 0) {

@@ -60,6 +60,7 @@ static const struct {
     {"ringws_tls_handshakes_total", "TLS handshakes completed, by kind (full or resumed)."},
     {"ringws_tls_handshake_failures_total", "TLS connections that failed."},
     {"ringws_tls_handshakes_deferred_total", "TLS handshake steps put off to a later loop turn."},
+    {"ringws_auth_failures_total", "Signed tokens refused, by reason (docs/SECURITY.md)."},
     {"ringws_handshakes_total", "WebSocket handshakes by outcome: the status answered to a "
                                 "request for a WebSocket endpoint, or timeout (a request "
                                 "still incomplete at handshake_timeout)."},

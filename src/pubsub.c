@@ -30,16 +30,6 @@
 #include "topic_index.h"
 #include "utf8.h"
 
-struct sub_ref {
-    struct topic *t;
-    uint32_t idx; /* where the connection sits in t->subs */
-};
-
-struct conn_subs {
-    uint16_t n, cap;
-    struct sub_ref refs[];
-};
-
 /* The worker the calling thread runs, if any: a publish made on a worker
  * thread delivers to that worker's subscribers at once. */
 static __thread struct worker *pubsub_self;
@@ -56,9 +46,9 @@ static void pubsub_count_topics(struct worker *w)
 
 static struct sub_ref *conn_sub_find(struct ringws_conn *c, const struct topic *t)
 {
-    for (uint16_t i = 0; c->subs && i < c->subs->n; i++)
-        if (c->subs->refs[i].t == t)
-            return &c->subs->refs[i];
+    for (uint16_t i = 0; c->cold && i < c->cold->n; i++)
+        if (c->cold->refs[i].t == t)
+            return &c->cold->refs[i];
     return NULL;
 }
 
@@ -93,7 +83,7 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
     struct worker *w = c->w;
     uint64_t hash = topic_index_hash(&w->topics, name, len);
     struct topic *t = topic_index_find(&w->topics, name, len, hash);
-    struct conn_subs *cs = c->subs;
+    struct conn_cold *cs = c->cold;
     int idx;
 
     if (t && conn_sub_find(c, t))
@@ -101,18 +91,18 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
     if (cs && cs->n >= w->srv->cfg.max_topics)
         return -E2BIG;
     if (!cs || cs->n == cs->cap) {
-        unsigned cap = cs ? cs->cap * 2u : 1; /* most subscribe once */
-        struct conn_subs *grown;
+        unsigned cap = cs && cs->cap ? cs->cap * 2u : 1; /* most subscribe once */
+        struct conn_cold *grown;
         if (cap > w->srv->cfg.max_topics)
             cap = w->srv->cfg.max_topics;
         grown = realloc(cs, sizeof(*cs) + cap * sizeof(cs->refs[0]));
         if (!grown)
             return -ENOMEM;
         cs = grown;
-        if (!c->subs)
-            cs->n = 0;
+        if (!c->cold)
+            *cs = (struct conn_cold){0};
         cs->cap = (uint16_t)cap;
-        c->subs = cs;
+        c->cold = cs;
     }
     if (!t && !(t = pubsub_topic_create(w, name, len, hash)))
         return -ENOMEM;
@@ -135,18 +125,22 @@ static int pubsub_unsubscribe(struct ringws_conn *c, const char *name, size_t le
     if (!ref)
         return -ENOENT;
     pubsub_remove_sub(w, t, ref->idx);
-    *ref = c->subs->refs[--c->subs->n];
+    *ref = c->cold->refs[--c->cold->n];
     return 0;
 }
 
+/* Ends every subscription; the cold part goes too unless it holds a token. */
 void pubsub_conn_gone(struct ringws_conn *c)
 {
-    if (!c->subs)
+    if (!c->cold)
         return;
-    for (uint16_t i = 0; i < c->subs->n; i++)
-        pubsub_remove_sub(c->w, c->subs->refs[i].t, c->subs->refs[i].idx);
-    free(c->subs);
-    c->subs = NULL;
+    for (uint16_t i = 0; i < c->cold->n; i++)
+        pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
+    c->cold->n = 0;
+    if (!c->cold->auth) {
+        free(c->cold);
+        c->cold = NULL;
+    }
 }
 
 /* Ending a subscription that does not exist is no error for a list. */

@@ -47,24 +47,29 @@ int topic_list_next(const char *list, size_t list_len, size_t *pos,
     return 1;
 }
 
-bool topic_query_find(const char *query, size_t query_len, const char **value,
-                      size_t *value_len)
+bool query_param_find(const char *query, size_t query_len, const char *key,
+                      const char **value, size_t *value_len)
 {
-    static const char key[] = "topics=";
-    size_t i = 0;
+    size_t kl = strlen(key), i = 0;
 
     while (i < query_len) {
         size_t end = i;
         while (end < query_len && query[end] != '&')
             end++;
-        if (end - i >= sizeof(key) - 1 && !memcmp(query + i, key, sizeof(key) - 1)) {
-            *value = query + i + sizeof(key) - 1;
-            *value_len = end - i - (sizeof(key) - 1);
+        if (end - i > kl && !memcmp(query + i, key, kl) && query[i + kl] == '=') {
+            *value = query + i + kl + 1;
+            *value_len = end - i - kl - 1;
             return true;
         }
         i = end + 1;
     }
     return false;
+}
+
+bool topic_query_find(const char *query, size_t query_len, const char **value,
+                      size_t *value_len)
+{
+    return query_param_find(query, query_len, "topics", value, value_len);
 }
 
 bool topic_list_valid(const char *list, size_t list_len)
@@ -87,6 +92,7 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
         {"sub", PUBSUB_CMD_SUB},
         {"unsub", PUBSUB_CMD_UNSUB},
         {"pub", PUBSUB_CMD_PUB},
+        {"auth", PUBSUB_CMD_AUTH},
     };
     const char *arg = NULL;
     size_t arg_len = 0;
@@ -103,6 +109,15 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
     if (!arg) {
         *why = "unknown command";
         return -EINVAL;
+    }
+    if (cmd->type == PUBSUB_CMD_AUTH) {
+        if (!arg_len) {
+            *why = "missing token";
+            return -EINVAL;
+        }
+        cmd->arg = arg;
+        cmd->arg_len = arg_len;
+        return 0;
     }
     if (cmd->type == PUBSUB_CMD_PUB) {
         const char *sp = memchr(arg, ' ', arg_len);
@@ -126,7 +141,14 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
     return 0;
 }
 
-static bool topic_pattern_matches(const char *pattern, const char *topic, size_t len)
+bool topic_pattern_valid(const char *p, size_t n)
+{
+    if (n == 1 && p[0] == '*')
+        return true;
+    return n && topic_name_valid(p, p[n - 1] == '*' ? n - 1 : n);
+}
+
+bool topic_pattern_match(const char *pattern, const char *topic, size_t len)
 {
     size_t pl = strlen(pattern);
 
@@ -140,7 +162,7 @@ const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule 
                                                  size_t len)
 {
     for (size_t i = 0; i < n_rules; i++)
-        if (rules[i].pattern && topic_pattern_matches(rules[i].pattern, topic, len))
+        if (rules[i].pattern && topic_pattern_match(rules[i].pattern, topic, len))
             return &rules[i];
     return NULL;
 }
@@ -164,11 +186,7 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
     *eq = '\0';
     opts = eq + 1;
     plen = strlen(spec);
-    if (!plen)
-        return -EINVAL;
-    /* A pattern is a topic name, or a topic-name prefix followed by '*'. */
-    if (!(plen == 1 && spec[0] == '*') &&
-        !topic_name_valid(spec, spec[plen - 1] == '*' ? plen - 1 : plen))
+    if (!topic_pattern_valid(spec, plen))
         return -EINVAL;
     comma = strchr(opts, ',');
     if (comma) {

@@ -26,9 +26,13 @@ int topic_list_next(const char *list, size_t list_len, size_t *pos,
 /* True when the list holds at least one name and every name is valid. */
 bool topic_list_valid(const char *list, size_t list_len);
 
-/* Finds "topics=" among the &-separated parameters of a URL query (not
- * percent-decoded: topic names need no escaping).  Returns true and the
- * value when present. */
+/* Finds "KEY=" among the &-separated parameters of a URL query (not
+ * percent-decoded: topic names and tokens need no escaping).  Returns true
+ * and the value of the first when present. */
+bool query_param_find(const char *query, size_t query_len, const char *key,
+                      const char **value, size_t *value_len);
+
+/* query_param_find for "topics". */
 bool topic_query_find(const char *query, size_t query_len, const char **value,
                       size_t *value_len);
 
@@ -36,12 +40,14 @@ enum pubsub_cmd_type {
     PUBSUB_CMD_SUB = 1,
     PUBSUB_CMD_UNSUB,
     PUBSUB_CMD_PUB,
+    PUBSUB_CMD_AUTH, /* a fresh token for the connection */
 };
 
 /* One command frame of a subscriber connection. */
 struct pubsub_cmd {
     enum pubsub_cmd_type type;
-    const char *arg;       /* SUB/UNSUB: the topic list; PUB: the topic */
+    const char *arg;       /* SUB/UNSUB: the topic list; PUB: the topic;
+                            * AUTH: the token (not checked here) */
     size_t arg_len;
     const char *payload;   /* PUB only: everything after the topic and one space */
     size_t payload_len;
@@ -50,6 +56,13 @@ struct pubsub_cmd {
 /* Parses a command; 0, or -EINVAL with *why set to a short reason. */
 int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd,
                      const char **why);
+
+/* True when p[0..n) is a topic pattern: a topic name, a topic-name prefix
+ * followed by '*', or "*" alone. */
+bool topic_pattern_valid(const char *p, size_t n);
+
+/* True when the NUL-terminated pattern matches the topic. */
+bool topic_pattern_match(const char *pattern, const char *topic, size_t len);
 
 /* The first rule whose pattern matches topic, or NULL. */
 const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule *rules,

@@ -23,6 +23,7 @@
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
+#include "token.h"
 
 #define LISTEN_BACKLOG 4096
 #define MAX_RECV_BUF_SIZE (1u << 20)
@@ -50,6 +51,7 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_topics = 64;
     cfg->tls_ticket_lifetime_s = 7200;
     cfg->tls_handshake_budget_us = 2000;
+    cfg->token_leeway_s = 30;
 }
 
 static int server_listen(const struct ringws_config *cfg, uint16_t port, int *out_fd)
@@ -110,7 +112,7 @@ static void server_note_listener(ringws_server *srv, int fd, uint16_t *port)
 static void server_plan_publish(ringws_server *srv)
 {
     const struct ringws_config *cfg = &srv->cfg;
-    bool unguarded = cfg->pubsub_path && !cfg->publish_token &&
+    bool unguarded = cfg->pubsub_path && !cfg->publish_token && !cfg->n_token_keys &&
                      (!srv->listen_loopback || cfg->proxy_protocol);
 
     srv->peer_addrs = srv->addr_counts || unguarded;
@@ -161,10 +163,55 @@ static int server_check_config(const struct ringws_config *cfg)
     for (size_t i = 0; i < cfg->n_tls_certs; i++)
         if (!cfg->tls_certs || !cfg->tls_certs[i].cert_file || !cfg->tls_certs[i].key_file)
             return -EINVAL;
+    if ((cfg->n_token_keys && !cfg->token_keys) ||
+        ((cfg->require_token || cfg->token_cookie) && !cfg->n_token_keys) ||
+        (cfg->token_cookie && !cfg->token_cookie[0]) || cfg->token_leeway_s > 3600)
+        return -EINVAL;
     for (size_t i = 0; i < cfg->n_topic_rules; i++)
         if (!cfg->topic_rules[i].pattern ||
             cfg->topic_rules[i].policy > RINGWS_FANOUT_DROP_OLDEST)
             return -EINVAL;
+    return 0;
+}
+
+/* Reads the token key files: a bad one is logged with its reason. */
+static int server_read_token_keys(const ringws_server *srv, struct token_keys **out)
+{
+    static const char *const algs[] = {"HS256", "RS256", "ES256", "EdDSA"};
+    const struct ringws_config *cfg = &srv->cfg;
+    char why[512];
+    int ret = token_keys_load(cfg->token_keys, cfg->n_token_keys, out, why, sizeof(why));
+
+    if (ret == -EINVAL) {
+        log_msg(LOG_LEVEL_ERROR, "token key: %s", why);
+        return -ENOKEY;
+    }
+    for (size_t i = 0; ret == 0 && i < cfg->n_token_keys; i++)
+        log_msg(LOG_LEVEL_INFO, "token key %s%s%s: %s", cfg->token_keys[i].file,
+                cfg->token_keys[i].kid ? ", kid " : "",
+                cfg->token_keys[i].kid ? cfg->token_keys[i].kid : "",
+                algs[token_keys_alg(*out, i)]);
+    return ret;
+}
+
+int ringws_server_reload_tokens(ringws_server *srv)
+{
+    struct token_keys *ks, *old;
+    int ret;
+
+    if (!srv->cfg.n_token_keys)
+        return -EINVAL;
+    ret = server_read_token_keys(srv, &ks);
+    if (ret < 0) {
+        log_msg(LOG_LEVEL_ERROR, "token key reload failed: the keys in use stay");
+        return ret;
+    }
+    pthread_rwlock_wrlock(&srv->token_lock);
+    old = srv->token_keys;
+    srv->token_keys = ks;
+    pthread_rwlock_unlock(&srv->token_lock);
+    token_keys_free(old);
+    log_msg(LOG_LEVEL_INFO, "token keys reloaded");
     return 0;
 }
 
@@ -190,9 +237,14 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[1] = ~srv->topic_key[0];
     }
     ret = conn_addr_table_create(srv);
+    pthread_rwlock_init(&srv->token_lock, NULL);
+    if (ret == 0 && cfg->n_token_keys)
+        ret = server_read_token_keys(srv, &srv->token_keys);
     if (ret == 0 && cfg->n_tls_certs)
         ret = tls_server_create(&srv->tls, cfg);
     if (ret < 0) {
+        token_keys_free(srv->token_keys);
+        pthread_rwlock_destroy(&srv->token_lock);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -202,6 +254,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers) {
         tls_server_destroy(srv->tls);
+        token_keys_free(srv->token_keys);
+        pthread_rwlock_destroy(&srv->token_lock);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
@@ -326,6 +380,8 @@ void ringws_server_destroy(ringws_server *srv)
     free(srv->workers);
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);
+    token_keys_free(srv->token_keys);
+    pthread_rwlock_destroy(&srv->token_lock);
     free(srv);
 }
 
@@ -358,6 +414,8 @@ void ringws_server_stats(const ringws_server *srv, struct ringws_stats *out)
         out->tls_handshakes_resumed += STAT_GET(tls_handshakes_resumed);
         out->tls_handshake_failures += STAT_GET(tls_handshake_failures);
         out->tls_handshakes_deferred += STAT_GET(tls_handshakes_deferred);
+        for (unsigned r = 0; r < RINGWS_AUTH_REASONS; r++)
+            out->auth_failures[r] += STAT_GET(auth_failures[r]);
 #undef STAT_GET
     }
 }

@@ -86,8 +86,11 @@ static void worker_woken(void *ctx)
 static void worker_ticked(void *ctx)
 {
     struct worker *w = ctx;
+    uint64_t now = timer_now_ms() / TIMER_TICK_MS;
 
-    timer_wheel_expire(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_on_timer);
+    timer_wheel_expire(&w->wheel, now, conn_on_timer);
+    if (w->srv->cfg.n_token_keys) /* no token, no expiry: a server without keys pays nothing */
+        conn_auth_tick(w, now);
 }
 
 static const struct loop_handlers worker_handlers = {
@@ -200,6 +203,7 @@ int worker_run(struct worker *w)
     }
     pubsub_thread_enter(w);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
+    timer_wheel_init(&w->token_wheel, timer_now_ms() / TIMER_TICK_MS);
     /* Behind a proxy the kernel's peer is the proxy: the header names the
      * client. */
     loop_listen(w->loop, w->listen_fd, srv->peer_addrs && !srv->cfg.proxy_protocol);

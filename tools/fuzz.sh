@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -27,7 +27,7 @@ esac
 
 # The modules each target links: the pure ones, and for tls_handshake the
 # server's certificates and policy (tls_context.c) with what it calls;
-# handshake and the TLS ones need OpenSSL.
+# handshake and the TLS ones need OpenSSL, token OpenSSL and jansson.
 modules() {
     case $1 in
     http_parse) echo "src/http_parse.c" ;;
@@ -38,6 +38,7 @@ modules() {
     proxy_proto) echo "src/proxy_proto.c" ;;
     tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c src/timer.c" ;;
     tls_record) echo "src/tls_record.c" ;;
+    token) echo "src/token.c src/pubsub_proto.c" ;;
     esac
 }
 
@@ -46,6 +47,7 @@ libs() {
     handshake) echo "-lcrypto" ;;
     tls_handshake) echo "-lssl -lcrypto -lpthread" ;;
     tls_record) echo "-lssl -lcrypto" ;;
+    token) echo "-lcrypto -ljansson" ;;
     esac
 }
 

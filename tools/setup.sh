@@ -7,7 +7,7 @@ set -eu
 PKGS="gcc g++ make pkg-config meson ninja-build liburing-dev libssl-dev libjemalloc-dev
 python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2
 openssl python3-cryptography node-ws libnss3-tools nginx haproxy
-python3-prometheus-client"
+python3-prometheus-client libjansson-dev python3-jwt"
 
 # Packages whose postinst starts a system service: the tests run private
 # instances of them (tests/integration/fronts.py), and a service started by

@@ -3,7 +3,8 @@
  *
  * Why it exists: these are the parsers a subscriber feeds directly.  Each
  * verdict is checked against a plain reading of the rules: a command parses
- * only when it is one of the three words, a space, and valid topics; the
+ * only when it is one of the three topic words, a space, and valid topics,
+ * or `auth`, a space and the rest (the token, checked elsewhere); the
  * pieces it returns lie inside the input; a topic list's names are exactly
  * the comma-separated pieces and each is valid; a rule parses only into a
  * valid pattern and a known policy. */
@@ -109,6 +110,11 @@ static void check_command(const uint8_t *p, size_t n)
         FUZZ_CHECK(cmd.payload + cmd.payload_len == (const char *)p + n,
                    "payload is not the rest");
         FUZZ_CHECK(4 + cmd.arg_len == n || p[4 + cmd.arg_len] == ' ', "no space after topic");
+        break;
+    case PUBSUB_CMD_AUTH:
+        FUZZ_CHECK(n > 5 && !memcmp(p, "auth ", 5), "command word");
+        FUZZ_CHECK(cmd.arg == (const char *)p + 5 && cmd.arg_len == n - 5,
+                   "token is not the rest");
         break;
     default:
         FUZZ_CHECK(false, "unknown command type %d", (int)cmd.type);

@@ -170,7 +170,9 @@ ALL_FLAGS = ["--bind", "::1", "--port", "4321", "--workers", "3", "--max-message
              "--tls-cert", "/certs/two.pem", "--tls-key", "/certs/two.key",
              "--plain-port", "0", "--tls-ticket-lifetime", "3600",
              "--tls-handshake-budget", "5ms",
-             "--stop-code", "1001", "--reconnect-window", "750ms", "--proxy-protocol"]
+             "--stop-code", "1001", "--reconnect-window", "750ms", "--proxy-protocol",
+             "--token-key", "k1=/keys/a.pem", "--token-key", "/keys/b=c.pem", "--token-leeway", "7s", "--token-cookie", "jwt",
+             "--require-token"]
 
 
 def help_keys():
@@ -196,7 +198,9 @@ def t_print_round_trip():
                  "tls-key = /certs/two.key", "plain-port = 0", "tls-ticket-lifetime = 3600s",
                  "tls-handshake-budget = 5ms", "stop-code = 1001", "reconnect-window = 750ms",
                  "proxy-protocol",
-                 "origin = https://b.example", "max-inbox = 8192"):
+                 "origin = https://b.example", "max-inbox = 8192",
+                 "token-key = k1=/keys/a.pem", "token-key = /keys/b=c.pem", "token-leeway = 7s",
+                 "token-cookie = jwt", "require-token"):
         expect(re.search("^" + re.escape(line) + "$", first, re.M), line, first)
     path = write("printed.conf", first)
     rc, again, err = run(["--config", path, "--print-config"])

@@ -6,8 +6,11 @@
  * a close from inside it, on_close runs once and never inside another
  * callback, ringws_send / ringws_close reject what they must, and a relay
  * that closes one connection from another's on_close keeps the idle timers
- * right.  The server runs in a thread; this program is its client over
- * real loopback sockets. */
+ * right; with token keys, on_upgrade and on_open see the verified claims
+ * (and can refuse on them), ringws_conn_token gives them to later
+ * callbacks, an invalid token never reaches on_upgrade and is counted by
+ * reason, and a bad key file stops ringws_server_create.  The server runs
+ * in a thread; this program is its client over real loopback sockets. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -17,7 +20,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "check.h"
 #include "ringws.h"
@@ -830,6 +837,149 @@ static void run_stop_server(struct ringws_config cfg, uint16_t code, unsigned wi
     client_send_frame(fd, 8, payload, 2);
     close(fd);
     pthread_join(th, &res);
+}
+
+/* ---- tokens ------------------------------------------------------------ */
+
+static const char token_secret[] = "0123456789abcdef0123456789abcdef-secret";
+static atomic_int token_upgrades, token_claims_ok, token_opens_ok;
+
+static void b64url(const void *in, size_t n, char *out)
+{
+    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+
+    for (int i = 0; i < len; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    while (len && out[len - 1] == '=')
+        len--;
+    out[len] = 0;
+}
+
+/* An HS256 token for sub, valid for a minute, signed with secret. */
+static void make_token(char *out, const char *sub, const char *secret)
+{
+    char hdr[64], body[256], claims[192];
+    unsigned char mac[32];
+    unsigned mac_len = 0;
+    size_t n;
+
+    b64url("{\"alg\":\"HS256\"}", 15, hdr);
+    snprintf(claims, sizeof(claims), "{\"sub\":\"%s\",\"exp\":%lld,\"topics\":[\"a\",\"b.*\"]}",
+             sub, (long long)time(NULL) + 60);
+    b64url(claims, strlen(claims), body);
+    n = (size_t)sprintf(out, "%s.%s", hdr, body);
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)out, n, mac, &mac_len);
+    out[n] = '.';
+    b64url(mac, mac_len, out + n + 1);
+}
+
+static bool claims_are_alices(const struct ringws_token_claims *t)
+{
+    return t && !strcmp(t->sub, "alice") && t->n_topics == 2 && !strcmp(t->topics[1], "b.*") &&
+           t->n_publish == 0 && t->exp > time(NULL);
+}
+
+/* A library user's own rule on top of the claims: sub "blocked" is refused. */
+static int token_on_upgrade(ringws_server *srv, const struct ringws_request *req,
+                            const char *subprotocol, const char **location, void *user)
+{
+    atomic_fetch_add(&token_upgrades, 1);
+    if (req->token && !strcmp(req->token->sub, "blocked"))
+        return 403;
+    if (claims_are_alices(req->token))
+        atomic_fetch_add(&token_claims_ok, 1);
+    return RINGWS_UPGRADE_ACCEPT;
+}
+
+static void token_on_open(ringws_conn *c, const struct ringws_request *req, void *user)
+{
+    if (req->token == ringws_conn_token(c))
+        atomic_fetch_add(&token_opens_ok, 1);
+}
+
+/* Answers each message with the connection's sub ("-" without a token). */
+static void token_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                             size_t len, void *user)
+{
+    const struct ringws_token_claims *t = ringws_conn_token(c);
+    const char *sub = t ? t->sub : "-";
+
+    ringws_send(c, RINGWS_TEXT, sub, strlen(sub));
+}
+
+static void token_expect_sub(uint16_t port, const char *target, const char *want)
+{
+    char buf[2048];
+    uint8_t payload[128];
+    size_t len = 0;
+    int fd = client_upgrade(port, target, "", buf, sizeof(buf));
+
+    CHECK(strncmp(buf, "HTTP/1.1 101", 12) == 0);
+    client_send_frame(fd, RINGWS_TEXT, "who", 3);
+    CHECK(client_read_frame(fd, payload, &len) == RINGWS_TEXT && len == strlen(want) &&
+          !memcmp(payload, want, len));
+    close(fd);
+}
+
+static void test_tokens(uint16_t port, ringws_server *srv)
+{
+    char tok[512], target[600], buf[2048];
+    struct ringws_stats st;
+    int fd;
+
+    make_token(tok, "alice", token_secret);
+    snprintf(target, sizeof(target), "/ws?token=%s", tok);
+    token_expect_sub(port, target, "alice");
+    CHECK(atomic_load(&token_claims_ok) == 1 && atomic_load(&token_opens_ok) == 1);
+    token_expect_sub(port, "/ws", "-");
+
+    make_token(tok, "blocked", token_secret);
+    snprintf(target, sizeof(target), "/ws?token=%s", tok);
+    fd = client_upgrade(port, target, "", buf, sizeof(buf));
+    CHECK(strncmp(buf, "HTTP/1.1 403", 12) == 0);
+    close(fd);
+
+    /* Signed with another secret: refused before the application sees it. */
+    make_token(tok, "alice", "another secret of at least thirty-two bytes");
+    snprintf(target, sizeof(target), "/ws?token=%s", tok);
+    fd = client_upgrade(port, target, "", buf, sizeof(buf));
+    CHECK(strncmp(buf, "HTTP/1.1 401", 12) == 0);
+    close(fd);
+    CHECK(atomic_load(&token_upgrades) == 3);
+    ringws_server_stats(srv, &st);
+    CHECK(st.auth_failures[RINGWS_AUTH_BAD_SIGNATURE] == 1);
+    CHECK(st.auth_failures[RINGWS_AUTH_OK] == 0);
+    CHECK(!strcmp(ringws_auth_failure_name(RINGWS_AUTH_BAD_SIGNATURE), "bad_signature"));
+}
+
+static void run_token_server(struct ringws_config cfg)
+{
+    char path[] = "/tmp/ringws-api-key-XXXXXX";
+    struct ringws_token_key key = {.file = path};
+    int kfd = mkstemp(path);
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    CHECK(kfd >= 0 && write(kfd, token_secret, 4) == 4); /* too short for HS256 */
+    cfg.token_keys = &key;
+    cfg.n_token_keys = 1;
+    cfg.cb = (struct ringws_callbacks){.on_upgrade = token_on_upgrade,
+                                       .on_open = token_on_open,
+                                       .on_message = token_on_message};
+    CHECK(ringws_server_create(&cfg, &srv) == -ENOKEY);
+    CHECK(pwrite(kfd, token_secret, strlen(token_secret), 0) == (ssize_t)strlen(token_secret));
+    close(kfd);
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server with a token key");
+        unlink(path);
+        return;
+    }
+    unlink(path); /* read at create */
+    pthread_create(&th, NULL, server_thread, srv);
+    test_tokens(ringws_server_port(srv), srv);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
     CHECK((intptr_t)res == 0);
     ringws_server_destroy(srv);
 }
@@ -877,6 +1027,7 @@ int main(void)
     run_stop_server(cfg, 0, 0);
     run_stop_server(cfg, 1012, 0);
     run_stop_server(cfg, 1012, 1500);
+    run_token_server(cfg);
 
     /* Every open connection was reported closed once, never from inside
      * another callback of its own. */

@@ -127,6 +127,30 @@ static void test_commands(void)
     CHECK(cmd("pub a,b x", &c) == -EINVAL);
     CHECK(cmd("", &c) == -EINVAL);
     CHECK(cmd("hello", &c) == -EINVAL);
+    CHECK(cmd("auth a.b.c", &c) == 0 && c.type == PUBSUB_CMD_AUTH && c.arg_len == 5 &&
+          !memcmp(c.arg, "a.b.c", 5));
+    CHECK(cmd("auth", &c) == -EINVAL);
+    CHECK(cmd("auth ", &c) == -EINVAL);
+    CHECK(cmd("AUTH x", &c) == -EINVAL);
+}
+
+/* Token claims and topic rules share the pattern syntax. */
+static void test_patterns(void)
+{
+    const char *q = "topics=a&token=x.y.z&tokens=no";
+    const char *v;
+    size_t n;
+
+    CHECK(topic_pattern_valid("*", 1) && topic_pattern_valid("news", 4) &&
+          topic_pattern_valid("news.*", 6));
+    CHECK(!topic_pattern_valid("", 0) && !topic_pattern_valid("**", 2) &&
+          !topic_pattern_valid("a*b", 3) && !topic_pattern_valid("a b", 3));
+    CHECK(topic_pattern_match("news.*", "news.eu", 7) && topic_pattern_match("news.*", "news.", 5));
+    CHECK(!topic_pattern_match("news.*", "news", 4) && !topic_pattern_match("news", "news.eu", 7));
+    CHECK(topic_pattern_match("*", "x", 1) && topic_pattern_match("news", "news", 4));
+    CHECK(query_param_find(q, strlen(q), "token", &v, &n) && n == 5 && !memcmp(v, "x.y.z", 5));
+    CHECK(!query_param_find(q, strlen(q), "toke", &v, &n));
+    CHECK(!query_param_find("token", 5, "token", &v, &n));
 }
 
 static void test_rules(void)
@@ -170,6 +194,7 @@ int main(void)
     test_lists();
     test_query();
     test_commands();
+    test_patterns();
     test_rules();
     return check_done("pubsub_proto");
 }
