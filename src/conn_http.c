@@ -432,8 +432,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
 
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         if (i == 0 || strcmp(rows[i].name, rows[i - 1].name) != 0)
-            metrics_family(&body, rows[i].name, rows[i].type);
-        metrics_sample(&body, rows[i].name, rows[i].label, rows[i].value);
+            metrics_write_family(&body, rows[i].name, rows[i].type);
+        metrics_write_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
     conn_http_metrics_auth(&body, &st);
     metrics_write_server(&body, c->w->srv);
@@ -872,7 +872,7 @@ static void conn_http_stop(struct ringws_conn *c)
 static void conn_http_expired(struct ringws_conn *c)
 {
     if (c->req.len)
-        metrics_count_handshake(c->w, 0);
+        metrics_count_handshake(c->w, METRICS_HANDSHAKE_TIMEOUT);
     conn_abort(c);
 }
 

@@ -82,10 +82,10 @@ static const struct {
                                        "subscribers of the topic."},
 };
 
-static void metrics_printf(struct metrics_text *t, const char *fmt, ...)
+static void metrics_write_text(struct metrics_text *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void metrics_printf(struct metrics_text *t, const char *fmt, ...)
+static void metrics_write_text(struct metrics_text *t, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -118,18 +118,18 @@ void metrics_text_free(struct metrics_text *t)
     t->p = NULL;
 }
 
-void metrics_family(struct metrics_text *t, const char *name, const char *type)
+void metrics_write_family(struct metrics_text *t, const char *name, const char *type)
 {
     for (size_t i = 0; i < sizeof(metrics_helps) / sizeof(metrics_helps[0]); i++)
         if (!strcmp(metrics_helps[i].name, name))
-            metrics_printf(t, "# HELP %s %s\n", name, metrics_helps[i].help);
-    metrics_printf(t, "# TYPE %s %s\n", name, type);
+            metrics_write_text(t, "# HELP %s %s\n", name, metrics_helps[i].help);
+    metrics_write_text(t, "# TYPE %s %s\n", name, type);
 }
 
-void metrics_sample(struct metrics_text *t, const char *name, const char *label,
+void metrics_write_sample(struct metrics_text *t, const char *name, const char *label,
                     uint64_t value)
 {
-    metrics_printf(t, "%s%s%s%s %" PRIu64 "\n", name, label ? "{" : "", label ? label : "",
+    metrics_write_text(t, "%s%s%s%s %" PRIu64 "\n", name, label ? "{" : "", label ? label : "",
                    label ? "}" : "", value);
 }
 
@@ -137,7 +137,7 @@ void metrics_count_handshake(struct worker *w, int status)
 {
     unsigned i = 0;
 
-    if (!status)
+    if (status == METRICS_HANDSHAKE_TIMEOUT)
         i = HS_TIMEOUT;
     while (i < HS_OTHER && metrics_outcomes[i].status != status)
         i++;
@@ -158,7 +158,7 @@ void metrics_observe(struct stat_hist *h, uint64_t ns)
                           memory_order_relaxed);
 }
 
-static uint64_t metrics_sum(const struct ringws_server *srv, size_t offset)
+static uint64_t metrics_sum_workers(const struct ringws_server *srv, size_t offset)
 {
     uint64_t sum = 0;
 
@@ -169,46 +169,46 @@ static uint64_t metrics_sum(const struct ringws_server *srv, size_t offset)
     return sum;
 }
 
-#define METRICS_SUM(srv, f) metrics_sum(srv, offsetof(struct worker_stats, f))
+#define METRICS_SUM(srv, f) metrics_sum_workers(srv, offsetof(struct worker_stats, f))
 
-static void metrics_counter(struct metrics_text *t, const char *name, uint64_t value)
+static void metrics_write_counter(struct metrics_text *t, const char *name, uint64_t value)
 {
-    metrics_family(t, name, "counter");
-    metrics_sample(t, name, NULL, value);
+    metrics_write_family(t, name, "counter");
+    metrics_write_sample(t, name, NULL, value);
 }
 
-static void metrics_handshakes(struct metrics_text *t, const struct ringws_server *srv)
+static void metrics_write_handshakes(struct metrics_text *t, const struct ringws_server *srv)
 {
     static const char name[] = "ringws_handshakes_total";
 
-    metrics_family(t, name, "counter");
+    metrics_write_family(t, name, "counter");
     for (unsigned i = 0; i < HS_OUTCOMES; i++) {
         char label[32];
         snprintf(label, sizeof(label), "outcome=\"%s\"", metrics_outcomes[i].label);
-        metrics_sample(t, name, label, METRICS_SUM(srv, handshakes[i]));
+        metrics_write_sample(t, name, label, METRICS_SUM(srv, handshakes[i]));
     }
 }
 
-static void metrics_connections(struct metrics_text *t, const struct ringws_server *srv)
+static void metrics_write_connections(struct metrics_text *t, const struct ringws_server *srv)
 {
     static const char name[] = "ringws_connections";
 
-    metrics_family(t, name, "gauge");
+    metrics_write_family(t, name, "gauge");
     for (unsigned i = 0; i < srv->n_workers; i++) {
         char label[32];
         snprintf(label, sizeof(label), "worker=\"%u\"", i);
-        metrics_sample(t, name, label, worker_conns(&srv->workers[i]));
+        metrics_write_sample(t, name, label, worker_conns(&srv->workers[i]));
     }
 }
 
 /* The buckets are counted per bucket and summed here: the cumulative counts
  * and _count come from the same reads, so they always agree. */
-static void metrics_histogram(struct metrics_text *t, const struct ringws_server *srv,
+static void metrics_write_histogram(struct metrics_text *t, const struct ringws_server *srv,
                               const char *name, size_t offset)
 {
     uint64_t cumulative = 0, sum_ns = 0;
 
-    metrics_family(t, name, "histogram");
+    metrics_write_family(t, name, "histogram");
     for (unsigned b = 0; b < HIST_BUCKETS; b++) {
         for (unsigned i = 0; i < srv->n_workers; i++) {
             const struct stat_hist *h =
@@ -218,30 +218,30 @@ static void metrics_histogram(struct metrics_text *t, const struct ringws_server
                 sum_ns += atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
         }
         if (b < HIST_BUCKETS - 1)
-            metrics_printf(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+            metrics_write_text(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
                            (double)metrics_bounds_ns[b] / 1e9, cumulative);
         else
-            metrics_printf(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
+            metrics_write_text(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
     }
-    metrics_printf(t, "%s_sum %.9f\n", name, (double)sum_ns / 1e9);
-    metrics_printf(t, "%s_count %" PRIu64 "\n", name, cumulative);
+    metrics_write_text(t, "%s_sum %.9f\n", name, (double)sum_ns / 1e9);
+    metrics_write_text(t, "%s_count %" PRIu64 "\n", name, cumulative);
 }
 
 void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv)
 {
-    metrics_handshakes(t, srv);
-    metrics_counter(t, "ringws_messages_received_total", METRICS_SUM(srv, messages_received));
+    metrics_write_handshakes(t, srv);
+    metrics_write_counter(t, "ringws_messages_received_total", METRICS_SUM(srv, messages_received));
     /* Published deliveries are counted once per publish (fanout_queued),
      * not once per recipient. */
-    metrics_counter(t, "ringws_messages_sent_total",
+    metrics_write_counter(t, "ringws_messages_sent_total",
                     METRICS_SUM(srv, messages_sent) + METRICS_SUM(srv, fanout_queued));
-    metrics_counter(t, "ringws_bytes_received_total", METRICS_SUM(srv, bytes_received));
-    metrics_counter(t, "ringws_bytes_sent_total", METRICS_SUM(srv, bytes_sent));
-    metrics_connections(t, srv);
-    metrics_family(t, "ringws_send_queue_bytes", "gauge");
-    metrics_sample(t, "ringws_send_queue_bytes", NULL, METRICS_SUM(srv, send_queue_bytes));
-    metrics_histogram(t, srv, "ringws_publish_to_enqueue_seconds",
+    metrics_write_counter(t, "ringws_bytes_received_total", METRICS_SUM(srv, bytes_received));
+    metrics_write_counter(t, "ringws_bytes_sent_total", METRICS_SUM(srv, bytes_sent));
+    metrics_write_connections(t, srv);
+    metrics_write_family(t, "ringws_send_queue_bytes", "gauge");
+    metrics_write_sample(t, "ringws_send_queue_bytes", NULL, METRICS_SUM(srv, send_queue_bytes));
+    metrics_write_histogram(t, srv, "ringws_publish_to_enqueue_seconds",
                       offsetof(struct worker_stats, publish_latency));
-    metrics_histogram(t, srv, "ringws_fanout_duration_seconds",
+    metrics_write_histogram(t, srv, "ringws_fanout_duration_seconds",
                       offsetof(struct worker_stats, fanout_duration));
 }

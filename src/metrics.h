@@ -20,18 +20,19 @@ int metrics_text_init(struct metrics_text *t, const struct ringws_server *srv);
 void metrics_text_free(struct metrics_text *t);
 
 /* Appends the HELP and TYPE lines of a family. */
-void metrics_family(struct metrics_text *t, const char *name, const char *type);
+void metrics_write_family(struct metrics_text *t, const char *name, const char *type);
 
 /* Appends one sample: name{label} value (label NULL: none). */
-void metrics_sample(struct metrics_text *t, const char *name, const char *label,
+void metrics_write_sample(struct metrics_text *t, const char *name, const char *label,
                     uint64_t value);
 
 /* Appends the families kept only inside the server (the handshakes, the
  * traffic, each worker's connections, the histograms). */
 void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv);
 
-/* Counts a handshake answered with status (101, or the refusal's); 0: one
- * that timed out. */
+/* Counts a handshake answered with status (101, or the refusal's), or one
+ * that timed out (METRICS_HANDSHAKE_TIMEOUT). */
+#define METRICS_HANDSHAKE_TIMEOUT 0
 void metrics_count_handshake(struct worker *w, int status);
 
 /* Records one observation of ns nanoseconds (by the worker that owns h). */

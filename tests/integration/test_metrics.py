@@ -21,6 +21,10 @@ from ringws_test import (Runner, T, build_frame, close_payload, connect, eq, exp
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 WORKERS = 2
+# The handshake timeout, short so that the timed-out handshake comes soon;
+# it is also the keep-alive timeout of the scraper's connection, which
+# therefore asks for /metrics between the steps of the traffic.
+HANDSHAKE_TIMEOUT = T(0.5)
 OUTCOMES = ("101", "400", "401", "403", "404", "405", "411", "413", "414", "426", "429", "431",
             "500", "501", "503", "505", "other", "timeout")
 HISTOGRAMS = ("ringws_publish_to_enqueue_seconds", "ringws_fanout_duration_seconds")
@@ -254,7 +258,7 @@ def t_traffic(port):
     peers = []  # every counted connection of the traffic
 
     # Handshakes: one timed out (a request left unfinished past the
-    # 500 ms handshake timeout), refusals of each kind, then successes.
+    # handshake timeout), refusals of each kind, then successes.
     slow = Counted(port)
     slow.send("GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: webso")
     peers.append(slow)
@@ -263,6 +267,7 @@ def t_traffic(port):
     peers.append(refused(port, upgrade(port, path="/ws?topics=a,,b"), 400))
     peers.append(refused(port, upgrade_request(port, add=(("Origin", "http://elsewhere.example"),))[0], 403))
     peers.append(refused(port, upgrade(port, path="/nowhere"), 404))
+    scraper.scrape()
     peers.append(refused(port, "POST /echo HTTP/1.1\r\n%sContent-Length: 0\r\n\r\n" % host, 405))
     peers.append(refused(port, "GET /echo HTTP/1.1\r\n%s\r\n" % host, 426))
     # Over the 8 KiB head limit, yet read whole in one receive (the server
@@ -271,6 +276,7 @@ def t_traffic(port):
                          % (host, "x" * 9000), 431))
     # Plain HTTP is no handshake: not counted.
     peers.append(refused(port, "GET /healthz HTTP/1.1\r\n%s\r\n" % host, 200))
+    scraper.scrape()
 
     # Echoes with known sizes: 2 + 4 + n bytes in, 2 + n out.
     echo = ws_open(port, "/echo")
@@ -284,6 +290,7 @@ def t_traffic(port):
 
     # Subscribers on both workers' share, then publishes over HTTP and one
     # `pub` from a WebSocket client.
+    scraper.scrape()
     subs = [ws_open(port, "/ws?topics=news") for _ in range(6)]
     peers.extend(subs)
     during = scraper.scrape()
@@ -306,13 +313,14 @@ def t_traffic(port):
         for s in subs:
             eq(s.read_exactly(2 + len(body), "a published message"),
                b"\x81" + bytes([len(body)]) + body.encode(), "the published message")
+        scraper.scrape()
     pub = ws_open(port, "/ws")
     peers.append(pub)
     pub.send(build_frame(0x1, b"pub chat.room hello"))
     # The `pub` is a received message; it reaches no subscriber.
 
     # Meanwhile the handshake timeout comes for the unfinished request: the
-    # scraper, idle, would meet its keep-alive deadline (the same 500 ms),
+    # scraper, idle, would meet its keep-alive deadline (the same timeout),
     # so it keeps asking while it waits.
     deadline = time.monotonic() + T(5)
     while not slow.at_eof(0.1):
@@ -358,7 +366,7 @@ def t_traffic(port):
 
 def main():
     r = Runner("metrics")
-    with r.server(["--workers", str(WORKERS), "--handshake-timeout", "500ms",
+    with r.server(["--workers", str(WORKERS), "--handshake-timeout", "%dms" % (HANDSHAKE_TIMEOUT * 1000),
                    "--origin", ORIGIN, "--topic", "chat.*=drop-oldest,publish"],
                   "two-workers") as srv:
         r.case("families-help-type-histograms", t_families, srv.port)
