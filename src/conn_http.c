@@ -378,12 +378,12 @@ static void conn_http_metrics_auth(struct metrics_text *body, const struct ringw
 {
     static const char name[] = "ringws_auth_failures_total";
 
-    metrics_family(body, name, "counter");
+    metrics_write_family(body, name, "counter");
     for (unsigned r = RINGWS_AUTH_OK + 1; r < RINGWS_AUTH_REASONS; r++) {
         char label[64];
 
         snprintf(label, sizeof(label), "reason=\"%s\"", ringws_auth_failure_name(r));
-        metrics_sample(body, name, label, st->auth_failures[r]);
+        metrics_write_sample(body, name, label, st->auth_failures[r]);
     }
 }
 
