@@ -837,6 +837,8 @@ static void run_stop_server(struct ringws_config cfg, uint16_t code, unsigned wi
     client_send_frame(fd, 8, payload, 2);
     close(fd);
     pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
 }
 
 /* ---- tokens ------------------------------------------------------------ */
