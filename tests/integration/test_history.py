@@ -20,10 +20,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+
+import jwt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -521,6 +525,142 @@ def t_resume_race(port, clients=200):
 
 
 # ---------------------------------------------------------------------------
+# GET /history, SIGUSR2, tokens, /metrics
+
+
+def t_get_history(port):
+    holder, epoch, last = fresh_topic(port, "h.get", 6)
+    post(port, "h.get", b"\x00\xffbin\n", binary=True)
+    post(port, "h.get", 'q"uo\\te\n\u00e9'.encode())
+    last += 2
+    status, body = get_json(port, "/history/h.get")
+    eq(status, 200, "GET /history/h.get")
+    eq((body["topic"], body["epoch"], body["oldest"], body["last"], body["gap"]),
+       ("h.get", epoch, 1, last, False), "history head")
+    eq([m["offset"] for m in body["messages"]], list(range(1, last + 1)), "offsets")
+    eq(body["messages"][0], {"offset": 1, "text": "h.get-1"}, "a text message")
+    eq(base64.b64decode(body["messages"][6]["binary"]), b"\x00\xffbin\n", "a binary message")
+    eq(body["messages"][7]["text"], 'q"uo\\te\n\u00e9', "escaped text")
+    status, body = get_json(port, "/history/h.get?limit=3")
+    eq([m["offset"] for m in body["messages"]], [1, 2, 3], "limit=3")
+    status, body = get_json(port, "/history/h.get?since=%s:5&limit=2" % epoch)
+    eq(([m["offset"] for m in body["messages"]], body["gap"]), ([6, 7], False), "since=E:5")
+    status, body = get_json(port, "/history/h.get?since=6")
+    eq([m["offset"] for m in body["messages"]], [7, 8], "since=6 without an epoch")
+    status, body = get_json(port, "/history/h.get?since=0")
+    eq(len(body["messages"]), last, "since=0: from the oldest")
+    other = "0" * 16 if epoch != "0" * 16 else "1" * 16
+    status, body = get_json(port, "/history/h.get?since=%s:5" % other)
+    eq((body["gap"], body["messages"][0]["offset"]), (True, 1), "other epoch: gap from oldest")
+    status, body = get_json(port, "/history/h.get?since=%s:99" % epoch)
+    eq(body["gap"], True, "a future offset: gap")
+    h2, e2, l2 = fresh_topic(port, "h.small", 0)
+    status, body = get_json(port, "/history/h.small?since=%s:1" % e2)
+    eq((body["gap"], body["oldest"], [m["offset"] for m in body["messages"]][0]),
+       (True, l2 - 4, l2 - 4), "evicted: gap, messages from the oldest")
+    status, body = get_json(port, "/history/never.used")
+    eq((body["oldest"], body["last"], body["gap"], body["messages"]), (1, 0, False, []),
+       "an unknown topic")
+    expect(EPOCH_RE.match(body["epoch"]), "an epoch for an unknown topic", body["epoch"])
+    for bad in ("limit=0", "limit=1001", "since=x", "since=%s:" % epoch, "since=abc:1"):
+        eq(get_json(port, "/history/h.get?" + bad)[0], 400, bad)
+    eq(get_json(port, "/history/bad%20topic")[0], 400, "invalid topic")
+    eq(get_json(port, "/history/h.get", headers=[("Origin", "https://evil.example")])[0], 403,
+       "a request with an Origin")
+    with HttpConn(port) as h:
+        h.send(b"POST /history/h.get HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        eq(h.read_response().status, 405, "POST /history")
+    close_all([holder, h2])
+
+
+def t_get_history_token(port):
+    eq(get_json(port, "/history/x")[0], 401, "GET /history without the publish token")
+    status, body = get_json(port, "/history/x", headers=[("Authorization", "Bearer tok-1")])
+    eq(status, 200, "GET /history with the publish token")
+
+
+def t_sigusr2(srv):
+    port = srv.port
+    holder, epoch, last = fresh_topic(srv.port, "h.usr2", 3)
+    subs = [env_open(port, "h.usr2") for _ in range(6)]
+    for s in subs:
+        subscribed(s, "h.usr2")
+    echo = RawWS.open(port, "/echo")
+    web = HttpConn(port)
+    srv.send_signal(signal.SIGUSR2)
+    for ws in subs + [holder, echo]:
+        reason = bytes(ws.expect_close([1012]).reason)
+        expect(re.match(rb"server restarting; retry after \d+ ms$", reason),
+               "the stop close's reason", reason)
+    close_all(subs + [holder, echo])
+    # the server runs on, its history kept: publish meanwhile, resume
+    p = Poster(port)
+    for i in range(4):
+        p.post("h.usr2", b"while-away-%d" % i)
+    p.close()
+    ws = env_open(port, "h.usr2", since="h.usr2:%s:%d" % (epoch, last))
+    expect_notice(ws, "recovered", "h.usr2", epoch, str(last + 1), str(last + 4))
+    for i in range(4):
+        expect_msg(ws, "h.usr2", epoch, last + 1 + i, b"while-away-%d" % i)
+    # an HTTP keep-alive connection was left alone
+    web.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(web.read_response().status, 200, "HTTP connection after SIGUSR2")
+    close_all([ws, web])
+
+
+def t_tokens(port, secret):
+    def tok(topics, exp=60):
+        return jwt.encode({"sub": "ann", "topics": topics, "publish": ["tok.*"],
+                           "exp": int(time.time()) + exp}, secret, algorithm="HS256")
+    t1 = tok(["tok.*"])
+    req, key = upgrade_request(port, path="/ws?token=" + t1, add=[PROTO])
+    ws = RawWS.open(port, request=req, key=key)
+    cmd(ws, "sub tok.a")
+    ea, _ = subscribed(ws, "tok.a")
+    cmd(ws, "pub tok.a hi")
+    expect_msg(ws, "tok.a", ea, 1, b"hi")
+    expect_notice(ws, "published", "tok.a", ea, "1")
+    t2 = tok(["tok.*"], exp=120)
+    cmd(ws, "auth " + t2)
+    f = expect_notice(ws, "authed", None)
+    eq(int(f[1]), jwt.decode(t2, options={"verify_signature": False})["exp"], "authed EXP")
+    cmd(ws, "sub tok.a,other tok.a:%s:0" % ea)
+    ws.expect_close([1008])
+    ws.close()
+    # positions at the upgrade obey the claim too
+    req, key = upgrade_request(port, path="/ws?token=%s&topics=other&since=other:%s:0"
+                               % (t1, "0" * 16), add=[PROTO])
+    with HttpConn(port) as h:
+        h.send(req)
+        eq(h.read_response().status, 403, "since for a topic outside the claim")
+
+
+def t_metrics(port):
+    with HttpConn(port) as h:
+        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = h.read_response().body.decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("ringws_") and " " in line:
+            name, v = line.rsplit(" ", 1)
+            values[name] = float(v)
+    for fam in ("ringws_sequences", "ringws_history_messages", "ringws_history_bytes",
+                "ringws_history_evictions_total", "ringws_resumes_total"):
+        expect("# HELP %s " % fam in text and "# TYPE %s " % fam in text, "HELP and TYPE of " + fam,
+               fam)
+    expect(values.get("ringws_history_messages", 0) > 0, "messages held", values)
+    expect(values.get("ringws_history_bytes", 0) > values["ringws_history_messages"] * 100,
+           "bytes held", values)
+    expect(values.get("ringws_sequences", 0) > 0, "topics held", values)
+    for reason in ("count", "ttl"):
+        expect(values.get('ringws_history_evictions_total{reason="%s"}' % reason, 0) > 0,
+               "evictions by " + reason, values)
+    for outcome in ("recovered", "gap"):
+        expect(values.get('ringws_resumes_total{outcome="%s"}' % outcome, 0) > 0,
+               "resumes " + outcome, values)
+
+
+# ---------------------------------------------------------------------------
 
 
 def main():
@@ -541,6 +681,22 @@ def main():
         r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, p)
         r.case("resume-after-ttl-is-a-gap", t_resume_ttl, p)
         r.case("resume-race-at-the-seam", t_resume_race, p, timeout=60)
+        r.case("get-history", t_get_history, p)
+        r.case("sigusr2-closes-1012-and-resume-loses-nothing", t_sigusr2, srv)
+        r.case("metrics-history-families", t_metrics, p)
+    with r.server(["--publish-token", "tok-1"], "history-publish-token") as srv:
+        r.case("get-history-needs-the-publish-token", t_get_history_token, srv.port)
+    tmp = tempfile.mkdtemp(prefix="ringws-history-")
+    try:
+        secret = base64.b64encode(os.urandom(33))
+        path = os.path.join(tmp, "hs.key")
+        with open(path, "wb") as f:
+            f.write(secret + b"\n")
+        with r.server(WORKERS + ["--token-key", "hs=" + path, "--topic", "tok.*=history=10"],
+                      "history-tokens") as srv:
+            r.case("tokens-sub-positions-claim-auth-answered", t_tokens, srv.port, secret)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     with r.server(WORKERS + ["--topic", "mem.*=history=100", "--history-memory", "20000"],
                   "history-memory") as srv:
         r.case("resume-after-memory-eviction-is-a-gap", t_resume_memory, srv.port)
