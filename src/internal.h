@@ -354,6 +354,7 @@ struct worker {
      * subscription of this worker delivers them before its own (pubsub.c,
      * "order"). */
     struct pub_slot *pending, *pending_tail;
+    struct pub_slot *replies; /* counts set aside for the next drain (pubsub.c) */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */

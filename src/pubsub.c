@@ -43,7 +43,7 @@
 static __thread struct worker *pubsub_self;
 
 static void pubsub_inbox_take(struct worker *w);
-static void pubsub_inbox_run(struct worker *w);
+static void pubsub_inbox_run_nested(struct worker *w);
 
 /* ---- subscriptions ----------------------------------------------------- */
 
@@ -184,7 +184,7 @@ static int pubsub_start_sync(struct worker *w, const char *name, size_t len, str
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
     seq_unlock(srv);
-    pubsub_inbox_run(w);
+    pubsub_inbox_run_nested(w);
     *stp = st;
     return r;
 }
@@ -702,7 +702,10 @@ static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 /* Delivers the pending list.  The list lives in the worker, not on this
  * stack: a reply's callback may publish on this worker, which takes newer
  * messages from the inbox behind the older ones still pending here and
- * delivers them all, in order, before its own. */
+ * delivers them all, in order, before its own.  Replies are only set
+ * aside: this runs inside a publish or a subscription too, where a reply's
+ * callback must not run (the publish it answers may be the one under way,
+ * not yet delivered here nor waiting for its count). */
 static void pubsub_inbox_run(struct worker *w)
 {
     struct pub_slot *s;
@@ -711,8 +714,8 @@ static void pubsub_inbox_run(struct worker *w)
     while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;
         if (pubsub_is_reply(w, s)) {
-            m->done(m->done_arg, atomic_load(&m->recipients));
-            pubsub_msg_unref(m);
+            s->qnext = w->replies;
+            w->replies = s;
         } else {
             pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, pubsub_deliver(w, s, &clock_ns));
@@ -721,11 +724,29 @@ static void pubsub_inbox_run(struct worker *w)
     }
 }
 
+/* After a publish or a subscription took the inbox: replies it set aside
+ * are answered by the next drain, which a wake makes sure of. */
+static void pubsub_inbox_run_nested(struct worker *w)
+{
+    pubsub_inbox_run(w);
+    if (w->replies && !atomic_exchange(&w->inbox_woken, true))
+        worker_wake(w);
+}
+
+/* From the loop: deliveries, then the counts of this worker's publishes. */
 void pubsub_inbox_drain(struct worker *w)
 {
+    struct pub_slot *s;
+
     atomic_store(&w->inbox_woken, false);
     pubsub_inbox_take(w);
     pubsub_inbox_run(w);
+    while ((s = w->replies)) {
+        struct pub_msg *m = s->msg;
+        w->replies = s->qnext;
+        m->done(m->done_arg, atomic_load(&m->recipients));
+        pubsub_msg_unref(m);
+    }
 }
 
 /* ---- publishing -------------------------------------------------------- */
@@ -787,7 +808,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
     if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
         return r;
     if (self) {
-        pubsub_inbox_run(self);
+        pubsub_inbox_run_nested(self);
         uint64_t clock_ns = m->published_ns;
         uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
@@ -911,6 +932,13 @@ static bool pubsub_inbox_discard(struct worker *w)
     bool any;
 
     pubsub_inbox_take(w);
+    if (w->replies) { /* set aside: back in line, to be let go below */
+        for (s = w->replies; s->qnext; s = s->qnext)
+            ;
+        s->qnext = w->pending;
+        w->pending = w->replies;
+        w->replies = NULL;
+    }
     any = w->pending != NULL;
     while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;
