@@ -591,6 +591,10 @@ struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, si
 int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
 /* The topic's position now (expired history dropped first). */
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
+/* Whether the history gives exactly what follows offset `after` of the
+ * sequence of that epoch (NULL: of the topic's, whatever it is), as of
+ * the last seq_topic_view. */
+bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t after);
 /* The held message of that offset (a reference taken for the caller), or
  * NULL. */
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);

@@ -114,14 +114,6 @@ struct sub_start {
     uint64_t n_replay;
 };
 
-/* Whether the history can serve a position: the same epoch, an offset the
- * topic reached, and every message after it still held. */
-static bool pubsub_position_served(const struct topic_pos *pos, const struct seq_view *v)
-{
-    return !memcmp(pos->epoch, v->epoch, SEQ_EPOCH_LEN) && pos->offset <= v->last &&
-           pos->offset + 1 >= v->oldest;
-}
-
 /* Under the sequencer's lock: the topic's view, and for a position the
  * held messages after it, referenced for the replay. */
 static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
@@ -132,7 +124,7 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
         ss->outcome = START_SUBSCRIBED;
         return 0;
     }
-    if (!pubsub_position_served(ss->pos, &ss->view)) {
+    if (!seq_topic_serves(st, ss->pos->epoch, ss->pos->offset)) {
         ss->outcome = START_GAP;
         return 0;
     }

@@ -284,6 +284,12 @@ void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_v
     v->oldest = history_oldest(&t->hist, t->last);
 }
 
+bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t after)
+{
+    return history_serves(&t->hist, t->last, !epoch || !memcmp(epoch, t->epoch, SEQ_EPOCH_LEN),
+                          after);
+}
+
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
 {
     struct hist_node *node = history_at(&t->hist, offset);
