@@ -9,7 +9,8 @@ while several HTTP publishers and a WebSocket `pub` race; resuming from a
 position replays exactly what was missed (`recovered`) or says `gap` (other
 epoch, future offset, evicted by count, by age, by --history-memory);
 `since` needs ringws.v1 (400) and a malformed position is refused (400 at
-the upgrade, 1008 in `sub`); clients resuming from random recent positions
+the upgrade, 1008 in `sub`); a replay that cannot fit --fanout-queue is a
+`gap`; clients resuming from random recent positions
 while a publisher hammers the topic each end with a contiguous sequence;
 SIGUSR2 closes every WebSocket with 1012 and a resume after it loses
 nothing; GET /history answers JSON (limit, since, gap, base64 for binary)
@@ -479,6 +480,27 @@ def t_resume_memory(port):
     close_all([ws, r, r2])
 
 
+def t_replay_bounded_by_queue(port):
+    """--fanout-queue 8192: a replay of 20 messages of 1000 bytes cannot
+    fit and is answered gap; the last 5 fit and are replayed."""
+    holder = env_open(port, "q.big")
+    epoch, _ = subscribed(holder, "q.big")
+    p = Poster(port)
+    for i in range(20):
+        p.post("q.big", bytes([65 + i]) * 1000)
+    p.close()
+    collect_msgs(holder, "q.big", 20, "q.big")
+    ws = env_open(port, "q.big", since="q.big:%s:0" % epoch)
+    expect_notice(ws, "gap", "q.big", epoch, "1", "20")
+    ws.send_frame(OP_PING, b"q")
+    eq(ws.recv_event(T(5), "pong").kind, "pong", "nothing replayed after the gap")
+    ws2 = env_open(port, "q.big", since="q.big:%s:15" % epoch)
+    expect_notice(ws2, "recovered", "q.big", epoch, "16", "20")
+    for o in range(16, 21):
+        expect_msg(ws2, "q.big", epoch, o, bytes([64 + o]) * 1000)
+    close_all([holder, ws, ws2])
+
+
 def t_resume_race(port, clients=200):
     """A publisher hammers a topic while clients resume from random recent
     positions: each must end with a contiguous run, no duplicate."""
@@ -700,6 +722,9 @@ def main():
     with r.server(WORKERS + ["--topic", "mem.*=history=100", "--history-memory", "20000"],
                   "history-memory") as srv:
         r.case("resume-after-memory-eviction-is-a-gap", t_resume_memory, srv.port)
+    with r.server(WORKERS + ["--topic", "q.*=history=100", "--fanout-queue", "8192"],
+                  "history-small-queue") as srv:
+        r.case("replay-larger-than-the-queue-is-a-gap", t_replay_bounded_by_queue, srv.port)
     r.finish()
 
 
