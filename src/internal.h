@@ -575,8 +575,9 @@ struct seq_stats {
 
 int seq_create(struct ringws_server *srv);
 void seq_destroy(struct ringws_server *srv);
-/* Everything below but seq_stats runs between seq_lock and seq_unlock: the
- * one lock that orders a topic's publishes (docs/ARCHITECTURE.md). */
+/* Everything below but seq_stats and seq_count_resume runs between
+ * seq_lock and seq_unlock: the one lock that orders a topic's publishes
+ * (docs/ARCHITECTURE.md). */
 void seq_lock(struct ringws_server *srv);
 void seq_unlock(struct ringws_server *srv);
 /* The topic of that name, made (with a fresh epoch) when unknown; NULL
@@ -604,6 +605,7 @@ void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
 /* A topic no worker holds and whose history is empty is forgotten at the
  * next seq_unlock. */
 void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
+/* Any thread, without the lock. */
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
 void seq_stats(struct ringws_server *srv, struct seq_stats *out);
 

@@ -112,6 +112,7 @@ struct sub_start {
     enum { START_SUBSCRIBED, START_RECOVERED, START_GAP } outcome;
     struct pub_msg **replay;     /* referenced, offsets pos->offset + 1 .. view.last */
     uint64_t n_replay;
+    size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
 };
 
 /* Under the sequencer's lock: the topic's view, and for a position the
@@ -119,6 +120,9 @@ struct sub_start {
 static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
                              struct sub_start *ss)
 {
+    uint64_t n;
+    size_t need = 0;
+
     seq_topic_view(srv, st, &ss->view);
     if (!ss->pos) {
         ss->outcome = START_SUBSCRIBED;
@@ -129,14 +133,25 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
         return 0;
     }
     ss->outcome = START_RECOVERED;
-    ss->n_replay = ss->view.last - ss->pos->offset;
-    if (!ss->n_replay)
+    n = ss->view.last - ss->pos->offset;
+    /* What cannot fit the subscriber's queue is a gap, found before any
+     * work: the lock is held, and a client chooses its position. */
+    if (n > ss->room / OUT_CHUNK_OVERHEAD) {
+        ss->outcome = START_GAP;
         return 0;
-    ss->replay = malloc(ss->n_replay * sizeof(*ss->replay));
+    }
+    if (!n)
+        return 0;
+    ss->replay = malloc(n * sizeof(*ss->replay));
     if (!ss->replay)
         return -ENOMEM;
-    for (uint64_t i = 0; i < ss->n_replay; i++)
-        ss->replay[i] = seq_topic_message(st, ss->pos->offset + 1 + i);
+    for (uint64_t i = 0; i < n && ss->outcome == START_RECOVERED; i++) {
+        struct pub_msg *m = seq_topic_message(st, ss->pos->offset + 1 + i);
+        ss->replay[ss->n_replay++] = m;
+        need += m ? m->raw.len + OUT_CHUNK_OVERHEAD : 0;
+        if (need > ss->room)
+            ss->outcome = START_GAP; /* the exact check comes later */
+    }
     return 0;
 }
 
@@ -171,8 +186,6 @@ static int pubsub_start_sync(struct worker *w, const char *name, size_t len, str
         r = pubsub_start_read(srv, st, ss);
     if (r == 0 && !t)
         seq_topic_hold(st);
-    if (r == 0 && ss->pos)
-        seq_count_resume(srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
     seq_unlock(srv);
@@ -242,6 +255,8 @@ static int pubsub_start_answer(struct ringws_conn *c, const char *name, size_t l
 
     if (ss->outcome == START_RECOVERED && !pubsub_replay_fits(c, ss))
         ss->outcome = START_GAP;
+    if (ss->pos)
+        seq_count_resume(c->w->srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
     if (ss->outcome == START_SUBSCRIBED)
         return conn_ws_pubsub_notice(c, "subscribed %.*s %s %" PRIu64, n, name, v->epoch,
                                      v->last);
@@ -393,7 +408,9 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
 
     while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0) {
         struct topic_pos tp;
-        struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0};
+        size_t cap = c->w->srv->cfg.max_fanout_queue;
+        struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0,
+                               .room = c->out_bytes < cap ? cap - c->out_bytes : 0};
         if (positions && topic_pos_find(positions, positions_len, name, n, &tp))
             ss.pos = &tp;
         r = pubsub_subscribe_at(c, name, n, &ss);

@@ -44,7 +44,7 @@ struct sequencer {
     uint64_t key[2];
     struct history_set hist;
     struct seq_topic *idle;      /* maybe forgotten at the unlock */
-    uint64_t resumes[SEQ_RESUME_OUTCOMES];
+    _Atomic uint64_t resumes[SEQ_RESUME_OUTCOMES]; /* counted without the lock */
 };
 
 static struct seq_topic *seq_of_history(struct history *h)
@@ -320,7 +320,7 @@ void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t)
 
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome)
 {
-    srv->seq->resumes[outcome]++;
+    atomic_fetch_add_explicit(&srv->seq->resumes[outcome], 1, memory_order_relaxed);
 }
 
 void seq_stats(struct ringws_server *srv, struct seq_stats *out)
@@ -332,6 +332,7 @@ void seq_stats(struct ringws_server *srv, struct seq_stats *out)
     out->history_messages = q->hist.n;
     out->history_bytes = q->hist.bytes;
     memcpy(out->evicted, q->hist.evicted, sizeof(out->evicted));
-    memcpy(out->resumes, q->resumes, sizeof(out->resumes));
+    for (unsigned i = 0; i < SEQ_RESUME_OUTCOMES; i++)
+        out->resumes[i] = atomic_load_explicit(&q->resumes[i], memory_order_relaxed);
     seq_unlock(srv);
 }
