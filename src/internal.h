@@ -388,6 +388,7 @@ struct ringws_server {
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
+    bool history_ttl;            /* a topic rule has a history-ttl: worker 0 sweeps */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -607,6 +608,11 @@ void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
 void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
 /* Any thread, without the lock. */
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
+/* Takes the lock: drops what is past its age from up to budget histories
+ * with a history-ttl, going on from where the last sweep stopped, so that
+ * an expired history gives its memory back (and its topic may be
+ * forgotten) without waiting to be published to or read. */
+void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget);
 void seq_stats(struct ringws_server *srv, struct seq_stats *out);
 
 /* ---- history_json.c: GET /history/TOPIC -------------------------------- */

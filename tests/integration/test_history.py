@@ -453,6 +453,30 @@ def t_resume_ttl(port):
     close_all([ws, holder])
 
 
+def metric(port, name):
+    with HttpConn(port) as h:
+        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = h.read_response().body.decode()
+    m = re.search("^%s (\\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def t_ttl_swept(port):
+    """Expired messages go without the topic being touched again, and the
+    topic, left with no subscriber and no history, is forgotten."""
+    key = 'ringws_history_evictions_total{reason="ttl"}'
+    holder, epoch, last = fresh_topic(port, "ttl.sweep", 3)
+    holder.close()
+    before = metric(port, key)
+    deadline = time.monotonic() + T(5)
+    while metric(port, key) < before + 3:
+        if time.monotonic() > deadline:
+            fail("the expired messages of an untouched topic were not dropped")
+        time.sleep(0.1)
+    status, body = get_json(port, "/history/ttl.sweep")
+    expect(body["epoch"] != epoch and body["last"] == 0, "a forgotten topic's new sequence", body)
+
+
 def t_resume_memory(port):
     # --history-memory is a little over 4 messages of 4000 bytes
     ws = env_open(port, "mem.a,mem.b")
@@ -702,6 +726,7 @@ def main():
         r.case("resume-gap-epoch-future-evicted", t_resume_gap, p)
         r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, p)
         r.case("resume-after-ttl-is-a-gap", t_resume_ttl, p)
+        r.case("expired-history-swept-topic-forgotten", t_ttl_swept, p)
         r.case("resume-race-at-the-seam", t_resume_race, p, timeout=60)
         r.case("get-history", t_get_history, p)
         r.case("sigusr2-closes-1012-and-resume-loses-nothing", t_sigusr2, srv)
