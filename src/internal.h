@@ -584,8 +584,6 @@ void seq_unlock(struct ringws_server *srv);
 /* The topic of that name, made (with a fresh epoch) when unknown; NULL
  * without memory. */
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
-/* The topic of that name, or NULL. */
-struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len);
 /* Gives m its topic's next offset and epoch (tell: an epoch the publisher
  * is told, even for a topic nobody holds), and hands it to the topic's
  * history (which takes a reference of its own when it keeps it).  0,

@@ -201,7 +201,8 @@ static struct seq_topic *seq_lookup(struct sequencer *q, const char *name, size_
     return t;
 }
 
-struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len)
+static struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name,
+                                        size_t len)
 {
     struct sequencer *q = srv->seq;
 
