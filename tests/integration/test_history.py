@@ -673,6 +673,12 @@ def t_tokens(port, secret):
     cmd(ws, "sub tok.a,other tok.a:%s:0" % ea)
     ws.expect_close([1008])
     ws.close()
+    # GET /history: the topics claim decides, from every peer
+    eq(get_json(port, "/history/tok.a")[0], 401, "GET /history without a token")
+    status, body = get_json(port, "/history/tok.a", headers=[("Authorization", "Bearer " + t1)])
+    eq((status, [m["text"] for m in body["messages"]]), (200, ["hi"]), "GET /history in the claim")
+    eq(get_json(port, "/history/other", headers=[("Authorization", "Bearer " + t1)])[0], 403,
+       "GET /history outside the topics claim")
     # positions at the upgrade obey the claim too
     req, key = upgrade_request(port, path="/ws?token=%s&topics=other&since=other:%s:0"
                                % (t1, "0" * 16), add=[PROTO])
