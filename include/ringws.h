@@ -163,6 +163,9 @@ struct ringws_topic_rule {
     const char *pattern;  /* a topic name, or a prefix ending in '*' */
     enum ringws_fanout_policy policy;
     bool client_publish;  /* WebSocket clients may `pub` to it */
+    unsigned history;     /* messages of each matching topic kept for
+                           * resuming subscribers; 0: none */
+    unsigned history_ttl_ms; /* ... for at most this long; 0: no limit */
 };
 
 /* A certificate (PEM; the file may hold its chain after it) and its private
@@ -281,6 +284,10 @@ struct ringws_config {
     unsigned token_leeway_s;   /* grace on exp and nbf; default 30 */
     const char *token_cookie;  /* cookie that may carry the token; NULL: none */
     bool require_token;        /* the pub/sub path needs a token (else 401) */
+    size_t max_history_bytes;  /* all topics' histories together (their
+                                * shared frames); past it the oldest
+                                * messages of all topics go first; default
+                                * 64 MiB */
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };
@@ -323,6 +330,13 @@ int ringws_server_run(ringws_server *srv);
  * 1001 unless configured) to every WebSocket, wait up to close_timeout_ms,
  * then ringws_server_run returns.  Async-signal-safe. */
 void ringws_server_stop(ringws_server *srv);
+
+/* Sends every open WebSocket the close ringws_server_stop would (stop_code,
+ * the reconnect hint) while the server keeps running: its listeners, its
+ * topics' histories and its HTTP connections stay.  For shedding clients
+ * onto other processes, and for testing their recovery.  Any thread, or a
+ * signal handler. */
+void ringws_server_disconnect_all(ringws_server *srv);
 
 void ringws_server_destroy(ringws_server *srv);
 

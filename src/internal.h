@@ -10,10 +10,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "frame.h"
+#include "history.h"
 #include "http_parse.h"
 #include "handshake.h"
 #include "loop.h"
@@ -45,8 +47,28 @@ struct pub_slot {
     uint32_t local_refs;    /* queued chunks, +1 while delivering */
 };
 
+/* The subprotocol of the envelope (docs/PUBSUB.md). */
+#define RINGWS_ENVELOPE "ringws.v1"
+
+/* The epoch of a topic's sequence: 16 lowercase hex digits. */
+#define SEQ_EPOCH_LEN 16
+
+/* A frame of a message, as its subscribers' chunks send it. */
+struct pub_frame {
+    const uint8_t *bytes;
+    uint32_t len;
+};
+
+/* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
+ * payload), built by the first worker that needs it; f.bytes is data. */
+struct pub_env {
+    struct pub_frame f;
+    uint8_t data[];
+};
+
 /* One publish: the frame built once, shared by every recipient on every
- * worker, freed when the last worker lets go of its slot. */
+ * worker, freed when the last worker lets go of its slot (and the history
+ * of its topic of it). */
 struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
     _Atomic uint32_t pending;     /* workers yet to deliver it */
@@ -54,10 +76,14 @@ struct pub_msg {
     pubsub_done_fn *done;         /* a publisher awaiting the count */
     void *done_arg;
     unsigned origin;              /* worker that runs done */
-    uint32_t frame_len;
+    struct pub_frame raw;         /* header and payload */
     uint16_t topic_len;
+    uint8_t frame_hdr;            /* bytes of raw before the payload */
     uint64_t published_ns;        /* timer_now_ns() when published */
-    const uint8_t *frame;         /* header and payload */
+    _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
+    uint64_t offset;              /* in its topic's sequence, from 1 */
+    char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
+    struct hist_node hist;        /* while its topic's history holds it */
     char topic[RINGWS_MAX_TOPIC + 1];
     struct pub_slot slots[];      /* one per worker */
 };
@@ -74,9 +100,17 @@ struct out_chunk {
     uint8_t data[];
 };
 
+/* A share of a published message keeps in its data the address of the
+ * frame it sends (the raw one or the ringws.v1 one): one load from the
+ * chunk itself, not two through the message. */
 static inline const uint8_t *out_chunk_bytes(const struct out_chunk *o)
 {
-    return o->shared ? o->shared->msg->frame : o->data;
+    const uint8_t *frame;
+
+    if (!o->shared)
+        return o->data;
+    memcpy(&frame, o->data, sizeof(frame));
+    return frame;
 }
 
 /* What a queued chunk costs beyond its bytes (header and allocator
@@ -129,6 +163,9 @@ enum conn_flag {
     CF_TP_WRITE = 1u << 28,
     /* The transport takes no input for now: reading stays paused. */
     CF_TP_HOLD = 1u << 29,
+    /* A subscriber that negotiated ringws.v1: messages come in the envelope
+     * and commands are answered (docs/PUBSUB.md). */
+    CF_ENVELOPE = 1u << 30,
 };
 
 /* Work a protocol left for the flush step (its proto_ops flush): a
@@ -312,6 +349,12 @@ struct worker {
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
+    atomic_bool disconnect;           /* ringws_server_disconnect_all asked */
+    /* Taken from the inbox, not yet delivered, oldest first: a publish or
+     * subscription of this worker delivers them before its own (pubsub.c,
+     * "order"). */
+    struct pub_slot *pending, *pending_tail;
+    struct pub_slot *replies; /* counts set aside for the next drain (pubsub.c) */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
@@ -344,6 +387,8 @@ struct ringws_server {
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
+    struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
+    bool history_ttl;            /* a topic rule has a history-ttl: worker 0 sweeps */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -384,6 +429,9 @@ void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
 void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
+/* Sends every WebSocket of the worker the stop close, the server running
+ * on (ringws_server_disconnect_all). */
+void conn_disconnect_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
 /* Whether a connection still has a request in the ring. */
@@ -453,9 +501,14 @@ void conn_on_eof(struct ringws_conn *c);
 void conn_pause_if_backlogged(struct ringws_conn *c);
 /* Nothing to do: a proto_ops entry of a state the event does not concern. */
 void conn_proto_none(struct ringws_conn *c);
-/* Queues a share of a published frame; 0 or -errno.  The caller counts
- * its frame_len + OUT_CHUNK_OVERHEAD in send_queue_bytes. */
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
+/* Queues a share of a published message: f is its raw frame or its
+ * ringws.v1 frame; 0 or -errno.  The caller counts f->len +
+ * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f);
+/* Takes back every chunk queued after mark (c->out_tail when they were
+ * queued; NULL: the queue was empty), none of which a send holds yet: an
+ * upgrade whose subscriptions fail takes back its 101. */
+void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
  * match() holds, until `room` more bytes fit under `cap`; true if they fit. */
 bool conn_drop_queued(struct ringws_conn *c, bool (*match)(const struct out_chunk *o,
@@ -468,23 +521,112 @@ void pubsub_thread_enter(struct worker *w);
 void pubsub_worker_fini(struct worker *w);
 void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
+void pubsub_msg_unref(struct pub_msg *m);
+/* The message's ringws.v1 frame, built on first need; NULL without memory. */
+const struct pub_env *pubsub_env(struct pub_msg *m);
 void pubsub_conn_gone(struct ringws_conn *c);
-/* Subscribes c to every topic of a valid list (topic_list_valid): 0,
- * -E2BIG past max_topics, -ENOMEM. */
-int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Subscribes c to every topic of a valid list (topic_list_valid), each
+ * from the position given for it in a valid position list (positions,
+ * pubsub_positions_valid; NULL: none), answering each one when c speaks
+ * ringws.v1: 0, -E2BIG past max_topics, -ENOMEM. */
+int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
+                          const char *positions, size_t positions_len);
 /* Unsubscribes c from every topic of a valid list (unknown ones ignored). */
 int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Where a publish landed in its topic's sequence. */
+struct pub_pos {
+    char epoch[SEQ_EPOCH_LEN + 1];
+    uint64_t offset;
+};
 /* A publish made on worker w (an HTTP request, a subscriber's command):
  * 0 with *recipients set, or 1 when other workers count too: done(arg,
  * total) then runs on w, from its loop, unless w stops first; or -errno.
- * Without done it never returns 1, and recipients may be NULL. */
+ * Without done it never returns 1, and recipients may be NULL; so may
+ * pos. */
 int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, pubsub_done_fn *done,
-                        void *arg, uint64_t *recipients);
+                        void *arg, uint64_t *recipients, struct pub_pos *pos);
 void pubsub_server_drain(struct ringws_server *srv);
 /* A worker that failed (the server is stopping): what its inbox holds now
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
+
+/* ---- pubsub_seq.c: every topic's sequence and history ------------------- */
+
+/* A topic of the server (not of a worker): its sequence and history, held
+ * while a worker has subscribers of it or its history holds a message. */
+struct seq_topic;
+
+/* Where a topic stands: its epoch, the offset of its last message, the
+ * oldest its history holds (last + 1: none). */
+struct seq_view {
+    char epoch[SEQ_EPOCH_LEN + 1];
+    uint64_t last, oldest;
+};
+
+/* Resumes by outcome, as /metrics counts them. */
+enum seq_resume { SEQ_RECOVERED, SEQ_GAP, SEQ_RESUME_OUTCOMES };
+
+/* What /metrics shows of the sequencer. */
+struct seq_stats {
+    uint64_t topics, history_messages, history_bytes;
+    uint64_t evicted[HIST_EVICT_REASONS];
+    uint64_t resumes[SEQ_RESUME_OUTCOMES];
+};
+
+int seq_create(struct ringws_server *srv);
+void seq_destroy(struct ringws_server *srv);
+/* Everything below but seq_stats and seq_count_resume runs between
+ * seq_lock and seq_unlock: the one lock that orders a topic's publishes
+ * (docs/ARCHITECTURE.md). */
+void seq_lock(struct ringws_server *srv);
+void seq_unlock(struct ringws_server *srv);
+/* The topic of that name, made (with a fresh epoch) when unknown; NULL
+ * without memory. */
+struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
+/* Gives m its topic's next offset and epoch (tell: an epoch the publisher
+ * is told, even for a topic nobody holds), and hands it to the topic's
+ * history (which takes a reference of its own when it keeps it).  0,
+ * -ENOMEM or -EIO. */
+int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
+/* The topic's position now (expired history dropped first). */
+void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
+/* Whether the history gives exactly what follows offset `after` of the
+ * sequence of that epoch (NULL: of the topic's, whatever it is), as of
+ * the last seq_topic_view. */
+bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t after);
+/* The held message of that offset (a reference taken for the caller), or
+ * NULL. */
+struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);
+/* A worker's index holds the topic (hold) or no longer does (drop). */
+void seq_topic_hold(struct seq_topic *t);
+void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
+/* A topic no worker holds and whose history is empty is forgotten at the
+ * next seq_unlock. */
+void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
+/* Any thread, without the lock. */
+void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
+/* Takes the lock: drops what is past its age from up to budget histories
+ * with a history-ttl, going on from where the last sweep stopped, so that
+ * an expired history gives its memory back (and its topic may be
+ * forgotten) without waiting to be published to or read. */
+void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget);
+void seq_stats(struct ringws_server *srv, struct seq_stats *out);
+
+/* ---- history_json.c: GET /history/TOPIC -------------------------------- */
+
+/* What is asked: since=[EPOCH:]OFFSET (0 and no epoch: from the oldest
+ * held) and at most limit messages (1..1000). */
+struct history_query {
+    bool has_epoch;
+    char epoch[SEQ_EPOCH_LEN];
+    uint64_t since;
+    uint32_t limit;
+};
+
+/* The answer's JSON body (malloc'd, *out); 0 or -ENOMEM. */
+int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
+                       const struct history_query *q, char **out, size_t *out_len);
 
 /* ---- conn_ws.c --------------------------------------------------------- */
 
@@ -534,5 +676,9 @@ void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char 
 /* A message from a subscriber connection (CF_PUBSUB): one command. */
 void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
                             size_t n);
+/* Queues a ringws.v1 notice (a header line, printf-style, without its line
+ * feed) to a CF_ENVELOPE connection; 0 or -errno. */
+int conn_ws_pubsub_notice(struct ringws_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -48,6 +48,7 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_fanout_queue = 1u << 20;
     cfg->max_publish = 1u << 20;
     cfg->max_inbox_bytes = 64u << 20;
+    cfg->max_history_bytes = 64u << 20;
     cfg->max_topics = 64;
     cfg->tls_ticket_lifetime_s = 7200;
     cfg->tls_handshake_budget_us = 2000;
@@ -237,6 +238,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[1] = ~srv->topic_key[0];
     }
     ret = conn_addr_table_create(srv);
+    if (ret == 0)
+        ret = seq_create(srv);
+    for (size_t i = 0; i < cfg->n_topic_rules; i++)
+        srv->history_ttl |= cfg->topic_rules[i].history_ttl_ms != 0;
     pthread_rwlock_init(&srv->token_lock, NULL);
     if (ret == 0 && cfg->n_token_keys)
         ret = server_read_token_keys(srv, &srv->token_keys);
@@ -245,6 +250,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     if (ret < 0) {
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
+        seq_destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -256,6 +262,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         tls_server_destroy(srv->tls);
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
+        seq_destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
@@ -330,6 +337,7 @@ int ringws_server_run(ringws_server *srv)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR2);
     sigaddset(&block, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (; started < srv->n_workers; started++) {
@@ -359,6 +367,15 @@ void ringws_server_stop(ringws_server *srv)
             worker_wake(&srv->workers[i]);
 }
 
+void ringws_server_disconnect_all(ringws_server *srv)
+{
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        atomic_store(&srv->workers[i].disconnect, true);
+        if (srv->workers[i].wake_fd >= 0)
+            worker_wake(&srv->workers[i]);
+    }
+}
+
 void ringws_server_destroy(ringws_server *srv)
 {
     if (!srv)
@@ -377,6 +394,7 @@ void ringws_server_destroy(ringws_server *srv)
         free(w->req_names);
         free(w->req_values);
     }
+    seq_destroy(srv); /* the histories' messages, after the inboxes' */
     free(srv->workers);
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);
