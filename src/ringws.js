@@ -183,8 +183,9 @@ export class RingWS extends EventTarget {
     if (this.onStateChange) callSafely(this.onStateChange, state, previous);
   }
 
+  /* An Event with a detail, as CustomEvent has (which Node 18 lacks). */
   emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, {detail}));
+    this.dispatchEvent(Object.assign(new Event(type), {detail}));
   }
 
   async connect() {
