@@ -202,7 +202,14 @@ export class RingWS extends EventTarget {
     if (this.stopped) return;
     const u = new URL(this.url);
     if (this.token) u.searchParams.set('token', this.token);
-    const ws = new this.WebSocket(u.href, PROTOCOL);
+    let ws;
+    try {
+      ws = new this.WebSocket(u.href, PROTOCOL);
+    } catch (err) {
+      this.emit('error', {message: 'cannot connect: ' + err.message});
+      this.retry(0, '');
+      return;
+    }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.addEventListener('open', () => this.onOpen(ws));
@@ -307,12 +314,13 @@ export class RingWS extends EventTarget {
 
   /* Renews the token with `auth` before it expires (renewBefore ms ahead,
    * or half its remaining life when that is shorter), so that the server
-   * never closes the connection with 4001. */
+   * never closes the connection with 4001; at most once a second, should
+   * getToken keep giving the same token. */
   scheduleRenewal(exp) {
     clearTimeout(this.renewTimer);
     if (!this.getToken || !this.renewBefore || exp === null) return;
     const left = exp * 1000 - Date.now();
-    const delay = Math.max(left - this.renewBefore, left / 2, 0);
+    const delay = Math.max(left - this.renewBefore, left / 2, 1000);
     this.renewTimer = setTimeout(() => this.renew(), delay);
   }
 
