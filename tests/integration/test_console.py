@@ -1,8 +1,9 @@
 """The console page at "/" used in headless Chromium (cdp.py): the test
-subscribes through the page's form, publishes over HTTP from outside and
-waits for the message in the page's list with the topics of the connection
-it came on; publishes through the page's form over the WebSocket `pub` (to
-a topic whose rule allows it: delivered; to one without: the server's 1008
+subscribes through the page's form (a ringws.js client), publishes over HTTP
+from outside and waits for the message in the page's list with the
+subscription it came on, its topic and its offset; publishes through the
+page's form over the WebSocket `pub` (to a topic whose rule allows it:
+delivered, and the offset it got shown; to one without: the server's 1008
 shown as a refusal) and over POST /publish (a page's POST carries an Origin:
 the 403 shown); the live figures follow /metrics: the connections figure
 moves with connections the test opens and matches what the server reports,
@@ -61,10 +62,11 @@ async def submit(b, form):
 
 
 def message_with(text):
-    """The connection label of the page's message whose payload is text."""
-    return ("[...document.querySelectorAll('#msgs li')].filter("
+    """[subscription, topic, offset] of the page's message whose payload is text."""
+    return ("[...document.querySelectorAll('#msgs li:not(.notice)')].filter("
             "li => li.querySelector('.payload').textContent === %s)"
-            ".map(li => li.querySelector('.conn').textContent)[0]" % js(text))
+            ".map(li => ['.conn', '.topic', '.offset'].map("
+            "c => li.querySelector(c).textContent))[0]" % js(text))
 
 
 async def subscribe(b, topics):
@@ -117,14 +119,18 @@ async def t_console(port):
            "news, chat.room", "the subscription's topics on the page")
         text = unique("from the test <b>&amp;")
         eq(publish(port, "news", text), 1, "recipients of the test's publish")
-        conn = await b.wait(message_with(text), "the published message in the page's list")
-        eq(conn, "#1 news,chat.room", "the connection and topics shown with the message")
+        shown = await b.wait(message_with(text), "the published message in the page's list")
+        eq(shown, ["#1", "news", "1"], "the subscription, topic and offset shown with the message")
 
         # Publish through the form: `pub` where the rule allows it ...
         text = unique("from the page")
         await page_publish(b, "ws", "chat.room", text)
-        eq(await b.wait(message_with(text), "the page's own pub in its list"), "#1 news,chat.room",
-           "the connection the page's pub arrived on")
+        eq(await b.wait(message_with(text), "the page's own pub in its list"),
+           ["#1", "chat.room", "1"], "the subscription, topic and offset of the page's pub")
+        eq(await b.wait("(r => r.className === 'ok' && r.textContent.startsWith('published') && "
+                        "r.textContent)(document.getElementById('pub-result'))",
+                        "the answer to the pub"),
+           "published to chat.room at offset 1", "the offset the pub got, shown")
         # ... refused where no rule allows it: the server's close, shown.
         await page_publish(b, "ws", "news", unique("not allowed"))
         got = await b.wait("(r => r.className === 'err' && r.textContent)"
@@ -172,8 +178,8 @@ async def t_console_https(port, ca):
         await subscribe(b, "secure")
         text = unique("over wss")
         eq(publish(port, "secure", text, tls=ca.client_context()), 1, "recipients of the test's publish")
-        eq(await b.wait(message_with(text), "the message over wss"), "#1 secure",
-           "the connection shown with the message")
+        eq(await b.wait(message_with(text), "the message over wss"), ["#1", "secure", "1"],
+           "the subscription, topic and offset shown with the message")
         eq(await b.eval("document.getElementById('status').textContent"), "open",
            "the echo WebSocket over wss")
 
