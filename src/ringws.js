@@ -314,13 +314,15 @@ export class RingWS extends EventTarget {
 
   /* Renews the token with `auth` before it expires (renewBefore ms ahead,
    * or half its remaining life when that is shorter), so that the server
-   * never closes the connection with 4001; at most once a second, should
-   * getToken keep giving the same token. */
+   * never closes the connection with 4001.  Should getToken keep giving
+   * the same token, the halving ends at its exp: past it, the server's
+   * 4001 and a reconnection with getToken's next token take over. */
   scheduleRenewal(exp) {
     clearTimeout(this.renewTimer);
     if (!this.getToken || !this.renewBefore || exp === null) return;
     const left = exp * 1000 - Date.now();
-    const delay = Math.max(left - this.renewBefore, left / 2, 1000);
+    if (left <= 0) return;
+    const delay = Math.max(left - this.renewBefore, left / 2);
     this.renewTimer = setTimeout(() => this.renew(), delay);
   }
 
