@@ -7,14 +7,19 @@ delivered, and the offset it got shown; to one without: the server's 1008
 shown as a refusal) and over POST /publish (a page's POST carries an Origin:
 the 403 shown); the live figures follow /metrics: the connections figure
 moves with connections the test opens and matches what the server reports,
-the deliveries chart peaks after publishes, and the charts are drawn.  Over
-https the same page subscribes over wss:// and receives.
+the deliveries chart peaks after publishes, and the charts are drawn; after
+SIGUSR2 closes every WebSocket, with the browser offline while the test
+publishes, the subscription comes back and says what its resume found (a
+topic with nothing missed: recovered; one whose history lost part of what
+was missed: the gap) and receives again.  Over https the same page
+subscribes over wss:// and receives.
 
 Waits are on conditions in the page or in the server, never fixed sleeps."""
 
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 
@@ -69,6 +74,16 @@ def message_with(text):
             "c => li.querySelector(c).textContent))[0]" % js(text))
 
 
+NOTICES = "[...document.querySelectorAll('#msgs li.notice .note')].map(n => n.textContent)"
+
+
+async def offline(b, yes):
+    """Chromium's network offline (no new connection opens) or back."""
+    await b.send("Network.enable")
+    await b.send("Network.emulateNetworkConditions", offline=yes, latency=0,
+                 downloadThroughput=-1, uploadThroughput=-1)
+
+
 async def subscribe(b, topics):
     before = await b.eval("document.querySelectorAll('#subs li').length")
     await fill(b, "sub-topics", topics)
@@ -106,7 +121,8 @@ def unique(tag):
     return "%s %s" % (tag, os.urandom(4).hex())
 
 
-async def t_console(port):
+async def t_console(srv):
+    port = srv.port
     async with Browser() as b:
         await b.open("http://127.0.0.1:%d/" % port)
         eq(await b.eval("document.title"), "ringws console", "the page's title")
@@ -169,6 +185,26 @@ async def t_console(port):
                 % js(name))
             expect(drawn, "the %s chart drawn" % name, "an empty canvas")
 
+        # Every WebSocket closed with 1012 while the browser is offline (it
+        # cannot come back until the test says so): 5 published meanwhile
+        # to news, whose history keeps 3; the subscription resumes from
+        # what it saw and says what it found.
+        await offline(b, True)
+        srv.send_signal(signal.SIGUSR2)
+        await b.wait("document.querySelector('#subs li').dataset.state === 'reconnecting'",
+                     "the subscription closed and waiting to reconnect")
+        for i in range(5):
+            publish(port, "news", "while away %d" % i)
+        await offline(b, False)
+        notices = await b.wait("(n => n.length === 2 && n)(%s)" % NOTICES,
+                               "the subscription's notices after its reconnect", timeout=20)
+        eq(sorted(notices), ["chat.room recovered nothing missed",
+                             "news gap: had 6, history holds 9..11"], "the notices of the resume")
+        text = unique("after the reconnect")
+        eq(publish(port, "news", text), 1, "recipients after the reconnect")
+        eq(await b.wait(message_with(text), "a message after the reconnect"), ["#1", "news", "12"],
+           "the message after the reconnect")
+
 
 async def t_console_https(port, ca):
     async with Browser(ca=ca) as b:
@@ -186,8 +222,10 @@ async def t_console_https(port, ca):
 
 def main():
     r = Runner("console")
-    with r.server(["--workers", "2", "--topic", "chat.*=drop-oldest,publish"], "console") as srv:
-        r.case("console-subscribe-publish-figures", t_console, srv.port, timeout=90)
+    with r.server(["--workers", "2", "--topic", "chat.*=drop-oldest,publish,history=100",
+                   "--topic", "news=close-1013,history=3", "--reconnect-window", "300ms"],
+                  "console") as srv:
+        r.case("console-subscribe-publish-figures", t_console, srv, timeout=90)
     ca = tls_ca.shared_ca()
     with r.server([], "tls", tls=[ca.issue()]) as srv:
         r.case("console-over-https", t_console_https, srv.port, ca, timeout=90)
