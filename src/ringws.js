@@ -21,6 +21,9 @@ const OPEN = 1;
 const FINAL_CODES = [1008, 1002];
 const HINT_CODES = [1001, 1012, 1013];
 const TOKEN_EXPIRED = 4001;
+/* docs/PUBSUB.md, "Topics": refused here, a bad name would otherwise cost
+ * the whole connection a 1008. */
+const TOPIC = /^[A-Za-z0-9._~:/@-]{1,128}$/;
 const headerDecoder = new TextDecoder();
 
 /* A position given as {epoch, offset} or as "EPOCH:OFFSET". */
@@ -126,6 +129,7 @@ export class RingWS extends EventTarget {
 
   subscribe(topic, onMessage, options = {}) {
     if (this.stopped) throw new Error('the client is closed');
+    if (!TOPIC.test(topic)) throw new TypeError('not a topic: ' + topic);
     let entry = this.topics.get(topic);
     const sub = {topic, onMessage, unsubscribe: () => this.unsubscribe(sub)};
     if (!entry) {
@@ -143,6 +147,10 @@ export class RingWS extends EventTarget {
     return new Promise((resolve, reject) => {
       if (this.stopped) {
         reject(new Error('the client is closed'));
+        return;
+      }
+      if (!TOPIC.test(topic)) {
+        reject(new TypeError('not a topic: ' + topic));
         return;
       }
       const pub = {topic, text: String(text), resolve, reject};

@@ -85,6 +85,9 @@ const cases = {
     assert.deepEqual([...got[1][0]], [0, 10, 255]);
     assert.equal(c.duplicates, 2);
     assert.deepEqual(c.position('a'), {epoch: E, offset: 6});
+    assert.throws(() => c.subscribe('a,b', () => {}), TypeError);
+    await assert.rejects(c.publish('a b', 'x'), TypeError);
+    assert.deepEqual(ws.sent, ['sub a'], 'nothing sent for names that are no topics');
     c.close();
   },
 
