@@ -222,7 +222,7 @@ struct ringws_config {
     size_t n_subprotocols;
     const char *const *origins;      /* allowed Origin values; none: any */
     size_t n_origins;
-    bool builtin_routes;       /* serve /healthz and the demo page at / */
+    bool builtin_routes;       /* serve /healthz, /metrics, the console at / and /ringws.js */
     /* Publish/subscribe (docs/PUBSUB.md). */
     const char *pubsub_path;   /* WebSocket path of subscriber connections and
                                 * enables POST /publish/TOPIC; NULL: off */

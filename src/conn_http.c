@@ -84,7 +84,9 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
         .close = close,
         .extra = extra,
     };
-    bool head_only = req && str_is(req->method, req->method_len, "HEAD");
+    /* A 304, like the answer to HEAD, gives the length of the
+     * representation, not its bytes. */
+    bool head_only = status == 304 || (req && str_is(req->method, req->method_len, "HEAD"));
     size_t n = http_response_write_head(head, sizeof(head), &h);
 
     if (c->out_bytes > c->w->srv->cfg.max_send_queue) {
@@ -507,6 +509,39 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
     metrics_text_free(&body);
 }
 
+/* If-None-Match names the tag (strong or weak, alone or in a list) or is
+ * "*": the client's copy is current. */
+static bool conn_http_etag_matches(const struct http_request *req, const char *etag)
+{
+    size_t n = strlen(etag);
+
+    for (int i = http_header_find(req, "If-None-Match", 0); i >= 0;
+         i = http_header_find(req, "If-None-Match", i + 1)) {
+        const char *v = req->headers[i].value;
+        size_t len = req->headers[i].value_len;
+
+        if ((len == 1 && v[0] == '*') || memmem(v, len, etag, n))
+            return true;
+    }
+    return false;
+}
+
+/* A file embedded in the server: revalidated with its ETag (a build that
+ * changes the file changes the tag, so no stale copy outlives an upgrade),
+ * readable by pages of any origin (an application's page on its own site
+ * imports /ringws.js from here). */
+static void conn_http_embedded(struct ringws_conn *c, const struct http_request *req,
+                               const char *ctype, const char *body, size_t len,
+                               const char *etag, bool close)
+{
+    char extra[160];
+
+    snprintf(extra, sizeof(extra),
+             "ETag: %s\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n", etag);
+    conn_http_respond(c, req, conn_http_etag_matches(req, etag) ? 304 : 200, ctype, body, len,
+                      close, extra);
+}
+
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
 {
     static const char health_ok[] = "ok\n";
@@ -515,6 +550,7 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
     bool root = str_is(req->path, req->path_len, "/");
     bool health = str_is(req->path, req->path_len, "/healthz");
     bool metrics = str_is(req->path, req->path_len, "/metrics");
+    bool script = str_is(req->path, req->path_len, "/ringws.js");
 
     if (conn_http_is_ws_path(cfg, req)) {
         if (conn_http_is_get(req))
@@ -523,15 +559,18 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
         else
             conn_http_error(c, req, 405, "use GET with Upgrade: websocket", close,
                             "Allow: GET\r\n");
-    } else if (cfg->builtin_routes && (root || health || metrics)) {
+    } else if (cfg->builtin_routes && (root || health || metrics || script)) {
         if (!conn_http_is_get(req))
             conn_http_error(c, req, 405, "only GET and HEAD are allowed here", close,
                             "Allow: GET, HEAD\r\n");
         else if (metrics)
             conn_http_metrics(c, req, close);
         else if (root)
-            conn_http_respond(c, req, 200, "text/html; charset=utf-8", http_console_page,
-                              http_console_page_len, close, NULL);
+            conn_http_embedded(c, req, "text/html; charset=utf-8", http_console_page,
+                               http_console_page_len, http_console_page_etag, close);
+        else if (script)
+            conn_http_embedded(c, req, "text/javascript; charset=utf-8", http_client_script,
+                               http_client_script_len, http_client_script_etag, close);
         else
             conn_http_respond(c, req, 200, "text/plain; charset=utf-8", health_ok,
                               sizeof(health_ok) - 1, close, NULL);

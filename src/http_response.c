@@ -11,6 +11,7 @@ const char *http_status_text(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 303: return "See Other";

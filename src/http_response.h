@@ -24,9 +24,15 @@ const char *http_status_text(int status);
 size_t http_response_write_head(char *out, size_t cap,
                                 const struct http_response_head *h);
 
-/* The console served at "/" (src/console.html, embedded at build time by
- * tools/embed-page.py). */
+/* The files served by the built-in routes, embedded at build time by
+ * tools/embed-page.py, each with its ETag: the console at "/"
+ * (src/console.html) and the browser client at "/ringws.js"
+ * (src/ringws.js). */
 extern const char http_console_page[];
 extern const size_t http_console_page_len;
+extern const char http_console_page_etag[];
+extern const char http_client_script[];
+extern const size_t http_client_script_len;
+extern const char http_client_script_etag[];
 
 #endif

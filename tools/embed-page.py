@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """embed-page.py NAME INPUT OUTPUT - writes a C file that defines
-`const char NAME[]` holding INPUT's bytes and `const size_t NAME_len`:
-the server's page stays an ordinary HTML file (src/console.html) that
-editors and linters can read, and the binary still needs no file at run
-time."""
+`const char NAME[]` holding INPUT's bytes, `const size_t NAME_len` and
+`const char NAME_etag[]`, a strong ETag (quoted) drawn from the bytes: the
+server's pages (src/console.html, src/ringws.js) stay ordinary files that
+editors and linters can read, the binary still needs no file at run time,
+and browsers revalidate them for nothing until a build changes them."""
 
+import hashlib
 import sys
 
 
@@ -22,6 +24,8 @@ def main():
         out.write("#include \"http_response.h\"\n\n")
         out.write("const char %s[] = {\n%s\n    0x00,\n};\n" % (name, "\n".join(rows)))
         out.write("const size_t %s_len = sizeof(%s) - 1;\n" % (name, name))
+        out.write("const char %s_etag[] = \"\\\"%s\\\"\";\n"
+                  % (name, hashlib.sha256(data).hexdigest()[:20]))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,25 @@
 """The console page at "/" used in headless Chromium (cdp.py): the test
-subscribes through the page's form, publishes over HTTP from outside and
-waits for the message in the page's list with the topics of the connection
-it came on; publishes through the page's form over the WebSocket `pub` (to
-a topic whose rule allows it: delivered; to one without: the server's 1008
+subscribes through the page's form (a ringws.js client), publishes over HTTP
+from outside and waits for the message in the page's list with the
+subscription it came on, its topic and its offset; publishes through the
+page's form over the WebSocket `pub` (to a topic whose rule allows it:
+delivered, and the offset it got shown; to one without: the server's 1008
 shown as a refusal) and over POST /publish (a page's POST carries an Origin:
 the 403 shown); the live figures follow /metrics: the connections figure
 moves with connections the test opens and matches what the server reports,
-the deliveries chart peaks after publishes, and the charts are drawn.  Over
-https the same page subscribes over wss:// and receives.
+the deliveries chart peaks after publishes, and the charts are drawn; after
+SIGUSR2 closes every WebSocket, with the browser offline while the test
+publishes, the subscription comes back and says what its resume found (a
+topic with nothing missed: recovered; one whose history lost part of what
+was missed: the gap) and receives again.  Over https the same page
+subscribes over wss:// and receives.
 
 Waits are on conditions in the page or in the server, never fixed sleeps."""
 
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 
@@ -61,10 +67,21 @@ async def submit(b, form):
 
 
 def message_with(text):
-    """The connection label of the page's message whose payload is text."""
-    return ("[...document.querySelectorAll('#msgs li')].filter("
+    """[subscription, topic, offset] of the page's message whose payload is text."""
+    return ("[...document.querySelectorAll('#msgs li:not(.notice)')].filter("
             "li => li.querySelector('.payload').textContent === %s)"
-            ".map(li => li.querySelector('.conn').textContent)[0]" % js(text))
+            ".map(li => ['.conn', '.topic', '.offset'].map("
+            "c => li.querySelector(c).textContent))[0]" % js(text))
+
+
+NOTICES = "[...document.querySelectorAll('#msgs li.notice .note')].map(n => n.textContent)"
+
+
+async def offline(b, yes):
+    """Chromium's network offline (no new connection opens) or back."""
+    await b.send("Network.enable")
+    await b.send("Network.emulateNetworkConditions", offline=yes, latency=0,
+                 downloadThroughput=-1, uploadThroughput=-1)
 
 
 async def subscribe(b, topics):
@@ -104,7 +121,8 @@ def unique(tag):
     return "%s %s" % (tag, os.urandom(4).hex())
 
 
-async def t_console(port):
+async def t_console(srv):
+    port = srv.port
     async with Browser() as b:
         await b.open("http://127.0.0.1:%d/" % port)
         eq(await b.eval("document.title"), "ringws console", "the page's title")
@@ -117,14 +135,18 @@ async def t_console(port):
            "news, chat.room", "the subscription's topics on the page")
         text = unique("from the test <b>&amp;")
         eq(publish(port, "news", text), 1, "recipients of the test's publish")
-        conn = await b.wait(message_with(text), "the published message in the page's list")
-        eq(conn, "#1 news,chat.room", "the connection and topics shown with the message")
+        shown = await b.wait(message_with(text), "the published message in the page's list")
+        eq(shown, ["#1", "news", "1"], "the subscription, topic and offset shown with the message")
 
         # Publish through the form: `pub` where the rule allows it ...
         text = unique("from the page")
         await page_publish(b, "ws", "chat.room", text)
-        eq(await b.wait(message_with(text), "the page's own pub in its list"), "#1 news,chat.room",
-           "the connection the page's pub arrived on")
+        eq(await b.wait(message_with(text), "the page's own pub in its list"),
+           ["#1", "chat.room", "1"], "the subscription, topic and offset of the page's pub")
+        eq(await b.wait("(r => r.className === 'ok' && r.textContent.startsWith('published') && "
+                        "r.textContent)(document.getElementById('pub-result'))",
+                        "the answer to the pub"),
+           "published to chat.room at offset 1", "the offset the pub got, shown")
         # ... refused where no rule allows it: the server's close, shown.
         await page_publish(b, "ws", "news", unique("not allowed"))
         got = await b.wait("(r => r.className === 'err' && r.textContent)"
@@ -163,6 +185,26 @@ async def t_console(port):
                 % js(name))
             expect(drawn, "the %s chart drawn" % name, "an empty canvas")
 
+        # Every WebSocket closed with 1012 while the browser is offline (it
+        # cannot come back until the test says so): 5 published meanwhile
+        # to news, whose history keeps 3; the subscription resumes from
+        # what it saw and says what it found.
+        await offline(b, True)
+        srv.send_signal(signal.SIGUSR2)
+        await b.wait("document.querySelector('#subs li').dataset.state === 'reconnecting'",
+                     "the subscription closed and waiting to reconnect")
+        for i in range(5):
+            publish(port, "news", "while away %d" % i)
+        await offline(b, False)
+        notices = await b.wait("(n => n.length === 2 && n)(%s)" % NOTICES,
+                               "the subscription's notices after its reconnect", timeout=20)
+        eq(sorted(notices), ["chat.room recovered nothing missed",
+                             "news gap: had 6, history holds 9..11"], "the notices of the resume")
+        text = unique("after the reconnect")
+        eq(publish(port, "news", text), 1, "recipients after the reconnect")
+        eq(await b.wait(message_with(text), "a message after the reconnect"), ["#1", "news", "12"],
+           "the message after the reconnect")
+
 
 async def t_console_https(port, ca):
     async with Browser(ca=ca) as b:
@@ -172,16 +214,18 @@ async def t_console_https(port, ca):
         await subscribe(b, "secure")
         text = unique("over wss")
         eq(publish(port, "secure", text, tls=ca.client_context()), 1, "recipients of the test's publish")
-        eq(await b.wait(message_with(text), "the message over wss"), "#1 secure",
-           "the connection shown with the message")
+        eq(await b.wait(message_with(text), "the message over wss"), ["#1", "secure", "1"],
+           "the subscription, topic and offset shown with the message")
         eq(await b.eval("document.getElementById('status').textContent"), "open",
            "the echo WebSocket over wss")
 
 
 def main():
     r = Runner("console")
-    with r.server(["--workers", "2", "--topic", "chat.*=drop-oldest,publish"], "console") as srv:
-        r.case("console-subscribe-publish-figures", t_console, srv.port, timeout=90)
+    with r.server(["--workers", "2", "--topic", "chat.*=drop-oldest,publish,history=100",
+                   "--topic", "news=close-1013,history=3", "--reconnect-window", "300ms"],
+                  "console") as srv:
+        r.case("console-subscribe-publish-figures", t_console, srv, timeout=90)
     ca = tls_ca.shared_ca()
     with r.server([], "tls", tls=[ca.issue()]) as srv:
         r.case("console-over-https", t_console_https, srv.port, ca, timeout=90)

@@ -69,6 +69,35 @@ def t_head_root(port):
         check_healthz(c.read_response())
 
 
+CLIENT_JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "ringws.js")
+
+
+def t_client_script(port):
+    """/ringws.js is src/ringws.js, with an ETag that answers a conditional
+    GET with 304 (the length of the file, no bytes: the next response on
+    the connection parses) and a full 200 for another tag."""
+    r = http_get(port, "/ringws.js")
+    eq(r.status, 200, "GET /ringws.js status")
+    eq(r.header("Content-Type"), "text/javascript; charset=utf-8", "Content-Type of /ringws.js")
+    eq(r.body, open(CLIENT_JS, "rb").read(), "the body of /ringws.js")
+    eq(r.header("Access-Control-Allow-Origin"), "*", "pages of any origin may import it")
+    etag = r.header("ETag") or ""
+    expect(len(etag) > 2 and etag[0] == '"' and etag[-1] == '"', "a strong ETag", etag)
+    with HttpConn(port) as c:
+        c.send(req(port, "GET", "/ringws.js", headers=[("If-None-Match", "W/" + etag)]) +
+               req(port, "GET", "/ringws.js", headers=[("If-None-Match", '"other", ' + etag)]) +
+               req(port, "GET", "/ringws.js", headers=[("If-None-Match", '"other"')]))
+        for what in ("a weak match", "a match in a list"):
+            nm = c.read_response(head=True)
+            eq(nm.status, 304, "status for %s" % what)
+            eq(nm.header("ETag"), etag, "the ETag of the 304")
+            eq(nm.header("Content-Length"), str(len(r.body)), "the 304's Content-Length")
+        full = c.read_response()
+        eq(full.status, 200, "status for another tag")
+        eq(full.body, r.body, "the body for another tag")
+        c.expect_open()
+
+
 def t_404(port):
     for path in ("/nope", "/healthz/x", "/echo2", "/favicon.ico"):
         r = http_get(port, path)
@@ -376,7 +405,7 @@ def main():
     r = Runner("http")
     cases = [
         ("healthz", t_healthz), ("head-healthz", t_head_healthz), ("root", t_root),
-        ("head-root", t_head_root), ("404", t_404), ("echo-426", t_echo_no_upgrade),
+        ("head-root", t_head_root), ("client-script", t_client_script), ("404", t_404), ("echo-426", t_echo_no_upgrade),
         ("405-allow", t_405), ("405-body-not-a-request", t_405_body_consumed),
         ("400-malformed-closes", t_400_close), ("400-bare-lf", t_bare_lf),
         ("400-obs-fold", t_obs_fold), ("414", t_414), ("431-size", t_431_size),
