@@ -163,6 +163,9 @@ struct ringws_topic_rule {
     const char *pattern;  /* a topic name, or a prefix ending in '*' */
     enum ringws_fanout_policy policy;
     bool client_publish;  /* WebSocket clients may `pub` to it */
+    unsigned history;     /* messages of each matching topic kept for
+                           * resuming subscribers; 0: none */
+    unsigned history_ttl_ms; /* ... for at most this long; 0: no limit */
 };
 
 /* A certificate (PEM; the file may hold its chain after it) and its private
@@ -281,6 +284,10 @@ struct ringws_config {
     unsigned token_leeway_s;   /* grace on exp and nbf; default 30 */
     const char *token_cookie;  /* cookie that may carry the token; NULL: none */
     bool require_token;        /* the pub/sub path needs a token (else 401) */
+    size_t max_history_bytes;  /* all topics' histories together (their
+                                * shared frames); past it the oldest
+                                * messages of all topics go first; default
+                                * 64 MiB */
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };

@@ -394,7 +394,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     return 0;
 }
 
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s)
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, bool env)
 {
     struct out_chunk *o;
 
@@ -404,10 +404,29 @@ int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s)
     if (!o)
         return -ENOMEM;
     o->shared = s;
-    o->len = s->msg->frame_len;
+    o->len = env ? atomic_load_explicit(&s->msg->env, memory_order_relaxed)->len
+                 : s->msg->frame_len;
     s->local_refs++;
     conn_out_append(c, o);
     return 0;
+}
+
+void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark)
+{
+    struct out_chunk *o = mark ? mark->next : c->out_head;
+
+    if (mark)
+        mark->next = NULL;
+    else
+        c->out_head = NULL;
+    c->out_tail = mark;
+    while (o) {
+        struct out_chunk *next = o->next;
+        c->out_bytes -= o->len + chunk_overhead(o);
+        STAT_ADD(c->w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
+        chunk_free(c->w, o);
+        o = next;
+    }
 }
 
 bool conn_drop_queued(struct ringws_conn *c,

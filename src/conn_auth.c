@@ -11,6 +11,7 @@
  * wave ending in the same second) is spread: each tick closes at most
  * AUTH_EXPIRIES_PER_TICK connections and leaves the rest to the next. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,11 +288,17 @@ void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
         return;
     }
     if (!a) {
-        if (conn_auth_attach(c, claims) < 0)
+        if (conn_auth_attach(c, claims) < 0) {
             conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
-        return;
+            return;
+        }
+        a = c->cold->auth;
+    } else {
+        free(a->claims);
+        a->claims = claims;
+        conn_auth_arm(c->w, a);
     }
-    free(a->claims);
-    a->claims = claims;
-    conn_auth_arm(c->w, a);
+    if ((c->flags & CF_ENVELOPE) &&
+        conn_ws_pubsub_notice(c, "authed %" PRId64, a->claims->exp) < 0)
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
 }

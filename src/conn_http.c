@@ -230,17 +230,42 @@ static bool conn_http_topics_ok(struct ringws_conn *c, const struct http_request
     return true;
 }
 
-/* Subscribes before the 101 is written (nothing is delivered to a
- * connection that is not open yet), so that a list of more distinct topics
- * than allowed is refused with 400 rather than after the upgrade. */
-static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request *req,
-                                const char *list, size_t len)
+/* Positions to resume from, "?since=TOPIC:EPOCH:OFFSET,...": only with
+ * ringws.v1 (a raw subscriber could not tell replayed messages from live
+ * ones), each naming a topic of the list. */
+static bool conn_http_since_ok(struct ringws_conn *c, const struct http_request *req,
+                               bool envelope, const char *topics, size_t topics_len,
+                               const char **since, size_t *len)
 {
-    int r = pubsub_subscribe_list(c, list, len);
+    if (!req->query || !query_param_find(req->query, req->query_len, "since", since, len))
+        return true;
+    if (!envelope) {
+        conn_http_error(c, req, 400, "since needs the ringws.v1 subprotocol",
+                        !req->keep_alive, NULL);
+        return false;
+    }
+    if (!topics_len || !topic_pos_list_valid(topics, topics_len, *since, *len)) {
+        conn_http_error(c, req, 400, "invalid since", !req->keep_alive, NULL);
+        return false;
+    }
+    return true;
+}
+
+/* Subscribes after the 101 is queued (at mark) but before the connection
+ * is open, so that ringws.v1 answers and replays follow the 101 and that a
+ * list of more distinct topics than allowed is still refused with 400:
+ * the 101, and whatever followed it, is taken back. */
+static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request *req,
+                                const char *list, size_t len, const char *since,
+                                size_t since_len, struct out_chunk *mark)
+{
+    int r = pubsub_subscribe_list(c, list, len, since, since_len);
 
     if (r >= 0)
         return true;
     pubsub_conn_gone(c);
+    conn_out_rewind(c, mark);
+    c->flags &= ~CF_ENVELOPE;
     conn_http_error(c, req, r == -E2BIG ? 400 : 503,
                     r == -E2BIG ? "too many topics" : "out of memory", !req->keep_alive, NULL);
     return false;
@@ -305,10 +330,12 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     const struct ringws_config *cfg = &srv->cfg;
     struct ws_handshake_result hs;
     char head[HEAD_MAX];
-    const char *location = NULL, *topics = NULL;
+    const char *location = NULL, *topics = NULL, *since = NULL;
     struct ringws_token_claims *claims;
-    size_t n, topics_len = 0;
+    struct out_chunk *mark;
+    size_t n, topics_len = 0, since_len = 0;
     bool pubsub = conn_http_is_pubsub_path(cfg, req);
+    bool envelope = pubsub && ws_handshake_offered(req, RINGWS_ENVELOPE);
     int status;
 
     if ((cfg->n_ws_paths || cfg->pubsub_path) && !conn_http_is_ws_path(cfg, req)) {
@@ -324,6 +351,11 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     }
     if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
+    if (pubsub &&
+        !conn_http_since_ok(c, req, envelope, topics, topics_len, &since, &since_len))
+        return;
+    if (envelope)
+        hs.subprotocol = RINGWS_ENVELOPE; /* whatever --subprotocol lists */
     if (!conn_http_token(c, req, pubsub, topics, topics_len, &claims))
         return;
     view->token = claims;
@@ -344,14 +376,17 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             return;
         }
     }
-    if (topics_len && !conn_http_subscribe(c, req, topics, topics_len)) {
-        free(claims);
-        return;
-    }
     n = ws_handshake_write_101(head, sizeof(head), &hs);
+    mark = c->out_tail;
     if (!n || conn_queue(c, head, n, NULL, 0) < 0) {
         free(claims);
         conn_abort(c);
+        return;
+    }
+    if (envelope)
+        c->flags |= CF_ENVELOPE;
+    if (topics_len && !conn_http_subscribe(c, req, topics, topics_len, since, since_len, mark)) {
+        free(claims);
         return;
     }
     if (claims && conn_auth_attach(c, claims) < 0) { /* the claims are freed */
@@ -643,7 +678,7 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         return;
     }
     r = pubsub_publish_from(c->w, topic, topic_len, view->body.ptr, view->body.len, binary,
-                            conn_http_publish_done, c, &recipients);
+                            conn_http_publish_done, c, &recipients, NULL);
     if (r == 1) {
         /* Other workers count their subscribers; the answer (and any
          * pipelined request after this one) waits for them, however long a

@@ -412,6 +412,8 @@ const char *ringws_conn_subprotocol(const ringws_conn *c)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
+    if (c->flags & CF_ENVELOPE)
+        return RINGWS_ENVELOPE;
     return c->subprotocol ? cfg->subprotocols[c->subprotocol - 1] : NULL;
 }
 

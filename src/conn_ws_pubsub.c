@@ -6,11 +6,34 @@
  * unsubscribes and publishes.  This file parses a command (pubsub_proto.c),
  * asks the connection's token (conn_auth.c) or, without token keys, the
  * topic rules whether it may publish, calls pub/sub, and fails
- * the connection with the code each refusal calls for. */
+ * the connection with the code each refusal calls for.  With ringws.v1
+ * (CF_ENVELOPE) every command is answered, in the order sent: each answer
+ * is queued before the next frame is read. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include "internal.h"
 #include "pubsub_proto.h"
+
+int conn_ws_pubsub_notice(struct ringws_conn *c, const char *fmt, ...)
+{
+    char line[RINGWS_MAX_TOPIC + 3 * SEQ_EPOCH_LEN + 64];
+    uint8_t hdr[WS_MAX_SERVER_HEADER];
+    va_list ap;
+    size_t h;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return -EINVAL;
+    line[n++] = '\n';
+    h = ws_frame_header(hdr, WS_FIN | WS_OP_TEXT, (size_t)n);
+    return conn_queue(c, hdr, h, line, (size_t)n);
+}
 
 static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
@@ -22,8 +45,14 @@ static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd
         conn_ws_close_why(c, WS_CLOSE_POLICY, "topic not allowed by the token", true);
         return;
     }
-    r = cmd->type == PUBSUB_CMD_SUB ? pubsub_subscribe_list(c, cmd->arg, cmd->arg_len)
-                                    : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
+    if (cmd->positions && !(c->flags & CF_ENVELOPE)) {
+        conn_ws_close_why(c, WS_CLOSE_POLICY, "positions need the ringws.v1 subprotocol", true);
+        return;
+    }
+    r = cmd->type == PUBSUB_CMD_SUB
+            ? pubsub_subscribe_list(c, cmd->arg, cmd->arg_len, cmd->positions,
+                                    cmd->positions_len)
+            : pubsub_unsubscribe_list(c, cmd->arg, cmd->arg_len);
     if (r == -E2BIG)
         conn_ws_close_why(c, WS_CLOSE_POLICY, "too many topics", true);
     else if (r == -ENOMEM)
@@ -32,6 +61,7 @@ static void conn_ws_pubsub_topics(struct ringws_conn *c, const struct pubsub_cmd
 
 static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
+    struct pub_pos pos;
     int r;
 
     if (!conn_auth_publish_ok(c, cmd->arg, cmd->arg_len)) {
@@ -41,7 +71,10 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
     /* The payload is the tail of a valid text frame after an ASCII space:
      * valid UTF-8 too. */
     r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
-                            false, NULL, NULL, NULL);
+                            false, NULL, NULL, NULL, &pos);
+    if (r == 0 && (c->flags & CF_ENVELOPE))
+        r = conn_ws_pubsub_notice(c, "published %.*s %s %" PRIu64, (int)cmd->arg_len,
+                                  cmd->arg, pos.epoch, pos.offset);
     if (r == -ENOMEM)
         conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
     else if (r == -ESHUTDOWN)

@@ -125,11 +125,9 @@ static const char *hs_supported(const struct ws_handshake_policy *policy,
 /* Walks the client's offers in the order sent, across repeated fields, and
  * takes the first one the server supports: the client listed them by its
  * preference, and answering with one it did not offer fails the connection. */
-static const char *hs_choose_subprotocol(const struct http_request *req,
-                                         const struct ws_handshake_policy *policy)
+static const char *hs_first_offer(const struct http_request *req,
+                                  const struct ws_handshake_policy *policy)
 {
-    if (!policy || policy->n_subprotocols == 0)
-        return NULL;
     for (int i = 0; (i = http_header_find(req, "Sec-WebSocket-Protocol", i)) >= 0; i++) {
         const char *p = req->headers[i].value, *end = p + req->headers[i].value_len;
         while (p < end) {
@@ -146,6 +144,21 @@ static const char *hs_choose_subprotocol(const struct http_request *req,
         }
     }
     return NULL;
+}
+
+static const char *hs_choose_subprotocol(const struct http_request *req,
+                                         const struct ws_handshake_policy *policy)
+{
+    if (!policy || policy->n_subprotocols == 0)
+        return NULL;
+    return hs_first_offer(req, policy);
+}
+
+bool ws_handshake_offered(const struct http_request *req, const char *name)
+{
+    const struct ws_handshake_policy one = {.subprotocols = &name, .n_subprotocols = 1};
+
+    return hs_first_offer(req, &one) != NULL;
 }
 
 static int hs_check_request(const struct http_request *req, struct ws_handshake_result *out)

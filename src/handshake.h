@@ -46,6 +46,10 @@ int ws_handshake_validate(const struct http_request *req,
                           const struct ws_handshake_policy *policy,
                           struct ws_handshake_result *out);
 
+/* True when the client offers the subprotocol name in
+ * Sec-WebSocket-Protocol. */
+bool ws_handshake_offered(const struct http_request *req, const char *name);
+
 /* base64(SHA-1(key + GUID)) into out (NUL-terminated).  0 or -EIO. */
 int ws_handshake_accept_key(const char *key, size_t key_len,
                             char out[WS_ACCEPT_LEN + 1]);

@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 
 #include "frame.h"
+#include "history.h"
 #include "http_parse.h"
 #include "handshake.h"
 #include "loop.h"
@@ -45,8 +46,22 @@ struct pub_slot {
     uint32_t local_refs;    /* queued chunks, +1 while delivering */
 };
 
+/* The subprotocol of the envelope (docs/PUBSUB.md). */
+#define RINGWS_ENVELOPE "ringws.v1"
+
+/* The epoch of a topic's sequence: 16 lowercase hex digits. */
+#define SEQ_EPOCH_LEN 16
+
+/* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
+ * payload), built by the first worker that needs it. */
+struct pub_env {
+    uint32_t len;
+    uint8_t bytes[];
+};
+
 /* One publish: the frame built once, shared by every recipient on every
- * worker, freed when the last worker lets go of its slot. */
+ * worker, freed when the last worker lets go of its slot (and the history
+ * of its topic of it). */
 struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
     _Atomic uint32_t pending;     /* workers yet to deliver it */
@@ -56,8 +71,13 @@ struct pub_msg {
     unsigned origin;              /* worker that runs done */
     uint32_t frame_len;
     uint16_t topic_len;
+    uint8_t frame_hdr;            /* bytes of frame before the payload */
     uint64_t published_ns;        /* timer_now_ns() when published */
     const uint8_t *frame;         /* header and payload */
+    _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
+    uint64_t offset;              /* in its topic's sequence, from 1 */
+    char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
+    struct hist_node hist;        /* while its topic's history holds it */
     char topic[RINGWS_MAX_TOPIC + 1];
     struct pub_slot slots[];      /* one per worker */
 };
@@ -74,9 +94,18 @@ struct out_chunk {
     uint8_t data[];
 };
 
+/* A share of a published message is its raw frame or its ringws.v1 frame,
+ * told apart by length (the envelope adds a header line: always longer),
+ * so that the chunk needs no field of its own. */
 static inline const uint8_t *out_chunk_bytes(const struct out_chunk *o)
 {
-    return o->shared ? o->shared->msg->frame : o->data;
+    const struct pub_msg *m;
+
+    if (!o->shared)
+        return o->data;
+    m = o->shared->msg;
+    return o->len == m->frame_len ? m->frame : atomic_load_explicit(&m->env,
+                                                                   memory_order_relaxed)->bytes;
 }
 
 /* What a queued chunk costs beyond its bytes (header and allocator
@@ -129,6 +158,9 @@ enum conn_flag {
     CF_TP_WRITE = 1u << 28,
     /* The transport takes no input for now: reading stays paused. */
     CF_TP_HOLD = 1u << 29,
+    /* A subscriber that negotiated ringws.v1: messages come in the envelope
+     * and commands are answered (docs/PUBSUB.md). */
+    CF_ENVELOPE = 1u << 30,
 };
 
 /* Work a protocol left for the flush step (its proto_ops flush): a
@@ -312,6 +344,10 @@ struct worker {
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
+    /* Taken from the inbox, not yet delivered, oldest first: a publish or
+     * subscription of this worker delivers them before its own (pubsub.c,
+     * "order"). */
+    struct pub_slot *pending, *pending_tail;
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
@@ -344,6 +380,7 @@ struct ringws_server {
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
+    struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -453,9 +490,14 @@ void conn_on_eof(struct ringws_conn *c);
 void conn_pause_if_backlogged(struct ringws_conn *c);
 /* Nothing to do: a proto_ops entry of a state the event does not concern. */
 void conn_proto_none(struct ringws_conn *c);
-/* Queues a share of a published frame; 0 or -errno.  The caller counts
- * its frame_len + OUT_CHUNK_OVERHEAD in send_queue_bytes. */
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s);
+/* Queues a share of a published frame (env: its ringws.v1 frame, which
+ * must exist); 0 or -errno.  The caller counts the frame's length +
+ * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, bool env);
+/* Takes back every chunk queued after mark (c->out_tail when they were
+ * queued; NULL: the queue was empty), none of which a send holds yet: an
+ * upgrade whose subscriptions fail takes back its 101. */
+void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark);
 /* Drops queued chunks not yet handed to the kernel, oldest first, for which
  * match() holds, until `room` more bytes fit under `cap`; true if they fit. */
 bool conn_drop_queued(struct ringws_conn *c, bool (*match)(const struct out_chunk *o,
@@ -468,23 +510,86 @@ void pubsub_thread_enter(struct worker *w);
 void pubsub_worker_fini(struct worker *w);
 void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
+void pubsub_msg_unref(struct pub_msg *m);
+/* The message's ringws.v1 frame, built on first need; NULL without memory. */
+const struct pub_env *pubsub_env(struct pub_msg *m);
 void pubsub_conn_gone(struct ringws_conn *c);
-/* Subscribes c to every topic of a valid list (topic_list_valid): 0,
- * -E2BIG past max_topics, -ENOMEM. */
-int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Subscribes c to every topic of a valid list (topic_list_valid), each
+ * from the position given for it in a valid position list (positions,
+ * pubsub_positions_valid; NULL: none), answering each one when c speaks
+ * ringws.v1: 0, -E2BIG past max_topics, -ENOMEM. */
+int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
+                          const char *positions, size_t positions_len);
 /* Unsubscribes c from every topic of a valid list (unknown ones ignored). */
 int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len);
+/* Where a publish landed in its topic's sequence. */
+struct pub_pos {
+    char epoch[SEQ_EPOCH_LEN + 1];
+    uint64_t offset;
+};
 /* A publish made on worker w (an HTTP request, a subscriber's command):
  * 0 with *recipients set, or 1 when other workers count too: done(arg,
  * total) then runs on w, from its loop, unless w stops first; or -errno.
- * Without done it never returns 1, and recipients may be NULL. */
+ * Without done it never returns 1, and recipients may be NULL; so may
+ * pos. */
 int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, pubsub_done_fn *done,
-                        void *arg, uint64_t *recipients);
+                        void *arg, uint64_t *recipients, struct pub_pos *pos);
 void pubsub_server_drain(struct ringws_server *srv);
 /* A worker that failed (the server is stopping): what its inbox holds now
  * or gets from publishers still under way counts as delivered to nobody. */
 void pubsub_worker_abandon(struct worker *w);
+
+/* ---- pubsub_seq.c: every topic's sequence and history ------------------- */
+
+/* A topic of the server (not of a worker): its sequence and history, held
+ * while a worker has subscribers of it or its history holds a message. */
+struct seq_topic;
+
+/* Where a topic stands: its epoch, the offset of its last message, the
+ * oldest its history holds (last + 1: none). */
+struct seq_view {
+    char epoch[SEQ_EPOCH_LEN + 1];
+    uint64_t last, oldest;
+};
+
+/* Resumes by outcome, as /metrics counts them. */
+enum seq_resume { SEQ_RECOVERED, SEQ_GAP, SEQ_RESUME_OUTCOMES };
+
+/* What /metrics shows of the sequencer. */
+struct seq_stats {
+    uint64_t topics, history_messages, history_bytes;
+    uint64_t evicted[HIST_EVICT_REASONS];
+    uint64_t resumes[SEQ_RESUME_OUTCOMES];
+};
+
+int seq_create(struct ringws_server *srv);
+void seq_destroy(struct ringws_server *srv);
+/* Everything below but seq_stats runs between seq_lock and seq_unlock: the
+ * one lock that orders a topic's publishes (docs/ARCHITECTURE.md). */
+void seq_lock(struct ringws_server *srv);
+void seq_unlock(struct ringws_server *srv);
+/* The topic of that name, made (with a fresh epoch) when unknown; NULL
+ * without memory. */
+struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
+/* The topic of that name, or NULL. */
+struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len);
+/* Gives m the topic's next offset and epoch, and hands it to the topic's
+ * history (which takes a reference of its own when it keeps it). */
+void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m);
+/* The topic's position now (expired history dropped first). */
+void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
+/* The held message of that offset (a reference taken for the caller), or
+ * NULL. */
+struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);
+/* A worker's index holds the topic (hold) or no longer does (drop). */
+void seq_topic_hold(struct seq_topic *t);
+void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
+/* A topic no worker holds and whose history is empty is forgotten at the
+ * next seq_unlock. */
+void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
+void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
+void seq_stats(struct ringws_server *srv, struct seq_stats *out);
 
 /* ---- conn_ws.c --------------------------------------------------------- */
 
@@ -534,5 +639,9 @@ void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char 
 /* A message from a subscriber connection (CF_PUBSUB): one command. */
 void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
                             size_t n);
+/* Queues a ringws.v1 notice (a header line, printf-style, without its line
+ * feed) to a CF_ENVELOPE connection; 0 or -errno. */
+int conn_ws_pubsub_notice(struct ringws_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

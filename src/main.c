@@ -86,11 +86,15 @@ static void main_usage(FILE *f)
             "  --max-inbox BYTES       published bytes waiting for one worker; a publish\n"
             "                          past it is refused (default 67108864)\n"
             "  --max-topics N          subscriptions per connection (default 64)\n"
-            "  --topic PATTERN=POLICY[,publish]\n"
+            "  --topic PATTERN=POLICY[,publish][,history=N[,history-ttl=T]]\n"
             "                          topics matching PATTERN (a name, or a prefix and *):\n"
             "                          slow subscribers get POLICY close-1013 (default),\n"
             "                          close-1008 or drop-oldest; ',publish' lets clients\n"
-            "                          publish to them (repeatable; first match wins)\n"
+            "                          publish to them; history=N keeps their last N\n"
+            "                          messages (for at most T: 90s, 5m, 1h) for resuming\n"
+            "                          subscribers (repeatable; first match wins)\n"
+            "  --history-memory BYTES  all histories together; past it the oldest\n"
+            "                          messages go first (default 67108864)\n"
             "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "  --plain-recv-buffers    one receive per buffer even where the kernel can\n"
@@ -173,7 +177,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
-       OPT_TOPIC,
+       OPT_TOPIC, OPT_HISTORY_MEMORY,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
        OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
@@ -206,6 +210,7 @@ static const struct option main_longopts[] = {
     {"max-inbox", required_argument, NULL, OPT_MAX_INBOX},
     {"max-topics", required_argument, NULL, OPT_MAX_TOPICS},
     {"topic", required_argument, NULL, OPT_TOPIC},
+    {"history-memory", required_argument, NULL, OPT_HISTORY_MEMORY},
     {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
     {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
     {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
@@ -327,6 +332,9 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         if (ringws_topic_rule_parse((char *)arg, &o->rules[cfg->n_topic_rules]) < 0)
             return -EINVAL;
         cfg->n_topic_rules++; return 0;
+    case OPT_HISTORY_MEMORY:
+        if (main_parse_uint(arg, 1ull << 40, &v) < 0) return -EINVAL;
+        cfg->max_history_bytes = (size_t)v; return 0;
     case OPT_RECV_BUF:
         if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
         cfg->recv_buffer_size = (unsigned)v; return 0;
@@ -695,14 +703,20 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_MAX_PUBLISH: fprintf(f, "%s = %zu\n", k, c->max_publish); return 0;
     case OPT_MAX_INBOX: fprintf(f, "%s = %zu\n", k, c->max_inbox_bytes); return 0;
     case OPT_MAX_TOPICS: fprintf(f, "%s = %u\n", k, c->max_topics); return 0;
+    case OPT_HISTORY_MEMORY: fprintf(f, "%s = %zu\n", k, c->max_history_bytes); return 0;
     case OPT_TOPIC:
         if (!c->n_topic_rules)
             fprintf(f, "# %s =  (none: every topic close-1013, no client publishing)\n", k);
         /* A pattern is a topic name (no blank, no quote): never quoted. */
         for (size_t i = 0; i < c->n_topic_rules; i++) {
             const struct ringws_topic_rule *r = &c->topic_rules[i];
-            fprintf(f, "%s = %s=%s%s\n", k, r->pattern, main_fanout_name(r->policy),
+            fprintf(f, "%s = %s=%s%s", k, r->pattern, main_fanout_name(r->policy),
                     r->client_publish ? ",publish" : "");
+            if (r->history)
+                fprintf(f, ",history=%u", r->history);
+            if (r->history_ttl_ms)
+                fprintf(f, ",history-ttl=%ums", r->history_ttl_ms);
+            fputc('\n', f);
         }
         return 0;
     case OPT_RECV_BUF: fprintf(f, "%s = %u\n", k, c->recv_buffer_size); return 0;

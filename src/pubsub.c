@@ -12,6 +12,12 @@
  * max_inbox_bytes: a publish that any inbox cannot take goes nowhere.  See
  * docs/PUBSUB.md.
  *
+ * Order: every publish takes its topic's next offset from the sequencer
+ * (pubsub_seq.c), which posts it to the inboxes under the same lock, so
+ * that every inbox holds a topic's messages in offset order; a worker that
+ * publishes or subscribes first delivers what it took from its inbox
+ * (w->pending).  See docs/ARCHITECTURE.md, "Sequences".
+ *
  * Below it: each worker's topic index (topic_index.c, pure).  Of the
  * connection layer it uses only the output queue: conn_ws_open (may the
  * connection be sent to), conn_queue_shared, conn_drop_queued, and, for a
@@ -20,7 +26,9 @@
  * the count through a callback) and the API (ringws_publish,
  * ringws_subscribe, ringws_unsubscribe). */
 #include <errno.h>
+#include <inttypes.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +41,9 @@
 /* The worker the calling thread runs, if any: a publish made on a worker
  * thread delivers to that worker's subscribers at once. */
 static __thread struct worker *pubsub_self;
+
+static void pubsub_inbox_take(struct worker *w);
+static void pubsub_inbox_run(struct worker *w);
 
 /* ---- subscriptions ----------------------------------------------------- */
 
@@ -54,42 +65,226 @@ static struct sub_ref *conn_sub_find(struct ringws_conn *c, const struct topic *
 
 /* Takes the connection at idx out of t's subscribers; the one that moves
  * into its place gets its position updated. */
+/* The worker no longer holds a server topic. */
+static void pubsub_seq_drop(struct worker *w, struct seq_topic *st)
+{
+    seq_lock(w->srv);
+    seq_topic_drop(w->srv, st);
+    seq_unlock(w->srv);
+}
+
 static void pubsub_remove_sub(struct worker *w, struct topic *t, uint32_t idx)
 {
+    struct seq_topic *st = t->n_subs == 1 ? t->data : NULL; /* t goes with it */
     struct ringws_conn *moved = topic_index_remove_sub(&w->topics, t, idx);
 
     if (moved)
         conn_sub_find(moved, t)->idx = idx;
+    if (st)
+        pubsub_seq_drop(w, st);
     STAT_ADD(w, subscriptions, -1);
     pubsub_count_topics(w);
 }
 
-/* A topic's policy is its first matching rule's, fixed when it is made. */
+/* A topic's policy is its first matching rule's, fixed when it is made;
+ * the server's topic (held by the caller) stays held while it exists. */
 static struct topic *pubsub_topic_create(struct worker *w, const char *name, size_t len,
-                                         uint64_t hash)
+                                         uint64_t hash, struct seq_topic *st)
 {
     const struct ringws_config *cfg = &w->srv->cfg;
     const struct ringws_topic_rule *rule =
         topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, name, len);
     struct topic *t = topic_index_create(&w->topics, name, len, hash);
 
-    if (t)
+    if (t) {
         t->tag = rule ? rule->policy : RINGWS_FANOUT_CLOSE_TRY_AGAIN;
+        t->data = st;
+    }
     return t;
 }
 
-static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
+/* How a subscription starts: where the client stands, if it says, and
+ * what it is answered. */
+struct sub_start {
+    const struct topic_pos *pos; /* NULL: no position */
+    bool answer;                 /* a ringws.v1 command or upgrade */
+    struct seq_view view;
+    enum { START_SUBSCRIBED, START_RECOVERED, START_GAP } outcome;
+    struct pub_msg **replay;     /* referenced, offsets pos->offset + 1 .. view.last */
+    uint64_t n_replay;
+};
+
+/* Whether the history can serve a position: the same epoch, an offset the
+ * topic reached, and every message after it still held. */
+static bool pubsub_position_served(const struct topic_pos *pos, const struct seq_view *v)
+{
+    return !memcmp(pos->epoch, v->epoch, SEQ_EPOCH_LEN) && pos->offset <= v->last &&
+           pos->offset + 1 >= v->oldest;
+}
+
+/* Under the sequencer's lock: the topic's view, and for a position the
+ * held messages after it, referenced for the replay. */
+static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
+                             struct sub_start *ss)
+{
+    seq_topic_view(srv, st, &ss->view);
+    if (!ss->pos) {
+        ss->outcome = START_SUBSCRIBED;
+        return 0;
+    }
+    if (!pubsub_position_served(ss->pos, &ss->view)) {
+        ss->outcome = START_GAP;
+        return 0;
+    }
+    ss->outcome = START_RECOVERED;
+    ss->n_replay = ss->view.last - ss->pos->offset;
+    if (!ss->n_replay)
+        return 0;
+    ss->replay = malloc(ss->n_replay * sizeof(*ss->replay));
+    if (!ss->replay)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < ss->n_replay; i++)
+        ss->replay[i] = seq_topic_message(st, ss->pos->offset + 1 + i);
+    return 0;
+}
+
+/* Joins the sequencer for a subscription on this worker: takes the server's
+ * topic (held for a worker topic made now: !t), reads where it stands, and
+ * delivers what this worker's inbox holds of offsets up to view.last.
+ *
+ * Why no message is missed or doubled at the seam: a publish takes its
+ * offset and is posted to every inbox under the sequencer's lock.  Under
+ * that lock, view.last is the topic's last offset and the inbox is taken:
+ * every message up to view.last is then either delivered by this worker
+ * already (published here, or drained) or in what was taken, which
+ * pubsub_inbox_run delivers now, before the subscriber joins the topic's
+ * subscribers; every message after view.last is posted after the lock
+ * goes, so it reaches the inbox later and finds the subscriber there.  The
+ * subscriber thus gets the replay (its offsets up to view.last), then live
+ * messages from view.last + 1, each once. */
+static int pubsub_start_sync(struct worker *w, const char *name, size_t len, struct topic *t,
+                             struct seq_topic **stp, struct sub_start *ss)
+{
+    struct ringws_server *srv = w->srv;
+    struct seq_topic *st;
+    int r = 0;
+
+    seq_lock(srv);
+    st = t ? t->data : seq_topic_get(srv, name, len);
+    if (!st) {
+        seq_unlock(srv);
+        return -ENOMEM;
+    }
+    if (ss->answer)
+        r = pubsub_start_read(srv, st, ss);
+    if (r == 0 && !t)
+        seq_topic_hold(st);
+    if (r == 0 && ss->pos)
+        seq_count_resume(srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
+    seq_topic_settle(srv, st);
+    pubsub_inbox_take(w);
+    seq_unlock(srv);
+    pubsub_inbox_run(w);
+    *stp = st;
+    return r;
+}
+
+static void pubsub_start_release(struct sub_start *ss)
+{
+    for (uint64_t i = 0; i < ss->n_replay; i++)
+        if (ss->replay[i])
+            pubsub_msg_unref(ss->replay[i]);
+    free(ss->replay);
+    ss->replay = NULL;
+    ss->n_replay = 0;
+}
+
+/* Queues one more share of a message this worker has delivered already
+ * (its slot's own reference may be gone: one is taken again for it). */
+static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
+{
+    struct pub_slot *s = &m->slots[c->w->id];
+    const struct pub_env *env = pubsub_env(m);
+    bool fresh = s->local_refs == 0;
+    int r;
+
+    if (!env)
+        return -ENOMEM;
+    if (fresh) {
+        atomic_fetch_add(&m->refs, 1);
+        s->local_refs = 1;
+    }
+    r = conn_queue_shared(c, s, true);
+    if (r == 0)
+        STAT_ADD(c->w, send_queue_bytes, env->len + OUT_CHUNK_OVERHEAD);
+    if (fresh)
+        pubsub_slot_release(s);
+    return r;
+}
+
+/* A replay must fit the subscriber's queue (max_fanout_queue) as a whole:
+ * one that does not is answered as a gap (the client fetches the rest from
+ * its backend or GET /history) rather than cut by the slow-subscriber
+ * policy halfway. */
+static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss)
+{
+    size_t room = c->w->srv->cfg.max_fanout_queue, need = 0;
+
+    for (uint64_t i = 0; i < ss->n_replay; i++) {
+        const struct pub_env *env = ss->replay[i] ? pubsub_env(ss->replay[i]) : NULL;
+        if (!env)
+            return false;
+        need += env->len + OUT_CHUNK_OVERHEAD;
+        if (c->out_bytes + need > room)
+            return false;
+    }
+    return true;
+}
+
+/* The answer, then the replay: both before the subscriber joins. */
+static int pubsub_start_answer(struct ringws_conn *c, const char *name, size_t len,
+                               struct sub_start *ss)
+{
+    const struct seq_view *v = &ss->view;
+    int n = (int)len, r;
+
+    if (ss->outcome == START_RECOVERED && !pubsub_replay_fits(c, ss))
+        ss->outcome = START_GAP;
+    if (ss->outcome == START_SUBSCRIBED)
+        return conn_ws_pubsub_notice(c, "subscribed %.*s %s %" PRIu64, n, name, v->epoch,
+                                     v->last);
+    if (ss->outcome == START_GAP)
+        return conn_ws_pubsub_notice(c, "gap %.*s %s %" PRIu64 " %" PRIu64, n, name,
+                                     v->epoch, v->oldest, v->last);
+    r = conn_ws_pubsub_notice(c, "recovered %.*s %s %" PRIu64 " %" PRIu64, n, name, v->epoch,
+                              ss->pos->offset + 1, v->last);
+    for (uint64_t i = 0; r == 0 && i < ss->n_replay; i++)
+        r = pubsub_queue_again(c, ss->replay[i]);
+    return r;
+}
+
+static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t len,
+                               struct sub_start *ss)
 {
     struct worker *w = c->w;
     uint64_t hash = topic_index_hash(&w->topics, name, len);
     struct topic *t = topic_index_find(&w->topics, name, len, hash);
     struct conn_cold *cs = c->cold;
-    int idx;
+    struct seq_topic *st = NULL;
+    bool held = t && conn_sub_find(c, t), fresh;
+    int idx, r;
 
-    if (t && conn_sub_find(c, t))
-        return 0; /* one subscription, one copy of each message */
-    if (cs && cs->n >= w->srv->cfg.max_topics)
+    if (!held && cs && cs->n >= w->srv->cfg.max_topics)
         return -E2BIG;
+    if (held && ss->answer) {
+        /* One subscription, one copy of each message: what it has queued
+         * already is not replayed; it is told where it stands. */
+        ss->pos = NULL;
+        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        return r < 0 ? r : pubsub_start_answer(c, name, len, ss);
+    }
+    if (held)
+        return 0;
     if (!cs || cs->n == cs->cap) {
         unsigned cap = cs && cs->cap ? cs->cap * 2u : 1; /* most subscribe once */
         struct conn_cold *grown;
@@ -104,15 +299,41 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
         cs->cap = (uint16_t)cap;
         c->cold = cs;
     }
-    if (!t && !(t = pubsub_topic_create(w, name, len, hash)))
-        return -ENOMEM;
-    idx = topic_index_add_sub(&w->topics, t, c);
+    /* A raw subscriber of a topic this worker holds already needs nothing
+     * of the sequencer: it is not told where it starts. */
+    if (!t || ss->answer) {
+        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        if (r < 0)
+            return r;
+        if (ss->answer)
+            r = pubsub_start_answer(c, name, len, ss);
+        if (r == 0 && !t && !(t = pubsub_topic_create(w, name, len, hash, st)))
+            r = -ENOMEM;
+        if (r < 0) {
+            if (!t) /* held for a worker topic not made */
+                pubsub_seq_drop(w, st);
+            return r;
+        }
+    }
+    st = t->data;
+    fresh = t->n_subs == 0;
+    idx = topic_index_add_sub(&w->topics, t, c); /* removes a fresh t when it fails */
     pubsub_count_topics(w);
-    if (idx < 0)
+    if (idx < 0) {
+        if (fresh)
+            pubsub_seq_drop(w, st);
         return idx;
+    }
     cs->refs[cs->n++] = (struct sub_ref){t, (uint32_t)idx};
     STAT_ADD(w, subscriptions, 1);
     return 0;
+}
+
+static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
+{
+    struct sub_start ss = {0};
+
+    return pubsub_subscribe_at(c, name, len, &ss);
 }
 
 static int pubsub_unsubscribe(struct ringws_conn *c, const char *name, size_t len)
@@ -148,7 +369,11 @@ static int pubsub_unsubscribe_held(struct ringws_conn *c, const char *name, size
 {
     int r = pubsub_unsubscribe(c, name, len);
 
-    return r == -ENOENT ? 0 : r;
+    if (r == -ENOENT)
+        r = 0;
+    if (r == 0 && (c->flags & CF_ENVELOPE))
+        r = conn_ws_pubsub_notice(c, "unsubscribed %.*s", (int)len, name);
+    return r;
 }
 
 /* Applies fn to every topic of a valid list; stops at the first error. */
@@ -167,9 +392,24 @@ static int pubsub_list_apply(struct ringws_conn *c, const char *list, size_t len
     return r;
 }
 
-int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len)
+int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
+                          const char *positions, size_t positions_len)
 {
-    return pubsub_list_apply(c, list, len, pubsub_subscribe);
+    const char *name;
+    size_t pos = 0, n;
+    int r;
+
+    while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0) {
+        struct topic_pos tp;
+        struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0};
+        if (positions && topic_pos_find(positions, positions_len, name, n, &tp))
+            ss.pos = &tp;
+        r = pubsub_subscribe_at(c, name, n, &ss);
+        pubsub_start_release(&ss);
+        if (r < 0)
+            return r;
+    }
+    return r;
 }
 
 int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len)
@@ -179,10 +419,43 @@ int pubsub_unsubscribe_list(struct ringws_conn *c, const char *list, size_t len)
 
 /* ---- messages ---------------------------------------------------------- */
 
-static void pubsub_msg_unref(struct pub_msg *m)
+void pubsub_msg_unref(struct pub_msg *m)
 {
-    if (atomic_fetch_sub(&m->refs, 1) == 1)
+    if (atomic_fetch_sub(&m->refs, 1) == 1) {
+        free(atomic_load_explicit(&m->env, memory_order_relaxed));
         free(m);
+    }
+}
+
+/* Built by the first worker that needs it; a worker that loses the race to
+ * publish its copy frees it: the frame is still built once per message in
+ * the common case and never copied per subscriber. */
+const struct pub_env *pubsub_env(struct pub_msg *m)
+{
+    struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
+    char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
+    uint8_t hdr[WS_MAX_SERVER_HEADER];
+    size_t payload = m->frame_len - m->frame_hdr, ln, h;
+    int n;
+
+    if (env)
+        return env;
+    n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)m->topic_len,
+                 m->topic, SEQ_EPOCH_LEN, m->epoch, m->offset);
+    ln = (size_t)n;
+    h = ws_frame_header(hdr, WS_FIN | (m->frame[0] & 0x0f), ln + payload);
+    mine = malloc(sizeof(*mine) + h + ln + payload);
+    if (!mine)
+        return NULL;
+    memcpy(mine->bytes, hdr, h);
+    memcpy(mine->bytes + h, line, ln);
+    memcpy(mine->bytes + h + ln, m->frame + m->frame_hdr, payload);
+    mine->len = (uint32_t)(h + ln + payload);
+    if (atomic_compare_exchange_strong_explicit(&m->env, &env, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    free(mine);
+    return env;
 }
 
 void pubsub_slot_release(struct pub_slot *s)
@@ -210,6 +483,7 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
         memcpy(frame + h, data, len);
     m->frame = frame;
     m->frame_len = (uint32_t)(h + len);
+    m->frame_hdr = (uint8_t)h;
     m->published_ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
     memcpy(m->topic, topic, topic_len);
@@ -232,13 +506,15 @@ static bool pubsub_any_shared(const struct out_chunk *o, const void *arg)
     return o->shared != NULL;
 }
 
-/* Queues one share of the message to a subscriber, applying the topic's
- * policy when the subscriber's queue is full.  True if queued. */
-static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const struct topic *t)
+/* Queues one share of the message (its raw frame, or its ringws.v1 frame
+ * of len bytes) to a subscriber, applying the topic's policy when the
+ * subscriber's queue is full.  True if queued. */
+static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const struct topic *t,
+                            uint32_t len, bool env)
 {
     struct worker *w = c->w;
     size_t cap = w->srv->cfg.max_fanout_queue;
-    size_t cost = s->msg->frame_len + OUT_CHUNK_OVERHEAD;
+    size_t cost = len + OUT_CHUNK_OVERHEAD;
 
     if (!conn_ws_open(c))
         return false;
@@ -260,7 +536,7 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
             return false;
         }
     }
-    if (conn_queue_shared(c, s) < 0) {
+    if (conn_queue_shared(c, s, env) < 0) {
         STAT_ADD(w, fanout_dropped, 1);
         return false;
     }
@@ -279,16 +555,26 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     struct pub_msg *m = s->msg;
     struct topic *t = topic_index_find(&w->topics, m->topic, m->topic_len,
                                        topic_index_hash(&w->topics, m->topic, m->topic_len));
-    uint64_t n = 0, end;
+    const struct pub_env *env = NULL;
+    uint64_t n = 0, n_env = 0, end;
 
     STAT_ADD(w, publishes, 1);
     s->local_refs = 1;
     if (!t)
         return 0;
-    for (uint32_t i = 0; i < t->n_subs; i++)
-        n += pubsub_queue_to(t->subs[i], s, t);
+    for (uint32_t i = 0; i < t->n_subs; i++) {
+        struct ringws_conn *c = t->subs[i];
+        if (!(c->flags & CF_ENVELOPE))
+            n += pubsub_queue_to(c, s, t, m->frame_len, false);
+        else if (env || (env = pubsub_env(m)))
+            n_env += pubsub_queue_to(c, s, t, env->len, true);
+        else
+            STAT_ADD(w, fanout_dropped, 1);
+    }
+    STAT_ADD(w, send_queue_bytes, n * (m->frame_len + OUT_CHUNK_OVERHEAD) +
+                                      (env ? n_env * (env->len + OUT_CHUNK_OVERHEAD) : 0));
+    n += n_env;
     STAT_ADD(w, fanout_queued, n);
-    STAT_ADD(w, send_queue_bytes, n * (m->frame_len + OUT_CHUNK_OVERHEAD));
     end = timer_now_ns();
     metrics_observe(&w->stats.publish_latency, end - m->published_ns);
     metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
@@ -302,6 +588,17 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
 {
     return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->frame_len;
+}
+
+/* Gives back the room m took in the first n inboxes. */
+static void pubsub_inbox_unreserve(struct ringws_server *srv, const struct worker *self,
+                                   const struct pub_msg *m, unsigned n)
+{
+    size_t cost = pubsub_msg_cost(srv, m);
+
+    for (unsigned j = 0; j < n; j++)
+        if (&srv->workers[j] != self)
+            atomic_fetch_sub(&srv->workers[j].inbox_bytes, cost);
 }
 
 /* Takes room for m in every inbox it will be posted to (all but self's);
@@ -326,9 +623,7 @@ static int pubsub_inbox_reserve(struct ringws_server *srv, const struct worker *
     }
     if (i == srv->n_workers)
         return 0;
-    for (unsigned j = 0; j <= i; j++) /* the full inbox's share included */
-        if (&srv->workers[j] != self)
-            atomic_fetch_sub(&srv->workers[j].inbox_bytes, cost);
+    pubsub_inbox_unreserve(srv, self, m, i + 1); /* the full inbox's share included */
     return -EAGAIN;
 }
 
@@ -338,7 +633,9 @@ static void pubsub_inbox_release(struct worker *w, const struct pub_msg *m)
     atomic_fetch_sub(&w->inbox_bytes, pubsub_msg_cost(w->srv, m));
 }
 
-static void pubsub_post(struct worker *w, struct pub_slot *s)
+/* Pushes s onto w's inbox; true when the worker must be woken (after the
+ * sequencer's lock goes: no system call under it). */
+static bool pubsub_push(struct worker *w, struct pub_slot *s)
 {
     struct pub_slot *head = atomic_load(&w->inbox);
 
@@ -347,21 +644,44 @@ static void pubsub_post(struct worker *w, struct pub_slot *s)
     } while (!atomic_compare_exchange_weak(&w->inbox, &head, s));
     /* One eventfd write per drain is enough: the worker clears the flag
      * before it takes the inbox, so a push it misses writes again. */
-    if (!atomic_exchange(&w->inbox_woken, true))
+    return !atomic_exchange(&w->inbox_woken, true);
+}
+
+static void pubsub_post(struct worker *w, struct pub_slot *s)
+{
+    if (pubsub_push(w, s))
         worker_wake(w);
 }
 
-static struct pub_slot *pubsub_inbox_take(struct worker *w)
+/* Moves what the inbox holds to the end of the worker's pending list, in
+ * publish order. */
+static void pubsub_inbox_take(struct worker *w)
 {
-    struct pub_slot *s = atomic_exchange(&w->inbox, NULL), *fifo = NULL;
+    struct pub_slot *s = atomic_exchange(&w->inbox, NULL), *fifo = NULL, *last = s;
 
+    if (!s)
+        return;
     while (s) { /* newest first: reverse into publish order */
         struct pub_slot *next = s->qnext;
         s->qnext = fifo;
         fifo = s;
         s = next;
     }
-    return fifo;
+    if (w->pending)
+        w->pending_tail->qnext = fifo;
+    else
+        w->pending = fifo;
+    w->pending_tail = last;
+}
+
+/* Takes the oldest pending slot off the list. */
+static struct pub_slot *pubsub_pending_pop(struct worker *w)
+{
+    struct pub_slot *s = w->pending;
+
+    if (s)
+        w->pending = s->qnext;
+    return s;
 }
 
 /* A worker has delivered its share: the last one tells the origin of a
@@ -379,15 +699,16 @@ static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
     return s->msg->done && s->msg->origin == w->id;
 }
 
-void pubsub_inbox_drain(struct worker *w)
+/* Delivers the pending list.  The list lives in the worker, not on this
+ * stack: a reply's callback may publish on this worker, which takes newer
+ * messages from the inbox behind the older ones still pending here and
+ * delivers them all, in order, before its own. */
+static void pubsub_inbox_run(struct worker *w)
 {
     struct pub_slot *s;
-    uint64_t clock_ns = timer_now_ns();
+    uint64_t clock_ns = w->pending ? timer_now_ns() : 0;
 
-    atomic_store(&w->inbox_woken, false);
-    s = pubsub_inbox_take(w);
-    while (s) {
-        struct pub_slot *next = s->qnext;
+    while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;
         if (pubsub_is_reply(w, s)) {
             m->done(m->done_arg, atomic_load(&m->recipients));
@@ -397,22 +718,67 @@ void pubsub_inbox_drain(struct worker *w)
             pubsub_worker_done(w->srv, m, pubsub_deliver(w, s, &clock_ns));
             pubsub_slot_release(s);
         }
-        s = next;
     }
+}
+
+void pubsub_inbox_drain(struct worker *w)
+{
+    atomic_store(&w->inbox_woken, false);
+    pubsub_inbox_take(w);
+    pubsub_inbox_run(w);
 }
 
 /* ---- publishing -------------------------------------------------------- */
 
+/* Under the sequencer's lock: m takes its topic's next offset and is
+ * posted to every inbox but self's, so that each inbox holds the topic's
+ * messages in offset order whichever threads publish; self's inbox is
+ * taken (what it holds is older) to be delivered before m.  The eventfd
+ * writes wait for the lock to go. */
+static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struct pub_msg *m,
+                           struct pub_pos *pos)
+{
+    unsigned n = srv->n_workers;
+    bool wake[n];
+    struct seq_topic *st;
+
+    seq_lock(srv);
+    st = seq_topic_get(srv, m->topic, m->topic_len);
+    if (!st) {
+        seq_unlock(srv);
+        return -ENOMEM;
+    }
+    seq_topic_assign(srv, st, m);
+    if (pos) {
+        memcpy(pos->epoch, m->epoch, SEQ_EPOCH_LEN);
+        pos->epoch[SEQ_EPOCH_LEN] = '\0';
+        pos->offset = m->offset;
+    }
+    /* Everything the other workers read is written before the first post. */
+    for (unsigned i = 0; i < n; i++)
+        wake[i] = (!self || i != self->id) && pubsub_push(&srv->workers[i], &m->slots[i]);
+    if (self)
+        pubsub_inbox_take(self);
+    seq_topic_settle(srv, st);
+    seq_unlock(srv);
+    for (unsigned i = 0; i < n; i++)
+        if (wake[i])
+            worker_wake(&srv->workers[i]);
+    return 0;
+}
+
 /* Publishes m: delivered at once to the calling worker's subscribers (self,
- * may be NULL) and posted to every other worker.  With done (and self),
- * returns 1 when the count comes later, else 0 and *recipients. */
+ * may be NULL), after what its inbox held, and posted to every other
+ * worker.  With done (and self), returns 1 when the count comes later,
+ * else 0 and *recipients. */
 static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
                            struct pub_msg *m, pubsub_done_fn *done, void *arg,
-                           uint64_t *recipients)
+                           uint64_t *recipients, struct pub_pos *pos)
 {
     unsigned n = srv->n_workers;
     unsigned remote = self ? n - 1 : n;
     bool defer = done && remote > 0;
+    int r;
 
     atomic_init(&m->refs, n + (defer ? 1 : 0));
     atomic_init(&m->pending, remote);
@@ -421,11 +787,10 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         m->done_arg = arg;
         m->origin = self->id;
     }
-    /* Everything the other workers read is written before the first post. */
-    for (unsigned i = 0; i < n; i++)
-        if (!self || i != self->id)
-            pubsub_post(&srv->workers[i], &m->slots[i]);
+    if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
+        return r;
     if (self) {
+        pubsub_inbox_run(self);
         uint64_t clock_ns = m->published_ns;
         uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
@@ -462,7 +827,8 @@ static bool pubsub_enter(struct ringws_server *srv)
 
 static int pubsub_publish(struct ringws_server *srv, struct worker *self, const char *topic,
                           size_t topic_len, const void *data, size_t len, bool binary,
-                          pubsub_done_fn *done, void *arg, uint64_t *recipients)
+                          pubsub_done_fn *done, void *arg, uint64_t *recipients,
+                          struct pub_pos *pos)
 {
     struct pub_msg *m;
     int ret = pubsub_check(srv, topic, topic_len, data, len, binary);
@@ -473,9 +839,9 @@ static int pubsub_publish(struct ringws_server *srv, struct worker *self, const 
         return -ESHUTDOWN;
     m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
     ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
-    if (ret == 0)
-        ret = pubsub_dispatch(srv, self, m, done, arg, recipients);
-    else
+    if (ret == 0 && (ret = pubsub_dispatch(srv, self, m, done, arg, recipients, pos)) < 0)
+        pubsub_inbox_unreserve(srv, self, m, srv->n_workers);
+    if (ret < 0)
         free(m);
     atomic_fetch_sub(&srv->publishers, 1);
     return ret;
@@ -489,17 +855,17 @@ int ringws_publish(ringws_server *srv, const char *topic, const void *data, size
     if (!topic || (flags & ~RINGWS_PUBLISH_BINARY) || (len && !data))
         return -EINVAL;
     return pubsub_publish(srv, self, topic, strnlen(topic, RINGWS_MAX_TOPIC + 1), data, len,
-                          flags & RINGWS_PUBLISH_BINARY, NULL, NULL, NULL);
+                          flags & RINGWS_PUBLISH_BINARY, NULL, NULL, NULL, NULL);
 }
 
 int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, pubsub_done_fn *done,
-                        void *arg, uint64_t *recipients)
+                        void *arg, uint64_t *recipients, struct pub_pos *pos)
 {
     if (recipients)
         *recipients = 0;
     return pubsub_publish(w->srv, w, topic, topic_len, data, len, binary, done, arg,
-                          recipients);
+                          recipients, pos);
 }
 
 /* ---- the API on connections -------------------------------------------- */
@@ -544,18 +910,18 @@ void pubsub_worker_fini(struct worker *w)
  * its message reference.  Returns whether there was anything. */
 static bool pubsub_inbox_discard(struct worker *w)
 {
-    struct pub_slot *s = pubsub_inbox_take(w);
-    bool any = s != NULL;
+    struct pub_slot *s;
+    bool any;
 
-    while (s) {
-        struct pub_slot *next = s->qnext;
+    pubsub_inbox_take(w);
+    any = w->pending != NULL;
+    while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;
         if (!pubsub_is_reply(w, s)) {
             pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, 0); /* may post a reply */
         }
         pubsub_msg_unref(m); /* the slot's or the reply's reference */
-        s = next;
     }
     return any;
 }

@@ -132,13 +132,128 @@ int pubsub_cmd_parse(const char *p, size_t n, struct pubsub_cmd *cmd, const char
         cmd->payload_len = sp ? arg_len - topic_len - 1 : 0;
         return 0;
     }
+    if (cmd->type == PUBSUB_CMD_SUB) {
+        const char *sp = memchr(arg, ' ', arg_len);
+        if (sp) {
+            cmd->positions = sp + 1;
+            cmd->positions_len = arg_len - (size_t)(sp - arg) - 1;
+            arg_len = (size_t)(sp - arg);
+        }
+    }
     if (!topic_list_valid(arg, arg_len)) {
         *why = "invalid topic";
+        return -EINVAL;
+    }
+    if (cmd->positions &&
+        !topic_pos_list_valid(arg, arg_len, cmd->positions, cmd->positions_len)) {
+        *why = "invalid position";
         return -EINVAL;
     }
     cmd->arg = arg;
     cmd->arg_len = arg_len;
     return 0;
+}
+
+int topic_pos_parse(const char *p, size_t n, struct topic_pos *out)
+{
+    const char *c2 = NULL, *c1 = NULL;
+    uint64_t off = 0;
+    size_t digits;
+
+    for (size_t i = n; i-- > 0 && !c1;) {
+        if (p[i] != ':')
+            continue;
+        if (!c2)
+            c2 = p + i;
+        else
+            c1 = p + i;
+    }
+    if (!c1 || c2 - c1 - 1 != TOPIC_POS_EPOCH_LEN ||
+        !topic_name_valid(p, (size_t)(c1 - p)))
+        return -EINVAL;
+    for (size_t i = 0; i < TOPIC_POS_EPOCH_LEN; i++) {
+        char ch = c1[1 + i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+            return -EINVAL;
+    }
+    digits = n - (size_t)(c2 + 1 - p);
+    if (!digits || digits > 16)
+        return -EINVAL;
+    for (size_t i = 0; i < digits; i++) {
+        char ch = c2[1 + i];
+        if (ch < '0' || ch > '9')
+            return -EINVAL;
+        off = off * 10 + (uint64_t)(ch - '0');
+    }
+    if (off > TOPIC_POS_MAX_OFFSET)
+        return -EINVAL;
+    out->topic = p;
+    out->topic_len = (size_t)(c1 - p);
+    memcpy(out->epoch, c1 + 1, TOPIC_POS_EPOCH_LEN);
+    out->offset = off;
+    return 0;
+}
+
+/* Walks a comma-separated position list like topic_list_next. */
+static int topic_pos_next(const char *list, size_t list_len, size_t *pos,
+                          struct topic_pos *out)
+{
+    size_t start = *pos, end;
+
+    if (start > list_len || (start == list_len && start > 0 && list[start - 1] != ','))
+        return 0;
+    if (start == list_len)
+        return -EINVAL; /* a trailing comma, or nothing at all */
+    end = start;
+    while (end < list_len && list[end] != ',')
+        end++;
+    if (topic_pos_parse(list + start, end - start, out) < 0)
+        return -EINVAL;
+    *pos = end < list_len ? end + 1 : end;
+    return 1;
+}
+
+static bool topic_list_has(const char *list, size_t list_len, const char *name, size_t len)
+{
+    const char *t;
+    size_t pos = 0, n;
+
+    while (topic_list_next(list, list_len, &pos, &t, &n) > 0)
+        if (n == len && !memcmp(t, name, len))
+            return true;
+    return false;
+}
+
+bool topic_pos_list_valid(const char *topics, size_t topics_len, const char *positions,
+                          size_t positions_len)
+{
+    struct topic_pos tp, seen;
+    size_t pos = 0, k = 0;
+    int r;
+
+    while ((r = topic_pos_next(positions, positions_len, &pos, &tp)) > 0) {
+        size_t before = 0;
+        if (!topic_list_has(topics, topics_len, tp.topic, tp.topic_len))
+            return false;
+        for (size_t i = 0; i < k; i++) { /* named once: the first would hide it */
+            topic_pos_next(positions, positions_len, &before, &seen);
+            if (seen.topic_len == tp.topic_len && !memcmp(seen.topic, tp.topic, tp.topic_len))
+                return false;
+        }
+        k++;
+    }
+    return r == 0;
+}
+
+bool topic_pos_find(const char *positions, size_t positions_len, const char *topic,
+                    size_t topic_len, struct topic_pos *out)
+{
+    size_t pos = 0;
+
+    while (topic_pos_next(positions, positions_len, &pos, out) > 0)
+        if (out->topic_len == topic_len && !memcmp(out->topic, topic, topic_len))
+            return true;
+    return false;
 }
 
 bool topic_pattern_valid(const char *p, size_t n)
@@ -167,7 +282,48 @@ const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule 
     return NULL;
 }
 
-int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
+/* "history-ttl=" values: a number with s (the default), m, h or ms. */
+static int topic_rule_duration(const char *v, unsigned *ms)
+{
+    static const struct {
+        const char *suffix;
+        unsigned long long ms;
+    } units[] = {{"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60000}, {"h", 3600000}};
+    unsigned long long n = 0;
+    const char *p = v;
+
+    while (*p >= '0' && *p <= '9' && n < (1ull << 40))
+        n = n * 10 + (unsigned long long)(*p++ - '0');
+    if (p == v)
+        return -EINVAL;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (!strcmp(p, units[i].suffix)) {
+            if (!n || n * units[i].ms > UINT32_MAX)
+                return -EINVAL;
+            *ms = (unsigned)(n * units[i].ms);
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* "history=N": 1 to 1,000,000 messages. */
+static int topic_rule_count(const char *v, unsigned *n)
+{
+    unsigned long long x = 0;
+    const char *p = v;
+
+    while (*p >= '0' && *p <= '9' && x <= 1000000)
+        x = x * 10 + (unsigned long long)(*p++ - '0');
+    if (p == v || *p || !x || x > 1000000)
+        return -EINVAL;
+    *n = (unsigned)x;
+    return 0;
+}
+
+/* One option of a rule: a policy (once), publish, history=N,
+ * history-ttl=T. */
+static int topic_rule_option(const char *opt, struct ringws_topic_rule *rule, bool *policy)
 {
     static const struct {
         const char *name;
@@ -177,29 +333,45 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
         {"close-1008", RINGWS_FANOUT_CLOSE_POLICY},
         {"drop-oldest", RINGWS_FANOUT_DROP_OLDEST},
     };
+
+    if (!strcmp(opt, "publish")) {
+        rule->client_publish = true;
+        return 0;
+    }
+    if (!strncmp(opt, "history=", 8))
+        return topic_rule_count(opt + 8, &rule->history);
+    if (!strncmp(opt, "history-ttl=", 12))
+        return topic_rule_duration(opt + 12, &rule->history_ttl_ms);
+    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+        if (!strcmp(opt, policies[i].name) && !*policy) {
+            rule->policy = policies[i].policy;
+            *policy = true;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* PATTERN=OPTION[,OPTION...]: the policy may be left out (close-1013)
+ * when another option is given. */
+int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
+{
     char *eq = strchr(spec, '=');
-    char *opts, *comma;
-    size_t plen;
+    char *opts, *opt, *save = NULL;
+    bool policy = false;
 
     if (!eq)
         return -EINVAL;
     *eq = '\0';
     opts = eq + 1;
-    plen = strlen(spec);
-    if (!topic_pattern_valid(spec, plen))
+    if (!topic_pattern_valid(spec, strlen(spec)) || !*opts || opts[strlen(opts) - 1] == ',' ||
+        strstr(opts, ",,"))
         return -EINVAL;
-    comma = strchr(opts, ',');
-    if (comma) {
-        if (strcmp(comma + 1, "publish"))
+    *rule = (struct ringws_topic_rule){.pattern = spec, .policy = RINGWS_FANOUT_CLOSE_TRY_AGAIN};
+    for (opt = strtok_r(opts, ",", &save); opt; opt = strtok_r(NULL, ",", &save))
+        if (topic_rule_option(opt, rule, &policy) < 0)
             return -EINVAL;
-        *comma = '\0';
-    }
-    *rule = (struct ringws_topic_rule){.pattern = spec, .client_publish = comma != NULL};
-    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
-        if (!strcmp(opts, policies[i].name)) {
-            rule->policy = policies[i].policy;
-            return 0;
-        }
-    }
-    return -EINVAL;
+    if (rule->history_ttl_ms && !rule->history)
+        return -EINVAL; /* an age limit of nothing kept */
+    return 0;
 }

@@ -36,6 +36,32 @@ bool query_param_find(const char *query, size_t query_len, const char *key,
 bool topic_query_find(const char *query, size_t query_len, const char **value,
                       size_t *value_len);
 
+/* A subscriber's position in a topic: "TOPIC:EPOCH:OFFSET" (the topic may
+ * hold ':'; the last two fields are the epoch, 16 lowercase hex digits,
+ * and the offset, decimal below 2^53). */
+#define TOPIC_POS_EPOCH_LEN 16
+#define TOPIC_POS_MAX_OFFSET ((1ull << 53) - 1)
+
+struct topic_pos {
+    const char *topic;
+    size_t topic_len;
+    char epoch[TOPIC_POS_EPOCH_LEN];
+    uint64_t offset;
+};
+
+/* Parses one position; 0 or -EINVAL. */
+int topic_pos_parse(const char *p, size_t n, struct topic_pos *out);
+
+/* True when positions (comma-separated, non-empty) are all valid, each
+ * names a topic of the valid topic list, and no topic is named twice. */
+bool topic_pos_list_valid(const char *topics, size_t topics_len, const char *positions,
+                          size_t positions_len);
+
+/* The position of a valid position list that names the topic; false when
+ * none does. */
+bool topic_pos_find(const char *positions, size_t positions_len, const char *topic,
+                    size_t topic_len, struct topic_pos *out);
+
 enum pubsub_cmd_type {
     PUBSUB_CMD_SUB = 1,
     PUBSUB_CMD_UNSUB,
@@ -51,6 +77,9 @@ struct pubsub_cmd {
     size_t arg_len;
     const char *payload;   /* PUB only: everything after the topic and one space */
     size_t payload_len;
+    const char *positions; /* SUB only: the positions after the list and one
+                            * space (topic_pos_list_valid); NULL: none */
+    size_t positions_len;
 };
 
 /* Parses a command; 0, or -EINVAL with *why set to a short reason. */

@@ -48,6 +48,7 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_fanout_queue = 1u << 20;
     cfg->max_publish = 1u << 20;
     cfg->max_inbox_bytes = 64u << 20;
+    cfg->max_history_bytes = 64u << 20;
     cfg->max_topics = 64;
     cfg->tls_ticket_lifetime_s = 7200;
     cfg->tls_handshake_budget_us = 2000;
@@ -237,6 +238,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[1] = ~srv->topic_key[0];
     }
     ret = conn_addr_table_create(srv);
+    if (ret == 0)
+        ret = seq_create(srv);
     pthread_rwlock_init(&srv->token_lock, NULL);
     if (ret == 0 && cfg->n_token_keys)
         ret = server_read_token_keys(srv, &srv->token_keys);
@@ -245,6 +248,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     if (ret < 0) {
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
+        seq_destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -256,6 +260,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         tls_server_destroy(srv->tls);
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
+        seq_destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
@@ -377,6 +382,7 @@ void ringws_server_destroy(ringws_server *srv)
         free(w->req_names);
         free(w->req_values);
     }
+    seq_destroy(srv); /* the histories' messages, after the inboxes' */
     free(srv->workers);
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);

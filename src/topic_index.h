@@ -21,6 +21,7 @@ struct topic {
     void **subs;        /* the subscribers, in no order */
     uint32_t n_subs, cap;
     uint32_t tag;       /* the user's, 0 at creation (pub/sub: the fan-out policy) */
+    void *data;         /* the user's, NULL at creation (pub/sub: the server's topic) */
     uint16_t len;
     char name[];
 };

@@ -1,6 +1,7 @@
 /* test_pubsub_proto.c - topic names, topic lists, subscriber commands and
  * topic rules (src/pubsub_proto.c) against the rules of docs/PUBSUB.md. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "check.h"
@@ -188,6 +189,82 @@ static void test_rules(void)
     CHECK(topic_rule_match(NULL, 0, "other", 5) == NULL);
 }
 
+/* history=N and history-ttl=T beside the policy, which may then be left
+ * out (docs/PUBSUB.md, "Topic rules"). */
+static void test_rules_history(void)
+{
+    char s1[] = "news.*=close-1013,history=1000,history-ttl=5m", s2[] = "a=history=5",
+         s3[] = "b=publish,history=2,history-ttl=1500ms,drop-oldest",
+         bad1[] = "x=history=0", bad2[] = "x=history=abc", bad3[] = "x=history-ttl=5m",
+         bad4[] = "x=history=5,history-ttl=5y", bad5[] = "x=close-1013,close-1008",
+         bad6[] = "x=history=5,", bad7[] = "x=", bad8[] = "x=history=1000001";
+    struct ringws_topic_rule r;
+
+    CHECK(ringws_topic_rule_parse(s1, &r) == 0 && r.history == 1000 &&
+          r.history_ttl_ms == 300000 && r.policy == RINGWS_FANOUT_CLOSE_TRY_AGAIN);
+    CHECK(ringws_topic_rule_parse(s2, &r) == 0 && r.history == 5 && !r.history_ttl_ms &&
+          r.policy == RINGWS_FANOUT_CLOSE_TRY_AGAIN && !r.client_publish);
+    CHECK(ringws_topic_rule_parse(s3, &r) == 0 && r.history == 2 && r.history_ttl_ms == 1500 &&
+          r.policy == RINGWS_FANOUT_DROP_OLDEST && r.client_publish);
+    CHECK(ringws_topic_rule_parse(bad1, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad2, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad3, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad4, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad5, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad6, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad7, &r) == -EINVAL);
+    CHECK(ringws_topic_rule_parse(bad8, &r) == -EINVAL);
+}
+
+/* Positions: TOPIC:EPOCH:OFFSET, the topic may hold ':'. */
+static void test_positions(void)
+{
+    static const char e[] = "0123456789abcdef";
+    struct topic_pos p;
+    struct pubsub_cmd cmd;
+    const char *why;
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), "a:b:%s:42", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == 0 && p.topic_len == 3 &&
+          !memcmp(p.topic, "a:b", 3) && !memcmp(p.epoch, e, 16) && p.offset == 42);
+    snprintf(buf, sizeof(buf), "news:%s:0", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == 0 && p.offset == 0);
+    snprintf(buf, sizeof(buf), "news:%s:9007199254740991", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == 0 && p.offset == (1ull << 53) - 1);
+    snprintf(buf, sizeof(buf), "news:%s:9007199254740992", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    snprintf(buf, sizeof(buf), "news:0123456789ABCDEF:1");
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    snprintf(buf, sizeof(buf), "news:0123456789abcde:1");
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    snprintf(buf, sizeof(buf), "news:%s:", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    snprintf(buf, sizeof(buf), "news:%s:-1", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    snprintf(buf, sizeof(buf), ":%s:1", e);
+    CHECK(topic_pos_parse(buf, strlen(buf), &p) == -EINVAL);
+    CHECK(topic_pos_parse("news:1", 6, &p) == -EINVAL);
+
+    snprintf(buf, sizeof(buf), "a:%s:1,b:%s:2", e, e);
+    CHECK(topic_pos_list_valid("a,b", 3, buf, strlen(buf)));
+    CHECK(topic_pos_find(buf, strlen(buf), "b", 1, &p) && p.offset == 2);
+    CHECK(!topic_pos_find(buf, strlen(buf), "c", 1, &p));
+    CHECK(!topic_pos_list_valid("a", 1, buf, strlen(buf)));    /* b not in the list */
+    snprintf(buf, sizeof(buf), "a:%s:1,a:%s:2", e, e);
+    CHECK(!topic_pos_list_valid("a,b", 3, buf, strlen(buf)));  /* a twice */
+    snprintf(buf, sizeof(buf), "a:%s:1,", e);
+    CHECK(!topic_pos_list_valid("a", 1, buf, strlen(buf)));
+
+    snprintf(buf, sizeof(buf), "sub a,b b:%s:7", e);
+    CHECK(pubsub_cmd_parse(buf, strlen(buf), &cmd, &why) == 0 && cmd.type == PUBSUB_CMD_SUB &&
+          cmd.arg_len == 3 && cmd.positions && cmd.positions_len == strlen(buf) - 8);
+    CHECK(pubsub_cmd_parse("sub a,b", 7, &cmd, &why) == 0 && !cmd.positions);
+    snprintf(buf, sizeof(buf), "sub a c:%s:7", e);
+    CHECK(pubsub_cmd_parse(buf, strlen(buf), &cmd, &why) == -EINVAL);
+    CHECK(pubsub_cmd_parse("sub a ", 6, &cmd, &why) == -EINVAL);
+}
+
 int main(void)
 {
     test_names();
@@ -196,5 +273,7 @@ int main(void)
     test_commands();
     test_patterns();
     test_rules();
+    test_rules_history();
+    test_positions();
     return check_done("pubsub_proto");
 }

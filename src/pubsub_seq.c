@@ -1,0 +1,298 @@
+/* pubsub_seq.c - the sequencer: every topic's epoch, offsets and history,
+ * shared by all workers and publishing threads.
+ *
+ * Why it exists: an offset must be the same on every worker and a
+ * subscriber must get a topic's messages in offset order, whichever thread
+ * published them; the workers' own topic indexes are private and
+ * lock-free, so the order is made here, once per publish, under one lock
+ * held just long enough to give the offset, append to the history and post
+ * the message to the inboxes (pubsub.c; the argument is in
+ * docs/ARCHITECTURE.md, "Sequences").  The table holds a topic while a
+ * worker has subscribers of it or its history holds a message; a topic
+ * forgotten starts again with a new epoch.  Below it: the history rings
+ * (history.c).  Above it: pubsub.c, /metrics and GET /history. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "internal.h"
+#include "pubsub_proto.h"
+#include "siphash.h"
+
+#define SEQ_MIN_BUCKETS 64u
+
+struct seq_topic {
+    struct seq_topic *next;      /* in its bucket */
+    struct seq_topic *idle_next; /* on the list to forget, when idle_listed */
+    uint64_t hash;
+    uint64_t last;               /* offset of the last publish; 0: none */
+    uint32_t workers;            /* workers whose index holds the topic */
+    bool idle_listed;
+    char epoch[SEQ_EPOCH_LEN + 1];
+    struct history hist;
+    uint16_t len;
+    char name[];
+};
+
+struct sequencer {
+    pthread_mutex_t lock;
+    struct seq_topic **buckets;
+    uint32_t mask, n;
+    uint64_t key[2];
+    struct history_set hist;
+    struct seq_topic *idle;      /* maybe forgotten at the unlock */
+    uint64_t resumes[SEQ_RESUME_OUTCOMES];
+};
+
+static struct seq_topic *seq_of_history(struct history *h)
+{
+    return (struct seq_topic *)((char *)h - offsetof(struct seq_topic, hist));
+}
+
+static void seq_idle_mark(struct sequencer *q, struct seq_topic *t)
+{
+    if (t->idle_listed || t->workers || t->hist.n)
+        return;
+    t->idle_listed = true;
+    t->idle_next = q->idle;
+    q->idle = t;
+}
+
+/* A message left its topic's history: the history's reference goes. */
+static void seq_history_release(struct hist_node *node, struct history *from, void *arg)
+{
+    struct pub_msg *m = (struct pub_msg *)((char *)node - offsetof(struct pub_msg, hist));
+
+    seq_idle_mark(arg, seq_of_history(from));
+    pubsub_msg_unref(m);
+}
+
+int seq_create(struct ringws_server *srv)
+{
+    struct sequencer *q = calloc(1, sizeof(*q));
+
+    if (!q)
+        return -ENOMEM;
+    pthread_mutex_init(&q->lock, NULL);
+    memcpy(q->key, srv->topic_key, sizeof(q->key));
+    history_set_init(&q->hist, srv->cfg.max_history_bytes, seq_history_release, q);
+    srv->seq = q;
+    return 0;
+}
+
+static void seq_forget(struct sequencer *q, struct seq_topic *t)
+{
+    struct seq_topic **pp = &q->buckets[t->hash & q->mask];
+
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    q->n--;
+    t->idle_listed = true; /* its history's release must not list it again */
+    history_clear(&q->hist, &t->hist);
+    free(t);
+}
+
+void seq_destroy(struct ringws_server *srv)
+{
+    struct sequencer *q = srv->seq;
+
+    if (!q)
+        return;
+    for (uint32_t i = 0; q->buckets && i <= q->mask; i++)
+        while (q->buckets[i])
+            seq_forget(q, q->buckets[i]);
+    free(q->buckets);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+    srv->seq = NULL;
+}
+
+void seq_lock(struct ringws_server *srv)
+{
+    pthread_mutex_lock(&srv->seq->lock);
+}
+
+/* Topics left idle by this critical section are forgotten before the lock
+ * goes: the table holds no topic that nothing needs. */
+void seq_unlock(struct ringws_server *srv)
+{
+    struct sequencer *q = srv->seq;
+
+    while (q->idle) {
+        struct seq_topic *t = q->idle;
+        q->idle = t->idle_next;
+        t->idle_listed = false;
+        if (!t->workers && !t->hist.n)
+            seq_forget(q, t);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* Doubles the table above one topic per bucket (it never shrinks: its size
+ * is what the most topics held at once needed).  Without memory it stays. */
+static void seq_grow(struct sequencer *q)
+{
+    uint32_t size = q->buckets ? q->mask + 1 : 0, n = size ? size * 2 : SEQ_MIN_BUCKETS;
+    struct seq_topic **b;
+
+    if (size && q->n < size)
+        return;
+    b = calloc(n, sizeof(*b));
+    if (!b)
+        return;
+    for (uint32_t i = 0; i < size; i++) {
+        while (q->buckets[i]) {
+            struct seq_topic *t = q->buckets[i];
+            q->buckets[i] = t->next;
+            t->next = b[t->hash & (n - 1)];
+            b[t->hash & (n - 1)] = t;
+        }
+    }
+    free(q->buckets);
+    q->buckets = b;
+    q->mask = n - 1;
+}
+
+static struct seq_topic *seq_lookup(struct sequencer *q, const char *name, size_t len,
+                                    uint64_t hash)
+{
+    struct seq_topic *t = q->buckets ? q->buckets[hash & q->mask] : NULL;
+
+    while (t && !(t->hash == hash && t->len == len && !memcmp(t->name, name, len)))
+        t = t->next;
+    return t;
+}
+
+struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len)
+{
+    struct sequencer *q = srv->seq;
+
+    return seq_lookup(q, name, len, siphash24(q->key, name, len));
+}
+
+/* 16 hex digits from the kernel's CSPRNG: a client can neither guess the
+ * next epoch nor meet an old one again by chance. */
+static int seq_epoch_draw(char out[SEQ_EPOCH_LEN + 1])
+{
+    uint8_t r[SEQ_EPOCH_LEN / 2];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return -EIO;
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    return 0;
+}
+
+struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len)
+{
+    struct sequencer *q = srv->seq;
+    const struct ringws_config *cfg = &srv->cfg;
+    uint64_t hash = siphash24(q->key, name, len);
+    struct seq_topic *t = seq_lookup(q, name, len, hash);
+    const struct ringws_topic_rule *rule;
+
+    if (t)
+        return t;
+    seq_grow(q);
+    if (!q->buckets || !(t = calloc(1, sizeof(*t) + len)))
+        return NULL;
+    if (seq_epoch_draw(t->epoch) < 0) {
+        free(t);
+        return NULL;
+    }
+    rule = topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, name, len);
+    history_init(&t->hist, rule ? rule->history : 0,
+                 rule ? (uint64_t)rule->history_ttl_ms * 1000000u : 0);
+    t->hash = hash;
+    t->len = (uint16_t)len;
+    memcpy(t->name, name, len);
+    t->next = q->buckets[hash & q->mask];
+    q->buckets[hash & q->mask] = t;
+    q->n++;
+    return t;
+}
+
+/* What a held message pins: the message with its slots and raw frame, and
+ * the ringws.v1 frame it has or will have (built once, at most). */
+static size_t seq_message_bytes(const struct ringws_server *srv, const struct pub_msg *m)
+{
+    size_t env = m->frame_len + WS_MAX_SERVER_HEADER + m->topic_len + SEQ_EPOCH_LEN + 28;
+
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->frame_len +
+           sizeof(struct pub_env) + env;
+}
+
+void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
+{
+    struct sequencer *q = srv->seq;
+
+    m->offset = ++t->last;
+    memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
+    if (!t->hist.limit)
+        return;
+    m->hist.bytes = seq_message_bytes(srv, m);
+    atomic_fetch_add(&m->refs, 1);
+    /* Without memory for the ring the message is simply not kept: resumers
+     * of the topic see a gap, which is what a history that cannot hold it
+     * means. */
+    if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
+        atomic_fetch_sub(&m->refs, 1);
+}
+
+void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v)
+{
+    history_expire(&srv->seq->hist, &t->hist, timer_now_ns());
+    memcpy(v->epoch, t->epoch, sizeof(v->epoch));
+    v->last = t->last;
+    v->oldest = history_oldest(&t->hist, t->last);
+}
+
+struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
+{
+    struct hist_node *node = history_at(&t->hist, offset);
+    struct pub_msg *m;
+
+    if (!node)
+        return NULL;
+    m = (struct pub_msg *)((char *)node - offsetof(struct pub_msg, hist));
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void seq_topic_hold(struct seq_topic *t)
+{
+    t->workers++;
+}
+
+void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t)
+{
+    t->workers--;
+    seq_idle_mark(srv->seq, t);
+}
+
+void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t)
+{
+    seq_idle_mark(srv->seq, t);
+}
+
+void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome)
+{
+    srv->seq->resumes[outcome]++;
+}
+
+void seq_stats(struct ringws_server *srv, struct seq_stats *out)
+{
+    struct sequencer *q = srv->seq;
+
+    seq_lock(srv);
+    out->topics = q->n;
+    out->history_messages = q->hist.n;
+    out->history_bytes = q->hist.bytes;
+    memcpy(out->evicted, q->hist.evicted, sizeof(out->evicted));
+    memcpy(out->resumes, q->resumes, sizeof(out->resumes));
+    seq_unlock(srv);
+}
