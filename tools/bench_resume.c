@@ -7,8 +7,9 @@
  * These modes hold the server to it from the wire, for many clients at
  * once, and time it:
  *
- * - resume: N subscribers subscribe (`subscribed` gives each its epoch and
- *   position), close, --messages messages are published while they are
+ * - resume: one message is published (so that the topic and its epoch
+ *   outlive its subscribers), N subscribers subscribe (`subscribed` gives
+ *   each its epoch and position), close, --messages are published while they are
  *   away, then all N reconnect at the same moment with
  *   `?since=TOPIC:EPOCH:OFFSET`; each is timed from the start of its
  *   connect to the last replayed message (`recovered FROM TO`, then TO).
@@ -832,16 +833,22 @@ static int resume_run(struct bench *b)
     struct res_pub pub;
     struct bench_sum s;
     struct res_sum x;
-    int ret = res_start(b, &fig, false);
+    int ret = res_pub_open(&pub, b);
 
-    if (ret < 0 || (ret = res_pub_open(&pub, b)) < 0) {
-        res_free(b);
+    if (ret < 0)
         return ret;
+    /* A topic with history is forgotten (its epoch with it) when it has
+     * neither subscribers nor messages: one message before the subscribers
+     * keeps it while they are away. */
+    if (!res_pub_next(&pub, o) || (ret = res_start(b, &fig, false)) < 0) {
+        res_pub_close(&pub);
+        res_free(b);
+        return ret < 0 ? ret : -EPROTO;
     }
     run = b->mode_data;
     atomic_store_explicit(&run->phase, RES_CLOSE, memory_order_release);
     res_wait(b, bench_now_ns() + (uint64_t)(o->timeout_s * 1e9), res_all_closed);
-    while (pub.published < o->messages && res_pub_next(&pub, o))
+    while (pub.published < o->messages + 1 && res_pub_next(&pub, o))
         ;
     fig.published = pub.published;
     res_pub_close(&pub);
