@@ -671,8 +671,9 @@ static uint64_t res_tail_lost(const struct bench *b, uint64_t published)
 
 struct res_figures {
     uint64_t t_go, t_subscribed, t_mark, t_all, published, cpu0, cpu1;
+    uint64_t rss0_kb, rss1_kb; /* the server's, before the first publish and once resumed */
     double self0, self1;
-    bool have_cpu;
+    bool have_cpu, have_rss;
 };
 
 static void res_cpu_start(struct bench *b, struct res_figures *fig)
@@ -820,6 +821,15 @@ static void resume_report(struct bench *b, const struct res_figures *fig)
     report_num(&r, "resume_us_p99", (double)hist_percentile(lat, 99) / 1e3, 1);
     report_num(&r, "resume_us_max", (double)lat->max / 1e3, 1);
     report_num(&r, "all_resumed_ms", res_ms(fig->t_mark, x.resumed_last_ns), 1);
+    /* What the history holds once every message was replayed in the
+     * envelope (each frame built), per message published. */
+    if (fig->have_rss) {
+        report_u64(&r, "server_rss_kib_before", fig->rss0_kb);
+        report_u64(&r, "server_rss_kib_resumed", fig->rss1_kb);
+        report_num(&r, "server_bytes_per_message",
+                   ((double)fig->rss1_kb - (double)fig->rss0_kb) * 1024.0 /
+                       (double)(fig->published ? fig->published : 1), 0);
+    }
     res_report_tail(&r, b, &x, &s, fig, "resume", x.resumed);
     report_end(&r);
     free(lat);
@@ -837,6 +847,7 @@ static int resume_run(struct bench *b)
 
     if (ret < 0)
         return ret;
+    fig.have_rss = proc_server_rss_kb(o, &fig.rss0_kb) == 0;
     /* A topic with history is forgotten (its epoch with it) when it has
      * neither subscribers nor messages: one message before the subscribers
      * keeps it while they are away. */
@@ -860,6 +871,8 @@ static int resume_run(struct bench *b)
              res_all_resumed);
     fig.t_all = bench_now_ns();
     res_cpu_end(b, &fig);
+    if (fig.have_rss)
+        fig.have_rss = proc_server_rss_kb(o, &fig.rss1_kb) == 0;
     res_stop(b);
     resume_report(b, &fig);
     res_sum(b, &x);
