@@ -331,6 +331,13 @@ int ringws_server_run(ringws_server *srv);
  * then ringws_server_run returns.  Async-signal-safe. */
 void ringws_server_stop(ringws_server *srv);
 
+/* Sends every open WebSocket the close ringws_server_stop would (stop_code,
+ * the reconnect hint) while the server keeps running: its listeners, its
+ * topics' histories and its HTTP connections stay.  For shedding clients
+ * onto other processes, and for testing their recovery.  Any thread, or a
+ * signal handler. */
+void ringws_server_disconnect_all(ringws_server *srv);
+
 void ringws_server_destroy(ringws_server *srv);
 
 /* Counters summed over all workers; callable from any thread (each figure

@@ -177,7 +177,7 @@ static struct out_chunk *chunk_alloc(struct worker *w, enum chunk_class cls, siz
     if (cls == CHUNK_SMALL)
         data = CHUNK_SMALL_DATA;
     else if (cls == CHUNK_SHARED)
-        data = 0;
+        data = sizeof(const uint8_t *); /* the frame's address (out_chunk_bytes) */
     return malloc(sizeof(*o) + data);
 }
 
@@ -394,7 +394,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     return 0;
 }
 
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, bool env)
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f)
 {
     struct out_chunk *o;
 
@@ -404,8 +404,8 @@ int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, bool env)
     if (!o)
         return -ENOMEM;
     o->shared = s;
-    o->len = env ? atomic_load_explicit(&s->msg->env, memory_order_relaxed)->len
-                 : s->msg->frame_len;
+    o->len = f->len;
+    memcpy(o->data, &f->bytes, sizeof(f->bytes));
     s->local_refs++;
     conn_out_append(c, o);
     return 0;
@@ -1116,6 +1116,18 @@ static void conn_stop(struct ringws_conn *c)
 void conn_stop_all(struct worker *w)
 {
     conn_for_each(w, conn_stop);
+}
+
+/* A WebSocket gets the stop close; other connections are left alone. */
+static void conn_disconnect(struct ringws_conn *c)
+{
+    if (c->state == CONN_WS)
+        conn_protos[CONN_WS]->stop(c);
+}
+
+void conn_disconnect_all(struct worker *w)
+{
+    conn_for_each(w, conn_disconnect);
 }
 
 void conn_abort_all(struct worker *w)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -422,6 +423,31 @@ static void conn_http_metrics_auth(struct metrics_text *body, const struct ringw
     }
 }
 
+/* The sequencer's topics, the histories and the resumes. */
+static void conn_http_metrics_history(struct metrics_text *body, struct ringws_server *srv)
+{
+    static const char *const evict[HIST_EVICT_REASONS] = {"reason=\"count\"",
+                                                          "reason=\"ttl\"",
+                                                          "reason=\"memory\""};
+    static const char *const resume[SEQ_RESUME_OUTCOMES] = {"outcome=\"recovered\"",
+                                                            "outcome=\"gap\""};
+    struct seq_stats s;
+
+    seq_stats(srv, &s);
+    metrics_write_family(body, "ringws_sequences", "gauge");
+    metrics_write_sample(body, "ringws_sequences", NULL, s.topics);
+    metrics_write_family(body, "ringws_history_messages", "gauge");
+    metrics_write_sample(body, "ringws_history_messages", NULL, s.history_messages);
+    metrics_write_family(body, "ringws_history_bytes", "gauge");
+    metrics_write_sample(body, "ringws_history_bytes", NULL, s.history_bytes);
+    metrics_write_family(body, "ringws_history_evictions_total", "counter");
+    for (unsigned i = 0; i < HIST_EVICT_REASONS; i++)
+        metrics_write_sample(body, "ringws_history_evictions_total", evict[i], s.evicted[i]);
+    metrics_write_family(body, "ringws_resumes_total", "counter");
+    for (unsigned i = 0; i < SEQ_RESUME_OUTCOMES; i++)
+        metrics_write_sample(body, "ringws_resumes_total", resume[i], s.resumes[i]);
+}
+
 /* Prometheus text format: the counters of ringws_server_stats, then the
  * families only the server keeps (metrics.c). */
 static void conn_http_metrics(struct ringws_conn *c, const struct http_request *req,
@@ -471,6 +497,7 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         metrics_write_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
     conn_http_metrics_auth(&body, &st);
+    conn_http_metrics_history(&body, c->w->srv);
     metrics_write_server(&body, c->w->srv);
     if (body.err)
         conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
@@ -605,9 +632,10 @@ static void conn_http_publish_done(void *arg, uint64_t recipients)
 }
 
 /* POST /publish/TOPIC: the body is the message (docs/PUBSUB.md). */
-/* With token keys: a bearer token whose publish claim covers the topic. */
+/* With token keys: a bearer token whose publish claim (read: its topics
+ * claim, for GET /history) covers the topic. */
 static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_request *req,
-                                      const char *topic, size_t topic_len)
+                                      const char *topic, size_t topic_len, bool read)
 {
     struct ringws_token_claims *claims;
     enum ringws_auth_failure r = conn_auth_from_request(c, req, false, &claims);
@@ -619,10 +647,13 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
         conn_http_token_refused(c, req, r);
         return false;
     }
-    covered = token_covers(claims->publish, claims->n_publish, topic, topic_len);
+    covered = read ? token_covers(claims->topics, claims->n_topics, topic, topic_len)
+                   : token_covers(claims->publish, claims->n_publish, topic, topic_len);
     if (!covered) {
-        conn_auth_refused(c->w, RINGWS_AUTH_PUBLISH_DENIED, "publish", claims->sub);
-        conn_http_error(c, req, 403, "topic outside the token's publish claim",
+        conn_auth_refused(c->w, read ? RINGWS_AUTH_TOPIC_DENIED : RINGWS_AUTH_PUBLISH_DENIED,
+                          read ? "history" : "publish", claims->sub);
+        conn_http_error(c, req, 403, read ? "topic outside the token's topics claim"
+                                          : "topic outside the token's publish claim",
                         !req->keep_alive,
                         "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n");
     }
@@ -630,11 +661,11 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
     return covered;
 }
 
-/* Who may publish: the holder of publish_token; with token keys, a token
- * that covers the topic, from every peer; without either, programs on this
- * host.  A refusal is answered here. */
+/* Who may publish (read: read the history): the holder of publish_token;
+ * with token keys, a token that covers the topic, from every peer; without
+ * either, programs on this host.  A refusal is answered here. */
 static bool conn_http_publisher_ok(struct ringws_conn *c, const struct http_request *req,
-                                   const char *topic, size_t topic_len)
+                                   const char *topic, size_t topic_len, bool read)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
     const char *untrusted;
@@ -642,7 +673,7 @@ static bool conn_http_publisher_ok(struct ringws_conn *c, const struct http_requ
     if (cfg->publish_token && conn_http_token_ok(cfg->publish_token, req))
         return true;
     if (cfg->n_token_keys)
-        return conn_http_publish_claimed(c, req, topic, topic_len);
+        return conn_http_publish_claimed(c, req, topic, topic_len, read);
     if (cfg->publish_token) {
         conn_http_error(c, req, 401, "a valid publish token is required", !req->keep_alive,
                         "WWW-Authenticate: Bearer\r\n");
@@ -671,7 +702,7 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 405, "publish with POST", close, "Allow: POST\r\n");
         return;
     }
-    if (!conn_http_publisher_ok(c, req, topic, topic_len))
+    if (!conn_http_publisher_ok(c, req, topic, topic_len, false))
         return;
     if (!topic_name_valid(topic, topic_len)) {
         conn_http_error(c, req, 400, "invalid topic", close, NULL);
@@ -704,6 +735,91 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
     }
 }
 
+#define HISTORY_PREFIX "/history/"
+
+static bool conn_http_is_history(const struct ringws_config *cfg,
+                                 const struct http_request *req)
+{
+    size_t n = sizeof(HISTORY_PREFIX) - 1;
+
+    return cfg->pubsub_path && req->path_len >= n && !memcmp(req->path, HISTORY_PREFIX, n);
+}
+
+static bool conn_http_decimal(const char *p, size_t n, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (!n || n > 16)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
+    return v <= max;
+}
+
+/* ?since=[EPOCH:]OFFSET&limit=N (limit 1..1000, default 100). */
+static bool conn_http_history_query(const struct http_request *req, struct history_query *q)
+{
+    const char *v;
+    size_t n;
+    uint64_t x;
+
+    *q = (struct history_query){.limit = 100};
+    if (!req->query)
+        return true;
+    if (query_param_find(req->query, req->query_len, "limit", &v, &n)) {
+        if (!conn_http_decimal(v, n, 1000, &x) || !x)
+            return false;
+        q->limit = (uint32_t)x;
+    }
+    if (!query_param_find(req->query, req->query_len, "since", &v, &n))
+        return true;
+    if (n > SEQ_EPOCH_LEN && v[SEQ_EPOCH_LEN] == ':') {
+        for (size_t i = 0; i < SEQ_EPOCH_LEN; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+                return false;
+        q->has_epoch = true;
+        memcpy(q->epoch, v, SEQ_EPOCH_LEN);
+        v += SEQ_EPOCH_LEN + 1;
+        n -= SEQ_EPOCH_LEN + 1;
+    }
+    return conn_http_decimal(v, n, TOPIC_POS_MAX_OFFSET, &q->since);
+}
+
+/* GET /history/TOPIC: read by whoever may publish (docs/PUBSUB.md). */
+static void conn_http_history(struct ringws_conn *c, const struct http_request *req)
+{
+    const char *topic = req->path + sizeof(HISTORY_PREFIX) - 1;
+    size_t topic_len = req->path_len - (sizeof(HISTORY_PREFIX) - 1), len;
+    bool close = !req->keep_alive;
+    struct history_query q;
+    char *body;
+
+    if (!conn_http_is_get(req)) {
+        conn_http_error(c, req, 405, "read the history with GET", close, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (!conn_http_publisher_ok(c, req, topic, topic_len, true))
+        return;
+    if (!topic_name_valid(topic, topic_len)) {
+        conn_http_error(c, req, 400, "invalid topic", close, NULL);
+        return;
+    }
+    if (!conn_http_history_query(req, &q)) {
+        conn_http_error(c, req, 400, "invalid since or limit", close, NULL);
+        return;
+    }
+    if (history_json_build(c->w->srv, topic, topic_len, &q, &body, &len) < 0) {
+        conn_http_error(c, req, 503, "out of memory", close, NULL);
+        return;
+    }
+    conn_http_respond(c, req, 200, "application/json", body, len, close, NULL);
+    free(body);
+}
+
 static void conn_http_request(struct ringws_conn *c, const struct http_request *req,
                               const uint8_t *body, size_t body_len)
 {
@@ -717,6 +833,8 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
         conn_http_upgrade(c, req, &view);
     else if (conn_http_is_publish(cfg, req))
         conn_http_publish(c, req, &view);
+    else if (conn_http_is_history(cfg, req))
+        conn_http_history(c, req);
     else if (cfg->cb.on_http)
         conn_http_user(c, req, &view);
     else

@@ -83,6 +83,8 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "message too big to publish", true);
     else if (r == -EAGAIN)
         conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "publish queue full", true);
+    else if (r < 0) /* no epoch could be drawn, or the answer not queued */
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "publish failed", true);
 }
 
 void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -52,11 +53,17 @@ struct pub_slot {
 /* The epoch of a topic's sequence: 16 lowercase hex digits. */
 #define SEQ_EPOCH_LEN 16
 
-/* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
- * payload), built by the first worker that needs it. */
-struct pub_env {
+/* A frame of a message, as its subscribers' chunks send it. */
+struct pub_frame {
+    const uint8_t *bytes;
     uint32_t len;
-    uint8_t bytes[];
+};
+
+/* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
+ * payload), built by the first worker that needs it; f.bytes is data. */
+struct pub_env {
+    struct pub_frame f;
+    uint8_t data[];
 };
 
 /* One publish: the frame built once, shared by every recipient on every
@@ -69,11 +76,10 @@ struct pub_msg {
     pubsub_done_fn *done;         /* a publisher awaiting the count */
     void *done_arg;
     unsigned origin;              /* worker that runs done */
-    uint32_t frame_len;
+    struct pub_frame raw;         /* header and payload */
     uint16_t topic_len;
-    uint8_t frame_hdr;            /* bytes of frame before the payload */
+    uint8_t frame_hdr;            /* bytes of raw before the payload */
     uint64_t published_ns;        /* timer_now_ns() when published */
-    const uint8_t *frame;         /* header and payload */
     _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
     uint64_t offset;              /* in its topic's sequence, from 1 */
     char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
@@ -94,18 +100,17 @@ struct out_chunk {
     uint8_t data[];
 };
 
-/* A share of a published message is its raw frame or its ringws.v1 frame,
- * told apart by length (the envelope adds a header line: always longer),
- * so that the chunk needs no field of its own. */
+/* A share of a published message keeps in its data the address of the
+ * frame it sends (the raw one or the ringws.v1 one): one load from the
+ * chunk itself, not two through the message. */
 static inline const uint8_t *out_chunk_bytes(const struct out_chunk *o)
 {
-    const struct pub_msg *m;
+    const uint8_t *frame;
 
     if (!o->shared)
         return o->data;
-    m = o->shared->msg;
-    return o->len == m->frame_len ? m->frame : atomic_load_explicit(&m->env,
-                                                                   memory_order_relaxed)->bytes;
+    memcpy(&frame, o->data, sizeof(frame));
+    return frame;
 }
 
 /* What a queued chunk costs beyond its bytes (header and allocator
@@ -344,6 +349,7 @@ struct worker {
     _Atomic(struct pub_slot *) inbox; /* publishes from other threads, newest first */
     _Atomic size_t inbox_bytes;       /* what they hold (answers not counted) */
     atomic_bool inbox_woken;          /* the eventfd was written since the last drain */
+    atomic_bool disconnect;           /* ringws_server_disconnect_all asked */
     /* Taken from the inbox, not yet delivered, oldest first: a publish or
      * subscription of this worker delivers them before its own (pubsub.c,
      * "order"). */
@@ -421,6 +427,9 @@ void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
 void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
+/* Sends every WebSocket of the worker the stop close, the server running
+ * on (ringws_server_disconnect_all). */
+void conn_disconnect_all(struct worker *w);
 void conn_abort_all(struct worker *w);
 void conn_free_all(struct worker *w);
 /* Whether a connection still has a request in the ring. */
@@ -490,10 +499,10 @@ void conn_on_eof(struct ringws_conn *c);
 void conn_pause_if_backlogged(struct ringws_conn *c);
 /* Nothing to do: a proto_ops entry of a state the event does not concern. */
 void conn_proto_none(struct ringws_conn *c);
-/* Queues a share of a published frame (env: its ringws.v1 frame, which
- * must exist); 0 or -errno.  The caller counts the frame's length +
+/* Queues a share of a published message: f is its raw frame or its
+ * ringws.v1 frame; 0 or -errno.  The caller counts f->len +
  * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, bool env);
+int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f);
 /* Takes back every chunk queued after mark (c->out_tail when they were
  * queued; NULL: the queue was empty), none of which a send holds yet: an
  * upgrade whose subscriptions fail takes back its 101. */
@@ -574,9 +583,11 @@ void seq_unlock(struct ringws_server *srv);
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
 /* The topic of that name, or NULL. */
 struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len);
-/* Gives m the topic's next offset and epoch, and hands it to the topic's
- * history (which takes a reference of its own when it keeps it). */
-void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m);
+/* Gives m its topic's next offset and epoch (tell: an epoch the publisher
+ * is told, even for a topic nobody holds), and hands it to the topic's
+ * history (which takes a reference of its own when it keeps it).  0,
+ * -ENOMEM or -EIO. */
+int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
 /* The topic's position now (expired history dropped first). */
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
 /* The held message of that offset (a reference taken for the caller), or
@@ -590,6 +601,21 @@ void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
 void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
 void seq_stats(struct ringws_server *srv, struct seq_stats *out);
+
+/* ---- history_json.c: GET /history/TOPIC -------------------------------- */
+
+/* What is asked: since=[EPOCH:]OFFSET (0 and no epoch: from the oldest
+ * held) and at most limit messages (1..1000). */
+struct history_query {
+    bool has_epoch;
+    char epoch[SEQ_EPOCH_LEN];
+    uint64_t since;
+    uint32_t limit;
+};
+
+/* The answer's JSON body (malloc'd, *out); 0 or -ENOMEM. */
+int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
+                       const struct history_query *q, char **out, size_t *out_len);
 
 /* ---- conn_ws.c --------------------------------------------------------- */
 

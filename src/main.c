@@ -30,13 +30,18 @@ static void main_on_signal(int sig)
 
 /* SIGHUP, blocked in every thread, is taken here: reloading certificates
  * and token keys reads files and takes locks, which a signal handler must
- * not. */
+ * not.  So is SIGUSR2: every WebSocket gets the stop close, the server
+ * running on. */
 static void *main_reload_thread(void *arg)
 {
     sigset_t *hup = arg;
     int sig;
 
     while (sigwait(hup, &sig) == 0 && !atomic_load(&main_ending)) {
+        if (sig == SIGUSR2) {
+            ringws_server_disconnect_all(main_server);
+            continue;
+        }
         int tls = ringws_server_reload_tls(main_server);
         int tokens = ringws_server_reload_tokens(main_server);
         if (tls == -EINVAL && tokens == -EINVAL)
@@ -109,7 +114,9 @@ static void main_usage(FILE *f)
             "                          (default 7200s)\n"
             "  --tls-handshake-budget T  handshake CPU per worker and loop turn before\n"
             "                          more handshakes wait for the next (default 2ms)\n"
-            "  --stop-code CODE        close code WebSockets get on SIGTERM/SIGINT: 1012\n"
+            "  --stop-code CODE        close code WebSockets get on SIGTERM/SIGINT (and\n"
+            "                          SIGUSR2, which closes them all, the server running\n"
+            "                          on, history kept): 1012\n"
             "                          (service restart, default) or 1001 (going away)\n"
             "  --reconnect-window T    that close's reason ends \"; retry after N ms\", N\n"
             "                          drawn per connection below T (default 5s; 0: no hint)\n"
@@ -850,6 +857,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &hup, NULL);
     if (pthread_create(&reloader, NULL, main_reload_thread, &hup) != 0) {
         fprintf(stderr, "ringws: cannot start the SIGHUP thread\n");

@@ -61,6 +61,13 @@ static const struct {
     {"ringws_tls_handshake_failures_total", "TLS connections that failed."},
     {"ringws_tls_handshakes_deferred_total", "TLS handshake steps put off to a later loop turn."},
     {"ringws_auth_failures_total", "Signed tokens refused, by reason (docs/SECURITY.md)."},
+    {"ringws_sequences", "Topics the sequencer holds (with subscribers or history)."},
+    {"ringws_history_messages", "Messages held by topics' histories now."},
+    {"ringws_history_bytes", "Memory the histories' messages pin now (their shared frames), "
+                             "bounded by history_memory."},
+    {"ringws_history_evictions_total", "Messages dropped from histories, by reason (count, "
+                                       "ttl, memory)."},
+    {"ringws_resumes_total", "Subscriptions with a position, by outcome (recovered, gap)."},
     {"ringws_handshakes_total", "WebSocket handshakes by outcome: the status answered to a "
                                 "request for a WebSocket endpoint, or timeout (a request "
                                 "still incomplete at handshake_timeout)."},

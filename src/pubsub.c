@@ -214,9 +214,9 @@ static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
         atomic_fetch_add(&m->refs, 1);
         s->local_refs = 1;
     }
-    r = conn_queue_shared(c, s, true);
+    r = conn_queue_shared(c, s, &env->f);
     if (r == 0)
-        STAT_ADD(c->w, send_queue_bytes, env->len + OUT_CHUNK_OVERHEAD);
+        STAT_ADD(c->w, send_queue_bytes, env->f.len + OUT_CHUNK_OVERHEAD);
     if (fresh)
         pubsub_slot_release(s);
     return r;
@@ -234,7 +234,7 @@ static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss
         const struct pub_env *env = ss->replay[i] ? pubsub_env(ss->replay[i]) : NULL;
         if (!env)
             return false;
-        need += env->len + OUT_CHUNK_OVERHEAD;
+        need += env->f.len + OUT_CHUNK_OVERHEAD;
         if (c->out_bytes + need > room)
             return false;
     }
@@ -435,7 +435,7 @@ const struct pub_env *pubsub_env(struct pub_msg *m)
     struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
     char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
     uint8_t hdr[WS_MAX_SERVER_HEADER];
-    size_t payload = m->frame_len - m->frame_hdr, ln, h;
+    size_t payload = m->raw.len - m->frame_hdr, ln, h;
     int n;
 
     if (env)
@@ -443,14 +443,14 @@ const struct pub_env *pubsub_env(struct pub_msg *m)
     n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)m->topic_len,
                  m->topic, SEQ_EPOCH_LEN, m->epoch, m->offset);
     ln = (size_t)n;
-    h = ws_frame_header(hdr, WS_FIN | (m->frame[0] & 0x0f), ln + payload);
+    h = ws_frame_header(hdr, WS_FIN | (m->raw.bytes[0] & 0x0f), ln + payload);
     mine = malloc(sizeof(*mine) + h + ln + payload);
     if (!mine)
         return NULL;
-    memcpy(mine->bytes, hdr, h);
-    memcpy(mine->bytes + h, line, ln);
-    memcpy(mine->bytes + h + ln, m->frame + m->frame_hdr, payload);
-    mine->len = (uint32_t)(h + ln + payload);
+    memcpy(mine->data, hdr, h);
+    memcpy(mine->data + h, line, ln);
+    memcpy(mine->data + h + ln, m->raw.bytes + m->frame_hdr, payload);
+    mine->f = (struct pub_frame){mine->data, (uint32_t)(h + ln + payload)};
     if (atomic_compare_exchange_strong_explicit(&m->env, &env, mine, memory_order_acq_rel,
                                                 memory_order_acquire))
         return mine;
@@ -481,8 +481,8 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     memcpy(frame, hdr, h);
     if (len)
         memcpy(frame + h, data, len);
-    m->frame = frame;
-    m->frame_len = (uint32_t)(h + len);
+    m->raw.bytes = frame;
+    m->raw.len = (uint32_t)(h + len);
     m->frame_hdr = (uint8_t)h;
     m->published_ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
@@ -506,15 +506,15 @@ static bool pubsub_any_shared(const struct out_chunk *o, const void *arg)
     return o->shared != NULL;
 }
 
-/* Queues one share of the message (its raw frame, or its ringws.v1 frame
- * of len bytes) to a subscriber, applying the topic's policy when the
- * subscriber's queue is full.  True if queued. */
+/* Queues one share of the message (f: its raw frame, or its ringws.v1
+ * frame) to a subscriber, applying the topic's policy when
+ * the subscriber's queue is full.  True if queued. */
 static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const struct topic *t,
-                            uint32_t len, bool env)
+                            const struct pub_frame *f)
 {
     struct worker *w = c->w;
     size_t cap = w->srv->cfg.max_fanout_queue;
-    size_t cost = len + OUT_CHUNK_OVERHEAD;
+    size_t cost = f->len + OUT_CHUNK_OVERHEAD;
 
     if (!conn_ws_open(c))
         return false;
@@ -536,7 +536,7 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
             return false;
         }
     }
-    if (conn_queue_shared(c, s, env) < 0) {
+    if (conn_queue_shared(c, s, f) < 0) {
         STAT_ADD(w, fanout_dropped, 1);
         return false;
     }
@@ -565,14 +565,14 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     for (uint32_t i = 0; i < t->n_subs; i++) {
         struct ringws_conn *c = t->subs[i];
         if (!(c->flags & CF_ENVELOPE))
-            n += pubsub_queue_to(c, s, t, m->frame_len, false);
+            n += pubsub_queue_to(c, s, t, &m->raw);
         else if (env || (env = pubsub_env(m)))
-            n_env += pubsub_queue_to(c, s, t, env->len, true);
+            n_env += pubsub_queue_to(c, s, t, &env->f);
         else
             STAT_ADD(w, fanout_dropped, 1);
     }
-    STAT_ADD(w, send_queue_bytes, n * (m->frame_len + OUT_CHUNK_OVERHEAD) +
-                                      (env ? n_env * (env->len + OUT_CHUNK_OVERHEAD) : 0));
+    STAT_ADD(w, send_queue_bytes, n * (m->raw.len + OUT_CHUNK_OVERHEAD) +
+                                      (env ? n_env * (env->f.len + OUT_CHUNK_OVERHEAD) : 0));
     n += n_env;
     STAT_ADD(w, fanout_queued, n);
     end = timer_now_ns();
@@ -587,7 +587,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 /* What a message holds while it waits in an inbox. */
 static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->frame_len;
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len;
 }
 
 /* Gives back the room m took in the first n inboxes. */
@@ -740,15 +740,13 @@ static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struc
 {
     unsigned n = srv->n_workers;
     bool wake[n];
-    struct seq_topic *st;
+    int r;
 
     seq_lock(srv);
-    st = seq_topic_get(srv, m->topic, m->topic_len);
-    if (!st) {
+    if ((r = seq_publish_assign(srv, m, pos != NULL)) < 0) {
         seq_unlock(srv);
-        return -ENOMEM;
+        return r;
     }
-    seq_topic_assign(srv, st, m);
     if (pos) {
         memcpy(pos->epoch, m->epoch, SEQ_EPOCH_LEN);
         pos->epoch[SEQ_EPOCH_LEN] = '\0';
@@ -759,7 +757,6 @@ static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struc
         wake[i] = (!self || i != self->id) && pubsub_push(&srv->workers[i], &m->slots[i]);
     if (self)
         pubsub_inbox_take(self);
-    seq_topic_settle(srv, st);
     seq_unlock(srv);
     for (unsigned i = 0; i < n; i++)
         if (wake[i])

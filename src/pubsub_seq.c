@@ -220,13 +220,13 @@ struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, siz
  * the ringws.v1 frame it has or will have (built once, at most). */
 static size_t seq_message_bytes(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    size_t env = m->frame_len + WS_MAX_SERVER_HEADER + m->topic_len + SEQ_EPOCH_LEN + 28;
+    size_t env = m->raw.len + WS_MAX_SERVER_HEADER + m->topic_len + SEQ_EPOCH_LEN + 28;
 
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->frame_len +
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len +
            sizeof(struct pub_env) + env;
 }
 
-void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
+static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
 {
     struct sequencer *q = srv->seq;
 
@@ -241,6 +241,39 @@ void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub
      * means. */
     if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
         atomic_fetch_sub(&m->refs, 1);
+}
+
+/* Whether the topic's rule keeps a history. */
+static bool seq_rule_keeps(const struct ringws_config *cfg, const char *name, size_t len)
+{
+    const struct ringws_topic_rule *rule =
+        topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, name, len);
+
+    return rule && rule->history;
+}
+
+/* A topic the table does not hold has no subscriber anywhere (a worker
+ * that makes its own topic goes through the table) and, without a
+ * history rule, would be forgotten at once: its message is the first of a
+ * sequence nobody sees, and the table is not touched (no allocation, no
+ * epoch drawn unless the publisher is to be told one). */
+int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell)
+{
+    struct seq_topic *t = seq_topic_find(srv, m->topic, m->topic_len);
+
+    if (!t && !seq_rule_keeps(&srv->cfg, m->topic, m->topic_len)) {
+        char epoch[SEQ_EPOCH_LEN + 1] = "0000000000000000";
+        if (tell && seq_epoch_draw(epoch) < 0)
+            return -EIO;
+        m->offset = 1;
+        memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
+        return 0;
+    }
+    if (!t && !(t = seq_topic_get(srv, m->topic, m->topic_len)))
+        return -ENOMEM;
+    seq_topic_assign(srv, t, m);
+    seq_idle_mark(srv->seq, t);
+    return 0;
 }
 
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v)

@@ -335,6 +335,7 @@ int ringws_server_run(ringws_server *srv)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR2);
     sigaddset(&block, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (; started < srv->n_workers; started++) {
@@ -362,6 +363,15 @@ void ringws_server_stop(ringws_server *srv)
     for (unsigned i = 0; i < srv->n_workers; i++)
         if (srv->workers[i].wake_fd >= 0)
             worker_wake(&srv->workers[i]);
+}
+
+void ringws_server_disconnect_all(ringws_server *srv)
+{
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        atomic_store(&srv->workers[i].disconnect, true);
+        if (srv->workers[i].wake_fd >= 0)
+            worker_wake(&srv->workers[i]);
+    }
 }
 
 void ringws_server_destroy(ringws_server *srv)

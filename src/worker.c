@@ -75,6 +75,8 @@ static void worker_woken(void *ctx)
     struct worker *w = ctx;
 
     pubsub_inbox_drain(w);
+    if (atomic_exchange(&w->disconnect, false) && !w->stopping)
+        conn_disconnect_all(w);
     if (atomic_load(&w->srv->stop_requested) && !w->stopping) {
         w->stopping = true;
         w->stop_deadline_ms = timer_now_ms() + w->srv->cfg.close_timeout_ms + 500;

@@ -6,8 +6,10 @@
  * only when it is one of the three topic words, a space, and valid topics,
  * or `auth`, a space and the rest (the token, checked elsewhere); the
  * pieces it returns lie inside the input; a topic list's names are exactly
- * the comma-separated pieces and each is valid; a rule parses only into a
- * valid pattern and a known policy. */
+ * the comma-separated pieces and each is valid; a position parses only as
+ * a valid topic, 16 lowercase hex digits and a decimal offset below 2^53,
+ * and the positions of a `sub` each name a topic of its list; a rule parses
+ * only into a valid pattern, a known policy and a bounded history. */
 #include <errno.h>
 
 #include "fuzz_common.h"
@@ -79,6 +81,48 @@ static void check_list(const uint8_t *p, size_t n)
         FUZZ_CHECK(count == want_count, "%u names, rules say %u", count, want_count);
 }
 
+/* TOPIC:EPOCH:OFFSET, read from the right. */
+static bool ref_position(const uint8_t *p, size_t n, size_t *topic_len, uint64_t *offset)
+{
+    size_t c2 = n, c1;
+    uint64_t v = 0;
+
+    while (c2 > 0 && p[c2 - 1] != ':')
+        c2--;
+    if (c2 == 0 || c2 == n || n - c2 > 16)
+        return false;
+    c2--; /* the last ':' */
+    if (c2 < 17 || p[c2 - 17] != ':')
+        return false;
+    c1 = c2 - 17;
+    for (size_t i = c1 + 1; i < c2; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    for (size_t i = c2 + 1; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *topic_len = c1;
+    *offset = v;
+    return v < (1ull << 53) && ref_topic(p, c1);
+}
+
+static void check_position(const uint8_t *p, size_t n)
+{
+    struct topic_pos pos;
+    size_t tl = 0;
+    uint64_t off = 0;
+    bool want = ref_position(p, n, &tl, &off);
+    int r = topic_pos_parse((const char *)p, n, &pos);
+
+    FUZZ_CHECK((r == 0) == want, "position verdict %d, rules say %d", r, want);
+    if (r == 0)
+        FUZZ_CHECK(pos.topic == (const char *)p && pos.topic_len == tl && pos.offset == off &&
+                       !memcmp(pos.epoch, p + tl + 1, 16),
+                   "position pieces");
+}
+
 static void check_command(const uint8_t *p, size_t n)
 {
     struct pubsub_cmd cmd;
@@ -97,9 +141,31 @@ static void check_command(const uint8_t *p, size_t n)
         size_t word = cmd.type == PUBSUB_CMD_SUB ? 4 : 6;
         FUZZ_CHECK(n > word && !memcmp(p, cmd.type == PUBSUB_CMD_SUB ? "sub " : "unsub ", word),
                    "command word");
-        FUZZ_CHECK(cmd.arg == (const char *)p + word && cmd.arg_len == n - word,
-                   "argument is not the rest");
-        FUZZ_CHECK(ref_list(p + word, n - word, &count), "accepted an invalid topic list");
+        FUZZ_CHECK(cmd.arg == (const char *)p + word, "argument does not follow the word");
+        FUZZ_CHECK(ref_list((const uint8_t *)cmd.arg, cmd.arg_len, &count),
+                   "accepted an invalid topic list");
+        if (!cmd.positions) {
+            FUZZ_CHECK(cmd.arg_len == n - word, "argument is not the rest");
+            break;
+        }
+        FUZZ_CHECK(cmd.type == PUBSUB_CMD_SUB, "positions after unsub");
+        FUZZ_CHECK(cmd.positions == cmd.arg + cmd.arg_len + 1 && cmd.arg[cmd.arg_len] == ' ' &&
+                       cmd.positions + cmd.positions_len == (const char *)p + n,
+                   "positions are not the rest after one space");
+        {
+            size_t start = 0;
+            for (size_t i = 0; i <= cmd.positions_len; i++) {
+                struct topic_pos tp;
+                if (i < cmd.positions_len && cmd.positions[i] != ',')
+                    continue;
+                FUZZ_CHECK(topic_pos_parse(cmd.positions + start, i - start, &tp) == 0,
+                           "accepted an invalid position");
+                FUZZ_CHECK(topic_pos_find(cmd.positions, cmd.positions_len, tp.topic,
+                                          tp.topic_len, &tp),
+                           "a position not found again");
+                start = i + 1;
+            }
+        }
         break;
     }
     case PUBSUB_CMD_PUB:
@@ -150,6 +216,8 @@ static void check_rule(const uint8_t *p, size_t n)
                                  rule.pattern[pl - 1] == '*' ? pl - 1 : pl),
                    "invalid pattern accepted");
         FUZZ_CHECK(rule.policy <= RINGWS_FANOUT_DROP_OLDEST, "policy %d", (int)rule.policy);
+        FUZZ_CHECK(rule.history <= 1000000 && (rule.history || !rule.history_ttl_ms),
+                   "history %u, ttl %u", rule.history, rule.history_ttl_ms);
     }
     free(spec);
 }
@@ -160,6 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *p = fuzz_dup(data, size);
 
     check_command(p, size);
+    check_position(p, size);
     check_list(p, size);
     check_query(p, size);
     check_rule(p, size);
