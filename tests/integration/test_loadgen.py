@@ -4,9 +4,10 @@ run (exit 0, no mismatch, loss, protocol error or unexpected close) with the
 exact counts asked for.  This keeps the instrument behind bench/RESULTS.md
 working, and it is one more independent client of the server: the fan-out
 mode checks that every subscriber gets every published message once and in
-order, across two generator processes; the resume mode that the ringws.v1
-envelope's subscribers, leaving and coming back with their positions, miss
-nothing and get nothing twice.
+order, across two generator processes; the resume and storm modes that the
+ringws.v1 envelope's subscribers, leaving and coming back with their
+positions (by themselves, or shed by SIGUSR2 while a publisher goes on),
+miss nothing and get nothing twice.
 
 Then every mode again over wss://, against a ringws listening with TLS
 (bench/tls-setup.sh writes its certificate, as for bench/tls.sh): TLS 1.3
@@ -161,8 +162,9 @@ def t_fanout(target):
         eq(out["tls_handshakes_full"], 300, "TLS handshakes of the subscribers")
 
 
-# Topics with history for the envelope's modes (docs/PUBSUB.md).
-HISTORY_ARGS = ["--topic", "hist*=close-1013,history=1000"]
+# Topics with history for the envelope's modes (docs/PUBSUB.md); the
+# storm's shed close names at most a second, so that it ends quickly.
+HISTORY_ARGS = ["--topic", "hist*=close-1013,history=1000", "--reconnect-window", "1s"]
 
 
 def t_resume(target):
@@ -177,6 +179,24 @@ def t_resume(target):
     for key in ("gap_notices", "epoch_changes", "duplicates", "gaps"):
         eq(out[key], 0, "resume: " + key)
     expect(0 < out["resume_us_p50"] <= out["resume_us_max"], "resume times measured", out)
+
+
+def t_storm(target):
+    # The server sheds every WebSocket while a publisher goes on: each of
+    # 40 subscribers comes back when its close says, with its position, and
+    # none loses or repeats a message.
+    out = clean(target, "storm", "/ws", "--topic", "hist.storm", "--conns", 40, "--rate", 100)
+    eq(out["subscribers"], 40, "subscribers")
+    eq(out["shed"], 40, "connections shed with 1012")
+    eq(out["closes_without_hint"], 0, "shed closes without a retry hint")
+    expect(out["retry_hint_ms_max"] < 1000, "hints within --reconnect-window", out)
+    eq(out["reconnects"], 40, "reconnects")
+    eq(out["recovered"], 40, "reconnects recovered")
+    eq(out["live_again"], 40, "subscribers live again")
+    for key in ("gap_notices", "epoch_changes", "duplicates", "gaps"):
+        eq(out[key], 0, "storm: " + key)
+    expect(out["published"] > out["published_before_shed"] > 0,
+           "published before and after the shed", out)
 
 
 def t_verify(target, ca, other_ca):
@@ -208,7 +228,8 @@ def mode_cases(r, target, prefix):
     for name, fn in (("echo-binary", t_echo), ("echo-text", t_echo_text),
                      ("echo-large", t_echo_large), ("connect", t_connect),
                      ("connect-echo", t_connect_echo), ("idle", t_idle),
-                     ("fanout-two-processes", t_fanout), ("resume", t_resume)):
+                     ("fanout-two-processes", t_fanout), ("resume", t_resume),
+                     ("storm", t_storm)):
         r.case(prefix + name, fn, target, timeout=60)
 
 
