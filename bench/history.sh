@@ -85,7 +85,7 @@ server_cmd() {
 # run (ARGS, its URL and --server-pid added), the server stopped; the record
 # goes to TMP/results.jsonl with the settings.
 run() {
-    local kind=$1 settings=$2 limit=$3 port rc=0 json load s0 s1 t0 t1
+    local kind=$1 settings=$2 limit=$3 port rc=0 json load s0 s1 t0 t1 held
     shift 3
     # shellcheck disable=SC2046
     if ! bench_server "$TMP/server" $(server_cmd); then
@@ -109,12 +109,17 @@ run() {
         tail -n 20 "$TMP/server.err" >&2
         FAILED=1
     fi
+    # What the server counts its histories to hold (their messages and the
+    # frames they pin), beside the RSS.
+    held=$(curl -s --max-time 5 "http://127.0.0.1:$port/metrics" |
+        awk '$1 == "ringws_history_messages" { m = $2 } $1 == "ringws_history_bytes" { b = $2 }
+             END { printf "\"history_messages\": %d, \"history_bytes\": %d", m, b }')
     bench_stop "$BENCH_PID"
     bench_check_rc $rc "$kind $settings"
     [ -n "$json" ] || json='{}'
-    printf '{"kind": "%s", %s, "rc": %s, "wall_s": %s, "load1": %s, "steal_s": %s, "r": %s}\n' \
+    printf '{"kind": "%s", %s, "rc": %s, "wall_s": %s, "load1": %s, "steal_s": %s, %s, "r": %s}\n' \
         "$kind" "$settings" "$rc" "$(awk "BEGIN { print $t1 - $t0 }")" "$load" \
-        "$(bench_ticks_to_s "$s0" "$s1")" "$json" >>"$TMP/results.jsonl"
+        "$(bench_ticks_to_s "$s0" "$s1")" "$held" "$json" >>"$TMP/results.jsonl"
 }
 
 # memory SIZE HISTORY(hist|plain) MODE(fanout|resume): --history-msgs
@@ -187,6 +192,13 @@ def per_msg(r):
     return (x["server_rss_kib_after_publish"] - x["server_rss_kib_open"]) * 1024 / x["messages"]
 
 
+def counted(size, via):
+    """What the server counts a history message to pin (/metrics)."""
+    return med(r["history_bytes"] / r["history_messages"] for r in rows
+               if r["kind"] == "memory" and r["size"] == size and r["topic"] == "hist"
+               and r["via"] == via and r["rc"] == 0 and r.get("history_messages"))
+
+
 def mem(size, topic, via):
     return med(per_msg(r) for r in rows if r["kind"] == "memory" and r["size"] == size
                and r["topic"] == topic and r["via"] == via)
@@ -208,8 +220,8 @@ print(f"Memory per history message: {msgs:,} binary messages published into one 
       "cost:\n")
 print("| payload bytes | envelope frame bytes | no history, raw | history, raw "
       "| history, raw, minus no history | history, envelope | history, envelope, minus "
-      "no history | failed runs |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "no history | ringws_history_bytes per message (raw / envelope) | failed runs |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for size in sorted({r["size"] for r in rows if r["kind"] == "memory"}):
     hr, he, pr = mem(size, "hist", "fanout"), mem(size, "hist", "resume"), mem(size, "plain", "fanout")
     line = len(f"msg hist.{size}.resume {'0' * 16} {msgs}\n")
@@ -218,7 +230,8 @@ for size in sorted({r["size"] for r in rows if r["kind"] == "memory"}):
     def minus(a):
         return fmt(None if a is None or pr is None else a - pr)
     print(f"| {size:,} | {frame:,} | {fmt(pr)} | {fmt(hr)} | {minus(hr)} | {fmt(he)} | "
-          f"{minus(he)} | {failed(rows, kind='memory', size=size)} |")
+          f"{minus(he)} | {fmt(counted(size, 'fanout'))} / {fmt(counted(size, 'resume'))} | "
+          f"{failed(rows, kind='memory', size=size)} |")
 
 print(f"\nResume: N ringws.v1 subscribers leave, {missed} messages are published, all N "
       "reconnect at the same moment with `?topics=T&since=T:EPOCH:OFFSET`; time from each "
@@ -244,16 +257,18 @@ print(f"\nReconnect storm: N ringws.v1 subscribers, {storm_rate} messages/s publ
       "5 s); each reconnects when told with its position. Times from the shed; live again = "
       "received a message published after the shed; medians of "
       f"{reps} runs (counts that must be 0: worst run):\n")
-print("| subscribers | published | shed | first reconnect ms | last reconnect ms "
+print("| subscribers | published | publishes/s after the shed | slowest publish answer ms "
+      "| shed | first reconnect ms | last reconnect ms "
       "| all live again ms | replayed | lost | duplicates | gaps | gap notices "
       "| server CPU s, shed to end | failed runs |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for conns in sorted({r["conns"] for r in rows if r["kind"] == "storm"}):
     def m(key, nd=0):
         return fmt(med(figures(rows, key, kind="storm", conns=conns)), nd)
     w = {k: fmt(worst("storm", k, conns=conns)) for k in ("lost", "duplicates", "gaps",
                                                           "gap_notices")}
-    print(f"| {conns:,} | {m('published')} | {m('shed')} | {m('first_reconnect_ms', 1)} | "
+    print(f"| {conns:,} | {m('published')} | {m('publish_rate_after_shed', 1)} | "
+          f"{m('publish_answer_ms_max', 1)} | {m('shed')} | {m('first_reconnect_ms', 1)} | "
           f"{m('last_reconnect_ms', 1)} | {m('all_live_ms', 1)} | {m('replayed')} | "
           f"{w['lost']} | {w['duplicates']} | {w['gaps']} | {w['gap_notices']} | "
           f"{m('server_cpu_s', 2)} | {failed(rows, kind='storm', conns=conns)} |")
