@@ -113,6 +113,11 @@ struct hist_node *history_at(const struct history *h, uint64_t offset)
     return h->ring[(h->head + (offset - first->offset)) % h->cap];
 }
 
+bool history_serves(const struct history *h, uint64_t last, bool same_epoch, uint64_t after)
+{
+    return same_epoch && after <= last && after + 1 >= history_oldest(h, last);
+}
+
 void history_clear(struct history_set *set, struct history *h)
 {
     while (h->n)

@@ -12,6 +12,7 @@
 #ifndef RINGWS_HISTORY_H
 #define RINGWS_HISTORY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,12 @@ void history_expire(struct history_set *set, struct history *h, uint64_t now_ns)
 uint64_t history_oldest(const struct history *h, uint64_t last);
 /* The node of that offset, or NULL when not held. */
 struct hist_node *history_at(const struct history *h, uint64_t offset);
+/* Whether a client that holds everything up to offset `after` of a
+ * sequence (same_epoch: the sequence whose last offset is `last` and
+ * whose history h is) can be given exactly what it missed: the same
+ * epoch, an offset the sequence reached, and every message after it still
+ * held (nothing missed counts as served, even with nothing held). */
+bool history_serves(const struct history *h, uint64_t last, bool same_epoch, uint64_t after);
 /* Lets go of every node and of the ring. */
 void history_clear(struct history_set *set, struct history *h);
 

@@ -117,15 +117,6 @@ static void json_message(struct json_out *o, const struct pub_msg *m, bool first
     json_printf(o, "}");
 }
 
-/* Whether the history serves what follows since: the same epoch (when
- * given), an offset the topic reached, every message after it held. */
-static bool history_json_served(const struct history_query *q, const struct seq_view *v)
-{
-    if (q->has_epoch && memcmp(q->epoch, v->epoch, SEQ_EPOCH_LEN))
-        return false;
-    return q->since <= v->last && q->since + 1 >= v->oldest;
-}
-
 int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
                        const struct history_query *q, char **out, size_t *out_len)
 {
@@ -147,7 +138,8 @@ int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
         return -ENOMEM;
     }
     seq_topic_view(srv, st, &v);
-    gap = (q->since || q->has_epoch) && !history_json_served(q, &v);
+    gap = (q->since || q->has_epoch) &&
+          !seq_topic_serves(st, q->has_epoch ? q->epoch : NULL, q->since);
     from = gap || !q->since ? v.oldest : q->since + 1;
     while (from + n <= v.last && n < q->limit && size < HISTORY_JSON_SOFT_CAP) {
         if (!(msgs[n] = seq_topic_message(st, from + n)))

@@ -354,6 +354,7 @@ struct worker {
      * subscription of this worker delivers them before its own (pubsub.c,
      * "order"). */
     struct pub_slot *pending, *pending_tail;
+    struct pub_slot *replies; /* counts set aside for the next drain (pubsub.c) */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
@@ -387,6 +388,7 @@ struct ringws_server {
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
+    bool history_ttl;            /* a topic rule has a history-ttl: worker 0 sweeps */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -574,15 +576,14 @@ struct seq_stats {
 
 int seq_create(struct ringws_server *srv);
 void seq_destroy(struct ringws_server *srv);
-/* Everything below but seq_stats runs between seq_lock and seq_unlock: the
- * one lock that orders a topic's publishes (docs/ARCHITECTURE.md). */
+/* Everything below but seq_stats and seq_count_resume runs between
+ * seq_lock and seq_unlock: the one lock that orders a topic's publishes
+ * (docs/ARCHITECTURE.md). */
 void seq_lock(struct ringws_server *srv);
 void seq_unlock(struct ringws_server *srv);
 /* The topic of that name, made (with a fresh epoch) when unknown; NULL
  * without memory. */
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
-/* The topic of that name, or NULL. */
-struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len);
 /* Gives m its topic's next offset and epoch (tell: an epoch the publisher
  * is told, even for a topic nobody holds), and hands it to the topic's
  * history (which takes a reference of its own when it keeps it).  0,
@@ -590,6 +591,10 @@ struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, si
 int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
 /* The topic's position now (expired history dropped first). */
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
+/* Whether the history gives exactly what follows offset `after` of the
+ * sequence of that epoch (NULL: of the topic's, whatever it is), as of
+ * the last seq_topic_view. */
+bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t after);
 /* The held message of that offset (a reference taken for the caller), or
  * NULL. */
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);
@@ -599,7 +604,13 @@ void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
 /* A topic no worker holds and whose history is empty is forgotten at the
  * next seq_unlock. */
 void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
+/* Any thread, without the lock. */
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
+/* Takes the lock: drops what is past its age from up to budget histories
+ * with a history-ttl, going on from where the last sweep stopped, so that
+ * an expired history gives its memory back (and its topic may be
+ * forgotten) without waiting to be published to or read. */
+void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget);
 void seq_stats(struct ringws_server *srv, struct seq_stats *out);
 
 /* ---- history_json.c: GET /history/TOPIC -------------------------------- */

@@ -721,8 +721,10 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
                     r->client_publish ? ",publish" : "");
             if (r->history)
                 fprintf(f, ",history=%u", r->history);
-            if (r->history_ttl_ms)
+            if (r->history_ttl_ms % 1000)
                 fprintf(f, ",history-ttl=%ums", r->history_ttl_ms);
+            else if (r->history_ttl_ms)
+                fprintf(f, ",history-ttl=%us", r->history_ttl_ms / 1000);
             fputc('\n', f);
         }
         return 0;

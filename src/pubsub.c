@@ -43,7 +43,7 @@
 static __thread struct worker *pubsub_self;
 
 static void pubsub_inbox_take(struct worker *w);
-static void pubsub_inbox_run(struct worker *w);
+static void pubsub_inbox_run_nested(struct worker *w);
 
 /* ---- subscriptions ----------------------------------------------------- */
 
@@ -112,39 +112,46 @@ struct sub_start {
     enum { START_SUBSCRIBED, START_RECOVERED, START_GAP } outcome;
     struct pub_msg **replay;     /* referenced, offsets pos->offset + 1 .. view.last */
     uint64_t n_replay;
+    size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
 };
-
-/* Whether the history can serve a position: the same epoch, an offset the
- * topic reached, and every message after it still held. */
-static bool pubsub_position_served(const struct topic_pos *pos, const struct seq_view *v)
-{
-    return !memcmp(pos->epoch, v->epoch, SEQ_EPOCH_LEN) && pos->offset <= v->last &&
-           pos->offset + 1 >= v->oldest;
-}
 
 /* Under the sequencer's lock: the topic's view, and for a position the
  * held messages after it, referenced for the replay. */
 static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
                              struct sub_start *ss)
 {
+    uint64_t n;
+    size_t need = 0;
+
     seq_topic_view(srv, st, &ss->view);
     if (!ss->pos) {
         ss->outcome = START_SUBSCRIBED;
         return 0;
     }
-    if (!pubsub_position_served(ss->pos, &ss->view)) {
+    if (!seq_topic_serves(st, ss->pos->epoch, ss->pos->offset)) {
         ss->outcome = START_GAP;
         return 0;
     }
     ss->outcome = START_RECOVERED;
-    ss->n_replay = ss->view.last - ss->pos->offset;
-    if (!ss->n_replay)
+    n = ss->view.last - ss->pos->offset;
+    /* What cannot fit the subscriber's queue is a gap, found before any
+     * work: the lock is held, and a client chooses its position. */
+    if (n > ss->room / OUT_CHUNK_OVERHEAD) {
+        ss->outcome = START_GAP;
         return 0;
-    ss->replay = malloc(ss->n_replay * sizeof(*ss->replay));
+    }
+    if (!n)
+        return 0;
+    ss->replay = malloc(n * sizeof(*ss->replay));
     if (!ss->replay)
         return -ENOMEM;
-    for (uint64_t i = 0; i < ss->n_replay; i++)
-        ss->replay[i] = seq_topic_message(st, ss->pos->offset + 1 + i);
+    for (uint64_t i = 0; i < n && ss->outcome == START_RECOVERED; i++) {
+        struct pub_msg *m = seq_topic_message(st, ss->pos->offset + 1 + i);
+        ss->replay[ss->n_replay++] = m;
+        need += m ? m->raw.len + OUT_CHUNK_OVERHEAD : 0;
+        if (need > ss->room)
+            ss->outcome = START_GAP; /* the exact check comes later */
+    }
     return 0;
 }
 
@@ -179,12 +186,10 @@ static int pubsub_start_sync(struct worker *w, const char *name, size_t len, str
         r = pubsub_start_read(srv, st, ss);
     if (r == 0 && !t)
         seq_topic_hold(st);
-    if (r == 0 && ss->pos)
-        seq_count_resume(srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
     seq_unlock(srv);
-    pubsub_inbox_run(w);
+    pubsub_inbox_run_nested(w);
     *stp = st;
     return r;
 }
@@ -250,6 +255,8 @@ static int pubsub_start_answer(struct ringws_conn *c, const char *name, size_t l
 
     if (ss->outcome == START_RECOVERED && !pubsub_replay_fits(c, ss))
         ss->outcome = START_GAP;
+    if (ss->pos)
+        seq_count_resume(c->w->srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
     if (ss->outcome == START_SUBSCRIBED)
         return conn_ws_pubsub_notice(c, "subscribed %.*s %s %" PRIu64, n, name, v->epoch,
                                      v->last);
@@ -401,7 +408,9 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
 
     while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0) {
         struct topic_pos tp;
-        struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0};
+        size_t cap = c->w->srv->cfg.max_fanout_queue;
+        struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0,
+                               .room = c->out_bytes < cap ? cap - c->out_bytes : 0};
         if (positions && topic_pos_find(positions, positions_len, name, n, &tp))
             ss.pos = &tp;
         r = pubsub_subscribe_at(c, name, n, &ss);
@@ -702,7 +711,10 @@ static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 /* Delivers the pending list.  The list lives in the worker, not on this
  * stack: a reply's callback may publish on this worker, which takes newer
  * messages from the inbox behind the older ones still pending here and
- * delivers them all, in order, before its own. */
+ * delivers them all, in order, before its own.  Replies are only set
+ * aside: this runs inside a publish or a subscription too, where a reply's
+ * callback must not run (the publish it answers may be the one under way,
+ * not yet delivered here nor waiting for its count). */
 static void pubsub_inbox_run(struct worker *w)
 {
     struct pub_slot *s;
@@ -711,8 +723,8 @@ static void pubsub_inbox_run(struct worker *w)
     while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;
         if (pubsub_is_reply(w, s)) {
-            m->done(m->done_arg, atomic_load(&m->recipients));
-            pubsub_msg_unref(m);
+            s->qnext = w->replies;
+            w->replies = s;
         } else {
             pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, pubsub_deliver(w, s, &clock_ns));
@@ -721,11 +733,29 @@ static void pubsub_inbox_run(struct worker *w)
     }
 }
 
+/* After a publish or a subscription took the inbox: replies it set aside
+ * are answered by the next drain, which a wake makes sure of. */
+static void pubsub_inbox_run_nested(struct worker *w)
+{
+    pubsub_inbox_run(w);
+    if (w->replies && !atomic_exchange(&w->inbox_woken, true))
+        worker_wake(w);
+}
+
+/* From the loop: deliveries, then the counts of this worker's publishes. */
 void pubsub_inbox_drain(struct worker *w)
 {
+    struct pub_slot *s;
+
     atomic_store(&w->inbox_woken, false);
     pubsub_inbox_take(w);
     pubsub_inbox_run(w);
+    while ((s = w->replies)) {
+        struct pub_msg *m = s->msg;
+        w->replies = s->qnext;
+        m->done(m->done_arg, atomic_load(&m->recipients));
+        pubsub_msg_unref(m);
+    }
 }
 
 /* ---- publishing -------------------------------------------------------- */
@@ -787,7 +817,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
     if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
         return r;
     if (self) {
-        pubsub_inbox_run(self);
+        pubsub_inbox_run_nested(self);
         uint64_t clock_ns = m->published_ns;
         uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
@@ -911,6 +941,13 @@ static bool pubsub_inbox_discard(struct worker *w)
     bool any;
 
     pubsub_inbox_take(w);
+    if (w->replies) { /* set aside: back in line, to be let go below */
+        for (s = w->replies; s->qnext; s = s->qnext)
+            ;
+        s->qnext = w->pending;
+        w->pending = w->replies;
+        w->replies = NULL;
+    }
     any = w->pending != NULL;
     while ((s = pubsub_pending_pop(w))) {
         struct pub_msg *m = s->msg;

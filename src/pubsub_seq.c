@@ -27,6 +27,10 @@
 struct seq_topic {
     struct seq_topic *next;      /* in its bucket */
     struct seq_topic *idle_next; /* on the list to forget, when idle_listed */
+    /* On the list of histories with an age limit that hold messages, which
+     * the sweep walks (seq_sweep). */
+    struct seq_topic *ttl_prev, *ttl_next;
+    bool ttl_listed;
     uint64_t hash;
     uint64_t last;               /* offset of the last publish; 0: none */
     uint32_t workers;            /* workers whose index holds the topic */
@@ -44,7 +48,9 @@ struct sequencer {
     uint64_t key[2];
     struct history_set hist;
     struct seq_topic *idle;      /* maybe forgotten at the unlock */
-    uint64_t resumes[SEQ_RESUME_OUTCOMES];
+    struct seq_topic *ttl_head;  /* histories to sweep */
+    struct seq_topic *ttl_cursor; /* where the next sweep starts; NULL: at the head */
+    _Atomic uint64_t resumes[SEQ_RESUME_OUTCOMES]; /* counted without the lock */
 };
 
 static struct seq_topic *seq_of_history(struct history *h)
@@ -83,6 +89,33 @@ int seq_create(struct ringws_server *srv)
     return 0;
 }
 
+static void seq_ttl_link(struct sequencer *q, struct seq_topic *t)
+{
+    if (t->ttl_listed || !t->hist.ttl_ns || !t->hist.n)
+        return;
+    t->ttl_listed = true;
+    t->ttl_prev = NULL;
+    t->ttl_next = q->ttl_head;
+    if (q->ttl_head)
+        q->ttl_head->ttl_prev = t;
+    q->ttl_head = t;
+}
+
+static void seq_ttl_unlink(struct sequencer *q, struct seq_topic *t)
+{
+    if (!t->ttl_listed)
+        return;
+    if (q->ttl_cursor == t)
+        q->ttl_cursor = t->ttl_next;
+    if (t->ttl_prev)
+        t->ttl_prev->ttl_next = t->ttl_next;
+    else
+        q->ttl_head = t->ttl_next;
+    if (t->ttl_next)
+        t->ttl_next->ttl_prev = t->ttl_prev;
+    t->ttl_listed = false;
+}
+
 static void seq_forget(struct sequencer *q, struct seq_topic *t)
 {
     struct seq_topic **pp = &q->buckets[t->hash & q->mask];
@@ -92,6 +125,7 @@ static void seq_forget(struct sequencer *q, struct seq_topic *t)
     *pp = t->next;
     q->n--;
     t->idle_listed = true; /* its history's release must not list it again */
+    seq_ttl_unlink(q, t);
     history_clear(&q->hist, &t->hist);
     free(t);
 }
@@ -167,7 +201,8 @@ static struct seq_topic *seq_lookup(struct sequencer *q, const char *name, size_
     return t;
 }
 
-struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name, size_t len)
+static struct seq_topic *seq_topic_find(struct ringws_server *srv, const char *name,
+                                        size_t len)
 {
     struct sequencer *q = srv->seq;
 
@@ -241,6 +276,25 @@ static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, str
      * means. */
     if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
         atomic_fetch_sub(&m->refs, 1);
+    seq_ttl_link(q, t);
+}
+
+void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget)
+{
+    struct sequencer *q = srv->seq;
+    struct seq_topic *t;
+
+    seq_lock(srv);
+    t = q->ttl_cursor ? q->ttl_cursor : q->ttl_head;
+    while (t && budget--) {
+        struct seq_topic *next = t->ttl_next;
+        history_expire(&q->hist, &t->hist, now_ns);
+        if (!t->hist.n)
+            seq_ttl_unlink(q, t); /* forgotten at the unlock when idle */
+        t = next;
+    }
+    q->ttl_cursor = t;
+    seq_unlock(srv);
 }
 
 /* Whether the topic's rule keeps a history. */
@@ -284,6 +338,12 @@ void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_v
     v->oldest = history_oldest(&t->hist, t->last);
 }
 
+bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t after)
+{
+    return history_serves(&t->hist, t->last, !epoch || !memcmp(epoch, t->epoch, SEQ_EPOCH_LEN),
+                          after);
+}
+
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
 {
     struct hist_node *node = history_at(&t->hist, offset);
@@ -314,7 +374,7 @@ void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t)
 
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome)
 {
-    srv->seq->resumes[outcome]++;
+    atomic_fetch_add_explicit(&srv->seq->resumes[outcome], 1, memory_order_relaxed);
 }
 
 void seq_stats(struct ringws_server *srv, struct seq_stats *out)
@@ -326,6 +386,7 @@ void seq_stats(struct ringws_server *srv, struct seq_stats *out)
     out->history_messages = q->hist.n;
     out->history_bytes = q->hist.bytes;
     memcpy(out->evicted, q->hist.evicted, sizeof(out->evicted));
-    memcpy(out->resumes, q->resumes, sizeof(out->resumes));
+    for (unsigned i = 0; i < SEQ_RESUME_OUTCOMES; i++)
+        out->resumes[i] = atomic_load_explicit(&q->resumes[i], memory_order_relaxed);
     seq_unlock(srv);
 }

@@ -240,6 +240,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     ret = conn_addr_table_create(srv);
     if (ret == 0)
         ret = seq_create(srv);
+    for (size_t i = 0; i < cfg->n_topic_rules; i++)
+        srv->history_ttl |= cfg->topic_rules[i].history_ttl_ms != 0;
     pthread_rwlock_init(&srv->token_lock, NULL);
     if (ret == 0 && cfg->n_token_keys)
         ret = server_read_token_keys(srv, &srv->token_keys);

@@ -43,7 +43,8 @@ done
 # ThreadSanitizer: the library's own threads, ringws_publish called from
 # application threads, and the server under the suites that exercise
 # cross-worker delivery, echo, HTTP, shutdown, the protocol, TLS (the
-# SIGHUP thread reloading certificates that workers hand out), tokens (the
+# SIGHUP thread reloading certificates that workers hand out), history (the
+# sequencer under concurrent publishers and resumers), tokens (the
 # same thread swapping the keys workers verify with) and the metrics that
 # sum every worker's counters.  Left out:
 # the suites that bound the server's RSS (TSan's shadow memory inflates it)
@@ -53,7 +54,7 @@ configure_only build-tsan "ringws tests/test_pubsub_threads" --buildtype=debugop
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 2 \
-    pubsub_threads pubsub echo shutdown http frames conformance tls tokens metrics || status=1
+    pubsub_threads pubsub history echo shutdown http frames conformance tls tokens metrics || status=1
 
 echo "== fuzz (10 s per target)"
 sh tools/fuzz.sh 10 || status=1

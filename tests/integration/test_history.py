@@ -9,7 +9,8 @@ while several HTTP publishers and a WebSocket `pub` race; resuming from a
 position replays exactly what was missed (`recovered`) or says `gap` (other
 epoch, future offset, evicted by count, by age, by --history-memory);
 `since` needs ringws.v1 (400) and a malformed position is refused (400 at
-the upgrade, 1008 in `sub`); clients resuming from random recent positions
+the upgrade, 1008 in `sub`); a replay that cannot fit --fanout-queue is a
+`gap`; clients resuming from random recent positions
 while a publisher hammers the topic each end with a contiguous sequence;
 SIGUSR2 closes every WebSocket with 1012 and a resume after it loses
 nothing; GET /history answers JSON (limit, since, gap, base64 for binary)
@@ -452,6 +453,30 @@ def t_resume_ttl(port):
     close_all([ws, holder])
 
 
+def metric(port, name):
+    with HttpConn(port) as h:
+        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = h.read_response().body.decode()
+    m = re.search("^%s (\\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def t_ttl_swept(port):
+    """Expired messages go without the topic being touched again, and the
+    topic, left with no subscriber and no history, is forgotten."""
+    key = 'ringws_history_evictions_total{reason="ttl"}'
+    holder, epoch, last = fresh_topic(port, "ttl.sweep", 3)
+    holder.close()
+    before = metric(port, key)
+    deadline = time.monotonic() + T(5)
+    while metric(port, key) < before + 3:
+        if time.monotonic() > deadline:
+            fail("the expired messages of an untouched topic were not dropped")
+        time.sleep(0.1)
+    status, body = get_json(port, "/history/ttl.sweep")
+    expect(body["epoch"] != epoch and body["last"] == 0, "a forgotten topic's new sequence", body)
+
+
 def t_resume_memory(port):
     # --history-memory is a little over 4 messages of 4000 bytes
     ws = env_open(port, "mem.a,mem.b")
@@ -477,6 +502,27 @@ def t_resume_memory(port):
     for o in range(int(fb[3]), 4):
         expect_msg(r2, "mem.b", eb, o, b"b" * 4000)
     close_all([ws, r, r2])
+
+
+def t_replay_bounded_by_queue(port):
+    """--fanout-queue 8192: a replay of 20 messages of 1000 bytes cannot
+    fit and is answered gap; the last 5 fit and are replayed."""
+    holder = env_open(port, "q.big")
+    epoch, _ = subscribed(holder, "q.big")
+    p = Poster(port)
+    for i in range(20):
+        p.post("q.big", bytes([65 + i]) * 1000)
+    p.close()
+    collect_msgs(holder, "q.big", 20, "q.big")
+    ws = env_open(port, "q.big", since="q.big:%s:0" % epoch)
+    expect_notice(ws, "gap", "q.big", epoch, "1", "20")
+    ws.send_frame(OP_PING, b"q")
+    eq(ws.recv_event(T(5), "pong").kind, "pong", "nothing replayed after the gap")
+    ws2 = env_open(port, "q.big", since="q.big:%s:15" % epoch)
+    expect_notice(ws2, "recovered", "q.big", epoch, "16", "20")
+    for o in range(16, 21):
+        expect_msg(ws2, "q.big", epoch, o, bytes([64 + o]) * 1000)
+    close_all([holder, ws, ws2])
 
 
 def t_resume_race(port, clients=200):
@@ -627,6 +673,12 @@ def t_tokens(port, secret):
     cmd(ws, "sub tok.a,other tok.a:%s:0" % ea)
     ws.expect_close([1008])
     ws.close()
+    # GET /history: the topics claim decides, from every peer
+    eq(get_json(port, "/history/tok.a")[0], 401, "GET /history without a token")
+    status, body = get_json(port, "/history/tok.a", headers=[("Authorization", "Bearer " + t1)])
+    eq((status, [m["text"] for m in body["messages"]]), (200, ["hi"]), "GET /history in the claim")
+    eq(get_json(port, "/history/other", headers=[("Authorization", "Bearer " + t1)])[0], 403,
+       "GET /history outside the topics claim")
     # positions at the upgrade obey the claim too
     req, key = upgrade_request(port, path="/ws?token=%s&topics=other&since=other:%s:0"
                                % (t1, "0" * 16), add=[PROTO])
@@ -680,6 +732,7 @@ def main():
         r.case("resume-gap-epoch-future-evicted", t_resume_gap, p)
         r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, p)
         r.case("resume-after-ttl-is-a-gap", t_resume_ttl, p)
+        r.case("expired-history-swept-topic-forgotten", t_ttl_swept, p)
         r.case("resume-race-at-the-seam", t_resume_race, p, timeout=60)
         r.case("get-history", t_get_history, p)
         r.case("sigusr2-closes-1012-and-resume-loses-nothing", t_sigusr2, srv)
@@ -700,6 +753,9 @@ def main():
     with r.server(WORKERS + ["--topic", "mem.*=history=100", "--history-memory", "20000"],
                   "history-memory") as srv:
         r.case("resume-after-memory-eviction-is-a-gap", t_resume_memory, srv.port)
+    with r.server(WORKERS + ["--topic", "q.*=history=100", "--fanout-queue", "8192"],
+                  "history-small-queue") as srv:
+        r.case("replay-larger-than-the-queue-is-a-gap", t_replay_bounded_by_queue, srv.port)
     r.finish()
 
 

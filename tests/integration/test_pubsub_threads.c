@@ -11,7 +11,9 @@
  * in the payload, while ten subscribers on two workers read: eight opened
  * with /ws?topics=load and two on another path, subscribed by
  * ringws_subscribe from on_open.  Every subscriber must get all 44000, each
- * publisher's in its order, byte-exact, none twice; every POST must answer
+ * publisher's in its order, byte-exact, none twice; two of the eight speak
+ * ringws.v1 and must see one epoch and the offsets 1, 2, 3... without a hole
+ * (one sequence whichever thread published); every POST must answer
  * {"recipients":10}; the counters must add up; the error returns of
  * ringws_publish and ringws_subscribe must be the documented ones.  Built
  * also under ThreadSanitizer (tools/run-tests.sh).
@@ -45,6 +47,7 @@
 
 #define WORKERS 2
 #define N_WS_SUBS 8   /* subscribed by the handshake query */
+#define N_ENV_SUBS 2  /* of those, speaking ringws.v1 */
 #define N_APP_SUBS 2  /* subscribed by ringws_subscribe in on_open */
 #define N_SUBS (N_WS_SUBS + N_APP_SUBS)
 #define N_API_PUB 4    /* threads calling ringws_publish: ids 0..3 */
@@ -141,7 +144,8 @@ struct client {
     char why[160];              /* the first thing that went wrong */
 };
 
-static struct client *client_open(uint16_t port, const char *target)
+/* extra: more header lines (each ending in CRLF), or "". */
+static struct client *client_open_with(uint16_t port, const char *target, const char *extra)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     struct timeval tv = {.tv_sec = RECV_TIMEOUT_S};
@@ -162,8 +166,8 @@ static struct client *client_open(uint16_t port, const char *target)
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                 target);
+                 "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                 target, extra);
     if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
         goto fail;
     while (!end) {
@@ -185,6 +189,11 @@ fail:
     close(c->fd);
     free(c);
     return NULL;
+}
+
+static struct client *client_open(uint16_t port, const char *target)
+{
+    return client_open_with(port, target, "");
 }
 
 static void client_close(struct client *c)
@@ -374,16 +383,71 @@ static bool parse_payload(int op, const uint8_t *d, size_t len, unsigned *p, uns
 struct reader {
     struct client *c;
     pthread_t th;
+    bool envelope;              /* ringws.v1: "msg TOPIC EPOCH OFFSET\n" first */
+    char epoch[17];
+    unsigned long long offset;  /* the last one seen */
     unsigned got;               /* messages accepted */
     unsigned next[N_PUB];       /* next sequence number expected per publisher */
     char error[256];
 };
+
+/* Checks and strips a ringws.v1 header line: the topic, one epoch, the
+ * next offset. */
+static bool envelope_strip(struct reader *r, const uint8_t **d, size_t *len)
+{
+    const uint8_t *nl = memchr(*d, '\n', *len);
+    char line[128], epoch[17];
+    unsigned long long off;
+    int end = 0;
+
+    if (!nl || (size_t)(nl - *d) >= sizeof(line)) {
+        snprintf(r->error, sizeof(r->error), "no header line");
+        return false;
+    }
+    memcpy(line, *d, (size_t)(nl - *d));
+    line[nl - *d] = 0;
+    if (sscanf(line, "msg " TOPIC " %16[0-9a-f] %llu%n", epoch, &off, &end) != 2 ||
+        line[end] || off != r->offset + 1 || (r->offset && strcmp(epoch, r->epoch))) {
+        snprintf(r->error, sizeof(r->error), "header \"%s\" after offset %llu of %s", line,
+                 r->offset, r->epoch);
+        return false;
+    }
+    memcpy(r->epoch, epoch, sizeof(epoch));
+    r->offset = off;
+    *len -= (size_t)(nl + 1 - *d);
+    *d = nl + 1;
+    return true;
+}
+
+/* The ringws.v1 subscriber's first frame: "subscribed TOPIC EPOCH LAST". */
+static bool envelope_start(struct reader *r)
+{
+    const uint8_t *d;
+    size_t len;
+    char line[128];
+    int op = client_next(r->c, &d, &len), end = 0;
+
+    if (op != 1 || len >= sizeof(line)) {
+        snprintf(r->error, sizeof(r->error), "no subscribed notice (opcode %d)", op);
+        return false;
+    }
+    memcpy(line, d, len);
+    line[len] = 0;
+    if (sscanf(line, "subscribed " TOPIC " %16[0-9a-f] %llu\n%n", r->epoch, &r->offset, &end) !=
+            2 || (size_t)end != len) {
+        snprintf(r->error, sizeof(r->error), "first frame \"%s\"", line);
+        return false;
+    }
+    return true;
+}
 
 static void *reader_main(void *arg)
 {
     struct reader *r = arg;
     uint8_t want[512];
 
+    if (r->envelope && !envelope_start(r))
+        return NULL;
     while (r->got < TOTAL_MSGS) {
         const uint8_t *d;
         size_t len;
@@ -400,6 +464,11 @@ static void *reader_main(void *arg)
         if (op == 8) {
             snprintf(r->error, sizeof(r->error), "closed with code %zu after %u messages", len,
                      r->got);
+            return NULL;
+        }
+        if (r->envelope && !envelope_strip(r, &d, &len)) {
+            snprintf(r->error + strlen(r->error), sizeof(r->error) - strlen(r->error),
+                     " (message %u)", r->got);
             return NULL;
         }
         if (!parse_payload(op, d, len, &p, &s)) {
@@ -818,7 +887,10 @@ int main(void)
 
     /* Subscribers: by the query, by ringws_subscribe, and one for "relay". */
     for (int i = 0; i < N_SUBS; i++) {
-        readers[i].c = client_open(port, i < N_WS_SUBS ? "/ws?topics=" TOPIC : "/app");
+        readers[i].envelope = i < N_ENV_SUBS;
+        readers[i].c = client_open_with(port, i < N_WS_SUBS ? "/ws?topics=" TOPIC : "/app",
+                                        readers[i].envelope
+                                            ? "Sec-WebSocket-Protocol: ringws.v1\r\n" : "");
         CHECKF(readers[i].c != NULL, "subscriber %d could not open", i);
         n_open += readers[i].c != NULL;
     }

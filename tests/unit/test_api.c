@@ -837,6 +837,50 @@ static void run_stop_server(struct ringws_config cfg, uint16_t code, unsigned wi
     client_send_frame(fd, 8, payload, 2);
     close(fd);
     pthread_join(th, &res);
+    ringws_server_destroy(srv);
+}
+
+/* ringws_server_disconnect_all: every WebSocket gets the stop close while
+ * the server runs on and takes new connections. */
+static void run_disconnect_all(struct ringws_config cfg)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+    char buf[4096];
+    uint8_t payload[128];
+    size_t len = 0;
+    int fd[2];
+
+    cfg.stop_code = 1012;
+    cfg.reconnect_window_ms = 0;
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for disconnect_all");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    for (int i = 0; i < 2; i++) {
+        fd[i] = client_upgrade(ringws_server_port(srv), "/ws", "", buf, sizeof(buf));
+        CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "%.40s", buf);
+    }
+    ringws_server_disconnect_all(srv);
+    for (int i = 0; i < 2; i++) {
+        CHECK(client_read_frame(fd[i], payload, &len) == 8 && len >= 2);
+        payload[len] = '\0';
+        CHECKF((payload[0] << 8 | payload[1]) == 1012 &&
+                   !strcmp((char *)payload + 2, "server restarting"),
+               "close %u %s", payload[0] << 8 | payload[1], (char *)payload + 2);
+        client_send_frame(fd[i], 8, payload, 2);
+        close(fd[i]);
+    }
+    /* still serving */
+    fd[0] = client_upgrade(ringws_server_port(srv), "/ws", "", buf, sizeof(buf));
+    CHECKF(!strncmp(buf, "HTTP/1.1 101 ", 13), "after disconnect_all: %.40s", buf);
+    close(fd[0]);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
 }
 
 /* ---- tokens ------------------------------------------------------------ */
@@ -1027,6 +1071,7 @@ int main(void)
     run_stop_server(cfg, 0, 0);
     run_stop_server(cfg, 1012, 0);
     run_stop_server(cfg, 1012, 1500);
+    run_disconnect_all(cfg);
     run_token_server(cfg);
 
     /* Every open connection was reported closed once, never from inside

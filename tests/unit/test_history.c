@@ -158,6 +158,34 @@ static void test_wrap(void)
     history_clear(&set, &h);
 }
 
+/* What a resuming client can be served: epoch mismatch, a future offset,
+ * an evicted one, nothing missed with nothing held. */
+static void test_serves(void)
+{
+    struct history_set set;
+    struct history h, none;
+    struct item it[10];
+
+    fill(it, 10, 1);
+    history_set_init(&set, 1 << 20, on_release, NULL);
+    history_init(&h, 4, 0);
+    history_init(&none, 0, 0);
+    for (uint64_t o = 1; o <= 10; o++)
+        CHECK(history_append(&set, &h, &it[o - 1].node, o, o) == 0);
+    /* 7..10 held */
+    CHECK(history_serves(&h, 10, true, 6));   /* 7..10 replayed */
+    CHECK(history_serves(&h, 10, true, 10));  /* nothing missed */
+    CHECK(!history_serves(&h, 10, true, 5));  /* 6 evicted */
+    CHECK(!history_serves(&h, 10, true, 0));
+    CHECK(!history_serves(&h, 10, true, 11)); /* a future offset */
+    CHECK(!history_serves(&h, 10, false, 8)); /* another epoch */
+    CHECK(!history_serves(&h, 10, false, 10));
+    CHECK(history_serves(&none, 3, true, 3));  /* no history: only nothing missed */
+    CHECK(!history_serves(&none, 3, true, 2));
+    CHECK(history_serves(&none, 0, true, 0));  /* a fresh sequence, from 0 */
+    history_clear(&set, &h);
+}
+
 int main(void)
 {
     test_append_lookup_count();
@@ -165,5 +193,6 @@ int main(void)
     test_memory();
     test_no_history();
     test_wrap();
+    test_serves();
     return check_done("history");
 }
