@@ -1,5 +1,5 @@
 # lib.sh - what the comparison scripts (bench/compare.sh, bench/fanout.sh,
-# bench/tls.sh) share; sourced by them, never run.
+# bench/tls.sh, bench/history.sh) share; sourced by them, never run.
 #
 # Why it exists: both scripts take the same common options, build the same
 # release tree and a libwebsockets peer, start servers pinned to one CPU and
@@ -122,13 +122,14 @@ bench_peer() {
 }
 
 # bench_prepare PEER [PACKAGE...]: installs the packages named, and
-# libwebsockets-dev, when missing (as root, with apt-get); builds ringws and
-# ringws-bench in a release meson tree in BUILD, and the peer (bench_peer).
+# libwebsockets-dev for a PEER, when missing (as root, with apt-get); builds
+# ringws and ringws-bench in a release meson tree in BUILD, and the peer
+# (bench_peer) unless PEER is "".
 bench_prepare() {
     local peer=$1
     shift
     local missing=("$@")
-    pkg-config --exists libwebsockets || missing+=(libwebsockets-dev)
+    [ -z "$peer" ] || pkg-config --exists libwebsockets || missing+=(libwebsockets-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             say "not root: install ${missing[*]} first"
@@ -145,7 +146,7 @@ bench_prepare() {
         meson configure "$BUILD" --buildtype=release >/dev/null
     fi
     ninja -C "$BUILD" ringws tools/ringws-bench >/dev/null
-    bench_peer "$peer"
+    [ -z "$peer" ] || bench_peer "$peer"
 }
 
 # ---- servers ------------------------------------------------------------------

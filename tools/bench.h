@@ -3,7 +3,9 @@
  * Why it exists: the load generator is one io_uring engine (bench_loop.c)
  * that runs WebSocket client connections from start to close, and a few
  * modes (bench_echo.c, bench_connect.c, bench_idle.c, bench_fanout.c) that
- * decide what the connections do while open and what is measured.  The main
+ * decide what the connections do while open and what is measured
+ * (bench_resume.c: subscribers of the ringws.v1 envelope that leave and come
+ * back with their positions, on their own or shed by the server).  The main
  * thread (ringws-bench.c) parses options, starts one engine thread per
  * --threads (each with its own ring) and lets the mode orchestrate and
  * report; the fanout mode first forks --procs processes that each run
@@ -71,6 +73,9 @@ struct bench_opts {
     char token[256];     /* --token: Authorization: Bearer; "" for none */
     /* connect */
     bool cycle_echo;     /* --echo: one echo of --size bytes before each close */
+    /* offered in Sec-WebSocket-Protocol, which the 101 must then choose;
+     * "": none (the modes that speak the envelope set it) */
+    char subprotocol[32];
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed
@@ -135,6 +140,11 @@ enum bench_conn_state {
 
 struct bench_thread;
 
+struct bench_retry {
+    uint64_t due_ns;
+    uint32_t idx;
+};
+
 struct bench_conn {
     struct loop_conn io;   /* first: the loop hands it back; fd is idx */
     struct bench_thread *t;
@@ -151,6 +161,7 @@ struct bench_conn {
     uint16_t hs_len;
     char *hs;              /* handshake only: the key, then the answer so far */
     uint64_t t_start;      /* when the current phase's deadline started (ns) */
+    uint64_t retry_ns;     /* start anew at this time once the slot is free; 0: no */
     struct wsc_rx rx;
     uint8_t ctl[BENCH_CTL_MAX];
     /* echo mode */
@@ -182,6 +193,9 @@ struct bench_thread {
     bool stopping, go_seen;
     uint64_t now, stop_ns, budget, src_next, rng;
     struct bench_conn *dirty;
+    /* connections waiting to be started anew: a min-heap on the time */
+    struct bench_retry *retry;
+    unsigned n_retry;
     struct hist lat;
     struct bench_stats st;
     /* wss */
@@ -214,6 +228,14 @@ struct bench_mode {
      * connections (count a power of two); default 1024 x 16 KiB */
     void (*recv_bufs)(const struct bench_opts *o, unsigned n_conns, uint32_t *count,
                       uint32_t *size);
+    /* optional: the request target of this connection's upgrade (its
+     * length, 0 when cap is too small); default o->path */
+    size_t (*target)(struct bench_thread *t, struct bench_conn *c, char *buf, size_t cap);
+    /* optional: the server closed an open connection with code and reason;
+     * true when the mode expected it (not counted as unexpected) */
+    bool (*on_close)(struct bench_thread *t, struct bench_conn *c, unsigned code,
+                     const char *reason, size_t len);
+    void (*tick)(struct bench_thread *t); /* optional: once per loop turn */
 };
 
 struct bench {
@@ -257,6 +279,9 @@ void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n);
 void bench_conn_dirty(struct bench_thread *t, struct bench_conn *c);
 /* Starts the closing handshake of an open connection. */
 void bench_conn_close(struct bench_thread *t, struct bench_conn *c);
+/* Starts the connection anew at due_ns (in the thread's open window), once
+ * its slot is free: at once for a finished one, else when it finishes. */
+void bench_conn_retry(struct bench_thread *t, struct bench_conn *c, uint64_t due_ns);
 /* Prints a server problem on stderr, a few per thread at most. */
 void bench_problem(struct bench_thread *t, const struct bench_conn *c,
                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -350,7 +375,7 @@ void bench_wait(struct bench *b, uint64_t until, bool progress,
 /* ---- modes ------------------------------------------------------------ */
 
 extern const struct bench_mode bench_mode_echo, bench_mode_connect, bench_mode_idle,
-    bench_mode_fanout;
+    bench_mode_fanout, bench_mode_resume, bench_mode_storm;
 
 /* ---- bench_publish.c: the fanout mode's publisher ---------------------- */
 

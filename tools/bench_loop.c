@@ -37,6 +37,8 @@
 #define LOOP_WAIT_NS (10 * 1000000ll)
 #define LOOP_SWEEP_NS (20 * 1000000ull)
 #define LOOP_LOG_LINES 5
+#define LOOP_TARGET_MAX 512   /* a path with a topic and a position */
+#define LOOP_REQUEST_MAX 768  /* the upgrade request: that path and the headers */
 
 enum loop_flag {
     CF_SEND_BUSY = 1u << 0,
@@ -227,13 +229,64 @@ static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c)
     c->ops++;
 }
 
+/* ---- starting anew at a given time: a min-heap of slots --------------- */
+
+static void loop_retry_push(struct bench_thread *t, struct bench_conn *c)
+{
+    unsigned i = t->n_retry++;
+
+    while (i) {
+        unsigned up = (i - 1) / 2;
+
+        if (t->retry[up].due_ns <= c->retry_ns)
+            break;
+        t->retry[i] = t->retry[up];
+        i = up;
+    }
+    t->retry[i] = (struct bench_retry){.due_ns = c->retry_ns, .idx = c->idx};
+}
+
+static struct bench_conn *loop_retry_pop(struct bench_thread *t)
+{
+    struct bench_conn *c = &t->conns[t->retry[0].idx];
+    struct bench_retry last = t->retry[--t->n_retry];
+    unsigned i = 0;
+
+    for (;;) {
+        unsigned k = 2 * i + 1;
+
+        if (k >= t->n_retry)
+            break;
+        if (k + 1 < t->n_retry && t->retry[k + 1].due_ns < t->retry[k].due_ns)
+            k++;
+        if (last.due_ns <= t->retry[k].due_ns)
+            break;
+        t->retry[i] = t->retry[k];
+        i = k;
+    }
+    t->retry[i] = last;
+    c->retry_ns = 0;
+    return c;
+}
+
+void bench_conn_retry(struct bench_thread *t, struct bench_conn *c, uint64_t due_ns)
+{
+    bool parked = c->retry_ns != 0;
+
+    c->retry_ns = due_ns ? due_ns : 1;
+    if (c->state == BC_DONE && !parked)
+        loop_retry_push(t, c);
+}
+
 static void loop_conn_finish(struct bench_thread *t, struct bench_conn *c)
 {
     bench_tls_conn_free(c);
     c->state = BC_DONE;
     c->flags = 0;
     t->live--;
-    if (t->b->mode->again)
+    if (c->retry_ns)
+        loop_retry_push(t, c);
+    else if (t->b->mode->again)
         t->free_idx[t->n_free++] = c->idx;
 }
 
@@ -312,9 +365,21 @@ static void loop_arm_recv(struct bench_thread *t, struct bench_conn *c)
     c->flags |= CF_RECV_ARMED;
 }
 
+/* The request target: the mode's for this connection, or --url's path. */
+static const char *loop_target(struct bench_thread *t, struct bench_conn *c,
+                               char path[LOOP_TARGET_MAX])
+{
+    if (!t->b->mode->target)
+        return t->b->o.path;
+    return t->b->mode->target(t, c, path, LOOP_TARGET_MAX) ? path : NULL;
+}
+
 static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int res)
 {
     const struct bench_opts *o = &t->b->o;
+    char path[LOOP_TARGET_MAX];
+    const char *target;
+    uint32_t room;
     uint8_t *out;
     size_t n;
 
@@ -327,9 +392,11 @@ static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int re
         return;
     }
     c->hs = malloc(WSC_KEY_LEN + 1 + WSC_MAX_RESPONSE);
-    out = bench_out_reserve(c, 512);
-    if (!c->hs || !out || wsc_key_make(c->hs) < 0 ||
-        !(n = wsc_request_write((char *)out, 512, o->host, o->path, c->hs))) {
+    /* Nothing is queued before the request: all of out is room for it. */
+    room = c->out_cap < LOOP_REQUEST_MAX ? c->out_cap : LOOP_REQUEST_MAX;
+    out = bench_out_reserve(c, room);
+    if (!c->hs || !out || wsc_key_make(c->hs) < 0 || !(target = loop_target(t, c, path)) ||
+        !(n = wsc_request_write((char *)out, room, o->host, target, c->hs, o->subprotocol))) {
         stat_add(&t->st.connect_errors, 1);
         bench_problem(t, c, "cannot build the upgrade request");
         loop_conn_shut(t, c);
@@ -371,7 +438,7 @@ static size_t loop_handshake_input(struct bench_thread *t, struct bench_conn *c,
     int r;
 
     memcpy(resp + c->hs_len, p, take);
-    r = wsc_response_check(resp, c->hs_len + take, c->hs, &why);
+    r = wsc_response_check(resp, c->hs_len + take, c->hs, t->b->o.subprotocol, &why);
     if (!r) {
         c->hs_len = (uint16_t)(c->hs_len + take);
         return n;
@@ -403,11 +470,15 @@ static void loop_on_close_frame(struct bench_thread *t, struct bench_conn *c)
     }
     if (c->state != BC_OPEN)
         return;
-    stat_add(&t->st.unexpected_closes, 1);
-    bench_problem(t, c, "server closed an open connection with %u \"%.*s\" (%llu sent, "
-                  "%llu answered)", code, c->ctl_len > 2 ? (int)c->ctl_len - 2 : 0,
-                  (const char *)c->ctl + 2, (unsigned long long)c->sent,
-                  (unsigned long long)c->rcvd);
+    if (!t->b->mode->on_close ||
+        !t->b->mode->on_close(t, c, code, (const char *)c->ctl + 2,
+                              c->ctl_len > 2 ? c->ctl_len - 2u : 0)) {
+        stat_add(&t->st.unexpected_closes, 1);
+        bench_problem(t, c, "server closed an open connection with %u \"%.*s\" (%llu sent, "
+                      "%llu answered)", code, c->ctl_len > 2 ? (int)c->ctl_len - 2 : 0,
+                      (const char *)c->ctl + 2, (unsigned long long)c->sent,
+                      (unsigned long long)c->rcvd);
+    }
     loop_conn_lose(t, c);
     loop_queue_control(t, c, WS_OP_CLOSE, c->ctl, c->ctl_len >= 2 ? 2 : 0);
     c->state = BC_WAIT_EOF;
@@ -636,6 +707,10 @@ static void loop_start_more(struct bench_thread *t)
     const struct bench_mode *m = t->b->mode;
     unsigned tries = t->b->o.open_window; /* bounds the work when starts fail at once */
 
+    /* Those due to start anew first: a start that fails is not retried. */
+    while (!t->stopping && t->n_retry && t->retry[0].due_ns <= t->now &&
+           t->in_handshake < t->b->o.open_window)
+        loop_conn_start(t, loop_retry_pop(t));
     while (!t->stopping && t->in_handshake < t->b->o.open_window && tries--) {
         struct bench_conn *c;
 
@@ -732,6 +807,8 @@ static void loop_run(struct bench_thread *t)
             if (b->mode->on_go)
                 b->mode->on_go(t);
         }
+        if (b->mode->tick)
+            b->mode->tick(t);
         loop_start_more(t);
         if (t->now >= next_sweep) {
             if (loop_sweep_due(t))
@@ -777,7 +854,8 @@ static int loop_setup(struct bench_thread *t)
         return -ENOTSUP; /* sockets are installed in direct slots */
     t->conns = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->conns);
     t->free_idx = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->free_idx);
-    if (!t->conns || !t->free_idx)
+    t->retry = calloc(t->n_conns ? t->n_conns : 1, sizeof *t->retry);
+    if (!t->conns || !t->free_idx || !t->retry)
         return -ENOMEM;
     for (unsigned i = 0; i < t->n_conns; i++) {
         t->conns[i].idx = i;
@@ -847,6 +925,7 @@ void bench_threads_join(struct bench *b)
         }
         free(t->conns);
         free(t->free_idx);
+        free(t->retry);
         t->conns = NULL;
         bench_tls_thread_end(t);
     }

@@ -27,9 +27,10 @@ int wsc_key_make(char key[WSC_KEY_LEN + 1])
     return 0;
 }
 
-size_t wsc_request_write(char *out, size_t cap, const char *host,
-                         const char *path, const char key[WSC_KEY_LEN + 1])
+size_t wsc_request_write(char *out, size_t cap, const char *host, const char *path,
+                         const char key[WSC_KEY_LEN + 1], const char *protocol)
 {
+    bool offer = protocol && *protocol;
     int n = snprintf(out, cap,
                      "GET %s HTTP/1.1\r\n"
                      "Host: %s\r\n"
@@ -37,8 +38,10 @@ size_t wsc_request_write(char *out, size_t cap, const char *host,
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
+                     "%s%s%s"
                      "\r\n",
-                     path, host, key);
+                     path, host, key, offer ? "Sec-WebSocket-Protocol: " : "",
+                     offer ? protocol : "", offer ? "\r\n" : "");
 
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
@@ -59,7 +62,7 @@ static const char *wire_trim(const char *s, const char **end)
 
 /* Checks one "Name: value" line; records what the 101 needs. */
 static int wire_check_header(const char *line, const char *eol, const char *accept,
-                             unsigned *seen, const char **why)
+                             const char *protocol, unsigned *seen, const char **why)
 {
     const char *colon = memchr(line, ':', (size_t)(eol - line));
     const char *v, *ve = eol;
@@ -84,18 +87,26 @@ static int wire_check_header(const char *line, const char *eol, const char *acce
             return -EPROTO;
         }
         *seen |= 4;
-    } else if (wire_name_is(line, nlen, "Sec-WebSocket-Extensions") ||
-               wire_name_is(line, nlen, "Sec-WebSocket-Protocol")) {
+    } else if (wire_name_is(line, nlen, "Sec-WebSocket-Protocol")) {
+        /* RFC 6455 4.1: only the one offered, once. */
+        if (!protocol || vlen != strlen(protocol) || memcmp(v, protocol, vlen) ||
+            (*seen & 8)) {
+            *why = "a subprotocol the client did not offer";
+            return -EPROTO;
+        }
+        *seen |= 8;
+    } else if (wire_name_is(line, nlen, "Sec-WebSocket-Extensions")) {
         /* RFC 6455 4.1: the client asked for none, so any is a failure. */
-        *why = "extension or subprotocol the client did not ask for";
+        *why = "an extension the client did not ask for";
         return -EPROTO;
     }
     return 0;
 }
 
-int wsc_response_check(const char *buf, size_t len,
-                       const char key[WSC_KEY_LEN + 1], const char **why)
+int wsc_response_check(const char *buf, size_t len, const char key[WSC_KEY_LEN + 1],
+                       const char *protocol, const char **why)
 {
+    unsigned want = protocol && *protocol ? 15 : 7;
     static const char status[] = "HTTP/1.1 101";
     char accept[WS_ACCEPT_LEN + 1];
     const char *end = NULL, *line, *eol;
@@ -133,12 +144,14 @@ int wsc_response_check(const char *buf, size_t len,
             *why = "bare CR or LF in the head";
             return -EPROTO;
         }
-        if (wire_check_header(line, eol, accept, &seen, why) < 0)
+        if (wire_check_header(line, eol, accept, want == 15 ? protocol : NULL, &seen, why) < 0)
             return -EPROTO;
     }
-    if (seen != 7) {
-        *why = !(seen & 4) ? "no Sec-WebSocket-Accept"
-                           : !(seen & 1) ? "no Upgrade: websocket" : "no Connection: upgrade";
+    if (seen != want) {
+        *why = !(seen & 4)   ? "no Sec-WebSocket-Accept"
+               : !(seen & 1) ? "no Upgrade: websocket"
+               : !(seen & 2) ? "no Connection: upgrade"
+                             : "the subprotocol offered was not chosen";
         return -EPROTO;
     }
     return (int)(end - buf);

@@ -20,15 +20,17 @@
 /* Fills key with a fresh random key (NUL-terminated).  0 or -EIO. */
 int wsc_key_make(char key[WSC_KEY_LEN + 1]);
 
-/* Writes the upgrade request; returns its length, 0 when cap is too small. */
-size_t wsc_request_write(char *out, size_t cap, const char *host,
-                         const char *path, const char key[WSC_KEY_LEN + 1]);
+/* Writes the upgrade request, offering `protocol` in Sec-WebSocket-Protocol
+ * unless it is NULL or ""; returns its length, 0 when cap is too small. */
+size_t wsc_request_write(char *out, size_t cap, const char *host, const char *path,
+                         const char key[WSC_KEY_LEN + 1], const char *protocol);
 
-/* Checks a server's answer to the request sent with `key`.  Returns the
- * length of a complete, valid 101 head (> 0), 0 when more bytes are needed,
- * or -EPROTO with *why set to a short static reason. */
-int wsc_response_check(const char *buf, size_t len,
-                       const char key[WSC_KEY_LEN + 1], const char **why);
+/* Checks a server's answer to the request sent with `key` (and offering
+ * `protocol`, NULL or "": none, which the answer must then choose).  Returns
+ * the length of a complete, valid 101 head (> 0), 0 when more bytes are
+ * needed, or -EPROTO with *why set to a short static reason. */
+int wsc_response_check(const char *buf, size_t len, const char key[WSC_KEY_LEN + 1],
+                       const char *protocol, const char **why);
 
 /* Writes a masked client frame header for `len` payload bytes (first: FIN |
  * opcode); returns its size (6, 8 or 14).  The payload that follows must be

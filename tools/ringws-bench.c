@@ -12,6 +12,8 @@
  *   ringws-bench connect --url wss://127.0.0.1:8443/echo --resume --echo
  *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
  *   ringws-bench fanout --conns 100000 --procs 8 --messages 20 --server-pid PID
+ *   ringws-bench resume --topic hist --conns 1000 --messages 100 --open-window 1000
+ *   ringws-bench storm --topic hist --conns 10000 --rate 200 --server-pid PID
  *
  * Every run is bounded in time (--duration, --timeout) and only loopback
  * addresses are accepted as targets. */
@@ -32,6 +34,8 @@ static const struct bench_mode *const bench_modes[] = {
     &bench_mode_connect,
     &bench_mode_idle,
     &bench_mode_fanout,
+    &bench_mode_resume,
+    &bench_mode_storm,
 };
 
 #define BENCH_N_MODES (sizeof bench_modes / sizeof bench_modes[0])
@@ -55,28 +59,35 @@ static void bench_usage(FILE *f)
     fprintf(f,
             "options:\n"
             "  --url ws://127.0.0.1:PORT/PATH  target, loopback only (default\n"
-            "                     ws://127.0.0.1:8080/echo; fanout: .../ws?topics=TOPIC);\n"
+            "                     ws://127.0.0.1:8080/echo; fanout, resume, storm:\n"
+            "                     .../ws?topics=TOPIC)\n"
             "                     wss://... speaks TLS (fanout also publishes over https)\n"
             "  --conns N          connections; fanout: subscribers (default 100)\n"
             "  --inflight K       echo: messages outstanding per connection (default 1)\n"
-            "  --size BYTES       echo, fanout: payload size (default 20; fanout: 16 or more)\n"
+            "  --size BYTES       echo, fanout, resume, storm: payload size (default 20;\n"
+            "                     16 or more but for echo)\n"
             "  --text             echo: send text messages (default binary)\n"
             "  --duration S       measured time; idle: hold time (default 5)\n"
             "  --messages M       echo: stop after M messages; connect: after M handshakes;\n"
-            "                     fanout: publish M messages (default 10)\n"
-            "  --rate R           fanout: publishes per second (default 10)\n"
-            "  --topic NAME       fanout: topic to subscribe and publish to (default bench)\n"
+            "                     fanout: publish M messages (default 10); resume: M\n"
+            "                     published while the subscribers are away (default 100)\n"
+            "  --rate R           fanout, storm: publishes per second (default 10)\n"
+            "  --topic NAME       fanout, resume, storm: topic to subscribe and publish to\n"
+            "                     (default bench; resume and storm want one with history)\n"
             "  --token TOKEN      fanout: send Authorization: Bearer TOKEN with each publish\n"
             "  --procs P          fanout: processes running the subscribers (default 1)\n"
             "  --threads N        engine threads, one ring each (default 1; fanout: per\n"
             "                     process, at least enough for ulimit -n connections a ring)\n"
             "  --server-pid PID[,PID...]  read the server's CPU time and memory from\n"
-            "                     /proc; several: their sum (a proxy and the server behind it)\n"
+            "                     /proc; several: their sum (a proxy and the server behind it);\n"
+            "                     storm: the first one is sent SIGUSR2 (shed every WebSocket)\n"
             "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn (default: idle,\n"
             "                     fanout conns/10000+1, connect 16, echo 0 = none below 10000)\n"
             "  --open-window N    handshakes in progress per thread (default 256)\n"
             "  --timeout S        handshake, close and drain bound (default 10); fanout:\n"
-            "                     also each publish answer and the wait for the last delivery\n"
+            "                     also each publish answer and the wait for the last delivery;\n"
+            "                     resume, storm: also each wait for all the subscribers to\n"
+            "                     subscribe, resume, be live again\n"
             "  --json             print one JSON object instead of text\n"
             "  --echo             connect: one echo of --size bytes before each close\n"
             "wss:// (OpenSSL, memory BIOs on the same io_uring loop):\n"
@@ -234,12 +245,10 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     }
 }
 
-/* The fanout mode's path, counts and processes.  A ring's direct table
- * holds at most ulimit -n connections: without --threads, each process gets
- * as many rings as its share needs. */
-static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t ring_max)
+/* A subscriber's path: --url's, or /ws, with topics=--topic unless it
+ * names its topics. */
+static int bench_topic_path(struct bench_opts *o)
 {
-    uint64_t per_proc, need;
     char *q;
 
     if (!o->url_set)
@@ -260,6 +269,19 @@ static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t 
         fprintf(stderr, "ringws-bench: the subscriber URL is too long\n");
         return -ENAMETOOLONG;
     }
+    return 0;
+}
+
+/* The fanout mode's path, counts and processes.  A ring's direct table
+ * holds at most ulimit -n connections: without --threads, each process gets
+ * as many rings as its share needs. */
+static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t ring_max)
+{
+    uint64_t per_proc, need;
+    int ret;
+
+    if ((ret = bench_topic_path(o)) < 0)
+        return ret;
     if (!o->messages)
         o->messages = 10;
     if (o->messages > 1000000 || o->size < BENCH_FANOUT_HEAD || o->size > 1 << 20) {
@@ -278,6 +300,26 @@ static int bench_finish_fanout(struct bench_opts *o, bool threads_set, uint64_t 
     return 0;
 }
 
+/* The resume and storm modes: ringws.v1 subscribers of --topic, one
+ * process.  resume: --messages missed by each (default 100). */
+static int bench_finish_resume(struct bench *b)
+{
+    struct bench_opts *o = &b->o;
+    int ret;
+
+    if ((ret = bench_topic_path(o)) < 0)
+        return ret;
+    snprintf(o->subprotocol, sizeof o->subprotocol, "ringws.v1");
+    if (!o->messages)
+        o->messages = 100;
+    if (o->messages > 1000000 || o->size < BENCH_FANOUT_HEAD || o->size > 1 << 20) {
+        fprintf(stderr, "ringws-bench: %s takes --messages 1..1000000 and --size "
+                "16..1048576\n", b->mode->name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Defaults that depend on the mode, and limits that span options. */
 static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
 {
@@ -290,7 +332,11 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
     if (b->mode == &bench_mode_fanout) {
         if ((ret = bench_finish_fanout(o, threads_set, rl.rlim_cur)) < 0)
             return ret;
-    } else if (o->procs > 1) {
+    } else if (b->mode == &bench_mode_resume || b->mode == &bench_mode_storm) {
+        if ((ret = bench_finish_resume(b)) < 0)
+            return ret;
+    }
+    if (o->procs > 1 && b->mode != &bench_mode_fanout) {
         fprintf(stderr, "ringws-bench: --procs is for the fanout mode\n");
         return -EINVAL;
     }
@@ -306,7 +352,8 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
      * range (about 14000 ports per source address) each pick scans, and
      * opening slows from thousands per second to hundreds.  Stay below. */
     if (!src_set) {
-        if (b->mode == &bench_mode_idle || b->mode == &bench_mode_fanout)
+        if (b->mode == &bench_mode_idle || b->mode == &bench_mode_fanout ||
+            b->mode == &bench_mode_resume || b->mode == &bench_mode_storm)
             o->src_addrs = o->conns / BENCH_CONNS_PER_SRC + 1;
         else if (b->mode == &bench_mode_connect)
             o->src_addrs = 16;

@@ -37,12 +37,48 @@ static void test_response(void)
                                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
     const char *why = NULL;
 
-    CHECK(wsc_response_check(ok, sizeof ok - 1, test_key, &why) == (int)sizeof ok - 1);
+    CHECK(wsc_response_check(ok, sizeof ok - 1, test_key, NULL, &why) == (int)sizeof ok - 1);
     for (size_t n = 0; n < sizeof ok - 1; n++)
-        CHECK(wsc_response_check(ok, n, test_key, &why) == 0);
-    CHECK(wsc_response_check(bad_key, sizeof bad_key - 1, test_key, &why) < 0);
-    CHECK(wsc_response_check(no_upgrade, sizeof no_upgrade - 1, test_key, &why) < 0);
-    CHECK(wsc_response_check("HTTP/1.1 404 Not Found\r\n", 24, test_key, &why) < 0);
+        CHECK(wsc_response_check(ok, n, test_key, NULL, &why) == 0);
+    CHECK(wsc_response_check(bad_key, sizeof bad_key - 1, test_key, NULL, &why) < 0);
+    CHECK(wsc_response_check(no_upgrade, sizeof no_upgrade - 1, test_key, NULL, &why) < 0);
+    CHECK(wsc_response_check("HTTP/1.1 404 Not Found\r\n", 24, test_key, NULL, &why) < 0);
+}
+
+/* A subprotocol offered must be chosen, exactly and once; one not offered
+ * fails the handshake. */
+static void test_response_protocol(void)
+{
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+    char buf[512];
+    const char *why = NULL;
+    int n;
+
+    n = snprintf(buf, sizeof buf, "%sSec-WebSocket-Protocol: ringws.v1\r\n\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) == n);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v2", &why) < 0);
+    n = snprintf(buf, sizeof buf, "%s\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "", &why) == n);
+    n = snprintf(buf, sizeof buf,
+                 "%sSec-WebSocket-Protocol: ringws.v1\r\nSec-WebSocket-Protocol: ringws.v1\r\n\r\n",
+                 head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) < 0);
+}
+
+/* The request offers the subprotocol only when one is given. */
+static void test_request_protocol(void)
+{
+    char buf[512];
+    size_t n = wsc_request_write(buf, sizeof buf, "h:1", "/ws?topics=a", test_key, "ringws.v1");
+
+    CHECK(n > 0 && strstr(buf, "\r\nSec-WebSocket-Protocol: ringws.v1\r\n\r\n"));
+    n = wsc_request_write(buf, sizeof buf, "h:1", "/ws", test_key, NULL);
+    CHECK(n > 0 && !strstr(buf, "Sec-WebSocket-Protocol") && strstr(buf, "\r\n\r\n"));
+    CHECK(wsc_request_write(buf, 40, "h:1", "/ws", test_key, "ringws.v1") == 0);
 }
 
 /* Decodes `in` fed `step` bytes at a time; gathers data and control bytes. */
@@ -197,6 +233,8 @@ static void test_hist(void)
 int main(void)
 {
     test_response();
+    test_response_protocol();
+    test_request_protocol();
     test_frames();
     test_frame_errors();
     test_masked_write();

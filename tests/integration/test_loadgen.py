@@ -4,7 +4,10 @@ run (exit 0, no mismatch, loss, protocol error or unexpected close) with the
 exact counts asked for.  This keeps the instrument behind bench/RESULTS.md
 working, and it is one more independent client of the server: the fan-out
 mode checks that every subscriber gets every published message once and in
-order, across two generator processes.
+order, across two generator processes; the resume and storm modes that the
+ringws.v1 envelope's subscribers, leaving and coming back with their
+positions (by themselves, or shed by SIGUSR2 while a publisher goes on),
+miss nothing and get nothing twice.
 
 Then every mode again over wss://, against a ringws listening with TLS
 (bench/tls-setup.sh writes its certificate, as for bench/tls.sh): TLS 1.3
@@ -159,6 +162,43 @@ def t_fanout(target):
         eq(out["tls_handshakes_full"], 300, "TLS handshakes of the subscribers")
 
 
+# Topics with history for the envelope's modes (docs/PUBSUB.md); the
+# storm's shed close names at most a second, so that it ends quickly.
+HISTORY_ARGS = ["--topic", "hist*=close-1013,history=1000", "--reconnect-window", "1s"]
+
+
+def t_resume(target):
+    # 40 subscribers leave, 100 messages are published, all come back with
+    # their positions: each gets exactly the 100 it missed, in order.
+    out = clean(target, "resume", "/ws", "--topic", "hist.resume", "--conns", 40,
+                "--messages", 100, "--open-window", 40)
+    eq(out["subscribers"], 40, "subscribers")
+    eq(out["recovered"], 40, "subscriptions recovered")
+    eq(out["replayed"], 4000, "messages replayed (subscribers x missed)")
+    eq(out["resumed"], 40, "resumes complete")
+    for key in ("gap_notices", "epoch_changes", "duplicates", "gaps"):
+        eq(out[key], 0, "resume: " + key)
+    expect(0 < out["resume_us_p50"] <= out["resume_us_max"], "resume times measured", out)
+
+
+def t_storm(target):
+    # The server sheds every WebSocket while a publisher goes on: each of
+    # 40 subscribers comes back when its close says, with its position, and
+    # none loses or repeats a message.
+    out = clean(target, "storm", "/ws", "--topic", "hist.storm", "--conns", 40, "--rate", 100)
+    eq(out["subscribers"], 40, "subscribers")
+    eq(out["shed"], 40, "connections shed with 1012")
+    eq(out["closes_without_hint"], 0, "shed closes without a retry hint")
+    expect(out["retry_hint_ms_max"] < 1000, "hints within --reconnect-window", out)
+    eq(out["reconnects"], 40, "reconnects")
+    eq(out["recovered"], 40, "reconnects recovered")
+    eq(out["live_again"], 40, "subscribers live again")
+    for key in ("gap_notices", "epoch_changes", "duplicates", "gaps"):
+        eq(out[key], 0, "storm: " + key)
+    expect(out["published"] > out["published_before_shed"] > 0,
+           "published before and after the shed", out)
+
+
 def t_verify(target, ca, other_ca):
     out = clean(target, "echo", "/echo", "--conns", 2, "--messages", 20, "--ca", ca)
     eq(out["tls_verify"], "ca", "verification on")
@@ -188,7 +228,8 @@ def mode_cases(r, target, prefix):
     for name, fn in (("echo-binary", t_echo), ("echo-text", t_echo_text),
                      ("echo-large", t_echo_large), ("connect", t_connect),
                      ("connect-echo", t_connect_echo), ("idle", t_idle),
-                     ("fanout-two-processes", t_fanout)):
+                     ("fanout-two-processes", t_fanout), ("resume", t_resume),
+                     ("storm", t_storm)):
         r.case(prefix + name, fn, target, timeout=60)
 
 
@@ -199,7 +240,8 @@ def tls_cases(r, srv, tmp):
         subprocess.run(["sh", TLS_SETUP, "cert", d], check=True, timeout=T(20))
         certs[name] = (os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
     cert, key = certs["server"]
-    with r.server(["--workers", "2", "--tls-cert", cert, "--tls-key", key], "tls") as tsrv:
+    with r.server(["--workers", "2", "--tls-cert", cert, "--tls-key", key] + HISTORY_ARGS,
+                  "tls") as tsrv:
         tls = Target("wss://127.0.0.1:%d" % tsrv.port, [tsrv.pid])
         mode_cases(r, tls, "wss-")
         r.case("wss-connect-resume-tls13", t_resume_tls13, tls, timeout=60)
@@ -212,7 +254,7 @@ def main():
     r = Runner("loadgen")
     if not os.access(BENCH, os.X_OK):
         fail("RINGWS_BENCH must name the built tools/ringws-bench (got %r)" % BENCH)
-    with r.server(["--workers", "2"], "two-workers") as srv:
+    with r.server(["--workers", "2"] + HISTORY_ARGS, "two-workers") as srv:
         mode_cases(r, Target("ws://127.0.0.1:%d" % srv.port, [srv.pid]), "")
         with tempfile.TemporaryDirectory(prefix="ringws-loadgen-") as tmp:
             tls_cases(r, srv, tmp)
