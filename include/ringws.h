@@ -288,6 +288,13 @@ struct ringws_config {
                                 * shared frames); past it the oldest
                                 * messages of all topics go first; default
                                 * 64 MiB */
+    /* A topic's sequence (epoch, last offset) outlives its last subscriber
+     * and its history by sequence_idle_ms (default 300000), so that a
+     * client back within it resumes without a false gap; at most
+     * sequence_idle_max idle sequences are kept (default 65536; past it
+     * the longest idle is forgotten first).  0: forgotten at once. */
+    unsigned sequence_idle_ms;
+    uint32_t sequence_idle_max;
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };

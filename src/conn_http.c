@@ -438,6 +438,8 @@ static void conn_http_metrics_history(struct metrics_text *body, struct ringws_s
     seq_stats(srv, &s);
     metrics_write_family(body, "ringws_sequences", "gauge");
     metrics_write_sample(body, "ringws_sequences", NULL, s.topics);
+    metrics_write_family(body, "ringws_sequences_idle", "gauge");
+    metrics_write_sample(body, "ringws_sequences_idle", NULL, s.idle_topics);
     metrics_write_family(body, "ringws_history_messages", "gauge");
     metrics_write_sample(body, "ringws_history_messages", NULL, s.history_messages);
     metrics_write_family(body, "ringws_history_bytes", "gauge");

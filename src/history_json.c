@@ -131,7 +131,7 @@ int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
     if (!msgs)
         return -ENOMEM;
     seq_lock(srv);
-    st = seq_topic_get(srv, topic, len); /* unknown: a new epoch, forgotten at once */
+    st = seq_topic_get(srv, topic, len); /* unknown: a new epoch, kept while idle */
     if (!st) {
         seq_unlock(srv);
         free(msgs);

@@ -388,7 +388,6 @@ struct ringws_server {
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
-    bool history_ttl;            /* a topic rule has a history-ttl: worker 0 sweeps */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -554,7 +553,8 @@ void pubsub_worker_abandon(struct worker *w);
 /* ---- pubsub_seq.c: every topic's sequence and history ------------------- */
 
 /* A topic of the server (not of a worker): its sequence and history, held
- * while a worker has subscribers of it or its history holds a message. */
+ * while a worker has subscribers of it or its history holds a message, and
+ * then for sequence_idle_ms (at most sequence_idle_max idle topics). */
 struct seq_topic;
 
 /* Where a topic stands: its epoch, the offset of its last message, the
@@ -569,7 +569,7 @@ enum seq_resume { SEQ_RECOVERED, SEQ_GAP, SEQ_RESUME_OUTCOMES };
 
 /* What /metrics shows of the sequencer. */
 struct seq_stats {
-    uint64_t topics, history_messages, history_bytes;
+    uint64_t topics, idle_topics, history_messages, history_bytes;
     uint64_t evicted[HIST_EVICT_REASONS];
     uint64_t resumes[SEQ_RESUME_OUTCOMES];
 };
@@ -599,17 +599,19 @@ bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t aft
  * NULL. */
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);
 /* A worker's index holds the topic (hold) or no longer does (drop). */
-void seq_topic_hold(struct seq_topic *t);
+void seq_topic_hold(struct ringws_server *srv, struct seq_topic *t);
 void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
-/* A topic no worker holds and whose history is empty is forgotten at the
- * next seq_unlock. */
+/* A topic no worker holds and whose history is empty goes idle at the
+ * next seq_unlock (forgotten past the idle cap, or by seq_sweep past its
+ * grace). */
 void seq_topic_settle(struct ringws_server *srv, struct seq_topic *t);
 /* Any thread, without the lock. */
 void seq_count_resume(struct ringws_server *srv, enum seq_resume outcome);
 /* Takes the lock: drops what is past its age from up to budget histories
  * with a history-ttl, going on from where the last sweep stopped, so that
- * an expired history gives its memory back (and its topic may be
- * forgotten) without waiting to be published to or read. */
+ * an expired history gives its memory back (and its topic may go idle)
+ * without waiting to be published to or read; then forgets up to budget
+ * topics idle past sequence_idle_ms. */
 void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget);
 void seq_stats(struct ringws_server *srv, struct seq_stats *out);
 

@@ -61,7 +61,9 @@ static const struct {
     {"ringws_tls_handshake_failures_total", "TLS connections that failed."},
     {"ringws_tls_handshakes_deferred_total", "TLS handshake steps put off to a later loop turn."},
     {"ringws_auth_failures_total", "Signed tokens refused, by reason (docs/SECURITY.md)."},
-    {"ringws_sequences", "Topics the sequencer holds (with subscribers or history)."},
+    {"ringws_sequences", "Topics the sequencer holds (with subscribers or history, or idle)."},
+    {"ringws_sequences_idle", "Sequences kept idle (no subscriber, no history) for "
+                              "sequence_idle, bounded by sequence_idle_max."},
     {"ringws_history_messages", "Messages held by topics' histories now."},
     {"ringws_history_bytes", "Memory the histories' messages pin now (their shared frames), "
                              "bounded by history_memory."},

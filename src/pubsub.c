@@ -185,7 +185,7 @@ static int pubsub_start_sync(struct worker *w, const char *name, size_t len, str
     if (ss->answer)
         r = pubsub_start_read(srv, st, ss);
     if (r == 0 && !t)
-        seq_topic_hold(st);
+        seq_topic_hold(srv, st);
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
     seq_unlock(srv);

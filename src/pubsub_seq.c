@@ -8,8 +8,10 @@
  * held just long enough to give the offset, append to the history and post
  * the message to the inboxes (pubsub.c; the argument is in
  * docs/ARCHITECTURE.md, "Sequences").  The table holds a topic while a
- * worker has subscribers of it or its history holds a message; a topic
- * forgotten starts again with a new epoch.  Below it: the history rings
+ * worker has subscribers of it or its history holds a message, and then,
+ * idle, for sequence_idle_ms (at most sequence_idle_max idle topics): a
+ * client back within it resumes from its offset instead of being told of
+ * a gap nothing caused.  A topic forgotten starts again with a new epoch.  Below it: the history rings
  * (history.c).  Above it: pubsub.c, /metrics and GET /history. */
 #include <errno.h>
 #include <pthread.h>
@@ -26,7 +28,10 @@
 
 struct seq_topic {
     struct seq_topic *next;      /* in its bucket */
-    struct seq_topic *idle_next; /* on the list to forget, when idle_listed */
+    struct seq_topic *check_next; /* on the list to check at the unlock */
+    /* On the idle list (oldest idle first) while idle_listed. */
+    struct seq_topic *idle_prev, *idle_next;
+    uint64_t idle_ns;            /* when it went idle */
     /* On the list of histories with an age limit that hold messages, which
      * the sweep walks (seq_sweep). */
     struct seq_topic *ttl_prev, *ttl_next;
@@ -34,7 +39,7 @@ struct seq_topic {
     uint64_t hash;
     uint64_t last;               /* offset of the last publish; 0: none */
     uint32_t workers;            /* workers whose index holds the topic */
-    bool idle_listed;
+    bool check_listed, idle_listed;
     char epoch[SEQ_EPOCH_LEN + 1];
     struct history hist;
     uint16_t len;
@@ -47,7 +52,10 @@ struct sequencer {
     uint32_t mask, n;
     uint64_t key[2];
     struct history_set hist;
-    struct seq_topic *idle;      /* maybe forgotten at the unlock */
+    struct seq_topic *check;     /* maybe idle at the unlock */
+    struct seq_topic *idle_head, *idle_tail; /* idle topics, longest idle first */
+    uint32_t n_idle, idle_max;
+    uint64_t idle_grace_ns;
     struct seq_topic *ttl_head;  /* histories to sweep */
     struct seq_topic *ttl_cursor; /* where the next sweep starts; NULL: at the head */
     _Atomic uint64_t resumes[SEQ_RESUME_OUTCOMES]; /* counted without the lock */
@@ -58,13 +66,49 @@ static struct seq_topic *seq_of_history(struct history *h)
     return (struct seq_topic *)((char *)h - offsetof(struct seq_topic, hist));
 }
 
+static bool seq_topic_idle(const struct seq_topic *t)
+{
+    return !t->workers && !t->hist.n;
+}
+
 static void seq_idle_mark(struct sequencer *q, struct seq_topic *t)
 {
-    if (t->idle_listed || t->workers || t->hist.n)
+    if (t->check_listed || t->idle_listed || !seq_topic_idle(t))
         return;
+    t->check_listed = true;
+    t->check_next = q->check;
+    q->check = t;
+}
+
+static void seq_idle_push(struct sequencer *q, struct seq_topic *t, uint64_t now_ns)
+{
     t->idle_listed = true;
-    t->idle_next = q->idle;
-    q->idle = t;
+    t->idle_ns = now_ns;
+    t->idle_next = NULL;
+    t->idle_prev = q->idle_tail;
+    if (q->idle_tail)
+        q->idle_tail->idle_next = t;
+    else
+        q->idle_head = t;
+    q->idle_tail = t;
+    q->n_idle++;
+}
+
+/* The topic is in use again (or forgotten): off the idle list. */
+static void seq_idle_unlink(struct sequencer *q, struct seq_topic *t)
+{
+    if (!t->idle_listed)
+        return;
+    if (t->idle_prev)
+        t->idle_prev->idle_next = t->idle_next;
+    else
+        q->idle_head = t->idle_next;
+    if (t->idle_next)
+        t->idle_next->idle_prev = t->idle_prev;
+    else
+        q->idle_tail = t->idle_prev;
+    t->idle_listed = false;
+    q->n_idle--;
 }
 
 /* A message left its topic's history: the history's reference goes. */
@@ -85,6 +129,8 @@ int seq_create(struct ringws_server *srv)
     pthread_mutex_init(&q->lock, NULL);
     memcpy(q->key, srv->topic_key, sizeof(q->key));
     history_set_init(&q->hist, srv->cfg.max_history_bytes, seq_history_release, q);
+    q->idle_grace_ns = (uint64_t)srv->cfg.sequence_idle_ms * 1000000u;
+    q->idle_max = q->idle_grace_ns ? srv->cfg.sequence_idle_max : 0;
     srv->seq = q;
     return 0;
 }
@@ -124,7 +170,8 @@ static void seq_forget(struct sequencer *q, struct seq_topic *t)
         pp = &(*pp)->next;
     *pp = t->next;
     q->n--;
-    t->idle_listed = true; /* its history's release must not list it again */
+    seq_idle_unlink(q, t);
+    t->check_listed = true; /* its history's release must not list it again */
     seq_ttl_unlink(q, t);
     history_clear(&q->hist, &t->hist);
     free(t);
@@ -150,19 +197,24 @@ void seq_lock(struct ringws_server *srv)
     pthread_mutex_lock(&srv->seq->lock);
 }
 
-/* Topics left idle by this critical section are forgotten before the lock
- * goes: the table holds no topic that nothing needs. */
+/* Topics left idle by this critical section go on the idle list before
+ * the lock goes, and past the list's cap the longest idle are forgotten:
+ * topics nothing needs cost at most idle_max entries, whatever names
+ * publishers make up. */
 void seq_unlock(struct ringws_server *srv)
 {
     struct sequencer *q = srv->seq;
+    uint64_t now_ns = q->check ? timer_now_ns() : 0;
 
-    while (q->idle) {
-        struct seq_topic *t = q->idle;
-        q->idle = t->idle_next;
-        t->idle_listed = false;
-        if (!t->workers && !t->hist.n)
-            seq_forget(q, t);
+    while (q->check) {
+        struct seq_topic *t = q->check;
+        q->check = t->check_next;
+        t->check_listed = false;
+        if (seq_topic_idle(t))
+            seq_idle_push(q, t, now_ns);
     }
+    while (q->n_idle > q->idle_max)
+        seq_forget(q, q->idle_head);
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -276,6 +328,8 @@ static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, str
      * means. */
     if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
         atomic_fetch_sub(&m->refs, 1);
+    if (t->hist.n)
+        seq_idle_unlink(q, t);
     seq_ttl_link(q, t);
 }
 
@@ -290,10 +344,13 @@ void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget)
         struct seq_topic *next = t->ttl_next;
         history_expire(&q->hist, &t->hist, now_ns);
         if (!t->hist.n)
-            seq_ttl_unlink(q, t); /* forgotten at the unlock when idle */
+            seq_ttl_unlink(q, t); /* idle at the unlock, when no worker holds it */
         t = next;
     }
     q->ttl_cursor = t;
+    for (unsigned n = 0; n < budget && q->idle_head &&
+                        q->idle_head->idle_ns + q->idle_grace_ns <= now_ns; n++)
+        seq_forget(q, q->idle_head);
     seq_unlock(srv);
 }
 
@@ -356,9 +413,10 @@ struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
     return m;
 }
 
-void seq_topic_hold(struct seq_topic *t)
+void seq_topic_hold(struct ringws_server *srv, struct seq_topic *t)
 {
     t->workers++;
+    seq_idle_unlink(srv->seq, t);
 }
 
 void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t)
@@ -383,6 +441,7 @@ void seq_stats(struct ringws_server *srv, struct seq_stats *out)
 
     seq_lock(srv);
     out->topics = q->n;
+    out->idle_topics = q->n_idle;
     out->history_messages = q->hist.n;
     out->history_bytes = q->hist.bytes;
     memcpy(out->evicted, q->hist.evicted, sizeof(out->evicted));

@@ -49,6 +49,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->max_publish = 1u << 20;
     cfg->max_inbox_bytes = 64u << 20;
     cfg->max_history_bytes = 64u << 20;
+    cfg->sequence_idle_ms = 300000;
+    cfg->sequence_idle_max = 65536;
     cfg->max_topics = 64;
     cfg->tls_ticket_lifetime_s = 7200;
     cfg->tls_handshake_budget_us = 2000;
@@ -240,8 +242,6 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     ret = conn_addr_table_create(srv);
     if (ret == 0)
         ret = seq_create(srv);
-    for (size_t i = 0; i < cfg->n_topic_rules; i++)
-        srv->history_ttl |= cfg->topic_rules[i].history_ttl_ms != 0;
     pthread_rwlock_init(&srv->token_lock, NULL);
     if (ret == 0 && cfg->n_token_keys)
         ret = server_read_token_keys(srv, &srv->token_keys);

@@ -92,8 +92,8 @@ static void worker_ticked(void *ctx)
 
     timer_wheel_expire(&w->wheel, now, conn_on_timer);
     /* Once a second, a bounded step through the histories with an age
-     * limit (pubsub_seq.c); a server without one pays nothing. */
-    if (w->srv->history_ttl && w->id == 0 && now % (1000 / TIMER_TICK_MS) == 0)
+     * limit and the sequences idle past their grace (pubsub_seq.c). */
+    if (w->id == 0 && now % (1000 / TIMER_TICK_MS) == 0)
         seq_sweep(w->srv, timer_now_ns(), 1024);
     if (w->srv->cfg.n_token_keys) /* no token, no expiry: a server without keys pays nothing */
         conn_auth_tick(w, now);

@@ -854,9 +854,10 @@ static int resume_run(struct bench *b)
     if (ret < 0)
         return ret;
     fig.have_rss = proc_server_rss_kb(o, &fig.rss0_kb) == 0;
-    /* A topic with history is forgotten (its epoch with it) when it has
-     * neither subscribers nor messages: one message before the subscribers
-     * keeps it while they are away. */
+    /* A topic with neither subscribers nor messages is forgotten (its
+     * epoch with it) past --sequence-idle, at once with 0: one message
+     * before the subscribers keeps it while they are away whatever the
+     * server's setting. */
     if (!res_pub_next(&pub, o) || (ret = res_start(b, &fig, false)) < 0) {
         res_pub_close(&pub);
         res_free(b);

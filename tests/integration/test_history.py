@@ -13,7 +13,9 @@ the upgrade, 1008 in `sub`); a replay that cannot fit --fanout-queue is a
 `gap`; clients resuming from random recent positions
 while a publisher hammers the topic each end with a contiguous sequence;
 SIGUSR2 closes every WebSocket with 1012 and a resume after it loses
-nothing; GET /history answers JSON (limit, since, gap, base64 for binary)
+nothing; a topic left idle keeps its sequence for --sequence-idle (resume
+`recovered`, with or without history), then is forgotten (new epoch), and
+past --sequence-idle-max the longest idle goes first; GET /history answers JSON (limit, since, gap, base64 for binary)
 behind the same guard as POST /publish; /metrics shows the history."""
 
 import base64
@@ -426,20 +428,85 @@ def t_resume_gap(port):
     close_all([ws, holder, holder2])
 
 
+def wait_metric(port, name, ok, what):
+    deadline = time.monotonic() + T(5)
+    while not ok(metric(port, name) or 0):
+        if time.monotonic() > deadline:
+            fail("%s: %s stayed %r" % (what, name, metric(port, name)))
+        time.sleep(0.05)
+
+
+def leave(port, conns):
+    """Closes conns and waits until their topics are idle in the sequencer."""
+    before = metric(port, "ringws_sequences_idle") or 0
+    close_all(conns)
+    wait_metric(port, "ringws_sequences_idle", lambda v: v >= before + len(conns),
+                "the topics left by their subscribers are idle")
+
+
+def t_idle_sequence_kept(port):
+    """A topic nobody holds keeps its sequence for --sequence-idle: a
+    client back within it resumes without a gap (with a history rule or
+    without, published to or not), and a publish meanwhile still counts."""
+    a = env_open(port, "idle.nohist")
+    ea, la = subscribed(a, "idle.nohist")
+    b = env_open(port, "h.idle")  # history rule, nothing published
+    eb, lb = subscribed(b, "h.idle")
+    c = env_open(port, "idle.missed")
+    ec, lc = subscribed(c, "idle.missed")
+    leave(port, [a, b, c])
+    post(port, "idle.missed", b"while away")
+    ws = env_open(port, "idle.nohist,h.idle", since="idle.nohist:%s:%d,h.idle:%s:%d"
+                  % (ea, la, eb, lb))
+    expect_notice(ws, "recovered", "idle.nohist", ea, str(la + 1), str(la))
+    expect_notice(ws, "recovered", "h.idle", eb, str(lb + 1), str(lb))
+    post(port, "idle.nohist", b"live")
+    expect_msg(ws, "idle.nohist", ea, la + 1, b"live")
+    ws2 = env_open(port, "idle.missed", since="idle.missed:%s:%d" % (ec, lc))
+    expect_notice(ws2, "gap", "idle.missed", ec, str(lc + 2), str(lc + 1))
+    close_all([ws, ws2])
+
+
+def get_epoch(port, topic):
+    status, body = get_json(port, "/history/" + topic)
+    eq(status, 200, "GET /history/" + topic)
+    return body["epoch"]
+
+
 def t_forgotten_topic_new_epoch(port):
+    """Past --sequence-idle (200ms here) an idle topic is forgotten by the
+    sweep: its next use starts a new epoch and a resume from the old one
+    is a gap."""
     holder, epoch, last = fresh_topic(port, "forget.me", 2)  # no history rule
     holder.close()
     deadline = time.monotonic() + T(5)
-    while True:  # the holder's close reaches its worker
-        ws = env_open(port, "forget.me")
-        e2, l2 = subscribed(ws, "forget.me")
-        ws.close()
-        if e2 != epoch:
-            break
+    while get_epoch(port, "forget.me") == epoch:
         if time.monotonic() > deadline:
-            fail("the topic kept its epoch after its last subscriber left")
-        time.sleep(0.05)
-    eq(l2, 0, "a new sequence starts at 0")
+            fail("the topic kept its epoch past its idle grace")
+        time.sleep(0.1)
+    ws = env_open(port, "forget.me", since="forget.me:%s:%d" % (epoch, last))
+    fields = expect_notice(ws, "gap", "forget.me", None, "1", "0")
+    expect(fields[2] != epoch, "a new epoch", fields)
+    ws.close()
+
+
+def t_idle_cap(port):
+    """--sequence-idle-max 1: the longest idle sequence is forgotten first."""
+    a = env_open(port, "cap.a")
+    ea, la = subscribed(a, "cap.a")
+    leave(port, [a])
+    b = env_open(port, "cap.b")
+    eb, lb = subscribed(b, "cap.b")
+    b.close()
+    wait_metric(port, "ringws_sequences", lambda v: v == 1, "cap.a forgotten, cap.b idle")
+    eq(metric(port, "ringws_sequences_idle"), 1, "idle sequences under the cap")
+    ws = env_open(port, "cap.b", since="cap.b:%s:%d" % (eb, lb))
+    expect_notice(ws, "recovered", "cap.b", eb, str(lb + 1), str(lb))
+    ws.close()
+    ws = env_open(port, "cap.a", since="cap.a:%s:%d" % (ea, la))
+    fields = expect_notice(ws, "gap", "cap.a", None, "1", "0")
+    expect(fields[2] != ea, "a new epoch", fields)
+    ws.close()
 
 
 def t_resume_ttl(port):
@@ -473,8 +540,15 @@ def t_ttl_swept(port):
         if time.monotonic() > deadline:
             fail("the expired messages of an untouched topic were not dropped")
         time.sleep(0.1)
-    status, body = get_json(port, "/history/ttl.sweep")
-    expect(body["epoch"] != epoch and body["last"] == 0, "a forgotten topic's new sequence", body)
+    deadline = time.monotonic() + T(5)
+    while True:  # then idle for --sequence-idle, then forgotten
+        status, body = get_json(port, "/history/ttl.sweep")
+        if body["epoch"] != epoch:
+            break
+        if time.monotonic() > deadline:
+            fail("the swept topic was not forgotten past its idle grace")
+        time.sleep(0.1)
+    eq(body["last"], 0, "a forgotten topic's new sequence")
 
 
 def t_resume_memory(port):
@@ -730,13 +804,18 @@ def main():
         r.case("since-needs-envelope-malformed-positions", t_since_needs_envelope, p)
         r.case("resume-recovered", t_resume_recovered, p)
         r.case("resume-gap-epoch-future-evicted", t_resume_gap, p)
-        r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, p)
+        r.case("idle-sequence-kept-resume-recovered", t_idle_sequence_kept, p)
         r.case("resume-after-ttl-is-a-gap", t_resume_ttl, p)
-        r.case("expired-history-swept-topic-forgotten", t_ttl_swept, p)
         r.case("resume-race-at-the-seam", t_resume_race, p, timeout=60)
         r.case("get-history", t_get_history, p)
         r.case("sigusr2-closes-1012-and-resume-loses-nothing", t_sigusr2, srv)
         r.case("metrics-history-families", t_metrics, p)
+    with r.server(WORKERS + ["--sequence-idle", "200ms", "--topic",
+                             "ttl.*=history=100,history-ttl=300ms"], "history-idle-grace") as srv:
+        r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, srv.port)
+        r.case("expired-history-swept-topic-forgotten", t_ttl_swept, srv.port)
+    with r.server(WORKERS + ["--sequence-idle-max", "1"], "history-idle-cap") as srv:
+        r.case("idle-sequences-capped-longest-idle-first", t_idle_cap, srv.port)
     with r.server(["--publish-token", "tok-1"], "history-publish-token") as srv:
         r.case("get-history-needs-the-publish-token", t_get_history_token, srv.port)
     tmp = tempfile.mkdtemp(prefix="ringws-history-")
