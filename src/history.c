@@ -61,6 +61,14 @@ static int history_grow(struct history *h)
     return 0;
 }
 
+/* Appends are in time order across topics: the set's first node is the
+ * oldest of its own history too. */
+static void history_trim(struct history_set *set)
+{
+    while (set->bytes > set->cap && set->n)
+        history_pop(set, set->all.next->h, HIST_EVICT_MEMORY);
+}
+
 void history_expire(struct history_set *set, struct history *h, uint64_t now_ns)
 {
     struct hist_node *first;
@@ -90,11 +98,17 @@ int history_append(struct history_set *set, struct history *h, struct hist_node 
     set->bytes += node->bytes;
     set->n++;
     history_expire(set, h, now_ns);
-    /* Appends are in time order across topics: the set's first node is the
-     * oldest of its own history too. */
-    while (set->bytes > set->cap && set->n)
-        history_pop(set, set->all.next->h, HIST_EVICT_MEMORY);
+    history_trim(set);
     return 0;
+}
+
+void history_charge(struct history_set *set, struct hist_node *node, size_t bytes)
+{
+    if (!node->h)
+        return;
+    node->bytes += bytes;
+    set->bytes += bytes;
+    history_trim(set);
 }
 
 uint64_t history_oldest(const struct history *h, uint64_t last)

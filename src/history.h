@@ -67,6 +67,9 @@ void history_init(struct history *h, uint32_t limit, uint64_t ttl_ns);
  * alone is more than the cap).  0, or -ENOMEM (nothing appended). */
 int history_append(struct history_set *set, struct history *h, struct hist_node *node,
                    uint64_t offset, uint64_t now_ns);
+/* The node, if still held, pins bytes more (a frame built after it was
+ * appended); past the cap the oldest of all topics go (node included). */
+void history_charge(struct history_set *set, struct hist_node *node, size_t bytes);
 /* Evicts what is older than the ttl at now_ns. */
 void history_expire(struct history_set *set, struct history *h, uint64_t now_ns);
 /* The offset of the oldest held message; when none is held, last + 1. */

@@ -84,7 +84,7 @@ struct pub_msg {
     uint64_t offset;              /* in its topic's sequence, from 1 */
     char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
     struct hist_node hist;        /* while its topic's history holds it */
-    char topic[RINGWS_MAX_TOPIC + 1];
+    const char *topic;            /* topic_len bytes, after the raw frame */
     struct pub_slot slots[];      /* one per worker */
 };
 
@@ -522,7 +522,7 @@ void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
 void pubsub_msg_unref(struct pub_msg *m);
 /* The message's ringws.v1 frame, built on first need; NULL without memory. */
-const struct pub_env *pubsub_env(struct pub_msg *m);
+const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m);
 void pubsub_conn_gone(struct ringws_conn *c);
 /* Subscribes c to every topic of a valid list (topic_list_valid), each
  * from the position given for it in a valid position list (positions,
@@ -589,6 +589,10 @@ struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, siz
  * history (which takes a reference of its own when it keeps it).  0,
  * -ENOMEM or -EIO. */
 int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
+/* Any thread, without the lock (it takes it when m may be held): m's
+ * ringws.v1 frame of that many bytes was built; a history holding m counts
+ * it from now on. */
+void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t bytes);
 /* The topic's position now (expired history dropped first). */
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v);
 /* Whether the history gives exactly what follows offset `after` of the

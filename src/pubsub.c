@@ -209,7 +209,7 @@ static void pubsub_start_release(struct sub_start *ss)
 static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
 {
     struct pub_slot *s = &m->slots[c->w->id];
-    const struct pub_env *env = pubsub_env(m);
+    const struct pub_env *env = pubsub_env(c->w->srv, m);
     bool fresh = s->local_refs == 0;
     int r;
 
@@ -236,7 +236,7 @@ static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss
     size_t room = c->w->srv->cfg.max_fanout_queue, need = 0;
 
     for (uint64_t i = 0; i < ss->n_replay; i++) {
-        const struct pub_env *env = ss->replay[i] ? pubsub_env(ss->replay[i]) : NULL;
+        const struct pub_env *env = ss->replay[i] ? pubsub_env(c->w->srv, ss->replay[i]) : NULL;
         if (!env)
             return false;
         need += env->f.len + OUT_CHUNK_OVERHEAD;
@@ -439,7 +439,7 @@ void pubsub_msg_unref(struct pub_msg *m)
 /* Built by the first worker that needs it; a worker that loses the race to
  * publish its copy frees it: the frame is still built once per message in
  * the common case and never copied per subscriber. */
-const struct pub_env *pubsub_env(struct pub_msg *m)
+const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
 {
     struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
     char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
@@ -461,8 +461,10 @@ const struct pub_env *pubsub_env(struct pub_msg *m)
     memcpy(mine->data + h + ln, m->raw.bytes + m->frame_hdr, payload);
     mine->f = (struct pub_frame){mine->data, (uint32_t)(h + ln + payload)};
     if (atomic_compare_exchange_strong_explicit(&m->env, &env, mine, memory_order_acq_rel,
-                                                memory_order_acquire))
+                                                memory_order_acquire)) {
+        seq_message_charge(srv, m, sizeof(*mine) + mine->f.len);
         return mine;
+    }
     free(mine);
     return env;
 }
@@ -480,8 +482,12 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     size_t slots = srv->n_workers * sizeof(struct pub_slot);
     uint8_t hdr[WS_MAX_SERVER_HEADER];
     size_t h = ws_frame_header(hdr, WS_FIN | (binary ? WS_OP_BINARY : WS_OP_TEXT), len);
-    struct pub_msg *m = malloc(sizeof(*m) + slots + h + len);
+    /* One allocation: the message, its slots, the raw frame, the topic
+     * (its own length, not RINGWS_MAX_TOPIC: a held message costs what it
+     * says). */
+    struct pub_msg *m = malloc(sizeof(*m) + slots + h + len + topic_len);
     uint8_t *frame;
+    char *name;
 
     if (!m)
         return NULL;
@@ -495,7 +501,9 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     m->frame_hdr = (uint8_t)h;
     m->published_ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
-    memcpy(m->topic, topic, topic_len);
+    name = (char *)frame + h + len;
+    memcpy(name, topic, topic_len);
+    m->topic = name;
     for (unsigned i = 0; i < srv->n_workers; i++)
         m->slots[i].msg = m;
     return m;
@@ -575,7 +583,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
         struct ringws_conn *c = t->subs[i];
         if (!(c->flags & CF_ENVELOPE))
             n += pubsub_queue_to(c, s, t, &m->raw);
-        else if (env || (env = pubsub_env(m)))
+        else if (env || (env = pubsub_env(w->srv, m)))
             n_env += pubsub_queue_to(c, s, t, &env->f);
         else
             STAT_ADD(w, fanout_dropped, 1);
@@ -596,7 +604,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 /* What a message holds while it waits in an inbox. */
 static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len;
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->topic_len;
 }
 
 /* Gives back the room m took in the first n inboxes. */

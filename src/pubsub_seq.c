@@ -303,14 +303,23 @@ struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, siz
     return t;
 }
 
-/* What a held message pins: the message with its slots and raw frame, and
- * the ringws.v1 frame it has or will have (built once, at most). */
+/* What a held message pins: the message with its slots, raw frame and
+ * topic; its ringws.v1 frame is counted when built (seq_message_charge). */
 static size_t seq_message_bytes(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    size_t env = m->raw.len + WS_MAX_SERVER_HEADER + m->topic_len + SEQ_EPOCH_LEN + 28;
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->topic_len;
+}
 
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len +
-           sizeof(struct pub_env) + env;
+void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t bytes)
+{
+    /* hist.bytes is set at the publish, before any worker sees m, and only
+     * under the lock after: a message of a topic without history takes no
+     * lock here. */
+    if (!m->hist.bytes)
+        return;
+    seq_lock(srv);
+    history_charge(&srv->seq->hist, &m->hist, bytes);
+    seq_unlock(srv);
 }
 
 static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)

@@ -186,6 +186,30 @@ static void test_serves(void)
     history_clear(&set, &h);
 }
 
+/* A frame built after the append is counted from then on, evicts past the
+ * cap like an append, and a node no longer held is not counted at all. */
+static void test_charge(void)
+{
+    struct history_set set;
+    struct history a;
+    struct item it[4];
+
+    released_total = 0;
+    fill(it, 4, 100);
+    history_set_init(&set, 400, on_release, NULL);
+    history_init(&a, 10, 0);
+    for (uint64_t o = 1; o <= 3; o++)
+        CHECK(history_append(&set, &a, &it[o - 1].node, o, o) == 0);
+    history_charge(&set, &it[2].node, 50);
+    CHECK(set.bytes == 350 && it[2].node.bytes == 150 && released_total == 0);
+    history_charge(&set, &it[1].node, 100); /* 450 > 400: the oldest goes */
+    CHECK(set.bytes == 350 && released_total == 1 && it[0].released == 1);
+    history_charge(&set, &it[0].node, 1000); /* not held: nothing counted */
+    CHECK(set.bytes == 350 && set.n == 2 && released_total == 1);
+    history_clear(&set, &a);
+    CHECK(set.bytes == 0 && released_total == 3);
+}
+
 int main(void)
 {
     test_append_lookup_count();
@@ -194,5 +218,6 @@ int main(void)
     test_no_history();
     test_wrap();
     test_serves();
+    test_charge();
     return check_done("history");
 }
