@@ -31,6 +31,7 @@ static void history_pop(struct history_set *set, struct history *h, enum hist_ev
     h->ring[h->head] = NULL;
     h->head = h->head + 1 == h->cap ? 0 : h->head + 1;
     h->n--;
+    h->first++;
     node->prev->next = node->next;
     node->next->prev = node->prev;
     node->h = NULL;
@@ -87,9 +88,9 @@ int history_append(struct history_set *set, struct history *h, struct hist_node 
     if (h->n == h->cap && history_grow(h) < 0)
         return -ENOMEM;
     h->ring[(h->head + h->n) % h->cap] = node;
-    h->n++;
+    if (!h->n++)
+        h->first = offset;
     node->h = h;
-    node->offset = offset;
     node->ns = now_ns;
     node->prev = set->all.prev;
     node->next = &set->all;
@@ -113,18 +114,14 @@ void history_charge(struct history_set *set, struct hist_node *node, size_t byte
 
 uint64_t history_oldest(const struct history *h, uint64_t last)
 {
-    const struct hist_node *first = history_first(h);
-
-    return first ? first->offset : last + 1;
+    return h->n ? h->first : last + 1;
 }
 
 struct hist_node *history_at(const struct history *h, uint64_t offset)
 {
-    const struct hist_node *first = history_first(h);
-
-    if (!first || offset < first->offset || offset - first->offset >= h->n)
+    if (!h->n || offset < h->first || offset - h->first >= h->n)
         return NULL;
-    return h->ring[(h->head + (offset - first->offset)) % h->cap];
+    return h->ring[(h->head + (offset - h->first)) % h->cap];
 }
 
 bool history_serves(const struct history *h, uint64_t last, bool same_epoch, uint64_t after)

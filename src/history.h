@@ -8,7 +8,7 @@
  * no I/O, no locks (the caller holds one), no clock (times are given); it
  * allocates only each topic's ring.  The entries are the caller's nodes,
  * embedded in its messages: what an entry costs is the node and one ring
- * pointer. */
+ * pointer (its offset is the ring's, not the node's). */
 #ifndef RINGWS_HISTORY_H
 #define RINGWS_HISTORY_H
 
@@ -22,7 +22,6 @@ struct history;
 struct hist_node {
     struct hist_node *prev, *next; /* in the set, oldest first */
     struct history *h;             /* NULL while not held */
-    uint64_t offset;
     uint64_t ns;                   /* when it was published */
     size_t bytes;                  /* what it pins, counted against the cap */
 };
@@ -54,6 +53,7 @@ struct history {
     uint32_t head;  /* slot of the oldest */
     uint32_t n;
     uint32_t limit; /* history=N; 0: keeps nothing */
+    uint64_t first; /* offset of the oldest, when n */
     uint64_t ttl_ns; /* 0: no age limit */
 };
 
