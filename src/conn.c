@@ -411,6 +411,19 @@ int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pu
     return 0;
 }
 
+int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len)
+{
+    struct pub_frame f = {.bytes = bytes, .len = (uint32_t)len};
+    int r;
+
+    if (len > UINT32_MAX)
+        return -EMSGSIZE;
+    r = conn_queue_shared(c, &c->w->static_slot, &f);
+    if (r == 0)
+        STAT_ADD(c->w, send_queue_bytes, len + OUT_CHUNK_OVERHEAD);
+    return r;
+}
+
 void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark)
 {
     struct out_chunk *o = mark ? mark->next : c->out_head;

@@ -72,9 +72,12 @@ static bool conn_http_is_handshake(const struct ringws_config *cfg,
 /* Queues a complete response.  Errors of the request itself (malformed,
  * too large) and requests that asked for it close the connection after the
  * answer is out. */
-static void conn_http_respond(struct ringws_conn *c, const struct http_request *req,
-                              int status, const char *ctype, const void *body,
-                              size_t body_len, bool close, const char *extra)
+/* Answers req; a static body (one that lives as long as the server) is
+ * queued without a copy, so that pipelined requests for a page cost its
+ * head each, not the page. */
+static void conn_http_answer(struct ringws_conn *c, const struct http_request *req,
+                             int status, const char *ctype, const void *body,
+                             size_t body_len, bool body_static, bool close, const char *extra)
 {
     char head[HEAD_MAX];
     struct http_response_head h = {
@@ -106,12 +109,22 @@ static void conn_http_respond(struct ringws_conn *c, const struct http_request *
     }
     if (req && conn_http_is_handshake(&c->w->srv->cfg, req))
         metrics_count_handshake(c->w, status);
-    if (conn_queue(c, head, n, body, head_only ? 0 : body_len) < 0) {
+    if (head_only)
+        body_len = 0;
+    if (conn_queue(c, head, n, body, body_static ? 0 : body_len) < 0 ||
+        (body_static && body_len && conn_queue_static(c, body, body_len) < 0)) {
         conn_abort(c);
         return;
     }
     if (close)
         conn_drain(c);
+}
+
+static void conn_http_respond(struct ringws_conn *c, const struct http_request *req,
+                              int status, const char *ctype, const void *body,
+                              size_t body_len, bool close, const char *extra)
+{
+    conn_http_answer(c, req, status, ctype, body, body_len, false, close, extra);
 }
 
 /* A header value from the application.  Any control character but HTAB
@@ -540,8 +553,8 @@ static void conn_http_embedded(struct ringws_conn *c, const struct http_request 
 
     snprintf(extra, sizeof(extra),
              "ETag: %s\r\nCache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\n", etag);
-    conn_http_respond(c, req, conn_http_etag_matches(req, etag) ? 304 : 200, ctype, body, len,
-                      close, extra);
+    conn_http_answer(c, req, conn_http_etag_matches(req, etag) ? 304 : 200, ctype, body, len,
+                     true, close, extra);
 }
 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)

@@ -356,6 +356,10 @@ struct worker {
     struct pub_slot *pending, *pending_tail;
     struct pub_slot *replies; /* counts set aside for the next drain (pubsub.c) */
     struct out_chunk *chunk_cache[2]; /* freed chunks of the two pooled sizes */
+    /* The share that chunks of bytes living as long as the server (the
+     * embedded pages) hold: it starts at one reference, so that it is never
+     * the last one released. */
+    struct pub_slot static_slot;
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
 };
@@ -504,6 +508,9 @@ void conn_proto_none(struct ringws_conn *c);
  * ringws.v1 frame; 0 or -errno.  The caller counts f->len +
  * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
 int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f);
+/* Queues len bytes that outlive the connection (the embedded pages) without
+ * copying them; counted in send_queue_bytes.  0 or -errno. */
+int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len);
 /* Takes back every chunk queued after mark (c->out_tail when they were
  * queued; NULL: the queue was empty), none of which a send holds yet: an
  * upgrade whose subscriptions fail takes back its 101. */

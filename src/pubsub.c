@@ -517,10 +517,12 @@ static bool pubsub_same_topic(const struct out_chunk *o, const void *arg)
     return q && q->topic_len == m->topic_len && !memcmp(q->topic, m->topic, m->topic_len);
 }
 
+/* Any published message; not the shares of the embedded pages (the
+ * worker's static_slot holds no message), which belong to HTTP answers. */
 static bool pubsub_any_shared(const struct out_chunk *o, const void *arg)
 {
     (void)arg;
-    return o->shared != NULL;
+    return o->shared && o->shared->msg;
 }
 
 /* Queues one share of the message (f: its raw frame, or its ringws.v1

@@ -131,6 +131,7 @@ static int server_worker_init(ringws_server *srv, struct worker *w, unsigned id)
 {
     w->srv = srv;
     w->id = id;
+    w->static_slot.local_refs = 1;
     topic_index_init(&w->topics, srv->topic_key);
     /* Each worker draws its own jitter; a seed of 0 would stay 0. */
     if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
