@@ -19,6 +19,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 
+#include "../unit/b64url.h"
 #include "fuzz_common.h"
 #include "pubsub_proto.h"
 #include "token.h"
@@ -55,17 +56,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     unlink(ed);
     rmdir(dir);
     return 0;
-}
-
-static void b64url(const uint8_t *in, size_t n, char *out)
-{
-    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-
-    for (int i = 0; i < len; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    while (len && out[len - 1] == '=')
-        len--;
-    out[len] = 0;
 }
 
 static void check_claims(const struct ringws_token_claims *c)

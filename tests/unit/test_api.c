@@ -27,6 +27,7 @@
 #include <openssl/hmac.h>
 
 #include "check.h"
+#include "b64url.h"
 #include "ringws.h"
 #include "ws_client.h"
 
@@ -888,17 +889,6 @@ static void run_disconnect_all(struct ringws_config cfg)
 
 static const char token_secret[] = "0123456789abcdef0123456789abcdef-secret";
 static atomic_int token_upgrades, token_claims_ok, token_opens_ok;
-
-static void b64url(const void *in, size_t n, char *out)
-{
-    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-
-    for (int i = 0; i < len; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    while (len && out[len - 1] == '=')
-        len--;
-    out[len] = 0;
-}
 
 /* An HS256 token for sub, valid for a minute, signed with secret. */
 static void make_token(char *out, const char *sub, const char *secret)

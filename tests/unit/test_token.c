@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 
 #include "check.h"
+#include "b64url.h"
 #include "token.h"
 
 static char dir[] = "/tmp/ringws-token-XXXXXX";
@@ -110,17 +111,6 @@ static void test_key_files(void)
     CHECK(token_keys_load(two, 2, &ks, msg, sizeof(msg)) == -EINVAL && strstr(msg, "kid"));
     two[1].kid = "a";
     CHECK(token_keys_load(two, 2, &ks, msg, sizeof(msg)) == -EINVAL && strstr(msg, "twice"));
-}
-
-static void b64url(const void *in, size_t n, char *out)
-{
-    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-
-    for (int i = 0; i < len; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    while (len && out[len - 1] == '=')
-        len--;
-    out[len] = 0;
 }
 
 /* header.claims.signature, signed with the Ed25519 key or the HMAC secret. */
