@@ -46,10 +46,11 @@ done
 # SIGHUP thread reloading certificates that workers hand out), history (the
 # sequencer under concurrent publishers and resumers), tokens (the
 # same thread swapping the keys workers verify with) and the metrics that
-# sum every worker's counters.  Left out:
+# sum every worker's counters (history also names the history ring's unit
+# test, built here too).  Left out:
 # the suites that bound the server's RSS (TSan's shadow memory inflates it)
 # and the slow real-time ones (browser, timeouts).
-configure_only build-tsan "ringws tests/test_pubsub_threads" --buildtype=debugoptimized \
+configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history" --buildtype=debugoptimized \
     -Db_sanitize=thread -Djemalloc=false
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
