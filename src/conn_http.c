@@ -425,7 +425,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
 }
 
 /* The refused tokens, one series per reason (zeros included). */
-static void conn_http_metrics_auth(struct metrics_text *body, const struct ringws_stats *st)
+static void conn_http_metrics_auth(struct text_buf *body, const struct ringws_stats *st)
 {
     static const char name[] = "ringws_auth_failures_total";
 
@@ -439,7 +439,7 @@ static void conn_http_metrics_auth(struct metrics_text *body, const struct ringw
 }
 
 /* The sequencer's topics, the histories and the resumes. */
-static void conn_http_metrics_history(struct metrics_text *body, struct ringws_server *srv)
+static void conn_http_metrics_history(struct text_buf *body, struct ringws_server *srv)
 {
     static const char *const evict[HIST_EVICT_REASONS] = {"reason=\"count\"",
                                                           "reason=\"ttl\"",
@@ -471,12 +471,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
                               bool close)
 {
     struct ringws_stats st;
-    struct metrics_text body;
+    struct text_buf body = {0};
 
-    if (metrics_text_init(&body, c->w->srv) < 0) {
-        conn_http_error(c, req, 503, "out of memory", close, NULL);
-        return;
-    }
     ringws_server_stats(c->w->srv, &st);
     /* Rows of one name follow each other: its HELP and TYPE lines go
      * before the first; label is NULL or what goes between the braces. */
@@ -517,11 +513,11 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
     conn_http_metrics_history(&body, c->w->srv);
     metrics_write_server(&body, c->w->srv);
     if (body.err)
-        conn_http_error(c, req, 500, "metrics do not fit", close, NULL);
+        conn_http_error(c, req, 503, "out of memory", close, NULL);
     else
         conn_http_respond(c, req, 200, "text/plain; version=0.0.4; charset=utf-8", body.p,
                           body.len, close, NULL);
-    metrics_text_free(&body);
+    text_buf_free(&body);
 }
 
 /* If-None-Match names the tag (strong or weak, alone or in a list) or is

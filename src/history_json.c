@@ -8,7 +8,6 @@
  * binary in base64 (OpenSSL's EVP_EncodeBlock). */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,62 +15,19 @@
 #include <openssl/evp.h>
 
 #include "internal.h"
+#include "text_buf.h"
 
 /* An answer stops growing past this many bytes (it holds at least one
  * message): a client asks again from the last offset it got. */
 #define HISTORY_JSON_SOFT_CAP (8u << 20)
 
-struct json_out {
-    char *p;
-    size_t len, cap;
-    int err;
-};
-
-static void json_reserve(struct json_out *o, size_t more)
-{
-    char *grown;
-    size_t cap = o->cap ? o->cap : 4096;
-
-    if (o->err || o->len + more <= o->cap)
-        return;
-    while (cap < o->len + more)
-        cap *= 2;
-    grown = realloc(o->p, cap);
-    if (!grown) {
-        o->err = -ENOMEM;
-        return;
-    }
-    o->p = grown;
-    o->cap = cap;
-}
-
-static void json_printf(struct json_out *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void json_printf(struct json_out *o, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    json_reserve(o, 256);
-    if (o->err)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= o->cap - o->len)
-        o->err = -EINVAL;
-    else
-        o->len += (size_t)n;
-}
-
 /* A UTF-8 text as a JSON string: quotes, backslashes and control
  * characters escaped, everything else as it is. */
-static void json_text(struct json_out *o, const uint8_t *s, size_t n)
+static void json_text(struct text_buf *o, const uint8_t *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
 
-    json_reserve(o, 6 * n + 2);
+    text_buf_reserve(o, 6 * n + 2);
     if (o->err)
         return;
     o->p[o->len++] = '"';
@@ -92,9 +48,9 @@ static void json_text(struct json_out *o, const uint8_t *s, size_t n)
     o->p[o->len++] = '"';
 }
 
-static void json_base64(struct json_out *o, const uint8_t *s, size_t n)
+static void json_base64(struct text_buf *o, const uint8_t *s, size_t n)
 {
-    json_reserve(o, 4 * ((n + 2) / 3) + 3);
+    text_buf_reserve(o, 4 * ((n + 2) / 3) + 3);
     if (o->err)
         return;
     o->p[o->len++] = '"';
@@ -102,25 +58,25 @@ static void json_base64(struct json_out *o, const uint8_t *s, size_t n)
     o->p[o->len++] = '"';
 }
 
-static void json_message(struct json_out *o, const struct pub_msg *m, bool first)
+static void json_message(struct text_buf *o, const struct pub_msg *m, bool first)
 {
     const uint8_t *payload = m->raw.bytes + m->frame_hdr;
     size_t n = m->raw.len - m->frame_hdr;
     bool binary = (m->raw.bytes[0] & 0x0f) == WS_OP_BINARY;
 
-    json_printf(o, "%s{\"offset\":%" PRIu64 ",\"%s\":", first ? "" : ",", m->offset,
+    text_buf_printf(o, "%s{\"offset\":%" PRIu64 ",\"%s\":", first ? "" : ",", m->offset,
                 binary ? "binary" : "text");
     if (binary)
         json_base64(o, payload, n);
     else
         json_text(o, payload, n);
-    json_printf(o, "}");
+    text_buf_printf(o, "}");
 }
 
 int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
                        const struct history_query *q, char **out, size_t *out_len)
 {
-    struct json_out o = {0};
+    struct text_buf o = {0};
     struct seq_view v;
     struct seq_topic *st;
     struct pub_msg **msgs;
@@ -149,17 +105,17 @@ int history_json_build(struct ringws_server *srv, const char *topic, size_t len,
     seq_topic_settle(srv, st);
     seq_unlock(srv);
 
-    json_printf(&o, "{\"topic\":\"%.*s\",\"epoch\":\"%s\",\"oldest\":%" PRIu64 ",\"last\":%"
+    text_buf_printf(&o, "{\"topic\":\"%.*s\",\"epoch\":\"%s\",\"oldest\":%" PRIu64 ",\"last\":%"
                 PRIu64 ",\"gap\":%s,\"messages\":[", (int)len, topic, v.epoch, v.oldest, v.last,
                 gap ? "true" : "false");
     for (uint64_t i = 0; i < n; i++)
         json_message(&o, msgs[i], i == 0);
-    json_printf(&o, "]}\n");
+    text_buf_printf(&o, "]}\n");
     for (uint64_t i = 0; i < n; i++)
         pubsub_msg_unref(msgs[i]);
     free(msgs);
     if (o.err) {
-        free(o.p);
+        text_buf_free(&o);
         return o.err;
     }
     *out = o.p;

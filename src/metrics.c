@@ -10,11 +10,8 @@
  * lock.  docs/METRICS.md lists every family and what to alert on. */
 #include "metrics.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Bucket bounds of both histograms in nanoseconds, 10 us to 1 s; the last
@@ -91,54 +88,18 @@ static const struct {
                                        "subscribers of the topic."},
 };
 
-static void metrics_write_text(struct metrics_text *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void metrics_write_text(struct metrics_text *t, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (t->err)
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= t->cap - t->len) {
-        t->err = true;
-        return;
-    }
-    t->len += (size_t)n;
-}
-
-/* Room for every family: a line per worker and the rest fixed. */
-int metrics_text_init(struct metrics_text *t, const struct ringws_server *srv)
-{
-    t->cap = 16384 + (size_t)srv->n_workers * 64;
-    t->len = 0;
-    t->err = false;
-    t->p = malloc(t->cap);
-    return t->p ? 0 : -ENOMEM;
-}
-
-void metrics_text_free(struct metrics_text *t)
-{
-    free(t->p);
-    t->p = NULL;
-}
-
-void metrics_write_family(struct metrics_text *t, const char *name, const char *type)
+void metrics_write_family(struct text_buf *t, const char *name, const char *type)
 {
     for (size_t i = 0; i < sizeof(metrics_helps) / sizeof(metrics_helps[0]); i++)
         if (!strcmp(metrics_helps[i].name, name))
-            metrics_write_text(t, "# HELP %s %s\n", name, metrics_helps[i].help);
-    metrics_write_text(t, "# TYPE %s %s\n", name, type);
+            text_buf_printf(t, "# HELP %s %s\n", name, metrics_helps[i].help);
+    text_buf_printf(t, "# TYPE %s %s\n", name, type);
 }
 
-void metrics_write_sample(struct metrics_text *t, const char *name, const char *label,
-                    uint64_t value)
+void metrics_write_sample(struct text_buf *t, const char *name, const char *label,
+                          uint64_t value)
 {
-    metrics_write_text(t, "%s%s%s%s %" PRIu64 "\n", name, label ? "{" : "", label ? label : "",
+    text_buf_printf(t, "%s%s%s%s %" PRIu64 "\n", name, label ? "{" : "", label ? label : "",
                    label ? "}" : "", value);
 }
 
@@ -180,13 +141,13 @@ static uint64_t metrics_sum_workers(const struct ringws_server *srv, size_t offs
 
 #define METRICS_SUM(srv, f) metrics_sum_workers(srv, offsetof(struct worker_stats, f))
 
-static void metrics_write_counter(struct metrics_text *t, const char *name, uint64_t value)
+static void metrics_write_counter(struct text_buf *t, const char *name, uint64_t value)
 {
     metrics_write_family(t, name, "counter");
     metrics_write_sample(t, name, NULL, value);
 }
 
-static void metrics_write_handshakes(struct metrics_text *t, const struct ringws_server *srv)
+static void metrics_write_handshakes(struct text_buf *t, const struct ringws_server *srv)
 {
     static const char name[] = "ringws_handshakes_total";
 
@@ -198,7 +159,7 @@ static void metrics_write_handshakes(struct metrics_text *t, const struct ringws
     }
 }
 
-static void metrics_write_connections(struct metrics_text *t, const struct ringws_server *srv)
+static void metrics_write_connections(struct text_buf *t, const struct ringws_server *srv)
 {
     static const char name[] = "ringws_connections";
 
@@ -212,7 +173,7 @@ static void metrics_write_connections(struct metrics_text *t, const struct ringw
 
 /* The buckets are counted per bucket and summed here: the cumulative counts
  * and _count come from the same reads, so they always agree. */
-static void metrics_write_histogram(struct metrics_text *t, const struct ringws_server *srv,
+static void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv,
                               const char *name, size_t offset)
 {
     uint64_t cumulative = 0, sum_ns = 0;
@@ -227,16 +188,16 @@ static void metrics_write_histogram(struct metrics_text *t, const struct ringws_
                 sum_ns += atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
         }
         if (b < HIST_BUCKETS - 1)
-            metrics_write_text(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+            text_buf_printf(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
                            (double)metrics_bounds_ns[b] / 1e9, cumulative);
         else
-            metrics_write_text(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
+            text_buf_printf(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
     }
-    metrics_write_text(t, "%s_sum %.9f\n", name, (double)sum_ns / 1e9);
-    metrics_write_text(t, "%s_count %" PRIu64 "\n", name, cumulative);
+    text_buf_printf(t, "%s_sum %.9f\n", name, (double)sum_ns / 1e9);
+    text_buf_printf(t, "%s_count %" PRIu64 "\n", name, cumulative);
 }
 
-void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv)
+void metrics_write_server(struct text_buf *t, const struct ringws_server *srv)
 {
     metrics_write_handshakes(t, srv);
     metrics_write_counter(t, "ringws_messages_received_total", METRICS_SUM(srv, messages_received));

@@ -8,27 +8,18 @@
 #include <stdint.h>
 
 #include "internal.h"
-
-/* A growing text; err is set once something did not fit (or no memory). */
-struct metrics_text {
-    char *p;
-    size_t len, cap;
-    bool err;
-};
-
-int metrics_text_init(struct metrics_text *t, const struct ringws_server *srv);
-void metrics_text_free(struct metrics_text *t);
+#include "text_buf.h"
 
 /* Appends the HELP and TYPE lines of a family. */
-void metrics_write_family(struct metrics_text *t, const char *name, const char *type);
+void metrics_write_family(struct text_buf *t, const char *name, const char *type);
 
 /* Appends one sample: name{label} value (label NULL: none). */
-void metrics_write_sample(struct metrics_text *t, const char *name, const char *label,
-                    uint64_t value);
+void metrics_write_sample(struct text_buf *t, const char *name, const char *label,
+                          uint64_t value);
 
 /* Appends the families kept only inside the server (the handshakes, the
  * traffic, each worker's connections, the histograms). */
-void metrics_write_server(struct metrics_text *t, const struct ringws_server *srv);
+void metrics_write_server(struct text_buf *t, const struct ringws_server *srv);
 
 /* Counts a handshake answered with status (101, or the refusal's), or one
  * that timed out (METRICS_HANDSHAKE_TIMEOUT). */
