@@ -322,10 +322,9 @@ class Server:
         cmd = self.cmd or [_binary(), "--bind", self.bind, "--port", "0"] + self._tls_args() + self.args
         env = dict(os.environ, **self.env) if self.env else None
         self._stderr = tempfile.TemporaryFile()
-        # The server writes through the same open file that stderr_text()
-        # seeks to 0 and reads: without O_APPEND a line written between the
-        # seek and the read lands at offset 0, over the first bytes, and is
-        # never seen (nor is what it hid).
+        # The server writes through the same open file description that
+        # stderr_text() reads with pread: O_APPEND keeps every line at the
+        # end whatever offset the file holds.
         fcntl.fcntl(self._stderr.fileno(), fcntl.F_SETFL,
                     fcntl.fcntl(self._stderr.fileno(), fcntl.F_GETFL) | os.O_APPEND)
         try:
@@ -420,11 +419,18 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stderr_text(self):
+        # pread, never seek+read: the file offset is shared with the server,
+        # whose every O_APPEND write moves it to the end, so a line written
+        # between a seek and a read would make the read return nothing.
         if self._stderr is None:
             return ""
-        self._stderr.flush()
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
+        fd, chunks, at = self._stderr.fileno(), [], 0
+        while True:
+            chunk = os.pread(fd, 1 << 20, at)
+            if not chunk:
+                return b"".join(chunks).decode("utf-8", "replace")
+            chunks.append(chunk)
+            at += len(chunk)
 
     def stderr_tail(self, n=1500):
         text = self.stderr_text()
