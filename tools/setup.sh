@@ -7,12 +7,14 @@ set -eu
 PKGS="gcc g++ make pkg-config meson ninja-build liburing-dev libssl-dev libjemalloc-dev
 python3 python3-websockets clang libclang-rt-14-dev libbenchmark-dev chromium iproute2
 openssl python3-cryptography node-ws libnss3-tools nginx haproxy
-python3-prometheus-client libjansson-dev python3-jwt"
+python3-prometheus-client libjansson-dev python3-jwt
+redis-server redis-tools libhiredis-dev zlib1g-dev libdeflate-dev"
 
 # Packages whose postinst starts a system service: the tests run private
-# instances of them (tests/integration/fronts.py), and a service started by
-# the install would take ports 80 and 443 for nothing.
-SERVICE_PKGS="nginx haproxy"
+# instances of them (tests/integration/fronts.py and the cluster suite), and
+# a service started by the install would take ports 80, 443 and 6379 for
+# nothing.
+SERVICE_PKGS="nginx haproxy redis-server"
 
 missing=""
 for p in $PKGS; do
