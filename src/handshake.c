@@ -7,6 +7,8 @@
  * always gets the same answer.  SHA-1 and base64 come from OpenSSL. */
 #include "handshake.h"
 
+#include "ws_ext.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -161,6 +163,38 @@ bool ws_handshake_offered(const struct http_request *req, const char *name)
     return hs_first_offer(req, &one) != NULL;
 }
 
+/* permessage-deflate offers kept per field: more is no real client. */
+#define HS_PMD_OFFERS 8
+
+/* Whether the server can honour the offer: its compressor always uses a
+ * 32 KiB window, which a server_max_window_bits below 15 forbids. */
+static bool hs_pmd_acceptable(const struct ws_pmd_offer *o)
+{
+    return o->valid && (!o->server_max_window_bits || o->server_max_window_bits == 15);
+}
+
+/* Every field is parsed, even after an offer is chosen: a malformed one
+ * anywhere refuses the request rather than letting half of it count. */
+static int hs_check_extensions(const struct http_request *req,
+                               const struct ws_handshake_policy *policy,
+                               struct ws_handshake_result *out)
+{
+    if (!policy || !policy->deflate)
+        return 0;
+    for (int i = 0; (i = http_header_find(req, "Sec-WebSocket-Extensions", i)) >= 0; i++) {
+        struct ws_pmd_offer offers[HS_PMD_OFFERS];
+        struct ws_ext_stop stop;
+        size_t n;
+
+        if (ws_ext_parse(req->headers[i].value, req->headers[i].value_len, offers,
+                         HS_PMD_OFFERS, &n, &stop) < 0)
+            return hs_fail(out, 400, "malformed Sec-WebSocket-Extensions");
+        for (size_t k = 0; k < n && k < HS_PMD_OFFERS && !out->deflate; k++)
+            out->deflate = hs_pmd_acceptable(&offers[k]);
+    }
+    return 0;
+}
+
 static int hs_check_request(const struct http_request *req, struct ws_handshake_result *out)
 {
     int host;
@@ -201,6 +235,8 @@ int ws_handshake_validate(const struct http_request *req,
         return out->status;
     if ((req->has_body_length && req->content_length > 0) || req->chunked)
         return hs_fail(out, 400, "request body not allowed");
+    if (hs_check_extensions(req, policy, out))
+        return out->status;
     if (ws_handshake_accept_key(key->value, key->value_len, out->accept))
         return hs_fail(out, 500, "cannot compute Sec-WebSocket-Accept");
     out->subprotocol = hs_choose_subprotocol(req, policy);
@@ -253,6 +289,10 @@ size_t ws_handshake_write_101(char *out, size_t cap, const struct ws_handshake_r
         hs_put(out, cap, &len, res->subprotocol);
         hs_put(out, cap, &len, "\r\n");
     }
+    if (res->deflate)
+        hs_put(out, cap, &len,
+               "Sec-WebSocket-Extensions: " WS_PMD_NAME
+               "; server_no_context_takeover; client_no_context_takeover\r\n");
     hs_put(out, cap, &len, "\r\n");
     return len <= cap ? len : 0;
 }

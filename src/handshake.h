@@ -20,6 +20,7 @@ struct ws_handshake_policy {
     size_t n_subprotocols;
     const char *const *origins;      /* allowed Origin values; none = any */
     size_t n_origins;
+    bool deflate;                    /* accept a permessage-deflate offer */
 };
 
 struct ws_handshake_result {
@@ -28,6 +29,8 @@ struct ws_handshake_result {
     bool version_hint;          /* add "Sec-WebSocket-Version: 13" (426) */
     char accept[WS_ACCEPT_LEN + 1];
     const char *subprotocol;    /* from the policy list, NULL when none */
+    bool deflate;               /* permessage-deflate accepted, stateless
+                                 * both ways (ws_ext.h) */
 };
 
 /* True when the request asks for a WebSocket upgrade at all (an Upgrade
@@ -40,7 +43,12 @@ bool ws_handshake_requested(const struct http_request *req);
  * websocket (400), Connection contains Upgrade (400), exactly one
  * Sec-WebSocket-Key that is base64 of 16 bytes (400), Sec-WebSocket-Version
  * present (400) and exactly 13 (else 426 with version_hint), Origin in the
- * allow-list when one is set (403).  A body on the request is 400.  Fills
+ * allow-list when one is set (403).  A body on the request is 400.  With
+ * policy->deflate, every Sec-WebSocket-Extensions field must parse (else
+ * 400), and the first permessage-deflate offer that is valid and lets the
+ * server use a 32 KiB window (no server_max_window_bits below 15) is
+ * accepted with server_no_context_takeover and client_no_context_takeover,
+ * whether offered or not (RFC 7692 7.1.1); none: no extension.  Fills
  * `out` and returns out->status. */
 int ws_handshake_validate(const struct http_request *req,
                           const struct ws_handshake_policy *policy,

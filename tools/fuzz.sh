@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token ws_ext"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -31,7 +31,7 @@ esac
 modules() {
     case $1 in
     http_parse) echo "src/http_parse.c" ;;
-    handshake) echo "src/handshake.c src/http_parse.c" ;;
+    handshake) echo "src/handshake.c src/ws_ext.c src/http_parse.c" ;;
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
     pubsub) echo "src/pubsub_proto.c" ;;
@@ -39,6 +39,7 @@ modules() {
     tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c src/timer.c" ;;
     tls_record) echo "src/tls_record.c" ;;
     token) echo "src/token.c src/pubsub_proto.c" ;;
+    ws_ext) echo "src/ws_ext.c src/http_parse.c" ;;
     esac
 }
 

@@ -13,6 +13,7 @@
 
 #include "fuzz_common.h"
 #include "handshake.h"
+#include "ws_ext.h"
 
 #define GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -26,6 +27,7 @@ static const struct ws_handshake_policy policies[] = {
     {chat_protocols, 2, one_origin, 1},
     {many_protocols, 3, two_origins, 2},
     {many_protocols, 3, NULL, 0},
+    {chat_protocols, 2, NULL, 0, true},
 };
 
 /* ---- plain helpers for the rules ---------------------------------------- */
@@ -176,6 +178,16 @@ static int ref_status(const struct http_request *r, const struct ws_handshake_po
     }
     if ((r->has_body_length && r->content_length > 0) || r->chunked)
         return 400;
+    /* The field's own grammar is fuzzed by fuzz_ws_ext; here only that any
+     * malformed field refuses the request. */
+    for (int i = 0; pol->deflate &&
+                    (i = http_header_find(r, "Sec-WebSocket-Extensions", i)) >= 0; i++) {
+        struct ws_pmd_offer o[1];
+        struct ws_ext_stop stop;
+        size_t n;
+        if (ws_ext_parse(r->headers[i].value, r->headers[i].value_len, o, 1, &n, &stop) < 0)
+            return 400;
+    }
     return 101;
 }
 
@@ -199,6 +211,9 @@ static void check_101_writer(const struct ws_handshake_result *res)
     FUZZ_CHECK(contains(big, n, accept_line), "accept header missing");
     FUZZ_CHECK(contains(big, n, "\r\nSec-WebSocket-Protocol: ") == (res->subprotocol != NULL),
                "protocol header does not match the choice");
+    FUZZ_CHECK(contains(big, n, "\r\nSec-WebSocket-Extensions: permessage-deflate; ") ==
+                   res->deflate,
+               "extensions header does not match the choice");
     FUZZ_CHECK(n >= 4 && memcmp(big + n - 4, "\r\n\r\n", 4) == 0, "head not ended");
 
     /* Writes beyond cap fault: both blocks are exactly cap bytes. */

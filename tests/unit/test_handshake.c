@@ -373,6 +373,46 @@ static void test_write_101(void)
     CHECK(ws_handshake_write_101(out, sizeof out, &res) == 0);
 }
 
+/* Negotiation: exactly one accepted offer or none, answered stateless both
+ * ways; a malformed field anywhere is 400. */
+static void test_extensions(void)
+{
+    static const struct ws_handshake_policy pmd = { .deflate = true };
+    static const char answer[] = "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "server_no_context_takeover; client_no_context_takeover\r\n";
+    char out[512];
+    size_t n;
+
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate; "
+                   "client_max_window_bits\r\n", &pmd) == 101 && res.deflate);
+    n = ws_handshake_write_101(out, sizeof out, &res);
+    CHECK(n > sizeof answer && memcmp(out + n - 2 - (sizeof answer - 1), answer,
+                                      sizeof answer - 1) == 0);
+    CHECK(strstr(out, answer) == strstr(out, "Sec-WebSocket-Extensions"));
+    /* Not offered, or the server does not take it: no extension. */
+    CHECK(validate(NULL, BASE, &pmd) == 101 && !res.deflate);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate\r\n", &no_policy) ==
+              101 && !res.deflate);
+    n = ws_handshake_write_101(out, sizeof out, &res);
+    CHECK(n && !memmem(out, n, "Extensions", 10));
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: x-foo\r\n", &pmd) == 101 && !res.deflate);
+    /* Offers the server cannot honour are skipped for a later one. */
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate; "
+                   "server_max_window_bits=10\r\n", &pmd) == 101 && !res.deflate);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate; "
+                   "server_max_window_bits=10, permessage-deflate; bogus, "
+                   "permessage-deflate; server_max_window_bits=15\r\n", &pmd) == 101 &&
+          res.deflate);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate; x\r\n"
+                   "Sec-WebSocket-Extensions: permessage-deflate\r\n", &pmd) == 101 && res.deflate);
+    /* Malformed: refused whole, wherever it is; without deflate it is not read. */
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate;\r\n", &pmd) == 400);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                   "Sec-WebSocket-Extensions: foo bar\r\n", &pmd) == 400);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: \r\n", &pmd) == 400);
+    CHECK(validate(NULL, BASE "Sec-WebSocket-Extensions: foo bar\r\n", &no_policy) == 101);
+}
+
 int main(void)
 {
     guard_open(8192);
@@ -387,6 +427,7 @@ int main(void)
     test_body();
     test_subprotocol();
     test_write_101();
+    test_extensions();
 
     munmap(guard_map, guard_room + guard_page);
     return check_done("handshake");
