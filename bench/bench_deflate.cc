@@ -1,0 +1,203 @@
+// bench_deflate.cc - zlib against libdeflate for permessage-deflate's
+// stateless mode: each message compressed and inflated on its own, as a
+// whole buffer, on payloads shaped like what ringws carries (JSON
+// notifications of 100 B to 4 KiB, the lines of a chat transcript).
+//
+// Why it exists: the library is chosen per direction on these figures
+// (docs/ARCHITECTURE.md, "Compression").  Each benchmark reports the
+// compressed size as a counter ("ratio": compressed / plain), and the
+// transcript is also compressed with context takeover (one zlib stream,
+// sync-flushed per message) to show what the stateless mode costs in ratio.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <libdeflate.h>
+#include <zlib.h>
+
+namespace {
+
+// A JSON notification of about `size` bytes, its fields varying with i as
+// an application's would.
+std::string Notification(size_t size, unsigned i)
+{
+    static const char *const kUsers[] = {"alice", "bob", "carol", "dmitri", "eve", "farida"};
+    static const char *const kWords[] = {"order", "shipped", "payment", "received", "the",
+                                         "your", "is", "on", "its", "way", "update", "status",
+                                         "account", "new", "message", "from", "team"};
+    char head[256];
+    std::string s;
+    unsigned x = i * 2654435761u + 12345;
+
+    snprintf(head, sizeof head,
+             "{\"type\":\"notification\",\"id\":%u,\"ts\":%u,\"user\":{\"id\":%u,\"name\":\"%s\"},"
+             "\"priority\":\"normal\",\"text\":\"",
+             100000 + i, 1733500000u + i * 7, 4000 + x % 997, kUsers[x % 6]);
+    s = head;
+    while (s.size() + 40 < size) {
+        x = x * 1103515245u + 12345;
+        s += kWords[(x >> 16) % 17];
+        s += ' ';
+    }
+    s += "\",\"items\":[]}";
+    return s;
+}
+
+// A chat transcript: short JSON lines, one message each.
+std::vector<std::string> Transcript(unsigned n)
+{
+    std::vector<std::string> v;
+    for (unsigned i = 0; i < n; i++)
+        v.push_back(Notification(120 + (i * 37) % 180, i));
+    return v;
+}
+
+void Sizes(benchmark::internal::Benchmark *b)
+{
+    for (int64_t s : {100, 200, 1024, 4096})
+        b->Arg(s);
+}
+
+void BM_LibdeflateCompress(benchmark::State &state)
+{
+    std::string in = Notification((size_t)state.range(0), 1);
+    libdeflate_compressor *c = libdeflate_alloc_compressor((int)state.range(1));
+    std::vector<uint8_t> out(libdeflate_deflate_compress_bound(c, in.size()));
+    size_t n = 0;
+
+    for (auto _ : state) {
+        n = libdeflate_deflate_compress(c, in.data(), in.size(), out.data(), out.size());
+        benchmark::DoNotOptimize(n);
+    }
+    state.counters["ratio"] = (double)n / in.size();
+    state.SetBytesProcessed((int64_t)(state.iterations() * in.size()));
+    libdeflate_free_compressor(c);
+}
+BENCHMARK(BM_LibdeflateCompress)->ArgsProduct({{100, 200, 1024, 4096}, {1, 6}});
+
+// zlib with a stream kept and reset per message (deflateReset): the
+// cheapest way to use it statelessly, without a fresh allocation each time.
+void BM_ZlibCompress(benchmark::State &state)
+{
+    std::string in = Notification((size_t)state.range(0), 1);
+    std::vector<uint8_t> out(in.size() + 64);
+    z_stream z{};
+    size_t n = 0;
+
+    deflateInit2(&z, (int)state.range(1), Z_DEFLATED, -15, (int)state.range(2),
+                 Z_DEFAULT_STRATEGY);
+    for (auto _ : state) {
+        deflateReset(&z);
+        z.next_in = (Bytef *)in.data();
+        z.avail_in = (uInt)in.size();
+        z.next_out = out.data();
+        z.avail_out = (uInt)out.size();
+        deflate(&z, Z_SYNC_FLUSH);
+        n = out.size() - z.avail_out - 4;
+        benchmark::DoNotOptimize(n);
+    }
+    state.counters["ratio"] = (double)n / in.size();
+    state.SetBytesProcessed((int64_t)(state.iterations() * in.size()));
+    deflateEnd(&z);
+}
+BENCHMARK(BM_ZlibCompress)->ArgsProduct({{100, 200, 1024, 4096}, {1, 6}, {1, 4, 8}});
+
+std::vector<uint8_t> Compressed(const std::string &in)
+{
+    libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+    std::vector<uint8_t> out(libdeflate_deflate_compress_bound(c, in.size()) + 9);
+    out.resize(libdeflate_deflate_compress(c, in.data(), in.size(), out.data(), out.size()));
+    libdeflate_free_compressor(c);
+    return out;
+}
+
+void BM_LibdeflateInflate(benchmark::State &state)
+{
+    std::string in = Notification((size_t)state.range(0), 1);
+    std::vector<uint8_t> z = Compressed(in), out(1 << 20);
+    libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+
+    for (auto _ : state) {
+        size_t n = 0;
+        libdeflate_deflate_decompress(d, z.data(), z.size(), out.data(), out.size(), &n);
+        benchmark::DoNotOptimize(n);
+    }
+    state.SetBytesProcessed((int64_t)(state.iterations() * in.size()));
+    libdeflate_free_decompressor(d);
+}
+BENCHMARK(BM_LibdeflateInflate)->Apply(Sizes);
+
+void BM_ZlibInflate(benchmark::State &state)
+{
+    std::string in = Notification((size_t)state.range(0), 1);
+    std::vector<uint8_t> z = Compressed(in), out(1 << 20);
+    z_stream s{};
+
+    inflateInit2(&s, -15);
+    for (auto _ : state) {
+        inflateReset(&s);
+        s.next_in = z.data();
+        s.avail_in = (uInt)z.size();
+        s.next_out = out.data();
+        s.avail_out = (uInt)out.size();
+        benchmark::DoNotOptimize(inflate(&s, Z_SYNC_FLUSH));
+    }
+    state.SetBytesProcessed((int64_t)(state.iterations() * in.size()));
+    inflateEnd(&s);
+}
+BENCHMARK(BM_ZlibInflate)->Apply(Sizes);
+
+// The transcript's bytes on the wire: stateless (each line alone, libdeflate
+// level 6) against context takeover (one zlib stream, sync flush per line,
+// the 4 trailing bytes dropped as RFC 7692 7.2.1 says).
+void BM_TranscriptStateless(benchmark::State &state)
+{
+    std::vector<std::string> lines = Transcript(500);
+    libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+    std::vector<uint8_t> out(8192);
+    size_t plain = 0, wire = 0;
+
+    for (auto _ : state) {
+        plain = wire = 0;
+        for (const std::string &l : lines) {
+            size_t n = libdeflate_deflate_compress(c, l.data(), l.size(), out.data(), out.size());
+            plain += l.size();
+            wire += n && n < l.size() ? n : l.size();
+        }
+    }
+    state.counters["ratio"] = (double)wire / plain;
+    state.SetBytesProcessed((int64_t)(state.iterations() * plain));
+    libdeflate_free_compressor(c);
+}
+BENCHMARK(BM_TranscriptStateless);
+
+void BM_TranscriptTakeover(benchmark::State &state)
+{
+    std::vector<std::string> lines = Transcript(500);
+    std::vector<uint8_t> out(8192);
+    size_t plain = 0, wire = 0;
+
+    for (auto _ : state) {
+        z_stream z{};
+        deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+        plain = wire = 0;
+        for (const std::string &l : lines) {
+            z.next_in = (Bytef *)l.data();
+            z.avail_in = (uInt)l.size();
+            z.next_out = out.data();
+            z.avail_out = (uInt)out.size();
+            deflate(&z, Z_SYNC_FLUSH);
+            plain += l.size();
+            wire += out.size() - z.avail_out - 4;
+        }
+        deflateEnd(&z);
+    }
+    state.counters["ratio"] = (double)wire / plain;
+    state.SetBytesProcessed((int64_t)(state.iterations() * plain));
+}
+BENCHMARK(BM_TranscriptTakeover);
+
+} // namespace
