@@ -223,6 +223,12 @@ struct ringws_config {
     const char *const *origins;      /* allowed Origin values; none: any */
     size_t n_origins;
     bool builtin_routes;       /* serve /healthz, /metrics, the console at / and /ringws.js */
+    /* Accept permessage-deflate (RFC 7692) in its stateless mode: both
+     * sides compress each message on its own, so that no connection holds
+     * compression state.  Messages of 128 bytes or more are sent compressed
+     * when that makes them smaller; a publish is compressed once for all
+     * its subscribers.  Default false (the ringws binary: on). */
+    bool deflate;
     /* Publish/subscribe (docs/PUBSUB.md). */
     const char *pubsub_path;   /* WebSocket path of subscriber connections and
                                 * enables POST /publish/TOPIC; NULL: off */

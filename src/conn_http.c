@@ -281,7 +281,7 @@ static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request
         return true;
     pubsub_conn_gone(c);
     conn_out_rewind(c, mark);
-    c->flags &= ~CF_ENVELOPE;
+    c->flags &= ~(CF_ENVELOPE | CF_DEFLATE);
     conn_http_error(c, req, r == -E2BIG ? 400 : 503,
                     r == -E2BIG ? "too many topics" : "out of memory", !req->keep_alive, NULL);
     return false;
@@ -401,6 +401,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     }
     if (envelope)
         c->flags |= CF_ENVELOPE;
+    if (hs.deflate) /* before the subscriptions: they count it */
+        c->flags |= CF_DEFLATE;
     if (topics_len && !conn_http_subscribe(c, req, topics, topics_len, since, since_len, mark)) {
         free(claims);
         return;
@@ -416,6 +418,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec, cfg->max_message);
+    c->dec.deflate = hs.deflate;
     c->last_rx_tick = (uint32_t)worker_tick(c->w); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)

@@ -6,12 +6,16 @@
  *
  * Why it exists: the decoder (frame.c) knows the protocol's rules; this file
  * knows what the server does about each event: deliver, pong, echo a close,
- * or fail the connection with the code the RFC names. */
+ * or fail the connection with the code the RFC names.  A connection that
+ * negotiated permessage-deflate (CF_DEFLATE) holds no compression state:
+ * a compressed message is inflated whole when complete, and a message sent
+ * is compressed on its own (deflate.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deflate.h"
 #include "internal.h"
 #include "log.h"
 #include "utf8.h"
@@ -143,16 +147,48 @@ static void conn_ws_expired(struct ringws_conn *c)
 
 /* ---- input ------------------------------------------------------------- */
 
-static void conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p,
-                            size_t n)
+static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n);
+
+/* Inlined where messages are complete: a plain message pays one test for
+ * compression (the opcode's mark), no call. */
+static inline __attribute__((always_inline)) void
+conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
+    if (op & WS_MSG_DEFLATED) {
+        conn_ws_inflate(c, op, p, n);
+        return;
+    }
     STAT_ADD(c->w, messages_received, 1);
     if (c->flags & CF_PUBSUB)
         conn_ws_pubsub_command(c, op, p, n);
     else if (cfg->cb.on_message)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
+}
+
+/* A compressed message, complete: inflated whole (bounded by max_message,
+ * RFC 7692 7.2.2), its text checked, then delivered like any other. */
+__attribute__((noinline))
+static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
+{
+    const uint8_t *msg;
+    size_t len;
+    int r = deflate_inflate(p, n, c->w->srv->cfg.max_message, &msg, &len);
+
+    op &= (uint8_t)~WS_MSG_DEFLATED;
+    STAT_ADD(c->w, deflate_inflated, 1);
+    if (r == -EMSGSIZE)
+        conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "message too big", true);
+    else if (r == -EINVAL)
+        conn_ws_close_why(c, WS_CLOSE_INVALID_DATA, "invalid compressed data", true);
+    else if (r < 0)
+        conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
+    else if (op == WS_OP_TEXT && !utf8_valid(msg, len))
+        conn_ws_close_why(c, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8", true);
+    else
+        conn_ws_deliver(c, op, msg, len);
+    deflate_trim();
 }
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
@@ -354,6 +390,24 @@ const struct proto_ops ws_closing_proto_ops = {
 
 /* ---- public API -------------------------------------------------------- */
 
+/* A message of the application on a connection that negotiated
+ * compression: compressed on its own when that makes it smaller (RSV1
+ * set), else sent plain.  Out of line: a plain connection's send pays one
+ * test of its flags for it. */
+__attribute__((noinline))
+static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void *data,
+                                 size_t len)
+{
+    const uint8_t *z;
+    ssize_t zn = deflate_compress(data, len, DEFLATE_FAST, &z); /* 0 below its minimum */
+
+    if (zn <= 0) /* it would not shrink, or no memory: plain is as good */
+        return conn_ws_frame(c, WS_FIN | op, data, len);
+    atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
+    STAT_ADD(c->w, deflate_sent, 1);
+    return conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn);
+}
+
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
@@ -378,7 +432,8 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         }
         return -ENOBUFS;
     }
-    int r = conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
+    int r = c->flags & CF_DEFLATE ? conn_ws_send_deflated(c, (unsigned)op, data, len)
+                                   : conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
     STAT_ADD(c->w, messages_sent, r == 0);
     return r;
 }

@@ -83,7 +83,18 @@ static const char *frame_check_start(const struct ws_decoder *d)
     unsigned b0 = d->hdr[0], b1 = d->hdr[1];
     unsigned opcode = b0 & FRAME_OPCODE_BITS;
 
-    if (b0 & FRAME_RSV_BITS & ~(unsigned)d->rsv_allowed)
+    unsigned rsv = b0 & FRAME_RSV_BITS & ~(unsigned)d->rsv_allowed;
+
+    /* RFC 7692 6.1: RSV1 on a message's first frame marks it compressed;
+     * control frames and continuations are never compressed. */
+    if (d->deflate && (rsv & WS_RSV1)) {
+        if (frame_is_control(opcode))
+            return "compressed control frame";
+        if (opcode == WS_OP_CONT)
+            return "RSV1 on a continuation frame";
+        rsv &= ~WS_RSV1;
+    }
+    if (rsv)
         return "reserved bits set";
     if (!frame_opcode_known(opcode))
         return "reserved opcode";
@@ -158,7 +169,10 @@ static void frame_begin(struct ws_decoder *d, size_t hdr_size)
     d->in_payload = 1;
     d->frame_started = 0;
     if (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY) {
-        d->msg_opcode = (uint8_t)opcode;
+        /* A compressed message's opcode carries the mark: its chunks are
+         * not text to validate (frame_track_message, frame_whole_report). */
+        bool deflated = d->deflate && (d->hdr[0] & WS_RSV1);
+        d->msg_opcode = (uint8_t)(opcode | (deflated ? WS_MSG_DEFLATED : 0));
         d->msg_len = 0;
         utf8_init(&d->utf8);
     }

@@ -46,6 +46,11 @@ enum ws_close_code {
 #define WS_MAX_HEADER 14 /* 2 + 8 (64-bit length) + 4 (mask) */
 #define WS_MAX_SERVER_HEADER 10 /* the same, unmasked: what the server sends */
 
+/* In a DATA event's opcode, beside TEXT or BINARY: the message is
+ * compressed (permessage-deflate, RSV1 on its first frame).  Its chunks are
+ * the compressed bytes, not checked as UTF-8: the inflated text is. */
+#define WS_MSG_DEFLATED 0x40u
+
 enum ws_event_type {
     WS_EV_NEED_MORE = 0, /* all given bytes consumed, nothing to report */
     WS_EV_DATA,          /* a chunk of a text/binary message */
@@ -80,6 +85,7 @@ struct ws_decoder {
     uint8_t mask_off;     /* rotation of the mask for the next byte */
     uint8_t msg_opcode;   /* TEXT/BINARY while a fragmented message is open */
     uint8_t rsv_allowed;  /* RSV bits (0x70 mask) an extension negotiated */
+    uint8_t deflate;      /* permessage-deflate: RSV1 marks a compressed message */
     uint8_t failed;       /* sticky: an ERROR was reported */
     uint8_t frame_started; /* a chunk of the current frame was reported */
     uint16_t fail_code;
@@ -94,7 +100,8 @@ void ws_decoder_init(struct ws_decoder *d, uint64_t max_message);
  * WS_EV_NEED_MORE (all bytes consumed) or WS_EV_ERROR.  DATA and CONTROL
  * chunks point into buf (unmasked in place); a chunk of an empty frame has
  * len 0.  Checks, each an ERROR with its close code:
- *   unmasked frame, RSV bits not allowed, reserved opcode, control frame
+ *   unmasked frame, RSV bits not allowed (with deflate, RSV1 only on the
+ *   first frame of a data message), reserved opcode, control frame
  *   longer than 125 or fragmented, 64-bit length with top bit set,
  *   continuation with no open message, new data frame inside an open message
  *   (1002); text that is not UTF-8, checked per chunk and at message end

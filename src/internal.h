@@ -77,10 +77,15 @@ struct pub_msg {
     void *done_arg;
     unsigned origin;              /* worker that runs done */
     struct pub_frame raw;         /* header and payload */
+    /* The same message compressed (permessage-deflate, RSV1 set), made at
+     * publish when some subscriber negotiated it and it pays; len 0: none. */
+    struct pub_frame z;
     uint16_t topic_len;
     uint8_t frame_hdr;            /* bytes of raw before the payload */
+    uint8_t z_hdr;                /* bytes of z before the payload */
     uint64_t published_ns;        /* timer_now_ns() when published */
     _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
+    _Atomic(struct pub_env *) zenv; /* the same from z, for one with deflate */
     uint64_t offset;              /* in its topic's sequence, from 1 */
     char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
     struct hist_node hist;        /* while its topic's history holds it */
@@ -166,6 +171,9 @@ enum conn_flag {
     /* A subscriber that negotiated ringws.v1: messages come in the envelope
      * and commands are answered (docs/PUBSUB.md). */
     CF_ENVELOPE = 1u << 30,
+    /* permessage-deflate negotiated (stateless both ways): messages may
+     * come compressed, and go compressed when that pays. */
+    CF_DEFLATE = 1u << 31,
 };
 
 /* Work a protocol left for the flush step (its proto_ops flush): a
@@ -305,6 +313,12 @@ struct worker_stats {
     _Atomic uint64_t bytes_received;    /* on the wire, TLS records included */
     _Atomic uint64_t bytes_sent;
     _Atomic uint64_t send_queue_bytes;  /* every connection's out_bytes */
+    /* permessage-deflate: messages compressed (once per publish, once per
+     * ringws_send; by any publishing thread: atomic add), compressed frames
+     * queued, compressed messages received. */
+    _Atomic uint64_t deflate_compressed;
+    _Atomic uint64_t deflate_sent;
+    _Atomic uint64_t deflate_inflated;
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
     _Atomic uint64_t auth_failures[RINGWS_AUTH_REASONS]; /* by reason */
@@ -390,6 +404,9 @@ struct ringws_server {
     bool peer_addrs;      /* accepts report each peer's address */
     atomic_bool stop_requested;
     _Atomic unsigned publishers; /* ringws_publish calls under way */
+    /* Subscriptions of connections that negotiated permessage-deflate: a
+     * publish is compressed only while there are some. */
+    _Atomic uint64_t deflate_subs;
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */

@@ -110,6 +110,8 @@ static void main_usage(FILE *f)
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "  --plain-recv-buffers    one receive per buffer even where the kernel can\n"
             "                          pack receives into buffers incrementally\n"
+            "  --no-deflate            refuse permessage-deflate (by default it is accepted\n"
+            "                          on every WebSocket path, stateless both ways)\n"
             "  --tls-cert FILE         certificate (PEM, chain after it) and ...\n"
             "  --tls-key FILE          ... its key: --port speaks TLS only; repeat both for\n"
             "                          more certificates, chosen by SNI (the first is the\n"
@@ -195,7 +197,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
        OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
        OPT_TOKEN_KEY, OPT_TOKEN_LEEWAY, OPT_TOKEN_COOKIE, OPT_REQUIRE_TOKEN,
-       OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
+       OPT_NO_DEFLATE, OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
 
 /* Flags and config keys are one table: a key is its flag's name without the
  * dashes, so neither can gain an option the other lacks. */
@@ -229,6 +231,7 @@ static const struct option main_longopts[] = {
     {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
     {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
     {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
+    {"no-deflate", no_argument, NULL, OPT_NO_DEFLATE},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
@@ -362,6 +365,8 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         cfg->recv_buffers = (unsigned)v; return 0;
     case OPT_PLAIN_BUFS:
         cfg->plain_recv_buffers = true; return 0;
+    case OPT_NO_DEFLATE:
+        cfg->deflate = false; return 0;
     case OPT_TLS_CERT:
         if (cfg->n_tls_certs == MAX_LIST) return -E2BIG;
         o->certs[cfg->n_tls_certs++].cert_file = arg; return 0;
@@ -747,6 +752,10 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_PLAIN_BUFS:
         fprintf(f, c->plain_recv_buffers ? "%s\n" : "# %s  (off)\n", k);
         return 0;
+    case OPT_NO_DEFLATE:
+        fprintf(f, c->deflate ? "# %s  (off: permessage-deflate accepted, stateless)\n" : "%s\n",
+                k);
+        return 0;
     case OPT_TLS_CERT:
         if (!c->n_tls_certs)
             fprintf(f, "# %s =  (none: plaintext)\n# tls-key =\n", k);
@@ -832,6 +841,7 @@ int main(int argc, char **argv)
     o.cfg.port = 8080;
     o.cfg.ws_paths = ws_paths;
     o.cfg.n_ws_paths = 1;
+    o.cfg.deflate = true; /* --no-deflate */
     o.cfg.cb.on_message = main_on_message;
     o.cfg.origins = o.origins;
     o.cfg.subprotocols = o.subprotocols;

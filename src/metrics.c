@@ -78,6 +78,10 @@ static const struct {
                                     "WebSocket framing and TLS records included."},
     {"ringws_bytes_sent_total", "Bytes written to peers' sockets: wire bytes, HTTP, "
                                 "WebSocket framing and TLS records included."},
+    {"ringws_deflate_compressed_total", "Messages compressed for permessage-deflate: once per "
+                                        "publish, once per compressed ringws_send."},
+    {"ringws_deflate_sent_total", "Compressed frames queued to peers (RSV1 set)."},
+    {"ringws_deflate_inflated_total", "Compressed messages received and inflated."},
     {"ringws_connections", "Connections each worker holds now."},
     {"ringws_send_queue_bytes", "Bytes waiting in send queues now (unsent data plus chunk "
                                 "bookkeeping)."},
@@ -207,6 +211,10 @@ void metrics_write_server(struct text_buf *t, const struct ringws_server *srv)
                     METRICS_SUM(srv, messages_sent) + METRICS_SUM(srv, fanout_queued));
     metrics_write_counter(t, "ringws_bytes_received_total", METRICS_SUM(srv, bytes_received));
     metrics_write_counter(t, "ringws_bytes_sent_total", METRICS_SUM(srv, bytes_sent));
+    metrics_write_counter(t, "ringws_deflate_compressed_total",
+                          METRICS_SUM(srv, deflate_compressed));
+    metrics_write_counter(t, "ringws_deflate_sent_total", METRICS_SUM(srv, deflate_sent));
+    metrics_write_counter(t, "ringws_deflate_inflated_total", METRICS_SUM(srv, deflate_inflated));
     metrics_write_connections(t, srv);
     metrics_write_family(t, "ringws_send_queue_bytes", "gauge");
     metrics_write_sample(t, "ringws_send_queue_bytes", NULL, METRICS_SUM(srv, send_queue_bytes));

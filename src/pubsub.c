@@ -12,6 +12,12 @@
  * max_inbox_bytes: a publish that any inbox cannot take goes nowhere.  See
  * docs/PUBSUB.md.
  *
+ * Compression (permessage-deflate, stateless): while some subscriber
+ * negotiated it, a publish compresses its payload once, before it is
+ * sequenced; the compressed frame (and its ringws.v1 twin, made from it
+ * without compressing again) is shared like the plain one, by the
+ * subscribers with compression, and lives as long as the message.
+ *
  * Order: every publish takes its topic's next offset from the sequencer
  * (pubsub_seq.c), which posts it to the inboxes under the same lock, so
  * that every inbox holds a topic's messages in offset order; a worker that
@@ -32,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deflate.h"
 #include "internal.h"
 #include "metrics.h"
 #include "pubsub_proto.h"
@@ -44,6 +51,8 @@ static __thread struct worker *pubsub_self;
 
 static void pubsub_inbox_take(struct worker *w);
 static void pubsub_inbox_run_nested(struct worker *w);
+static const struct pub_frame *pubsub_frame_for(struct ringws_server *srv, struct pub_msg *m,
+                                                uint32_t flags);
 
 /* ---- subscriptions ----------------------------------------------------- */
 
@@ -76,7 +85,12 @@ static void pubsub_seq_drop(struct worker *w, struct seq_topic *st)
 static void pubsub_remove_sub(struct worker *w, struct topic *t, uint32_t idx)
 {
     struct seq_topic *st = t->n_subs == 1 ? t->data : NULL; /* t goes with it */
-    struct ringws_conn *moved = topic_index_remove_sub(&w->topics, t, idx);
+    const struct ringws_conn *gone = t->subs[idx];
+    struct ringws_conn *moved;
+
+    if (gone->flags & CF_DEFLATE)
+        atomic_fetch_sub_explicit(&w->srv->deflate_subs, 1, memory_order_relaxed);
+    moved = topic_index_remove_sub(&w->topics, t, idx);
 
     if (moved)
         conn_sub_find(moved, t)->idx = idx;
@@ -209,19 +223,19 @@ static void pubsub_start_release(struct sub_start *ss)
 static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
 {
     struct pub_slot *s = &m->slots[c->w->id];
-    const struct pub_env *env = pubsub_env(c->w->srv, m);
+    const struct pub_frame *f = pubsub_frame_for(c->w->srv, m, c->flags);
     bool fresh = s->local_refs == 0;
     int r;
 
-    if (!env)
+    if (!f)
         return -ENOMEM;
     if (fresh) {
         atomic_fetch_add(&m->refs, 1);
         s->local_refs = 1;
     }
-    r = conn_queue_shared(c, s, &env->f);
+    r = conn_queue_shared(c, s, f);
     if (r == 0)
-        STAT_ADD(c->w, send_queue_bytes, env->f.len + OUT_CHUNK_OVERHEAD);
+        STAT_ADD(c->w, send_queue_bytes, f->len + OUT_CHUNK_OVERHEAD);
     if (fresh)
         pubsub_slot_release(s);
     return r;
@@ -236,10 +250,11 @@ static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss
     size_t room = c->w->srv->cfg.max_fanout_queue, need = 0;
 
     for (uint64_t i = 0; i < ss->n_replay; i++) {
-        const struct pub_env *env = ss->replay[i] ? pubsub_env(c->w->srv, ss->replay[i]) : NULL;
-        if (!env)
+        const struct pub_frame *f =
+            ss->replay[i] ? pubsub_frame_for(c->w->srv, ss->replay[i], c->flags) : NULL;
+        if (!f)
             return false;
-        need += env->f.len + OUT_CHUNK_OVERHEAD;
+        need += f->len + OUT_CHUNK_OVERHEAD;
         if (c->out_bytes + need > room)
             return false;
     }
@@ -333,6 +348,8 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     }
     cs->refs[cs->n++] = (struct sub_ref){t, (uint32_t)idx};
     STAT_ADD(w, subscriptions, 1);
+    if (c->flags & CF_DEFLATE)
+        atomic_fetch_add_explicit(&w->srv->deflate_subs, 1, memory_order_relaxed);
     return 0;
 }
 
@@ -432,19 +449,32 @@ void pubsub_msg_unref(struct pub_msg *m)
 {
     if (atomic_fetch_sub(&m->refs, 1) == 1) {
         free(atomic_load_explicit(&m->env, memory_order_relaxed));
+        free(atomic_load_explicit(&m->zenv, memory_order_relaxed));
         free(m);
     }
 }
 
+/* A deflate block that stores len bytes as they are (RFC 1951 3.2.4), not
+ * the last: BFINAL 0, BTYPE 00, padding, LEN and its complement. */
+#define PUBSUB_STORED_HDR 5
+
 /* Built by the first worker that needs it; a worker that loses the race to
  * publish its copy frees it: the frame is still built once per message in
- * the common case and never copied per subscriber. */
-const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
+ * the common case and never copied per subscriber.  The compressed one
+ * (zipped) is the "msg" line in a stored block followed by the compressed
+ * payload's own blocks: a deflate stream may switch block types at any
+ * point, and the payload's matches reach no further back than its own
+ * start, so the payload is compressed once whatever frames it goes in. */
+static const struct pub_env *pubsub_env_make(struct ringws_server *srv, struct pub_msg *m,
+                                             bool zipped)
 {
-    struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
+    _Atomic(struct pub_env *) *slot = zipped ? &m->zenv : &m->env;
+    struct pub_env *env = atomic_load_explicit(slot, memory_order_acquire), *mine;
+    const struct pub_frame *src = zipped ? &m->z : &m->raw;
+    size_t skip = zipped ? m->z_hdr : m->frame_hdr;
     char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
-    uint8_t hdr[WS_MAX_SERVER_HEADER];
-    size_t payload = m->raw.len - m->frame_hdr, ln, h;
+    uint8_t hdr[WS_MAX_SERVER_HEADER + PUBSUB_STORED_HDR];
+    size_t payload = src->len - skip, ln, h, stored = zipped ? PUBSUB_STORED_HDR : 0;
     int n;
 
     if (env)
@@ -452,15 +482,25 @@ const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
     n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)m->topic_len,
                  m->topic, SEQ_EPOCH_LEN, m->epoch, m->offset);
     ln = (size_t)n;
-    h = ws_frame_header(hdr, WS_FIN | (m->raw.bytes[0] & 0x0f), ln + payload);
+    h = ws_frame_header(hdr, WS_FIN | (zipped ? WS_RSV1 : 0) | (m->raw.bytes[0] & 0x0f),
+                        stored + ln + payload);
+    if (zipped) {
+        uint8_t *b = hdr + h;
+        b[0] = 0;
+        b[1] = (uint8_t)ln;
+        b[2] = (uint8_t)(ln >> 8);
+        b[3] = (uint8_t)~b[1];
+        b[4] = (uint8_t)~b[2];
+        h += stored;
+    }
     mine = malloc(sizeof(*mine) + h + ln + payload);
     if (!mine)
         return NULL;
     memcpy(mine->data, hdr, h);
     memcpy(mine->data + h, line, ln);
-    memcpy(mine->data + h + ln, m->raw.bytes + m->frame_hdr, payload);
+    memcpy(mine->data + h + ln, src->bytes + skip, payload);
     mine->f = (struct pub_frame){mine->data, (uint32_t)(h + ln + payload)};
-    if (atomic_compare_exchange_strong_explicit(&m->env, &env, mine, memory_order_acq_rel,
+    if (atomic_compare_exchange_strong_explicit(slot, &env, mine, memory_order_acq_rel,
                                                 memory_order_acquire)) {
         seq_message_charge(srv, m, sizeof(*mine) + mine->f.len);
         return mine;
@@ -469,23 +509,62 @@ const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
     return env;
 }
 
+const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
+{
+    return pubsub_env_make(srv, m, false);
+}
+
+/* The frame a subscriber is sent: raw or ringws.v1 (CF_ENVELOPE), the
+ * compressed one when it negotiated permessage-deflate and the publish was
+ * compressed; NULL without memory. */
+static const struct pub_frame *pubsub_frame_for(struct ringws_server *srv, struct pub_msg *m,
+                                                uint32_t flags)
+{
+    bool zipped = (flags & CF_DEFLATE) && m->z.len;
+    const struct pub_env *env;
+
+    if (!(flags & CF_ENVELOPE))
+        return zipped ? &m->z : &m->raw;
+    env = pubsub_env_make(srv, m, zipped);
+    return env ? &env->f : NULL;
+}
+
 void pubsub_slot_release(struct pub_slot *s)
 {
     if (--s->local_refs == 0)
         pubsub_msg_unref(s->msg);
 }
 
+/* The payload compressed (zlen bytes at *z), when some subscriber
+ * negotiated compression and it pays; zlen 0: the message goes plain to all. */
+static int pubsub_msg_compress(struct ringws_server *srv, const void *data, size_t len,
+                               const uint8_t **z, size_t *zlen)
+{
+    ssize_t n;
+
+    *zlen = 0;
+    if (len < DEFLATE_MIN_SIZE ||
+        !atomic_load_explicit(&srv->deflate_subs, memory_order_relaxed))
+        return 0;
+    if ((n = deflate_compress(data, len, DEFLATE_SMALL, z)) < 0)
+        return (int)n;
+    *zlen = (size_t)n;
+    return 0;
+}
+
 static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *topic,
                                         size_t topic_len, const void *data, size_t len,
-                                        bool binary)
+                                        bool binary, const uint8_t *z, size_t zlen)
 {
     size_t slots = srv->n_workers * sizeof(struct pub_slot);
-    uint8_t hdr[WS_MAX_SERVER_HEADER];
-    size_t h = ws_frame_header(hdr, WS_FIN | (binary ? WS_OP_BINARY : WS_OP_TEXT), len);
+    unsigned op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+    uint8_t hdr[WS_MAX_SERVER_HEADER], zhdr[WS_MAX_SERVER_HEADER];
+    size_t h = ws_frame_header(hdr, WS_FIN | op, len);
+    size_t zh = zlen ? ws_frame_header(zhdr, WS_FIN | WS_RSV1 | op, zlen) : 0;
     /* One allocation: the message, its slots, the raw frame, the topic
      * (its own length, not RINGWS_MAX_TOPIC: a held message costs what it
-     * says). */
-    struct pub_msg *m = malloc(sizeof(*m) + slots + h + len + topic_len);
+     * says), the compressed frame. */
+    struct pub_msg *m = malloc(sizeof(*m) + slots + h + len + topic_len + zh + zlen);
     uint8_t *frame;
     char *name;
 
@@ -504,6 +583,13 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     name = (char *)frame + h + len;
     memcpy(name, topic, topic_len);
     m->topic = name;
+    if (zlen) {
+        uint8_t *zf = (uint8_t *)name + topic_len;
+        memcpy(zf, zhdr, zh);
+        memcpy(zf + zh, z, zlen);
+        m->z = (struct pub_frame){zf, (uint32_t)(zh + zlen)};
+        m->z_hdr = (uint8_t)zh;
+    }
     for (unsigned i = 0; i < srv->n_workers; i++)
         m->slots[i].msg = m;
     return m;
@@ -574,8 +660,8 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     struct pub_msg *m = s->msg;
     struct topic *t = topic_index_find(&w->topics, m->topic, m->topic_len,
                                        topic_index_hash(&w->topics, m->topic, m->topic_len));
-    const struct pub_env *env = NULL;
-    uint64_t n = 0, n_env = 0, end;
+    uint64_t n = 0, n_zipped = 0, end;
+    int64_t other_bytes = 0; /* what frames other than raw queued beyond it */
 
     STAT_ADD(w, publishes, 1);
     s->local_refs = 1;
@@ -583,16 +669,23 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
         return 0;
     for (uint32_t i = 0; i < t->n_subs; i++) {
         struct ringws_conn *c = t->subs[i];
-        if (!(c->flags & CF_ENVELOPE))
-            n += pubsub_queue_to(c, s, t, &m->raw);
-        else if (env || (env = pubsub_env(w->srv, m)))
-            n_env += pubsub_queue_to(c, s, t, &env->f);
-        else
+        const struct pub_frame *f = &m->raw;
+        bool queued;
+
+        if ((c->flags & (CF_ENVELOPE | CF_DEFLATE)) && !(f = pubsub_frame_for(w->srv, m, c->flags))) {
             STAT_ADD(w, fanout_dropped, 1);
+            continue;
+        }
+        queued = pubsub_queue_to(c, s, t, f);
+        n += queued;
+        if (f != &m->raw && queued) {
+            other_bytes += (int64_t)f->len - (int64_t)m->raw.len;
+            n_zipped += (f->bytes[0] & WS_RSV1) != 0;
+        }
     }
-    STAT_ADD(w, send_queue_bytes, n * (m->raw.len + OUT_CHUNK_OVERHEAD) +
-                                      (env ? n_env * (env->f.len + OUT_CHUNK_OVERHEAD) : 0));
-    n += n_env;
+    STAT_ADD(w, send_queue_bytes,
+             n * (m->raw.len + OUT_CHUNK_OVERHEAD) + (uint64_t)other_bytes);
+    STAT_ADD(w, deflate_sent, n_zipped);
     STAT_ADD(w, fanout_queued, n);
     end = timer_now_ns();
     metrics_observe(&w->stats.publish_latency, end - m->published_ns);
@@ -606,7 +699,8 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 /* What a message holds while it waits in an inbox. */
 static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->topic_len;
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->z.len +
+           m->topic_len;
 }
 
 /* Gives back the room m took in the first n inboxes. */
@@ -867,14 +961,21 @@ static int pubsub_publish(struct ringws_server *srv, struct worker *self, const 
                           pubsub_done_fn *done, void *arg, uint64_t *recipients,
                           struct pub_pos *pos)
 {
-    struct pub_msg *m;
+    struct pub_msg *m = NULL;
+    const uint8_t *z = NULL;
+    size_t zlen;
     int ret = pubsub_check(srv, topic, topic_len, data, len, binary);
 
     if (ret < 0)
         return ret;
     if (!pubsub_enter(srv))
         return -ESHUTDOWN;
-    m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
+    /* Outside any lock, once for every subscriber on every worker. */
+    if (pubsub_msg_compress(srv, data, len, &z, &zlen) == 0)
+        m = pubsub_msg_build(srv, topic, topic_len, data, len, binary, z, zlen);
+    if (m && zlen) /* any thread: an atomic add, on its worker's or the first */
+        atomic_fetch_add_explicit(&(self ? self : &srv->workers[0])->stats.deflate_compressed,
+                                  1, memory_order_relaxed);
     ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
     if (ret == 0 && (ret = pubsub_dispatch(srv, self, m, done, arg, recipients, pos)) < 0)
         pubsub_inbox_unreserve(srv, self, m, srv->n_workers);

@@ -303,11 +303,13 @@ struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, siz
     return t;
 }
 
-/* What a held message pins: the message with its slots, raw frame and
- * topic; its ringws.v1 frame is counted when built (seq_message_charge). */
+/* What a held message pins: the message with its slots, raw frame (and
+ * its compressed twin) and topic; its ringws.v1 frames are counted when
+ * built (seq_message_charge). */
 static size_t seq_message_bytes(const struct ringws_server *srv, const struct pub_msg *m)
 {
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->topic_len;
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->z.len +
+           m->topic_len;
 }
 
 void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t bytes)

@@ -235,7 +235,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     http_limits_default(&srv->limits);
     srv->policy = (struct ws_handshake_policy){
         .subprotocols = cfg->subprotocols, .n_subprotocols = cfg->n_subprotocols,
-        .origins = cfg->origins, .n_origins = cfg->n_origins};
+        .origins = cfg->origins, .n_origins = cfg->n_origins, .deflate = cfg->deflate};
     if (getrandom(srv->topic_key, sizeof(srv->topic_key), 0) != sizeof(srv->topic_key)) {
         srv->topic_key[0] = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
         srv->topic_key[1] = ~srv->topic_key[0];

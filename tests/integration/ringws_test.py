@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import traceback
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -859,6 +860,30 @@ def build_frame(opcode, payload=b"", fin=True, rsv=0, mask=True, key=None, lengt
     return head + payload
 
 
+def deflate_message(data, final=False):
+    """A message's payload compressed on its own (permessage-deflate without
+    context takeover): sync-flushed with the trailing 00 00 ff ff removed as
+    RFC 7692 7.2.1 says, or (final) ended with a final block as it allows."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    if final:
+        return c.compress(data) + c.flush(zlib.Z_FINISH)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    if not out.endswith(b"\x00\x00\xff\xff"):
+        raise AssertionError("sync flush did not end in 00 00 ff ff")
+    return out[:-4]
+
+
+def inflate_message(data):
+    """A received compressed message's payload, inflated (RFC 7692 7.2.2)."""
+    try:
+        d = zlib.decompressobj(-15)
+        return d.decompress(bytes(data) + b"\x00\x00\xff\xff") + d.flush()
+    except zlib.error as e:
+        raise ProtocolViolation("server sent compressed data that does not inflate: %s" % e)
+
+
 def close_payload(code=None, reason=b""):
     if code is None:
         return b""
@@ -951,8 +976,9 @@ class Frame:
 class Event:
     """A complete message or a control frame from the server."""
 
-    def __init__(self, kind, data=b"", code=None, reason=b""):
+    def __init__(self, kind, data=b"", code=None, reason=b"", compressed=False):
         self.kind, self.data, self.code, self.reason = kind, data, code, reason
+        self.compressed = compressed  # it came with RSV1 (permessage-deflate)
 
     def __repr__(self):
         if self.kind == "close":
@@ -967,9 +993,10 @@ class EOF(TestFailure):
 class RawWS(_SocketOwner):
     """A WebSocket client on a plain socket that sends exactly the bytes a
     test asks for and checks every frame the server sends: unmasked, no RSV
-    bits, known opcodes, minimal length encoding, control frames whole and
-    short, text valid UTF-8, close payloads well-formed, nothing after a
-    close."""
+    bits (but RSV1 on a data message's first frame once permessage-deflate
+    was agreed: such messages are inflated), known opcodes, minimal length
+    encoding, control frames whole and short, text valid UTF-8, close
+    payloads well-formed, nothing after a close."""
 
     def __init__(self, sock, buf=b""):
         self.sock = sock
@@ -982,6 +1009,8 @@ class RawWS(_SocketOwner):
         self.response = None
         self.sent_close = False
         self.send_error = None
+        self.deflate = False     # the server agreed to permessage-deflate
+        self.frag_rsv1 = False
 
     # -- opening
 
@@ -1004,6 +1033,8 @@ class RawWS(_SocketOwner):
             raise
         ws = cls(sock, bytes(hc.buf))
         ws.response = resp
+        ws.deflate = any(v.split(";")[0].strip() == "permessage-deflate"
+                         for v in resp.header_all("Sec-WebSocket-Extensions"))
         return ws
 
     # -- sending
@@ -1078,8 +1109,8 @@ class RawWS(_SocketOwner):
             hlen = 10
             if n < 65536 or n >> 63:
                 raise ProtocolViolation("server used a 64-bit length for %d bytes" % n)
-        if rsv:
-            raise ProtocolViolation("server frame has RSV bits %d" % rsv)
+        if rsv and not (rsv == 4 and self.deflate and opcode in (OP_TEXT, OP_BINARY)):
+            raise ProtocolViolation("server frame has RSV bits %d (opcode %d)" % (rsv, opcode))
         if opcode not in OPNAMES:
             raise ProtocolViolation("server frame has reserved opcode %d" % opcode)
         if opcode >= 8 and (not fin or n > 125):
@@ -1123,14 +1154,18 @@ class RawWS(_SocketOwner):
                     raise ProtocolViolation("server started a new message inside a fragmented one")
                 self.frag_op = f.opcode
                 self.frag_parts = [f.payload]
+                self.frag_rsv1 = f.rsv == 4
             if f.fin:
                 op, data = self.frag_op, b"".join(self.frag_parts)
-                self.frag_op, self.frag_parts = None, []
+                zipped = self.frag_rsv1
+                self.frag_op, self.frag_parts, self.frag_rsv1 = None, [], False
+                if zipped:
+                    data = inflate_message(data)
                 if op == OP_TEXT:
                     if not utf8_valid(data):
                         raise ProtocolViolation("server sent a text message that is not UTF-8")
-                    return Event("text", data)
-                return Event("binary", data)
+                    return Event("text", data, compressed=zipped)
+                return Event("binary", data, compressed=zipped)
 
     def expect_event(self, kind, data=None, timeout=None):
         what = "%s %s" % (kind, short(data) if data is not None else "")

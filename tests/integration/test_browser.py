@@ -38,7 +38,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_TEXT, Response, Runner, T, apply_mask, check_101, eq,  # noqa: E402
-                         expect, fail, short)
+                         expect, fail, inflate_message, short)
 import tls_ca  # noqa: E402
 
 CHROMIUM = os.environ.get("RINGWS_CHROMIUM", "/usr/bin/chromium")
@@ -280,7 +280,8 @@ def parse_head(raw, what):
 
 
 def first_frame(data, what):
-    """(fin, opcode, masked, payload) of the frame at the start of data."""
+    """(fin, opcode, masked, payload, compressed) of the frame at the start
+    of data; a compressed payload (RSV1, permessage-deflate) is inflated."""
     if len(data) < 2:
         fail("no %s frame: %s" % (what, short(data)))
     b0, b1 = data[0], data[1]
@@ -297,7 +298,9 @@ def first_frame(data, what):
         fail("%s frame cut short: %d of %d payload bytes" % (what, len(payload), n))
     if masked:
         payload = apply_mask(payload, key)
-    return bool(b0 & 0x80), b0 & 0x0F, masked, bytes(payload)
+    if b0 & 0x40:
+        payload = inflate_message(payload)
+    return bool(b0 & 0x80), b0 & 0x0F, masked, bytes(payload), bool(b0 & 0x40)
 
 
 # ---------------------------------------------------------------------------
@@ -346,8 +349,12 @@ def t_untrusted_https(port):
            short(dom))
 
 
-def t_handshake_on_wire(relay):
-    text = random_text()
+def t_handshake_on_wire(relay, text=None):
+    """The browser's handshake and first frames as they cross the wire.
+    Chromium offers permessage-deflate and the server takes it, stateless
+    both ways; a text of 128 bytes or more comes back compressed (RSV1 on
+    the wire), a shorter one plain."""
+    text = text or random_text()
     check_echoed(run_chromium(page_url(relay.port, text)), text, relay.port)
     client, server = relay.websocket_exchange()
 
@@ -370,18 +377,24 @@ def t_handshake_on_wire(relay):
 
     _, resp, server_rest = parse_head(server, "server response")
     check_101(resp, key)
-    # The browser offers permessage-deflate; a server that does not do it
-    # must not accept it, or the browser would inflate plain frames.
-    if "permessage-deflate" in (req.header("Sec-WebSocket-Extensions") or ""):
-        eq(resp.header_all("Sec-WebSocket-Extensions"), [], "Sec-WebSocket-Extensions in the 101")
+    expect("permessage-deflate" in (req.header("Sec-WebSocket-Extensions") or ""),
+           "a permessage-deflate offer from the browser", req.header_all("Sec-WebSocket-Extensions"))
+    eq(resp.header_all("Sec-WebSocket-Extensions"),
+       ["permessage-deflate; server_no_context_takeover; client_no_context_takeover"],
+       "Sec-WebSocket-Extensions in the 101")
 
     want = text.encode("utf-8")
-    fin, op, masked, payload = first_frame(client_rest, "browser")
+    fin, op, masked, payload, _ = first_frame(client_rest, "browser")
     eq((fin, op, masked), (True, OP_TEXT, True), "browser frame (fin, opcode, masked)")
     eq(payload, want, "browser frame payload")
-    fin, op, masked, payload = first_frame(server_rest, "server")
+    fin, op, masked, payload, zipped = first_frame(server_rest, "server")
     eq((fin, op, masked), (True, OP_TEXT, False), "server frame (fin, opcode, masked)")
     eq(payload, want, "server echo payload")
+    eq(zipped, len(want) >= 128, "server echo of %d bytes compressed" % len(want))
+
+
+def t_deflate_on_wire(relay):
+    t_handshake_on_wire(relay, random_text() + " " + "your order has shipped; " * 12)
 
 
 def t_origin_refused(port):
@@ -411,14 +424,16 @@ def main():
         r.case("demo-page-echo", t_echo, srv.port, timeout=90)
         r.case("demo-page-echo-again", t_echo_ascii_again, srv.port, timeout=90)
 
-    relay = Relay()
-    origin = "http://127.0.0.1:%d" % relay.port
-    with r.server(["--origin", origin], "origin-" + origin) as srv:
-        relay.start(srv.port)
-        try:
-            r.case("browser-handshake-on-wire", t_handshake_on_wire, relay, timeout=90)
-        finally:
-            relay.stop()
+    for cid, fn in [("browser-handshake-on-wire", t_handshake_on_wire),
+                    ("browser-deflate-on-wire", t_deflate_on_wire)]:
+        relay = Relay()
+        origin = "http://127.0.0.1:%d" % relay.port
+        with r.server(["--origin", origin], "origin-" + origin) as srv:
+            relay.start(srv.port)
+            try:
+                r.case(cid, fn, relay, timeout=90)
+            finally:
+                relay.stop()
 
     with r.server(["--origin", "http://elsewhere.invalid"], "origin-elsewhere") as srv:
         r.case("foreign-origin-refused", t_origin_refused, srv.port, timeout=90)

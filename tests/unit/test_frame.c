@@ -557,6 +557,9 @@ static void test_lengths(void)
 
 /* ---- errors ------------------------------------------------------------- */
 
+/* Whether the error helpers' decoders negotiated permessage-deflate. */
+static uint8_t error_deflate;
+
 /* Feeds `w` one byte at a time and returns the close code of the first
  * error (0 if none) and in *at the index of the byte that brought it. */
 static uint16_t error_bytewise(const struct bytes *w, uint64_t max, uint8_t rsv,
@@ -567,6 +570,7 @@ static uint16_t error_bytewise(const struct bytes *w, uint64_t max, uint8_t rsv,
 
     ws_decoder_init(&d, max);
     d.rsv_allowed = rsv;
+    d.deflate = error_deflate;
     for (size_t i = 0; i < w->len; i++) {
         uint8_t *b = guard_place(w->b + i, 1);
         size_t off = 0;
@@ -601,6 +605,7 @@ static uint16_t error_whole(const struct bytes *w, uint64_t max, uint8_t rsv)
 
     ws_decoder_init(&d, max);
     d.rsv_allowed = rsv;
+    d.deflate = error_deflate;
     for (size_t calls = 0; calls <= w->len; calls++) {
         off += ws_decode(&d, buf + off, w->len - off, &ev);
         if (ev.type == WS_EV_ERROR)
@@ -682,6 +687,75 @@ static void test_header_errors(void)
     EXPECT_ERROR(&w, 0, 0, 0, w.len, "largest length, unlimited");
     EXPECT_ERROR(&w, 1u << 20, 0, 1009, 9, "largest length, limited");
     EXPECT_ERROR(&w, UINT64_MAX, 0, 0, w.len, "largest length, huge limit");
+    bytes_free(&w);
+}
+
+/* The opcodes of the data events of `w` decoded with deflate in one piece
+ * (whole) or byte by byte, ORed together; 0xff for an error. */
+static unsigned deflate_opcodes(const struct bytes *w, bool whole)
+{
+    struct ws_decoder d;
+    struct ws_event ev;
+    unsigned ops = 0;
+
+    ws_decoder_init(&d, 0);
+    d.deflate = 1;
+    for (size_t i = 0; i < w->len;) {
+        size_t n = whole ? w->len - i : 1, off = 0;
+        uint8_t *b = guard_place(w->b + i, n);
+
+        do {
+            off += ws_decode(&d, b + off, n - off, &ev);
+            if (ev.type == WS_EV_ERROR)
+                return 0xff;
+            if (ev.type == WS_EV_DATA)
+                ops |= ev.opcode;
+        } while (ev.type != WS_EV_NEED_MORE);
+        i += n;
+    }
+    return ops;
+}
+
+/* permessage-deflate (RFC 7692 6.1): RSV1 on a data message's first frame
+ * marks the message, whose chunks are not UTF-8-checked (what they inflate
+ * to is); RSV1 on a continuation or a control frame is 1002. */
+static void test_deflate_rsv1(void)
+{
+    struct bytes w = {0};
+    const uint8_t junk[4] = {0xff, 0xfe, 0xc3, 0x28}; /* no UTF-8 */
+
+    wire_frame(&w, WS_FIN | WS_RSV1 | WS_OP_TEXT, junk, 4);
+    for (int whole = 0; whole < 2; whole++)
+        CHECKF(deflate_opcodes(&w, whole) == (WS_OP_TEXT | WS_MSG_DEFLATED), "whole %d", whole);
+    /* Fragmented: the continuations (whole frames, the fast path) keep the
+     * mark, and a plain text after it is checked again. */
+    w.len = 0;
+    wire_frame(&w, WS_RSV1 | WS_OP_TEXT, junk, 2);
+    wire_frame(&w, WS_OP_CONT, junk + 2, 1);
+    wire_frame(&w, WS_FIN | WS_OP_CONT, junk + 3, 1);
+    wire_frame(&w, WS_FIN | WS_OP_BINARY, junk, 4);
+    for (int whole = 0; whole < 2; whole++)
+        CHECKF(deflate_opcodes(&w, whole) ==
+                   (WS_OP_TEXT | WS_MSG_DEFLATED | WS_OP_BINARY), "fragments, whole %d", whole);
+    wire_frame(&w, WS_FIN | WS_OP_TEXT, junk, 4);
+    error_deflate = 1;
+    EXPECT_ERROR(&w, 0, 0, 1007, w.len - 4, "plain text after a compressed one");
+    w.len = 0;
+    wire_frame(&w, WS_RSV1 | WS_OP_BINARY, junk, 2);
+    wire_frame(&w, WS_FIN | WS_RSV1 | WS_OP_CONT, junk, 2);
+    EXPECT_ERROR(&w, 0, 0, 1002, 9, "RSV1 on a continuation");
+    for (unsigned op = WS_OP_CLOSE; op <= WS_OP_PONG; op++) {
+        w.len = 0;
+        wire_frame(&w, WS_FIN | WS_RSV1 | op, junk, 2);
+        EXPECT_ERROR(&w, 0, 0, 1002, 1, "RSV1 on a control frame");
+    }
+    w.len = 0;
+    wire_frame(&w, WS_FIN | WS_RSV1 | 0x20 | WS_OP_TEXT, junk, 2);
+    EXPECT_ERROR(&w, 0, 0, 1002, 1, "RSV2 beside RSV1");
+    error_deflate = 0;
+    w.len = 0;
+    wire_frame(&w, WS_FIN | WS_RSV1 | WS_OP_TEXT, junk, 2);
+    EXPECT_ERROR(&w, 0, 0, 1002, 1, "RSV1 without deflate");
     bytes_free(&w);
 }
 
@@ -1200,6 +1274,7 @@ int main(int argc, char **argv)
     test_single_call();
     test_lengths();
     test_header_errors();
+    test_deflate_rsv1();
     test_size_errors();
     test_sequence_errors();
     test_utf8_errors();

@@ -1,0 +1,179 @@
+/* deflate.c - whole-message compression and inflation with libdeflate, with
+ * what each thread needs made on its first call.
+ *
+ * Why it exists: the stateless mode of permessage-deflate needs no stream
+ * state between messages, which is exactly what libdeflate's whole-buffer
+ * calls do, faster than zlib on these payloads (bench/RESULTS.md); its
+ * bounded output buffer is also the decompression bomb's bound.  The
+ * per-thread part is a few hundred KiB per worker, not per connection. */
+#include "deflate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <libdeflate.h>
+
+/* libdeflate's levels for each effort (bench/RESULTS.md, "Compression"). */
+static const int deflate_levels[DEFLATE_EFFORTS] = {1, 6};
+
+/* Appended to a received payload before inflating: the 00 00 ff ff that
+ * RFC 7692 7.2.2 restores (ending a sync-flushed stream with an empty
+ * stored block), then a final empty stored block, since libdeflate wants a
+ * final block to end on.  A stream that already ended in a final block
+ * (as ours do) never reads them. */
+static const uint8_t deflate_tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff};
+
+/* Scratch kept between messages; larger is let go by deflate_trim. */
+#define DEFLATE_KEEP (64u << 10)
+
+struct deflate_thread {
+    struct libdeflate_compressor *comp[DEFLATE_EFFORTS];
+    struct libdeflate_decompressor *decomp;
+    uint8_t *in, *out; /* inflating: the input with its tail, the message */
+    size_t in_cap, out_cap;
+    uint8_t *z;        /* compressing: kept apart, since what is compressed
+                        * may be a message just inflated (an echo) */
+    size_t z_cap;
+};
+
+static pthread_key_t deflate_key;
+static pthread_once_t deflate_once = PTHREAD_ONCE_INIT;
+static bool deflate_key_ok;
+static __thread struct deflate_thread *deflate_self;
+
+static void deflate_thread_free(void *arg)
+{
+    struct deflate_thread *t = arg;
+
+    for (unsigned i = 0; i < DEFLATE_EFFORTS; i++)
+        libdeflate_free_compressor(t->comp[i]);
+    libdeflate_free_decompressor(t->decomp);
+    free(t->in);
+    free(t->out);
+    free(t->z);
+    free(t);
+}
+
+static void deflate_key_create(void)
+{
+    deflate_key_ok = pthread_key_create(&deflate_key, deflate_thread_free) == 0;
+}
+
+static struct deflate_thread *deflate_thread(void)
+{
+    struct deflate_thread *t = deflate_self;
+
+    if (t)
+        return t;
+    pthread_once(&deflate_once, deflate_key_create);
+    if (!deflate_key_ok || !(t = calloc(1, sizeof(*t))))
+        return NULL;
+    if (pthread_setspecific(deflate_key, t) != 0) {
+        free(t);
+        return NULL;
+    }
+    deflate_self = t;
+    return t;
+}
+
+/* Makes *buf hold at least n bytes (its contents are not kept). */
+static int deflate_room(uint8_t **buf, size_t *cap, size_t n)
+{
+    uint8_t *b;
+
+    if (*cap >= n)
+        return 0;
+    if (!(b = malloc(n)))
+        return -ENOMEM;
+    free(*buf);
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
+                         const uint8_t **out)
+{
+    struct deflate_thread *t;
+    size_t bound, z;
+
+    if (n < DEFLATE_MIN_SIZE)
+        return 0;
+    if (!(t = deflate_thread()))
+        return -ENOMEM;
+    if (!t->comp[effort] && !(t->comp[effort] = libdeflate_alloc_compressor(deflate_levels[effort])))
+        return -ENOMEM;
+    /* Only a result smaller than the message is any use: n - 1 bytes of
+     * room, and libdeflate gives up (0) beyond them. */
+    bound = n - 1;
+    if (deflate_room(&t->z, &t->z_cap, bound) < 0)
+        return -ENOMEM;
+    z = libdeflate_deflate_compress(t->comp[effort], p, n, t->z, bound);
+    *out = t->z;
+    return (ssize_t)z;
+}
+
+int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
+                    size_t *out_len)
+{
+    struct deflate_thread *t = deflate_thread();
+    size_t cap;
+
+    if (!max) /* no limit: still one the size arithmetic cannot pass */
+        max = SIZE_MAX / 8;
+    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
+        return -ENOMEM;
+    if (deflate_room(&t->in, &t->in_cap, n + sizeof(deflate_tail)) < 0)
+        return -ENOMEM;
+    memcpy(t->in, p, n);
+    memcpy(t->in + n, deflate_tail, sizeof(deflate_tail));
+    /* Guess, then grow by 4: a bomb costs at most 4/3 of max in output
+     * written before it is refused. */
+    cap = n * 4 > DEFLATE_KEEP ? n * 4 : DEFLATE_KEEP;
+    if (t->out_cap > cap)
+        cap = t->out_cap;
+    for (;;) {
+        enum libdeflate_result r;
+
+        if (cap > max)
+            cap = max;
+        if (deflate_room(&t->out, &t->out_cap, cap ? cap : 1) < 0)
+            return -ENOMEM;
+        r = libdeflate_deflate_decompress(t->decomp, t->in, n + sizeof(deflate_tail), t->out,
+                                          cap, out_len);
+        if (r == LIBDEFLATE_SUCCESS) {
+            *out = t->out;
+            return 0;
+        }
+        if (r != LIBDEFLATE_INSUFFICIENT_SPACE)
+            return -EINVAL;
+        if (cap >= max)
+            return -EMSGSIZE;
+        cap = cap > max / 4 ? max : cap * 4;
+    }
+}
+
+void deflate_trim(void)
+{
+    struct deflate_thread *t = deflate_self;
+
+    if (t && t->out_cap > DEFLATE_KEEP) {
+        free(t->out);
+        t->out = NULL;
+        t->out_cap = 0;
+    }
+    if (t && t->z_cap > DEFLATE_KEEP) {
+        free(t->z);
+        t->z = NULL;
+        t->z_cap = 0;
+    }
+    if (t && t->in_cap > DEFLATE_KEEP) {
+        free(t->in);
+        t->in = NULL;
+        t->in_cap = 0;
+    }
+}
