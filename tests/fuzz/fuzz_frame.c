@@ -83,7 +83,8 @@ static void fold_message(struct run *r, const struct ws_event *ev)
     }
     FUZZ_CHECK(r->msg_opcode == ev->opcode, "data opcode %u in a message of %u",
                ev->opcode, r->msg_opcode);
-    FUZZ_CHECK(ev->opcode == WS_OP_TEXT || ev->opcode == WS_OP_BINARY,
+    FUZZ_CHECK((ev->opcode & ~WS_MSG_DEFLATED) == WS_OP_TEXT ||
+                   (ev->opcode & ~WS_MSG_DEFLATED) == WS_OP_BINARY,
                "data event with opcode %u", ev->opcode);
     memcpy(r->msg + r->msg_len, ev->data, ev->len);
     r->msg_len += ev->len;
@@ -185,7 +186,8 @@ static void decode(const uint8_t *data, size_t size, uint64_t max_message, uint8
 
     run_init(r, size);
     ws_decoder_init(&d, max_message);
-    d.rsv_allowed = rsv;
+    d.rsv_allowed = rsv & 0x70;
+    d.deflate = rsv >> 7;
     do { /* at least once, so that an empty input is fed too */
         size_t step = mode == 0 ? size : mode == 1 ? 1 : fuzz_cut(rng);
         size_t to = step < size - pos ? pos + step : size;
@@ -212,12 +214,18 @@ static bool ref_fail(struct run *r, uint16_t code)
 }
 
 /* The rules decided by the first two bytes; false when they fail.  `rsv`:
- * the RSV bits an extension negotiated. */
+ * the RSV bits an extension negotiated, and 0x80 for permessage-deflate
+ * (RFC 7692 6.1: RSV1 only on a data message's first frame). */
 static bool ref_start(struct run *r, uint8_t b0, uint8_t b1, uint8_t msg_opcode, uint8_t rsv)
 {
-    unsigned op = b0 & 0x0F;
+    unsigned op = b0 & 0x0F, bits = b0 & 0x70 & ~rsv;
 
-    if (b0 & 0x70 & ~rsv)
+    if ((rsv & 0x80) && (bits & 0x40)) {
+        if (op == 0 || op >= 8)
+            return ref_fail(r, 1002);
+        bits &= ~0x40u;
+    }
+    if (bits)
         return ref_fail(r, 1002);
     if (!(op <= 2 || (op >= 8 && op <= 10)))
         return ref_fail(r, 1002);
@@ -290,7 +298,8 @@ static void ref_decode(const uint8_t *in, size_t size, uint64_t max_message, uin
             continue;
         }
         if (op != 0) {
-            r->msg_opcode = (uint8_t)op;
+            /* A compressed message is marked, and its bytes are not text. */
+            r->msg_opcode = (uint8_t)(op | ((rsv & 0x80) && (b0 & 0x40) ? WS_MSG_DEFLATED : 0));
             r->msg_len = 0;
             msg_total = 0;
         }
@@ -400,7 +409,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fuzz_rng rng = {fuzz_hash(data, size, 2)};
     uint64_t pick = fuzz_next(&rng);
     uint64_t max_message = max_messages[pick & 3];
-    uint8_t rsv = pick >> 62 & 1 ? 0x40 : 0;
+    /* RSV1 plainly allowed, or with permessage-deflate's meaning, or not. */
+    uint8_t rsv = pick >> 62 & 1 ? 0x40 : pick >> 61 & 1 ? 0x80 : 0;
     struct run ref, whole, cut;
 
     ref_decode(data, size, max_message, rsv, &ref);
