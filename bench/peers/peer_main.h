@@ -35,7 +35,10 @@ static void peer_on_signal(int sig)
  * default, picks a free port) and [--tls-cert FILE --tls-key FILE] (PEM:
  * the port then speaks TLS only, wss:// and https://, with lws's own TLS
  * settings) and prints "NAME listening on 127.0.0.1:PORT" once it accepts
- * connections.  Returns main's exit status. */
+ * connections.  With [--deflate] it accepts permessage-deflate through
+ * lws's own extension (RFC 7692 with lws's defaults: a zlib stream per
+ * direction per connection, context taken over), the comparison for
+ * bench/deflate.py.  Returns main's exit status. */
 static int peer_main(int argc, char **argv, const char *name, const char *protocol,
                      lws_callback_function *callback, size_t session)
 {
@@ -44,8 +47,13 @@ static int peer_main(int argc, char **argv, const char *name, const char *protoc
         {protocol, callback, session, 65536, 0, NULL, 0},
         {NULL, NULL, 0, 0, 0, NULL, 0},
     };
+    static const struct lws_extension extensions[] = {
+        {"permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate"},
+        {NULL, NULL, NULL},
+    };
     struct lws_context_creation_info info;
     struct lws_vhost *vh;
+    int deflate = 0;
     const char *cert = NULL, *key = NULL;
     int port = 0;
 
@@ -56,8 +64,11 @@ static int peer_main(int argc, char **argv, const char *name, const char *protoc
             cert = argv[++i];
         } else if (!strcmp(argv[i], "--tls-key") && i + 1 < argc) {
             key = argv[++i];
+        } else if (!strcmp(argv[i], "--deflate")) {
+            deflate = 1;
         } else {
-            fprintf(stderr, "usage: %s [--port N] [--tls-cert FILE --tls-key FILE]\n", name);
+            fprintf(stderr, "usage: %s [--port N] [--tls-cert FILE --tls-key FILE] [--deflate]\n",
+                    name);
             return 2;
         }
     }
@@ -77,6 +88,8 @@ static int peer_main(int argc, char **argv, const char *name, const char *protoc
     info.gid = -1;
     info.uid = -1;
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (deflate)
+        info.extensions = extensions;
     if (cert) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cert;

@@ -1,0 +1,347 @@
+#!/usr/bin/python3
+"""deflate.py - what permessage-deflate costs the server, plain against
+compressed in the same run: fan-out (bytes on the wire and server CPU per
+delivery), memory per idle connection, echo CPU per message.
+
+Usage: bench/deflate.py [--bin build-bench/ringws | --peer BUILD/lws_fanout] [--runs 3]
+                        fanout [--conns 10000] [--messages 20] [--size 1024]
+                      | idle [--conns 10000] [--published]
+                      | echo [--messages 20000] [--size 200] [--inflight 1]
+
+Each run starts a fresh server (ringws with one worker, or with --peer a
+libwebsockets peer of bench/peers/ built by bench/lib.sh, given --deflate in
+the compressed runs; pinned to CPU 0, this client on CPU 1), alternating a
+client that offers permessage-deflate with one that does not; prints each
+run and the medians.  Server CPU is utime + stime from /proc/PID/stat over
+the measured part only; bytes on the wire are what the subscribers read
+(frame headers included).  The client is raw sockets: it offers what a
+browser does and inflates nothing (it counts frames and bytes).  JSON
+payloads vary per message, as an application's do.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OFFER = "permessage-deflate; client_max_window_bits"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def json_payload(n, seed):
+    r = random.Random(seed)
+    words = ["order", "shipped", "payment", "received", "your", "status", "update", "team",
+             "account", "new", "message", "from", "delivery", "tomorrow"]
+    body = {"type": "notification", "id": 100000 + seed, "ts": 1733500000 + seed,
+            "user": {"id": r.randrange(10000), "name": r.choice(["alice", "bob", "carol"])},
+            "priority": "normal", "text": ""}
+    parts = []
+    while len(json.dumps(body)) + sum(map(len, parts)) < n:
+        parts.append(r.choice(words) + " ")
+    body["text"] = "".join(parts)
+    return json.dumps(body).encode()
+
+
+class Server:
+    def __init__(self, a, deflate, extra=()):
+        out = open(os.devnull, "w")
+        if a.peer:
+            cmd = [a.peer, "--port", "0"] + (["--deflate"] if deflate else [])
+        else:
+            cmd = [a.bin, "--port", "0", "--workers", "1", "--max-connections", "19000",
+                   "--idle-timeout", "0"] + list(extra)
+        self.ringws = not a.peer
+        self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.PIPE,
+                                     stderr=out, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r":(\d+)", line)
+        if not m:
+            raise SystemExit("server did not start: %r" % line)
+        self.port = int(m.group(1))
+
+    def cpu_s(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1])
+        return 0
+
+    def metric(self, name):
+        if not self.ringws:
+            return 0
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        m = re.search(rb"^" + name.encode() + rb" (\d+)", data, re.M)
+        return int(m.group(1)) if m else 0
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def upgrade(port, path, deflate):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+           % (path, "Sec-WebSocket-Extensions: %s\r\n" % OFFER if deflate else ""))
+    s.sendall(req.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(4096)
+        if not d:
+            raise SystemExit("connection closed during the handshake")
+        head += d
+    got = b"permessage-deflate" in head
+    if got != deflate or not head.startswith(b"HTTP/1.1 101"):
+        raise SystemExit("unexpected answer: %r" % head[:300])
+    return s, head.split(b"\r\n\r\n", 1)[1]
+
+
+class FrameCounter:
+    """Counts complete server frames in a byte stream."""
+
+    def __init__(self, rest=b""):
+        self.buf = bytearray(rest)
+        self.frames = 0
+        self.rsv1 = 0
+        self.bytes = len(rest)
+
+    def feed(self, data):
+        self.bytes += len(data)
+        self.buf += data
+        pos, b = 0, self.buf
+        while len(b) - pos >= 2:
+            n, h = b[pos + 1] & 0x7F, 2
+            if n == 126:
+                if len(b) - pos < 4:
+                    break
+                n, h = struct.unpack_from("!H", b, pos + 2)[0], 4
+            elif n == 127:
+                if len(b) - pos < 10:
+                    break
+                n, h = struct.unpack_from("!Q", b, pos + 2)[0], 10
+            if len(b) - pos < h + n:
+                break
+            self.frames += 1
+            self.rsv1 += (b[pos] & 0x40) != 0
+            pos += h + n
+        del self.buf[:pos]
+
+
+def publish_conn(port):
+    return socket.create_connection(("127.0.0.1", port))
+
+
+def publish(s, topic, body):
+    s.sendall(b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+              % (topic.encode(), len(body)) + body)
+    data = b""
+    while b"}" not in data:
+        data += s.recv(4096)
+
+
+def run_fanout(a, deflate):
+    srv = Server(a, deflate)
+    try:
+        socks = []
+        for i in range(a.conns):
+            s, rest = upgrade(srv.port, "/ws?topics=bench", deflate)
+            s.setblocking(False)
+            socks.append((s, FrameCounter(rest)))
+        ep = select.epoll()
+        by_fd = {}
+        for s, fc in socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+            by_fd[s.fileno()] = (s, fc)
+        pub = publish_conn(srv.port)
+        msgs = [json_payload(a.size, i) for i in range(a.messages)]
+        cpu0 = srv.cpu_s()
+        bytes0 = sum(fc.bytes for _, fc in socks)
+        t0 = time.monotonic()
+        for m in msgs:
+            publish(pub, "bench", m)
+        want = a.conns * a.messages
+        got = zipped = 0
+        deadline = time.monotonic() + 120
+        while got < want and time.monotonic() < deadline:
+            for fd, _ in ep.poll(1.0):
+                s, fc = by_fd[fd]
+                before, before_z = fc.frames, fc.rsv1
+                try:
+                    while True:
+                        d = s.recv(1 << 20)
+                        if not d:
+                            break
+                        fc.feed(d)
+                except BlockingIOError:
+                    pass
+                got += fc.frames - before
+                zipped += fc.rsv1 - before_z
+        took = time.monotonic() - t0
+        cpu = srv.cpu_s() - cpu0
+        wire = sum(fc.bytes for _, fc in socks) - bytes0
+        compressions = srv.metric("ringws_deflate_compressed_total")
+        for s, _ in socks:
+            s.close()
+        pub.close()
+        if got < want:
+            raise SystemExit("only %d of %d deliveries" % (got, want))
+        return {"deflate": deflate, "deliveries": got, "compressed_frames": zipped,
+                "compressions": compressions, "payload_bytes": a.size,
+                "wire_bytes_per_delivery": wire / got, "cpu_us_per_delivery": cpu * 1e6 / got,
+                "seconds": took}
+    finally:
+        srv.stop()
+
+
+def run_idle(a, deflate):
+    # A small receive ring, touched whole before measuring: requests are
+    # written into it one after the other, and its pages touched for the
+    # first time (the offer makes requests longer) would read as connection
+    # memory.
+    srv = Server(a, deflate, ["--recv-buffers", "32"])
+    # The peer has no echo; --published: subscribers, measured after one
+    # publish reached them all (what a compressor made for it stays).
+    path = "/ws?topics=idle" if a.peer or a.published else "/echo"
+    try:
+        if not a.peer:
+            s, rest = upgrade(srv.port, "/echo", False)
+            fc = FrameCounter(rest)
+            frame = masked(0x82, b"w" * 16000)
+            for _ in range(64):
+                s.sendall(frame)
+            while fc.frames < 64:
+                fc.feed(s.recv(1 << 20))
+            s.close()
+        if a.published:
+            # What a worker makes once, not per connection (its compressor
+            # and scratch), made before measuring.
+            s, rest = upgrade(srv.port, path, deflate)
+            pub = publish_conn(srv.port)
+            publish(pub, "idle", json_payload(1024, 0))
+            pub.close()
+            fc = FrameCounter(rest)
+            while fc.frames < 1:
+                fc.feed(s.recv(65536))
+            s.close()
+        time.sleep(0.5)
+        rss0 = srv.rss_kib()
+        socks = [upgrade(srv.port, path, deflate) for _ in range(a.conns)]
+        if a.published:
+            pub = publish_conn(srv.port)
+            publish(pub, "idle", json_payload(1024, 1))
+            pub.close()
+            for s, rest in socks:
+                fc = FrameCounter(rest)
+                while fc.frames < 1:
+                    fc.feed(s.recv(65536))
+        socks = [s for s, _ in socks]
+        time.sleep(1.0)
+        rss = srv.rss_kib() - rss0
+        for s in socks:
+            s.close()
+        return {"deflate": deflate, "conns": a.conns, "published": a.published,
+                "rss_bytes_per_conn": rss * 1024 / a.conns}
+    finally:
+        srv.stop()
+
+
+def masked(first, payload):
+    key = os.urandom(4)
+    n = len(payload)
+    head = struct.pack("!BB", first, 0x80 | n) if n < 126 else struct.pack("!BBH", first, 0xFE, n)
+    k = (key * (n // 4 + 1))[:n]
+    return head + key + (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+def run_echo(a, deflate):
+    srv = Server(a, deflate)
+    try:
+        s, rest = upgrade(srv.port, "/echo", deflate)
+        msgs = []
+        for i in range(64):
+            p = json_payload(a.size, i)
+            if deflate:
+                c = zlib.compressobj(6, zlib.DEFLATED, -15)
+                msgs.append(masked(0xC1, (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]))
+            else:
+                msgs.append(masked(0x81, p))
+        fc = FrameCounter(rest)
+        cpu0 = srv.cpu_s()
+        sent = 0
+        inflight = 0
+        while fc.frames < a.messages:
+            while inflight < a.inflight and sent < a.messages:
+                s.sendall(msgs[sent % 64])
+                sent += 1
+                inflight += 1
+            before = fc.frames
+            fc.feed(s.recv(1 << 20))
+            inflight -= fc.frames - before
+        cpu = srv.cpu_s() - cpu0
+        s.close()
+        return {"deflate": deflate, "messages": fc.frames, "compressed_answers": fc.rsv1,
+                "size": a.size, "inflight": a.inflight, "cpu_us_per_message": cpu * 1e6 / fc.frames}
+    finally:
+        srv.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "build-bench", "ringws"))
+    ap.add_argument("--peer", help="a libwebsockets peer of bench/peers/ instead of ringws")
+    ap.add_argument("--runs", type=int, default=3)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    f = sub.add_parser("fanout")
+    f.add_argument("--conns", type=int, default=10000)
+    f.add_argument("--messages", type=int, default=20)
+    f.add_argument("--size", type=int, default=1024)
+    i = sub.add_parser("idle")
+    i.add_argument("--conns", type=int, default=10000)
+    i.add_argument("--published", action="store_true",
+                   help="subscribers, measured after one 1 KiB publish reached them")
+    e = sub.add_parser("echo")
+    e.add_argument("--messages", type=int, default=20000)
+    e.add_argument("--size", type=int, default=200)
+    e.add_argument("--inflight", type=int, default=1)
+    a = ap.parse_args()
+    os.sched_setaffinity(0, {1})
+    fn = {"fanout": run_fanout, "idle": run_idle, "echo": run_echo}[a.mode]
+    results = {False: [], True: []}
+    for r in range(a.runs):
+        for deflate in (False, True):
+            res = fn(a, deflate)
+            results[deflate].append(res)
+            print(json.dumps(res), flush=True)
+    for deflate in (False, True):
+        rows = results[deflate]
+        keys = [k for k, v in rows[0].items() if isinstance(v, float)]
+        print("median %s: %s" % ("deflate" if deflate else "plain", ", ".join(
+            "%s %.2f" % (k, statistics.median(r[k] for r in rows)) for k in keys)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
