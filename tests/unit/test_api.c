@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libdeflate.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -1019,6 +1020,78 @@ static void run_token_server(struct ringws_config cfg)
     ringws_server_destroy(srv);
 }
 
+/* ---- permessage-deflate, opted into through ringws_config.deflate ------ */
+
+static void deflate_on_message(ringws_conn *c, enum ringws_opcode op, const void *data,
+                               size_t len, void *user)
+{
+    ringws_send(c, op, data, len);
+}
+
+/* A 300-byte text sent compressed (as one stored deflate block, which any
+ * inflater takes): echoed compressed (RSV1) when the server takes the
+ * offer, refused with 1002 when it does not. */
+static void test_deflate(uint16_t port, bool on)
+{
+    static const char answer[] = "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                                 "server_no_context_takeover; client_no_context_takeover\r\n";
+    char buf[2048];
+    uint8_t msg[300], stored[5 + sizeof(msg)], h[2], reply[125], back[sizeof(msg) + 1];
+    size_t n = 0, got = 0;
+    struct libdeflate_decompressor *d;
+    int fd = client_upgrade(port, "/ws", "Sec-WebSocket-Extensions: permessage-deflate; "
+                                         "client_max_window_bits\r\n", buf, sizeof(buf));
+
+    CHECK(!strncmp(buf, "HTTP/1.1 101", 12));
+    CHECK((strstr(buf, answer) != NULL) == on);
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (uint8_t)"your order has shipped; "[i % 24];
+    stored[0] = 1; /* BFINAL, stored */
+    stored[1] = (uint8_t)sizeof(msg);
+    stored[2] = (uint8_t)(sizeof(msg) >> 8);
+    stored[3] = (uint8_t)~stored[1];
+    stored[4] = (uint8_t)~stored[2];
+    memcpy(stored + 5, msg, sizeof(msg));
+    client_send_frame_raw(fd, 0x80 | 0x40 | RINGWS_TEXT, stored, sizeof(stored));
+    CHECK(client_recv_exact(fd, h, 2));
+    if (!on) {
+        n = h[1] & 0x7f;
+        CHECK(h[0] == (0x80 | 8) && n >= 2 && n < 126 && client_recv_exact(fd, reply, n) &&
+              (reply[0] << 8 | reply[1]) == 1002);
+        close(fd);
+        return;
+    }
+    CHECK(h[0] == (0x80 | 0x40 | RINGWS_TEXT));
+    n = h[1] & 0x7f;
+    CHECK(n < 126 && client_recv_exact(fd, reply, n));
+    d = libdeflate_alloc_decompressor();
+    CHECK(d && libdeflate_deflate_decompress(d, reply, n, back, sizeof(back), &got) ==
+                   LIBDEFLATE_SUCCESS);
+    CHECK(got == sizeof(msg) && !memcmp(back, msg, got));
+    libdeflate_free_decompressor(d);
+    close(fd);
+}
+
+static void run_deflate_server(struct ringws_config cfg, bool on)
+{
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+
+    cfg.deflate = on;
+    cfg.cb = (struct ringws_callbacks){.on_message = deflate_on_message};
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for deflate");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    test_deflate(ringws_server_port(srv), on);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+}
+
 int main(void)
 {
     struct ringws_config cfg;
@@ -1055,6 +1128,9 @@ int main(void)
     CHECK((intptr_t)res == 0);
     ringws_server_destroy(srv);
 
+    CHECK(!cfg.deflate); /* a library user opts in */
+    run_deflate_server(cfg, false);
+    run_deflate_server(cfg, true);
     run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);
