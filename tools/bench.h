@@ -76,6 +76,9 @@ struct bench_opts {
     /* offered in Sec-WebSocket-Protocol, which the 101 must then choose;
      * "": none (the modes that speak the envelope set it) */
     char subprotocol[32];
+    /* --deflate: offer permessage-deflate (bench_wire.h's offer); what comes
+     * compressed is inflated before the mode sees it */
+    bool deflate;
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed
@@ -172,6 +175,9 @@ struct bench_conn {
     /* fanout mode: the head of the message being received, which a frame
      * split across two receives may deliver in pieces */
     uint8_t head[BENCH_FANOUT_HEAD];
+    /* --deflate: a compressed message gathered until it is whole */
+    uint8_t *z;
+    uint32_t z_len, z_cap;
 };
 
 struct bench;
@@ -198,6 +204,10 @@ struct bench_thread {
     unsigned n_retry;
     struct hist lat;
     struct bench_stats st;
+    /* --deflate: the inflater and the message it inflated last */
+    struct libdeflate_decompressor *inflater;
+    uint8_t *inflated;
+    size_t inflated_cap;
     /* wss */
     uint8_t *tls_plain;    /* what SSL_read decrypts, one record at a time */
     /* --resume: the sessions (tickets) the server gave, latest last */

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libdeflate.h>
+
 #include "frame.h"
 
 #define LOOP_SQ_ENTRIES 4096
@@ -37,6 +39,9 @@
 #define LOOP_WAIT_NS (10 * 1000000ll)
 #define LOOP_SWEEP_NS (20 * 1000000ull)
 #define LOOP_LOG_LINES 5
+/* An inflated message's room: grown from the first size up to the last. */
+#define LOOP_INFLATE_START 65536
+#define LOOP_INFLATE_MAX (64u << 20)
 #define LOOP_TARGET_MAX 512   /* a path with a topic and a position */
 #define LOOP_REQUEST_MAX 768  /* the upgrade request: that path and the headers */
 
@@ -396,7 +401,8 @@ static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int re
     room = c->out_cap < LOOP_REQUEST_MAX ? c->out_cap : LOOP_REQUEST_MAX;
     out = bench_out_reserve(c, room);
     if (!c->hs || !out || wsc_key_make(c->hs) < 0 || !(target = loop_target(t, c, path)) ||
-        !(n = wsc_request_write((char *)out, room, o->host, target, c->hs, o->subprotocol))) {
+        !(n = wsc_request_write((char *)out, room, o->host, target, c->hs, o->subprotocol,
+                                o->deflate))) {
         stat_add(&t->st.connect_errors, 1);
         bench_problem(t, c, "cannot build the upgrade request");
         loop_conn_shut(t, c);
@@ -435,10 +441,12 @@ static size_t loop_handshake_input(struct bench_thread *t, struct bench_conn *c,
     char *resp = c->hs + WSC_KEY_LEN + 1;
     size_t room = WSC_MAX_RESPONSE - c->hs_len, take = n < room ? n : room, used;
     const char *why = NULL;
+    bool deflated = false;
     int r;
 
     memcpy(resp + c->hs_len, p, take);
-    r = wsc_response_check(resp, c->hs_len + take, c->hs, t->b->o.subprotocol, &why);
+    r = wsc_response_check(resp, c->hs_len + take, c->hs, t->b->o.subprotocol, t->b->o.deflate,
+                           &deflated, &why);
     if (!r) {
         c->hs_len = (uint16_t)(c->hs_len + take);
         return n;
@@ -455,6 +463,7 @@ static size_t loop_handshake_input(struct bench_thread *t, struct bench_conn *c,
     used = (size_t)r - c->hs_len;
     free(c->hs);
     c->hs = NULL;
+    c->rx.deflate = deflated;
     loop_conn_opened(t, c);
     return used;
 }
@@ -499,6 +508,62 @@ static void loop_on_control(struct bench_thread *t, struct bench_conn *c, uint8_
     c->ctl_len = 0;
 }
 
+/* A compressed message's chunk: gathered, and once whole inflated (RFC
+ * 7692 7.2.2: as if 00 00 ff ff followed; the server took no context over)
+ * into *ev as one plain chunk.  False while it is not whole, or when it
+ * does not inflate (then counted and the connection shut). */
+__attribute__((noinline))
+static bool loop_inflate(struct bench_thread *t, struct bench_conn *c, struct wsc_event *ev)
+{
+    static const uint8_t tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff};
+    size_t need = (size_t)c->z_len + ev->len + sizeof(tail), got = 0;
+    enum libdeflate_result r = LIBDEFLATE_INSUFFICIENT_SPACE;
+
+    if (ev->msg_start)
+        c->z_len = 0;
+    if (need > c->z_cap) {
+        uint8_t *z = realloc(c->z, need);
+        if (!z)
+            goto bad;
+        c->z = z;
+        c->z_cap = (uint32_t)need;
+    }
+    memcpy(c->z + c->z_len, ev->data, ev->len);
+    c->z_len += (uint32_t)ev->len;
+    if (!ev->msg_end)
+        return false;
+    memcpy(c->z + c->z_len, tail, sizeof(tail));
+    if (!t->inflater && !(t->inflater = libdeflate_alloc_decompressor()))
+        goto bad;
+    for (;;) {
+        size_t cap = t->inflated_cap ? t->inflated_cap * 2 : LOOP_INFLATE_START;
+        uint8_t *o;
+
+        if (t->inflated_cap) {
+            r = libdeflate_deflate_decompress(t->inflater, c->z, c->z_len + sizeof(tail),
+                                              t->inflated, t->inflated_cap, &got);
+            if (r != LIBDEFLATE_INSUFFICIENT_SPACE || cap > LOOP_INFLATE_MAX)
+                break;
+        }
+        if (!(o = realloc(t->inflated, cap)))
+            goto bad;
+        t->inflated = o;
+        t->inflated_cap = cap;
+    }
+    if (r != LIBDEFLATE_SUCCESS)
+        goto bad;
+    ev->data = t->inflated;
+    ev->len = got;
+    ev->msg_start = true;
+    ev->compressed = false;
+    return true;
+bad:
+    stat_add(&t->st.protocol_errors, 1);
+    bench_problem(t, c, "a compressed message that does not inflate");
+    loop_conn_shut(t, c);
+    return false;
+}
+
 /* Inlined as loop_conn_input, its caller, is. */
 static inline __attribute__((always_inline)) void loop_frames_input(struct bench_thread *t,
                                                                    struct bench_conn *c,
@@ -516,6 +581,8 @@ static inline __attribute__((always_inline)) void loop_frames_input(struct bench
         case WSC_EV_NEED_MORE:
             return;
         case WSC_EV_DATA:
+            if (ev.compressed && !loop_inflate(t, c, &ev))
+                break;
             if (c->state <= BC_CLOSING && m->on_data)
                 m->on_data(t, c, &ev);
             break;
@@ -922,8 +989,11 @@ void bench_threads_join(struct bench *b)
             free(t->conns[k].out);
             free(t->conns[k].hs);
             free(t->conns[k].ts);
+            free(t->conns[k].z);
         }
         free(t->conns);
+        libdeflate_free_decompressor(t->inflater);
+        free(t->inflated);
         free(t->free_idx);
         free(t->retry);
         t->conns = NULL;

@@ -28,7 +28,7 @@ int wsc_key_make(char key[WSC_KEY_LEN + 1])
 }
 
 size_t wsc_request_write(char *out, size_t cap, const char *host, const char *path,
-                         const char key[WSC_KEY_LEN + 1], const char *protocol)
+                         const char key[WSC_KEY_LEN + 1], const char *protocol, bool deflate)
 {
     bool offer = protocol && *protocol;
     int n = snprintf(out, cap,
@@ -38,10 +38,11 @@ size_t wsc_request_write(char *out, size_t cap, const char *host, const char *pa
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
-                     "%s%s%s"
+                     "%s%s%s%s"
                      "\r\n",
                      path, host, key, offer ? "Sec-WebSocket-Protocol: " : "",
-                     offer ? protocol : "", offer ? "\r\n" : "");
+                     offer ? protocol : "", offer ? "\r\n" : "",
+                     deflate ? "Sec-WebSocket-Extensions: " WSC_DEFLATE_OFFER "\r\n" : "");
 
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
@@ -60,9 +61,22 @@ static const char *wire_trim(const char *s, const char **end)
     return s;
 }
 
+/* An accepted permessage-deflate: the extension offered, once, and without
+ * context taken over by the server (each message inflates alone). */
+static bool wire_deflate_ok(const char *v, size_t vlen)
+{
+    static const char name[] = "permessage-deflate";
+    size_t n = sizeof(name) - 1;
+
+    return vlen >= n && !strncasecmp(v, name, n) &&
+           (vlen == n || v[n] == ';' || v[n] == ' ' || v[n] == '\t') &&
+           memmem(v, vlen, "server_no_context_takeover", 26) != NULL;
+}
+
 /* Checks one "Name: value" line; records what the 101 needs. */
 static int wire_check_header(const char *line, const char *eol, const char *accept,
-                             const char *protocol, unsigned *seen, const char **why)
+                             const char *protocol, bool deflate, unsigned *seen,
+                             const char **why)
 {
     const char *colon = memchr(line, ':', (size_t)(eol - line));
     const char *v, *ve = eol;
@@ -96,15 +110,18 @@ static int wire_check_header(const char *line, const char *eol, const char *acce
         }
         *seen |= 8;
     } else if (wire_name_is(line, nlen, "Sec-WebSocket-Extensions")) {
-        /* RFC 6455 4.1: the client asked for none, so any is a failure. */
-        *why = "an extension the client did not ask for";
-        return -EPROTO;
+        /* RFC 6455 4.1: only what the client asked for, once. */
+        if (!deflate || (*seen & 16) || !wire_deflate_ok(v, vlen)) {
+            *why = "an extension the client did not ask for";
+            return -EPROTO;
+        }
+        *seen |= 16;
     }
     return 0;
 }
 
 int wsc_response_check(const char *buf, size_t len, const char key[WSC_KEY_LEN + 1],
-                       const char *protocol, const char **why)
+                       const char *protocol, bool deflate, bool *deflated, const char **why)
 {
     unsigned want = protocol && *protocol ? 15 : 7;
     static const char status[] = "HTTP/1.1 101";
@@ -144,9 +161,12 @@ int wsc_response_check(const char *buf, size_t len, const char key[WSC_KEY_LEN +
             *why = "bare CR or LF in the head";
             return -EPROTO;
         }
-        if (wire_check_header(line, eol, accept, want == 15 ? protocol : NULL, &seen, why) < 0)
+        if (wire_check_header(line, eol, accept, want == 15 ? protocol : NULL, deflate, &seen,
+                              why) < 0)
             return -EPROTO;
     }
+    *deflated = (seen & 16) != 0;
+    seen &= ~16u;
     if (seen != want) {
         *why = !(seen & 4)   ? "no Sec-WebSocket-Accept"
                : !(seen & 1) ? "no Upgrade: websocket"
@@ -191,8 +211,13 @@ static const char *wire_frame_begin(struct wsc_rx *rx)
     uint8_t b0 = rx->hdr[0], l7 = rx->hdr[1] & 0x7f, op = b0 & 0x0f;
     uint64_t n = l7;
 
-    if (b0 & 0x70)
+    /* RFC 7692 6.1: RSV1 only on a data message's first frame. */
+    if ((b0 & 0x70) == 0x40 && rx->deflate && (op == WS_OP_TEXT || op == WS_OP_BINARY))
+        rx->msg_deflated = 1;
+    else if (b0 & 0x70)
         return "RSV bit set without an extension";
+    else if (op == WS_OP_TEXT || op == WS_OP_BINARY)
+        rx->msg_deflated = 0;
     if (l7 == 126) {
         n = (uint64_t)rx->hdr[2] << 8 | rx->hdr[3];
         if (n < 126)
@@ -299,6 +324,7 @@ size_t wsc_decode(struct wsc_rx *rx, const uint8_t *buf, size_t len,
     }
     ev->type = WSC_EV_DATA;
     ev->opcode = rx->msg_opcode;
+    ev->compressed = rx->msg_deflated;
     ev->msg_start = !rx->msg_started;
     rx->msg_started = 1;
     ev->msg_end = !rx->remaining && rx->fin;

@@ -4,7 +4,8 @@
  * trust it, so it speaks the protocol as an independent client: a random
  * Sec-WebSocket-Key and a check of the 101 answer, masked frames out, and a
  * streaming decoder for the server's frames that rejects what a server must
- * never send (masked frames, RSV bits, bad control frames).  Pure: bytes in,
+ * never send (masked frames, RSV bits other than permessage-deflate's
+ * RSV1 once agreed, bad control frames).  Pure: bytes in,
  * verdicts out, no I/O and no allocation. */
 #ifndef RINGWS_BENCH_WIRE_H
 #define RINGWS_BENCH_WIRE_H
@@ -20,17 +21,25 @@
 /* Fills key with a fresh random key (NUL-terminated).  0 or -EIO. */
 int wsc_key_make(char key[WSC_KEY_LEN + 1]);
 
+/* What the client offers with `deflate`: permessage-deflate as browsers do,
+ * but with server_no_context_takeover, so that it can inflate each message
+ * on its own (it never compresses what it sends). */
+#define WSC_DEFLATE_OFFER "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+
 /* Writes the upgrade request, offering `protocol` in Sec-WebSocket-Protocol
- * unless it is NULL or ""; returns its length, 0 when cap is too small. */
+ * unless it is NULL or "", and WSC_DEFLATE_OFFER with deflate; returns its
+ * length, 0 when cap is too small. */
 size_t wsc_request_write(char *out, size_t cap, const char *host, const char *path,
-                         const char key[WSC_KEY_LEN + 1], const char *protocol);
+                         const char key[WSC_KEY_LEN + 1], const char *protocol, bool deflate);
 
 /* Checks a server's answer to the request sent with `key` (and offering
- * `protocol`, NULL or "": none, which the answer must then choose).  Returns
- * the length of a complete, valid 101 head (> 0), 0 when more bytes are
- * needed, or -EPROTO with *why set to a short static reason. */
+ * `protocol`, NULL or "": none, which the answer must then choose; and
+ * permessage-deflate when deflate, which it may take, with
+ * server_no_context_takeover: *deflated says whether it did).  Returns the
+ * length of a complete, valid 101 head (> 0), 0 when more bytes are needed,
+ * or -EPROTO with *why set to a short static reason. */
 int wsc_response_check(const char *buf, size_t len, const char key[WSC_KEY_LEN + 1],
-                       const char *protocol, const char **why);
+                       const char *protocol, bool deflate, bool *deflated, const char **why);
 
 /* Writes a masked client frame header for `len` payload bytes (first: FIN |
  * opcode); returns its size (6, 8 or 14).  The payload that follows must be
@@ -56,6 +65,7 @@ struct wsc_event {
     bool msg_start;       /* DATA: first chunk of the message */
     bool msg_end;         /* DATA: last chunk of the message */
     bool frame_end;       /* CONTROL: last chunk of the control frame */
+    bool compressed;      /* DATA: the message came with RSV1 (permessage-deflate) */
     const uint8_t *data;  /* points into the caller's buffer */
     size_t len;
     const char *error;    /* ERROR: static reason */
@@ -72,6 +82,8 @@ struct wsc_rx {
     uint8_t msg_opcode;   /* TEXT/BINARY while a message is open, else 0 */
     uint8_t msg_started;  /* a chunk of the open message was reported */
     uint8_t failed;
+    uint8_t deflate;      /* permessage-deflate agreed: RSV1 on a message's first frame */
+    uint8_t msg_deflated; /* the open message is compressed */
 };
 
 static inline void wsc_rx_init(struct wsc_rx *rx)

@@ -67,6 +67,9 @@ static void bench_usage(FILE *f)
             "  --size BYTES       echo, fanout, resume, storm: payload size (default 20;\n"
             "                     16 or more but for echo)\n"
             "  --text             echo: send text messages (default binary)\n"
+            "  --deflate          offer permessage-deflate (asking the server to keep no\n"
+            "                     context); messages that come compressed are inflated\n"
+            "                     and checked as the plain ones\n"
             "  --duration S       measured time; idle: hold time (default 5)\n"
             "  --messages M       echo: stop after M messages; connect: after M handshakes;\n"
             "                     fanout: publish M messages (default 10); resume: M\n"
@@ -156,7 +159,7 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
        OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
-       OPT_SNI, OPT_HELP };
+       OPT_SNI, OPT_DEFLATE, OPT_HELP };
 
 /* A bearer token goes into a header line as it is: printable, no spaces. */
 static int bench_parse_token(struct bench_opts *o, const char *arg)
@@ -205,6 +208,7 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     switch (opt) {
     case OPT_URL: o->url_set = true; return bench_parse_url(o, arg);
     case OPT_TEXT: o->text = true; return 0;
+    case OPT_DEFLATE: o->deflate = true; return 0;
     case OPT_JSON: o->json = true; return 0;
     case OPT_DURATION: return bench_parse_num(arg, 0.001, 3600, &o->duration_s);
     case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
@@ -389,6 +393,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"inflight", required_argument, NULL, OPT_INFLIGHT},
         {"size", required_argument, NULL, OPT_SIZE},
         {"text", no_argument, NULL, OPT_TEXT},
+        {"deflate", no_argument, NULL, OPT_DEFLATE},
         {"duration", required_argument, NULL, OPT_DURATION},
         {"messages", required_argument, NULL, OPT_MESSAGES},
         {"threads", required_argument, NULL, OPT_THREADS},

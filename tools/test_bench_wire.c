@@ -36,13 +36,18 @@ static void test_response(void)
                                      "Connection: Upgrade\r\n"
                                      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
     const char *why = NULL;
+    bool deflated;
 
-    CHECK(wsc_response_check(ok, sizeof ok - 1, test_key, NULL, &why) == (int)sizeof ok - 1);
+    CHECK(wsc_response_check(ok, sizeof ok - 1, test_key, NULL, false, &deflated, &why) ==
+          (int)sizeof ok - 1);
     for (size_t n = 0; n < sizeof ok - 1; n++)
-        CHECK(wsc_response_check(ok, n, test_key, NULL, &why) == 0);
-    CHECK(wsc_response_check(bad_key, sizeof bad_key - 1, test_key, NULL, &why) < 0);
-    CHECK(wsc_response_check(no_upgrade, sizeof no_upgrade - 1, test_key, NULL, &why) < 0);
-    CHECK(wsc_response_check("HTTP/1.1 404 Not Found\r\n", 24, test_key, NULL, &why) < 0);
+        CHECK(wsc_response_check(ok, n, test_key, NULL, false, &deflated, &why) == 0);
+    CHECK(wsc_response_check(bad_key, sizeof bad_key - 1, test_key, NULL, false, &deflated,
+                             &why) < 0);
+    CHECK(wsc_response_check(no_upgrade, sizeof no_upgrade - 1, test_key, NULL, false,
+                             &deflated, &why) < 0);
+    CHECK(wsc_response_check("HTTP/1.1 404 Not Found\r\n", 24, test_key, NULL, false,
+                             &deflated, &why) < 0);
 }
 
 /* A subprotocol offered must be chosen, exactly and once; one not offered
@@ -54,31 +59,86 @@ static void test_response_protocol(void)
                                "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
     char buf[512];
     const char *why = NULL;
+    bool deflated;
     int n;
 
     n = snprintf(buf, sizeof buf, "%sSec-WebSocket-Protocol: ringws.v1\r\n\r\n", head);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) == n);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, &why) < 0);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v2", &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", false, &deflated, &why) == n);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, false, &deflated, &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v2", false, &deflated, &why) < 0);
     n = snprintf(buf, sizeof buf, "%s\r\n", head);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) < 0);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, "", &why) == n);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", false, &deflated, &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "", false, &deflated, &why) == n);
     n = snprintf(buf, sizeof buf,
                  "%sSec-WebSocket-Protocol: ringws.v1\r\nSec-WebSocket-Protocol: ringws.v1\r\n\r\n",
                  head);
-    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", &why) < 0);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, "ringws.v1", false, &deflated, &why) < 0);
 }
 
 /* The request offers the subprotocol only when one is given. */
 static void test_request_protocol(void)
 {
     char buf[512];
-    size_t n = wsc_request_write(buf, sizeof buf, "h:1", "/ws?topics=a", test_key, "ringws.v1");
+    size_t n = wsc_request_write(buf, sizeof buf, "h:1", "/ws?topics=a", test_key, "ringws.v1",
+                                 false);
 
     CHECK(n > 0 && strstr(buf, "\r\nSec-WebSocket-Protocol: ringws.v1\r\n\r\n"));
-    n = wsc_request_write(buf, sizeof buf, "h:1", "/ws", test_key, NULL);
+    n = wsc_request_write(buf, sizeof buf, "h:1", "/ws", test_key, NULL, false);
     CHECK(n > 0 && !strstr(buf, "Sec-WebSocket-Protocol") && strstr(buf, "\r\n\r\n"));
-    CHECK(wsc_request_write(buf, 40, "h:1", "/ws", test_key, "ringws.v1") == 0);
+    CHECK(wsc_request_write(buf, 40, "h:1", "/ws", test_key, "ringws.v1", false) == 0);
+}
+
+/* permessage-deflate, offered with --deflate: taken only without context
+ * kept by the server, never when not offered; RSV1 then allowed on a data
+ * message's first frame only. */
+static void test_deflate(void)
+{
+    static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+    static const uint8_t first[] = {0x41, 0x01, 'a', 0x80, 0x01, 'b'};
+    static const uint8_t cont[] = {0x01, 0x01, 'a', 0xc0, 0x01, 'b'};
+    static const uint8_t ping[] = {0xc9, 0x00};
+    char buf[512];
+    const char *why = NULL;
+    bool deflated = true;
+    int n;
+    size_t len = wsc_request_write(buf, sizeof buf, "h:1", "/ws", test_key, NULL, true);
+
+    CHECK(len > 0 && strstr(buf, "\r\nSec-WebSocket-Extensions: " WSC_DEFLATE_OFFER "\r\n\r\n"));
+    n = snprintf(buf, sizeof buf, "%s\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, true, &deflated, &why) == n &&
+          !deflated);
+    n = snprintf(buf, sizeof buf, "%sSec-WebSocket-Extensions: permessage-deflate; "
+                 "server_no_context_takeover; client_no_context_takeover\r\n\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, true, &deflated, &why) == n &&
+          deflated);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, false, &deflated, &why) < 0);
+    n = snprintf(buf, sizeof buf, "%sSec-WebSocket-Extensions: permessage-deflate\r\n\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, true, &deflated, &why) < 0);
+    n = snprintf(buf, sizeof buf, "%sSec-WebSocket-Extensions: x-other; "
+                 "server_no_context_takeover\r\n\r\n", head);
+    CHECK(wsc_response_check(buf, (size_t)n, test_key, NULL, true, &deflated, &why) < 0);
+
+    struct wsc_rx rx;
+    struct wsc_event ev;
+    size_t off = 0;
+    wsc_rx_init(&rx);
+    rx.deflate = 1;
+    off += wsc_decode(&rx, first, sizeof first, &ev);
+    CHECK(ev.type == WSC_EV_DATA && ev.compressed && !ev.msg_end);
+    off += wsc_decode(&rx, first + off, sizeof first - off, &ev);
+    CHECK(ev.type == WSC_EV_DATA && ev.compressed && ev.msg_end && off == sizeof first);
+    wsc_rx_init(&rx);
+    rx.deflate = 1;
+    off = wsc_decode(&rx, cont, sizeof cont, &ev);
+    CHECK(ev.type == WSC_EV_DATA && !ev.compressed);
+    wsc_decode(&rx, cont + off, sizeof cont - off, &ev);
+    CHECK(ev.type == WSC_EV_ERROR);
+    wsc_rx_init(&rx);
+    rx.deflate = 1;
+    wsc_decode(&rx, ping, sizeof ping, &ev);
+    CHECK(ev.type == WSC_EV_ERROR);
 }
 
 /* Decodes `in` fed `step` bytes at a time; gathers data and control bytes. */
@@ -232,6 +292,7 @@ static void test_hist(void)
 
 int main(void)
 {
+    test_deflate();
     test_response();
     test_response_protocol();
     test_request_protocol();

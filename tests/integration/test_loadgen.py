@@ -19,13 +19,14 @@ name."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import Runner, T, eq, expect, fail, ws_uri  # noqa: E402
+from ringws_test import Runner, T, eq, expect, fail, http_get, ws_uri  # noqa: E402
 
 BENCH = os.environ.get("RINGWS_BENCH", "")
 TLS_SETUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
@@ -104,6 +105,37 @@ def t_echo_large(target):
     out = clean(target, "echo", "/echo", "--conns", 4, "--inflight", 2, "--messages", 40,
                 "--size", 100000)
     eq(out["echoed_total"], 40, "large messages echoed byte-exact")
+
+
+def deflate_sent(target):
+    """The server's count of compressed frames queued (plain targets only:
+    over wss the generator talks to a TLS proxy)."""
+    if target.tls:
+        return None
+    port = int(target.base.rsplit(":", 1)[1])
+    body = http_get(port, "/metrics", tls=False).body.decode()
+    return int(re.search(r"^ringws_deflate_sent_total (\d+)", body, re.M).group(1))
+
+
+def t_echo_deflate(target):
+    # The answers come compressed (RSV1) and are inflated and checked.
+    before = deflate_sent(target)
+    out = clean(target, "echo", "/echo", "--conns", 4, "--inflight", 4, "--messages", 1000,
+                "--text", "--size", 300, "--deflate")
+    eq(out["echoed_total"], 1000, "answers inflated and byte-exact")
+    if before is not None:
+        eq(deflate_sent(target) - before, 1000, "answers sent compressed")
+
+
+def t_fanout_deflate(target):
+    before = deflate_sent(target)
+    out = clean(target, "fanout", "/ws", "--conns", 100, "--messages", 5, "--rate", 20,
+                "--size", 1000, "--deflate")
+    eq(out["delivered"], 500, "deliveries inflated and checked")
+    for key in ("duplicates", "out_of_order", "recipient_mismatches", "publish_errors"):
+        eq(out[key], 0, "fanout: " + key)
+    if before is not None:
+        eq(deflate_sent(target) - before, 500, "deliveries sent compressed")
 
 
 def t_connect(target):
@@ -229,7 +261,8 @@ def mode_cases(r, target, prefix):
                      ("echo-large", t_echo_large), ("connect", t_connect),
                      ("connect-echo", t_connect_echo), ("idle", t_idle),
                      ("fanout-two-processes", t_fanout), ("resume", t_resume),
-                     ("storm", t_storm)):
+                     ("storm", t_storm), ("echo-deflate", t_echo_deflate),
+                     ("fanout-deflate", t_fanout_deflate)):
         r.case(prefix + name, fn, target, timeout=60)
 
 
