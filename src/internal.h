@@ -60,7 +60,10 @@ struct pub_frame {
 };
 
 /* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
- * payload), built by the first worker that needs it; f.bytes is data. */
+ * payload), built by the first worker that needs it: its head (the frame
+ * header and that line) is data, f.bytes; the payload after it is the raw
+ * frame's, not a copy (f.len counts both: the head is f.len minus the
+ * payload).  A share of it is sent as two pieces (conn_chunk_pieces). */
 struct pub_env {
     struct pub_frame f;
     uint8_t data[];
@@ -76,17 +79,29 @@ struct pub_msg {
     pubsub_done_fn *done;         /* a publisher awaiting the count */
     void *done_arg;
     unsigned origin;              /* worker that runs done */
-    struct pub_frame raw;         /* header and payload */
-    uint16_t topic_len;
+    uint16_t topic_len;           /* its bytes follow the raw frame */
     uint8_t frame_hdr;            /* bytes of raw before the payload */
-    uint64_t published_ns;        /* timer_now_ns() when published */
+    struct pub_frame raw;         /* header and payload */
     _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
     uint64_t offset;              /* in its topic's sequence, from 1 */
     char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
-    struct hist_node hist;        /* while its topic's history holds it */
-    const char *topic;            /* topic_len bytes, after the raw frame */
+    /* While its topic's history holds it; hist.ns, when it was published
+     * (timer_now_ns()), is set for every message. */
+    struct hist_node hist;
     struct pub_slot slots[];      /* one per worker */
 };
+
+/* The message's topic name (topic_len bytes, not terminated). */
+static inline const char *pub_msg_topic(const struct pub_msg *m)
+{
+    return (const char *)m->raw.bytes + m->raw.len;
+}
+
+/* The payload of the raw frame, which its ringws.v1 frame shares. */
+static inline const uint8_t *pub_msg_payload(const struct pub_msg *m)
+{
+    return m->raw.bytes + m->frame_hdr;
+}
 
 /* ---- connections ------------------------------------------------------ */
 
@@ -511,6 +526,15 @@ int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pu
 /* Queues len bytes that outlive the connection (the embedded pages) without
  * copying them; counted in send_queue_bytes.  0 or -errno. */
 int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len);
+/* The bytes of chunk o from byte off to its end, as one or two pieces
+ * (returns how many).  A share of a message queued to a ringws.v1
+ * connection that is not the raw frame is the envelope frame: its head of
+ * its own, then the raw frame's payload (struct pub_env). */
+unsigned conn_chunk_pieces(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                           struct iovec iov[2]);
+/* Copies n bytes of chunk o from byte off (within the chunk) to dst. */
+void conn_chunk_copy(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                     uint8_t *dst, size_t n);
 /* Takes back every chunk queued after mark (c->out_tail when they were
  * queued; NULL: the queue was empty), none of which a send holds yet: an
  * upgrade whose subscriptions fail takes back its 101. */

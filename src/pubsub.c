@@ -438,31 +438,25 @@ void pubsub_msg_unref(struct pub_msg *m)
 
 /* Built by the first worker that needs it; a worker that loses the race to
  * publish its copy frees it: the frame is still built once per message in
- * the common case and never copied per subscriber. */
+ * the common case and never copied per subscriber.  Only its head is built:
+ * the payload is the raw frame's (struct pub_env). */
 const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
 {
     struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
-    char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
-    uint8_t hdr[WS_MAX_SERVER_HEADER];
-    size_t payload = m->raw.len - m->frame_hdr, ln, h;
-    int n;
+    uint8_t head[ENVELOPE_HEAD_MAX];
+    size_t payload = m->raw.len - m->frame_hdr;
+    size_t h = envelope_head(head, sizeof(head), m->raw.bytes[0], pub_msg_topic(m),
+                             m->topic_len, m->epoch, m->offset, payload);
 
     if (env)
         return env;
-    n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)m->topic_len,
-                 m->topic, SEQ_EPOCH_LEN, m->epoch, m->offset);
-    ln = (size_t)n;
-    h = ws_frame_header(hdr, WS_FIN | (m->raw.bytes[0] & 0x0f), ln + payload);
-    mine = malloc(sizeof(*mine) + h + ln + payload);
-    if (!mine)
+    if (!h || !(mine = malloc(sizeof(*mine) + h)))
         return NULL;
-    memcpy(mine->data, hdr, h);
-    memcpy(mine->data + h, line, ln);
-    memcpy(mine->data + h + ln, m->raw.bytes + m->frame_hdr, payload);
-    mine->f = (struct pub_frame){mine->data, (uint32_t)(h + ln + payload)};
+    memcpy(mine->data, head, h);
+    mine->f = (struct pub_frame){mine->data, (uint32_t)(h + payload)};
     if (atomic_compare_exchange_strong_explicit(&m->env, &env, mine, memory_order_acq_rel,
                                                 memory_order_acquire)) {
-        seq_message_charge(srv, m, sizeof(*mine) + mine->f.len);
+        seq_message_charge(srv, m, sizeof(*mine) + h);
         return mine;
     }
     free(mine);
@@ -487,7 +481,6 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
      * says). */
     struct pub_msg *m = malloc(sizeof(*m) + slots + h + len + topic_len);
     uint8_t *frame;
-    char *name;
 
     if (!m)
         return NULL;
@@ -499,11 +492,9 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     m->raw.bytes = frame;
     m->raw.len = (uint32_t)(h + len);
     m->frame_hdr = (uint8_t)h;
-    m->published_ns = timer_now_ns();
+    m->hist.ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
-    name = (char *)frame + h + len;
-    memcpy(name, topic, topic_len);
-    m->topic = name;
+    memcpy((char *)frame + h + len, topic, topic_len);
     for (unsigned i = 0; i < srv->n_workers; i++)
         m->slots[i].msg = m;
     return m;
@@ -514,7 +505,8 @@ static bool pubsub_same_topic(const struct out_chunk *o, const void *arg)
     const struct pub_msg *m = arg;
     const struct pub_msg *q = o->shared ? o->shared->msg : NULL;
 
-    return q && q->topic_len == m->topic_len && !memcmp(q->topic, m->topic, m->topic_len);
+    return q && q->topic_len == m->topic_len &&
+           !memcmp(pub_msg_topic(q), pub_msg_topic(m), m->topic_len);
 }
 
 /* Any published message; not the shares of the embedded pages (the
@@ -572,8 +564,9 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
 static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *clock_ns)
 {
     struct pub_msg *m = s->msg;
-    struct topic *t = topic_index_find(&w->topics, m->topic, m->topic_len,
-                                       topic_index_hash(&w->topics, m->topic, m->topic_len));
+    const char *name = pub_msg_topic(m);
+    struct topic *t = topic_index_find(&w->topics, name, m->topic_len,
+                                       topic_index_hash(&w->topics, name, m->topic_len));
     const struct pub_env *env = NULL;
     uint64_t n = 0, n_env = 0, end;
 
@@ -595,7 +588,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     n += n_env;
     STAT_ADD(w, fanout_queued, n);
     end = timer_now_ns();
-    metrics_observe(&w->stats.publish_latency, end - m->published_ns);
+    metrics_observe(&w->stats.publish_latency, end - m->hist.ns);
     metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
     *clock_ns = end;
     return n;
@@ -828,7 +821,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         return r;
     if (self) {
         pubsub_inbox_run_nested(self);
-        uint64_t clock_ns = m->published_ns;
+        uint64_t clock_ns = m->hist.ns;
         uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
             *recipients = local;

@@ -335,7 +335,7 @@ static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, str
     /* Without memory for the ring the message is simply not kept: resumers
      * of the topic see a gap, which is what a history that cannot hold it
      * means. */
-    if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
+    if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->hist.ns) < 0)
         atomic_fetch_sub(&m->refs, 1);
     if (t->hist.n)
         seq_idle_unlink(q, t);
@@ -379,9 +379,10 @@ static bool seq_rule_keeps(const struct ringws_config *cfg, const char *name, si
  * epoch drawn unless the publisher is to be told one). */
 int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell)
 {
-    struct seq_topic *t = seq_topic_find(srv, m->topic, m->topic_len);
+    const char *name = pub_msg_topic(m);
+    struct seq_topic *t = seq_topic_find(srv, name, m->topic_len);
 
-    if (!t && !seq_rule_keeps(&srv->cfg, m->topic, m->topic_len)) {
+    if (!t && !seq_rule_keeps(&srv->cfg, name, m->topic_len)) {
         char epoch[SEQ_EPOCH_LEN + 1] = "0000000000000000";
         if (tell && seq_epoch_draw(epoch) < 0)
             return -EIO;
@@ -389,7 +390,7 @@ int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell)
         memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
         return 0;
     }
-    if (!t && !(t = seq_topic_get(srv, m->topic, m->topic_len)))
+    if (!t && !(t = seq_topic_get(srv, name, m->topic_len)))
         return -ENOMEM;
     seq_topic_assign(srv, t, m);
     seq_idle_mark(srv->seq, t);
