@@ -607,19 +607,30 @@ struct seq_stats {
 
 int seq_create(struct ringws_server *srv);
 void seq_destroy(struct ringws_server *srv);
-/* Everything below but seq_stats and seq_count_resume runs between
- * seq_lock and seq_unlock: the one lock that orders a topic's publishes
- * (docs/ARCHITECTURE.md). */
+/* Everything below but seq_stats, seq_count_resume, seq_message_charge
+ * and the publish's own pair runs between seq_lock and seq_unlock, which
+ * hold the table alone: no publish is under way meanwhile
+ * (docs/ARCHITECTURE.md, "Sequences"). */
 void seq_lock(struct ringws_server *srv);
 void seq_unlock(struct ringws_server *srv);
+/* What a publish holds from seq_publish_lock to seq_publish_unlock. */
+struct seq_hold {
+    struct seq_topic *t; /* whose order lock is held; NULL: none */
+    bool alone;          /* the table alone (a topic was made) */
+    bool over_cap;       /* the idle list is past its cap */
+};
 /* The topic of that name, made (with a fresh epoch) when unknown; NULL
  * without memory. */
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
-/* Gives m its topic's next offset and epoch (tell: an epoch the publisher
- * is told, even for a topic nobody holds), and hands it to the topic's
- * history (which takes a reference of its own when it keeps it).  0,
- * -ENOMEM or -EIO. */
-int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
+/* Any thread, without the lock: gives m its topic's next offset and epoch
+ * (tell: an epoch the publisher is told, even for a topic nobody holds),
+ * and hands it to the topic's history (which takes a reference of its own
+ * when it keeps it).  On 0 the topic's publishes stay ordered, this one
+ * after all before it, until seq_publish_unlock: the publisher posts m to
+ * the inboxes meanwhile.  -ENOMEM or -EIO: nothing is held. */
+int seq_publish_lock(struct ringws_server *srv, struct pub_msg *m, bool tell,
+                     struct seq_hold *hold);
+void seq_publish_unlock(struct ringws_server *srv, struct seq_hold *hold);
 /* Any thread, without the lock (it takes it when m may be held): m's
  * ringws.v1 frame of that many bytes was built; a history holding m counts
  * it from now on. */

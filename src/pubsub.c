@@ -13,8 +13,8 @@
  * docs/PUBSUB.md.
  *
  * Order: every publish takes its topic's next offset from the sequencer
- * (pubsub_seq.c), which posts it to the inboxes under the same lock, so
- * that every inbox holds a topic's messages in offset order; a worker that
+ * (pubsub_seq.c) and posts it to the inboxes under the topic's lock there,
+ * so that every inbox holds a topic's messages in offset order; a worker that
  * publishes or subscribes first delivers what it took from its inbox
  * (w->pending).  See docs/ARCHITECTURE.md, "Sequences".
  *
@@ -160,8 +160,9 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
  * delivers what this worker's inbox holds of offsets up to view.last.
  *
  * Why no message is missed or doubled at the seam: a publish takes its
- * offset and is posted to every inbox under the sequencer's lock.  Under
- * that lock, view.last is the topic's last offset and the inbox is taken:
+ * offset and is posted to every inbox while it holds the sequencer's table
+ * (shared).  Holding the table alone, view.last is the topic's last offset
+ * and the inbox is taken:
  * every message up to view.last is then either delivered by this worker
  * already (published here, or drained) or in what was taken, which
  * pubsub_inbox_run delivers now, before the subscriber joins the topic's
@@ -763,23 +764,21 @@ void pubsub_inbox_drain(struct worker *w)
 
 /* ---- publishing -------------------------------------------------------- */
 
-/* Under the sequencer's lock: m takes its topic's next offset and is
- * posted to every inbox but self's, so that each inbox holds the topic's
+/* Under its topic's lock (seq_publish_lock): m takes its topic's next
+ * offset and is posted to every inbox but self's, so that each inbox holds the topic's
  * messages in offset order whichever threads publish; self's inbox is
- * taken (what it holds is older) to be delivered before m.  The eventfd
- * writes wait for the lock to go. */
+ * taken (what it holds of the topic is older) to be delivered before m.
+ * The eventfd writes wait for the locks to go. */
 static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struct pub_msg *m,
                            struct pub_pos *pos)
 {
     unsigned n = srv->n_workers;
     bool wake[n];
+    struct seq_hold hold;
     int r;
 
-    seq_lock(srv);
-    if ((r = seq_publish_assign(srv, m, pos != NULL)) < 0) {
-        seq_unlock(srv);
+    if ((r = seq_publish_lock(srv, m, pos != NULL, &hold)) < 0)
         return r;
-    }
     if (pos) {
         memcpy(pos->epoch, m->epoch, SEQ_EPOCH_LEN);
         pos->epoch[SEQ_EPOCH_LEN] = '\0';
@@ -790,7 +789,7 @@ static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struc
         wake[i] = (!self || i != self->id) && pubsub_push(&srv->workers[i], &m->slots[i]);
     if (self)
         pubsub_inbox_take(self);
-    seq_unlock(srv);
+    seq_publish_unlock(srv, &hold);
     for (unsigned i = 0; i < n; i++)
         if (wake[i])
             worker_wake(&srv->workers[i]);

@@ -398,6 +398,60 @@ def t_order_concurrent_publishers(port, threads=4, each=100):
     close_all(subs + [pubws])
 
 
+def t_order_concurrent_topics(port, per_topic=2, each=60):
+    """Publishers of different topics (with history, with a rule of no
+    history, without a rule) at once, on both workers: each topic's own
+    offsets stay contiguous and identical for every subscriber, each
+    publisher's order kept."""
+    topics = ["h.race2", "race", "free.race3"]
+    subs = [env_open(port, ",".join(topics)) for _ in range(4)]
+    base = {}
+    for n, s in enumerate(subs):
+        for t in topics:
+            epoch, last = subscribed(s, t)
+            if n == 0:
+                base[t] = (epoch, last)
+    errors = []
+
+    def http_pub(topic, k):
+        try:
+            p = Poster(port)
+            for i in range(each):
+                p.post(topic, b"%s/%d-%d" % (topic.encode(), k, i))
+            p.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=http_pub, args=(t, k)) for t in topics for k in range(per_topic)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    total = len(topics) * per_topic * each
+    seen = []
+    for n, s in enumerate(subs):
+        got = {t: [] for t in topics}
+        for _ in range(total):
+            f = recv_env(s, "message of a racing topic")
+            t = f.fields[1]
+            expect(t in got and f.fields[2] == base[t][0], "a known topic, its epoch", f)
+            got[t].append((int(f.fields[3]), f.body))
+        for t in topics:
+            offs = [o for o, _ in got[t]]
+            first = base[t][1] + 1
+            eq(offs, list(range(first, first + per_topic * each)), "subscriber %d's %s offsets" % (n, t))
+            for k in range(per_topic):
+                tag = b"%s/%d-" % (t.encode(), k)
+                mine = [b for _, b in got[t] if b.startswith(tag)]
+                eq(mine, [tag + b"%d" % i for i in range(each)], "publisher %s/%d's order" % (t, k))
+        seen.append(got)
+    expect(all(g == seen[0] for g in seen), "every subscriber the same message at each offset",
+           len(seen))
+    close_all(subs)
+
+
 def t_since_needs_envelope(port):
     ep = "0123456789abcdef"
     eq(upgrade_status(port, "/ws?topics=a&since=a:%s:1" % ep, proto=False), 400,
@@ -891,6 +945,8 @@ def main():
         r.case("answers-in-command-order", t_answers_in_order, p)
         r.case("offsets-identical-across-workers", t_same_offsets_across_workers, p)
         r.case("order-under-concurrent-publishers", t_order_concurrent_publishers, p, timeout=60)
+        r.case("order-per-topic-under-publishers-of-several-topics", t_order_concurrent_topics, p,
+               timeout=60)
         r.case("since-needs-envelope-malformed-positions", t_since_needs_envelope, p)
         r.case("resume-recovered", t_resume_recovered, p)
         r.case("resume-gap-epoch-future-evicted", t_resume_gap, p)
