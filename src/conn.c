@@ -37,9 +37,11 @@ struct conn_slab {
     struct ringws_conn conns[CONN_SLAB];
 };
 
+/* SEND_IOV_MAX chunks a send at most, each one piece, or two on a
+ * ringws.v1 connection (conn_chunk_pieces). */
 struct send_batch {
     struct msghdr msg;
-    struct iovec iov[SEND_IOV_MAX];
+    struct iovec iov[2 * SEND_IOV_MAX];
 };
 
 static void conn_report_owed(struct ringws_conn *c);
@@ -559,7 +561,7 @@ static void conn_send_pieces(struct ringws_conn *c)
         conn_send_bytes(c, first[0].iov_base, first[0].iov_len);
         return;
     }
-    for (; o && n + 2 <= SEND_IOV_MAX; o = o->next, chunks++)
+    for (; o && chunks < SEND_IOV_MAX; o = o->next, chunks++)
         n += conn_chunk_pieces(c, o, o->off, &b->iov[n]);
     conn_send_batch(c, b, n, chunks);
 }

@@ -445,12 +445,12 @@ const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m)
 {
     struct pub_env *env = atomic_load_explicit(&m->env, memory_order_acquire), *mine;
     uint8_t head[ENVELOPE_HEAD_MAX];
-    size_t payload = m->raw.len - m->frame_hdr;
-    size_t h = envelope_head(head, sizeof(head), m->raw.bytes[0], pub_msg_topic(m),
-                             m->topic_len, m->epoch, m->offset, payload);
+    size_t payload = m->raw.len - m->frame_hdr, h;
 
     if (env)
         return env;
+    h = envelope_head(head, sizeof(head), m->raw.bytes[0], pub_msg_topic(m), m->topic_len,
+                      m->epoch, m->offset, payload);
     if (!h || !(mine = malloc(sizeof(*mine) + h)))
         return NULL;
     memcpy(mine->data, head, h);
