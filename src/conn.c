@@ -38,10 +38,11 @@ struct conn_slab {
 };
 
 /* SEND_IOV_MAX chunks a send at most, each one piece, or two on a
- * ringws.v1 connection (conn_chunk_pieces). */
+ * ringws.v1 connection (conn_chunk_pieces): the batch is allocated for
+ * that many iovecs. */
 struct send_batch {
     struct msghdr msg;
-    struct iovec iov[2 * SEND_IOV_MAX];
+    struct iovec iov[];
 };
 
 static void conn_report_owed(struct ringws_conn *c);
@@ -532,7 +533,7 @@ static void conn_send_queue(struct ringws_conn *c)
     unsigned n = 0;
 
     if (o->next)
-        b = malloc(sizeof(*b));
+        b = malloc(sizeof(*b) + SEND_IOV_MAX * sizeof(b->iov[0]));
     if (!o->next || !b) {
         c->out_inflight = 1;
         conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
@@ -551,7 +552,7 @@ static void conn_send_queue(struct ringws_conn *c)
 static void conn_send_pieces(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
-    struct send_batch *b = malloc(sizeof(*b));
+    struct send_batch *b = malloc(sizeof(*b) + 2 * SEND_IOV_MAX * sizeof(b->iov[0]));
     unsigned n = 0, chunks = 0;
 
     if (!b) {
