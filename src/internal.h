@@ -69,18 +69,25 @@ struct pub_env {
     uint8_t data[];
 };
 
+/* A publish whose publisher awaits the count of its recipients on every
+ * worker (pubsub_publish_from with done): made for it alone, so that a
+ * message held in history carries none of it. */
+struct pub_count {
+    _Atomic uint32_t pending;     /* workers yet to deliver it */
+    unsigned origin;              /* worker that runs done */
+    _Atomic uint64_t recipients;  /* connections it was queued to */
+    pubsub_done_fn *done;
+    void *done_arg;
+};
+
 /* One publish: the frame built once, shared by every recipient on every
  * worker, freed when the last worker lets go of its slot (and the history
  * of its topic of it). */
 struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
-    _Atomic uint32_t pending;     /* workers yet to deliver it */
-    _Atomic uint64_t recipients;  /* connections it was queued to */
-    pubsub_done_fn *done;         /* a publisher awaiting the count */
-    void *done_arg;
-    unsigned origin;              /* worker that runs done */
     uint16_t topic_len;           /* its bytes follow the raw frame */
     uint8_t frame_hdr;            /* bytes of raw before the payload */
+    struct pub_count *count;      /* NULL: nobody awaits the count */
     struct pub_frame raw;         /* header and payload */
     _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
     uint64_t offset;              /* in its topic's sequence, from 1 */

@@ -701,15 +701,28 @@ static struct pub_slot *pubsub_pending_pop(struct worker *w)
  * counted publish the total. */
 static void pubsub_worker_done(struct ringws_server *srv, struct pub_msg *m, uint64_t n)
 {
+    struct pub_count *k = m->count;
+
+    if (!k)
+        return;
     if (n)
-        atomic_fetch_add(&m->recipients, n);
-    if (atomic_fetch_sub(&m->pending, 1) == 1 && m->done)
-        pubsub_post(&srv->workers[m->origin], &m->slots[m->origin]);
+        atomic_fetch_add(&k->recipients, n);
+    if (atomic_fetch_sub(&k->pending, 1) == 1)
+        pubsub_post(&srv->workers[k->origin], &m->slots[k->origin]);
 }
 
+/* The origin's own slot is posted to its inbox only as the reply (it
+ * delivers its own share at once); the count lives until it is told. */
 static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 {
-    return s->msg->done && s->msg->origin == w->id;
+    return s->msg->count && s->msg->count->origin == w->id;
+}
+
+/* The reply was told (or its publisher is gone): its count goes. */
+static void pubsub_count_free(struct pub_msg *m)
+{
+    free(m->count);
+    m->count = NULL;
 }
 
 /* Delivers the pending list.  The list lives in the worker, not on this
@@ -757,7 +770,8 @@ void pubsub_inbox_drain(struct worker *w)
     while ((s = w->replies)) {
         struct pub_msg *m = s->msg;
         w->replies = s->qnext;
-        m->done(m->done_arg, atomic_load(&m->recipients));
+        m->count->done(m->count->done_arg, atomic_load(&m->count->recipients));
+        pubsub_count_free(m);
         pubsub_msg_unref(m);
     }
 }
@@ -810,14 +824,17 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
     int r;
 
     atomic_init(&m->refs, n + (defer ? 1 : 0));
-    atomic_init(&m->pending, remote);
     if (defer) {
-        m->done = done;
-        m->done_arg = arg;
-        m->origin = self->id;
+        if (!(m->count = malloc(sizeof(*m->count))))
+            return -ENOMEM;
+        *m->count = (struct pub_count){.origin = self->id, .done = done, .done_arg = arg};
+        atomic_init(&m->count->pending, remote);
+        atomic_init(&m->count->recipients, 0);
     }
-    if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
+    if ((r = pubsub_sequence(srv, self, m, pos)) < 0) {
+        pubsub_count_free(m);
         return r;
+    }
     if (self) {
         pubsub_inbox_run_nested(self);
         uint64_t clock_ns = m->hist.ns;
@@ -825,7 +842,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         if (!defer && recipients)
             *recipients = local;
         if (defer && local)
-            atomic_fetch_add(&m->recipients, local);
+            atomic_fetch_add(&m->count->recipients, local);
         pubsub_slot_release(&m->slots[self->id]);
     }
     return defer ? 1 : 0;
@@ -956,6 +973,8 @@ static bool pubsub_inbox_discard(struct worker *w)
         if (!pubsub_is_reply(w, s)) {
             pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, 0); /* may post a reply */
+        } else {
+            pubsub_count_free(m); /* nobody is told */
         }
         pubsub_msg_unref(m); /* the slot's or the reply's reference */
     }
