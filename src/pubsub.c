@@ -115,8 +115,8 @@ struct sub_start {
     size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
 };
 
-/* Under the sequencer's lock: the topic's view, and for a position the
- * held messages after it, referenced for the replay. */
+/* Holding the sequencer alone (seq_lock): the topic's view, and for a
+ * position the held messages after it, referenced for the replay. */
 static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
                              struct sub_start *ss)
 {
@@ -647,7 +647,7 @@ static void pubsub_inbox_release(struct worker *w, const struct pub_msg *m)
 }
 
 /* Pushes s onto w's inbox; true when the worker must be woken (after the
- * sequencer's lock goes: no system call under it). */
+ * sequencer's locks go: no system call under it). */
 static bool pubsub_push(struct worker *w, struct pub_slot *s)
 {
     struct pub_slot *head = atomic_load(&w->inbox);
