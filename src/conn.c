@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "internal.h"
+#include "pubsub_proto.h"
 #include "log.h"
 #include "siphash.h"
 
@@ -36,9 +37,12 @@ struct conn_slab {
     struct ringws_conn conns[CONN_SLAB];
 };
 
+/* SEND_IOV_MAX chunks a send at most, each one piece, or two on a
+ * ringws.v1 connection (conn_chunk_pieces): the batch is allocated for
+ * that many iovecs. */
 struct send_batch {
     struct msghdr msg;
-    struct iovec iov[SEND_IOV_MAX];
+    struct iovec iov[];
 };
 
 static void conn_report_owed(struct ringws_conn *c);
@@ -478,9 +482,55 @@ bool conn_drop_queued(struct ringws_conn *c,
     return c->out_bytes + room <= cap;
 }
 
+unsigned conn_chunk_pieces(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                           struct iovec iov[2])
+{
+    const uint8_t *p = out_chunk_bytes(o);
+    const struct pub_msg *m = o->shared && (c->flags & CF_ENVELOPE) ? o->shared->msg : NULL;
+    const struct pub_frame *src;
+    uint32_t payload;
+
+    if (!m || p == m->raw.bytes) {
+        iov[0] = (struct iovec){(void *)(p + off), o->len - off};
+        return 1;
+    }
+    /* A compressed envelope frame's head has RSV1 set, and its payload is
+     * the compressed frame's. */
+    src = p[0] & WS_RSV1 ? &m->z : &m->raw;
+    payload = src->len - (src == &m->z ? m->z_hdr : m->frame_hdr);
+    return envelope_pieces(p, o->len - payload, src->bytes + src->len - payload, payload, off,
+                           iov);
+}
+
+void conn_chunk_copy(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                     uint8_t *dst, size_t n)
+{
+    struct iovec iov[2];
+    unsigned pieces = conn_chunk_pieces(c, o, off, iov);
+
+    for (unsigned i = 0; i < pieces && n; i++) {
+        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+        memcpy(dst, iov[i].iov_base, k);
+        dst += k;
+        n -= k;
+    }
+}
+
+/* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
+ * by conn_on_send). */
+static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
+                            unsigned chunks)
+{
+    c->out_inflight = (uint8_t)chunks;
+    memset(&b->msg, 0, sizeof(b->msg));
+    b->msg.msg_iov = b->iov;
+    b->msg.msg_iovlen = n;
+    c->send_msg = &b->msg;
+    conn_send_msg(c, &b->msg);
+}
+
 /* The queued plaintext goes on the wire as it is (a transport without a
- * send of its own): one chunk as it is, several in one gathered send (the
- * batch is freed by conn_on_send). */
+ * send of its own): one chunk as it is, several in one gathered send. */
 static void conn_send_queue(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
@@ -488,7 +538,7 @@ static void conn_send_queue(struct ringws_conn *c)
     unsigned n = 0;
 
     if (o->next)
-        b = malloc(sizeof(*b));
+        b = malloc(sizeof(*b) + SEND_IOV_MAX * sizeof(b->iov[0]));
     if (!o->next || !b) {
         c->out_inflight = 1;
         conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
@@ -498,23 +548,41 @@ static void conn_send_queue(struct ringws_conn *c)
         b->iov[n].iov_base = (void *)(out_chunk_bytes(o) + o->off);
         b->iov[n].iov_len = o->len - o->off;
     }
-    c->out_inflight = (uint8_t)n;
-    memset(&b->msg, 0, sizeof(b->msg));
-    b->msg.msg_iov = b->iov;
-    b->msg.msg_iovlen = n;
-    c->send_msg = &b->msg;
-    conn_send_msg(c, &b->msg);
+    conn_send_batch(c, b, n, n);
+}
+
+/* The same for a ringws.v1 connection, whose shares of messages are two
+ * pieces each (conn_chunk_pieces): always a gathered send, but for the
+ * first piece alone when no memory is left for the batch. */
+static void conn_send_pieces(struct ringws_conn *c)
+{
+    struct out_chunk *o = c->out_head;
+    struct send_batch *b = malloc(sizeof(*b) + 2 * SEND_IOV_MAX * sizeof(b->iov[0]));
+    unsigned n = 0, chunks = 0;
+
+    if (!b) {
+        struct iovec first[2];
+        conn_chunk_pieces(c, o, o->off, first);
+        c->out_inflight = 1;
+        conn_send_bytes(c, first[0].iov_base, first[0].iov_len);
+        return;
+    }
+    for (; o && chunks < SEND_IOV_MAX; o = o->next, chunks++)
+        n += conn_chunk_pieces(c, o, o->off, &b->iov[n]);
+    conn_send_batch(c, b, n, chunks);
 }
 
 /* Starts one send of the queued output, through the transport's own when
- * it seals.  A test of a flag, not a call, for the plain transport: fan-out
- * pays it per delivery. */
+ * it seals.  A test of flags, not a call, for a plain raw connection:
+ * fan-out pays it per delivery. */
 static inline void conn_send_start(struct ringws_conn *c)
 {
-    if (c->flags & CF_TP_SEALED)
+    if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE)))
+        conn_send_queue(c);
+    else if (c->flags & CF_TP_SEALED)
         c->w->tp_sealed->send(c);
     else
-        conn_send_queue(c);
+        conn_send_pieces(c);
 }
 
 /* n bytes of the queue left (at most what is queued), counted in

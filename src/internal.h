@@ -60,10 +60,25 @@ struct pub_frame {
 };
 
 /* The ringws.v1 frame of a message ("msg TOPIC EPOCH OFFSET\n" before the
- * payload), built by the first worker that needs it; f.bytes is data. */
+ * payload), built by the first worker that needs it: its head (the frame
+ * header and that line) is data, f.bytes; the payload after it is the raw
+ * frame's, or the compressed frame's for the one with RSV1 (envelope_head),
+ * not a copy (f.len counts both: the head is f.len minus the payload).  A
+ * share of it is sent as two pieces (conn_chunk_pieces). */
 struct pub_env {
     struct pub_frame f;
     uint8_t data[];
+};
+
+/* A publish whose publisher awaits the count of its recipients on every
+ * worker (pubsub_publish_from with done): made for it alone, so that a
+ * message held in history carries none of it. */
+struct pub_count {
+    _Atomic uint32_t pending;     /* workers yet to deliver it */
+    unsigned origin;              /* worker that runs done */
+    _Atomic uint64_t recipients;  /* connections it was queued to */
+    pubsub_done_fn *done;
+    void *done_arg;
 };
 
 /* One publish: the frame built once, shared by every recipient on every
@@ -71,27 +86,30 @@ struct pub_env {
  * of its topic of it). */
 struct pub_msg {
     _Atomic uint32_t refs;        /* slots (and a reply) still holding it */
-    _Atomic uint32_t pending;     /* workers yet to deliver it */
-    _Atomic uint64_t recipients;  /* connections it was queued to */
-    pubsub_done_fn *done;         /* a publisher awaiting the count */
-    void *done_arg;
-    unsigned origin;              /* worker that runs done */
-    struct pub_frame raw;         /* header and payload */
-    /* The same message compressed (permessage-deflate, RSV1 set), made at
-     * publish when some subscriber negotiated it and it pays; len 0: none. */
-    struct pub_frame z;
-    uint16_t topic_len;
+    uint16_t topic_len;           /* its bytes follow the raw frame */
     uint8_t frame_hdr;            /* bytes of raw before the payload */
     uint8_t z_hdr;                /* bytes of z before the payload */
-    uint64_t published_ns;        /* timer_now_ns() when published */
+    struct pub_count *count;      /* NULL: nobody awaits the count */
+    struct pub_frame raw;         /* header and payload */
+    /* The same message compressed (permessage-deflate, RSV1 set), made at
+     * publish when some subscriber negotiated it and it pays; len 0: none.
+     * Its bytes follow the topic's. */
+    struct pub_frame z;
     _Atomic(struct pub_env *) env; /* NULL until a ringws.v1 subscriber needs it */
     _Atomic(struct pub_env *) zenv; /* the same from z, for one with deflate */
     uint64_t offset;              /* in its topic's sequence, from 1 */
     char epoch[SEQ_EPOCH_LEN];    /* of that sequence */
-    struct hist_node hist;        /* while its topic's history holds it */
-    const char *topic;            /* topic_len bytes, after the raw frame */
+    /* While its topic's history holds it; hist.ns, when it was published
+     * (timer_now_ns()), is set for every message. */
+    struct hist_node hist;
     struct pub_slot slots[];      /* one per worker */
 };
+
+/* The message's topic name (topic_len bytes, not terminated). */
+static inline const char *pub_msg_topic(const struct pub_msg *m)
+{
+    return (const char *)m->raw.bytes + m->raw.len;
+}
 
 /* ---- connections ------------------------------------------------------ */
 
@@ -528,6 +546,15 @@ int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pu
 /* Queues len bytes that outlive the connection (the embedded pages) without
  * copying them; counted in send_queue_bytes.  0 or -errno. */
 int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len);
+/* The bytes of chunk o from byte off to its end, as one or two pieces
+ * (returns how many).  A share of a message queued to a ringws.v1
+ * connection that is not the raw frame is the envelope frame: its head of
+ * its own, then the raw frame's payload (struct pub_env). */
+unsigned conn_chunk_pieces(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                           struct iovec iov[2]);
+/* Copies n bytes of chunk o from byte off (within the chunk) to dst. */
+void conn_chunk_copy(const struct ringws_conn *c, const struct out_chunk *o, uint32_t off,
+                     uint8_t *dst, size_t n);
 /* Takes back every chunk queued after mark (c->out_tail when they were
  * queued; NULL: the queue was empty), none of which a send holds yet: an
  * upgrade whose subscriptions fail takes back its 101. */
@@ -600,19 +627,30 @@ struct seq_stats {
 
 int seq_create(struct ringws_server *srv);
 void seq_destroy(struct ringws_server *srv);
-/* Everything below but seq_stats and seq_count_resume runs between
- * seq_lock and seq_unlock: the one lock that orders a topic's publishes
- * (docs/ARCHITECTURE.md). */
+/* Everything below but seq_stats, seq_count_resume, seq_message_charge
+ * and the publish's own pair runs between seq_lock and seq_unlock, which
+ * hold the table alone: no publish is under way meanwhile
+ * (docs/ARCHITECTURE.md, "Sequences"). */
 void seq_lock(struct ringws_server *srv);
 void seq_unlock(struct ringws_server *srv);
+/* What a publish holds from seq_publish_lock to seq_publish_unlock. */
+struct seq_hold {
+    struct seq_topic *t; /* whose order lock is held; NULL: none */
+    bool alone;          /* the table alone (a topic was made) */
+    bool over_cap;       /* the idle list is past its cap */
+};
 /* The topic of that name, made (with a fresh epoch) when unknown; NULL
  * without memory. */
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
-/* Gives m its topic's next offset and epoch (tell: an epoch the publisher
- * is told, even for a topic nobody holds), and hands it to the topic's
- * history (which takes a reference of its own when it keeps it).  0,
- * -ENOMEM or -EIO. */
-int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell);
+/* Any thread, without the lock: gives m its topic's next offset and epoch
+ * (tell: an epoch the publisher is told, even for a topic nobody holds),
+ * and hands it to the topic's history (which takes a reference of its own
+ * when it keeps it).  On 0 the topic's publishes stay ordered, this one
+ * after all before it, until seq_publish_unlock: the publisher posts m to
+ * the inboxes meanwhile.  -ENOMEM or -EIO: nothing is held. */
+int seq_publish_lock(struct ringws_server *srv, struct pub_msg *m, bool tell,
+                     struct seq_hold *hold);
+void seq_publish_unlock(struct ringws_server *srv, struct seq_hold *hold);
 /* Any thread, without the lock (it takes it when m may be held): m's
  * ringws.v1 frame of that many bytes was built; a history holding m counts
  * it from now on. */

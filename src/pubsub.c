@@ -19,8 +19,8 @@
  * subscribers with compression, and lives as long as the message.
  *
  * Order: every publish takes its topic's next offset from the sequencer
- * (pubsub_seq.c), which posts it to the inboxes under the same lock, so
- * that every inbox holds a topic's messages in offset order; a worker that
+ * (pubsub_seq.c) and posts it to the inboxes under the topic's lock there,
+ * so that every inbox holds a topic's messages in offset order; a worker that
  * publishes or subscribes first delivers what it took from its inbox
  * (w->pending).  See docs/ARCHITECTURE.md, "Sequences".
  *
@@ -129,8 +129,8 @@ struct sub_start {
     size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
 };
 
-/* Under the sequencer's lock: the topic's view, and for a position the
- * held messages after it, referenced for the replay. */
+/* Holding the sequencer alone (seq_lock): the topic's view, and for a
+ * position the held messages after it, referenced for the replay. */
 static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
                              struct sub_start *ss)
 {
@@ -174,8 +174,9 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
  * delivers what this worker's inbox holds of offsets up to view.last.
  *
  * Why no message is missed or doubled at the seam: a publish takes its
- * offset and is posted to every inbox under the sequencer's lock.  Under
- * that lock, view.last is the topic's last offset and the inbox is taken:
+ * offset and is posted to every inbox while it holds the sequencer's table
+ * (shared).  Holding the table alone, view.last is the topic's last offset
+ * and the inbox is taken:
  * every message up to view.last is then either delivered by this worker
  * already (published here, or drained) or in what was taken, which
  * pubsub_inbox_run delivers now, before the subscriber joins the topic's
@@ -454,55 +455,31 @@ void pubsub_msg_unref(struct pub_msg *m)
     }
 }
 
-/* A deflate block that stores len bytes as they are (RFC 1951 3.2.4), not
- * the last: BFINAL 0, BTYPE 00, padding, LEN and its complement. */
-#define PUBSUB_STORED_HDR 5
-
 /* Built by the first worker that needs it; a worker that loses the race to
  * publish its copy frees it: the frame is still built once per message in
- * the common case and never copied per subscriber.  The compressed one
- * (zipped) is the "msg" line in a stored block followed by the compressed
- * payload's own blocks: a deflate stream may switch block types at any
- * point, and the payload's matches reach no further back than its own
- * start, so the payload is compressed once whatever frames it goes in. */
+ * the common case and never copied per subscriber.  Only its head is built:
+ * the payload is the raw frame's, or for the compressed one (zipped) the
+ * compressed frame's (struct pub_env). */
 static const struct pub_env *pubsub_env_make(struct ringws_server *srv, struct pub_msg *m,
                                              bool zipped)
 {
     _Atomic(struct pub_env *) *slot = zipped ? &m->zenv : &m->env;
     struct pub_env *env = atomic_load_explicit(slot, memory_order_acquire), *mine;
     const struct pub_frame *src = zipped ? &m->z : &m->raw;
-    size_t skip = zipped ? m->z_hdr : m->frame_hdr;
-    char line[RINGWS_MAX_TOPIC + SEQ_EPOCH_LEN + 48];
-    uint8_t hdr[WS_MAX_SERVER_HEADER + PUBSUB_STORED_HDR];
-    size_t payload = src->len - skip, ln, h, stored = zipped ? PUBSUB_STORED_HDR : 0;
-    int n;
+    uint8_t head[ENVELOPE_HEAD_MAX];
+    size_t payload = src->len - (zipped ? m->z_hdr : m->frame_hdr), h;
 
     if (env)
         return env;
-    n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)m->topic_len,
-                 m->topic, SEQ_EPOCH_LEN, m->epoch, m->offset);
-    ln = (size_t)n;
-    h = ws_frame_header(hdr, WS_FIN | (zipped ? WS_RSV1 : 0) | (m->raw.bytes[0] & 0x0f),
-                        stored + ln + payload);
-    if (zipped) {
-        uint8_t *b = hdr + h;
-        b[0] = 0;
-        b[1] = (uint8_t)ln;
-        b[2] = (uint8_t)(ln >> 8);
-        b[3] = (uint8_t)~b[1];
-        b[4] = (uint8_t)~b[2];
-        h += stored;
-    }
-    mine = malloc(sizeof(*mine) + h + ln + payload);
-    if (!mine)
+    h = envelope_head(head, sizeof(head), m->raw.bytes[0] & 0x0f, zipped, pub_msg_topic(m),
+                      m->topic_len, m->epoch, m->offset, payload);
+    if (!h || !(mine = malloc(sizeof(*mine) + h)))
         return NULL;
-    memcpy(mine->data, hdr, h);
-    memcpy(mine->data + h, line, ln);
-    memcpy(mine->data + h + ln, src->bytes + skip, payload);
-    mine->f = (struct pub_frame){mine->data, (uint32_t)(h + ln + payload)};
+    memcpy(mine->data, head, h);
+    mine->f = (struct pub_frame){mine->data, (uint32_t)(h + payload)};
     if (atomic_compare_exchange_strong_explicit(slot, &env, mine, memory_order_acq_rel,
                                                 memory_order_acquire)) {
-        seq_message_charge(srv, m, sizeof(*mine) + mine->f.len);
+        seq_message_charge(srv, m, sizeof(*mine) + h);
         return mine;
     }
     free(mine);
@@ -566,7 +543,6 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
      * says), the compressed frame. */
     struct pub_msg *m = malloc(sizeof(*m) + slots + h + len + topic_len + zh + zlen);
     uint8_t *frame;
-    char *name;
 
     if (!m)
         return NULL;
@@ -578,13 +554,11 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     m->raw.bytes = frame;
     m->raw.len = (uint32_t)(h + len);
     m->frame_hdr = (uint8_t)h;
-    m->published_ns = timer_now_ns();
+    m->hist.ns = timer_now_ns();
     m->topic_len = (uint16_t)topic_len;
-    name = (char *)frame + h + len;
-    memcpy(name, topic, topic_len);
-    m->topic = name;
+    memcpy((char *)frame + h + len, topic, topic_len);
     if (zlen) {
-        uint8_t *zf = (uint8_t *)name + topic_len;
+        uint8_t *zf = (uint8_t *)frame + h + len + topic_len;
         memcpy(zf, zhdr, zh);
         memcpy(zf + zh, z, zlen);
         m->z = (struct pub_frame){zf, (uint32_t)(zh + zlen)};
@@ -600,7 +574,8 @@ static bool pubsub_same_topic(const struct out_chunk *o, const void *arg)
     const struct pub_msg *m = arg;
     const struct pub_msg *q = o->shared ? o->shared->msg : NULL;
 
-    return q && q->topic_len == m->topic_len && !memcmp(q->topic, m->topic, m->topic_len);
+    return q && q->topic_len == m->topic_len &&
+           !memcmp(pub_msg_topic(q), pub_msg_topic(m), m->topic_len);
 }
 
 /* Any published message; not the shares of the embedded pages (the
@@ -658,8 +633,9 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
 static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *clock_ns)
 {
     struct pub_msg *m = s->msg;
-    struct topic *t = topic_index_find(&w->topics, m->topic, m->topic_len,
-                                       topic_index_hash(&w->topics, m->topic, m->topic_len));
+    const char *name = pub_msg_topic(m);
+    struct topic *t = topic_index_find(&w->topics, name, m->topic_len,
+                                       topic_index_hash(&w->topics, name, m->topic_len));
     uint64_t n = 0, n_zipped = 0, end;
     int64_t other_bytes = 0; /* what frames other than raw queued beyond it */
 
@@ -688,7 +664,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     STAT_ADD(w, deflate_sent, n_zipped);
     STAT_ADD(w, fanout_queued, n);
     end = timer_now_ns();
-    metrics_observe(&w->stats.publish_latency, end - m->published_ns);
+    metrics_observe(&w->stats.publish_latency, end - m->hist.ns);
     metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
     *clock_ns = end;
     return n;
@@ -747,7 +723,7 @@ static void pubsub_inbox_release(struct worker *w, const struct pub_msg *m)
 }
 
 /* Pushes s onto w's inbox; true when the worker must be woken (after the
- * sequencer's lock goes: no system call under it). */
+ * sequencer's locks go: no system call under it). */
 static bool pubsub_push(struct worker *w, struct pub_slot *s)
 {
     struct pub_slot *head = atomic_load(&w->inbox);
@@ -801,15 +777,28 @@ static struct pub_slot *pubsub_pending_pop(struct worker *w)
  * counted publish the total. */
 static void pubsub_worker_done(struct ringws_server *srv, struct pub_msg *m, uint64_t n)
 {
+    struct pub_count *k = m->count;
+
+    if (!k)
+        return;
     if (n)
-        atomic_fetch_add(&m->recipients, n);
-    if (atomic_fetch_sub(&m->pending, 1) == 1 && m->done)
-        pubsub_post(&srv->workers[m->origin], &m->slots[m->origin]);
+        atomic_fetch_add(&k->recipients, n);
+    if (atomic_fetch_sub(&k->pending, 1) == 1)
+        pubsub_post(&srv->workers[k->origin], &m->slots[k->origin]);
 }
 
+/* The origin's own slot is posted to its inbox only as the reply (it
+ * delivers its own share at once); the count lives until it is told. */
 static bool pubsub_is_reply(const struct worker *w, const struct pub_slot *s)
 {
-    return s->msg->done && s->msg->origin == w->id;
+    return s->msg->count && s->msg->count->origin == w->id;
+}
+
+/* The reply was told (or its publisher is gone): its count goes. */
+static void pubsub_count_free(struct pub_msg *m)
+{
+    free(m->count);
+    m->count = NULL;
 }
 
 /* Delivers the pending list.  The list lives in the worker, not on this
@@ -857,30 +846,29 @@ void pubsub_inbox_drain(struct worker *w)
     while ((s = w->replies)) {
         struct pub_msg *m = s->msg;
         w->replies = s->qnext;
-        m->done(m->done_arg, atomic_load(&m->recipients));
+        m->count->done(m->count->done_arg, atomic_load(&m->count->recipients));
+        pubsub_count_free(m);
         pubsub_msg_unref(m);
     }
 }
 
 /* ---- publishing -------------------------------------------------------- */
 
-/* Under the sequencer's lock: m takes its topic's next offset and is
- * posted to every inbox but self's, so that each inbox holds the topic's
+/* Under its topic's lock (seq_publish_lock): m takes its topic's next
+ * offset and is posted to every inbox but self's, so that each inbox holds the topic's
  * messages in offset order whichever threads publish; self's inbox is
- * taken (what it holds is older) to be delivered before m.  The eventfd
- * writes wait for the lock to go. */
+ * taken (what it holds of the topic is older) to be delivered before m.
+ * The eventfd writes wait for the locks to go. */
 static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struct pub_msg *m,
                            struct pub_pos *pos)
 {
     unsigned n = srv->n_workers;
     bool wake[n];
+    struct seq_hold hold;
     int r;
 
-    seq_lock(srv);
-    if ((r = seq_publish_assign(srv, m, pos != NULL)) < 0) {
-        seq_unlock(srv);
+    if ((r = seq_publish_lock(srv, m, pos != NULL, &hold)) < 0)
         return r;
-    }
     if (pos) {
         memcpy(pos->epoch, m->epoch, SEQ_EPOCH_LEN);
         pos->epoch[SEQ_EPOCH_LEN] = '\0';
@@ -891,7 +879,7 @@ static int pubsub_sequence(struct ringws_server *srv, struct worker *self, struc
         wake[i] = (!self || i != self->id) && pubsub_push(&srv->workers[i], &m->slots[i]);
     if (self)
         pubsub_inbox_take(self);
-    seq_unlock(srv);
+    seq_publish_unlock(srv, &hold);
     for (unsigned i = 0; i < n; i++)
         if (wake[i])
             worker_wake(&srv->workers[i]);
@@ -912,22 +900,25 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
     int r;
 
     atomic_init(&m->refs, n + (defer ? 1 : 0));
-    atomic_init(&m->pending, remote);
     if (defer) {
-        m->done = done;
-        m->done_arg = arg;
-        m->origin = self->id;
+        if (!(m->count = malloc(sizeof(*m->count))))
+            return -ENOMEM;
+        *m->count = (struct pub_count){.origin = self->id, .done = done, .done_arg = arg};
+        atomic_init(&m->count->pending, remote);
+        atomic_init(&m->count->recipients, 0);
     }
-    if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
+    if ((r = pubsub_sequence(srv, self, m, pos)) < 0) {
+        pubsub_count_free(m);
         return r;
+    }
     if (self) {
         pubsub_inbox_run_nested(self);
-        uint64_t clock_ns = m->published_ns;
+        uint64_t clock_ns = m->hist.ns;
         uint64_t local = pubsub_deliver(self, &m->slots[self->id], &clock_ns);
         if (!defer && recipients)
             *recipients = local;
         if (defer && local)
-            atomic_fetch_add(&m->recipients, local);
+            atomic_fetch_add(&m->count->recipients, local);
         pubsub_slot_release(&m->slots[self->id]);
     }
     return defer ? 1 : 0;
@@ -1065,6 +1056,8 @@ static bool pubsub_inbox_discard(struct worker *w)
         if (!pubsub_is_reply(w, s)) {
             pubsub_inbox_release(w, m);
             pubsub_worker_done(w->srv, m, 0); /* may post a reply */
+        } else {
+            pubsub_count_free(m); /* nobody is told */
         }
         pubsub_msg_unref(m); /* the slot's or the reply's reference */
     }

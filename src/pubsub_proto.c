@@ -1,6 +1,8 @@
-/* pubsub_proto.c - topic names, topic lists, subscriber commands and topic
- * rules; pure functions (see pubsub_proto.h). */
+/* pubsub_proto.c - topic names, topic lists, subscriber commands, topic
+ * rules and the envelope's frame head; pure functions (see pubsub_proto.h). */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "pubsub_proto.h"
@@ -374,4 +376,47 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule)
     if (rule->history_ttl_ms && !rule->history)
         return -EINVAL; /* an age limit of nothing kept */
     return 0;
+}
+
+size_t envelope_head(uint8_t *out, size_t cap, unsigned opcode, bool deflated, const char *topic,
+                     size_t topic_len, const char epoch[TOPIC_POS_EPOCH_LEN], uint64_t offset,
+                     size_t payload_len)
+{
+    char line[ENVELOPE_HEAD_MAX];
+    uint8_t hdr[WS_MAX_SERVER_HEADER + ENVELOPE_STORED_HDR];
+    int n = snprintf(line, sizeof(line), "msg %.*s %.*s %" PRIu64 "\n", (int)topic_len, topic,
+                     TOPIC_POS_EPOCH_LEN, epoch, offset);
+    size_t h, stored = deflated ? ENVELOPE_STORED_HDR : 0;
+
+    if (n < 0 || (size_t)n >= sizeof(line) || topic_len > RINGWS_MAX_TOPIC)
+        return 0;
+    h = ws_frame_header(hdr, WS_FIN | (deflated ? WS_RSV1 : 0) | (opcode & 0x0f),
+                        stored + (size_t)n + payload_len);
+    if (deflated) {
+        hdr[h] = 0;
+        hdr[h + 1] = (uint8_t)n;
+        hdr[h + 2] = (uint8_t)((unsigned)n >> 8);
+        hdr[h + 3] = (uint8_t)~hdr[h + 1];
+        hdr[h + 4] = (uint8_t)~hdr[h + 2];
+        h += stored;
+    }
+    if (h + (size_t)n > cap)
+        return 0;
+    memcpy(out, hdr, h);
+    memcpy(out + h, line, (size_t)n);
+    return h + (size_t)n;
+}
+
+unsigned envelope_pieces(const uint8_t *head, size_t head_len, const uint8_t *payload,
+                         size_t payload_len, size_t off, struct iovec iov[2])
+{
+    if (off >= head_len) {
+        iov[0] = (struct iovec){(void *)(payload + (off - head_len)), payload_len - (off - head_len)};
+        return 1;
+    }
+    iov[0] = (struct iovec){(void *)(head + off), head_len - off};
+    if (!payload_len)
+        return 1;
+    iov[1] = (struct iovec){(void *)payload, payload_len};
+    return 2;
 }

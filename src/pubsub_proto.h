@@ -1,5 +1,6 @@
 /* pubsub_proto.h - the pure parts of publish/subscribe: topic names, topic
- * lists, the subscriber connection's commands and topic rules.
+ * lists, the subscriber connection's commands, topic rules and the head of
+ * a ringws.v1 message frame.
  *
  * Why it exists: everything a client can put in front of the fan-out engine
  * (a query string, a command frame) is parsed here, without allocation or
@@ -10,7 +11,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
+#include "frame.h"
 #include "ringws.h"
 
 /* True when p[0..n) is a valid topic name (1..RINGWS_MAX_TOPIC bytes of
@@ -98,5 +101,28 @@ const struct ringws_topic_rule *topic_rule_match(const struct ringws_topic_rule 
                                                  size_t n_rules, const char *topic,
                                                  size_t len);
 
+/* The head of a message's ringws.v1 frame (docs/PUBSUB.md): the frame
+ * header (FIN, the raw frame's opcode, the length of all that follows),
+ * then "msg TOPIC EPOCH OFFSET" and LF; the payload follows it unchanged.
+ * With deflated, the payload is a compressed message (permessage-deflate:
+ * RSV1 set) and the line goes in a stored deflate block before it (RFC 1951
+ * 3.2.4: BFINAL 0, BTYPE 00, LEN and its complement), so that the frame
+ * inflates to the line and the payload with no second compression: the
+ * payload's matches reach no further back than its own start.  Written to
+ * out; returns its length, or 0 when cap is too small (ENVELOPE_HEAD_MAX
+ * always suffices). */
+#define ENVELOPE_STORED_HDR 5
+#define ENVELOPE_HEAD_MAX                                                                         \
+    (WS_MAX_SERVER_HEADER + ENVELOPE_STORED_HDR + 4 + RINGWS_MAX_TOPIC + 1 +                    \
+     TOPIC_POS_EPOCH_LEN + 1 + 20 + 1)
+size_t envelope_head(uint8_t *out, size_t cap, unsigned opcode, bool deflated, const char *topic,
+                     size_t topic_len, const char epoch[TOPIC_POS_EPOCH_LEN], uint64_t offset,
+                     size_t payload_len);
+
+/* A frame kept as two pieces, its head and a payload held elsewhere: the
+ * bytes from byte off (below head_len + payload_len) to the end, in iov;
+ * returns how many pieces (1 or 2). */
+unsigned envelope_pieces(const uint8_t *head, size_t head_len, const uint8_t *payload,
+                         size_t payload_len, size_t off, struct iovec iov[2]);
 
 #endif

@@ -4,15 +4,21 @@
  * Why it exists: an offset must be the same on every worker and a
  * subscriber must get a topic's messages in offset order, whichever thread
  * published them; the workers' own topic indexes are private and
- * lock-free, so the order is made here, once per publish, under one lock
- * held just long enough to give the offset, append to the history and post
- * the message to the inboxes (pubsub.c; the argument is in
- * docs/ARCHITECTURE.md, "Sequences").  The table holds a topic while a
+ * lock-free, so the order is made here, once per publish, under the
+ * topic's own lock held just long enough to give the offset, append to the
+ * history and post the message to the inboxes (pubsub.c; the argument is
+ * in docs/ARCHITECTURE.md, "Sequences").  Publishes share the table (a
+ * read hold of its rwlock) and meet only at their own topic's lock, and,
+ * for topics with history, at the short append under the history lock;
+ * whatever changes the table or reads where a topic stands (a topic made
+ * or forgotten, a subscription's join, GET /history, the sweep, /metrics)
+ * holds the table alone (seq_lock).  The table holds a topic while a
  * worker has subscribers of it or its history holds a message, and then,
  * idle, for sequence_idle_ms (at most sequence_idle_max idle topics): a
  * client back within it resumes from its offset instead of being told of
- * a gap nothing caused.  A topic forgotten starts again with a new epoch.  Below it: the history rings
- * (history.c).  Above it: pubsub.c, /metrics and GET /history. */
+ * a gap nothing caused.  A topic forgotten starts again with a new epoch.
+ * Below it: the history rings (history.c).  Above it: pubsub.c, /metrics
+ * and GET /history. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +34,9 @@
 
 struct seq_topic {
     struct seq_topic *next;      /* in its bucket */
+    /* Orders the topic's publishes made under a shared hold of the table:
+     * its offset, history append and posts to the inboxes. */
+    pthread_mutex_t order;
     struct seq_topic *check_next; /* on the list to check at the unlock */
     /* On the idle list (oldest idle first) while idle_listed. */
     struct seq_topic *idle_prev, *idle_next;
@@ -37,7 +46,7 @@ struct seq_topic {
     struct seq_topic *ttl_prev, *ttl_next;
     bool ttl_listed;
     uint64_t hash;
-    uint64_t last;               /* offset of the last publish; 0: none */
+    uint64_t last;               /* offset of the last publish; 0: none (order) */
     uint32_t workers;            /* workers whose index holds the topic */
     bool check_listed, idle_listed;
     char epoch[SEQ_EPOCH_LEN + 1];
@@ -46,8 +55,14 @@ struct seq_topic {
     char name[];
 };
 
+/* Who may touch what: the buckets, a topic's workers, its idle state and
+ * its removal need the table alone (the write hold); a topic's last offset
+ * a hold of either kind and, when shared, the topic's order lock; the
+ * histories and the check, idle and ttl lists a hold of either kind and,
+ * when shared, hist_lock (an append may evict another topic's message). */
 struct sequencer {
-    pthread_mutex_t lock;
+    pthread_rwlock_t table;
+    pthread_mutex_t hist_lock;
     struct seq_topic **buckets;
     uint32_t mask, n;
     uint64_t key[2];
@@ -123,10 +138,18 @@ static void seq_history_release(struct hist_node *node, struct history *from, vo
 int seq_create(struct ringws_server *srv)
 {
     struct sequencer *q = calloc(1, sizeof(*q));
+    pthread_rwlockattr_t attr;
 
     if (!q)
         return -ENOMEM;
-    pthread_mutex_init(&q->lock, NULL);
+
+    /* A subscription waits for the publishes under way, not for all that
+     * keep coming. */
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&q->table, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&q->hist_lock, NULL);
     memcpy(q->key, srv->topic_key, sizeof(q->key));
     history_set_init(&q->hist, srv->cfg.max_history_bytes, seq_history_release, q);
     q->idle_grace_ns = (uint64_t)srv->cfg.sequence_idle_ms * 1000000u;
@@ -174,6 +197,7 @@ static void seq_forget(struct sequencer *q, struct seq_topic *t)
     t->check_listed = true; /* its history's release must not list it again */
     seq_ttl_unlink(q, t);
     history_clear(&q->hist, &t->hist);
+    pthread_mutex_destroy(&t->order);
     free(t);
 }
 
@@ -187,23 +211,21 @@ void seq_destroy(struct ringws_server *srv)
         while (q->buckets[i])
             seq_forget(q, q->buckets[i]);
     free(q->buckets);
-    pthread_mutex_destroy(&q->lock);
+    pthread_rwlock_destroy(&q->table);
+    pthread_mutex_destroy(&q->hist_lock);
     free(q);
     srv->seq = NULL;
 }
 
 void seq_lock(struct ringws_server *srv)
 {
-    pthread_mutex_lock(&srv->seq->lock);
+    pthread_rwlock_wrlock(&srv->seq->table);
 }
 
-/* Topics left idle by this critical section go on the idle list before
- * the lock goes, and past the list's cap the longest idle are forgotten:
- * topics nothing needs cost at most idle_max entries, whatever names
- * publishers make up. */
-void seq_unlock(struct ringws_server *srv)
+/* Topics left idle go on the idle list (the caller holds the table alone,
+ * or shares it and holds hist_lock); true when the list is past its cap. */
+static bool seq_settle_idle(struct sequencer *q)
 {
-    struct sequencer *q = srv->seq;
     uint64_t now_ns = q->check ? timer_now_ns() : 0;
 
     while (q->check) {
@@ -213,9 +235,34 @@ void seq_unlock(struct ringws_server *srv)
         if (seq_topic_idle(t))
             seq_idle_push(q, t, now_ns);
     }
+    return q->n_idle > q->idle_max;
+}
+
+/* Topics left idle by this critical section go on the idle list before
+ * the lock goes, and past the list's cap the longest idle are forgotten:
+ * topics nothing needs cost at most idle_max entries, whatever names
+ * publishers make up. */
+void seq_unlock(struct ringws_server *srv)
+{
+    struct sequencer *q = srv->seq;
+
+    seq_settle_idle(q);
     while (q->n_idle > q->idle_max)
         seq_forget(q, q->idle_head);
-    pthread_mutex_unlock(&q->lock);
+    pthread_rwlock_unlock(&q->table);
+}
+
+/* Ends a shared hold that left the idle list past its cap: forgetting
+ * needs the table alone, taken after the shared hold went. */
+static void seq_unshare(struct sequencer *q, bool over_cap)
+{
+    pthread_rwlock_unlock(&q->table);
+    if (over_cap) {
+        pthread_rwlock_wrlock(&q->table);
+        while (q->n_idle > q->idle_max)
+            seq_forget(q, q->idle_head);
+        pthread_rwlock_unlock(&q->table);
+    }
 }
 
 /* Doubles the table above one topic per bucket (it never shrinks: its size
@@ -291,6 +338,7 @@ struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, siz
         free(t);
         return NULL;
     }
+    pthread_mutex_init(&t->order, NULL);
     rule = topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, name, len);
     history_init(&t->hist, rule ? rule->history : 0,
                  rule ? (uint64_t)rule->history_ttl_ms * 1000000u : 0);
@@ -314,34 +362,49 @@ static size_t seq_message_bytes(const struct ringws_server *srv, const struct pu
 
 void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t bytes)
 {
+    struct sequencer *q = srv->seq;
+    bool over_cap;
+
     /* hist.bytes is set at the publish, before any worker sees m, and only
-     * under the lock after: a message of a topic without history takes no
+     * under hist_lock after: a message of a topic without history takes no
      * lock here. */
     if (!m->hist.bytes)
         return;
-    seq_lock(srv);
-    history_charge(&srv->seq->hist, &m->hist, bytes);
-    seq_unlock(srv);
+    pthread_rwlock_rdlock(&q->table);
+    pthread_mutex_lock(&q->hist_lock);
+    history_charge(&q->hist, &m->hist, bytes);
+    over_cap = seq_settle_idle(q);
+    pthread_mutex_unlock(&q->hist_lock);
+    seq_unshare(q, over_cap);
 }
 
-static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
+/* Gives m its offset and hands it to the history; true when the idle list
+ * went past its cap.  A topic without history touches nothing shared
+ * beyond itself. */
+static bool seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
 {
     struct sequencer *q = srv->seq;
+    bool over_cap;
 
     m->offset = ++t->last;
     memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
     if (!t->hist.limit)
-        return;
+        return false;
     m->hist.bytes = seq_message_bytes(srv, m);
     atomic_fetch_add(&m->refs, 1);
+    pthread_mutex_lock(&q->hist_lock);
     /* Without memory for the ring the message is simply not kept: resumers
      * of the topic see a gap, which is what a history that cannot hold it
      * means. */
-    if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->published_ns) < 0)
+    if (history_append(&q->hist, &t->hist, &m->hist, m->offset, m->hist.ns) < 0)
         atomic_fetch_sub(&m->refs, 1);
     if (t->hist.n)
         seq_idle_unlink(q, t);
     seq_ttl_link(q, t);
+    seq_idle_mark(q, t);
+    over_cap = seq_settle_idle(q);
+    pthread_mutex_unlock(&q->hist_lock);
+    return over_cap;
 }
 
 void seq_sweep(struct ringws_server *srv, uint64_t now_ns, unsigned budget)
@@ -375,27 +438,57 @@ static bool seq_rule_keeps(const struct ringws_config *cfg, const char *name, si
 }
 
 /* A topic the table does not hold has no subscriber anywhere (a worker
- * that makes its own topic goes through the table) and, without a
+ * that makes its own topic goes through the table alone) and, without a
  * history rule, would be forgotten at once: its message is the first of a
  * sequence nobody sees, and the table is not touched (no allocation, no
- * epoch drawn unless the publisher is to be told one). */
-int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell)
+ * epoch drawn unless the publisher is to be told one).  A topic to be
+ * made takes the table alone. */
+int seq_publish_lock(struct ringws_server *srv, struct pub_msg *m, bool tell,
+                     struct seq_hold *hold)
 {
-    struct seq_topic *t = seq_topic_find(srv, m->topic, m->topic_len);
+    struct sequencer *q = srv->seq;
+    const char *name = pub_msg_topic(m);
+    struct seq_topic *t;
 
-    if (!t && !seq_rule_keeps(&srv->cfg, m->topic, m->topic_len)) {
+    *hold = (struct seq_hold){0};
+    pthread_rwlock_rdlock(&q->table);
+    t = seq_topic_find(srv, name, m->topic_len);
+    if (t) {
+        pthread_mutex_lock(&t->order);
+        hold->t = t;
+        hold->over_cap = seq_topic_assign(srv, t, m);
+        return 0;
+    }
+    if (!seq_rule_keeps(&srv->cfg, name, m->topic_len)) {
         char epoch[SEQ_EPOCH_LEN + 1] = "0000000000000000";
-        if (tell && seq_epoch_draw(epoch) < 0)
+        if (tell && seq_epoch_draw(epoch) < 0) {
+            pthread_rwlock_unlock(&q->table);
             return -EIO;
+        }
         m->offset = 1;
         memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
         return 0;
     }
-    if (!t && !(t = seq_topic_get(srv, m->topic, m->topic_len)))
+    pthread_rwlock_unlock(&q->table);
+    seq_lock(srv);
+    hold->alone = true;
+    if (!(t = seq_topic_get(srv, name, m->topic_len))) {
+        seq_unlock(srv);
         return -ENOMEM;
+    }
     seq_topic_assign(srv, t, m);
-    seq_idle_mark(srv->seq, t);
     return 0;
+}
+
+void seq_publish_unlock(struct ringws_server *srv, struct seq_hold *hold)
+{
+    if (hold->alone) {
+        seq_unlock(srv);
+        return;
+    }
+    if (hold->t)
+        pthread_mutex_unlock(&hold->t->order);
+    seq_unshare(srv->seq, hold->over_cap);
 }
 
 void seq_topic_view(struct ringws_server *srv, struct seq_topic *t, struct seq_view *v)

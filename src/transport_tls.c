@@ -742,7 +742,7 @@ static int tls_seal_queue(struct ringws_conn *c, struct tls_conn *t, size_t plai
         plain -= in_rec;
         for (size_t left = in_rec; left;) {
             size_t k = o->len - off < left ? o->len - off : left;
-            memcpy(p, out_chunk_bytes(o) + off, k);
+            conn_chunk_copy(c, o, (uint32_t)off, p, k);
             p += k;
             left -= k;
             off += k;

@@ -34,8 +34,9 @@ import jwt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (EOF, OP_BINARY, OP_PING, OP_TEXT, HttpConn, RawWS, Runner, T,  # noqa: E402
-                         TestFailure, eq, expect, fail, http_get, upgrade_request)
+from ringws_test import (EOF, OP_BINARY, OP_PING, OP_TEXT, SUITE_TLS, HttpConn, RawWS,  # noqa: E402
+                         Runner, T, TestFailure, build_frame, eq, expect, fail, http_get,
+                         suite_certs, upgrade_request)
 
 SEED = int(os.environ.get("RINGWS_TEST_SEED", int(time.time())))
 print("history: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
@@ -49,7 +50,7 @@ EPOCH_RE = re.compile(r"^[0-9a-f]{16}$")
 # Clients
 
 
-def env_open(port, topics=None, since=None, protocols="ringws.v1"):
+def env_open(port, topics=None, since=None, protocols="ringws.v1", **kw):
     """A subscriber that offers `protocols`; fails unless it gets ringws.v1."""
     path = "/ws"
     q = []
@@ -60,7 +61,7 @@ def env_open(port, topics=None, since=None, protocols="ringws.v1"):
     if q:
         path += "?" + "&".join(q)
     req, key = upgrade_request(port, path=path, add=[("Sec-WebSocket-Protocol", protocols)])
-    ws = RawWS.open(port, request=req, key=key)
+    ws = RawWS.open(port, request=req, key=key, **kw)
     eq(ws.response.header_all("Sec-WebSocket-Protocol"), ["ringws.v1"], "chosen subprotocol")
     return ws
 
@@ -130,11 +131,11 @@ def cmd(ws, text):
     ws.send_frame(OP_TEXT, text.encode("utf-8"))
 
 
-def post(port, topic, body, binary=False, headers=()):
+def post(port, topic, body, binary=False, headers=(), tls=SUITE_TLS):
     hs = [("Content-Type", "application/octet-stream" if binary else "text/plain")] + list(headers)
     head = "POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (topic, len(body))
     head += "".join("%s: %s\r\n" % kv for kv in hs) + "\r\n"
-    with HttpConn(port) as h:
+    with HttpConn(port, tls=tls) as h:
         h.send(head.encode() + body)
         resp = h.read_response()
     eq(resp.status, 200, "POST /publish/%s" % topic)
@@ -228,6 +229,66 @@ def t_framing(port):
     ev = ws.recv_event(T(5), "msg 4")
     eq(ev.data, ("msg news %s 4\nx" % epoch).encode(), "whole frame of msg 4")
     close_all([ws, raw])
+
+
+def server_frame(opcode, payload):
+    """A frame as the server sends it: FIN, unmasked, minimal length."""
+    return build_frame(opcode, payload, mask=False)
+
+
+def recv_wire(ws, n, what, timeout=None):
+    """The next n bytes on the wire, as they came (no frame parsing)."""
+    ws._fill(n, time.monotonic() + (timeout or T(10)), what)
+    data = bytes(ws.buf[ws.pos:ws.pos + n])
+    ws.pos += n
+    return data
+
+
+def t_envelope_wire(port, tls=SUITE_TLS):
+    """The exact bytes of ringws.v1 frames (docs/PUBSUB.md: the frame head,
+    `msg TOPIC EPOCH OFFSET` LF, the payload unchanged) for text and binary
+    payloads whose frames take each length form (7, 16 and 64 bits, and
+    both sides of 125/126 and 65535/65536), live and replayed: the replay
+    sends the same bytes.  The payload is the raw frame's, sent as a second
+    piece after a head of the envelope's own: a reader with a small receive
+    buffer gets the big ones in many partial sends."""
+    topic = "h.wire"
+    live = env_open(port, topic, tls=tls)
+    raw = RawWS.open(port, "/ws?topics=" + topic, tls=tls)
+    epoch, last = subscribed(live, topic)
+    line = ("msg %s %s " % (topic, epoch)).encode()
+    sizes = [0, 1, 125 - len(line) - 2, 126 - len(line) - 2, 65535 - len(line) - 2,
+             65536 - len(line) - 2, 300000]
+    msgs = []
+    for i, n in enumerate(sizes):
+        for binary in (False, True):
+            body = (bytes((j * 7 + i) & 0xff for j in range(n)) if binary
+                    else ("\u00e9" * (n // 2) + "x" * (n % 2)).encode("utf-8"))
+            post(port, topic, body, binary=binary, tls=tls)
+            msgs.append((OP_BINARY if binary else OP_TEXT, body))
+    wire = []
+    for i, (op, body) in enumerate(msgs):
+        off = last + 1 + i
+        want = server_frame(op, b"%s%d\n" % (line, off) + body)
+        got = recv_wire(live, len(want), "msg %d" % off)
+        if got != want:
+            fail("msg %d (%d bytes): wire bytes differ from the envelope's, first at %d" %
+                 (off, len(body), next(k for k in range(len(want)) if got[k] != want[k])))
+        wire.append(want)
+        want = server_frame(op, body)
+        eq(recv_wire(raw, len(want), "raw %d" % off), want, "raw subscriber's frame %d" % off)
+    # resumed from before the first: the same bytes again, after the notice
+    slow = env_open(port, topic, since="%s:%s:%d" % (topic, epoch, last), rcvbuf=4096, tls=tls)
+    expect_notice(slow, "recovered", topic, epoch, str(last + 1), str(last + len(msgs)))
+    for i, want in enumerate(wire):
+        eq(recv_wire(slow, len(want), "replayed msg %d" % (last + 1 + i)), want,
+           "replayed msg %d, byte for byte" % (last + 1 + i))
+    close_all([live, raw, slow])
+
+
+def t_envelope_wire_tls(port):
+    import tls_ca
+    t_envelope_wire(port, tls=tls_ca.shared_ca().client_context())
 
 
 def t_answers_in_order(port):
@@ -335,6 +396,60 @@ def t_order_concurrent_publishers(port, threads=4, each=100):
         expect(int(f[3]) > last, "increasing published offsets", f)
         last = int(f[3])
     close_all(subs + [pubws])
+
+
+def t_order_concurrent_topics(port, per_topic=2, each=60):
+    """Publishers of different topics (with history, with a rule of no
+    history, without a rule) at once, on both workers: each topic's own
+    offsets stay contiguous and identical for every subscriber, each
+    publisher's order kept."""
+    topics = ["h.race2", "race", "free.race3"]
+    subs = [env_open(port, ",".join(topics)) for _ in range(4)]
+    base = {}
+    for n, s in enumerate(subs):
+        for t in topics:
+            epoch, last = subscribed(s, t)
+            if n == 0:
+                base[t] = (epoch, last)
+    errors = []
+
+    def http_pub(topic, k):
+        try:
+            p = Poster(port)
+            for i in range(each):
+                p.post(topic, b"%s/%d-%d" % (topic.encode(), k, i))
+            p.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=http_pub, args=(t, k)) for t in topics for k in range(per_topic)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    total = len(topics) * per_topic * each
+    seen = []
+    for n, s in enumerate(subs):
+        got = {t: [] for t in topics}
+        for _ in range(total):
+            f = recv_env(s, "message of a racing topic")
+            t = f.fields[1]
+            expect(t in got and f.fields[2] == base[t][0], "a known topic, its epoch", f)
+            got[t].append((int(f.fields[3]), f.body))
+        for t in topics:
+            offs = [o for o, _ in got[t]]
+            first = base[t][1] + 1
+            eq(offs, list(range(first, first + per_topic * each)), "subscriber %d's %s offsets" % (n, t))
+            for k in range(per_topic):
+                tag = b"%s/%d-" % (t.encode(), k)
+                mine = [b for _, b in got[t] if b.startswith(tag)]
+                eq(mine, [tag + b"%d" % i for i in range(each)], "publisher %s/%d's order" % (t, k))
+        seen.append(got)
+    expect(all(g == seen[0] for g in seen), "every subscriber the same message at each offset",
+           len(seen))
+    close_all(subs)
 
 
 def t_since_needs_envelope(port):
@@ -552,7 +667,9 @@ def t_ttl_swept(port):
 
 
 def t_resume_memory(port):
-    # --history-memory is a little over 4 messages of 4000 bytes
+    # --history-memory holds 2 messages of 4000 bytes, not 3: each pins its
+    # raw frame and bookkeeping, and its envelope frame only a head of its
+    # own (the payload is the raw frame's)
     ws = env_open(port, "mem.a,mem.b")
     ea, _ = subscribed(ws, "mem.a")
     eb, _ = subscribed(ws, "mem.b")
@@ -564,9 +681,8 @@ def t_resume_memory(port):
     p.close()
     collect_msgs(ws, "mem.a", 3, "mem.a")
     collect_msgs(ws, "mem.b", 3, "mem.b")
-    # the oldest of both topics went first: all of mem.a's but what fits
-    # (each held message pins about twice its size: its raw and envelope
-    # frames): mem.a's all went before any of mem.b's
+    # the oldest of both topics went first: mem.a's all went before any of
+    # mem.b's, and then mem.b's oldest
     r = env_open(port, "mem.a,mem.b", since="mem.a:%s:0,mem.b:%s:0" % (ea, eb))
     expect_notice(r, "gap", "mem.a", ea, "4", "3")
     fb = expect_notice(r, "gap", "mem.b", eb, None, "3")
@@ -576,6 +692,27 @@ def t_resume_memory(port):
     for o in range(int(fb[3]), 4):
         expect_msg(r2, "mem.b", eb, o, b"b" * 4000)
     close_all([ws, r, r2])
+
+
+def t_payload_held_once(port):
+    """A held message whose envelope frame was built (a ringws.v1
+    subscriber got it) counts its payload once: the raw frame's bytes are
+    the envelope's too."""
+    ws = env_open(port, "mem.once")
+    epoch, _ = subscribed(ws, "mem.once")
+    p = Poster(port)
+    for i in range(2):
+        p.post("mem.once", b"o" * 4000)
+    p.close()
+    collect_msgs(ws, "mem.once", 2, "mem.once")
+    # every message held now is one of these two (the cap holds two)
+    _, values = metrics(port)
+    held = values.get("ringws_history_messages", 0)
+    eq(held, 2, "messages held")
+    per = values["ringws_history_bytes"] / held
+    expect(4000 < per < 4000 + 512, "bytes counted per held 4000-byte message with its "
+           "envelope frame: the payload once plus bookkeeping", per)
+    ws.close()
 
 
 def t_replay_bounded_by_queue(port):
@@ -761,7 +898,8 @@ def t_tokens(port, secret):
         eq(h.read_response().status, 403, "since for a topic outside the claim")
 
 
-def t_metrics(port):
+def metrics(port):
+    """/metrics: its text and its ringws_ samples by name."""
     with HttpConn(port) as h:
         h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         text = h.read_response().body.decode()
@@ -770,6 +908,11 @@ def t_metrics(port):
         if line.startswith("ringws_") and " " in line:
             name, v = line.rsplit(" ", 1)
             values[name] = float(v)
+    return text, values
+
+
+def t_metrics(port):
+    text, values = metrics(port)
     for fam in ("ringws_sequences", "ringws_history_messages", "ringws_history_bytes",
                 "ringws_history_evictions_total", "ringws_resumes_total"):
         expect("# HELP %s " % fam in text and "# TYPE %s " % fam in text, "HELP and TYPE of " + fam,
@@ -798,9 +941,12 @@ def main():
         p = srv.port
         r.case("subprotocol-negotiation", t_negotiation, p)
         r.case("envelope-framing-text-binary-raw-unchanged", t_framing, p)
+        r.case("envelope-wire-bytes-live-and-replayed", t_envelope_wire, p, timeout=60)
         r.case("answers-in-command-order", t_answers_in_order, p)
         r.case("offsets-identical-across-workers", t_same_offsets_across_workers, p)
         r.case("order-under-concurrent-publishers", t_order_concurrent_publishers, p, timeout=60)
+        r.case("order-per-topic-under-publishers-of-several-topics", t_order_concurrent_topics, p,
+               timeout=60)
         r.case("since-needs-envelope-malformed-positions", t_since_needs_envelope, p)
         r.case("resume-recovered", t_resume_recovered, p)
         r.case("resume-gap-epoch-future-evicted", t_resume_gap, p)
@@ -810,6 +956,8 @@ def main():
         r.case("get-history", t_get_history, p)
         r.case("sigusr2-closes-1012-and-resume-loses-nothing", t_sigusr2, srv)
         r.case("metrics-history-families", t_metrics, p)
+    with r.server(WORKERS + rules, "history-tls", tls=suite_certs()) as srv:
+        r.case("envelope-wire-bytes-over-tls", t_envelope_wire_tls, srv.port, timeout=60)
     with r.server(WORKERS + ["--sequence-idle", "200ms", "--topic",
                              "ttl.*=history=100,history-ttl=300ms"], "history-idle-grace") as srv:
         r.case("forgotten-topic-starts-a-new-epoch", t_forgotten_topic_new_epoch, srv.port)
@@ -829,9 +977,10 @@ def main():
             r.case("tokens-sub-positions-claim-auth-answered", t_tokens, srv.port, secret)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    with r.server(WORKERS + ["--topic", "mem.*=history=100", "--history-memory", "20000"],
+    with r.server(WORKERS + ["--topic", "mem.*=history=100", "--history-memory", "12000"],
                   "history-memory") as srv:
         r.case("resume-after-memory-eviction-is-a-gap", t_resume_memory, srv.port)
+        r.case("payload-held-once-with-its-envelope", t_payload_held_once, srv.port)
     with r.server(WORKERS + ["--topic", "q.*=history=100", "--fanout-queue", "8192"],
                   "history-small-queue") as srv:
         r.case("replay-larger-than-the-queue-is-a-gap", t_replay_bounded_by_queue, srv.port)

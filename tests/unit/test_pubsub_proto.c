@@ -1,7 +1,11 @@
-/* test_pubsub_proto.c - topic names, topic lists, subscriber commands and
- * topic rules (src/pubsub_proto.c) against the rules of docs/PUBSUB.md. */
+/* test_pubsub_proto.c - topic names, topic lists, subscriber commands,
+ * topic rules and the envelope's frame head (src/pubsub_proto.c) against
+ * the rules of docs/PUBSUB.md; a compressed envelope inflates (libdeflate,
+ * as a peer's inflater would) to its line and the payload. */
 #include <errno.h>
+#include <libdeflate.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -265,6 +269,128 @@ static void test_positions(void)
     CHECK(pubsub_cmd_parse("sub a ", 6, &cmd, &why) == -EINVAL);
 }
 
+/* The whole ringws.v1 frame as docs/PUBSUB.md writes it, built by hand:
+ * FIN and the opcode, the shortest length form, "msg TOPIC EPOCH OFFSET",
+ * LF, the payload unchanged. */
+static size_t envelope_by_hand(uint8_t *out, unsigned opcode, const char *line,
+                               const uint8_t *payload, size_t n)
+{
+    size_t ln = strlen(line), len = ln + n, h = 2;
+
+    out[0] = (uint8_t)(0x80 | opcode);
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+    } else if (len < 65536) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        h = 4;
+    } else {
+        out[1] = 127;
+        for (int i = 0; i < 8; i++)
+            out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        h = 10;
+    }
+    memcpy(out + h, line, ln);
+    memcpy(out + h + ln, payload, n);
+    return h + len;
+}
+
+static void test_envelope(void)
+{
+    static const char epoch[TOPIC_POS_EPOCH_LEN] = "0123456789abcdef";
+    static const char line[] = "msg news/eu 0123456789abcdef 42\n";
+    size_t ln = strlen(line);
+    /* each length form, and both sides of its bounds */
+    size_t sizes[] = {0, 1, 125 - ln, 126 - ln, 65535 - ln, 65536 - ln, 70000};
+    uint8_t *payload = malloc(70000), *want = malloc(70000 + 200), *got = malloc(70000 + 200);
+    uint8_t head[ENVELOPE_HEAD_MAX];
+
+    for (size_t i = 0; i < 70000; i++)
+        payload[i] = (uint8_t)(i * 7);
+    for (unsigned op = 1; op <= 2; op++) {
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            size_t n = sizes[k], total = envelope_by_hand(want, op, line, payload, n);
+            size_t h = envelope_head(head, sizeof(head), op, false, "news/eu", 7, epoch, 42, n);
+            CHECKF(h + n == total && !memcmp(head, want, h),
+                   "envelope head, opcode %u, payload %zu", op, n);
+            /* the two pieces from every offset give the rest of the frame
+             * (all offsets near the seam; a stride through the payload) */
+            for (size_t off = 0; off < total; off += off < h + 64 ? 1 : 997) {
+                struct iovec iov[2];
+                unsigned pieces = envelope_pieces(head, h, payload, n, off, iov);
+                size_t got_len = 0;
+                for (unsigned p = 0; p < pieces; p++) {
+                    memcpy(got + got_len, iov[p].iov_base, iov[p].iov_len);
+                    got_len += iov[p].iov_len;
+                }
+                CHECKF(pieces == (off < h && n ? 2u : 1u) && got_len == total - off &&
+                           !memcmp(got, want + off, got_len),
+                       "pieces from byte %zu, opcode %u, payload %zu", off, op, n);
+            }
+        }
+    }
+    /* the longest topic and offset fit ENVELOPE_HEAD_MAX; a smaller buffer
+     * is refused, not overrun */
+    char topic[RINGWS_MAX_TOPIC];
+    memset(topic, 't', sizeof(topic));
+    size_t h = envelope_head(head, sizeof(head), 2, false, topic, sizeof(topic), epoch, UINT64_MAX,
+                             1u << 20);
+    CHECK(h == 10 + 4 + RINGWS_MAX_TOPIC + 1 + 16 + 1 + 20 + 1 && head[0] == 0x82 &&
+          head[1] == 127 && head[h - 1] == '\n');
+    CHECK(envelope_head(head, h - 1, 2, false, topic, sizeof(topic), epoch, UINT64_MAX, 1u << 20) == 0);
+    free(payload);
+    free(want);
+    free(got);
+}
+
+/* A compressed message's envelope: RSV1 and the opcode, the length of the
+ * stored block, line and compressed payload; and what a peer inflates from
+ * head and payload (with the 00 00 ff ff of RFC 7692 7.2.2 after them) is
+ * the line followed by the original payload. */
+static void test_envelope_deflated(void)
+{
+    static const char epoch[TOPIC_POS_EPOCH_LEN] = "0123456789abcdef";
+    static const char line[] = "msg news/eu 0123456789abcdef 42\n";
+    size_t ln = strlen(line), sizes[] = {200, 5000, 100000};
+    struct libdeflate_compressor *zc = libdeflate_alloc_compressor(6);
+    struct libdeflate_decompressor *zd = libdeflate_alloc_decompressor();
+    uint8_t head[ENVELOPE_HEAD_MAX];
+
+    CHECK(zc && zd);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = sizes[k], cap = libdeflate_deflate_compress_bound(zc, n), out_len = 0;
+        uint8_t *payload = malloc(n), *z = malloc(cap), *wire = malloc(ENVELOPE_HEAD_MAX + cap + 4);
+        uint8_t *inflated = malloc(ln + n + 1);
+
+        for (size_t i = 0; i < n; i++)
+            payload[i] = (uint8_t)"{\"id\": 17, \"text\": \"hello\"}"[i % 29];
+        size_t zlen = libdeflate_deflate_compress(zc, payload, n, z, cap);
+        size_t h = envelope_head(head, sizeof(head), 1, true, "news/eu", 7, epoch, 42, zlen);
+        size_t hdr = zlen + ln + ENVELOPE_STORED_HDR < 126 ? 2 : zlen + ln + 5 < 65536 ? 4 : 10;
+
+        CHECKF(zlen > 0 && h == hdr + ENVELOPE_STORED_HDR + ln, "head of %zu bytes", n);
+        CHECKF(head[0] == (0x80 | 0x40 | 1), "FIN, RSV1 and text, payload %zu", n);
+        CHECKF(head[hdr] == 0 && head[hdr + 1] == ln && head[hdr + 2] == 0 &&
+                   head[hdr + 3] == (uint8_t)~ln && head[hdr + 4] == 0xff,
+               "a stored block of the line, payload %zu", n);
+        memcpy(wire, head + hdr, h - hdr);
+        memcpy(wire + h - hdr, z, zlen);
+        memcpy(wire + h - hdr + zlen, "\x00\x00\xff\xff", 4);
+        CHECKF(libdeflate_deflate_decompress_ex(zd, wire, h - hdr + zlen + 4, inflated, ln + n + 1,
+                                                NULL, &out_len) == LIBDEFLATE_SUCCESS &&
+                   out_len == ln + n && !memcmp(inflated, line, ln) &&
+                   !memcmp(inflated + ln, payload, n),
+               "inflates to the line and the payload, %zu bytes", n);
+        free(payload);
+        free(z);
+        free(wire);
+        free(inflated);
+    }
+    libdeflate_free_compressor(zc);
+    libdeflate_free_decompressor(zd);
+}
+
 int main(void)
 {
     test_names();
@@ -275,5 +401,7 @@ int main(void)
     test_rules();
     test_rules_history();
     test_positions();
+    test_envelope();
+    test_envelope_deflated();
     return check_done("pubsub_proto");
 }
