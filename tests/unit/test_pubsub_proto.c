@@ -352,6 +352,7 @@ static void test_envelope_deflated(void)
 {
     static const char epoch[TOPIC_POS_EPOCH_LEN] = "0123456789abcdef";
     static const char line[] = "msg news/eu 0123456789abcdef 42\n";
+    static const char json[] = "{\"id\": 17, \"text\": \"hello\"}";
     size_t ln = strlen(line), sizes[] = {200, 5000, 100000};
     struct libdeflate_compressor *zc = libdeflate_alloc_compressor(6);
     struct libdeflate_decompressor *zd = libdeflate_alloc_decompressor();
@@ -364,7 +365,7 @@ static void test_envelope_deflated(void)
         uint8_t *inflated = malloc(ln + n + 1);
 
         for (size_t i = 0; i < n; i++)
-            payload[i] = (uint8_t)"{\"id\": 17, \"text\": \"hello\"}"[i % 29];
+            payload[i] = (uint8_t)json[i % (sizeof(json) - 1)];
         size_t zlen = libdeflate_deflate_compress(zc, payload, n, z, cap);
         size_t h = envelope_head(head, sizeof(head), 1, true, "news/eu", 7, epoch, 42, zlen);
         size_t hdr = zlen + ln + ENVELOPE_STORED_HDR < 126 ? 2 : zlen + ln + 5 < 65536 ? 4 : 10;
