@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "engine.h"
 #include "http_response.h"
 #include "internal.h"
 #include "log.h"
@@ -862,7 +863,7 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 400, "invalid since or limit", close, NULL);
         return;
     }
-    if (history_json_build(c->w->srv, topic, topic_len, &q, &body, &len) < 0) {
+    if (c->w->srv->engine->history(c->w->srv, topic, topic_len, &q, &body, &len) < 0) {
         conn_http_error(c, req, 503, "out of memory", close, NULL);
         return;
     }

@@ -253,6 +253,7 @@ static inline bool conn_ws_reading(const struct ringws_conn *c)
 /* ---- workers ---------------------------------------------------------- */
 
 struct conn_slab;
+struct engine_ops;
 struct tls_worker;
 struct tls_server;
 
@@ -392,6 +393,7 @@ struct ringws_server {
     _Atomic unsigned publishers; /* ringws_publish calls under way */
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
+    const struct engine_ops *engine; /* where sequences live (engine.h) */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
 #include "internal.h"
 #include "metrics.h"
 #include "pubsub_proto.h"
@@ -65,7 +66,8 @@ static struct sub_ref *conn_sub_find(struct ringws_conn *c, const struct topic *
 
 /* Takes the connection at idx out of t's subscribers; the one that moves
  * into its place gets its position updated. */
-/* The worker no longer holds a server topic. */
+/* The worker no longer holds a server topic (the in-process engine's
+ * leave). */
 static void pubsub_seq_drop(struct worker *w, struct seq_topic *st)
 {
     seq_lock(w->srv);
@@ -81,7 +83,7 @@ static void pubsub_remove_sub(struct worker *w, struct topic *t, uint32_t idx)
     if (moved)
         conn_sub_find(moved, t)->idx = idx;
     if (st)
-        pubsub_seq_drop(w, st);
+        w->srv->engine->leave(w, st);
     STAT_ADD(w, subscriptions, -1);
     pubsub_count_topics(w);
 }
@@ -102,18 +104,6 @@ static struct topic *pubsub_topic_create(struct worker *w, const char *name, siz
     }
     return t;
 }
-
-/* How a subscription starts: where the client stands, if it says, and
- * what it is answered. */
-struct sub_start {
-    const struct topic_pos *pos; /* NULL: no position */
-    bool answer;                 /* a ringws.v1 command or upgrade */
-    struct seq_view view;
-    enum { START_SUBSCRIBED, START_RECOVERED, START_GAP } outcome;
-    struct pub_msg **replay;     /* referenced, offsets pos->offset + 1 .. view.last */
-    uint64_t n_replay;
-    size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
-};
 
 /* Under the sequencer's lock: the topic's view, and for a position the
  * held messages after it, referenced for the replay. */
@@ -169,22 +159,22 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
  * goes, so it reaches the inbox later and finds the subscriber there.  The
  * subscriber thus gets the replay (its offsets up to view.last), then live
  * messages from view.last + 1, each once. */
-static int pubsub_start_sync(struct worker *w, const char *name, size_t len, struct topic *t,
-                             struct seq_topic **stp, struct sub_start *ss)
+static int pubsub_start_sync(struct worker *w, const char *name, size_t len,
+                             struct seq_topic *held, struct seq_topic **stp, struct sub_start *ss)
 {
     struct ringws_server *srv = w->srv;
     struct seq_topic *st;
     int r = 0;
 
     seq_lock(srv);
-    st = t ? t->data : seq_topic_get(srv, name, len);
+    st = held ? held : seq_topic_get(srv, name, len);
     if (!st) {
         seq_unlock(srv);
         return -ENOMEM;
     }
     if (ss->answer)
         r = pubsub_start_read(srv, st, ss);
-    if (r == 0 && !t)
+    if (r == 0 && !held)
         seq_topic_hold(srv, st);
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
@@ -287,7 +277,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
         /* One subscription, one copy of each message: what it has queued
          * already is not replayed; it is told where it stands. */
         ss->pos = NULL;
-        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        r = w->srv->engine->join(w, name, len, t->data, &st, ss);
         return r < 0 ? r : pubsub_start_answer(c, name, len, ss);
     }
     if (held)
@@ -309,7 +299,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     /* A raw subscriber of a topic this worker holds already needs nothing
      * of the sequencer: it is not told where it starts. */
     if (!t || ss->answer) {
-        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        r = w->srv->engine->join(w, name, len, t ? t->data : NULL, &st, ss);
         if (r < 0)
             return r;
         if (ss->answer)
@@ -318,7 +308,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
             r = -ENOMEM;
         if (r < 0) {
             if (!t) /* held for a worker topic not made */
-                pubsub_seq_drop(w, st);
+                w->srv->engine->leave(w, st);
             return r;
         }
     }
@@ -328,7 +318,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     pubsub_count_topics(w);
     if (idx < 0) {
         if (fresh)
-            pubsub_seq_drop(w, st);
+            w->srv->engine->leave(w, st);
         return idx;
     }
     cs->refs[cs->n++] = (struct sub_ref){t, (uint32_t)idx};
@@ -824,7 +814,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         m->done_arg = arg;
         m->origin = self->id;
     }
-    if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
+    if ((r = srv->engine->publish(srv, self, m, pos)) < 0)
         return r;
     if (self) {
         pubsub_inbox_run_nested(self);
@@ -994,3 +984,16 @@ void pubsub_server_drain(struct ringws_server *srv)
             any |= pubsub_inbox_discard(&srv->workers[i]);
     }
 }
+
+/* ---- the in-process engine (engine.h) ---------------------------------- */
+
+/* Sequences and histories in this process: the sequencer's lock orders a
+ * topic's publishes and subscriptions on every worker. */
+const struct engine_ops engine_local = {
+    .name = "local",
+    .publish = pubsub_sequence,
+    .join = pubsub_start_sync,
+    .leave = pubsub_seq_drop,
+    .history = history_json_build,
+    .sweep = seq_sweep,
+};

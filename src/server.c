@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
@@ -240,6 +241,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[0] = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
         srv->topic_key[1] = ~srv->topic_key[0];
     }
+    srv->engine = &engine_local;
     ret = conn_addr_table_create(srv);
     if (ret == 0)
         ret = seq_create(srv);

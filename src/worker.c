@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
@@ -91,10 +92,11 @@ static void worker_ticked(void *ctx)
     uint64_t now = timer_now_ms() / TIMER_TICK_MS;
 
     timer_wheel_expire(&w->wheel, now, conn_on_timer);
-    /* Once a second, a bounded step through the histories with an age
-     * limit and the sequences idle past their grace (pubsub_seq.c). */
+    /* Once a second, a bounded step of the engine's upkeep (in process:
+     * the histories with an age limit and the sequences idle past their
+     * grace, pubsub_seq.c). */
     if (w->id == 0 && now % (1000 / TIMER_TICK_MS) == 0)
-        seq_sweep(w->srv, timer_now_ns(), 1024);
+        w->srv->engine->sweep(w->srv, timer_now_ns(), 1024);
     if (w->srv->cfg.n_token_keys) /* no token, no expiry: a server without keys pays nothing */
         conn_auth_tick(w, now);
 }
