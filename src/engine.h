@@ -1,18 +1,19 @@
 /* engine.h - where topics' sequences live and how publishes made elsewhere
- * arrive: the five points at which pub/sub calls its engine.
+ * arrive: the points at which pub/sub and the workers call their engine.
  *
  * Why it exists: one process is one node; many nodes share their topics'
  * sequences (epoch, offsets, history) through an engine.  Fan-out below it
  * (inboxes, one frame per message, the workers' indexes) is the same
  * whatever the engine.  The in-process engine (engine_local: pubsub.c's
- * sequencing over pubsub_seq.c) is one; the design of a Redis Cluster
- * engine is in docs/CLUSTER.md.  The server picks one at its creation and
- * calls it through srv->engine only. */
+ * sequencing over pubsub_seq.c) is one; the Redis Cluster engine
+ * (engine_redis.c, docs/CLUSTER.md) another.  The server picks one at its
+ * creation and calls it through srv->engine only. */
 #ifndef RINGWS_ENGINE_H
 #define RINGWS_ENGINE_H
 
 #include "internal.h"
 #include "pubsub_proto.h"
+#include "text_buf.h"
 
 /* How a subscription starts: where the client stands, if it says, and
  * what it is answered. */
@@ -28,12 +29,11 @@ struct sub_start {
 
 struct engine_ops {
     const char *name;
-    /* m (built, its inbox room reserved) takes its topic's position (told
-     * in *pos unless NULL) and is posted to every worker's inbox but
-     * self's (NULL: a thread that is no worker), in the topic's order;
-     * self's inbox is taken into its pending list, to be delivered before
-     * m.  0 or -errno (nothing posted). */
+    /* Publishes m (built, checked; the engine owns it from now on) from
+     * worker self (NULL: a thread that is no worker): as
+     * pubsub_publish_from answers (0, 1 when done runs later, -errno). */
     int (*publish)(struct ringws_server *srv, struct worker *self, struct pub_msg *m,
+                   pubsub_done_fn *done, void *arg, uint64_t *recipients,
                    struct pub_pos *pos);
     /* A subscription of worker w to the topic starts: held is the server
      * topic w holds already (NULL: w holds none, and one is held for it,
@@ -51,7 +51,30 @@ struct engine_ops {
                    const struct history_query *q, char **out, size_t *out_len);
     /* Once a second on worker 0: a bounded step of upkeep. */
     void (*sweep)(struct ringws_server *srv, uint64_t now_ns, unsigned budget);
+    /* The rest may be NULL (the in-process engine needs none of them). */
+    /* Whether the topics of a valid list are ready on worker w for a
+     * command of connection c: 0; or 1: pubsub_engine_ready(c) follows;
+     * or -errno. */
+    int (*prepare)(struct worker *w, const char *list, size_t len, struct ringws_conn *c);
+    /* On the worker's thread: once its loop exists (0 or -errno); when it
+     * stops (before its connections are freed); after its loop is gone. */
+    int (*worker_start)(struct worker *w);
+    void (*worker_stop)(struct worker *w);
+    void (*worker_free)(struct worker *w);
+    /* The worker was woken (another thread handed it work), and every
+     * second on every worker. */
+    void (*woken)(struct worker *w);
+    void (*tick)(struct worker *w);
+    /* Its lines of GET /metrics. */
+    void (*metrics)(struct ringws_server *srv, struct text_buf *out);
+    /* Frees what the server's engine holds (ringws_server_destroy). */
+    void (*destroy)(struct ringws_server *srv);
 };
+
+/* Makes the Redis engine (engine_redis.c, docs/CLUSTER.md) the server's:
+ * url is "redis://HOST:PORT[,HOST:PORT...]", resolved now.  0, -EINVAL (a
+ * malformed URL or an unknown host, logged) or -ENOMEM. */
+int engine_redis_create(struct ringws_server *srv, const char *url);
 
 /* The single-node engine: sequences and histories in this process. */
 extern const struct engine_ops engine_local;

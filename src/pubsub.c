@@ -352,6 +352,7 @@ void pubsub_conn_gone(struct ringws_conn *c)
 {
     if (!c->cold)
         return;
+    conn_ws_pubsub_wait_free(c);
     for (uint16_t i = 0; i < c->cold->n; i++)
         pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
     c->cold->n = 0;
@@ -753,7 +754,7 @@ void pubsub_inbox_drain(struct worker *w)
     while ((s = w->replies)) {
         struct pub_msg *m = s->msg;
         w->replies = s->qnext;
-        m->done(m->done_arg, atomic_load(&m->recipients));
+        m->done(m->done_arg, 0, atomic_load(&m->recipients), NULL);
         pubsub_msg_unref(m);
     }
 }
@@ -814,7 +815,7 @@ static int pubsub_dispatch(struct ringws_server *srv, struct worker *self,
         m->done_arg = arg;
         m->origin = self->id;
     }
-    if ((r = srv->engine->publish(srv, self, m, pos)) < 0)
+    if ((r = pubsub_sequence(srv, self, m, pos)) < 0)
         return r;
     if (self) {
         pubsub_inbox_run_nested(self);
@@ -865,13 +866,53 @@ static int pubsub_publish(struct ringws_server *srv, struct worker *self, const 
     if (!pubsub_enter(srv))
         return -ESHUTDOWN;
     m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
-    ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
+    ret = m ? srv->engine->publish(srv, self, m, done, arg, recipients, pos) : -ENOMEM;
+    atomic_fetch_sub(&srv->publishers, 1);
+    return ret;
+}
+
+/* The in-process engine's publish: m takes its position here and goes to
+ * every worker's inbox; freed when that fails. */
+static int pubsub_local_publish(struct ringws_server *srv, struct worker *self,
+                                struct pub_msg *m, pubsub_done_fn *done, void *arg,
+                                uint64_t *recipients, struct pub_pos *pos)
+{
+    int ret = pubsub_inbox_reserve(srv, self, m);
+
     if (ret == 0 && (ret = pubsub_dispatch(srv, self, m, done, arg, recipients, pos)) < 0)
         pubsub_inbox_unreserve(srv, self, m, srv->n_workers);
     if (ret < 0)
         free(m);
-    atomic_fetch_sub(&srv->publishers, 1);
     return ret;
+}
+
+int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
+                          const void *data, size_t len, bool binary,
+                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, bool deliver)
+{
+    struct ringws_server *srv = w->srv;
+    struct pub_msg *m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
+    int ret;
+
+    if (!m)
+        return -ENOMEM;
+    memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
+    m->offset = offset;
+    if (deliver)
+        return pubsub_local_publish(srv, w, m, NULL, NULL, NULL, NULL);
+    atomic_init(&m->refs, 1);
+    seq_lock(srv);
+    ret = seq_publish_assign(srv, m, false);
+    seq_unlock(srv);
+    pubsub_msg_unref(m);
+    return ret;
+}
+
+int pubsub_prepare(struct ringws_conn *c, const char *list, size_t len)
+{
+    const struct engine_ops *e = c->w->srv->engine;
+
+    return e->prepare ? e->prepare(c->w, list, len, c) : 0;
 }
 
 int ringws_publish(ringws_server *srv, const char *topic, const void *data, size_t len,
@@ -991,7 +1032,7 @@ void pubsub_server_drain(struct ringws_server *srv)
  * topic's publishes and subscriptions on every worker. */
 const struct engine_ops engine_local = {
     .name = "local",
-    .publish = pubsub_sequence,
+    .publish = pubsub_local_publish,
     .join = pubsub_start_sync,
     .leave = pubsub_seq_drop,
     .history = history_json_build,

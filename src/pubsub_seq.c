@@ -322,12 +322,29 @@ void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t byt
     seq_unlock(srv);
 }
 
+/* A message whose position an engine gave (m->offset set: another node's
+ * publish, or one read back from a shared history) moves the topic to it;
+ * a new epoch, or an offset that does not follow, starts the history
+ * anew: what it held is no longer a run that ends before this message. */
+static void seq_topic_accept(struct sequencer *q, struct seq_topic *t, const struct pub_msg *m)
+{
+    if (memcmp(t->epoch, m->epoch, SEQ_EPOCH_LEN) || m->offset != t->last + 1) {
+        history_clear(&q->hist, &t->hist);
+        memcpy(t->epoch, m->epoch, SEQ_EPOCH_LEN);
+    }
+    t->last = m->offset;
+}
+
 static void seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
 {
     struct sequencer *q = srv->seq;
 
-    m->offset = ++t->last;
-    memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
+    if (m->offset) {
+        seq_topic_accept(q, t, m);
+    } else {
+        m->offset = ++t->last;
+        memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
+    }
     if (!t->hist.limit)
         return;
     m->hist.bytes = seq_message_bytes(srv, m);
@@ -383,6 +400,8 @@ int seq_publish_assign(struct ringws_server *srv, struct pub_msg *m, bool tell)
 
     if (!t && !seq_rule_keeps(&srv->cfg, m->topic, m->topic_len)) {
         char epoch[SEQ_EPOCH_LEN + 1] = "0000000000000000";
+        if (m->offset) /* placed by the engine already */
+            return 0;
         if (tell && seq_epoch_draw(epoch) < 0)
             return -EIO;
         m->offset = 1;
@@ -420,6 +439,22 @@ struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
     m = (struct pub_msg *)((char *)node - offsetof(struct pub_msg, hist));
     atomic_fetch_add(&m->refs, 1);
     return m;
+}
+
+void seq_topic_place(struct ringws_server *srv, struct seq_topic *t, const char *epoch,
+                     uint64_t last)
+{
+    if (memcmp(t->epoch, epoch, SEQ_EPOCH_LEN) || last != t->last) {
+        history_clear(&srv->seq->hist, &t->hist);
+        memcpy(t->epoch, epoch, SEQ_EPOCH_LEN);
+    }
+    t->last = last;
+}
+
+void seq_topic_name(const struct seq_topic *t, const char **name, size_t *len)
+{
+    *name = t->name;
+    *len = t->len;
 }
 
 void seq_topic_hold(struct ringws_server *srv, struct seq_topic *t)

@@ -254,6 +254,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
         seq_destroy(srv);
+        if (srv->engine->destroy)
+            srv->engine->destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -266,12 +268,18 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
         seq_destroy(srv);
+        if (srv->engine->destroy)
+            srv->engine->destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < srv->n_workers; i++)
         srv->workers[i].listen_fd = srv->workers[i].plain_fd = srv->workers[i].wake_fd = -1;
+    if (cfg->engine && (ret = engine_redis_create(srv, cfg->engine)) < 0) {
+        ringws_server_destroy(srv);
+        return ret;
+    }
     for (unsigned i = 0; i < srv->n_workers; i++) {
         struct worker *w = &srv->workers[i];
         ret = server_worker_init(srv, w, i);
@@ -398,6 +406,8 @@ void ringws_server_destroy(ringws_server *srv)
         free(w->req_values);
     }
     seq_destroy(srv); /* the histories' messages, after the inboxes' */
+    if (srv->engine->destroy)
+        srv->engine->destroy(srv);
     free(srv->workers);
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);
