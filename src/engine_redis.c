@@ -1139,7 +1139,7 @@ struct re_pubctx {
     unsigned tries;
 };
 
-static int re_publish_send(struct re_pubctx *x);
+static int re_publish_send(struct re_pubctx *x, struct re_master *to);
 
 static void re_publish_end(struct re_pubctx *x, int err, uint64_t nodes,
                            const struct pub_pos *pos)
@@ -1152,6 +1152,72 @@ static void re_publish_end(struct re_pubctx *x, int err, uint64_t nodes,
     free(x);
 }
 
+/* "MOVED SLOT HOST:PORT" (the slot lives there now) or "ASK SLOT
+ * HOST:PORT" (this key is being migrated there): the master's index in
+ * this worker's map, if it knows it (a node new to the map is known after
+ * the map's next read, which a redirection always asks for). */
+static int re_redirect_parse(struct re_worker *rw, const char *err, bool *ask, unsigned *slot)
+{
+    const char *p = err, *colon;
+    char host[INET6_ADDRSTRLEN];
+    struct sockaddr_storage a;
+    socklen_t alen;
+    redisReply ip = {.type = REDIS_REPLY_STRING}, port = {.type = REDIS_REPLY_INTEGER};
+    char *end;
+
+    if (!strncmp(p, "MOVED ", 6))
+        p += 6, *ask = false;
+    else if (!strncmp(p, "ASK ", 4))
+        p += 4, *ask = true;
+    else
+        return -1;
+    *slot = (unsigned)strtoul(p, &end, 10);
+    if (end == p || *end != ' ' || *slot >= CLUSTER_SLOTS || !(colon = strrchr(end + 1, ':')))
+        return -1;
+    p = end + 1;
+    if ((size_t)(colon - p) >= sizeof(host))
+        return -1;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    ip.str = host;
+    ip.len = (size_t)(colon - p);
+    port.integer = strtol(colon + 1, &end, 10);
+    if (*end || !re_addr_parse(&ip, &port, &a, &alen))
+        return -1;
+    for (unsigned i = 0; i < rw->n_masters; i++)
+        if (re_addr_same(&rw->masters[i]->addr, rw->masters[i]->addr_len, &a, alen))
+            return (int)i;
+    return -1;
+}
+
+/* A publish sent where the slot no longer is (a slot migrated, a
+ * failover the map has not seen yet) follows the redirection once or
+ * twice; true when it was sent again. */
+static bool re_publish_redirect(struct re_pubctx *x, const char *err)
+{
+    struct re_worker *rw = x->rw;
+    bool ask;
+    unsigned slot;
+    int i;
+
+    if (strncmp(err, "MOVED ", 6) && strncmp(err, "ASK ", 4))
+        return false;
+    re_topology_refresh(rw);
+    if (x->tries >= 3 || (i = re_redirect_parse(rw, err, &ask, &slot)) < 0 ||
+        rw->masters[i]->cmd.state != REDIS_UP)
+        return false;
+    if (!ask) {
+        rw->slots[slot] = (uint16_t)i;
+        return re_publish_send(x, NULL) == 0;
+    }
+    {
+        static const char *argv[1] = {"ASKING"};
+        static const size_t lens[1] = {6};
+        return re_command(&rw->masters[i]->cmd, 1, argv, lens, NULL, NULL) == 0 &&
+               re_publish_send(x, rw->masters[i]) == 0;
+    }
+}
+
 static void re_publish_reply(void *arg, redisReply *r)
 {
     struct re_pubctx *x = arg;
@@ -1161,12 +1227,11 @@ static void re_publish_reply(void *arg, redisReply *r)
         static const char *argv[3] = {"SCRIPT", "LOAD", re_publish_lua};
         static const size_t lens[3] = {6, 4, sizeof(re_publish_lua) - 1};
         struct re_master *m = re_master_of(x->rw, x->m->topic, x->m->topic_len);
-        if (m && re_command(&m->cmd, 3, argv, lens, NULL, NULL) == 0 && re_publish_send(x) == 0)
+        if (m && re_command(&m->cmd, 3, argv, lens, NULL, NULL) == 0 && re_publish_send(x, NULL) == 0)
             return;
     }
-    if (r && r->type == REDIS_REPLY_ERROR &&
-        (!strncmp(r->str, "MOVED", 5) || !strncmp(r->str, "ASK", 3)))
-        re_topology_refresh(x->rw);
+    if (r && r->type == REDIS_REPLY_ERROR && re_publish_redirect(x, r->str))
+        return;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len != SEQ_EPOCH_LEN ||
         r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER) {
@@ -1181,12 +1246,13 @@ static void re_publish_reply(void *arg, redisReply *r)
     re_publish_end(x, 0, (uint64_t)r->element[2]->integer, &pos);
 }
 
-/* One EVALSHA on the topic's master; 0, or -EAGAIN when no master is up. */
-static int re_publish_send(struct re_pubctx *x)
+/* One EVALSHA on the topic's master (to: another, after an ASK); 0, or
+ * -EAGAIN when that master is not up. */
+static int re_publish_send(struct re_pubctx *x, struct re_master *to)
 {
     struct re_worker *rw = x->rw;
     const struct pub_msg *m = x->m;
-    struct re_master *master = re_master_of(rw, m->topic, m->topic_len);
+    struct re_master *master = to ? to : re_master_of(rw, m->topic, m->topic_len);
     char km[RE_KEY_MAX], ks[RE_KEY_MAX], kc[RE_KEY_MAX], epoch[SEQ_EPOCH_LEN], maxlen_s[16],
         idle_s[24], ms_s[24];
     bool binary = (m->raw.bytes[0] & 0x0f) == WS_OP_BINARY;
@@ -1257,7 +1323,7 @@ static int re_publish(struct ringws_server *srv, struct worker *self, struct pub
         return -ENOMEM;
     }
     *x = (struct re_pubctx){self->engine, m, done, arg, 0};
-    if ((r = re_publish_send(x)) < 0) {
+    if ((r = re_publish_send(x, NULL)) < 0) {
         atomic_fetch_add(&e->refused, 1);
         free(m);
         free(x);
@@ -1393,7 +1459,7 @@ static void re_woken(struct worker *w)
             struct re_pub *q = rev;
             struct re_pubctx *x = calloc(1, sizeof(*x));
             rev = q->next;
-            if (!x || (*x = (struct re_pubctx){rw, q->m, NULL, NULL, 0}, re_publish_send(x) < 0)) {
+            if (!x || (*x = (struct re_pubctx){rw, q->m, NULL, NULL, 0}, re_publish_send(x, NULL) < 0)) {
                 atomic_fetch_add(&e->refused, 1);
                 free(q->m);
                 free(x);

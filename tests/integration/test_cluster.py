@@ -15,7 +15,8 @@ offsets costs them nothing: they resume on another node with `recovered`
 and every message they missed; a Redis master killed while a node
 publishes costs only the publishes refused during the outage (503): after
 its replica takes over, every publish that was answered 200 reaches every
-subscriber once, in order."""
+subscriber once, in order; a slot that migrates to another master is
+followed (MOVED, and Redis's sunsubscribe) without a message lost."""
 
 import json
 import os
@@ -371,6 +372,45 @@ def t_node_dies_resume(nodes, cluster, args):
     ws2.close()
 
 
+def t_slot_migrates(nodes, cluster):
+    """The topic's slot moves to another master (IMPORTING/MIGRATING,
+    MIGRATE of its keys, SETSLOT NODE) between two runs of publishes: the
+    publishing node follows the MOVED answer, the subscribed nodes follow
+    Redis's sunsubscribe to the new master, and every subscriber gets all
+    ten messages once, in order, in one epoch."""
+    t = "c.migrate"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    for i in range(5):
+        eq(post(nodes[2].port, t, b"m%d" % i).status, 200, "publish before the move")
+    for ws in subs:
+        collect(ws, t, 5, "before the move")
+    src = cluster.master_of(channel(t))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
+    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+    keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+    expect(keys, "the topic's keys on its master", keys)
+    eq(cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys).strip(), "OK",
+       "MIGRATE")
+    for n in cluster.alive():
+        if n.role() == "master":
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    wait_for(lambda: cluster.master_of(channel(t)) is dst, "the slot on its new master")
+    for i in range(5, 10):
+        resp = post(nodes[2].port, t, b"m%d" % i)
+        eq(resp.status, 200, "publish after the move (%r)" % resp.body[:80])
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 5, "subscriber %d after the move" % k)
+        eq([g[2] for g in got], [b"m%d" % i for i in range(5, 10)], "the messages after the move")
+        eq([g[1] for g in got], list(range(start[k][1] + 6, start[k][1] + 11)), "their offsets")
+        eq({g[0] for g in got}, {start[k][0]}, "one epoch")
+    for ws in subs:
+        ws.close()
+
+
 def t_master_failover(nodes, cluster):
     """A publisher at a steady pace through one node while the topic's
     master is killed: refusals during the outage only; every accepted
@@ -453,6 +493,7 @@ def main():
             r.case("fanout-every-node-exactly-once-same-offsets", t_fanout_everywhere_once,
                    nodes, cluster)
             r.case("interest-routing-and-redis-calls-per-publish", t_interest, nodes, cluster)
+            r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
             r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
                    timeout=60)
             r.case("node-killed-clients-resume-elsewhere", t_node_dies_resume, nodes, cluster,
