@@ -37,9 +37,11 @@
 
 #include "cluster_slot.h"
 #include "engine.h"
+#include "engine_proto.h"
 #include "log.h"
 #include "redis_conn.h"
 #include "siphash.h"
+#include "utf8.h"
 
 #define RE_GRACE_MS 2000u      /* a channel outlives its last subscriber */
 #define RE_RETRY_MS 1000u      /* a topic that could not be made live is refused this long */
@@ -49,6 +51,8 @@
 #define RE_NO_MASTER 0xffffu
 #define RE_KEY_MAX (RINGWS_MAX_TOPIC + 16)
 #define RE_MIN_BUCKETS 64u
+
+_Static_assert(ENGINE_EPOCH_LEN == SEQ_EPOCH_LEN, "one epoch length");
 
 /* KEYS: the topic's hash, stream, channel.  ARGV: an epoch for a topic
  * that has none, the stream's MAXLEN (0: no history), the keys' idle
@@ -292,19 +296,6 @@ static size_t re_key(char *out, const char *name, size_t len, char kind)
     return (size_t)snprintf(out, RE_KEY_MAX, "ringws:{%.*s}:%c", (int)len, name, kind);
 }
 
-/* The topic's name in a channel "ringws:{NAME}:c"; false for another. */
-static bool re_channel_topic(const char *ch, size_t n, const char **name, size_t *len)
-{
-    static const char pre[] = "ringws:{", post[] = "}:c";
-
-    if (n < sizeof(pre) + sizeof(post) - 1 || memcmp(ch, pre, sizeof(pre) - 1) ||
-        memcmp(ch + n - (sizeof(post) - 1), post, sizeof(post) - 1))
-        return false;
-    *name = ch + sizeof(pre) - 1;
-    *len = n - (sizeof(pre) - 1) - (sizeof(post) - 1);
-    return topic_name_valid(*name, *len);
-}
-
 /* 16 hex digits from the kernel's CSPRNG, drawn 64 bytes at a time. */
 static void re_epoch_draw(struct re_worker *rw, char out[SEQ_EPOCH_LEN])
 {
@@ -442,33 +433,43 @@ static bool re_addr_same(const struct sockaddr_storage *a, socklen_t alen,
     return alen == blen && !memcmp(a, b, alen);
 }
 
-/* "IP", port: a socket address; false if it is none. */
-static bool re_addr_parse(const redisReply *ip, const redisReply *port,
-                          struct sockaddr_storage *out, socklen_t *len)
+/* An address as Redis writes it (IPv4 or IPv6, no brackets) and a port:
+ * a socket address; false if it is none. */
+static bool re_addr_from(const char *host, unsigned port, struct sockaddr_storage *out,
+                         socklen_t *len)
 {
-    char host[64];
-
-    if (ip->type != REDIS_REPLY_STRING || port->type != REDIS_REPLY_INTEGER ||
-        ip->len >= sizeof(host) || port->integer <= 0 || port->integer > 65535)
-        return false;
-    memcpy(host, ip->str, ip->len);
-    host[ip->len] = '\0';
     memset(out, 0, sizeof(*out));
+    if (!port || port > 65535)
+        return false;
     if (inet_pton(AF_INET, host, &((struct sockaddr_in *)out)->sin_addr) == 1) {
         struct sockaddr_in *a = (struct sockaddr_in *)out;
         a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port->integer);
+        a->sin_port = htons((uint16_t)port);
         *len = sizeof(*a);
         return true;
     }
     if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)out)->sin6_addr) == 1) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
         a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port->integer);
+        a->sin6_port = htons((uint16_t)port);
         *len = sizeof(*a);
         return true;
     }
     return false;
+}
+
+/* CLUSTER SLOTS' "IP", port. */
+static bool re_addr_parse(const redisReply *ip, const redisReply *port,
+                          struct sockaddr_storage *out, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN];
+
+    if (ip->type != REDIS_REPLY_STRING || port->type != REDIS_REPLY_INTEGER ||
+        ip->len >= sizeof(host) || port->integer <= 0 || port->integer > 65535)
+        return false;
+    memcpy(host, ip->str, ip->len);
+    host[ip->len] = '\0';
+    return re_addr_from(host, (unsigned)port->integer, out, len);
 }
 
 /* The index of the master at that address, kept or made; RE_NO_MASTER
@@ -717,49 +718,41 @@ static bool re_deliver(struct re_worker *rw, struct re_topic *t, const char *epo
 static void re_live(struct re_worker *rw, struct re_topic *t);
 static void re_sync_start(struct re_worker *rw, struct re_topic *t);
 
-/* "EPOCH OFFSET TYPE PAYLOAD" (a published message or a stream entry
- * made the same way): delivered when it follows what was delivered; a
- * duplicate is dropped; a hole is filled from the stream first. */
+/* A message of the topic's channel: delivered when it follows what was
+ * delivered; a duplicate is dropped; a hole is filled from the stream
+ * first; one that is malformed (not one of ours) is dropped. */
 static void re_on_message(struct re_worker *rw, struct re_topic *t, const char *s, size_t n)
 {
-    char epoch[SEQ_EPOCH_LEN];
-    uint64_t offset = 0;
-    size_t i = SEQ_EPOCH_LEN + 1;
+    struct engine_msg m;
     bool same;
 
-    if (n < SEQ_EPOCH_LEN + 4 || s[SEQ_EPOCH_LEN] != ' ')
-        return;
-    memcpy(epoch, s, SEQ_EPOCH_LEN);
-    while (i < n && s[i] >= '0' && s[i] <= '9')
-        offset = offset * 10 + (uint64_t)(s[i++] - '0');
-    if (i + 3 > n || s[i] != ' ' || (s[i + 1] != 't' && s[i + 1] != 'b') || s[i + 2] != ' ' ||
-        !offset)
+    if (engine_msg_parse(s, n, &m) < 0)
         return;
     if (t->state != RT_LIVE) {
-        struct re_early *m = malloc(sizeof(*m) + n);
-        if (!m)
+        struct re_early *e = malloc(sizeof(*e) + n);
+        if (!e)
             return;
-        m->next = NULL;
-        m->len = n;
-        memcpy(m->text, s, n);
+        e->next = NULL;
+        e->len = n;
+        memcpy(e->text, s, n);
         if (t->early_tail)
-            t->early_tail->next = m;
+            t->early_tail->next = e;
         else
-            t->early = m;
-        t->early_tail = m;
+            t->early = e;
+        t->early_tail = e;
         return;
     }
-    same = t->known && !memcmp(epoch, t->epoch, SEQ_EPOCH_LEN);
-    if (same && offset <= t->last)
+    same = t->known && !memcmp(m.epoch, t->epoch, SEQ_EPOCH_LEN);
+    if (same && m.offset <= t->last)
         return;
-    if ((same && offset != t->last + 1) || (!same && offset != 1)) {
+    if ((same && m.offset != t->last + 1) || (!same && m.offset != 1)) {
         atomic_fetch_add(&rw->e->refills, 1);
         t->state = RT_JOINING; /* held from now on, delivered after the refill */
         re_on_message(rw, t, s, n);
         re_sync_start(rw, t);
         return;
     }
-    re_deliver(rw, t, epoch, offset, s[i + 1] == 'b', s + i + 3, n - i - 3, true);
+    re_deliver(rw, t, m.epoch, m.offset, m.binary, m.payload, m.len, true);
 }
 
 static uint64_t re_reply_u64(const redisReply *r)
@@ -814,7 +807,9 @@ static bool re_entry(const redisReply *x, uint64_t *offset, bool *binary, const 
             *n = v->len;
         }
     }
-    return *offset && *p;
+    /* Written by the publish script from a checked message; a text that
+     * is not UTF-8 is not one of ours. */
+    return *offset && *p && (*binary || utf8_valid((const uint8_t *)*p, *n));
 }
 
 /* The topic's position and its stream's window (newest first) are read:
@@ -959,7 +954,7 @@ static struct re_topic *re_topic_of_channel(struct re_worker *rw, const redisRep
     const char *name;
     size_t len;
 
-    if (ch->type != REDIS_REPLY_STRING || !re_channel_topic(ch->str, ch->len, &name, &len))
+    if (ch->type != REDIS_REPLY_STRING || !engine_channel_topic(ch->str, ch->len, &name, &len))
         return NULL;
     pthread_mutex_lock(&e->lock);
     t = re_find(e, name, len, siphash24(e->key, name, len));
@@ -1152,37 +1147,16 @@ static void re_publish_end(struct re_pubctx *x, int err, uint64_t nodes,
     free(x);
 }
 
-/* "MOVED SLOT HOST:PORT" (the slot lives there now) or "ASK SLOT
- * HOST:PORT" (this key is being migrated there): the master's index in
- * this worker's map, if it knows it (a node new to the map is known after
- * the map's next read, which a redirection always asks for). */
-static int re_redirect_parse(struct re_worker *rw, const char *err, bool *ask, unsigned *slot)
+/* The index in this worker's map of the master a redirection names, if it
+ * knows it (a node new to the map is known after the map's next read,
+ * which a redirection always asks for); -1 otherwise. */
+static int re_redirect_target(struct re_worker *rw, const char *err, size_t n,
+                              struct engine_redirect *to)
 {
-    const char *p = err, *colon;
-    char host[INET6_ADDRSTRLEN];
     struct sockaddr_storage a;
     socklen_t alen;
-    redisReply ip = {.type = REDIS_REPLY_STRING}, port = {.type = REDIS_REPLY_INTEGER};
-    char *end;
 
-    if (!strncmp(p, "MOVED ", 6))
-        p += 6, *ask = false;
-    else if (!strncmp(p, "ASK ", 4))
-        p += 4, *ask = true;
-    else
-        return -1;
-    *slot = (unsigned)strtoul(p, &end, 10);
-    if (end == p || *end != ' ' || *slot >= CLUSTER_SLOTS || !(colon = strrchr(end + 1, ':')))
-        return -1;
-    p = end + 1;
-    if ((size_t)(colon - p) >= sizeof(host))
-        return -1;
-    memcpy(host, p, (size_t)(colon - p));
-    host[colon - p] = '\0';
-    ip.str = host;
-    ip.len = (size_t)(colon - p);
-    port.integer = strtol(colon + 1, &end, 10);
-    if (*end || !re_addr_parse(&ip, &port, &a, &alen))
+    if (engine_redirect_parse(err, n, to) < 0 || !re_addr_from(to->host, to->port, &a, &alen))
         return -1;
     for (unsigned i = 0; i < rw->n_masters; i++)
         if (re_addr_same(&rw->masters[i]->addr, rw->masters[i]->addr_len, &a, alen))
@@ -1193,21 +1167,20 @@ static int re_redirect_parse(struct re_worker *rw, const char *err, bool *ask, u
 /* A publish sent where the slot no longer is (a slot migrated, a
  * failover the map has not seen yet) follows the redirection once or
  * twice; true when it was sent again. */
-static bool re_publish_redirect(struct re_pubctx *x, const char *err)
+static bool re_publish_redirect(struct re_pubctx *x, const char *err, size_t n)
 {
     struct re_worker *rw = x->rw;
-    bool ask;
-    unsigned slot;
+    struct engine_redirect to;
     int i;
 
     if (strncmp(err, "MOVED ", 6) && strncmp(err, "ASK ", 4))
         return false;
     re_topology_refresh(rw);
-    if (x->tries >= 3 || (i = re_redirect_parse(rw, err, &ask, &slot)) < 0 ||
+    if (x->tries >= 3 || (i = re_redirect_target(rw, err, n, &to)) < 0 ||
         rw->masters[i]->cmd.state != REDIS_UP)
         return false;
-    if (!ask) {
-        rw->slots[slot] = (uint16_t)i;
+    if (!to.ask) {
+        rw->slots[to.slot] = (uint16_t)i;
         return re_publish_send(x, NULL) == 0;
     }
     {
@@ -1230,7 +1203,7 @@ static void re_publish_reply(void *arg, redisReply *r)
         if (m && re_command(&m->cmd, 3, argv, lens, NULL, NULL) == 0 && re_publish_send(x, NULL) == 0)
             return;
     }
-    if (r && r->type == REDIS_REPLY_ERROR && re_publish_redirect(x, r->str))
+    if (r && r->type == REDIS_REPLY_ERROR && re_publish_redirect(x, r->str, r->len))
         return;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len != SEQ_EPOCH_LEN ||

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token engine"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -39,6 +39,7 @@ modules() {
     tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c src/timer.c" ;;
     tls_record) echo "src/tls_record.c" ;;
     token) echo "src/token.c src/pubsub_proto.c" ;;
+    engine) echo "src/engine_proto.c src/pubsub_proto.c src/utf8.c" ;;
     esac
 }
 
