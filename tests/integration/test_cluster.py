@@ -4,7 +4,8 @@ each with a replica, made with `redis-cli --cluster create` on free loopback
 ports in a private directory, and three ringws nodes with `--engine`.
 
 Checked: subscribers spread over the nodes get every message published
-through any node (HTTP POST /publish, WebSocket `pub`) exactly once, in
+through any node (HTTP POST /publish, WebSocket `pub`, and
+ringws_publish from an application's thread: examples/ticker) exactly once, in
 the same order, with the same epoch and offsets everywhere; a node
 subscribes a topic's sharded channel only while it has subscribers
 (PUBSUB SHARDNUMSUB on the topic's master counts nodes, and falls to 0
@@ -477,6 +478,33 @@ def t_single_redis(port):
     ws.close()
 
 
+def t_c_api_thread(nodes, cluster):
+    """examples/ticker publishes from a thread of its own
+    (ringws_publish): as a fourth node of the cluster, its ticks reach the
+    subscribers of two other nodes, in order, with the same offsets."""
+    ticker = Server(cmd=[os.environ["RINGWS_EXAMPLE_TICKER"], 0, 20, "redis://" + cluster.seeds()],
+                    label="ticker").start()
+    try:
+        subs = [env_open(n.port, "ticks") for n in nodes[:2]]
+        start = [subscribed(ws, "ticks") for ws in subs]
+        got = [collect(ws, "ticks", 20, "ticks on node %d" % k) for k, ws in enumerate(subs)]
+        for k in range(2):
+            n0 = int(got[k][0][2].split()[1])
+            eq([g[2] for g in got[k]], [b"tick %d" % (n0 + i) for i in range(20)],
+               "consecutive ticks on node %d" % k)
+            eq({g[0] for g in got[k]}, {start[k][0]}, "one epoch")
+        # The same tick has the same offset on both nodes.
+        by_body = [{g[2]: g[1] for g in got[k]} for k in range(2)]
+        common = set(by_body[0]) & set(by_body[1])
+        expect(common, "ticks seen on both nodes", common)
+        for b in common:
+            eq(by_body[0][b], by_body[1][b], "offset of %r on both nodes" % b)
+        for ws in subs:
+            ws.close()
+    finally:
+        ticker.kill()
+
+
 def main():
     r = Runner("cluster")
     for tool in (REDIS, REDIS_CLI):
@@ -493,6 +521,11 @@ def main():
             r.case("fanout-every-node-exactly-once-same-offsets", t_fanout_everywhere_once,
                    nodes, cluster)
             r.case("interest-routing-and-redis-calls-per-publish", t_interest, nodes, cluster)
+            if os.environ.get("RINGWS_EXAMPLE_TICKER"):
+                r.case("c-api-publish-from-a-thread", t_c_api_thread, nodes, cluster)
+            else:
+                r.record("c-api-publish-from-a-thread", False,
+                         "RINGWS_EXAMPLE_TICKER (examples/ticker) is not set")
             r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
             r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
                    timeout=60)
