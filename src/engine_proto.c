@@ -41,10 +41,13 @@ int engine_msg_parse(const char *s, size_t n, struct engine_msg *out)
         return -EINVAL;
     if (n - i < 3 || s[i] != ' ' || (s[i + 1] != 't' && s[i + 1] != 'b') || s[i + 2] != ' ')
         return -EINVAL;
-    memcpy(out->epoch, s, ENGINE_EPOCH_LEN);
     out->binary = s[i + 1] == 'b';
-    out->payload = s + i + 3;
-    out->len = n - i - 3;
+    i += 3;
+    if (!engine_decimal(s, n, &i, UINT64_MAX / 1000, &out->published_us) || i >= n || s[i] != ' ')
+        return -EINVAL;
+    memcpy(out->epoch, s, ENGINE_EPOCH_LEN);
+    out->payload = s + i + 1;
+    out->len = n - i - 1;
     if (!out->binary && !utf8_valid((const uint8_t *)out->payload, out->len))
         return -EILSEQ;
     return 0;

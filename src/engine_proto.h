@@ -16,12 +16,14 @@
 /* Offsets stay below 2^53 (docs/PUBSUB.md). */
 #define ENGINE_MAX_OFFSET ((1ull << 53) - 1)
 
-/* "EPOCH OFFSET TYPE PAYLOAD": 16 lowercase hex digits, a decimal offset
- * from 1, `t` (the payload is UTF-8) or `b`, the payload (the rest, maybe
- * empty), one space between each. */
+/* "EPOCH OFFSET TYPE US PAYLOAD": 16 lowercase hex digits, a decimal
+ * offset from 1, `t` (the payload is UTF-8) or `b`, the publishing node's
+ * clock (CLOCK_REALTIME, microseconds, decimal), the payload (the rest,
+ * maybe empty), one space between each. */
 struct engine_msg {
     char epoch[ENGINE_EPOCH_LEN];
     uint64_t offset;
+    uint64_t published_us;
     bool binary;
     const char *payload; /* inside the input */
     size_t len;

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include <openssl/sha.h>
 
@@ -39,6 +40,7 @@
 #include "engine.h"
 #include "engine_proto.h"
 #include "log.h"
+#include "metrics.h"
 #include "redis_conn.h"
 #include "siphash.h"
 #include "utf8.h"
@@ -56,19 +58,21 @@ _Static_assert(ENGINE_EPOCH_LEN == SEQ_EPOCH_LEN, "one epoch length");
 
 /* KEYS: the topic's hash, stream, channel.  ARGV: an epoch for a topic
  * that has none, the stream's MAXLEN (0: no history), the keys' idle
- * expiry (ms), the type (t/b), the payload, the publish time (ms).
- * Returns {epoch, offset, nodes that took it}. */
+ * expiry (ms), the type (t/b), the payload, the publish time (the
+ * publishing node's CLOCK_REALTIME, us).  Returns {epoch, offset, nodes
+ * that took it}; the channel's message is engine_proto.h's. */
 static const char re_publish_lua[] =
     "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
     "if not e then e = ARGV[1]; redis.call('HSET', KEYS[1], 'epoch', e) end\n"
     "local o = redis.call('HINCRBY', KEYS[1], 'last', 1)\n"
     "if tonumber(ARGV[2]) > 0 then\n"
     "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], o .. '-0',"
-    " 't', ARGV[4], 'p', ARGV[5], 'ms', ARGV[6])\n"
+    " 't', ARGV[4], 'p', ARGV[5], 'us', ARGV[6])\n"
     "  redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
     "end\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
-    "local n = redis.call('SPUBLISH', KEYS[3], e .. ' ' .. o .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])\n"
+    "local n = redis.call('SPUBLISH', KEYS[3],"
+    " e .. ' ' .. o .. ' ' .. ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])\n"
     "return {e, o, n}\n";
 
 struct re_master;
@@ -752,7 +756,15 @@ static void re_on_message(struct re_worker *rw, struct re_topic *t, const char *
         re_sync_start(rw, t);
         return;
     }
-    re_deliver(rw, t, m.epoch, m.offset, m.binary, m.payload, m.len, true);
+    if (re_deliver(rw, t, m.epoch, m.offset, m.binary, m.payload, m.len, true)) {
+        struct timespec now;
+        uint64_t us;
+        clock_gettime(CLOCK_REALTIME, &now);
+        us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+        /* Clocks of other hosts may be ahead: such a sample says 0. */
+        metrics_observe(&rw->w->stats.engine_lag,
+                        us > m.published_us ? (us - m.published_us) * 1000u : 0);
+    }
 }
 
 static uint64_t re_reply_u64(const redisReply *r)
@@ -823,6 +835,12 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
     struct re_topic *t = s->t;
     bool was_live = t->known, same = t->known && !memcmp(t->epoch, s->epoch, SEQ_EPOCH_LEN);
     size_t k = window && window->type == REDIS_REPLY_ARRAY ? window->elements : 0;
+
+    /* Redis holds less than this node delivered in the same epoch: writes
+     * it acknowledged were lost (a replica promoted before it had them).
+     * Counted; the epoch is not replaced yet (docs/CLUSTER.md, Status). */
+    if (same && s->last < t->last)
+        atomic_fetch_add(&rw->e->gaps, 1);
 
     for (size_t i = k; i-- > 0;) { /* oldest first */
         uint64_t offset;
@@ -1227,7 +1245,8 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
     const struct pub_msg *m = x->m;
     struct re_master *master = to ? to : re_master_of(rw, m->topic, m->topic_len);
     char km[RE_KEY_MAX], ks[RE_KEY_MAX], kc[RE_KEY_MAX], epoch[SEQ_EPOCH_LEN], maxlen_s[16],
-        idle_s[24], ms_s[24];
+        idle_s[24], us_s[24];
+    struct timespec now;
     bool binary = (m->raw.bytes[0] & 0x0f) == WS_OP_BINARY;
     uint32_t maxlen;
     uint64_t idle;
@@ -1243,7 +1262,9 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
     re_epoch_draw(rw, epoch);
     snprintf(maxlen_s, sizeof(maxlen_s), "%u", maxlen);
     snprintf(idle_s, sizeof(idle_s), "%" PRIu64, idle);
-    snprintf(ms_s, sizeof(ms_s), "%" PRIu64, m->published_ns / 1000000);
+    clock_gettime(CLOCK_REALTIME, &now); /* the one clock nodes share */
+    snprintf(us_s, sizeof(us_s), "%" PRIu64,
+             (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
     argv[0] = "EVALSHA", lens[0] = 7;
     argv[1] = rw->e->sha, lens[1] = 2 * SHA_DIGEST_LENGTH;
     argv[2] = "3", lens[2] = 1;
@@ -1255,7 +1276,7 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
     argv[8] = idle_s, lens[8] = strlen(idle_s);
     argv[9] = binary ? "b" : "t", lens[9] = 1;
     argv[10] = (const char *)m->raw.bytes + m->frame_hdr, lens[10] = m->raw.len - m->frame_hdr;
-    argv[11] = ms_s, lens[11] = strlen(ms_s);
+    argv[11] = us_s, lens[11] = strlen(us_s);
     return redis_conn_command(&master->cmd, 12, argv, lens, re_publish_reply, x) < 0 ? -EAGAIN
                                                                                      : 0;
 }
@@ -1547,22 +1568,22 @@ static void re_metrics(struct ringws_server *srv, struct text_buf *o)
         }
     }
     pthread_mutex_unlock(&e->lock);
-    text_buf_printf(o,
-                    "# TYPE ringws_engine_connections gauge\n"
-                    "ringws_engine_connections{state=\"up\"} %u\n"
-                    "ringws_engine_connections{state=\"down\"} %u\n"
-                    "# TYPE ringws_engine_reconnects_total counter\n"
-                    "ringws_engine_reconnects_total %" PRIu64 "\n"
-                    "# TYPE ringws_engine_channels gauge\n"
-                    "ringws_engine_channels %" PRIu64 "\n"
-                    "# TYPE ringws_engine_refills_total counter\n"
-                    "ringws_engine_refills_total %" PRIu64 "\n"
-                    "# TYPE ringws_engine_gaps_total counter\n"
-                    "ringws_engine_gaps_total %" PRIu64 "\n"
-                    "# TYPE ringws_engine_refused_total counter\n"
-                    "ringws_engine_refused_total %" PRIu64 "\n",
-                    up, masters - up, atomic_load(&e->reconnects_seen), atomic_load(&e->live),
-                    atomic_load(&e->refills), atomic_load(&e->gaps), atomic_load(&e->refused));
+    metrics_write_family(o, "ringws_engine_connections", "gauge");
+    metrics_write_sample(o, "ringws_engine_connections", "state=\"up\"", up);
+    metrics_write_sample(o, "ringws_engine_connections", "state=\"down\"", masters - up);
+    metrics_write_family(o, "ringws_engine_reconnects_total", "counter");
+    metrics_write_sample(o, "ringws_engine_reconnects_total", NULL,
+                         atomic_load(&e->reconnects_seen));
+    metrics_write_family(o, "ringws_engine_channels", "gauge");
+    metrics_write_sample(o, "ringws_engine_channels", NULL, atomic_load(&e->live));
+    metrics_write_family(o, "ringws_engine_refills_total", "counter");
+    metrics_write_sample(o, "ringws_engine_refills_total", NULL, atomic_load(&e->refills));
+    metrics_write_family(o, "ringws_engine_gaps_total", "counter");
+    metrics_write_sample(o, "ringws_engine_gaps_total", NULL, atomic_load(&e->gaps));
+    metrics_write_family(o, "ringws_engine_refused_total", "counter");
+    metrics_write_sample(o, "ringws_engine_refused_total", NULL, atomic_load(&e->refused));
+    metrics_write_histogram(o, srv, "ringws_engine_lag_seconds",
+                            offsetof(struct worker_stats, engine_lag));
 }
 
 static void re_destroy(struct ringws_server *srv)

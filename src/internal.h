@@ -322,6 +322,7 @@ struct worker_stats {
     _Atomic uint64_t send_queue_bytes;  /* every connection's out_bytes */
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
+    struct stat_hist engine_lag;        /* another node's publish to its arrival here */
     _Atomic uint64_t auth_failures[RINGWS_AUTH_REASONS]; /* by reason */
 };
 

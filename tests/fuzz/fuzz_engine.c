@@ -31,12 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK((m.epoch[i] >= '0' && m.epoch[i] <= '9') ||
                        (m.epoch[i] >= 'a' && m.epoch[i] <= 'f'), "epoch digit %u", i);
         FUZZ_CHECK(m.binary || utf8_valid((const uint8_t *)m.payload, m.len), "text not UTF-8");
-        n = snprintf(w, size + 1, "%.16s %llu %c ", m.epoch, (unsigned long long)m.offset,
-                     m.binary ? 'b' : 't');
+        n = snprintf(w, size + 1, "%.16s %llu %c %llu ", m.epoch, (unsigned long long)m.offset,
+                     m.binary ? 'b' : 't', (unsigned long long)m.published_us);
         if (n > 0 && (size_t)n + m.len <= size) {
             memcpy(w + n, m.payload, m.len);
             FUZZ_CHECK(engine_msg_parse(w, (size_t)n + m.len, &again) == 0 &&
                        again.offset == m.offset && again.binary == m.binary &&
+                       again.published_us == m.published_us &&
                        again.len == m.len && !memcmp(again.epoch, m.epoch, ENGINE_EPOCH_LEN),
                        "written again, it parses differently");
         }

@@ -298,6 +298,20 @@ def t_fanout_everywhere_once(nodes, cluster):
             ws.send_frame(0x9, b"x")
             ev = ws.recv_event(T(5), "the pong after the last message")
             eq(ev.kind, "pong", "next frame after the messages")
+    # Each node shows its engine: connections up, its channels, the lag of
+    # the messages it took.
+    for k, node in enumerate(nodes):
+        with HttpConn(node.port) as h:
+            h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            text = h.read_response().body.decode()
+        m = re.search(r'^ringws_engine_connections\{state="up"\} (\d+)$', text, re.M)
+        expect(m and int(m.group(1)) >= 3, "node %d: connections to the 3 masters up" % k,
+               m and m.group(0))
+        m = re.search(r"^ringws_engine_lag_seconds_count (\d+)$", text, re.M)
+        expect(m and int(m.group(1)) >= n, "node %d: the lag of every message it took" % k,
+               m and m.group(0))
+        expect(metric(node.port, "ringws_engine_channels") >= 3, "node %d: its channels" % k,
+               metric(node.port, "ringws_engine_channels"))
     # The history is the same through every node.
     views = [get_json(node.port, "/history/%s?limit=1000" % topics[0]) for node in nodes]
     for status, body in views:

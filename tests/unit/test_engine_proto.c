@@ -33,14 +33,16 @@ static int redirect(const char *s, struct engine_redirect *r)
 int main(void)
 {
     static const char *bad_msgs[] = {
-        "", "0123456789abcdef", "0123456789abcdef 1 t", "0123456789abcdef 1 x hello",
-        "0123456789ABCDEF 1 t hello",      /* upper case is not an epoch of ours */
-        "0123456789abcde 1 t hello",       /* 15 digits */
-        "0123456789abcdef 0 t hello",      /* offsets start at 1 */
-        "0123456789abcdef -1 t hello", "0123456789abcdef  1 t hello",
-        "0123456789abcdef 1 thello", "0123456789abcdef 1t hello",
-        "0123456789abcdef 9007199254740992 t x", /* 2^53 */
-        "0123456789abcdef 99999999999999999999999 t x",
+        "", "0123456789abcdef", "0123456789abcdef 1 t", "0123456789abcdef 1 x 5 hello",
+        "0123456789abcdef 1 t hello", "0123456789abcdef 1 t 5", "0123456789abcdef 1 t -5 x",
+        "0123456789ABCDEF 1 t 5 hello",    /* upper case is not an epoch of ours */
+        "0123456789abcde 1 t 5 hello",     /* 15 digits */
+        "0123456789abcdef 0 t 5 hello",    /* offsets start at 1 */
+        "0123456789abcdef -1 t 5 hello", "0123456789abcdef  1 t 5 hello",
+        "0123456789abcdef 1 t5 hello", "0123456789abcdef 1t 5 hello",
+        "0123456789abcdef 9007199254740992 t 5 x", /* 2^53 */
+        "0123456789abcdef 99999999999999999999999 t 5 x",
+        "0123456789abcdef 1 t 99999999999999999999999 x",
     };
     static const char *bad_redirects[] = {
         "", "MOVED", "MOVED 1", "MOVED 1 127.0.0.1", "MOVED 16384 127.0.0.1:7000",
@@ -54,18 +56,19 @@ int main(void)
     size_t len;
 
     guard_setup(256);
-    CHECK(msg("0123456789abcdef 42 t hello world", &m) == 0);
+    CHECK(msg("0123456789abcdef 42 t 1765100000123456 hello world", &m) == 0);
     CHECK(!memcmp(m.epoch, "0123456789abcdef", 16) && m.offset == 42 && !m.binary);
+    CHECK(m.published_us == 1765100000123456ull);
     CHECK(m.len == 11 && !memcmp(m.payload, "hello world", 11));
-    CHECK(msg("ffffffffffffffff 9007199254740991 b ", &m) == 0); /* 2^53 - 1, empty */
+    CHECK(msg("ffffffffffffffff 9007199254740991 b 0 ", &m) == 0); /* 2^53 - 1, empty */
     CHECK(m.offset == 9007199254740991ull && m.binary && m.len == 0);
     {
         /* A binary payload is any bytes, spaces and NULs included. */
-        static const char b[] = "0000000000000001 7 b \0 \xff\n";
+        static const char b[] = "0000000000000001 7 b 1 \0 \xff\n";
         CHECK(engine_msg_parse(place(b, sizeof(b) - 1), sizeof(b) - 1, &m) == 0);
         CHECK(m.binary && m.len == 4 && !memcmp(m.payload, "\0 \xff\n", 4));
         /* The same bytes as text are not UTF-8. */
-        static const char t[] = "0000000000000001 7 t \0 \xff\n";
+        static const char t[] = "0000000000000001 7 t 1 \0 \xff\n";
         CHECK(engine_msg_parse(place(t, sizeof(t) - 1), sizeof(t) - 1, &m) == -EILSEQ);
     }
     for (size_t i = 0; i < sizeof(bad_msgs) / sizeof(bad_msgs[0]); i++)
