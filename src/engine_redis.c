@@ -1488,9 +1488,19 @@ static int re_worker_start(struct worker *w)
             return -ENOMEM;
         }
     }
+    /* Topics asked for before this worker was there to own them (a
+     * request on another worker that started first) are taken up now. */
     pthread_mutex_lock(&e->lock);
     e->workers[w->id] = rw;
+    for (uint32_t i = 0; e->buckets && i <= e->mask; i++)
+        for (struct re_topic *t = e->buckets[i]; t; t = t->next)
+            if (t->owner == w->id && t->state == RT_JOINING && !t->join_listed) {
+                t->join_listed = true;
+                t->join_next = rw->joins;
+                rw->joins = t;
+            }
     pthread_mutex_unlock(&e->lock);
+    worker_wake(w);
     return 0;
 }
 
