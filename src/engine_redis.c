@@ -75,6 +75,15 @@ static const char re_publish_lua[] =
     " e .. ' ' .. o .. ' ' .. ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])\n"
     "return {e, o, n}\n";
 
+/* KEYS: the topic's hash.  ARGV: the epoch a node found to have lost
+ * acknowledged writes, a new one.  Replaces it only if it is still the
+ * topic's (another node may have done so already). */
+static const char re_replace_lua[] =
+    "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])\n"
+    "end\n"
+    "return redis.call('HGET', KEYS[1], 'epoch')\n";
+
 struct re_master;
 struct re_worker;
 
@@ -120,6 +129,8 @@ struct re_topic {
     bool subscribed, syncing, known;
     char epoch[SEQ_EPOCH_LEN];  /* of what was delivered */
     uint64_t last;
+    char replaced[SEQ_EPOCH_LEN]; /* an epoch this node replaced: its messages are stale */
+    bool has_replaced;
     struct re_early *early, *early_tail;
     uint16_t len;
     char name[];
@@ -697,6 +708,7 @@ static void re_resubscribe(struct re_worker *rw, struct re_master *m)
     free(todo);
 }
 
+
 /* What a position read brings back. */
 struct re_sync {
     struct re_worker *rw;
@@ -722,6 +734,68 @@ static bool re_deliver(struct re_worker *rw, struct re_topic *t, const char *epo
 static void re_live(struct re_worker *rw, struct re_topic *t);
 static void re_sync_start(struct re_worker *rw, struct re_topic *t);
 
+/* Whether the node's copy of the topic's history holds at offset the
+ * message (binary, p, n): 1 the same, 0 another, -1 it holds none there. */
+static int re_held_same(struct re_worker *rw, struct re_topic *t, uint64_t offset, bool binary,
+                        const char *p, size_t n)
+{
+    struct ringws_server *srv = rw->w->srv;
+    struct pub_msg *m;
+    int r;
+
+    seq_lock(srv);
+    m = t->st ? seq_topic_message(t->st, offset) : NULL;
+    seq_unlock(srv);
+    if (!m)
+        return -1;
+    r = ((m->raw.bytes[0] & 0x0f) == WS_OP_BINARY) == binary &&
+        m->raw.len - m->frame_hdr == n && !memcmp(m->raw.bytes + m->frame_hdr, p, n);
+    pubsub_msg_unref(m);
+    return r;
+}
+
+static void re_replaced(void *arg, redisReply *r)
+{
+    struct re_sync *s = arg;
+
+    (void)r;
+    s->t->syncing = false;
+    re_sync_start(s->rw, s->t); /* whatever the answer: the position read again says */
+    free(s);
+}
+
+/* Redis holds less than, or other than, what this node delivered in the
+ * topic's epoch: writes it acknowledged were lost (a replica promoted
+ * before it had them), and their offsets are, or will be, given again.
+ * The epoch is replaced, so that no offset means two messages in one
+ * epoch; the topic's messages are held meanwhile, and the next read of
+ * its position delivers what is new under the new epoch. */
+static void re_lost(struct re_worker *rw, struct re_topic *t)
+{
+    char km[RE_KEY_MAX], epoch[SEQ_EPOCH_LEN];
+    size_t lm = re_key(km, t->name, t->len, 'm');
+    const char *argv[6] = {"EVAL", re_replace_lua, "1", km, t->epoch, epoch};
+    size_t lens[6] = {4, sizeof(re_replace_lua) - 1, 1, lm, SEQ_EPOCH_LEN, SEQ_EPOCH_LEN};
+    struct re_sync *s;
+
+    atomic_fetch_add(&rw->e->gaps, 1);
+    log_msg(LOG_LEVEL_WARN, "worker %u: topic %.*s: Redis lost writes of epoch %.16s; "
+            "replacing the epoch", rw->w->id, (int)t->len, t->name, t->epoch);
+    t->state = RT_JOINING;
+    memcpy(t->replaced, t->epoch, SEQ_EPOCH_LEN);
+    t->has_replaced = true;
+    re_epoch_draw(rw, epoch);
+    if (t->syncing || !(s = calloc(1, sizeof(*s))))
+        return; /* the read under way, or the tick, comes back */
+    s->rw = rw;
+    s->t = t;
+    if (re_command(&t->master->cmd, 6, argv, lens, re_replaced, s) < 0) {
+        free(s);
+        return;
+    }
+    t->syncing = true;
+}
+
 /* A message of the topic's channel: delivered when it follows what was
  * delivered; a duplicate is dropped; a hole is filled from the stream
  * first; one that is malformed (not one of ours) is dropped. */
@@ -746,9 +820,17 @@ static void re_on_message(struct re_worker *rw, struct re_topic *t, const char *
         t->early_tail = e;
         return;
     }
+    if (t->has_replaced && !memcmp(m.epoch, t->replaced, SEQ_EPOCH_LEN))
+        return; /* of the epoch this node replaced: delivered from the stream */
     same = t->known && !memcmp(m.epoch, t->epoch, SEQ_EPOCH_LEN);
-    if (same && m.offset <= t->last)
+    if (same && m.offset <= t->last) {
+        /* A repeat, unless it is another message at that offset. */
+        if (re_held_same(rw, t, m.offset, m.binary, m.payload, m.len) == 0) {
+            re_lost(rw, t);
+            re_on_message(rw, t, s, n); /* held */
+        }
         return;
+    }
     if ((same && m.offset != t->last + 1) || (!same && m.offset != 1)) {
         atomic_fetch_add(&rw->e->refills, 1);
         t->state = RT_JOINING; /* held from now on, delivered after the refill */
@@ -835,12 +917,34 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
     struct re_topic *t = s->t;
     bool was_live = t->known, same = t->known && !memcmp(t->epoch, s->epoch, SEQ_EPOCH_LEN);
     size_t k = window && window->type == REDIS_REPLY_ARRAY ? window->elements : 0;
+    uint64_t agreed = 0; /* after a new epoch: the offsets whose messages this node has */
+    bool lost = same && s->last < t->last, disagree = false;
 
-    /* Redis holds less than this node delivered in the same epoch: writes
-     * it acknowledged were lost (a replica promoted before it had them).
-     * Counted; the epoch is not replaced yet (docs/CLUSTER.md, Status). */
-    if (same && s->last < t->last)
-        atomic_fetch_add(&rw->e->gaps, 1);
+    /* What the stream holds at offsets this node delivered must be what
+     * it delivered; after a new epoch, what it holds the same needs no
+     * delivery again (an epoch replaced after lost writes keeps the rest
+     * of the stream). */
+    for (size_t i = k; i-- > 0 && !lost;) {
+        uint64_t offset;
+        bool binary;
+        const char *p;
+        size_t n = 0;
+        int held;
+        if (!re_entry(window->element[i], &offset, &binary, &p, &n) || !t->known ||
+            offset > t->last)
+            continue;
+        held = re_held_same(rw, t, offset, binary, p, n);
+        if (same)
+            lost = held == 0;
+        else if (held == 1 && !disagree)
+            agreed = offset; /* the window's entries are consecutive */
+        else
+            disagree = true;
+    }
+    if (lost) {
+        re_lost(rw, t);
+        return;
+    }
 
     for (size_t i = k; i-- > 0;) { /* oldest first */
         uint64_t offset;
@@ -855,7 +959,7 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
             atomic_fetch_add(&rw->e->gaps, 1); /* the stream no longer holds what was missed */
             same = false;
         }
-        re_deliver(rw, t, s->epoch, offset, binary, p, n, was_live);
+        re_deliver(rw, t, s->epoch, offset, binary, p, n, was_live && offset > agreed);
         same = true;
     }
     if (!t->known || memcmp(t->epoch, s->epoch, SEQ_EPOCH_LEN) || t->last < s->last) {

@@ -426,6 +426,49 @@ def t_slot_migrates(nodes, cluster):
         ws.close()
 
 
+def t_lost_writes(nodes, cluster):
+    """The topic's master loses its last two acknowledged writes (as a
+    replica promoted before it had them would: here its stream entries and
+    last offset are taken back by hand), then takes three publishes, which
+    it gives offsets 4, 5 and 6 again.  The nodes that delivered the lost
+    4 and 5 see other messages at those offsets: the epoch is replaced
+    (once), the new messages reach every subscriber exactly once under the
+    new epoch, and a resume from the old epoch is a gap."""
+    t = "c.lost"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    eq(start[0][1], 0, "a fresh topic")
+    for i in range(1, 6):
+        eq(post(nodes[2].port, t, b"old %d" % i).status, 200, "publish")
+    for ws in subs:
+        collect(ws, t, 5, "before the loss")
+    master = cluster.master_of(channel(t))
+    cli(master.port, "XDEL", "ringws:{%s}:s" % t, "4-0", "5-0")
+    eq(cli(master.port, "XSETID", "ringws:{%s}:s" % t, "3-0").strip(), "OK", "the stream at 3")
+    cli(master.port, "HSET", "ringws:{%s}:m" % t, "last", 3)
+    for i in range(4, 7):
+        eq(post(nodes[2].port, t, b"new %d" % i).status, 200, "publish after the loss")
+    epochs = set()
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 3, "subscriber %d after the loss" % k)
+        eq([g[2] for g in got], [b"new 4", b"new 5", b"new 6"], "the new messages, once")
+        eq([g[1] for g in got], [4, 5, 6], "their offsets")
+        expect(got[0][0] != start[k][0], "a new epoch", got[0][0])
+        epochs.add(got[0][0])
+    eq(len(epochs), 1, "one new epoch on every node")
+    eq(post(nodes[2].port, t, b"new 7").status, 200, "publish")
+    new_epoch = epochs.pop()
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 1, "subscriber %d" % k)
+        eq(got[0][:2], (new_epoch, 7), "the next one")
+    ws = env_open(nodes[1].port, t, since="%s:%s:5" % (t, start[0][0]))
+    f = expect_notice(ws, "gap", t)
+    eq(f[2], new_epoch, "the gap names the new epoch")
+    ws.close()
+    for w in subs:
+        w.close()
+
+
 def t_master_failover(nodes, cluster):
     """A publisher at a steady pace through one node while the topic's
     master is killed: refusals during the outage only; every accepted
@@ -541,6 +584,7 @@ def main():
                 r.record("c-api-publish-from-a-thread", False,
                          "RINGWS_EXAMPLE_TICKER (examples/ticker) is not set")
             r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
+            r.case("lost-writes-replace-the-epoch", t_lost_writes, nodes, cluster)
             r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
                    timeout=60)
             r.case("node-killed-clients-resume-elsewhere", t_node_dies_resume, nodes, cluster,
