@@ -248,16 +248,6 @@ static struct re_topic *re_get(struct ringws_server *srv, const char *name, size
     return t;
 }
 
-static void re_unlink(struct redis_engine *e, struct re_topic *t)
-{
-    struct re_topic **pp = &e->buckets[t->hash & e->mask];
-
-    while (*pp != t)
-        pp = &(*pp)->next;
-    *pp = t->next;
-    e->n--;
-}
-
 /* Asks the owner to make t live; true when the owner must be woken. */
 static bool re_want_live(struct ringws_server *srv, struct re_topic *t)
 {
@@ -1432,10 +1422,14 @@ static int re_publish(struct ringws_server *srv, struct worker *self, struct pub
     return done ? 1 : 0;
 }
 
-/* Frees a topic nobody needs: off, no interest, nothing waiting. */
-static void re_forget(struct redis_engine *e, struct re_topic *t)
+/* Frees the topic at *pp (nobody needs it: off, no interest, nothing
+ * waiting), taking it out of its bucket. */
+static void re_forget(struct redis_engine *e, struct re_topic **pp)
 {
-    re_unlink(e, t);
+    struct re_topic *t = *pp;
+
+    *pp = t->next;
+    e->n--;
     while (t->early) {
         struct re_early *m = t->early;
         t->early = m->next;
@@ -1484,14 +1478,7 @@ static void re_tick(struct worker *w)
                 t->st = NULL;
             }
             if (idle && t->state == RT_OFF && (!t->failed_ms || now - t->failed_ms > RE_RETRY_MS)) {
-                *pp = t->next;
-                e->n--;
-                while (t->early) {
-                    struct re_early *m = t->early;
-                    t->early = m->next;
-                    free(m);
-                }
-                free(t);
+                re_forget(e, pp);
                 continue;
             }
             pp = &t->next;
@@ -1716,7 +1703,7 @@ static void re_destroy(struct ringws_server *srv)
                     free(ref->wt);
                 free(ref);
             }
-            re_forget(e, t);
+            re_forget(e, &e->buckets[i]);
         }
     free(e->buckets);
     free(e->workers);
