@@ -171,6 +171,8 @@ struct re_worker {
 
 struct redis_engine {
     pthread_mutex_t lock;
+    struct redis_auth auth; /* from the URL's USER:PASSWORD@ */
+    char *user, *password;
     struct sockaddr_storage seeds[RE_MAX_SEEDS];
     socklen_t seed_len[RE_MAX_SEEDS];
     unsigned n_seeds;
@@ -410,7 +412,7 @@ static struct re_master *re_master_new(struct re_worker *rw, const struct sockad
     m->rw = rw;
     memcpy(&m->addr, a, len);
     m->addr_len = len;
-    if (redis_conn_start(&m->cmd, rw->w->loop, a, len, &re_cmd_ops, m) < 0) {
+    if (redis_conn_start(&m->cmd, rw->w->loop, a, len, &rw->e->auth, &re_cmd_ops, m) < 0) {
         redis_conn_free(&m->cmd);
         free(m);
         return NULL;
@@ -651,7 +653,7 @@ static void re_join_start(struct re_worker *rw, struct re_topic *t)
     if (!m->sub_started) {
         m->sub_started = true;
         if (redis_conn_start(&m->sub, rw->w->loop, (const struct sockaddr *)&m->addr,
-                             m->addr_len, &re_sub_ops, m) < 0) {
+                             m->addr_len, &rw->e->auth, &re_sub_ops, m) < 0) {
             m->sub_started = false;
             re_join_fail(rw, t);
             return;
@@ -1574,7 +1576,7 @@ static int re_worker_start(struct worker *w)
     for (; rw->n_seeds < e->n_seeds; rw->n_seeds++) {
         unsigned s = rw->n_seeds;
         if (redis_conn_start(&rw->seeds[s], w->loop, (const struct sockaddr *)&e->seeds[s],
-                             e->seed_len[s], &re_seed_ops, rw) < 0) {
+                             e->seed_len[s], &e->auth, &re_seed_ops, rw) < 0) {
             re_worker_free(w);
             return -ENOMEM;
         }
@@ -1687,6 +1689,8 @@ static void re_metrics(struct ringws_server *srv, struct text_buf *o)
                             offsetof(struct worker_stats, engine_lag));
 }
 
+static void re_auth_free(struct redis_engine *e);
+
 static void re_destroy(struct ringws_server *srv)
 {
     struct redis_engine *e = re_of(srv);
@@ -1707,6 +1711,7 @@ static void re_destroy(struct ringws_server *srv)
         }
     free(e->buckets);
     free(e->workers);
+    re_auth_free(e);
     pthread_mutex_destroy(&e->lock);
     free(e);
     srv->engine_state = NULL;
@@ -1728,6 +1733,31 @@ static const struct engine_ops engine_redis = {
     .metrics = re_metrics,
     .destroy = re_destroy,
 };
+
+/* "[USER]:PASSWORD" (what precedes '@' in the URL): AUTH on every
+ * connection.  No decoding: a password holding '@' or ',' is not written
+ * in a URL. */
+static int re_auth_parse(struct redis_engine *e, const char *p, size_t n)
+{
+    const char *colon = memchr(p, ':', n);
+
+    if (!colon || colon + 1 == p + n)
+        return -EINVAL;
+    if (colon > p && !(e->user = strndup(p, (size_t)(colon - p))))
+        return -ENOMEM;
+    if (!(e->password = strndup(colon + 1, (size_t)(p + n - colon - 1))))
+        return -ENOMEM;
+    e->auth = (struct redis_auth){e->user, e->password};
+    return 0;
+}
+
+static void re_auth_free(struct redis_engine *e)
+{
+    free(e->user);
+    if (e->password) /* not left in freed memory */
+        explicit_bzero(e->password, strlen(e->password));
+    free(e->password);
+}
 
 /* "HOST:PORT" (HOST may be [v6]) resolved into e's seeds. */
 static int re_seed_add(struct redis_engine *e, const char *s, size_t n)
@@ -1767,29 +1797,39 @@ int engine_redis_create(struct ringws_server *srv, const char *url)
     uint8_t digest[SHA_DIGEST_LENGTH];
 
     if (strncmp(url, scheme, sizeof(scheme) - 1)) {
-        log_msg(LOG_LEVEL_ERROR, "engine: %s: not redis://HOST:PORT[,HOST:PORT...]", url);
+        log_msg(LOG_LEVEL_ERROR, "engine: not redis://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]");
         return -EINVAL;
     }
     if (!(e = calloc(1, sizeof(*e))))
         return -ENOMEM;
-    for (p = url + sizeof(scheme) - 1; *p; p = *end ? end + 1 : end) {
+    p = url + sizeof(scheme) - 1;
+    if ((end = strrchr(p, '@')) && re_auth_parse(e, p, (size_t)(end - p)) < 0) {
+        log_msg(LOG_LEVEL_ERROR, "engine: malformed [USER]:PASSWORD@");
+        re_auth_free(e);
+        free(e);
+        return -EINVAL;
+    }
+    for (p = end ? end + 1 : p; *p; p = *end ? end + 1 : end) {
         end = strchr(p, ',');
         if (!end)
             end = p + strlen(p);
         if (re_seed_add(e, p, (size_t)(end - p)) < 0) {
             log_msg(LOG_LEVEL_ERROR, "engine: %.*s: not a reachable HOST:PORT", (int)(end - p),
                     p);
+            re_auth_free(e);
             free(e);
             return -EINVAL;
         }
     }
     if (!e->n_seeds) {
-        log_msg(LOG_LEVEL_ERROR, "engine: %s: no HOST:PORT", url);
+        log_msg(LOG_LEVEL_ERROR, "engine: no HOST:PORT");
+        re_auth_free(e);
         free(e);
         return -EINVAL;
     }
     if (getrandom(e->key, sizeof(e->key), 0) != (ssize_t)sizeof(e->key) ||
         !(e->workers = calloc(srv->n_workers, sizeof(*e->workers)))) {
+        re_auth_free(e);
         free(e);
         return -ENOMEM;
     }

@@ -16,12 +16,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "redis_conn.h"
 
 #define REDIS_BACKOFF_MIN_MS 100u
 #define REDIS_BACKOFF_MAX_MS 5000u
 
 static void redis_conn_connect(struct redis_conn *rc);
+static int redis_conn_send_auth(struct redis_conn *rc);
 
 static void redis_conn_recv(struct redis_conn *rc)
 {
@@ -173,11 +175,45 @@ static void redis_conn_on_connect(struct loop_req *r, int res)
         return;
     }
     rc->state = REDIS_UP;
-    rc->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    /* The backoff starts again once the server took the connection (and
+     * its credentials): a refused password is retried ever more slowly. */
+    if (!rc->auth || !rc->auth->password)
+        rc->backoff_ms = REDIS_BACKOFF_MIN_MS;
     redis_conn_recv(rc);
+    if (rc->auth && rc->auth->password && redis_conn_send_auth(rc) < 0) {
+        redis_conn_fail(rc);
+        return;
+    }
     if (rc->ops->state)
         rc->ops->state(rc->ctx, true);
     redis_conn_flush(rc);
+}
+
+/* A refused AUTH: commands after it would be refused too. */
+static void redis_conn_auth_reply(void *arg, redisReply *r)
+{
+    struct redis_conn *rc = arg;
+
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_msg(LOG_LEVEL_WARN, "redis: AUTH refused: %s", r->str);
+        redis_conn_fail(rc);
+    } else if (r) {
+        rc->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    }
+}
+
+static int redis_conn_send_auth(struct redis_conn *rc)
+{
+    const char *argv[3] = {"AUTH", rc->auth->user, rc->auth->password};
+    size_t lens[3] = {4, rc->auth->user ? strlen(rc->auth->user) : 0,
+                      strlen(rc->auth->password)};
+
+    if (!rc->auth->user) {
+        argv[1] = argv[2];
+        lens[1] = lens[2];
+    }
+    return redis_conn_command(rc, rc->auth->user ? 3 : 2, argv, lens, redis_conn_auth_reply,
+                              rc);
 }
 
 static void redis_conn_on_timer(struct loop_req *r, int res)
@@ -208,7 +244,8 @@ static void redis_conn_connect(struct redis_conn *rc)
 }
 
 int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockaddr *addr,
-                     socklen_t len, const struct redis_conn_ops *ops, void *ctx)
+                     socklen_t len, const struct redis_auth *auth,
+                     const struct redis_conn_ops *ops, void *ctx)
 {
     if (len > sizeof(rc->addr))
         return -EINVAL;
@@ -216,6 +253,7 @@ int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockadd
     rc->loop = l;
     rc->ops = ops;
     rc->ctx = ctx;
+    rc->auth = auth;
     memcpy(&rc->addr, addr, len);
     rc->addr_len = len;
     rc->fd = -1;

@@ -34,6 +34,13 @@ struct redis_conn_ops {
     void (*state)(void *ctx, bool up);
 };
 
+/* Credentials sent (AUTH) first on every connection; NULL fields: none
+ * (user NULL: the default user).  The strings must outlive the
+ * connection. */
+struct redis_auth {
+    const char *user, *password;
+};
+
 struct redis_cb {
     redis_reply_fn *fn;
     void *arg;
@@ -45,6 +52,7 @@ struct redis_conn {
     struct loop *loop;
     const struct redis_conn_ops *ops;
     void *ctx;
+    const struct redis_auth *auth; /* NULL: none */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int fd;
@@ -62,9 +70,12 @@ struct redis_conn {
     char rbuf[16384];
 };
 
-/* Connects at once (and again whenever lost, until redis_conn_stop). */
+/* Connects at once (and again whenever lost, until redis_conn_stop); with
+ * auth (may be NULL), AUTH is the first command of every connection, and
+ * a refusal drops it (to be tried again after the backoff). */
 int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockaddr *addr,
-                     socklen_t len, const struct redis_conn_ops *ops, void *ctx);
+                     socklen_t len, const struct redis_auth *auth,
+                     const struct redis_conn_ops *ops, void *ctx);
 /* Queues a command (argv[0] its name) to be sent with the others of this
  * turn; fn gets its answer.  fn NULL: no answer is awaited, the reply
  * comes as a push (only on a subscription's connection, where every reply

@@ -524,7 +524,8 @@ def t_master_failover(nodes, cluster):
 
 
 def t_single_redis(port):
-    """One Redis that is not a cluster serves every slot."""
+    """One Redis that is not a cluster serves every slot; it asks for a
+    password, which the URL gives."""
     ws = env_open(port, "c.single")
     epoch, last = subscribed(ws, "c.single")
     for i in range(3):
@@ -596,12 +597,15 @@ def main():
     try:
         single.proc = subprocess.Popen(
             [REDIS, "--bind", "127.0.0.1", "--port", str(single.port), "--save", "",
-             "--appendonly", "no", "--dir", single.dir, "--logfile", "redis.log"],
+             "--appendonly", "no", "--dir", single.dir, "--logfile", "redis.log",
+             "--requirepass", "s3cret"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: cli(single.port, "PING").strip() == "PONG", "redis")
-        with r.server(["--engine", "redis://127.0.0.1:%d" % single.port, "--topic",
+        wait_for(lambda: cli(single.port, "--no-auth-warning", "-a", "s3cret", "PING").strip()
+                 == "PONG", "redis")
+        # A password in the URL: AUTH on every connection.
+        with r.server(["--engine", "redis://:s3cret@127.0.0.1:%d" % single.port, "--topic",
                        "c.*=history=10"], "single-redis") as srv:
-            r.case("one-redis-not-a-cluster", t_single_redis, srv.port)
+            r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
     finally:
         single.kill()
         shutil.rmtree(root, ignore_errors=True)

@@ -177,8 +177,8 @@ int main(void)
         redis_kill(pid);
         return 1;
     }
-    CHECK(redis_conn_start(&cmd, l, (struct sockaddr *)&a, sizeof(a), &ops, &cs) == 0);
-    CHECK(redis_conn_start(&sub, l, (struct sockaddr *)&a, sizeof(a), &ops, &ss) == 0);
+    CHECK(redis_conn_start(&cmd, l, (struct sockaddr *)&a, sizeof(a), NULL, &ops, &cs) == 0);
+    CHECK(redis_conn_start(&sub, l, (struct sockaddr *)&a, sizeof(a), NULL, &ops, &ss) == 0);
     /* The server may take a moment to listen: refused connects are
      * retried after the backoff. */
     TURN_UNTIL(l, cs.ups && ss.ups);
