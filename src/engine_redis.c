@@ -710,10 +710,24 @@ struct re_sync {
     uint64_t last;
 };
 
-static bool re_deliver(struct re_worker *rw, struct re_topic *t, const char *epoch,
-                       uint64_t offset, bool binary, const char *p, size_t n, bool deliver)
+/* Microseconds of CLOCK_REALTIME, the clock every node shares. */
+static uint64_t re_realtime_us(void)
 {
-    int r = pubsub_publish_placed(rw->w, t->name, t->len, p, n, binary, epoch, offset, deliver);
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+/* us: when it was published (0: unknown, now); its age counts for the
+ * history's age limit and the publish histogram as on its node. */
+static bool re_deliver(struct re_worker *rw, struct re_topic *t, const char *epoch,
+                       uint64_t offset, bool binary, const char *p, size_t n, uint64_t us,
+                       bool deliver)
+{
+    uint64_t now = us ? re_realtime_us() : 0;
+    int r = pubsub_publish_placed(rw->w, t->name, t->len, p, n, binary, epoch, offset,
+                                  now > us ? (now - us) * 1000u : 0, deliver);
 
     if (r < 0)
         return false;
@@ -830,11 +844,8 @@ static void re_on_message(struct re_worker *rw, struct re_topic *t, const char *
         re_sync_start(rw, t);
         return;
     }
-    if (re_deliver(rw, t, m.epoch, m.offset, m.binary, m.payload, m.len, true)) {
-        struct timespec now;
-        uint64_t us;
-        clock_gettime(CLOCK_REALTIME, &now);
-        us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+    if (re_deliver(rw, t, m.epoch, m.offset, m.binary, m.payload, m.len, m.published_us, true)) {
+        uint64_t us = re_realtime_us();
         /* Clocks of other hosts may be ahead: such a sample says 0. */
         metrics_observe(&rw->w->stats.engine_lag,
                         us > m.published_us ? (us - m.published_us) * 1000u : 0);
@@ -871,7 +882,7 @@ static void re_sync_pos(void *arg, redisReply *r)
 /* One stream entry: [ID, [field, value, ...]] with t, p; its offset is
  * the ID's first part. */
 static bool re_entry(const redisReply *x, uint64_t *offset, bool *binary, const char **p,
-                     size_t *n)
+                     size_t *n, uint64_t *us)
 {
     const redisReply *f;
 
@@ -881,10 +892,15 @@ static bool re_entry(const redisReply *x, uint64_t *offset, bool *binary, const 
     *offset = re_reply_u64(x->element[0]);
     *binary = false;
     *p = NULL;
+    *us = 0;
     f = x->element[1];
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
         const redisReply *k = f->element[i], *v = f->element[i + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len != 1)
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        if (k->len == 2 && !memcmp(k->str, "us", 2))
+            *us = re_reply_u64(v);
+        if (k->len != 1)
             continue;
         if (k->str[0] == 't')
             *binary = v->len == 1 && v->str[0] == 'b';
@@ -921,8 +937,9 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
         bool binary;
         const char *p;
         size_t n = 0;
+        uint64_t us;
         int held;
-        if (!re_entry(window->element[i], &offset, &binary, &p, &n) || !t->known ||
+        if (!re_entry(window->element[i], &offset, &binary, &p, &n, &us) || !t->known ||
             offset > t->last)
             continue;
         held = re_held_same(rw, t, offset, binary, p, n);
@@ -943,7 +960,8 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
         bool binary;
         const char *p;
         size_t n = 0;
-        if (!re_entry(window->element[i], &offset, &binary, &p, &n))
+        uint64_t us;
+        if (!re_entry(window->element[i], &offset, &binary, &p, &n, &us))
             continue;
         if (same && offset <= t->last)
             continue;
@@ -951,7 +969,7 @@ static void re_sync_done(struct re_sync *s, const redisReply *window)
             atomic_fetch_add(&rw->e->gaps, 1); /* the stream no longer holds what was missed */
             same = false;
         }
-        re_deliver(rw, t, s->epoch, offset, binary, p, n, was_live && offset > agreed);
+        re_deliver(rw, t, s->epoch, offset, binary, p, n, us, was_live && offset > agreed);
         same = true;
     }
     if (!t->known || memcmp(t->epoch, s->epoch, SEQ_EPOCH_LEN) || t->last < s->last) {

@@ -572,12 +572,14 @@ int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, pubsub_done_fn *done,
                         void *arg, uint64_t *recipients, struct pub_pos *pos);
 /* A message whose position an engine gave (another node's publish, or
- * one of a shared history): with deliver, published on worker w as a
- * local publish is (every worker's subscribers, in the topic's order);
- * without, only kept in the topic's history.  0 or -errno. */
+ * one of a shared history), published age_ns ago: with deliver, published
+ * on worker w as a local publish is (every worker's subscribers, in the
+ * topic's order); without, only kept in the topic's history.  0 or
+ * -errno. */
 int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
                           const void *data, size_t len, bool binary,
-                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, bool deliver);
+                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, uint64_t age_ns,
+                          bool deliver);
 /* An engine's answer to pubsub_prepare came: the connection's held
  * command runs again (ok), or fails as a refused publish does. */
 void pubsub_engine_ready(struct ringws_conn *c, bool ok);

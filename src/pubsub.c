@@ -888,7 +888,8 @@ static int pubsub_local_publish(struct ringws_server *srv, struct worker *self,
 
 int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
                           const void *data, size_t len, bool binary,
-                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, bool deliver)
+                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, uint64_t age_ns,
+                          bool deliver)
 {
     struct ringws_server *srv = w->srv;
     struct pub_msg *m = pubsub_msg_build(srv, topic, topic_len, data, len, binary);
@@ -896,6 +897,8 @@ int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
 
     if (!m)
         return -ENOMEM;
+    if (age_ns < m->published_ns)
+        m->published_ns -= age_ns;
     memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
     m->offset = offset;
     if (deliver)

@@ -563,6 +563,25 @@ def t_c_api_thread(nodes, cluster):
         ticker.kill()
 
 
+def t_history_age(port):
+    """A node that reads a stream's window keeps each message's age: past
+    the rule's history-ttl it is not served (a history read right after the
+    publishes serves them)."""
+    for i in range(2):
+        eq(post(port, "ttl.a", b"t%d" % i).status, 200, "publish")
+    status, fresh = get_json(port, "/history/ttl.b")
+    eq(status, 200, "GET /history of another topic")
+    for i in range(2):
+        eq(post(port, "ttl.b", b"t%d" % i).status, 200, "publish")
+    status, body = get_json(port, "/history/ttl.b")
+    eq([m["text"] for m in body["messages"]], ["t0", "t1"], "a fresh history served")
+    time.sleep(1.3)  # the age itself is what is tested: past history-ttl=1s
+    status, body = get_json(port, "/history/ttl.a")
+    eq(status, 200, "GET /history")
+    eq((body["messages"], body["last"], body["oldest"]), ([], 2, 3),
+       "messages older than history-ttl, read from the stream now")
+
+
 def main():
     r = Runner("cluster")
     for tool in (REDIS, REDIS_CLI):
@@ -604,8 +623,10 @@ def main():
                  == "PONG", "redis")
         # A password in the URL: AUTH on every connection.
         with r.server(["--engine", "redis://:s3cret@127.0.0.1:%d" % single.port, "--topic",
-                       "c.*=history=10"], "single-redis") as srv:
+                       "c.*=history=10", "--topic", "ttl.*=history=10,history-ttl=1s"],
+                      "single-redis") as srv:
             r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
+            r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
     finally:
         single.kill()
         shutil.rmtree(root, ignore_errors=True)
