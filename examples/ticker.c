@@ -1,8 +1,10 @@
 /* ticker.c - publishing from a thread of the application's own: the thread
  * publishes "tick N" (N = 1, 2, 3...) to the topic "ticks" every INTERVAL
  * milliseconds (default 100); clients subscribe through the built-in
- * pub/sub path, ws://HOST:PORT/ws?topics=ticks.
- * Usage: ticker [PORT [INTERVAL]]; stops on SIGINT or SIGTERM. */
+ * pub/sub path, ws://HOST:PORT/ws?topics=ticks.  With ENGINE
+ * (redis://HOST:PORT[,...], docs/CLUSTER.md) the ticks reach the
+ * subscribers of every node sharing that Redis.
+ * Usage: ticker [PORT [INTERVAL [ENGINE]]]; stops on SIGINT or SIGTERM. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -60,6 +62,7 @@ int main(int argc, char **argv)
     ringws_config_init(&cfg);
     cfg.port = argc > 1 ? (uint16_t)strtoul(argv[1], NULL, 10) : 0;
     cfg.pubsub_path = "/ws";
+    cfg.engine = argc > 3 ? argv[3] : NULL;
     ret = ringws_server_create(&cfg, &server);
     if (ret < 0) {
         fprintf(stderr, "ticker: %s\n", strerror(-ret));

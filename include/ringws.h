@@ -301,6 +301,11 @@ struct ringws_config {
      * the longest idle is forgotten first).  0: forgotten at once. */
     unsigned sequence_idle_ms;
     uint32_t sequence_idle_max;
+    /* Where topics' sequences live (docs/CLUSTER.md): NULL, in this
+     * process; "redis://HOST:PORT[,HOST:PORT...]", in Redis (a Redis
+     * Cluster given by seed nodes, or one Redis), shared by every node
+     * configured with it.  Hosts are resolved at create. */
+    const char *engine;
     struct ringws_callbacks cb;
     void *user;                /* passed to every callback */
 };

@@ -666,7 +666,8 @@ void conn_settle(struct ringws_conn *c)
 {
     /* A waiting HTTP publish is answered by another worker's message, which
      * points at c. */
-    uint32_t busy = c->flags & (CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_PUB_WAIT);
+    uint32_t busy = c->flags & (CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_PUB_WAIT |
+                                CF_ENGINE_WAIT);
 
     if (!(c->flags & CF_TEARDOWN))
         return;

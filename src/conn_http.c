@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "engine.h"
 #include "http_response.h"
 #include "internal.h"
 #include "log.h"
@@ -466,6 +467,8 @@ static void conn_http_metrics_history(struct text_buf *body, struct ringws_serve
     metrics_write_family(body, "ringws_resumes_total", "counter");
     for (unsigned i = 0; i < SEQ_RESUME_OUTCOMES; i++)
         metrics_write_sample(body, "ringws_resumes_total", resume[i], s.resumes[i]);
+    if (srv->engine->metrics)
+        srv->engine->metrics(srv, body);
 }
 
 /* Prometheus text format: the counters of ringws_server_stats, then the
@@ -667,9 +670,11 @@ static void conn_http_publish_answer(struct ringws_conn *c, uint64_t recipients,
 
 static void conn_http_resume(struct ringws_conn *c);
 
-/* The count of a publish that waited on other workers (CF_PUB_WAIT kept the
- * connection, and its input, until now): answer it. */
-static void conn_http_publish_done(void *arg, uint64_t recipients)
+/* The count of a publish that waited on other workers or on its engine
+ * (CF_PUB_WAIT kept the connection, and its input, until now): answer
+ * it. */
+static void conn_http_publish_done(void *arg, int err, uint64_t recipients,
+                                   const struct pub_pos *pos)
 {
     struct ringws_conn *c = arg;
 
@@ -677,7 +682,11 @@ static void conn_http_publish_done(void *arg, uint64_t recipients)
     if (!(c->flags & CF_TEARDOWN)) {
         if (c->state == CONN_HTTP)
             conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
-        conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
+        if (err < 0)
+            conn_http_error(c, NULL, 503, "publish refused by the engine",
+                            c->flags & CF_PUB_CLOSE, "Retry-After: 1\r\n");
+        else
+            conn_http_publish_answer(c, recipients, c->flags & CF_PUB_CLOSE);
         c->flags &= ~CF_PUB_CLOSE;
         conn_http_resume(c);
     }
@@ -850,6 +859,7 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
     bool close = !req->keep_alive;
     struct history_query q;
     char *body;
+    int r;
 
     if (!conn_http_is_get(req)) {
         conn_http_error(c, req, 405, "read the history with GET", close, "Allow: GET, HEAD\r\n");
@@ -865,8 +875,9 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 400, "invalid since or limit", close, NULL);
         return;
     }
-    if (history_json_build(c->w->srv, topic, topic_len, &q, &body, &len) < 0) {
-        conn_http_error(c, req, 503, "out of memory", close, NULL);
+    if ((r = c->w->srv->engine->history(c->w->srv, topic, topic_len, &q, &body, &len)) < 0) {
+        conn_http_error(c, req, 503, r == -EAGAIN ? "engine unavailable" : "out of memory",
+                        close, r == -EAGAIN ? "Retry-After: 1\r\n" : NULL);
         return;
     }
     conn_http_respond(c, req, 200, "application/json", body, len, close, NULL);
@@ -907,6 +918,47 @@ static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
         conn_http_error(c, req, 411, "send the body with Content-Length", true, NULL);
     else
         conn_http_builtin(c, req);
+}
+
+/* With an engine that makes topics ready first (pubsub_prepare), an
+ * upgrade that subscribes and a history read wait for it: the request
+ * stays unparsed (CF_PUB_WAIT holds it and what follows) and runs again
+ * from conn_http_engine_ready.  A refusal lets it run: the engine then
+ * answers it as unavailable. */
+static bool conn_http_engine_wait(struct ringws_conn *c, const struct http_request *req)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const char *list;
+    size_t len;
+
+    if (!c->w->srv->engine->prepare)
+        return false;
+    if (conn_http_is_history(cfg, req)) {
+        list = req->path + sizeof(HISTORY_PREFIX) - 1;
+        len = req->path_len - (sizeof(HISTORY_PREFIX) - 1);
+        if (!topic_name_valid(list, len))
+            return false;
+    } else if (!conn_http_is_pubsub_path(cfg, req) || !req->query ||
+               !topic_query_find(req->query, req->query_len, &list, &len) ||
+               !topic_list_valid(list, len)) {
+        return false;
+    }
+    if (pubsub_prepare(c, list, len) != 1)
+        return false;
+    c->flags |= CF_PUB_WAIT;
+    c->req_seen = 0;
+    conn_set_deadline(c, 0);
+    return true;
+}
+
+void conn_http_engine_ready(struct ringws_conn *c)
+{
+    c->flags &= ~CF_PUB_WAIT;
+    if (!(c->flags & CF_TEARDOWN)) {
+        conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
+        conn_http_resume(c);
+    }
+    conn_flush_later(c);
 }
 
 /* Handles as many requests as buf holds; returns bytes consumed (the rest is
@@ -952,6 +1004,8 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
             c->req_seen = 0; /* the head is complete; the body is not */
             return off;
         }
+        if (conn_http_engine_wait(c, &req))
+            return off;
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
         off += total;
     }

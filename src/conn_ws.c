@@ -296,6 +296,15 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     }
 }
 
+/* A command waits for the engine (CF_ENGINE_WAIT): what follows it is read
+ * after.  Out of line: the echo path never comes here. */
+__attribute__((cold, noinline)) static void conn_ws_input_wait(struct ringws_conn *c,
+                                                               const uint8_t *p, size_t n)
+{
+    if (conn_ws_pubsub_keep(c, p, n) < 0)
+        conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "too much input while a command waits", true);
+}
+
 void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
@@ -307,7 +316,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
     while (off < len && conn_ws_reading(c) &&
-           !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013))) {
+           !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013 | CF_ENGINE_WAIT))) {
         struct ws_event ev;
         off += ws_decode(&c->dec, buf + off, len - off, &ev);
         switch ((enum ws_event_type)ev.type) {
@@ -329,6 +338,9 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
             return;
         }
     }
+    /* The loop stops early only for a reason in c's state or flags. */
+    if (__builtin_expect(off < len, 0) && (c->flags & CF_ENGINE_WAIT))
+        conn_ws_input_wait(c, buf + off, len - off);
 }
 
 /* ---- the connection's events ------------------------------------------- */

@@ -34,9 +34,14 @@
 
 struct pub_msg;
 
-/* Told, on the worker that published, how many connections a publish was
- * queued to on every worker (pubsub_publish_from). */
-typedef void pubsub_done_fn(void *arg, uint64_t recipients);
+struct pub_pos;
+
+/* Told, on the worker that published, how a publish ended
+ * (pubsub_publish_from): err 0 and how many connections it was queued to
+ * on every worker (with an engine of many nodes: how many nodes took it)
+ * and, when the engine tells it only now, its position (else NULL); or
+ * -errno (-EAGAIN: refused, try again later). */
+typedef void pubsub_done_fn(void *arg, int err, uint64_t recipients, const struct pub_pos *pos);
 
 /* A message's share held by one worker: its link in that worker's inbox and
  * a count of the worker's queued chunks, so that a worker touches the
@@ -194,6 +199,14 @@ enum conn_flag {
     CF_DEFLATE = 1u << 31,
 };
 
+/* A WebSocket whose command waits for the engine (pubsub_prepare, or a
+ * publish whose position comes later): nothing more is read until
+ * conn_engine_ready; what came after the command is kept unread (in its
+ * cold part's wait).  Every bit is taken: it shares CF_PUB_CLOSE's, which
+ * only an HTTP connection sets (and always with CF_PUB_WAIT, whose place in
+ * conn_settle's wait it has). */
+#define CF_ENGINE_WAIT CF_PUB_CLOSE
+
 /* Work a protocol left for the flush step (its proto_ops flush): a
  * WebSocket peer too slow for what was queued to it. */
 #define CF_PROTO_DEFERRED (CF_SLOW_1008 | CF_SLOW_1013 | CF_SLOW_SEND)
@@ -209,8 +222,11 @@ struct sub_ref {
  * allocation, made on first need, freed with the connection.  The
  * connection's verified token (conn_auth.c) and its subscriptions
  * (pubsub.c). */
+struct conn_wait;
+
 struct conn_cold {
     struct conn_auth *auth; /* NULL: no token */
+    struct conn_wait *wait; /* with CF_ENGINE_WAIT (conn_ws_pubsub.c) */
     uint16_t n, cap;        /* subscriptions in refs */
     struct sub_ref refs[];
 };
@@ -279,6 +295,7 @@ static inline bool conn_ws_reading(const struct ringws_conn *c)
 /* ---- workers ---------------------------------------------------------- */
 
 struct conn_slab;
+struct engine_ops;
 struct tls_worker;
 struct tls_server;
 
@@ -339,6 +356,7 @@ struct worker_stats {
     _Atomic uint64_t deflate_inflated;
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
+    struct stat_hist engine_lag;        /* another node's publish to its arrival here */
     _Atomic uint64_t auth_failures[RINGWS_AUTH_REASONS]; /* by reason */
 };
 
@@ -394,6 +412,7 @@ struct worker {
     struct pub_slot static_slot;
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
+    void *engine; /* the engine's per-worker state (NULL in process) */
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -427,6 +446,8 @@ struct ringws_server {
     _Atomic uint64_t deflate_subs;
     uint64_t topic_key[2];       /* keys every worker's topic index */
     struct sequencer *seq;       /* every topic's offsets and history (pubsub_seq.c) */
+    const struct engine_ops *engine; /* where sequences live (engine.h) */
+    void *engine_state;              /* the engine's own (NULL in process) */
     uint64_t addr_key[2];        /* keys the per-address buckets (SipHash) */
 };
 
@@ -589,13 +610,30 @@ struct pub_pos {
     uint64_t offset;
 };
 /* A publish made on worker w (an HTTP request, a subscriber's command):
- * 0 with *recipients set, or 1 when other workers count too: done(arg,
- * total) then runs on w, from its loop, unless w stops first; or -errno.
- * Without done it never returns 1, and recipients may be NULL; so may
- * pos. */
+ * 0 with *recipients (and *pos) set, or 1 when the answer comes later
+ * (other workers count too, or the engine answers later): done then runs
+ * on w, from its loop, unless w stops first; or -errno.  Without done it
+ * never returns 1, and recipients may be NULL; so may pos. */
 int pubsub_publish_from(struct worker *w, const char *topic, size_t topic_len,
                         const void *data, size_t len, bool binary, pubsub_done_fn *done,
                         void *arg, uint64_t *recipients, struct pub_pos *pos);
+/* A message whose position an engine gave (another node's publish, or
+ * one of a shared history), published age_ns ago: with deliver, published
+ * on worker w as a local publish is (every worker's subscribers, in the
+ * topic's order); without, only kept in the topic's history.  0 or
+ * -errno. */
+int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
+                          const void *data, size_t len, bool binary,
+                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, uint64_t age_ns,
+                          bool deliver);
+/* An engine's answer to pubsub_prepare came: the connection's held
+ * command runs again (ok), or fails as a refused publish does. */
+void pubsub_engine_ready(struct ringws_conn *c, bool ok);
+/* Before a command naming the topics of a valid list runs on c: 0 when
+ * they are ready (always with the in-process engine); 1 when the engine
+ * must make them ready first: pubsub_engine_ready(c) follows on c's
+ * worker, and c must hold the command until then; or -errno. */
+int pubsub_prepare(struct ringws_conn *c, const char *list, size_t len);
 void pubsub_server_drain(struct ringws_server *srv);
 /* A worker that failed (the server is stopping): what its inbox holds now
  * or gets from publishers still under way counts as delivered to nobody. */
@@ -644,10 +682,12 @@ struct seq_hold {
 struct seq_topic *seq_topic_get(struct ringws_server *srv, const char *name, size_t len);
 /* Any thread, without the lock: gives m its topic's next offset and epoch
  * (tell: an epoch the publisher is told, even for a topic nobody holds),
- * and hands it to the topic's history (which takes a reference of its own
- * when it keeps it).  On 0 the topic's publishes stay ordered, this one
- * after all before it, until seq_publish_unlock: the publisher posts m to
- * the inboxes meanwhile.  -ENOMEM or -EIO: nothing is held. */
+ * or, when m comes with them (an engine's: m->offset != 0), moves the
+ * topic to them; and hands it to the topic's history (which takes a
+ * reference of its own when it keeps it).  On 0 the topic's publishes stay
+ * ordered, this one after all before it, until seq_publish_unlock: the
+ * publisher posts m to the inboxes meanwhile.  -ENOMEM or -EIO: nothing is
+ * held. */
 int seq_publish_lock(struct ringws_server *srv, struct pub_msg *m, bool tell,
                      struct seq_hold *hold);
 void seq_publish_unlock(struct ringws_server *srv, struct seq_hold *hold);
@@ -664,6 +704,13 @@ bool seq_topic_serves(const struct seq_topic *t, const char *epoch, uint64_t aft
 /* The held message of that offset (a reference taken for the caller), or
  * NULL. */
 struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset);
+/* An engine says where the topic stands (its epoch and last offset,
+ * without a message): a history that is not a run ending there is
+ * dropped. */
+void seq_topic_place(struct ringws_server *srv, struct seq_topic *t, const char *epoch,
+                     uint64_t last);
+/* Any thread, without the lock (the name never changes). */
+void seq_topic_name(const struct seq_topic *t, const char **name, size_t *len);
 /* A worker's index holds the topic (hold) or no longer does (drop). */
 void seq_topic_hold(struct ringws_server *srv, struct seq_topic *t);
 void seq_topic_drop(struct ringws_server *srv, struct seq_topic *t);
@@ -744,6 +791,22 @@ void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char 
 /* A message from a subscriber connection (CF_PUBSUB): one command. */
 void conn_ws_pubsub_command(struct ringws_conn *c, unsigned opcode, const uint8_t *p,
                             size_t n);
+/* Input that came while the connection waits for its engine
+ * (CF_ENGINE_WAIT): kept, to be read once it is ready.  0 or -errno. */
+int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n);
+/* The engine is ready for the connection that waits (CF_ENGINE_WAIT, or
+ * an HTTP request held with CF_PUB_WAIT): its command runs again (ok:
+ * its topics are ready; else it fails as refused), then what it kept is
+ * read.  On the connection's worker. */
+void conn_engine_ready(struct ringws_conn *c, bool ok);
+/* Lets go of what a waiting connection kept (it is being freed). */
+void conn_ws_pubsub_wait_free(struct ringws_conn *c);
+
+/* ---- conn_http.c -------------------------------------------------------- */
+
+/* An HTTP request held for the engine (CF_PUB_WAIT) runs again. */
+void conn_http_engine_ready(struct ringws_conn *c);
+
 /* Queues a ringws.v1 notice (a header line, printf-style, without its line
  * feed) to a CF_ENVELOPE connection; 0 or -errno. */
 int conn_ws_pubsub_notice(struct ringws_conn *c, const char *fmt, ...)

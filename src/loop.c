@@ -23,7 +23,9 @@
 #define BUF_GROUP 0
 
 /* user_data: a pointer (8-byte aligned) with the operation in the low
- * bits.  The loop's own requests (accept, wake, tick) carry the loop. */
+ * bits.  The loop's own requests (accept, wake, tick) carry the loop, and
+ * so do its user's loop_req requests, told apart by their address (not
+ * inside the loop). */
 enum ud_op {
     UD_IGNORE = 0,
     UD_LOOP,      /* the accept, the wake read or the tick, told apart by
@@ -297,6 +299,46 @@ void loop_close(struct loop *l, struct loop_conn *lc)
     io_uring_sqe_set_data64(sqe, ud_make(lc, UD_CLOSE));
 }
 
+/* Tags a prepared request of the user's: its completion comes back through
+ * loop_on_loop. */
+static void loop_req_tag(struct io_uring_sqe *sqe, struct loop_req *r)
+{
+    io_uring_sqe_set_data64(sqe, ud_make(r, UD_LOOP));
+}
+
+void loop_req_connect(struct loop *l, struct loop_req *r, int fd, const struct sockaddr *addr,
+                      socklen_t len)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_connect(sqe, fd, addr, len);
+    loop_req_tag(sqe, r);
+}
+
+void loop_req_recv(struct loop *l, struct loop_req *r, int fd, void *buf, size_t n)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_recv(sqe, fd, buf, n, 0);
+    loop_req_tag(sqe, r);
+}
+
+void loop_req_send(struct loop *l, struct loop_req *r, int fd, const void *buf, size_t n)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_send(sqe, fd, buf, n, MSG_NOSIGNAL);
+    loop_req_tag(sqe, r);
+}
+
+void loop_req_timeout(struct loop *l, struct loop_req *r, struct __kernel_timespec *ts)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_timeout(sqe, ts, 0, 0);
+    loop_req_tag(sqe, r);
+}
+
 void loop_close_fd(struct loop *l, int fd)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
@@ -533,6 +575,11 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
 
 static void loop_on_loop(struct loop *l, const struct io_uring_cqe *cqe, const void *p)
 {
+    if ((const char *)p < (const char *)l || (const char *)p >= (const char *)(l + 1)) {
+        struct loop_req *r = (struct loop_req *)p;
+        r->done(r, cqe->res);
+        return;
+    }
     if ((const char *)p >= (const char *)l->lis &&
         (const char *)p < (const char *)(l->lis + LOOP_MAX_LISTENERS)) {
         loop_on_accept(l, (struct loop_listener *)p, cqe);

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <linux/time_types.h>
+
 struct loop;
 
 /* A connection as the loop sees it: the descriptor (or direct slot) its
@@ -116,5 +118,22 @@ void loop_cancel_connect(struct loop *l, struct loop_conn *lc);
 void loop_close(struct loop *l, struct loop_conn *lc);
 /* Closes a descriptor that never became a connection. */
 void loop_close_fd(struct loop *l, int fd);
+
+/* A request of the loop's user that belongs to no connection (an engine's
+ * client socket): an ordinary descriptor, a buffer of the caller's own
+ * (no provided buffer), one request per loop_req at a time.  Its
+ * completion calls done with the result (bytes, 0, or -errno); the
+ * loop_req must live until then.  Connections' completions do not pay
+ * for these: they come through the loop's own tag. */
+struct loop_req {
+    void (*done)(struct loop_req *r, int res);
+};
+void loop_req_connect(struct loop *l, struct loop_req *r, int fd, const struct sockaddr *addr,
+                      socklen_t len);
+void loop_req_recv(struct loop *l, struct loop_req *r, int fd, void *buf, size_t n);
+void loop_req_send(struct loop *l, struct loop_req *r, int fd, const void *buf, size_t n);
+/* Completes with -ETIME once *ts (which must live until then) has passed:
+ * a reconnect's backoff. */
+void loop_req_timeout(struct loop *l, struct loop_req *r, struct __kernel_timespec *ts);
 
 #endif

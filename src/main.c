@@ -105,7 +105,11 @@ static void main_usage(FILE *f)
             "                          back within it resume without a gap (default 300s;\n"
             "                          0: forget at once)\n"
             "  --sequence-idle-max N   idle sequences kept at most; past it the longest\n"
-            "                          idle is forgotten first (default 65536)\n"
+            "                          idle is forgotten first (default 65536)\n"            "  --engine URL            where topics' sequences and histories live:\n"
+            "                          redis://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]\n"
+            "                          (a Redis Cluster's seed nodes, or one Redis) shared\n"
+            "                          by every node configured with it (default: in\n"
+            "                          this process)\n"
             "  --recv-buffer BYTES     size of each provided receive buffer (default 16384)\n"
             "  --recv-buffers N        provided receive buffers per worker (default 1024)\n"
             "  --plain-recv-buffers    one receive per buffer even where the kernel can\n"
@@ -192,7 +196,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
-       OPT_TOPIC, OPT_HISTORY_MEMORY, OPT_SEQUENCE_IDLE, OPT_SEQUENCE_IDLE_MAX,
+       OPT_TOPIC, OPT_HISTORY_MEMORY, OPT_SEQUENCE_IDLE, OPT_SEQUENCE_IDLE_MAX, OPT_ENGINE,
        OPT_RECV_BUF, OPT_RECV_BUFS, OPT_PLAIN_BUFS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_PLAIN_PORT,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
        OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
@@ -228,6 +232,7 @@ static const struct option main_longopts[] = {
     {"history-memory", required_argument, NULL, OPT_HISTORY_MEMORY},
     {"sequence-idle", required_argument, NULL, OPT_SEQUENCE_IDLE},
     {"sequence-idle-max", required_argument, NULL, OPT_SEQUENCE_IDLE_MAX},
+    {"engine", required_argument, NULL, OPT_ENGINE},
     {"recv-buffer", required_argument, NULL, OPT_RECV_BUF},
     {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
     {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
@@ -357,6 +362,9 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_SEQUENCE_IDLE_MAX:
         if (main_parse_uint(arg, UINT32_MAX, &v) < 0) return -EINVAL;
         cfg->sequence_idle_max = (uint32_t)v; return 0;
+    case OPT_ENGINE:
+        if (strncmp(arg, "redis://", 8) || !arg[8]) return -EINVAL;
+        cfg->engine = arg; return 0;
     case OPT_RECV_BUF:
         if (main_parse_uint(arg, 1u << 20, &v) < 0 || v < 16) return -EINVAL;
         cfg->recv_buffer_size = (unsigned)v; return 0;
@@ -730,6 +738,11 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_HISTORY_MEMORY: fprintf(f, "%s = %zu\n", k, c->max_history_bytes); return 0;
     case OPT_SEQUENCE_IDLE: main_put_ms(f, k, c->sequence_idle_ms); return 0;
     case OPT_SEQUENCE_IDLE_MAX: fprintf(f, "%s = %u\n", k, c->sequence_idle_max); return 0;
+    case OPT_ENGINE:
+        if (c->engine)
+            return main_put(f, k, c->engine);
+        fprintf(f, "# %s =  (not set: in this process, a single node)\n", k);
+        return 0;
     case OPT_TOPIC:
         if (!c->n_topic_rules)
             fprintf(f, "# %s =  (none: every topic close-1013, no client publishing)\n", k);

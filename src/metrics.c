@@ -90,6 +90,16 @@ static const struct {
                                           "worker that has subscribers of the topic."},
     {"ringws_fanout_duration_seconds", "Time one worker spends queueing a publish to its "
                                        "subscribers of the topic."},
+    {"ringws_engine_connections", "With the Redis engine: the workers' command connections to "
+     "masters, by state."},
+    {"ringws_engine_reconnects_total", "Connections to Redis lost (each made again with backoff)."},
+    {"ringws_engine_channels", "Topics live on this node: sharded channels it subscribes."},
+    {"ringws_engine_refills_total", "Holes in a topic's messages filled from its stream."},
+    {"ringws_engine_gaps_total", "Holes the stream could no longer fill, or history Redis lost."},
+    {"ringws_engine_refused_total", "Publishes and subscriptions refused while Redis could not "
+     "take them."},
+    {"ringws_engine_lag_seconds", "From a publish on any node (its clock) to its message handed "
+     "to this node's workers."},
 };
 
 void metrics_write_family(struct text_buf *t, const char *name, const char *type)
@@ -177,8 +187,8 @@ static void metrics_write_connections(struct text_buf *t, const struct ringws_se
 
 /* The buckets are counted per bucket and summed here: the cumulative counts
  * and _count come from the same reads, so they always agree. */
-static void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv,
-                              const char *name, size_t offset)
+void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv,
+                             const char *name, size_t offset)
 {
     uint64_t cumulative = 0, sum_ns = 0;
 

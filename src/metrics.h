@@ -26,6 +26,11 @@ void metrics_write_server(struct text_buf *t, const struct ringws_server *srv);
 #define METRICS_HANDSHAKE_TIMEOUT 0
 void metrics_count_handshake(struct worker *w, int status);
 
+/* Appends a histogram summed over the workers: the stat_hist at offset
+ * in struct worker_stats. */
+void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv,
+                             const char *name, size_t offset);
+
 /* Records one observation of ns nanoseconds (by the worker that owns h). */
 void metrics_observe(struct stat_hist *h, uint64_t ns);
 

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "deflate.h"
+#include "engine.h"
 #include "internal.h"
 #include "metrics.h"
 #include "pubsub_proto.h"
@@ -74,7 +75,8 @@ static struct sub_ref *conn_sub_find(struct ringws_conn *c, const struct topic *
 
 /* Takes the connection at idx out of t's subscribers; the one that moves
  * into its place gets its position updated. */
-/* The worker no longer holds a server topic. */
+/* The worker no longer holds a server topic (the in-process engine's
+ * leave). */
 static void pubsub_seq_drop(struct worker *w, struct seq_topic *st)
 {
     seq_lock(w->srv);
@@ -95,7 +97,7 @@ static void pubsub_remove_sub(struct worker *w, struct topic *t, uint32_t idx)
     if (moved)
         conn_sub_find(moved, t)->idx = idx;
     if (st)
-        pubsub_seq_drop(w, st);
+        w->srv->engine->leave(w, st);
     STAT_ADD(w, subscriptions, -1);
     pubsub_count_topics(w);
 }
@@ -116,18 +118,6 @@ static struct topic *pubsub_topic_create(struct worker *w, const char *name, siz
     }
     return t;
 }
-
-/* How a subscription starts: where the client stands, if it says, and
- * what it is answered. */
-struct sub_start {
-    const struct topic_pos *pos; /* NULL: no position */
-    bool answer;                 /* a ringws.v1 command or upgrade */
-    struct seq_view view;
-    enum { START_SUBSCRIBED, START_RECOVERED, START_GAP } outcome;
-    struct pub_msg **replay;     /* referenced, offsets pos->offset + 1 .. view.last */
-    uint64_t n_replay;
-    size_t room;                 /* left in the subscriber's queue (max_fanout_queue) */
-};
 
 /* Holding the sequencer alone (seq_lock): the topic's view, and for a
  * position the held messages after it, referenced for the replay. */
@@ -184,22 +174,22 @@ static int pubsub_start_read(struct ringws_server *srv, struct seq_topic *st,
  * goes, so it reaches the inbox later and finds the subscriber there.  The
  * subscriber thus gets the replay (its offsets up to view.last), then live
  * messages from view.last + 1, each once. */
-static int pubsub_start_sync(struct worker *w, const char *name, size_t len, struct topic *t,
-                             struct seq_topic **stp, struct sub_start *ss)
+static int pubsub_start_sync(struct worker *w, const char *name, size_t len,
+                             struct seq_topic *held, struct seq_topic **stp, struct sub_start *ss)
 {
     struct ringws_server *srv = w->srv;
     struct seq_topic *st;
     int r = 0;
 
     seq_lock(srv);
-    st = t ? t->data : seq_topic_get(srv, name, len);
+    st = held ? held : seq_topic_get(srv, name, len);
     if (!st) {
         seq_unlock(srv);
         return -ENOMEM;
     }
     if (ss->answer)
         r = pubsub_start_read(srv, st, ss);
-    if (r == 0 && !t)
+    if (r == 0 && !held)
         seq_topic_hold(srv, st);
     seq_topic_settle(srv, st);
     pubsub_inbox_take(w);
@@ -303,7 +293,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
         /* One subscription, one copy of each message: what it has queued
          * already is not replayed; it is told where it stands. */
         ss->pos = NULL;
-        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        r = w->srv->engine->join(w, name, len, t->data, &st, ss);
         return r < 0 ? r : pubsub_start_answer(c, name, len, ss);
     }
     if (held)
@@ -325,7 +315,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     /* A raw subscriber of a topic this worker holds already needs nothing
      * of the sequencer: it is not told where it starts. */
     if (!t || ss->answer) {
-        r = pubsub_start_sync(w, name, len, t, &st, ss);
+        r = w->srv->engine->join(w, name, len, t ? t->data : NULL, &st, ss);
         if (r < 0)
             return r;
         if (ss->answer)
@@ -334,7 +324,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
             r = -ENOMEM;
         if (r < 0) {
             if (!t) /* held for a worker topic not made */
-                pubsub_seq_drop(w, st);
+                w->srv->engine->leave(w, st);
             return r;
         }
     }
@@ -344,7 +334,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     pubsub_count_topics(w);
     if (idx < 0) {
         if (fresh)
-            pubsub_seq_drop(w, st);
+            w->srv->engine->leave(w, st);
         return idx;
     }
     cs->refs[cs->n++] = (struct sub_ref){t, (uint32_t)idx};
@@ -380,6 +370,7 @@ void pubsub_conn_gone(struct ringws_conn *c)
 {
     if (!c->cold)
         return;
+    conn_ws_pubsub_wait_free(c);
     for (uint16_t i = 0; i < c->cold->n; i++)
         pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
     c->cold->n = 0;
@@ -566,6 +557,26 @@ static struct pub_msg *pubsub_msg_build(struct ringws_server *srv, const char *t
     }
     for (unsigned i = 0; i < srv->n_workers; i++)
         m->slots[i].msg = m;
+    return m;
+}
+
+/* The message of a publish, compressed first (outside any lock, once for
+ * every subscriber on every worker) when compress says and it pays; NULL
+ * without memory. */
+static struct pub_msg *pubsub_msg_make(struct ringws_server *srv, struct worker *self,
+                                       const char *topic, size_t topic_len, const void *data,
+                                       size_t len, bool binary, bool compress)
+{
+    const uint8_t *z = NULL;
+    size_t zlen = 0;
+    struct pub_msg *m;
+
+    if (compress && pubsub_msg_compress(srv, data, len, &z, &zlen) < 0)
+        return NULL;
+    m = pubsub_msg_build(srv, topic, topic_len, data, len, binary, z, zlen);
+    if (m && zlen) /* any thread: an atomic add, on its worker's or the first */
+        atomic_fetch_add_explicit(&(self ? self : &srv->workers[0])->stats.deflate_compressed,
+                                  1, memory_order_relaxed);
     return m;
 }
 
@@ -846,7 +857,7 @@ void pubsub_inbox_drain(struct worker *w)
     while ((s = w->replies)) {
         struct pub_msg *m = s->msg;
         w->replies = s->qnext;
-        m->count->done(m->count->done_arg, atomic_load(&m->count->recipients));
+        m->count->done(m->count->done_arg, 0, atomic_load(&m->count->recipients), NULL);
         pubsub_count_free(m);
         pubsub_msg_unref(m);
     }
@@ -952,28 +963,67 @@ static int pubsub_publish(struct ringws_server *srv, struct worker *self, const 
                           pubsub_done_fn *done, void *arg, uint64_t *recipients,
                           struct pub_pos *pos)
 {
-    struct pub_msg *m = NULL;
-    const uint8_t *z = NULL;
-    size_t zlen;
+    struct pub_msg *m;
     int ret = pubsub_check(srv, topic, topic_len, data, len, binary);
 
     if (ret < 0)
         return ret;
     if (!pubsub_enter(srv))
         return -ESHUTDOWN;
-    /* Outside any lock, once for every subscriber on every worker. */
-    if (pubsub_msg_compress(srv, data, len, &z, &zlen) == 0)
-        m = pubsub_msg_build(srv, topic, topic_len, data, len, binary, z, zlen);
-    if (m && zlen) /* any thread: an atomic add, on its worker's or the first */
-        atomic_fetch_add_explicit(&(self ? self : &srv->workers[0])->stats.deflate_compressed,
-                                  1, memory_order_relaxed);
-    ret = m ? pubsub_inbox_reserve(srv, self, m) : -ENOMEM;
+    /* A message that goes through another engine comes back to each node
+     * (pubsub_publish_placed), which compresses it there. */
+    m = pubsub_msg_make(srv, self, topic, topic_len, data, len, binary,
+                        srv->engine == &engine_local);
+    ret = m ? srv->engine->publish(srv, self, m, done, arg, recipients, pos) : -ENOMEM;
+    atomic_fetch_sub(&srv->publishers, 1);
+    return ret;
+}
+
+/* The in-process engine's publish: m takes its position here and goes to
+ * every worker's inbox; freed when that fails. */
+static int pubsub_local_publish(struct ringws_server *srv, struct worker *self,
+                                struct pub_msg *m, pubsub_done_fn *done, void *arg,
+                                uint64_t *recipients, struct pub_pos *pos)
+{
+    int ret = pubsub_inbox_reserve(srv, self, m);
+
     if (ret == 0 && (ret = pubsub_dispatch(srv, self, m, done, arg, recipients, pos)) < 0)
         pubsub_inbox_unreserve(srv, self, m, srv->n_workers);
     if (ret < 0)
         free(m);
-    atomic_fetch_sub(&srv->publishers, 1);
     return ret;
+}
+
+int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
+                          const void *data, size_t len, bool binary,
+                          const char epoch[SEQ_EPOCH_LEN], uint64_t offset, uint64_t age_ns,
+                          bool deliver)
+{
+    struct ringws_server *srv = w->srv;
+    struct pub_msg *m = pubsub_msg_make(srv, w, topic, topic_len, data, len, binary, true);
+    struct seq_hold hold;
+    int ret;
+
+    if (!m)
+        return -ENOMEM;
+    if (age_ns < m->hist.ns)
+        m->hist.ns -= age_ns;
+    memcpy(m->epoch, epoch, SEQ_EPOCH_LEN);
+    m->offset = offset;
+    if (deliver)
+        return pubsub_local_publish(srv, w, m, NULL, NULL, NULL, NULL);
+    atomic_init(&m->refs, 1);
+    if ((ret = seq_publish_lock(srv, m, false, &hold)) == 0)
+        seq_publish_unlock(srv, &hold);
+    pubsub_msg_unref(m);
+    return ret;
+}
+
+int pubsub_prepare(struct ringws_conn *c, const char *list, size_t len)
+{
+    const struct engine_ops *e = c->w->srv->engine;
+
+    return e->prepare ? e->prepare(c->w, list, len, c) : 0;
 }
 
 int ringws_publish(ringws_server *srv, const char *topic, const void *data, size_t len,
@@ -1088,3 +1138,16 @@ void pubsub_server_drain(struct ringws_server *srv)
             any |= pubsub_inbox_discard(&srv->workers[i]);
     }
 }
+
+/* ---- the in-process engine (engine.h) ---------------------------------- */
+
+/* Sequences and histories in this process: the sequencer's lock orders a
+ * topic's publishes and subscriptions on every worker. */
+const struct engine_ops engine_local = {
+    .name = "local",
+    .publish = pubsub_local_publish,
+    .join = pubsub_start_sync,
+    .leave = pubsub_seq_drop,
+    .history = history_json_build,
+    .sweep = seq_sweep,
+};

@@ -378,16 +378,36 @@ void seq_message_charge(struct ringws_server *srv, struct pub_msg *m, size_t byt
     seq_unshare(q, over_cap);
 }
 
-/* Gives m its offset and hands it to the history; true when the idle list
- * went past its cap.  A topic without history touches nothing shared
- * beyond itself. */
+/* A message whose position an engine gave (m->offset set: another node's
+ * publish, or one read back from a shared history) moves the topic to it;
+ * a new epoch, or an offset that does not follow, starts the history
+ * anew: what it held is no longer a run that ends before this message.
+ * Under the topic's lock; the history is shared (one memory cap). */
+static void seq_topic_accept(struct sequencer *q, struct seq_topic *t, const struct pub_msg *m)
+{
+    if (memcmp(t->epoch, m->epoch, SEQ_EPOCH_LEN) || m->offset != t->last + 1) {
+        pthread_mutex_lock(&q->hist_lock);
+        history_clear(&q->hist, &t->hist);
+        pthread_mutex_unlock(&q->hist_lock);
+        memcpy(t->epoch, m->epoch, SEQ_EPOCH_LEN);
+    }
+    t->last = m->offset;
+}
+
+/* Gives m its offset (or takes the engine's) and hands it to the history;
+ * true when the idle list went past its cap.  A topic without history
+ * touches nothing shared beyond itself. */
 static bool seq_topic_assign(struct ringws_server *srv, struct seq_topic *t, struct pub_msg *m)
 {
     struct sequencer *q = srv->seq;
     bool over_cap;
 
-    m->offset = ++t->last;
-    memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
+    if (m->offset) {
+        seq_topic_accept(q, t, m);
+    } else {
+        m->offset = ++t->last;
+        memcpy(m->epoch, t->epoch, SEQ_EPOCH_LEN);
+    }
     if (!t->hist.limit)
         return false;
     m->hist.bytes = seq_message_bytes(srv, m);
@@ -461,6 +481,8 @@ int seq_publish_lock(struct ringws_server *srv, struct pub_msg *m, bool tell,
     }
     if (!seq_rule_keeps(&srv->cfg, name, m->topic_len)) {
         char epoch[SEQ_EPOCH_LEN + 1] = "0000000000000000";
+        if (m->offset) /* placed by the engine already */
+            return 0;
         if (tell && seq_epoch_draw(epoch) < 0) {
             pthread_rwlock_unlock(&q->table);
             return -EIO;
@@ -515,6 +537,22 @@ struct pub_msg *seq_topic_message(struct seq_topic *t, uint64_t offset)
     m = (struct pub_msg *)((char *)node - offsetof(struct pub_msg, hist));
     atomic_fetch_add(&m->refs, 1);
     return m;
+}
+
+void seq_topic_place(struct ringws_server *srv, struct seq_topic *t, const char *epoch,
+                     uint64_t last)
+{
+    if (memcmp(t->epoch, epoch, SEQ_EPOCH_LEN) || last != t->last) {
+        history_clear(&srv->seq->hist, &t->hist);
+        memcpy(t->epoch, epoch, SEQ_EPOCH_LEN);
+    }
+    t->last = last;
+}
+
+void seq_topic_name(const struct seq_topic *t, const char **name, size_t *len)
+{
+    *name = t->name;
+    *len = t->len;
 }
 
 void seq_topic_hold(struct ringws_server *srv, struct seq_topic *t)

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
@@ -240,6 +241,7 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         srv->topic_key[0] = (uint64_t)(uintptr_t)srv ^ (uint64_t)time(NULL);
         srv->topic_key[1] = ~srv->topic_key[0];
     }
+    srv->engine = &engine_local;
     ret = conn_addr_table_create(srv);
     if (ret == 0)
         ret = seq_create(srv);
@@ -252,6 +254,8 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
         seq_destroy(srv);
+        if (srv->engine->destroy)
+            srv->engine->destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return ret;
@@ -264,12 +268,18 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
         token_keys_free(srv->token_keys);
         pthread_rwlock_destroy(&srv->token_lock);
         seq_destroy(srv);
+        if (srv->engine->destroy)
+            srv->engine->destroy(srv);
         free(srv->addr_counts);
         free(srv);
         return -ENOMEM;
     }
     for (unsigned i = 0; i < srv->n_workers; i++)
         srv->workers[i].listen_fd = srv->workers[i].plain_fd = srv->workers[i].wake_fd = -1;
+    if (cfg->engine && (ret = engine_redis_create(srv, cfg->engine)) < 0) {
+        ringws_server_destroy(srv);
+        return ret;
+    }
     for (unsigned i = 0; i < srv->n_workers; i++) {
         struct worker *w = &srv->workers[i];
         ret = server_worker_init(srv, w, i);
@@ -396,6 +406,8 @@ void ringws_server_destroy(ringws_server *srv)
         free(w->req_values);
     }
     seq_destroy(srv); /* the histories' messages, after the inboxes' */
+    if (srv->engine->destroy)
+        srv->engine->destroy(srv);
     free(srv->workers);
     free(srv->addr_counts);
     tls_server_destroy(srv->tls);

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
@@ -74,6 +75,8 @@ static void worker_woken(void *ctx)
 {
     struct worker *w = ctx;
 
+    if (w->srv->engine->woken)
+        w->srv->engine->woken(w);
     pubsub_inbox_drain(w);
     if (atomic_exchange(&w->disconnect, false) && !w->stopping)
         conn_disconnect_all(w);
@@ -91,10 +94,13 @@ static void worker_ticked(void *ctx)
     uint64_t now = timer_now_ms() / TIMER_TICK_MS;
 
     timer_wheel_expire(&w->wheel, now, conn_on_timer);
-    /* Once a second, a bounded step through the histories with an age
-     * limit and the sequences idle past their grace (pubsub_seq.c). */
+    /* Once a second, a bounded step of the engine's upkeep (in process:
+     * the histories with an age limit and the sequences idle past their
+     * grace, pubsub_seq.c). */
     if (w->id == 0 && now % (1000 / TIMER_TICK_MS) == 0)
-        seq_sweep(w->srv, timer_now_ns(), 1024);
+        w->srv->engine->sweep(w->srv, timer_now_ns(), 1024);
+    if (w->srv->engine->tick && now % (1000 / TIMER_TICK_MS) == 0)
+        w->srv->engine->tick(w);
     if (w->srv->cfg.n_token_keys) /* no token, no expiry: a server without keys pays nothing */
         conn_auth_tick(w, now);
 }
@@ -208,6 +214,12 @@ int worker_run(struct worker *w)
         return ret;
     }
     pubsub_thread_enter(w);
+    if (srv->engine->worker_start && (ret = srv->engine->worker_start(w)) < 0) {
+        loop_destroy(w->loop);
+        w->loop = NULL;
+        tls_worker_fini(w);
+        return ret;
+    }
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
     timer_wheel_init(&w->token_wheel, timer_now_ms() / TIMER_TICK_MS);
     /* Behind a proxy the kernel's peer is the proxy: the header names the
@@ -218,6 +230,8 @@ int worker_run(struct worker *w)
 
     while (!fatal && !worker_done(w))
         fatal = loop_turn(w->loop, -1);
+    if (srv->engine->worker_stop) /* answers what waits for it */
+        srv->engine->worker_stop(w);
     conn_abort_all(w);
     if (!fatal)
         fatal = worker_reap(w);
@@ -227,6 +241,8 @@ int worker_run(struct worker *w)
      * freed. */
     loop_destroy(w->loop);
     w->loop = NULL;
+    if (srv->engine->worker_free)
+        srv->engine->worker_free(w);
     conn_free_all(w);
     tls_worker_fini(w);
     pubsub_worker_fini(w);

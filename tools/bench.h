@@ -43,6 +43,8 @@ struct ssl_session_st;
 struct bench_tls;        /* bench_tls.c: the process's client context */
 struct bench_tls_conn;   /* bench_tls.c: one connection's TLS state */
 
+#define BENCH_MAX_SUB_URLS 8
+
 struct bench_opts {
     struct sockaddr_in dst;
     char url[320];
@@ -68,6 +70,12 @@ struct bench_opts {
     bool url_set;        /* --url given: the mode's default path does not apply */
     /* fanout */
     unsigned procs;      /* processes running subscribers */
+    /* --sub-url: subscriber process k opens its connections on
+     * sub_dst[k % n_sub] (other nodes of a cluster); the publisher stays on
+     * dst.  0: every process on dst. */
+    struct sockaddr_in sub_dst[BENCH_MAX_SUB_URLS];
+    char sub_host[BENCH_MAX_SUB_URLS][80];
+    unsigned n_sub;
     double rate;         /* publishes per second */
     char topic[WSC_MAX_TOPIC + 1];
     char token[256];     /* --token: Authorization: Bearer; "" for none */

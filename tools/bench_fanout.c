@@ -311,6 +311,10 @@ static void fanout_child_run(struct bench *b, unsigned k, unsigned lo, unsigned 
 
     b->conn_base = lo;
     b->o.conns = hi - lo;
+    if (b->o.n_sub) { /* this process's node */
+        b->o.dst = b->o.sub_dst[k % b->o.n_sub];
+        memcpy(b->o.host, b->o.sub_host[k % b->o.n_sub], sizeof(b->o.host));
+    }
     if (b->o.threads > b->o.conns)
         b->o.threads = b->o.conns;
     tl = calloc(b->o.threads, sizeof *tl);

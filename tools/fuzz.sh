@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token ws_ext"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token ws_ext engine"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -40,6 +40,7 @@ modules() {
     tls_record) echo "src/tls_record.c" ;;
     token) echo "src/token.c src/pubsub_proto.c" ;;
     ws_ext) echo "src/ws_ext.c src/http_parse.c" ;;
+    engine) echo "src/engine_proto.c src/pubsub_proto.c src/utf8.c" ;;
     esac
 }
 

@@ -79,6 +79,9 @@ static void bench_usage(FILE *f)
             "                     (default bench; resume and storm want one with history)\n"
             "  --token TOKEN      fanout: send Authorization: Bearer TOKEN with each publish\n"
             "  --procs P          fanout: processes running the subscribers (default 1)\n"
+            "  --sub-url URL      fanout: subscriber process k connects to the k-th of\n"
+            "                     these (repeatable, in turn; the path is --url's): the\n"
+            "                     nodes of a cluster, while publishes go to --url\n"
             "  --threads N        engine threads, one ring each (default 1; fanout: per\n"
             "                     process, at least enough for ulimit -n connections a ring)\n"
             "  --server-pid PID[,PID...]  read the server's CPU time and memory from\n"
@@ -159,7 +162,23 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
        OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
-       OPT_SNI, OPT_DEFLATE, OPT_HELP };
+       OPT_SNI, OPT_DEFLATE, OPT_SUB_URL, OPT_HELP };
+
+/* Another node's address for subscribers (its path is --url's). */
+static int bench_parse_sub_url(struct bench_opts *o, const char *arg)
+{
+    struct bench_opts t = {0};
+    int r;
+
+    if (o->n_sub == BENCH_MAX_SUB_URLS)
+        return -E2BIG;
+    if ((r = bench_parse_url(&t, arg)) < 0)
+        return r;
+    o->sub_dst[o->n_sub] = t.dst;
+    snprintf(o->sub_host[o->n_sub], sizeof o->sub_host[0], "%s", t.host);
+    o->n_sub++;
+    return 0;
+}
 
 /* A bearer token goes into a header line as it is: printable, no spaces. */
 static int bench_parse_token(struct bench_opts *o, const char *arg)
@@ -207,6 +226,7 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
 
     switch (opt) {
     case OPT_URL: o->url_set = true; return bench_parse_url(o, arg);
+    case OPT_SUB_URL: return bench_parse_sub_url(o, arg);
     case OPT_TEXT: o->text = true; return 0;
     case OPT_DEFLATE: o->deflate = true; return 0;
     case OPT_JSON: o->json = true; return 0;
@@ -340,6 +360,10 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
         if ((ret = bench_finish_resume(b)) < 0)
             return ret;
     }
+    if (o->n_sub && b->mode != &bench_mode_fanout) {
+        fprintf(stderr, "ringws-bench: --sub-url is for the fanout mode\n");
+        return -EINVAL;
+    }
     if (o->procs > 1 && b->mode != &bench_mode_fanout) {
         fprintf(stderr, "ringws-bench: --procs is for the fanout mode\n");
         return -EINVAL;
@@ -411,6 +435,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"resume", no_argument, NULL, OPT_RESUME},
         {"ca", required_argument, NULL, OPT_CA},
         {"sni", required_argument, NULL, OPT_SNI},
+        {"sub-url", required_argument, NULL, OPT_SUB_URL},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };

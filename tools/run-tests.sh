@@ -45,9 +45,10 @@ done
 # cross-worker delivery, echo, HTTP, shutdown, the protocol, TLS (the
 # SIGHUP thread reloading certificates that workers hand out), history (the
 # sequencer under concurrent publishers and resumers), tokens (the
-# same thread swapping the keys workers verify with) and the metrics that
+# same thread swapping the keys workers verify with), the metrics that
 # sum every worker's counters (history also names the history ring's unit
-# test, built here too).  Left out:
+# test, built here too) and the Redis engine (its topics' table shared by
+# the workers, work handed between them).  Left out:
 # the suites that bound the server's RSS (TSan's shadow memory inflates it)
 # and the slow real-time ones (browser, timeouts).
 configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history" --buildtype=debugoptimized \
@@ -55,7 +56,7 @@ configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history" 
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 2 \
-    pubsub_threads pubsub history echo shutdown http frames conformance tls tokens metrics || status=1
+    pubsub_threads pubsub history echo shutdown http frames conformance tls tokens metrics cluster || status=1
 
 echo "== fuzz (10 s per target)"
 sh tools/fuzz.sh 10 || status=1

@@ -1,0 +1,637 @@
+"""Many nodes through Redis Cluster (docs/CLUSTER.md), against real
+redis-server processes (Debian's redis 7.0): a cluster of three masters,
+each with a replica, made with `redis-cli --cluster create` on free loopback
+ports in a private directory, and three ringws nodes with `--engine`.
+
+Checked: subscribers spread over the nodes get every message published
+through any node (HTTP POST /publish, WebSocket `pub`, and
+ringws_publish from an application's thread: examples/ticker) exactly once, in
+the same order, with the same epoch and offsets everywhere; a node
+subscribes a topic's sharded channel only while it has subscribers
+(PUBSUB SHARDNUMSUB on the topic's master counts nodes, and falls to 0
+after the last one leaves), and the Redis commands per publish do not grow
+with nodes that have no subscriber (INFO commandstats); GET /history is
+the same on every node; a ringws node killed while its clients hold
+offsets costs them nothing: they resume on another node with `recovered`
+and every message they missed; a Redis master killed while a node
+publishes costs only the publishes refused during the outage (503): after
+its replica takes over, every publish that was answered 200 reaches every
+subscriber once, in order; a slot that migrates to another master is
+followed (MOVED, and Redis's sunsubscribe) without a message lost."""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ringws_test import (OP_TEXT, HttpConn, RawWS, Runner, Server, T, eq, expect,  # noqa: E402
+                         fail, upgrade_request)
+
+REDIS = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+EPOCH_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+# ---------------------------------------------------------------------------
+# Redis
+
+
+def free_pair():
+    """A port p with p + 10000 free as well (a cluster node's bus)."""
+    for _ in range(200):
+        p = random.randint(20000, 50000)
+        socks = []
+        try:
+            for q in (p, p + 10000):
+                s = socket.socket()
+                s.bind(("127.0.0.1", q))
+                socks.append(s)
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    fail("no free port pair")
+
+
+def cli(port, *args, timeout=5):
+    out = subprocess.run([REDIS_CLI, "-p", str(port)] + [str(a) for a in args],
+                         capture_output=True, text=True, timeout=timeout)
+    return out.stdout
+
+
+def wait_for(cond, what, timeout=10):
+    deadline = time.monotonic() + T(timeout)
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail("waited %.0fs for %s" % (T(timeout), what))
+        time.sleep(0.05)
+
+
+class RedisNode:
+    def __init__(self, root, i):
+        self.port = free_pair()
+        self.dir = os.path.join(root, "r%d" % i)
+        os.mkdir(self.dir)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--bind", "127.0.0.1", "--port", str(self.port), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, "--logfile", "redis.log"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: cli(self.port, "PING").strip() == "PONG", "redis %d" % self.port)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def role(self):
+        m = re.search(r"^role:(\w+)", cli(self.port, "INFO", "replication"), re.M)
+        return m.group(1) if m else None
+
+
+class Cluster:
+    def __init__(self, masters=3, replicas=1):
+        self.root = tempfile.mkdtemp(prefix="ringws-cluster-")
+        self.nodes = [RedisNode(self.root, i) for i in range(masters * (1 + replicas))]
+        self.replicas = replicas
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        out = subprocess.run([REDIS_CLI, "--cluster", "create"] +
+                             ["127.0.0.1:%d" % n.port for n in self.nodes] +
+                             ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            fail("redis-cli --cluster create: %s" % out.stdout[-500:])
+        for n in self.nodes:
+            wait_for(lambda n=n: "cluster_state:ok" in cli(n.port, "CLUSTER", "INFO"),
+                     "cluster_state:ok on %d" % n.port, timeout=20)
+        # Every replica has its master's data link up (a failover needs it).
+        for n in self.nodes:
+            if n.role() == "slave":
+                wait_for(lambda n=n: "master_link_status:up" in cli(n.port, "INFO", "replication"),
+                         "replica %d linked" % n.port, timeout=20)
+        return self
+
+    def alive(self):
+        return [n for n in self.nodes if n.proc.poll() is None]
+
+    def master_of(self, key):
+        """The node serving key's slot now."""
+        slot = int(cli(self.alive()[0].port, "CLUSTER", "KEYSLOT", key).strip())
+        for line in cli(self.alive()[0].port, "CLUSTER", "NODES").splitlines():
+            f = line.split()
+            if "master" not in f[2] or "fail" in f[2]:
+                continue
+            for r in f[8:]:
+                a, _, b = r.partition("-")
+                if a.isdigit() and int(a) <= slot <= int(b or a):
+                    port = int(f[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        fail("no master for %s" % key)
+
+    def seeds(self):
+        return ",".join("127.0.0.1:%d" % n.port for n in self.nodes[:3])
+
+    def stop(self):
+        for n in self.nodes:
+            n.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def channel(topic):
+    return "ringws:{%s}:c" % topic
+
+
+def shard_subscribers(cluster, topic):
+    out = cli(cluster.master_of(channel(topic)).port, "PUBSUB", "SHARDNUMSUB", channel(topic))
+    lines = out.split()
+    return int(lines[1]) if len(lines) == 2 else -1
+
+
+def commandstats(node):
+    """Calls per command on one Redis."""
+    return {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^cmdstat_([a-z|]+):calls=(\d+)", cli(node.port, "INFO", "commandstats"),
+                        re.M)}
+
+
+# ---------------------------------------------------------------------------
+# ringws clients
+
+
+def env_open(port, topics, since=None):
+    path = "/ws?topics=" + topics + ("&since=" + since if since else "")
+    req, key = upgrade_request(port, path=path, add=[("Sec-WebSocket-Protocol", "ringws.v1")])
+    return RawWS.open(port, request=req, key=key)
+
+
+def recv_env(ws, what, timeout=None):
+    ev = ws.recv_event(timeout if timeout is not None else T(10), what)
+    if ev.kind not in ("text", "binary"):
+        fail("%s: expected a data frame, got %r" % (what, ev))
+    head, _, body = ev.data.partition(b"\n")
+    return head.decode("ascii").split(" "), body
+
+
+def expect_notice(ws, kind, topic):
+    fields, _ = recv_env(ws, "%s %s" % (kind, topic))
+    if fields[:2] != [kind, topic]:
+        fail("expected %s %s, got %r" % (kind, topic, fields))
+    return fields
+
+
+def subscribed(ws, topic):
+    f = expect_notice(ws, "subscribed", topic)
+    expect(EPOCH_RE.match(f[2]), "an epoch", f[2])
+    return f[2], int(f[3])
+
+
+def post(port, topic, body):
+    with HttpConn(port) as h:
+        h.send(("POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                % (topic, len(body))).encode() + body)
+        return h.read_response()
+
+
+def get_json(port, path):
+    with HttpConn(port) as h:
+        h.send(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        resp = h.read_response()
+    return resp.status, json.loads(resp.body) if resp.status == 200 else None
+
+
+def collect(ws, topic, n, what):
+    """The next n msg frames of topic: [(epoch, offset, body)]."""
+    got = []
+    for _ in range(n):
+        fields, body = recv_env(ws, what)
+        if fields[:2] != ["msg", topic]:
+            fail("%s: expected msg %s, got %r" % (what, topic, fields))
+        got.append((fields[2], int(fields[3]), body))
+    return got
+
+
+def metric(port, name):
+    with HttpConn(port) as h:
+        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = h.read_response().body.decode()
+    m = re.search("^%s (\\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------
+# Cases
+
+
+def t_fanout_everywhere_once(nodes, cluster):
+    """Two topics (in different slots as chance has it), two subscribers
+    of each on every node; each node publishes 20 messages to each topic,
+    half by HTTP, half by a WebSocket `pub`."""
+    topics = ["c.fan%d" % i for i in range(2)]
+    subs = {t: [] for t in topics}
+    start = {}
+    for t in topics:
+        for node in nodes:
+            for _ in range(2):
+                ws = env_open(node.port, t)
+                epoch, last = subscribed(ws, t)
+                subs[t].append(ws)
+                if t in start:
+                    eq((epoch, last), start[t], "%s's position on every node" % t)
+                start[t] = (epoch, last)
+    pubs = []
+    for node in nodes:
+        ws = env_open(node.port, "c.publisher")
+        subscribed(ws, "c.publisher")
+        pubs.append(ws)
+    sent = {t: set() for t in topics}
+    for i in range(10):
+        for k, node in enumerate(nodes):
+            for t in topics:
+                body = ("%s http n%d #%d" % (t, k, i)).encode()
+                resp = post(node.port, t, body)
+                eq(resp.status, 200, "POST /publish through node %d" % k)
+                expect(json.loads(resp.body)["recipients"] == len(nodes),
+                       "the count of nodes that took it", resp.body)
+                sent[t].add(body)
+                body = ("%s ws n%d #%d" % (t, k, i)).encode()
+                pubs[k].send_frame(OP_TEXT, b"pub " + t.encode() + b" " + body)
+                f, _ = recv_env(pubs[k], "published")
+                eq(f[:2], ["published", t], "the pub's answer")
+                eq(f[2], start[t][0], "the pub's epoch")
+                sent[t].add(body)
+    for t in topics:
+        n = len(sent[t])
+        first = None
+        for j, ws in enumerate(subs[t]):
+            got = collect(ws, t, n, "subscriber %d of %s" % (j, t))
+            eq([g[1] for g in got], list(range(start[t][1] + 1, start[t][1] + n + 1)),
+               "offsets of subscriber %d of %s" % (j, t))
+            eq({g[0] for g in got}, {start[t][0]}, "epoch")
+            eq({g[2] for g in got}, sent[t], "every message once")
+            if first is None:
+                first = [g[2] for g in got]
+            eq([g[2] for g in got], first, "the same order on every subscriber")
+    # Nothing more: no duplicate arrives late.
+    for t in topics:
+        for ws in subs[t]:
+            ws.send_frame(0x9, b"x")
+            ev = ws.recv_event(T(5), "the pong after the last message")
+            eq(ev.kind, "pong", "next frame after the messages")
+    # Each node shows its engine: connections up, its channels, the lag of
+    # the messages it took.
+    for k, node in enumerate(nodes):
+        with HttpConn(node.port) as h:
+            h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            text = h.read_response().body.decode()
+        m = re.search(r'^ringws_engine_connections\{state="up"\} (\d+)$', text, re.M)
+        expect(m and int(m.group(1)) >= 3, "node %d: connections to the 3 masters up" % k,
+               m and m.group(0))
+        m = re.search(r"^ringws_engine_lag_seconds_count (\d+)$", text, re.M)
+        expect(m and int(m.group(1)) >= n, "node %d: the lag of every message it took" % k,
+               m and m.group(0))
+        expect(metric(node.port, "ringws_engine_channels") >= 3, "node %d: its channels" % k,
+               metric(node.port, "ringws_engine_channels"))
+    # The history is the same through every node.
+    views = [get_json(node.port, "/history/%s?limit=1000" % topics[0]) for node in nodes]
+    for status, body in views:
+        eq(status, 200, "GET /history")
+        eq(body, views[0][1], "the history through every node")
+    for ws in [w for t in topics for w in subs[t]] + pubs:
+        ws.close()
+
+
+def t_interest(nodes, cluster):
+    """A topic subscribed on one node is subscribed in Redis by that node
+    alone; the Redis commands a publish costs are the same with one node
+    subscribed as with three; the last subscriber gone, the channel goes."""
+    t = "c.interest"
+    ws0 = env_open(nodes[0].port, t)
+    subscribed(ws0, t)
+    eq(shard_subscribers(cluster, t), 1, "nodes subscribed with subscribers on one node")
+
+    master = cluster.master_of(channel(t))
+
+    def cost(k):
+        before = commandstats(master)
+        for i in range(k):
+            eq(post(nodes[2].port, t, b"m%d" % i).status, 200, "publish")
+        after = commandstats(master)
+        return {c: after.get(c, 0) - before.get(c, 0) for c in after
+                if after.get(c, 0) != before.get(c, 0) and not c.startswith(("info", "pubsub",
+                                                                             "cluster"))}
+
+    # The first publish of node 2 may load the script there.
+    eq(post(nodes[2].port, t, b"warm-up").status, 200, "publish")
+    collect(ws0, t, 1, "the warm-up")
+    one = cost(20)
+    collect(ws0, t, 20, "the subscriber on node 0")
+    others = [env_open(n.port, t) for n in nodes[1:]]
+    for ws in others:
+        subscribed(ws, t)
+    eq(shard_subscribers(cluster, t), 3, "nodes subscribed with subscribers on every node")
+    three = cost(20)
+    for ws in [ws0] + others:
+        collect(ws, t, 20, "a subscriber")
+    eq(three, one, "Redis commands for 20 publishes: one node subscribed vs three")
+    eq(one.get("evalsha"), 20, "one EVALSHA per publish")
+    print("    redis calls for 20 publishes: %s" % sorted(one.items()))
+    for ws in [ws0] + others:
+        ws.close()
+    wait_for(lambda: shard_subscribers(cluster, t) == 0, "the channel unsubscribed", timeout=10)
+
+
+def t_node_dies_resume(nodes, cluster, args):
+    """Clients of a node that is killed (SIGKILL) resume on another with
+    what they missed."""
+    t = "c.resume"
+    victim, survivor = Server(args, "node-victim").start(), nodes[0]
+    try:
+        ws = env_open(victim.port, t)
+        epoch, last = subscribed(ws, t)
+    except Exception as e:
+        fail("%s [the node: %s]" % (e, victim.stderr_tail(1500)))
+    for i in range(5):
+        eq(post(survivor.port, t, b"before %d" % i).status, 200, "publish")
+    got = collect(ws, t, 5, "on the node to die")
+    held = got[-1][1]
+    victim.kill()
+    for i in range(7):
+        eq(post(survivor.port, t, b"after %d" % i).status, 200, "publish")
+    ws2 = env_open(nodes[1].port, t, since="%s:%s:%d" % (t, epoch, held))
+    f = expect_notice(ws2, "recovered", t)
+    eq(f[2:], [epoch, str(held + 1), str(held + 7)], "recovered range")
+    got = collect(ws2, t, 7, "the replay")
+    eq([g[2] for g in got], [b"after %d" % i for i in range(7)], "what was missed")
+    ws.close()
+    ws2.close()
+
+
+def t_slot_migrates(nodes, cluster):
+    """The topic's slot moves to another master (IMPORTING/MIGRATING,
+    MIGRATE of its keys, SETSLOT NODE) between two runs of publishes: the
+    publishing node follows the MOVED answer, the subscribed nodes follow
+    Redis's sunsubscribe to the new master, and every subscriber gets all
+    ten messages once, in order, in one epoch."""
+    t = "c.migrate"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    for i in range(5):
+        eq(post(nodes[2].port, t, b"m%d" % i).status, 200, "publish before the move")
+    for ws in subs:
+        collect(ws, t, 5, "before the move")
+    src = cluster.master_of(channel(t))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
+    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+    keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+    expect(keys, "the topic's keys on its master", keys)
+    eq(cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys).strip(), "OK",
+       "MIGRATE")
+    for n in cluster.alive():
+        if n.role() == "master":
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    wait_for(lambda: cluster.master_of(channel(t)) is dst, "the slot on its new master")
+    for i in range(5, 10):
+        resp = post(nodes[2].port, t, b"m%d" % i)
+        eq(resp.status, 200, "publish after the move (%r)" % resp.body[:80])
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 5, "subscriber %d after the move" % k)
+        eq([g[2] for g in got], [b"m%d" % i for i in range(5, 10)], "the messages after the move")
+        eq([g[1] for g in got], list(range(start[k][1] + 6, start[k][1] + 11)), "their offsets")
+        eq({g[0] for g in got}, {start[k][0]}, "one epoch")
+    for ws in subs:
+        ws.close()
+
+
+def t_lost_writes(nodes, cluster):
+    """The topic's master loses its last two acknowledged writes (as a
+    replica promoted before it had them would: here its stream entries and
+    last offset are taken back by hand), then takes three publishes, which
+    it gives offsets 4, 5 and 6 again.  The nodes that delivered the lost
+    4 and 5 see other messages at those offsets: the epoch is replaced
+    (once), the new messages reach every subscriber exactly once under the
+    new epoch, and a resume from the old epoch is a gap."""
+    t = "c.lost"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    eq(start[0][1], 0, "a fresh topic")
+    for i in range(1, 6):
+        eq(post(nodes[2].port, t, b"old %d" % i).status, 200, "publish")
+    for ws in subs:
+        collect(ws, t, 5, "before the loss")
+    master = cluster.master_of(channel(t))
+    cli(master.port, "XDEL", "ringws:{%s}:s" % t, "4-0", "5-0")
+    eq(cli(master.port, "XSETID", "ringws:{%s}:s" % t, "3-0").strip(), "OK", "the stream at 3")
+    cli(master.port, "HSET", "ringws:{%s}:m" % t, "last", 3)
+    for i in range(4, 7):
+        eq(post(nodes[2].port, t, b"new %d" % i).status, 200, "publish after the loss")
+    epochs = set()
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 3, "subscriber %d after the loss" % k)
+        eq([g[2] for g in got], [b"new 4", b"new 5", b"new 6"], "the new messages, once")
+        eq([g[1] for g in got], [4, 5, 6], "their offsets")
+        expect(got[0][0] != start[k][0], "a new epoch", got[0][0])
+        epochs.add(got[0][0])
+    eq(len(epochs), 1, "one new epoch on every node")
+    eq(post(nodes[2].port, t, b"new 7").status, 200, "publish")
+    new_epoch = epochs.pop()
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 1, "subscriber %d" % k)
+        eq(got[0][:2], (new_epoch, 7), "the next one")
+    ws = env_open(nodes[1].port, t, since="%s:%s:5" % (t, start[0][0]))
+    f = expect_notice(ws, "gap", t)
+    eq(f[2], new_epoch, "the gap names the new epoch")
+    ws.close()
+    for w in subs:
+        w.close()
+
+
+def t_master_failover(nodes, cluster):
+    """A publisher at a steady pace through one node while the topic's
+    master is killed: refusals during the outage only; every accepted
+    publish reaches subscribers on the other nodes once, in order."""
+    t = "c.failover"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    master = cluster.master_of(channel(t))
+    accepted, refused = [], 0
+    first_refusal = last_refusal = None
+    stop = threading.Event()
+    killed_at = []
+
+    def killer():
+        time.sleep(0.5)
+        killed_at.append(time.monotonic())
+        master.kill()
+
+    threading.Thread(target=killer, daemon=True).start()
+    deadline = time.monotonic() + T(20)
+    i = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        body = b"f%d" % i
+        i += 1
+        try:
+            resp = post(nodes[1].port, t, body)
+            status = resp.status
+        except OSError:
+            status = 0
+        now = time.monotonic()
+        if status == 200:
+            accepted.append(body)
+            if last_refusal is not None and len(accepted) > 0 and now - last_refusal > 0.5:
+                # Served again for half a second after the outage.
+                if accepted and time.monotonic() - last_refusal > 1.0:
+                    break
+        else:
+            refused += 1
+            first_refusal = first_refusal or now
+            last_refusal = now
+        time.sleep(0.02)
+    expect(killed_at, "the master killed", killed_at)
+    expect(refused > 0, "publishes refused during the outage", refused)
+    outage = last_refusal - first_refusal
+    print("    failover: %d accepted, %d refused over %.2fs" % (len(accepted), refused, outage))
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, len(accepted), "subscriber %d" % k)
+        eq([g[2] for g in got], accepted, "subscriber %d: every accepted publish once, in order" % k)
+        offs = [g[1] for g in got if g[0] == start[k][0]]
+        eq(offs, sorted(set(offs)), "offsets increase")
+    for ws in subs:
+        ws.close()
+
+
+def t_single_redis(port):
+    """One Redis that is not a cluster serves every slot; it asks for a
+    password, which the URL gives."""
+    ws = env_open(port, "c.single")
+    epoch, last = subscribed(ws, "c.single")
+    for i in range(3):
+        eq(post(port, "c.single", b"s%d" % i).status, 200, "publish")
+    got = collect(ws, "c.single", 3, "the subscriber")
+    eq([(g[0], g[1], g[2]) for g in got], [(epoch, last + 1 + i, b"s%d" % i) for i in range(3)],
+       "messages through one Redis")
+    ws.close()
+
+
+def t_c_api_thread(nodes, cluster):
+    """examples/ticker publishes from a thread of its own
+    (ringws_publish): as a fourth node of the cluster, its ticks reach the
+    subscribers of two other nodes, in order, with the same offsets."""
+    ticker = Server(cmd=[os.environ["RINGWS_EXAMPLE_TICKER"], 0, 20, "redis://" + cluster.seeds()],
+                    label="ticker").start()
+    try:
+        subs = [env_open(n.port, "ticks") for n in nodes[:2]]
+        start = [subscribed(ws, "ticks") for ws in subs]
+        got = [collect(ws, "ticks", 20, "ticks on node %d" % k) for k, ws in enumerate(subs)]
+        for k in range(2):
+            n0 = int(got[k][0][2].split()[1])
+            eq([g[2] for g in got[k]], [b"tick %d" % (n0 + i) for i in range(20)],
+               "consecutive ticks on node %d" % k)
+            eq({g[0] for g in got[k]}, {start[k][0]}, "one epoch")
+        # The same tick has the same offset on both nodes.
+        by_body = [{g[2]: g[1] for g in got[k]} for k in range(2)]
+        common = set(by_body[0]) & set(by_body[1])
+        expect(common, "ticks seen on both nodes", common)
+        for b in common:
+            eq(by_body[0][b], by_body[1][b], "offset of %r on both nodes" % b)
+        for ws in subs:
+            ws.close()
+    finally:
+        ticker.kill()
+
+
+def t_history_age(port):
+    """A node that reads a stream's window keeps each message's age: past
+    the rule's history-ttl it is not served (a history read right after the
+    publishes serves them)."""
+    for i in range(2):
+        eq(post(port, "ttl.a", b"t%d" % i).status, 200, "publish")
+    status, fresh = get_json(port, "/history/ttl.b")
+    eq(status, 200, "GET /history of another topic")
+    for i in range(2):
+        eq(post(port, "ttl.b", b"t%d" % i).status, 200, "publish")
+    status, body = get_json(port, "/history/ttl.b")
+    eq([m["text"] for m in body["messages"]], ["t0", "t1"], "a fresh history served")
+    time.sleep(1.3)  # the age itself is what is tested: past history-ttl=1s
+    status, body = get_json(port, "/history/ttl.a")
+    eq(status, 200, "GET /history")
+    eq((body["messages"], body["last"], body["oldest"]), ([], 2, 3),
+       "messages older than history-ttl, read from the stream now")
+
+
+def main():
+    r = Runner("cluster")
+    for tool in (REDIS, REDIS_CLI):
+        if not os.path.exists(tool):
+            print("FAIL %s is not installed (tools/setup.sh installs redis-server)" % tool)
+            sys.exit(1)
+    cluster = Cluster().start()
+    try:
+        args = ["--workers", "2", "--engine", "redis://" + cluster.seeds(),
+                "--topic", "c.*=history=1000,publish"]
+        with r.server(args, "node-a") as a, r.server(args, "node-b") as b, \
+                r.server(args, "node-c") as c:
+            nodes = [a, b, c]
+            r.case("fanout-every-node-exactly-once-same-offsets", t_fanout_everywhere_once,
+                   nodes, cluster)
+            r.case("interest-routing-and-redis-calls-per-publish", t_interest, nodes, cluster)
+            if os.environ.get("RINGWS_EXAMPLE_TICKER"):
+                r.case("c-api-publish-from-a-thread", t_c_api_thread, nodes, cluster)
+            else:
+                r.record("c-api-publish-from-a-thread", False,
+                         "RINGWS_EXAMPLE_TICKER (examples/ticker) is not set")
+            r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
+            r.case("lost-writes-replace-the-epoch", t_lost_writes, nodes, cluster)
+            r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
+                   timeout=60)
+            r.case("node-killed-clients-resume-elsewhere", t_node_dies_resume, nodes, cluster,
+                   args)
+    finally:
+        cluster.stop()
+    root = tempfile.mkdtemp(prefix="ringws-redis-")
+    single = RedisNode(root, 0)
+    try:
+        single.proc = subprocess.Popen(
+            [REDIS, "--bind", "127.0.0.1", "--port", str(single.port), "--save", "",
+             "--appendonly", "no", "--dir", single.dir, "--logfile", "redis.log",
+             "--requirepass", "s3cret"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: cli(single.port, "--no-auth-warning", "-a", "s3cret", "PING").strip()
+                 == "PONG", "redis")
+        # A password in the URL: AUTH on every connection.
+        with r.server(["--engine", "redis://:s3cret@127.0.0.1:%d" % single.port, "--topic",
+                       "c.*=history=10", "--topic", "ttl.*=history=10,history-ttl=1s"],
+                      "single-redis") as srv:
+            r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
+            r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
+    finally:
+        single.kill()
+        shutil.rmtree(root, ignore_errors=True)
+    r.finish()
+
+
+if __name__ == "__main__":
+    main()
