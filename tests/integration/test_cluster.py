@@ -582,6 +582,39 @@ def t_history_age(port):
        "messages older than history-ttl, read from the stream now")
 
 
+def t_compressed_across_nodes(nodes, cluster):
+    """A publish through one node reaches a subscriber with
+    permessage-deflate on another compressed (RSV1), raw and in the
+    envelope, with a plain one beside them: the message goes to Redis plain
+    and each node with such subscribers compresses it once."""
+    ext = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    b, c = nodes[1], nodes[2]
+    req, key = upgrade_request(b.port, path="/ws?topics=c.z", add=ext)
+    raw = RawWS.open(b.port, request=req, key=key)
+    req, key = upgrade_request(b.port, path="/ws?topics=c.z",
+                               add=ext + [("Sec-WebSocket-Protocol", "ringws.v1")])
+    env = RawWS.open(b.port, request=req, key=key)
+    plain = RawWS.open(b.port, path="/ws?topics=c.z")
+    try:
+        expect(raw.deflate and env.deflate, "permessage-deflate negotiated on node b",
+               raw.response.header_all("Sec-WebSocket-Extensions"))
+        epoch, last = subscribed(env, "c.z")
+        wait_for(lambda: shard_subscribers(cluster, "c.z") >= 1, "node b subscribed to c.z")
+        c0 = metric(b.port, "ringws_deflate_compressed_total")
+        body = json.dumps({"type": "notification", "text": "order shipped " * 40}).encode()
+        eq(post(c.port, "c.z", body).status, 200, "POST /publish through node c")
+        ev = raw.expect_event("text", body)
+        expect(ev.compressed, "a compressed frame to the raw subscriber", ev)
+        eq(plain.expect_event("text", body).compressed, False, "the plain subscriber's frame")
+        ev = env.recv_event(T(10), "the envelope")
+        expect(ev.compressed, "a compressed ringws.v1 frame", ev)
+        eq(ev.data, b"msg c.z %s %d\n" % (epoch.encode(), last + 1) + body, "the envelope")
+        eq(metric(b.port, "ringws_deflate_compressed_total") - c0, 1, "compressions on node b")
+    finally:
+        for ws in (raw, env, plain):
+            ws.close()
+
+
 def main():
     r = Runner("cluster")
     for tool in (REDIS, REDIS_CLI):
@@ -598,6 +631,7 @@ def main():
             r.case("fanout-every-node-exactly-once-same-offsets", t_fanout_everywhere_once,
                    nodes, cluster)
             r.case("interest-routing-and-redis-calls-per-publish", t_interest, nodes, cluster)
+            r.case("compressed-once-per-node", t_compressed_across_nodes, nodes, cluster)
             if os.environ.get("RINGWS_EXAMPLE_TICKER"):
                 r.case("c-api-publish-from-a-thread", t_c_api_thread, nodes, cluster)
             else:
