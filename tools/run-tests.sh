@@ -48,10 +48,11 @@ done
 # same thread swapping the keys workers verify with), the metrics that
 # sum every worker's counters (history also names the history ring's unit
 # test, built here too) and the Redis engine (its topics' table shared by
-# the workers, work handed between them).  Left out:
+# the workers, work handed between them; examples/ticker is one of its
+# nodes, built here too).  Left out:
 # the suites that bound the server's RSS (TSan's shadow memory inflates it)
 # and the slow real-time ones (browser, timeouts).
-configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history" --buildtype=debugoptimized \
+configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history examples/ticker" --buildtype=debugoptimized \
     -Db_sanitize=thread -Djemalloc=false
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
