@@ -13,13 +13,14 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (SUITE_TLS, Runner, T, client_tls, eq, expect, slack,  # noqa: E402
+from ringws_test import (SUITE_TLS, Runner, Server, T, client_tls, eq, expect, slack,  # noqa: E402
                          upgrade_request, ws_connect)
 
 STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
@@ -198,12 +199,46 @@ def t_accept_budget(r):
                    deferred)
 
 
+def t_stop_with_accepts_waiting(_r):
+    """A stop that finds connections waiting for the accept budget: the
+    server (stopped meanwhile) has 100 connects queued when it gets SIGTERM;
+    it takes one, closes the rest, and exits 0 in time with no sanitizer
+    report; every client sees its connection end."""
+    srv = Server(["--workers", "1", "--accepts-per-turn", "1", "--max-handshakes", "0"],
+                 "admission-stop").start()
+    socks = []
+    try:
+        srv.send_signal(signal.SIGSTOP)
+        try:
+            socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=T(5))
+                     for _ in range(100)]
+            srv.send_signal(signal.SIGTERM)
+        finally:
+            srv.send_signal(signal.SIGCONT)
+        rc = srv.wait(T(8))
+        expect(rc is not None, "exit within %.0fs of SIGTERM" % T(8), "still running")
+        eq(rc, 0, "exit status")
+        expect(not srv.sanitizer_reports(), "no sanitizer report", srv.stderr_tail())
+        for s in socks:
+            s.settimeout(T(5))
+            try:
+                data = s.recv(1)
+            except ConnectionResetError:
+                data = b""
+            eq(data, b"", "the end of a connection that waited for its turn")
+    finally:
+        for s in socks:
+            s.close()
+        srv.kill()
+
+
 def main():
     r = Runner("admission")
     r.case("storm-503-retry-after-echo-served", t_storm_refused_with_retry_after, r, timeout=60)
     r.case("default-bound-lets-500-through", t_default_lets_burst_through, r, timeout=60)
     r.case("zero-turns-admission-off", t_zero_is_no_bound, r, timeout=60)
     r.case("accept-budget-storm-served-whole", t_accept_budget, r, timeout=60)
+    r.case("stop-with-accepts-waiting", t_stop_with_accepts_waiting, r, timeout=60)
     r.finish()
 
 
