@@ -205,6 +205,17 @@ struct ringws_config {
     size_t max_send_queue;     /* bytes queued per connection; default 4 MiB */
     enum ringws_overflow_policy overflow; /* default RINGWS_OVERFLOW_CLOSE */
     unsigned max_connections;  /* per worker; default 16384 */
+    /* Admission during a reconnect storm: a worker whose connections not
+     * yet upgraded (TCP accepted, HTTP or TLS under way) number more than
+     * max_handshakes answers further upgrade requests 503 with a jittered
+     * Retry-After instead of letting them wait for handshake_timeout;
+     * 0 = no bound; default 4096. */
+    unsigned max_handshakes;
+    /* New connections a worker takes per loop turn; those beyond wait, in
+     * order, for the next turns, so that a storm of connects shares each
+     * turn with the established connections' sends and receives; 0 = no
+     * budget; default 256. */
+    unsigned accepts_per_turn;
     unsigned max_per_address;  /* per source address (IPv4, also v4-mapped
                                 * behind "::"; IPv6: per /64) across all
                                 * workers; 0 = no limit (default) */

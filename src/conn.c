@@ -232,6 +232,8 @@ static void conn_free(struct ringws_conn *c)
     struct worker *w = c->w;
 
     conn_report_owed(c); /* a worker that ends before its next flush */
+    if (conn_handshaking(c))
+        w->handshaking--;
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
@@ -705,6 +707,13 @@ static void conn_teardown(struct ringws_conn *c)
     conn_flush_later(c); /* settles after the current completion */
 }
 
+void conn_state_set(struct ringws_conn *c, enum conn_state state)
+{
+    if (conn_handshaking(c) && state != CONN_HTTP && state != CONN_PROXY)
+        c->w->handshaking--;
+    c->state = (uint8_t)state;
+}
+
 /* Stops reading requests or frames: flush what is queued, shut down our
  * side, and close when the peer closes its side or the close timeout ends.
  * Waiting for the peer's EOF keeps its unread data from turning our close
@@ -713,7 +722,7 @@ void conn_drain(struct ringws_conn *c)
 {
     if (c->state == CONN_DRAIN || (c->flags & CF_TEARDOWN))
         return;
-    c->state = CONN_DRAIN;
+    conn_state_set(c, CONN_DRAIN);
     c->flags |= CF_WANT_SHUTWR;
     conn_pend_release(c->w, &c->held);
     conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
@@ -1017,6 +1026,7 @@ void conn_accepted(struct worker *w, bool sealed, bool proxied, int fd,
         c->flags |= CF_PEER_LOCAL;
     c->io.fd = fd;
     c->state = proxied ? CONN_PROXY : CONN_HTTP;
+    w->handshaking++;
     if (sealed) {
         c->flags |= CF_TP_SEALED;
         if (w->tp_sealed->open(c) < 0) {

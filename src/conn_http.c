@@ -340,6 +340,33 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
     return true;
 }
 
+/* Retry-After of an admission refusal: drawn per answer over the
+ * reconnect window (at least ADMIT_RETRY_MIN_S seconds wide), so that the
+ * clients a storm refused do not all come back in the same second. */
+#define ADMIT_RETRY_MIN_S 5u
+
+/* A worker with more connections in the handshake phase than
+ * max_handshakes cannot answer them all before their clients give up:
+ * upgrades beyond it are refused at once, before the costly part of the
+ * handshake (the digest, tokens, subscriptions), and told when to come
+ * back.  The connection closes after the answer. */
+static bool conn_http_admit(struct ringws_conn *c, const struct http_request *req)
+{
+    struct worker *w = c->w;
+    const struct ringws_config *cfg = &w->srv->cfg;
+    unsigned span = (cfg->reconnect_window_ms + 999) / 1000;
+    char extra[40];
+
+    if (!cfg->max_handshakes || w->handshaking + w->accept_n <= cfg->max_handshakes)
+        return true;
+    if (span < ADMIT_RETRY_MIN_S)
+        span = ADMIT_RETRY_MIN_S;
+    snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", 1 + worker_random_below(w, span));
+    STAT_ADD(w, handshakes_refused_busy, 1);
+    conn_http_error(c, req, 503, "too many handshakes in progress", true, extra);
+    return false;
+}
+
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
                               struct ringws_request *view)
 {
@@ -359,6 +386,8 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 404, "no WebSocket endpoint at this path", !req->keep_alive, NULL);
         return;
     }
+    if (!conn_http_admit(c, req))
+        return;
     status = ws_handshake_validate(req, &srv->policy, &hs);
     if (status != 101) {
         conn_http_error(c, req, status, hs.reason, !req->keep_alive,
@@ -413,7 +442,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         return;
     }
     metrics_count_handshake(c->w, 101);
-    c->state = CONN_WS;
+    conn_state_set(c, CONN_WS);
     for (size_t i = 0; hs.subprotocol && i < cfg->n_subprotocols; i++)
         if (cfg->subprotocols[i] == hs.subprotocol)
             c->subprotocol = (uint8_t)(i + 1);

@@ -286,6 +286,12 @@ static inline bool conn_ws_open(const struct ringws_conn *c)
            !(c->flags & (CF_CLOSE_SENT | CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013));
 }
 
+/* Accepted, not yet upgraded nor going away: what max_handshakes bounds. */
+static inline bool conn_handshaking(const struct ringws_conn *c)
+{
+    return c->state == CONN_HTTP || c->state == CONN_PROXY;
+}
+
 /* A WebSocket whose input is still decoded (to find the peer's close). */
 static inline bool conn_ws_reading(const struct ringws_conn *c)
 {
@@ -293,6 +299,15 @@ static inline bool conn_ws_reading(const struct ringws_conn *c)
 }
 
 /* ---- workers ---------------------------------------------------------- */
+
+/* A connection accepted beyond the turn's budget, waiting for a later turn
+ * (worker.c): its peer is copied, the loop reuses its own. */
+struct accept_wait {
+    int fd;
+    unsigned listener;
+    socklen_t peer_len; /* 0: no peer address */
+    struct sockaddr_storage peer;
+};
 
 struct conn_slab;
 struct engine_ops;
@@ -342,6 +357,8 @@ struct worker_stats {
     _Atomic uint64_t tls_handshakes_resumed;
     _Atomic uint64_t tls_handshake_failures;
     _Atomic uint64_t tls_handshakes_deferred;
+    _Atomic uint64_t handshakes_refused_busy; /* 503: over max_handshakes */
+    _Atomic uint64_t accepts_deferred; /* over accepts_per_turn */
     _Atomic uint64_t handshakes[HS_OUTCOMES];
     _Atomic uint64_t messages_received; /* WebSocket data messages */
     _Atomic uint64_t messages_sent;     /* by ringws_send (fan-out: fanout_queued) */
@@ -413,6 +430,15 @@ struct worker {
     unsigned chunk_cached[2];
     uint64_t rng; /* xorshift64* state (worker_random_below); never 0 */
     void *engine; /* the engine's per-worker state (NULL in process) */
+    /* Its connections in the handshake phase (CONN_PROXY, CONN_HTTP): with
+     * those waiting in accept_q, what max_handshakes bounds (conn_state_set
+     * keeps it). */
+    unsigned handshaking;
+    /* Accepted beyond accepts_per_turn, oldest first: a ring of cap
+     * (a power of two) entries, n of them from head; turn_accepts: taken
+     * this turn. */
+    struct accept_wait *accept_q;
+    unsigned accept_head, accept_n, accept_cap, turn_accepts;
 };
 
 /* Live connections of the worker (its own count, also read by stats). */
@@ -536,6 +562,9 @@ void conn_wire_want(struct ringws_conn *c, bool want);
 int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
                const void *b, size_t blen);
 void conn_drain(struct ringws_conn *c);
+/* Moves to state; leaving the handshake phase gives back the connection's
+ * place under max_handshakes (worker.handshaking). */
+void conn_state_set(struct ringws_conn *c, enum conn_state state);
 void conn_abort(struct ringws_conn *c);
 void conn_report_close(struct ringws_conn *c, uint16_t code,
                        const char *reason, size_t reason_len);

@@ -80,6 +80,11 @@ static void main_usage(FILE *f)
             "  --max-connections N     per worker (default 16384)\n"
             "  --max-per-address N     connections per source address (IPv6: /64), all\n"
             "                          workers together (default 0: no limit)\n"
+            "  --max-handshakes N      per worker: with more connections not yet upgraded,\n"
+            "                          upgrades are answered 503 with a Retry-After drawn\n"
+            "                          over the reconnect window (default 4096; 0: no bound)\n"
+            "  --accepts-per-turn N    new connections a worker takes per loop turn; more\n"
+            "                          wait for the next turns (default 256; 0: no budget)\n"
             "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"
             "  --overflow POLICY       when a send would pass it: close (1008), try-again\n"
             "                          (1013) or drop (the message) (default close)\n"
@@ -193,7 +198,8 @@ struct main_opts {
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_MSG_GRACE, OPT_MAX_PARTIAL, OPT_ORIGIN,
-       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_SENDQ,
+       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_HANDSHAKES, OPT_ACCEPTS_PER_TURN,
+       OPT_MAX_SENDQ,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
        OPT_TOPIC, OPT_HISTORY_MEMORY, OPT_SEQUENCE_IDLE, OPT_SEQUENCE_IDLE_MAX, OPT_ENGINE,
@@ -220,6 +226,8 @@ static const struct option main_longopts[] = {
     {"close-timeout", required_argument, NULL, OPT_CLOSE},
     {"max-connections", required_argument, NULL, OPT_MAX_CONN},
     {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
+    {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
+    {"accepts-per-turn", required_argument, NULL, OPT_ACCEPTS_PER_TURN},
     {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
     {"overflow", required_argument, NULL, OPT_OVERFLOW},
     {"pubsub-path", required_argument, NULL, OPT_PUBSUB_PATH},
@@ -323,6 +331,12 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_MAX_PER_ADDR:
         if (main_parse_uint(arg, 65535, &v) < 0) return -EINVAL;
         cfg->max_per_address = (unsigned)v; return 0;
+    case OPT_MAX_HANDSHAKES:
+        if (main_parse_uint(arg, 1u << 24, &v) < 0) return -EINVAL;
+        cfg->max_handshakes = (unsigned)v; return 0;
+    case OPT_ACCEPTS_PER_TURN:
+        if (main_parse_uint(arg, 1u << 24, &v) < 0) return -EINVAL;
+        cfg->accepts_per_turn = (unsigned)v; return 0;
     case OPT_MAX_SENDQ:
         if (main_parse_uint(arg, 1ull << 32, &v) < 0 || v < 1024) return -EINVAL;
         cfg->max_send_queue = (size_t)v; return 0;
@@ -723,6 +737,8 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_CLOSE: main_put_ms(f, k, c->close_timeout_ms); return 0;
     case OPT_MAX_CONN: fprintf(f, "%s = %u\n", k, c->max_connections); return 0;
     case OPT_MAX_PER_ADDR: fprintf(f, "%s = %u\n", k, c->max_per_address); return 0;
+    case OPT_MAX_HANDSHAKES: fprintf(f, "%s = %u\n", k, c->max_handshakes); return 0;
+    case OPT_ACCEPTS_PER_TURN: fprintf(f, "%s = %u\n", k, c->accepts_per_turn); return 0;
     case OPT_MAX_SENDQ: fprintf(f, "%s = %zu\n", k, c->max_send_queue); return 0;
     case OPT_OVERFLOW: return main_put(f, k, main_overflow_name(c->overflow));
     case OPT_PUBSUB_PATH: return main_put(f, k, c->pubsub_path ? c->pubsub_path : "");

@@ -70,6 +70,12 @@ static const struct {
     {"ringws_handshakes_total", "WebSocket handshakes by outcome: the status answered to a "
                                 "request for a WebSocket endpoint, or timeout (a request "
                                 "still incomplete at handshake_timeout)."},
+    {"ringws_handshakes_refused_total", "WebSocket upgrades answered 503 with Retry-After "
+                                        "before their handshake, by reason (max_handshakes: "
+                                        "the worker's connections not yet upgraded were over "
+                                        "that bound)."},
+    {"ringws_accepts_deferred_total", "New connections put off to a later loop turn by "
+                                      "accepts_per_turn."},
     {"ringws_messages_received_total", "WebSocket data messages received (control frames not "
                                        "counted)."},
     {"ringws_messages_sent_total", "WebSocket data messages queued to peers: sends of the "
@@ -173,6 +179,18 @@ static void metrics_write_handshakes(struct text_buf *t, const struct ringws_ser
     }
 }
 
+/* Upgrades refused before their handshake, by reason (one so far), and the
+ * connections the accept budget put off. */
+static void metrics_write_admission(struct text_buf *t, const struct ringws_server *srv)
+{
+    static const char name[] = "ringws_handshakes_refused_total";
+
+    metrics_write_family(t, name, "counter");
+    metrics_write_sample(t, name, "reason=\"max_handshakes\"",
+                         METRICS_SUM(srv, handshakes_refused_busy));
+    metrics_write_counter(t, "ringws_accepts_deferred_total", METRICS_SUM(srv, accepts_deferred));
+}
+
 static void metrics_write_connections(struct text_buf *t, const struct ringws_server *srv)
 {
     static const char name[] = "ringws_connections";
@@ -214,6 +232,7 @@ void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv
 void metrics_write_server(struct text_buf *t, const struct ringws_server *srv)
 {
     metrics_write_handshakes(t, srv);
+    metrics_write_admission(t, srv);
     metrics_write_counter(t, "ringws_messages_received_total", METRICS_SUM(srv, messages_received));
     /* Published deliveries are counted once per publish (fanout_queued),
      * not once per recipient. */

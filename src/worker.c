@@ -43,32 +43,121 @@ uint32_t worker_random_below(struct worker *w, uint32_t bound)
     return (uint32_t)(((x * 0x2545F4914F6CDD1Dull) >> 32) * bound >> 32);
 }
 
-static void worker_before_wait(void *ctx)
-{
-    struct worker *w = ctx;
+/* ---- the accept budget ---------------------------------------------------
+ * A reconnect storm delivers thousands of accepts in one completion batch.
+ * Each one taken arms a receive, and the handshakes that follow would then
+ * fill the next batches ahead of the established connections' traffic.  A
+ * worker therefore takes at most accepts_per_turn new connections per loop
+ * turn; the others wait here, oldest first, for the next turns (which come
+ * without waiting while any are left: worker_work_left).  Waiting ones count
+ * as handshaking for max_handshakes (conn_http.c). */
 
-    if (w->tls)
-        tls_worker_turn(w);
-    conn_flush_all(w);
+#define WORKER_ACCEPT_Q_MIN 64u
+
+static int worker_accept_grow(struct worker *w)
+{
+    unsigned cap = w->accept_cap ? w->accept_cap * 2 : WORKER_ACCEPT_Q_MIN;
+    struct accept_wait *q;
+
+    if (cap < w->accept_cap)
+        return -ENOMEM;
+    q = malloc(cap * sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    for (unsigned i = 0; i < w->accept_n; i++)
+        q[i] = w->accept_q[(w->accept_head + i) & (w->accept_cap - 1)];
+    free(w->accept_q);
+    w->accept_q = q;
+    w->accept_cap = cap;
+    w->accept_head = 0;
+    return 0;
 }
 
-/* Handshakes put off by the budget wait for the next turn, which must
- * come without an event to wake it. */
-static bool worker_work_left(void *ctx)
+static bool worker_accept_defer(struct worker *w, unsigned listener, int fd,
+                                const struct sockaddr *peer, socklen_t len)
 {
-    return tls_worker_deferred(ctx);
+    struct accept_wait *a;
+
+    if (w->accept_n == w->accept_cap && worker_accept_grow(w) < 0)
+        return false;
+    a = &w->accept_q[(w->accept_head + w->accept_n++) & (w->accept_cap - 1)];
+    a->fd = fd;
+    a->listener = listener;
+    a->peer_len = peer && len <= sizeof(a->peer) ? len : 0;
+    if (a->peer_len)
+        memcpy(&a->peer, peer, len);
+    STAT_ADD(w, accepts_deferred, 1);
+    return true;
 }
 
 /* Listener 0 is the server's port: TLS when the server has certificates,
  * behind a PROXY protocol header when configured so.  The plaintext
  * listener beside TLS is always direct. */
+static void worker_accept_now(struct worker *w, unsigned listener, int fd,
+                              const struct sockaddr *peer, socklen_t len)
+{
+    w->turn_accepts++;
+    conn_accepted(w, listener == 0 && w->tp_sealed,
+                  listener == 0 && w->srv->cfg.proxy_protocol, fd, peer, len);
+}
+
+/* A turn begins: a fresh budget, taken first by the oldest waiting. */
+static void worker_accept_turn(struct worker *w)
+{
+    w->turn_accepts = 0;
+    while (w->accept_n && w->turn_accepts < w->srv->cfg.accepts_per_turn) {
+        struct accept_wait a = w->accept_q[w->accept_head];
+        w->accept_head = (w->accept_head + 1) & (w->accept_cap - 1);
+        w->accept_n--;
+        worker_accept_now(w, a.listener, a.fd,
+                          a.peer_len ? (const struct sockaddr *)&a.peer : NULL, a.peer_len);
+    }
+}
+
+/* A stopping worker takes no one more: the waiting are closed unanswered,
+ * as the listener's own queue is. */
+static void worker_accept_drop(struct worker *w)
+{
+    for (; w->accept_n; w->accept_n--) {
+        loop_close_fd(w->loop, w->accept_q[w->accept_head].fd);
+        w->accept_head = (w->accept_head + 1) & (w->accept_cap - 1);
+    }
+}
+
 static void worker_accepted(void *ctx, unsigned listener, int fd, const struct sockaddr *peer,
                             socklen_t len)
 {
     struct worker *w = ctx;
+    unsigned budget = w->srv->cfg.accepts_per_turn;
 
-    conn_accepted(w, listener == 0 && w->tp_sealed,
-                  listener == 0 && w->srv->cfg.proxy_protocol, fd, peer, len);
+    if (!budget || (!w->accept_n && w->turn_accepts < budget)) {
+        worker_accept_now(w, listener, fd, peer, len);
+    } else if (!worker_accept_defer(w, listener, fd, peer, len)) {
+        /* No memory to wait in: refused as over max_connections. */
+        STAT_ADD(w, refused, 1);
+        loop_close_fd(w->loop, fd);
+    }
+}
+
+/* ---- the loop's handlers ------------------------------------------------ */
+
+static void worker_before_wait(void *ctx)
+{
+    struct worker *w = ctx;
+
+    worker_accept_turn(w);
+    if (w->tls)
+        tls_worker_turn(w);
+    conn_flush_all(w);
+}
+
+/* Accepts and TLS handshakes put off by their budgets wait for the next
+ * turn, which must come without an event to wake it. */
+static bool worker_work_left(void *ctx)
+{
+    const struct worker *w = ctx;
+
+    return w->accept_n || tls_worker_deferred(w);
 }
 
 static void worker_woken(void *ctx)
@@ -84,6 +173,7 @@ static void worker_woken(void *ctx)
         w->stopping = true;
         w->stop_deadline_ms = timer_now_ms() + w->srv->cfg.close_timeout_ms + 500;
         loop_unlisten(w->loop);
+        worker_accept_drop(w);
         conn_stop_all(w);
     }
 }
@@ -232,6 +322,7 @@ int worker_run(struct worker *w)
         fatal = loop_turn(w->loop, -1);
     if (srv->engine->worker_stop) /* answers what waits for it */
         srv->engine->worker_stop(w);
+    worker_accept_drop(w);
     conn_abort_all(w);
     if (!fatal)
         fatal = worker_reap(w);
@@ -244,6 +335,8 @@ int worker_run(struct worker *w)
     if (srv->engine->worker_free)
         srv->engine->worker_free(w);
     conn_free_all(w);
+    free(w->accept_q);
+    w->accept_q = NULL;
     tls_worker_fini(w);
     pubsub_worker_fini(w);
     return fatal;
