@@ -28,19 +28,22 @@ esac
 # The modules each target links: the pure ones, and for tls_handshake the
 # server's certificates and policy (tls_context.c) with what it calls;
 # handshake and the TLS ones need OpenSSL, token OpenSSL and jansson.
+# pubsub_proto.c builds the envelope's frame head with frame.c's header
+# writer, which brings the frame codec's own modules.
+PUBSUB_PROTO="src/pubsub_proto.c src/frame.c src/utf8.c src/unmask.c"
 modules() {
     case $1 in
     http_parse) echo "src/http_parse.c" ;;
     handshake) echo "src/handshake.c src/ws_ext.c src/http_parse.c" ;;
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
-    pubsub) echo "src/pubsub_proto.c" ;;
+    pubsub) echo "$PUBSUB_PROTO" ;;
     proxy_proto) echo "src/proxy_proto.c" ;;
     tls_handshake) echo "src/tls_context.c src/tls_record.c src/log.c src/timer.c" ;;
     tls_record) echo "src/tls_record.c" ;;
-    token) echo "src/token.c src/pubsub_proto.c" ;;
+    token) echo "src/token.c $PUBSUB_PROTO" ;;
     ws_ext) echo "src/ws_ext.c src/http_parse.c" ;;
-    engine) echo "src/engine_proto.c src/pubsub_proto.c src/utf8.c" ;;
+    engine) echo "src/engine_proto.c $PUBSUB_PROTO" ;;
     esac
 }
 
