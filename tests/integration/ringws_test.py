@@ -783,6 +783,16 @@ def http_get(port, path, method="GET", headers=(), version="HTTP/1.1", tls=SUITE
         return c.read_response(head=(method == "HEAD"))
 
 
+def metric(port, name):
+    """The value of one unlabelled row of GET /metrics; a row missing fails."""
+    resp = http_get(port, "/metrics")
+    eq(resp.status, 200, "status of GET /metrics")
+    for line in resp.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    fail("no %s in /metrics: %s" % (name, short(resp.body)))
+
+
 def make_key(raw16=None):
     return base64.b64encode(raw16 if raw16 is not None else os.urandom(16)).decode()
 

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
                          close_payload, connect, eq, expect, fail, http_get, short, slack,
-                         upgrade_request)
+                         upgrade_request, metric)
 
 MIB = 1 << 20
 WORKERS = 2
@@ -906,14 +906,6 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
     rw.check()
 
 
-def metric(port, name):
-    """The value of one row of GET /metrics."""
-    resp = http_get(port, "/metrics")
-    eq(resp.status, 200, "status of GET /metrics")
-    for line in resp.body.decode().splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    fail("no %s in /metrics: %s" % (name, short(resp.body)))
 
 
 def t_partial_budget(srv, budget, n_held=3):

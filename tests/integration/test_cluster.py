@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_TEXT, HttpConn, RawWS, Runner, Server, T, eq, expect,  # noqa: E402
-                         fail, upgrade_request)
+                         fail, upgrade_request, metric)
 
 REDIS = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -231,12 +231,6 @@ def collect(ws, topic, n, what):
     return got
 
 
-def metric(port, name):
-    with HttpConn(port) as h:
-        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        text = h.read_response().body.decode()
-    m = re.search("^%s (\\d+)$" % re.escape(name), text, re.M)
-    return int(m.group(1)) if m else None
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, HttpConn, RawWS,  # noqa: E402
                          Runner, T, build_frame, close_payload, deflate_message, eq, expect,
-                         fail, http_get, upgrade_request, ws_connect)
+                         fail, http_get, upgrade_request, ws_connect, metric)
 
 PMD = "permessage-deflate"
 ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -55,12 +55,6 @@ def json_text(n, seed=1):
     return json.dumps(body)
 
 
-def metric(port, name):
-    body = http_get(port, "/metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    fail("no %s in /metrics" % name)
 
 
 def publish(port, topic, body):

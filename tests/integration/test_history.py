@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (EOF, OP_BINARY, OP_PING, OP_TEXT, SUITE_TLS, HttpConn, RawWS,  # noqa: E402
                          Runner, T, TestFailure, build_frame, eq, expect, fail, http_get,
-                         suite_certs, upgrade_request)
+                         suite_certs, upgrade_request, metric)
 
 SEED = int(os.environ.get("RINGWS_TEST_SEED", int(time.time())))
 print("history: random seed %d (set RINGWS_TEST_SEED to repeat)" % SEED)
@@ -545,7 +545,7 @@ def t_resume_gap(port):
 
 def wait_metric(port, name, ok, what):
     deadline = time.monotonic() + T(5)
-    while not ok(metric(port, name) or 0):
+    while not ok(metric(port, name)):
         if time.monotonic() > deadline:
             fail("%s: %s stayed %r" % (what, name, metric(port, name)))
         time.sleep(0.05)
@@ -553,7 +553,7 @@ def wait_metric(port, name, ok, what):
 
 def leave(port, conns):
     """Closes conns and waits until their topics are idle in the sequencer."""
-    before = metric(port, "ringws_sequences_idle") or 0
+    before = metric(port, "ringws_sequences_idle")
     close_all(conns)
     wait_metric(port, "ringws_sequences_idle", lambda v: v >= before + len(conns),
                 "the topics left by their subscribers are idle")
@@ -635,12 +635,6 @@ def t_resume_ttl(port):
     close_all([ws, holder])
 
 
-def metric(port, name):
-    with HttpConn(port) as h:
-        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        text = h.read_response().body.decode()
-    m = re.search("^%s (\\d+)$" % re.escape(name), text, re.M)
-    return int(m.group(1)) if m else None
 
 
 def t_ttl_swept(port):
