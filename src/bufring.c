@@ -6,6 +6,29 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* Enough for handshakes, pings and small messages of many connections at
+ * once (incremental buffers pack them), few enough pages to stay small. */
+#define BUFRING_FIRST_POSTED 16
+
+static void bufring_post(struct bufring *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        io_uring_buf_ring_add(b->br, bufring_addr(b, (uint16_t)(b->posted + i)), b->size,
+                              (uint16_t)(b->posted + i), io_uring_buf_ring_mask(b->count), (int)i);
+    io_uring_buf_ring_advance(b->br, (int)n);
+    b->posted += n;
+}
+
+bool bufring_grow(struct bufring *b)
+{
+    uint32_t n = b->posted < b->count - b->posted ? b->posted : b->count - b->posted;
+
+    if (!n)
+        return false;
+    bufring_post(b, n);
+    return true;
+}
+
 int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
                    uint32_t count, uint32_t size, bool incremental)
 {
@@ -56,10 +79,7 @@ int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
         return ret;
     }
     io_uring_buf_ring_init(b->br);
-    for (uint32_t i = 0; i < count; i++)
-        io_uring_buf_ring_add(b->br, bufring_addr(b, (uint16_t)i), size,
-                              (uint16_t)i, io_uring_buf_ring_mask(count), (int)i);
-    io_uring_buf_ring_advance(b->br, (int)count);
+    bufring_post(b, count < BUFRING_FIRST_POSTED ? count : BUFRING_FIRST_POSTED);
     return 0;
 }
 

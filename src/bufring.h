@@ -9,7 +9,14 @@
  * (IOU_PBUF_RING_INC): a receive takes only the bytes it needs from the
  * buffer at the head, and the next receive continues in the same buffer, so
  * small messages pack into a few hot pages instead of touching every buffer
- * of the ring in turn. */
+ * of the ring in turn.
+ *
+ * Only a few buffers are posted at first; the rest wait in reserve, never
+ * touched, until the kernel runs out (-ENOBUFS) and bufring_grow posts more.
+ * The kernel takes posted buffers in ring order and a consumed one goes back
+ * at once, so the pages that stay resident follow the most data ever in
+ * flight at one time, not the number of connections that ever sent a
+ * handshake through the ring. */
 #ifndef RINGWS_BUFRING_H
 #define RINGWS_BUFRING_H
 
@@ -30,7 +37,8 @@ struct bufring {
     uint8_t *base;      /* count * size bytes of buffers */
     uint32_t *used;     /* incremental: bytes of each buffer already handed out */
     size_t ring_bytes;  /* mapping of br */
-    uint32_t count;     /* a power of two */
+    uint32_t count;     /* a power of two: the most buffers ever posted */
+    uint32_t posted;    /* buffers 0..posted-1 are the kernel's; the rest wait */
     uint32_t size;      /* bytes per buffer */
     uint16_t bgid;
 };
@@ -39,6 +47,9 @@ struct bufring {
  * can.  0 or -errno. */
 int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
                    uint32_t count, uint32_t size, bool incremental);
+/* After -ENOBUFS: doubles the buffers posted, up to count.  false when
+ * all of them were posted already. */
+bool bufring_grow(struct bufring *b);
 /* Unmaps the buffers once the ring they were registered with is gone (the
  * registration goes with the ring). */
 void bufring_destroy(struct bufring *b);

@@ -563,6 +563,9 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
         loop_recv(l, lc);
         return;
     }
+    if (cqe->res == -ENOBUFS && bufring_grow(&l->bufs))
+        log_msg(LOG_LEVEL_DEBUG, "%s %u: %u receive buffers posted", l->name, l->id,
+                l->bufs.posted);
     if (cqe->res <= 0) {
         l->h->received(lc, NULL, cqe->res, ended);
         return;
