@@ -17,7 +17,8 @@ and every message they missed; a Redis master killed while a node
 publishes costs only the publishes refused during the outage (503): after
 its replica takes over, every publish that was answered 200 reaches every
 subscriber once, in order; a slot that migrates to another master is
-followed (MOVED, and Redis's sunsubscribe) without a message lost."""
+followed (MOVED, and Redis's sunsubscribe) without a message lost; a
+topic's history-ttl holds in its stream in Redis too."""
 
 import json
 import os
@@ -584,6 +585,45 @@ def t_history_age(port):
        "messages older than history-ttl, read from the stream now")
 
 
+def t_history_ttl_in_stream(port, rcli):
+    """history-ttl holds in Redis too: a publish trims the stream's entries
+    older than the rule's 1 s (by their publish time), and a stream whose
+    newest entry is that old expires, while the topic's position stays (the
+    next publish continues its offsets in its epoch)."""
+    t = "ttl.r"
+    ks = "ringws:{%s}:s" % t
+
+    def stream():
+        """[(body, publish time in us)] of the stream, oldest first."""
+        out = rcli("XRANGE", ks, "-", "+").split("\n")
+        # redis-cli without a tty: the ID, then t TYPE p BODY us TIME, a line each.
+        return [(out[i + 4], int(out[i + 6])) for i in range(0, len(out) - 6, 7)]
+
+    ws = env_open(port, t)
+    epoch, last = subscribed(ws, t)
+    eq(post(port, t, b"old").status, 200, "publish")
+    t0 = time.monotonic()
+    time.sleep(0.5)  # ages are what is tested: "mid" younger than "old" by half the limit
+    eq(post(port, t, b"mid").status, 200, "publish")
+    time.sleep(max(0.0, t0 + 1.1 - time.monotonic()))  # "old" past history-ttl=1s
+    eq(post(port, t, b"new").status, 200, "publish")
+    held = stream()
+    eq(held[-1][0], "new", "the newest entry in the stream")
+    expect("old" not in [h[0] for h in held], "the entry past history-ttl trimmed", held)
+    expect(all(h[1] >= held[-1][1] - 1000000 for h in held),
+           "no entry older than history-ttl before the newest", held)
+    eq([f[3] for f, _ in (recv_env(ws, "msg %d" % i) for i in range(3))],
+       [str(last + i) for i in range(1, 4)], "the subscriber's offsets")
+    wait_for(lambda: rcli("EXISTS", ks).strip() == "0", "the stream expired after history-ttl",
+             timeout=5)
+    eq(rcli("EXISTS", "ringws:{%s}:m" % t).strip(), "1", "the topic's position kept")
+    eq(post(port, t, b"after").status, 200, "publish after the stream expired")
+    fields, body = recv_env(ws, "the message after")
+    eq((fields[2], int(fields[3]), body), (epoch, last + 4, b"after"), "same epoch, next offset")
+    eq([h[0] for h in stream()], ["after"], "a new stream")
+    ws.close()
+
+
 def t_compressed_across_nodes(nodes, cluster):
     """A publish through one node reaches a subscriber with
     permessage-deflate on another compressed (RSV1), raw and in the
@@ -663,6 +703,8 @@ def main():
                       "single-redis") as srv:
             r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
             r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
+            r.case("history-ttl-trims-the-stream", t_history_ttl_in_stream, srv.port,
+                   lambda *a: cli(single.port, "--no-auth-warning", "-a", "s3cret", *a))
     finally:
         single.kill()
         shutil.rmtree(root, ignore_errors=True)
