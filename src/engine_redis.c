@@ -184,6 +184,7 @@ struct re_worker {
     unsigned n_masters, n_retired;
     uint16_t slots[CLUSTER_SLOTS]; /* index in masters */
     bool map_ready, topo_busy, stopping;
+    bool topo_again; /* a read asked for while one was on its way, or too soon after one */
     uint64_t topo_ms;
     struct redis_conn *seeds; /* one per seed: the first up answers the slot map */
     unsigned n_seeds;
@@ -415,6 +416,8 @@ static void re_cmd_state(void *ctx, bool up)
 }
 
 static void re_sub_push(void *ctx, redisReply *r);
+static int re_redirect_target(struct re_worker *rw, const char *err, size_t n,
+                              struct engine_redirect *to);
 
 static void re_sub_state(void *ctx, bool up)
 {
@@ -584,15 +587,22 @@ static void re_topology_reply(void *arg, redisReply *r)
 }
 
 /* Reads the slot map again (a master lost, a MOVED, a slot that moved):
- * from the seed, or else from any master that is up. */
+ * from the seed, or else from any master that is up.  One asked for while
+ * a read is on its way or too soon after one is not dropped: the tick
+ * makes it (the event may be newer than the answer on its way, as
+ * Redis's sunsubscribe when a slot's hand-over follows an ASK). */
 static void re_topology_refresh(struct re_worker *rw)
 {
     static const char *argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     struct redis_conn *rc = NULL;
 
-    if (rw->stopping || rw->topo_busy || re_now_ms() - rw->topo_ms < RE_TOPO_MIN_MS)
+    if (rw->stopping)
         return;
+    if (rw->topo_busy || re_now_ms() - rw->topo_ms < RE_TOPO_MIN_MS) {
+        rw->topo_again = true;
+        return;
+    }
     for (unsigned i = 0; !rc && i < rw->n_seeds; i++)
         if (rw->seeds[i].state == REDIS_UP)
             rc = &rw->seeds[i];
@@ -603,8 +613,10 @@ static void re_topology_refresh(struct re_worker *rw)
         return; /* the seed's reconnect asks again */
     rw->topo_addr = rc->addr;
     rw->topo_addr_len = rc->addr_len;
-    if (redis_conn_command(rc, 2, argv, lens, re_topology_reply, rw) == 0)
+    if (redis_conn_command(rc, 2, argv, lens, re_topology_reply, rw) == 0) {
         rw->topo_busy = true;
+        rw->topo_again = false;
+    }
 }
 
 static void re_seed_state(void *ctx, bool up)
@@ -1134,8 +1146,18 @@ static void re_sub_push(void *ctx, redisReply *r)
     struct re_topic *t;
     const redisReply *kind;
 
-    if (r->type == REDIS_REPLY_ERROR) { /* MOVED: the map is old */
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* MOVED: an SSUBSCRIBE sent where the slot was, by a map read
+         * from a node that had not heard of its hand-over yet.  The
+         * topic would stay "subscribed" where nothing comes: the slot
+         * follows the answer and the subscription moves now. */
+        struct engine_redirect to;
+        int i = re_redirect_target(rw, r->str, r->len, &to);
         re_topology_refresh(rw);
+        if (i >= 0 && !to.ask) {
+            rw->slots[to.slot] = (uint16_t)i;
+            re_resubscribe(rw, NULL);
+        }
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
@@ -1504,7 +1526,7 @@ static void re_tick(struct worker *w)
 
     for (unsigned i = 0; i < rw->n_masters; i++)
         down |= rw->masters[i]->cmd.state != REDIS_UP;
-    if (down)
+    if (down || rw->topo_again)
         re_topology_refresh(rw);
     re_resubscribe(rw, NULL); /* whatever an event left unsubscribed, or waits too long */
     pthread_mutex_lock(&e->lock);

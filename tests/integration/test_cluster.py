@@ -429,6 +429,77 @@ def t_slot_migrates(nodes, cluster):
         ws.close()
 
 
+def t_slot_half_migrated(nodes, cluster):
+    """Publishes into a slot caught half migrated (IMPORTING/MIGRATING set,
+    then the topic's keys MIGRATEd, before SETSLOT NODE). Redis refuses
+    the publish script in both halves, because it names the topic's
+    channel as a key and no master holds a channel as a key: with the keys
+    still on the source, the source answers TRYAGAIN (some of the script's
+    keys there, not all); with them moved, it answers ASK, the node
+    follows it (ASKING, then the script on the importing master), and that
+    one answers TRYAGAIN (not all keys there). The publisher gets 503 with
+    Retry-After, and nothing is published. Once the slot is handed over
+    publishes succeed, and every subscriber gets each accepted message once,
+    in order, with the next offsets (a refused publish took none)."""
+    t = "c.ask"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    for i in range(3):
+        eq(post(nodes[2].port, t, b"a%d" % i).status, 200, "publish before the migration")
+    for ws in subs:
+        collect(ws, t, 3, "before the migration")
+    src = cluster.master_of(channel(t))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
+    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+
+    def counts():
+        """Errors answered by the source and the target, and ASKING on the target."""
+        def errors(n):
+            return {m.group(1): int(m.group(2)) for m in
+                    re.finditer(r"^errorstat_(\w+):count=(\d+)", cli(n.port, "INFO", "errorstats"),
+                                re.M)}
+        return (errors(src), errors(dst), commandstats(dst).get("asking", 0))
+
+    def refused(what, expected):
+        before = counts()
+        for i, node in enumerate(nodes):
+            resp = post(node.port, t, b"refused")
+            eq(resp.status, 503, "%s through node %d (%r)" % (what, i, resp.body[:80]))
+            expect(resp.header("Retry-After"), "Retry-After on the refusal", resp.headers)
+        after = counts()
+        got = ({k: after[0].get(k, 0) - before[0].get(k, 0) for k in ("ASK", "TRYAGAIN")},
+               {k: after[1].get(k, 0) - before[1].get(k, 0) for k in ("ASK", "TRYAGAIN")},
+               after[2] - before[2])
+        eq(got, expected, "who refused %s (source's errors, target's, ASKING on the target)" % what)
+
+    n = len(nodes)
+    refused("a publish with the keys still on the source",
+            ({"ASK": 0, "TRYAGAIN": n}, {"ASK": 0, "TRYAGAIN": 0}, 0))
+    keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+    eq(sorted(keys), sorted("ringws:{%s}:%s" % (t, k) for k in "ms"), "the topic's keys")
+    eq(cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys).strip(), "OK",
+       "MIGRATE")
+    refused("a publish with the keys on the importing master",
+            ({"ASK": n, "TRYAGAIN": 0}, {"ASK": 0, "TRYAGAIN": n}, n))
+    for n in cluster.alive():
+        if n.role() == "master":
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    wait_for(lambda: cluster.master_of(channel(t)) is dst, "the slot on its new master")
+    for i in range(3, 6):
+        resp = post(nodes[i % 3].port, t, b"a%d" % i)
+        eq(resp.status, 200, "publish after the hand-over (%r)" % resp.body[:80])
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 3, "subscriber %d after the hand-over" % k)
+        eq([(g[0], g[1], g[2]) for g in got],
+           [(start[k][0], start[k][1] + 4 + i, b"a%d" % (3 + i)) for i in range(3)],
+           "the accepted messages once, in order, next offsets, one epoch")
+    for ws in subs:
+        ws.close()
+
+
 def t_lost_writes(nodes, cluster):
     """The topic's master loses its last two acknowledged writes (as a
     replica promoted before it had them would: here its stream entries and
@@ -682,6 +753,7 @@ def main():
                 r.record("c-api-publish-from-a-thread", False,
                          "RINGWS_EXAMPLE_TICKER (examples/ticker) is not set")
             r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
+            r.case("slot-half-migrated-tryagain-and-ask", t_slot_half_migrated, nodes, cluster)
             r.case("lost-writes-replace-the-epoch", t_lost_writes, nodes, cluster)
             r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
                    timeout=60)
