@@ -437,7 +437,18 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
  * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than
  * max_publish or max_message), -EAGAIN (a worker's inbox holds
  * max_inbox_bytes already: nothing was published, try again later),
- * -ENOMEM, -ESHUTDOWN (the server is stopping). */
+ * -ENOMEM, -ESHUTDOWN (the server is stopping).
+ *
+ * With an engine (config.engine, docs/CLUSTER.md) 0 means "handed over",
+ * not "published": from a thread that is no worker, once the publish is
+ * queued for the topic's worker; from a callback, once it is sent to the
+ * topic's Redis master (-EAGAIN when that master's connection is down at
+ * the call).  A refusal after that (the master lost before it answered,
+ * its slot being migrated, no master for the slot when the worker takes
+ * it) is not reported to the caller: the message is not published and is
+ * not retried (retrying could publish it twice), and the metric
+ * ringws_engine_refused_unreported_total counts it.  A publisher that
+ * must know uses POST /publish, whose answer comes after Redis's. */
 int ringws_publish(ringws_server *srv, const char *topic, const void *data,
                    size_t len, unsigned flags);
 

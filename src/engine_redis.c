@@ -212,6 +212,10 @@ struct redis_engine {
     char sha_hex[2 * SHA_DIGEST_LENGTH + 1];
     struct re_worker **workers;
     _Atomic uint64_t reconnects_seen, refills, gaps, refused, live;
+    /* Of refused: publishes whose caller had been answered 0 already
+     * (ringws_publish: handed to a worker, or sent), so that nobody else
+     * can tell them. */
+    _Atomic uint64_t refused_unreported;
 };
 
 static struct redis_engine *re_of(const struct ringws_server *srv)
@@ -1323,8 +1327,11 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to);
 static void re_publish_end(struct re_pubctx *x, int err, uint64_t nodes,
                            const struct pub_pos *pos)
 {
-    if (err < 0)
+    if (err < 0) {
         atomic_fetch_add(&x->rw->e->refused, 1);
+        if (!x->done)
+            atomic_fetch_add(&x->rw->e->refused_unreported, 1);
+    }
     if (x->done)
         x->done(x->arg, err, nodes, pos);
     free(x->m);
@@ -1620,6 +1627,7 @@ static void re_woken(struct worker *w)
             rev = q->next;
             if (!x || (*x = (struct re_pubctx){rw, q->m, NULL, NULL, 0}, re_publish_send(x, NULL) < 0)) {
                 atomic_fetch_add(&e->refused, 1);
+                atomic_fetch_add(&e->refused_unreported, 1);
                 free(q->m);
                 free(x);
             }
@@ -1757,6 +1765,9 @@ static void re_metrics(struct ringws_server *srv, struct text_buf *o)
     metrics_write_sample(o, "ringws_engine_gaps_total", NULL, atomic_load(&e->gaps));
     metrics_write_family(o, "ringws_engine_refused_total", "counter");
     metrics_write_sample(o, "ringws_engine_refused_total", NULL, atomic_load(&e->refused));
+    metrics_write_family(o, "ringws_engine_refused_unreported_total", "counter");
+    metrics_write_sample(o, "ringws_engine_refused_unreported_total", NULL,
+                         atomic_load(&e->refused_unreported));
     metrics_write_histogram(o, srv, "ringws_engine_lag_seconds",
                             offsetof(struct worker_stats, engine_lag));
 }
