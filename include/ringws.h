@@ -455,7 +455,16 @@ int ringws_publish(ringws_server *srv, const char *topic, const void *data,
 /* Subscribes a connection (any path) to a topic, or ends a subscription;
  * from the connection's own worker only, like ringws_send.  0, -EINVAL
  * (bad topic), -E2BIG (max_topics reached), -EPIPE (closing), -ENOMEM;
- * ringws_unsubscribe returns -ENOENT when it was not subscribed. */
+ * ringws_unsubscribe returns -ENOENT when it was not subscribed.
+ *
+ * With an engine (docs/CLUSTER.md) ringws_subscribe does not wait for a
+ * topic the node has not made live (none of its connections subscribed
+ * it, or read its history, in the last 2 s): it returns 0 at once, and the connection receives
+ * the messages published after the node's subscription in Redis is
+ * confirmed and its position read (a few round trips to the topic's
+ * master); one published in between does not reach it, and nothing tells
+ * it so.  A client that must not miss one subscribes itself with the
+ * ringws.v1 `sub` command (or ?topics=), which waits for the topic. */
 int ringws_subscribe(ringws_conn *c, const char *topic);
 int ringws_unsubscribe(ringws_conn *c, const char *topic);
 
