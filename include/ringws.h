@@ -437,14 +437,34 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
  * 0, -EINVAL (bad topic, bad flags, text not UTF-8), -EMSGSIZE (longer than
  * max_publish or max_message), -EAGAIN (a worker's inbox holds
  * max_inbox_bytes already: nothing was published, try again later),
- * -ENOMEM, -ESHUTDOWN (the server is stopping). */
+ * -ENOMEM, -ESHUTDOWN (the server is stopping).
+ *
+ * With an engine (config.engine, docs/CLUSTER.md) 0 means "handed over",
+ * not "published": from a thread that is no worker, once the publish is
+ * queued for the topic's worker; from a callback, once it is sent to the
+ * topic's Redis master (-EAGAIN when that master's connection is down at
+ * the call).  A refusal after that (the master lost before it answered,
+ * its slot being migrated, no master for the slot when the worker takes
+ * it) is not reported to the caller: the message is not published and is
+ * not retried (retrying could publish it twice), and the metric
+ * ringws_engine_refused_unreported_total counts it.  A publisher that
+ * must know uses POST /publish, whose answer comes after Redis's. */
 int ringws_publish(ringws_server *srv, const char *topic, const void *data,
                    size_t len, unsigned flags);
 
 /* Subscribes a connection (any path) to a topic, or ends a subscription;
  * from the connection's own worker only, like ringws_send.  0, -EINVAL
  * (bad topic), -E2BIG (max_topics reached), -EPIPE (closing), -ENOMEM;
- * ringws_unsubscribe returns -ENOENT when it was not subscribed. */
+ * ringws_unsubscribe returns -ENOENT when it was not subscribed.
+ *
+ * With an engine (docs/CLUSTER.md) ringws_subscribe does not wait for a
+ * topic the node has not made live (none of its connections subscribed
+ * it, or read its history, in the last 2 s): it returns 0 at once, and the connection receives
+ * the messages published after the node's subscription in Redis is
+ * confirmed and its position read (a few round trips to the topic's
+ * master); one published in between does not reach it, and nothing tells
+ * it so.  A client that must not miss one subscribes itself with the
+ * ringws.v1 `sub` command (or ?topics=), which waits for the topic. */
 int ringws_subscribe(ringws_conn *c, const char *topic);
 int ringws_unsubscribe(ringws_conn *c, const char *topic);
 

@@ -59,8 +59,17 @@ _Static_assert(ENGINE_EPOCH_LEN == SEQ_EPOCH_LEN, "one epoch length");
 /* KEYS: the topic's hash, stream, channel.  ARGV: an epoch for a topic
  * that has none, the stream's MAXLEN (0: no history), the keys' idle
  * expiry (ms), the type (t/b), the payload, the publish time (the
- * publishing node's CLOCK_REALTIME, us).  Returns {epoch, offset, nodes
- * that took it}; the channel's message is engine_proto.h's. */
+ * publishing node's CLOCK_REALTIME, us), the history's age limit (ms, 0:
+ * none).  Returns {epoch, offset, nodes that took it}; the channel's
+ * message is engine_proto.h's.
+ *
+ * With an age limit the stream holds no message older than it, as each
+ * node's copy does: the entries older than it (by their publish time, the
+ * field us, sixth of the fields this script writes) are trimmed from the
+ * front at every publish (exact MINID: "~" trims whole nodes only), and
+ * the stream expires once its newest entry is that old.  The IDs are
+ * offsets, not times, so the cut is found by reading the front: one
+ * entry when nothing is old, each old entry once. */
 static const char re_publish_lua[] =
     "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
     "if not e then e = ARGV[1]; redis.call('HSET', KEYS[1], 'epoch', e) end\n"
@@ -68,7 +77,26 @@ static const char re_publish_lua[] =
     "if tonumber(ARGV[2]) > 0 then\n"
     "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], o .. '-0',"
     " 't', ARGV[4], 'p', ARGV[5], 'us', ARGV[6])\n"
-    "  redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+    "  local ttl = tonumber(ARGV[7])\n"
+    "  if ttl > 0 then\n"
+    "    local cut, from, n, old = tonumber(ARGV[6]) - ttl * 1000, '-', 1, false\n"
+    "    while true do\n"
+    "      local r = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', n)\n"
+    "      local keep\n"
+    "      for i = 1, #r do\n"
+    "        if tonumber(r[i][2][6]) >= cut then keep = r[i][1]; break end\n"
+    "        old = true\n"
+    "      end\n"
+    "      if keep or #r == 0 then\n"
+    "        if keep and old then redis.call('XTRIM', KEYS[2], 'MINID', keep) end\n"
+    "        break\n"
+    "      end\n"
+    "      from, n = '(' .. r[#r][1], 64\n"
+    "    end\n"
+    "    redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "  else\n"
+    "    redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+    "  end\n"
     "end\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
     "local n = redis.call('SPUBLISH', KEYS[3],"
@@ -156,6 +184,7 @@ struct re_worker {
     unsigned n_masters, n_retired;
     uint16_t slots[CLUSTER_SLOTS]; /* index in masters */
     bool map_ready, topo_busy, stopping;
+    bool topo_again; /* a read asked for while one was on its way, or too soon after one */
     uint64_t topo_ms;
     struct redis_conn *seeds; /* one per seed: the first up answers the slot map */
     unsigned n_seeds;
@@ -183,6 +212,10 @@ struct redis_engine {
     char sha_hex[2 * SHA_DIGEST_LENGTH + 1];
     struct re_worker **workers;
     _Atomic uint64_t reconnects_seen, refills, gaps, refused, live;
+    /* Of refused: publishes whose caller had been answered 0 already
+     * (ringws_publish: handed to a worker, or sent), so that nobody else
+     * can tell them. */
+    _Atomic uint64_t refused_unreported;
 };
 
 static struct redis_engine *re_of(const struct ringws_server *srv)
@@ -320,17 +353,19 @@ static void re_epoch_draw(struct re_worker *rw, char out[SEQ_EPOCH_LEN])
     }
 }
 
-/* What a topic's rule keeps: the stream's length, and how long its keys
- * outlive their last publish (the sequence's idle time, at least the
- * history's age limit, at least a second). */
+/* What a topic's rule keeps: the stream's length and age limit (0:
+ * none; ttl_ms may be NULL), and how long its keys outlive their last publish (the sequence's
+ * idle time, at least the history's age limit, at least a second). */
 static void re_topic_limits(const struct ringws_config *cfg, const char *name, size_t len,
-                            uint32_t *maxlen, uint64_t *idle_ms)
+                            uint32_t *maxlen, uint32_t *ttl_ms, uint64_t *idle_ms)
 {
     const struct ringws_topic_rule *rule =
         topic_rule_match(cfg->topic_rules, cfg->n_topic_rules, name, len);
     uint64_t idle = cfg->sequence_idle_ms;
 
     *maxlen = rule ? rule->history : 0;
+    if (ttl_ms)
+        *ttl_ms = rule ? rule->history_ttl_ms : 0;
     if (rule && rule->history_ttl_ms > idle)
         idle = rule->history_ttl_ms;
     *idle_ms = idle < 1000 ? 1000 : idle;
@@ -385,6 +420,8 @@ static void re_cmd_state(void *ctx, bool up)
 }
 
 static void re_sub_push(void *ctx, redisReply *r);
+static int re_redirect_target(struct re_worker *rw, const char *err, size_t n,
+                              struct engine_redirect *to);
 
 static void re_sub_state(void *ctx, bool up)
 {
@@ -554,15 +591,22 @@ static void re_topology_reply(void *arg, redisReply *r)
 }
 
 /* Reads the slot map again (a master lost, a MOVED, a slot that moved):
- * from the seed, or else from any master that is up. */
+ * from the seed, or else from any master that is up.  One asked for while
+ * a read is on its way or too soon after one is not dropped: the tick
+ * makes it (the event may be newer than the answer on its way, as
+ * Redis's sunsubscribe when a slot's hand-over follows an ASK). */
 static void re_topology_refresh(struct re_worker *rw)
 {
     static const char *argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     struct redis_conn *rc = NULL;
 
-    if (rw->stopping || rw->topo_busy || re_now_ms() - rw->topo_ms < RE_TOPO_MIN_MS)
+    if (rw->stopping)
         return;
+    if (rw->topo_busy || re_now_ms() - rw->topo_ms < RE_TOPO_MIN_MS) {
+        rw->topo_again = true;
+        return;
+    }
     for (unsigned i = 0; !rc && i < rw->n_seeds; i++)
         if (rw->seeds[i].state == REDIS_UP)
             rc = &rw->seeds[i];
@@ -573,8 +617,10 @@ static void re_topology_refresh(struct re_worker *rw)
         return; /* the seed's reconnect asks again */
     rw->topo_addr = rc->addr;
     rw->topo_addr_len = rc->addr_len;
-    if (redis_conn_command(rc, 2, argv, lens, re_topology_reply, rw) == 0)
+    if (redis_conn_command(rc, 2, argv, lens, re_topology_reply, rw) == 0) {
         rw->topo_busy = true;
+        rw->topo_again = false;
+    }
 }
 
 static void re_seed_state(void *ctx, bool up)
@@ -1019,7 +1065,7 @@ static void re_sync_start(struct re_worker *rw, struct re_topic *t)
 
     if (t->syncing || !t->st)
         return;
-    re_topic_limits(cfg, t->name, t->len, &maxlen, &idle);
+    re_topic_limits(cfg, t->name, t->len, &maxlen, NULL, &idle);
     if (!(s = calloc(1, sizeof(*s)))) {
         re_join_fail(rw, t);
         return;
@@ -1104,8 +1150,18 @@ static void re_sub_push(void *ctx, redisReply *r)
     struct re_topic *t;
     const redisReply *kind;
 
-    if (r->type == REDIS_REPLY_ERROR) { /* MOVED: the map is old */
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* MOVED: an SSUBSCRIBE sent where the slot was, by a map read
+         * from a node that had not heard of its hand-over yet.  The
+         * topic would stay "subscribed" where nothing comes: the slot
+         * follows the answer and the subscription moves now. */
+        struct engine_redirect to;
+        int i = re_redirect_target(rw, r->str, r->len, &to);
         re_topology_refresh(rw);
+        if (i >= 0 && !to.ask) {
+            rw->slots[to.slot] = (uint16_t)i;
+            re_resubscribe(rw, NULL);
+        }
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
@@ -1271,8 +1327,11 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to);
 static void re_publish_end(struct re_pubctx *x, int err, uint64_t nodes,
                            const struct pub_pos *pos)
 {
-    if (err < 0)
+    if (err < 0) {
         atomic_fetch_add(&x->rw->e->refused, 1);
+        if (!x->done)
+            atomic_fetch_add(&x->rw->e->refused_unreported, 1);
+    }
     if (x->done)
         x->done(x->arg, err, nodes, pos);
     free(x->m);
@@ -1359,23 +1418,24 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
     const struct pub_msg *m = x->m;
     struct re_master *master = to ? to : re_master_of(rw, pub_msg_topic(m), m->topic_len);
     char km[RE_KEY_MAX], ks[RE_KEY_MAX], kc[RE_KEY_MAX], epoch[SEQ_EPOCH_LEN], maxlen_s[16],
-        idle_s[24], us_s[24];
+        idle_s[24], us_s[24], ttl_s[16];
     struct timespec now;
     bool binary = (m->raw.bytes[0] & 0x0f) == WS_OP_BINARY;
-    uint32_t maxlen;
+    uint32_t maxlen, ttl;
     uint64_t idle;
-    const char *argv[12];
-    size_t lens[12];
+    const char *argv[13];
+    size_t lens[13];
 
     if (!master || master->cmd.state != REDIS_UP) {
         re_topology_refresh(rw);
         return -EAGAIN;
     }
     x->tries++;
-    re_topic_limits(&rw->w->srv->cfg, pub_msg_topic(m), m->topic_len, &maxlen, &idle);
+    re_topic_limits(&rw->w->srv->cfg, pub_msg_topic(m), m->topic_len, &maxlen, &ttl, &idle);
     re_epoch_draw(rw, epoch);
     snprintf(maxlen_s, sizeof(maxlen_s), "%u", maxlen);
     snprintf(idle_s, sizeof(idle_s), "%" PRIu64, idle);
+    snprintf(ttl_s, sizeof(ttl_s), "%u", ttl);
     clock_gettime(CLOCK_REALTIME, &now); /* the one clock nodes share */
     snprintf(us_s, sizeof(us_s), "%" PRIu64,
              (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
@@ -1391,7 +1451,8 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
     argv[9] = binary ? "b" : "t", lens[9] = 1;
     argv[10] = (const char *)m->raw.bytes + m->frame_hdr, lens[10] = m->raw.len - m->frame_hdr;
     argv[11] = us_s, lens[11] = strlen(us_s);
-    return redis_conn_command(&master->cmd, 12, argv, lens, re_publish_reply, x) < 0 ? -EAGAIN
+    argv[12] = ttl_s, lens[12] = strlen(ttl_s);
+    return redis_conn_command(&master->cmd, 13, argv, lens, re_publish_reply, x) < 0 ? -EAGAIN
                                                                                      : 0;
 }
 
@@ -1472,7 +1533,7 @@ static void re_tick(struct worker *w)
 
     for (unsigned i = 0; i < rw->n_masters; i++)
         down |= rw->masters[i]->cmd.state != REDIS_UP;
-    if (down)
+    if (down || rw->topo_again)
         re_topology_refresh(rw);
     re_resubscribe(rw, NULL); /* whatever an event left unsubscribed, or waits too long */
     pthread_mutex_lock(&e->lock);
@@ -1566,6 +1627,7 @@ static void re_woken(struct worker *w)
             rev = q->next;
             if (!x || (*x = (struct re_pubctx){rw, q->m, NULL, NULL, 0}, re_publish_send(x, NULL) < 0)) {
                 atomic_fetch_add(&e->refused, 1);
+                atomic_fetch_add(&e->refused_unreported, 1);
                 free(q->m);
                 free(x);
             }
@@ -1703,6 +1765,9 @@ static void re_metrics(struct ringws_server *srv, struct text_buf *o)
     metrics_write_sample(o, "ringws_engine_gaps_total", NULL, atomic_load(&e->gaps));
     metrics_write_family(o, "ringws_engine_refused_total", "counter");
     metrics_write_sample(o, "ringws_engine_refused_total", NULL, atomic_load(&e->refused));
+    metrics_write_family(o, "ringws_engine_refused_unreported_total", "counter");
+    metrics_write_sample(o, "ringws_engine_refused_unreported_total", NULL,
+                         atomic_load(&e->refused_unreported));
     metrics_write_histogram(o, srv, "ringws_engine_lag_seconds",
                             offsetof(struct worker_stats, engine_lag));
 }

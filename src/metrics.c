@@ -104,6 +104,8 @@ static const struct {
     {"ringws_engine_gaps_total", "Holes the stream could no longer fill, or history Redis lost."},
     {"ringws_engine_refused_total", "Publishes and subscriptions refused while Redis could not "
      "take them."},
+    {"ringws_engine_refused_unreported_total", "Publishes of ringws_publish refused after the "
+     "call had returned 0: lost, and their caller not told."},
     {"ringws_engine_lag_seconds", "From a publish on any node (its clock) to its message handed "
      "to this node's workers."},
 };

@@ -17,7 +17,8 @@ and every message they missed; a Redis master killed while a node
 publishes costs only the publishes refused during the outage (503): after
 its replica takes over, every publish that was answered 200 reaches every
 subscriber once, in order; a slot that migrates to another master is
-followed (MOVED, and Redis's sunsubscribe) without a message lost."""
+followed (MOVED, and Redis's sunsubscribe) without a message lost; a
+topic's history-ttl holds in its stream in Redis too."""
 
 import json
 import os
@@ -331,9 +332,11 @@ def t_interest(nodes, cluster):
         for i in range(k):
             eq(post(nodes[2].port, t, b"m%d" % i).status, 200, "publish")
         after = commandstats(master)
+        # Not ringws's: this test's own reads, and the replica's REPLCONF
+        # ACK to its master, once a second.
         return {c: after.get(c, 0) - before.get(c, 0) for c in after
                 if after.get(c, 0) != before.get(c, 0) and not c.startswith(("info", "pubsub",
-                                                                             "cluster"))}
+                                                                             "cluster", "replconf"))}
 
     # The first publish of node 2 may load the script there.
     eq(post(nodes[2].port, t, b"warm-up").status, 200, "publish")
@@ -416,6 +419,77 @@ def t_slot_migrates(nodes, cluster):
         eq([g[2] for g in got], [b"m%d" % i for i in range(5, 10)], "the messages after the move")
         eq([g[1] for g in got], list(range(start[k][1] + 6, start[k][1] + 11)), "their offsets")
         eq({g[0] for g in got}, {start[k][0]}, "one epoch")
+    for ws in subs:
+        ws.close()
+
+
+def t_slot_half_migrated(nodes, cluster):
+    """Publishes into a slot caught half migrated (IMPORTING/MIGRATING set,
+    then the topic's keys MIGRATEd, before SETSLOT NODE). Redis refuses
+    the publish script in both halves, because it names the topic's
+    channel as a key and no master holds a channel as a key: with the keys
+    still on the source, the source answers TRYAGAIN (some of the script's
+    keys there, not all); with them moved, it answers ASK, the node
+    follows it (ASKING, then the script on the importing master), and that
+    one answers TRYAGAIN (not all keys there). The publisher gets 503 with
+    Retry-After, and nothing is published. Once the slot is handed over
+    publishes succeed, and every subscriber gets each accepted message once,
+    in order, with the next offsets (a refused publish took none)."""
+    t = "c.ask"
+    subs = [env_open(n.port, t) for n in nodes[:2]]
+    start = [subscribed(ws, t) for ws in subs]
+    for i in range(3):
+        eq(post(nodes[2].port, t, b"a%d" % i).status, 200, "publish before the migration")
+    for ws in subs:
+        collect(ws, t, 3, "before the migration")
+    src = cluster.master_of(channel(t))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
+    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+
+    def counts():
+        """Errors answered by the source and the target, and ASKING on the target."""
+        def errors(n):
+            return {m.group(1): int(m.group(2)) for m in
+                    re.finditer(r"^errorstat_(\w+):count=(\d+)", cli(n.port, "INFO", "errorstats"),
+                                re.M)}
+        return (errors(src), errors(dst), commandstats(dst).get("asking", 0))
+
+    def refused(what, expected):
+        before = counts()
+        for i, node in enumerate(nodes):
+            resp = post(node.port, t, b"refused")
+            eq(resp.status, 503, "%s through node %d (%r)" % (what, i, resp.body[:80]))
+            expect(resp.header("Retry-After"), "Retry-After on the refusal", resp.headers)
+        after = counts()
+        got = ({k: after[0].get(k, 0) - before[0].get(k, 0) for k in ("ASK", "TRYAGAIN")},
+               {k: after[1].get(k, 0) - before[1].get(k, 0) for k in ("ASK", "TRYAGAIN")},
+               after[2] - before[2])
+        eq(got, expected, "who refused %s (source's errors, target's, ASKING on the target)" % what)
+
+    n = len(nodes)
+    refused("a publish with the keys still on the source",
+            ({"ASK": 0, "TRYAGAIN": n}, {"ASK": 0, "TRYAGAIN": 0}, 0))
+    keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+    eq(sorted(keys), sorted("ringws:{%s}:%s" % (t, k) for k in "ms"), "the topic's keys")
+    eq(cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys).strip(), "OK",
+       "MIGRATE")
+    refused("a publish with the keys on the importing master",
+            ({"ASK": n, "TRYAGAIN": 0}, {"ASK": 0, "TRYAGAIN": n}, n))
+    for n in cluster.alive():
+        if n.role() == "master":
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    wait_for(lambda: cluster.master_of(channel(t)) is dst, "the slot on its new master")
+    for i in range(3, 6):
+        resp = post(nodes[i % 3].port, t, b"a%d" % i)
+        eq(resp.status, 200, "publish after the hand-over (%r)" % resp.body[:80])
+    for k, ws in enumerate(subs):
+        got = collect(ws, t, 3, "subscriber %d after the hand-over" % k)
+        eq([(g[0], g[1], g[2]) for g in got],
+           [(start[k][0], start[k][1] + 4 + i, b"a%d" % (3 + i)) for i in range(3)],
+           "the accepted messages once, in order, next offsets, one epoch")
     for ws in subs:
         ws.close()
 
@@ -557,6 +631,44 @@ def t_c_api_thread(nodes, cluster):
         ticker.kill()
 
 
+def t_c_api_refused_unreported(nodes, cluster):
+    """ringws_publish returns 0 once the publish is handed to a worker; if
+    Redis then refuses it (here: the topic's slot set migrating, so the
+    source answers TRYAGAIN), the tick is lost and the ticker's
+    ringws_engine_refused_unreported_total counts it, exactly: the
+    subscriber's ticks jump by as many as it counted."""
+    ticker = Server(cmd=[os.environ["RINGWS_EXAMPLE_TICKER"], 0, 20, "redis://" + cluster.seeds()],
+                    label="ticker").start()
+    src = cluster.master_of(channel("ticks"))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel("ticks")).strip())
+    try:
+        ws = env_open(nodes[0].port, "ticks")
+        subscribed(ws, "ticks")
+        seen = [int(g[2].split()[1]) for g in collect(ws, "ticks", 3, "ticks")]
+        base = metric(ticker.port, "ringws_engine_refused_unreported_total")
+        eq(base, 0, "nothing refused yet")
+        src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+        eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+        eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+        wait_for(lambda: metric(ticker.port, "ringws_engine_refused_unreported_total") >= 3,
+                 "ticks refused while the slot is migrating")
+        for n in (src, dst):
+            eq(cli(n.port, "CLUSTER", "SETSLOT", slot, "STABLE").strip(), "OK", "migration cancelled")
+        while len(seen) < 4 or seen[-1] == seen[-2] + 1:  # up to the first tick after the gap
+            seen.append(int(collect(ws, "ticks", 1, "ticks after the migration")[0][2].split()[1]))
+        eq(seen[:-1], list(range(seen[0], seen[0] + len(seen) - 1)), "ticks before the gap")
+        missing = seen[-1] - seen[-2] - 1
+        # Its count may trail the next tick's delivery by the ticker's reading of the answer.
+        wait_for(lambda: metric(ticker.port, "ringws_engine_refused_unreported_total") == missing,
+                 "as many ticks counted as missing (%d)" % missing)
+        ws.close()
+    finally:
+        for n in (src, dst):
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "STABLE")
+        ticker.kill()
+
+
 def t_history_age(port):
     """A node that reads a stream's window keeps each message's age: past
     the rule's history-ttl it is not served (a history read right after the
@@ -567,13 +679,54 @@ def t_history_age(port):
     eq(status, 200, "GET /history of another topic")
     for i in range(2):
         eq(post(port, "ttl.b", b"t%d" % i).status, 200, "publish")
-    status, body = get_json(port, "/history/ttl.b")
-    eq([m["text"] for m in body["messages"]], ["t0", "t1"], "a fresh history served")
+    # The answer to a publish may come before its message is back through
+    # the node's subscription, into its copy of the history.
+    wait_for(lambda: [m["text"] for m in get_json(port, "/history/ttl.b")[1]["messages"]]
+             == ["t0", "t1"], "a fresh history served")
     time.sleep(1.3)  # the age itself is what is tested: past history-ttl=1s
     status, body = get_json(port, "/history/ttl.a")
     eq(status, 200, "GET /history")
     eq((body["messages"], body["last"], body["oldest"]), ([], 2, 3),
        "messages older than history-ttl, read from the stream now")
+
+
+def t_history_ttl_in_stream(port, rcli):
+    """history-ttl holds in Redis too: a publish trims the stream's entries
+    older than the rule's 1 s (by their publish time), and a stream whose
+    newest entry is that old expires, while the topic's position stays (the
+    next publish continues its offsets in its epoch)."""
+    t = "ttl.r"
+    ks = "ringws:{%s}:s" % t
+
+    def stream():
+        """[(body, publish time in us)] of the stream, oldest first."""
+        out = rcli("XRANGE", ks, "-", "+").split("\n")
+        # redis-cli without a tty: the ID, then t TYPE p BODY us TIME, a line each.
+        return [(out[i + 4], int(out[i + 6])) for i in range(0, len(out) - 6, 7)]
+
+    ws = env_open(port, t)
+    epoch, last = subscribed(ws, t)
+    eq(post(port, t, b"old").status, 200, "publish")
+    t0 = time.monotonic()
+    time.sleep(0.5)  # ages are what is tested: "mid" younger than "old" by half the limit
+    eq(post(port, t, b"mid").status, 200, "publish")
+    time.sleep(max(0.0, t0 + 1.1 - time.monotonic()))  # "old" past history-ttl=1s
+    eq(post(port, t, b"new").status, 200, "publish")
+    held = stream()
+    eq(held[-1][0], "new", "the newest entry in the stream")
+    expect("old" not in [h[0] for h in held], "the entry past history-ttl trimmed", held)
+    expect(all(h[1] >= held[-1][1] - 1000000 for h in held),
+           "no entry older than history-ttl before the newest", held)
+    eq([f[3] for f, _ in (recv_env(ws, "msg %d" % i) for i in range(3))],
+       [str(last + i) for i in range(1, 4)], "the subscriber's offsets")
+    wait_for(lambda: rcli("EXISTS", ks).strip() == "0", "the stream expired after history-ttl",
+             timeout=5)
+    eq(rcli("EXISTS", "ringws:{%s}:m" % t).strip(), "1", "the topic's position kept")
+    eq(post(port, t, b"after").status, 200, "publish after the stream expired")
+    fields, body = recv_env(ws, "the message after")
+    eq((fields[2], int(fields[3]), body), (epoch, last + 4, b"after"), "same epoch, next offset")
+    eq([h[0] for h in stream()], ["after"], "a new stream")
+    ws.close()
 
 
 def t_compressed_across_nodes(nodes, cluster):
@@ -628,10 +781,13 @@ def main():
             r.case("compressed-once-per-node", t_compressed_across_nodes, nodes, cluster)
             if os.environ.get("RINGWS_EXAMPLE_TICKER"):
                 r.case("c-api-publish-from-a-thread", t_c_api_thread, nodes, cluster)
+                r.case("c-api-publish-refused-after-returning", t_c_api_refused_unreported, nodes,
+                       cluster)
             else:
                 r.record("c-api-publish-from-a-thread", False,
                          "RINGWS_EXAMPLE_TICKER (examples/ticker) is not set")
             r.case("slot-migrates-to-another-master", t_slot_migrates, nodes, cluster)
+            r.case("slot-half-migrated-tryagain-and-ask", t_slot_half_migrated, nodes, cluster)
             r.case("lost-writes-replace-the-epoch", t_lost_writes, nodes, cluster)
             r.case("master-killed-replica-takes-over", t_master_failover, nodes, cluster,
                    timeout=60)
@@ -655,6 +811,8 @@ def main():
                       "single-redis") as srv:
             r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
             r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
+            r.case("history-ttl-trims-the-stream", t_history_ttl_in_stream, srv.port,
+                   lambda *a: cli(single.port, "--no-auth-warning", "-a", "s3cret", *a))
     finally:
         single.kill()
         shutil.rmtree(root, ignore_errors=True)
