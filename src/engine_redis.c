@@ -620,6 +620,8 @@ static void re_topology_refresh(struct re_worker *rw)
     if (redis_conn_command(rc, 2, argv, lens, re_topology_reply, rw) == 0) {
         rw->topo_busy = true;
         rw->topo_again = false;
+    } else {
+        rw->topo_again = true; /* a connection full of a slow server's work: the tick asks */
     }
 }
 

@@ -54,13 +54,22 @@ static void redis_conn_flush(struct redis_conn *rc)
                   rc->send_len - rc->send_off);
 }
 
+/* The oldest awaited answer's callback, taken off the ring. */
+static struct redis_cb redis_conn_cb_pop(struct redis_conn *rc)
+{
+    struct redis_cb cb = rc->cbs[rc->cb_head];
+
+    rc->cb_head = (rc->cb_head + 1) % rc->cb_cap;
+    rc->cb_n--;
+    rc->cb_bytes -= cb.len;
+    return cb;
+}
+
 /* Every awaited answer gets NULL, oldest first. */
 static void redis_conn_fail_callbacks(struct redis_conn *rc)
 {
     while (rc->cb_n) {
-        struct redis_cb cb = rc->cbs[rc->cb_head];
-        rc->cb_head = (rc->cb_head + 1) % rc->cb_cap;
-        rc->cb_n--;
+        struct redis_cb cb = redis_conn_cb_pop(rc);
         if (cb.fn)
             cb.fn(cb.arg, NULL);
     }
@@ -135,9 +144,7 @@ static void redis_conn_on_recv(struct loop_req *r, int res)
         if (!reply)
             break;
         if (rc->cb_n) {
-            struct redis_cb cb = rc->cbs[rc->cb_head];
-            rc->cb_head = (rc->cb_head + 1) % rc->cb_cap;
-            rc->cb_n--;
+            struct redis_cb cb = redis_conn_cb_pop(rc);
             if (cb.fn)
                 cb.fn(cb.arg, reply);
         } else if (rc->ops->push) {
@@ -270,7 +277,8 @@ int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockadd
 }
 
 /* Room for one more awaited answer: the ring doubles, oldest first. */
-static int redis_conn_cb_push(struct redis_conn *rc, redis_reply_fn *fn, void *arg)
+static int redis_conn_cb_push(struct redis_conn *rc, redis_reply_fn *fn, void *arg,
+                              size_t len)
 {
     if (rc->cb_n == rc->cb_cap) {
         uint32_t cap = rc->cb_cap ? rc->cb_cap * 2 : 64;
@@ -284,9 +292,24 @@ static int redis_conn_cb_push(struct redis_conn *rc, redis_reply_fn *fn, void *a
         rc->cb_cap = cap;
         rc->cb_head = 0;
     }
-    rc->cbs[(rc->cb_head + rc->cb_n) % rc->cb_cap] = (struct redis_cb){fn, arg};
+    rc->cbs[(rc->cb_head + rc->cb_n) % rc->cb_cap] = (struct redis_cb){fn, arg, len};
     rc->cb_n++;
+    rc->cb_bytes += len;
     return 0;
+}
+
+/* Whether a command of n bytes passes the bounds of what the connection
+ * holds (REDIS_CONN_MAX_*): a slow server costs bounded memory.  One
+ * holding nothing takes any command, so that a large one is not refused
+ * for ever. */
+static bool redis_conn_has_room(const struct redis_conn *rc, size_t n, bool awaited)
+{
+    size_t unsent = rc->out_len + rc->send_len - rc->send_off;
+
+    if (unsent && unsent + n > REDIS_CONN_MAX_BYTES)
+        return false;
+    return !awaited || (rc->cb_n < REDIS_CONN_MAX_AWAITED &&
+                        (!rc->cb_bytes || rc->cb_bytes + n <= REDIS_CONN_MAX_BYTES));
 }
 
 int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
@@ -300,6 +323,10 @@ int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const
     n = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (n < 0)
         return -ENOMEM;
+    if (!redis_conn_has_room(rc, (size_t)n, fn != NULL)) {
+        free(cmd);
+        return -EAGAIN;
+    }
     if (rc->out_len + (size_t)n > rc->out_cap) {
         size_t cap = rc->out_cap ? rc->out_cap : 4096;
         char *b;
@@ -313,7 +340,7 @@ int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const
         rc->out = b;
         rc->out_cap = cap;
     }
-    if (fn && redis_conn_cb_push(rc, fn, arg) < 0) {
+    if (fn && redis_conn_cb_push(rc, fn, arg, (size_t)n) < 0) {
         free(cmd);
         return -ENOMEM;
     }

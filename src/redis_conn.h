@@ -44,7 +44,15 @@ struct redis_auth {
 struct redis_cb {
     redis_reply_fn *fn;
     void *arg;
+    size_t len; /* of its command */
 };
+
+/* What one connection holds while its server is slow (or stopped): past
+ * either bound a command is refused (-EAGAIN), never queued.  Commands
+ * whose answer is awaited, in number and in bytes (sent or not: a
+ * publish's message is held until its answer), and bytes not sent yet. */
+#define REDIS_CONN_MAX_AWAITED 65536u
+#define REDIS_CONN_MAX_BYTES (8u << 20)
 
 enum redis_conn_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP, REDIS_CLOSING };
 
@@ -67,6 +75,7 @@ struct redis_conn {
     size_t out_len, out_cap, send_len, send_off, send_cap;
     struct redis_cb *cbs;       /* answers awaited, a ring in send order */
     uint32_t cb_head, cb_n, cb_cap;
+    size_t cb_bytes;            /* their commands' */
     char rbuf[16384];
 };
 
@@ -79,7 +88,9 @@ int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockadd
 /* Queues a command (argv[0] its name) to be sent with the others of this
  * turn; fn gets its answer.  fn NULL: no answer is awaited, the reply
  * comes as a push (only on a subscription's connection, where every reply
- * does).  -ENOTCONN while the connection is not up, -ENOMEM. */
+ * does).  -ENOTCONN while the connection is not up, -EAGAIN past
+ * REDIS_CONN_MAX_AWAITED or REDIS_CONN_MAX_BYTES (a connection holding
+ * nothing takes a command of any size), -ENOMEM. */
 int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
                        redis_reply_fn *fn, void *arg);
 /* Drops the connection now (the awaited answers get NULL), as a lost one,

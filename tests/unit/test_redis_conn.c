@@ -5,7 +5,11 @@
  * Why it exists: the Redis engine's every publish and subscription goes
  * through this connection.  Checked: a thousand commands queued in one turn
  * leave in few sends and are answered in order; a sharded subscription's
- * messages come as pushes; a server killed under an awaited command fails
+ * messages come as pushes; a stopped server (SIGSTOP) costs bounded memory:
+ * past REDIS_CONN_MAX_AWAITED commands, or REDIS_CONN_MAX_BYTES of them,
+ * commands are refused (-EAGAIN), and once it runs again every accepted
+ * one is answered and commands are taken again; a server killed under an
+ * awaited command fails
  * that command (NULL answer) and reports the loss, and once a server is
  * back on the port both connections come up again by themselves. */
 #include <errno.h>
@@ -134,6 +138,26 @@ static void on_any(void *arg, redisReply *r)
         t->next = r->integer;
 }
 
+static void on_ok(void *arg, redisReply *r)
+{
+    struct tally *t = arg;
+
+    t->got++;
+    if (!r)
+        t->nulls++;
+    else if (r->type != REDIS_REPLY_STATUS)
+        t->wrong++;
+}
+
+/* SIGSTOP or SIGCONT, returning once the server is stopped or running. */
+static void redis_signal(pid_t pid, int sig)
+{
+    int st;
+
+    kill(pid, sig);
+    waitpid(pid, &st, sig == SIGSTOP ? WUNTRACED : WCONTINUED);
+}
+
 /* Turns the loop until cond holds or 10 s pass. */
 #define TURN_UNTIL(l, cond)                                                    \
     do {                                                                       \
@@ -206,6 +230,58 @@ int main(void)
     TURN_UNTIL(l, ss.pushes == 2 && u.got == 1);
     CHECKF(!strcmp(ss.last_push, "smessage hello"), "%s", ss.last_push);
     CHECK(u.got == 1 && u.next == 1); /* one subscriber took it */
+
+    /* A stopped server: small commands are refused past
+     * REDIS_CONN_MAX_AWAITED awaited answers, and all of those accepted
+     * are answered, in order, once it runs again. */
+    redis_signal(pid, SIGSTOP);
+    t = (struct tally){.next = 1001};
+    {
+        unsigned taken = 0;
+        int r;
+        while ((r = command(&cmd, "INCR", "counter", NULL, on_incr, &t)) == 0 &&
+               taken < 2 * REDIS_CONN_MAX_AWAITED)
+            taken++;
+        CHECKF(r == -EAGAIN && taken == REDIS_CONN_MAX_AWAITED, "%u taken, then %d", taken, r);
+        loop_turn(l, 10 * 1000 * 1000);
+        CHECK(command(&cmd, "INCR", "counter", NULL, on_incr, &t) == -EAGAIN);
+        redis_signal(pid, SIGCONT);
+        TURN_UNTIL(l, t.got == (int)taken);
+        CHECKF(t.got == (int)taken && !t.wrong && !t.nulls, "got %d, wrong %d, lost %d",
+               t.got, t.wrong, t.nulls);
+        CHECK(cmd.cb_n == 0 && cmd.cb_bytes == 0);
+    }
+
+    /* Large commands: refused past REDIS_CONN_MAX_BYTES, whether sent into
+     * the socket or not; what the connection holds stays within twice
+     * that; the server running again answers them all. */
+    redis_signal(pid, SIGSTOP);
+    {
+        static char big[65536];
+        const char *argv[3] = {"SET", "big", big};
+        size_t lens[3] = {3, 3, sizeof(big)};
+        unsigned taken = 0;
+        int r;
+        memset(big, 'x', sizeof(big));
+        u = (struct tally){0};
+        while ((r = redis_conn_command(&cmd, 3, argv, lens, on_ok, &u)) == 0 && taken < 1000) {
+            taken++;
+            loop_turn(l, 0); /* what the socket takes leaves */
+        }
+        CHECKF(r == -EAGAIN && taken == REDIS_CONN_MAX_BYTES / (cmd.cb_bytes / taken),
+               "%u taken, then %d", taken, r);
+        CHECK(cmd.cb_bytes <= REDIS_CONN_MAX_BYTES);
+        CHECKF(cmd.out_cap <= 2 * REDIS_CONN_MAX_BYTES && cmd.send_cap <= 2 * REDIS_CONN_MAX_BYTES,
+               "buffers %zu and %zu bytes", cmd.out_cap, cmd.send_cap);
+        redis_signal(pid, SIGCONT);
+        TURN_UNTIL(l, u.got == (int)taken);
+        CHECKF(u.got == (int)taken && !u.wrong && !u.nulls, "got %d, wrong %d, lost %d",
+               u.got, u.wrong, u.nulls);
+        CHECK(redis_conn_command(&cmd, 3, argv, lens, on_ok, &u) == 0);
+        TURN_UNTIL(l, u.got == (int)taken + 1);
+        CHECK(u.got == (int)taken + 1 && !u.wrong && !u.nulls);
+    }
+    CHECK(cs.downs == 0 && ss.downs == 0); /* slow is not lost */
 
     /* The server dies under an awaited command: the command gets NULL and
      * both connections report the loss. */
