@@ -441,7 +441,8 @@ int ringws_topic_rule_parse(char *spec, struct ringws_topic_rule *rule);
  *
  * With an engine (config.engine, docs/CLUSTER.md) 0 means "handed over",
  * not "published": from a thread that is no worker, once the publish is
- * queued for the topic's worker; from a callback, once it is sent to the
+ * queued for the topic's worker (-EAGAIN when that worker's queue holds
+ * max_inbox_bytes already); from a callback, once it is sent to the
  * topic's Redis master (-EAGAIN when that master's connection is down at
  * the call).  A refusal after that (the master lost before it answered,
  * its slot being migrated, no master for the slot when the worker takes

@@ -194,6 +194,7 @@ struct re_worker {
     struct re_topic *joins;
     struct re_wait *ready;
     struct re_pub *pubs;
+    size_t pubs_bytes; /* what pubs hold: at most max_inbox_bytes */
     uint8_t rnd[64];
     unsigned rnd_used;
 };
@@ -1458,6 +1459,20 @@ static int re_publish_send(struct re_pubctx *x, struct re_master *to)
                                                                                      : 0;
 }
 
+/* Takes room for m in the list of publishes handed to rw (under the
+ * lock): max_inbox_bytes bounds it as it bounds an inbox of the
+ * in-process engine, an empty list takes any message. */
+static bool re_pub_take(const struct ringws_server *srv, struct re_worker *rw,
+                        const struct pub_msg *m)
+{
+    size_t cost = sizeof(struct re_pub) + pubsub_msg_cost(srv, m);
+
+    if (rw->pubs_bytes && rw->pubs_bytes + cost > srv->cfg.max_inbox_bytes)
+        return false;
+    rw->pubs_bytes += cost;
+    return true;
+}
+
 static int re_publish(struct ringws_server *srv, struct worker *self, struct pub_msg *m,
                       pubsub_done_fn *done, void *arg, uint64_t *recipients,
                       struct pub_pos *pos)
@@ -1471,17 +1486,22 @@ static int re_publish(struct ringws_server *srv, struct worker *self, struct pub
          * topic keep their order. */
         struct re_pub *p = malloc(sizeof(*p));
         unsigned owner = (unsigned)(siphash24(e->key, pub_msg_topic(m), m->topic_len) % srv->n_workers);
+        struct re_worker *to;
         if (!p) {
             free(m);
             return -ENOMEM;
         }
         p->m = m;
         pthread_mutex_lock(&e->lock);
-        p->next = e->workers[owner] ? e->workers[owner]->pubs : NULL;
-        if (e->workers[owner])
-            e->workers[owner]->pubs = p;
+        if ((to = e->workers[owner]) && re_pub_take(srv, to, m)) {
+            p->next = to->pubs;
+            to->pubs = p;
+        } else {
+            to = NULL; /* not running, or its list full (a slow Redis): refused */
+        }
         pthread_mutex_unlock(&e->lock);
-        if (!e->workers[owner]) { /* not running */
+        if (!to) {
+            atomic_fetch_add(&e->refused, 1);
             free(p);
             free(m);
             return -EAGAIN;
@@ -1589,6 +1609,7 @@ static void re_woken(struct worker *w)
     rw->joins = NULL;
     rw->ready = NULL;
     rw->pubs = NULL;
+    rw->pubs_bytes = 0;
     for (struct re_topic *t = joins; t; t = t->join_next)
         t->join_listed = false;
     pthread_mutex_unlock(&e->lock);

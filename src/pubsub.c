@@ -683,8 +683,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 
 /* ---- the inboxes ------------------------------------------------------- */
 
-/* What a message holds while it waits in an inbox. */
-static size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
+size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
 {
     return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->z.len +
            m->topic_len;

@@ -49,15 +49,16 @@ done
 # sum every worker's counters (history also names the history ring's unit
 # test, built here too) and the Redis engine (its topics' table shared by
 # the workers, work handed between them; examples/ticker is one of its
-# nodes, built here too).  Left out:
+# nodes, built here too; engine_handover publishes to it from a thread of
+# its own).  Left out:
 # the suites that bound the server's RSS (TSan's shadow memory inflates it)
 # and the slow real-time ones (browser, timeouts).
-configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history examples/ticker" --buildtype=debugoptimized \
+configure_only build-tsan "ringws tests/test_pubsub_threads tests/test_history tests/test_engine_handover examples/ticker" --buildtype=debugoptimized \
     -Db_sanitize=thread -Djemalloc=false
 echo "== tests in build-tsan (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 2 \
-    pubsub_threads pubsub history echo shutdown http frames conformance tls tokens metrics cluster || status=1
+    pubsub_threads pubsub history echo shutdown http frames conformance tls tokens metrics cluster engine_handover || status=1
 
 echo "== fuzz (10 s per target)"
 sh tools/fuzz.sh 10 || status=1
