@@ -18,12 +18,15 @@ publishes costs only the publishes refused during the outage (503): after
 its replica takes over, every publish that was answered 200 reaches every
 subscriber once, in order; a slot that migrates to another master is
 followed (MOVED, and Redis's sunsubscribe) without a message lost; a
-topic's history-ttl holds in its stream in Redis too."""
+topic's history-ttl holds in its stream in Redis too; a Redis stopped
+(SIGSTOP) under publishes costs bounded memory (503 past the bound) and
+everything flows again once it runs."""
 
 import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -591,6 +594,48 @@ def t_master_failover(nodes, cluster):
         ws.close()
 
 
+def t_stopped_redis_refuses(port, pid):
+    """A Redis that stops answering (SIGSTOP) costs a node bounded memory:
+    each worker's connection holds at most 8 MiB of publishes awaiting their
+    answers (src/redis_conn.h), past which a publish is answered 503 at once
+    rather than queued; once Redis runs again (SIGCONT) the accepted ones
+    are answered 200 and publishing works."""
+    n, body = 40, b"x" * (512 << 10)  # 20 MiB: more than 2 workers x 8 MiB
+    head = ("POST /publish/c.stall HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(body)).encode()
+    socks, status = [], {}
+
+    def answers(deadline, want):
+        while len(status) < want and time.time() < deadline:
+            waiting = [s for s in socks if s not in status]
+            ready, _, _ = select.select(waiting, [], [], max(0, deadline - time.time()))
+            for s in ready:
+                line = s.recv(64).split(b"\r\n")[0]
+                status[s] = int(line.split()[1]) if line.startswith(b"HTTP/1.1 ") else 0
+    wait_for(lambda: post(port, "c.stall", b"before").status == 200, "the node's engine up")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(head + body)
+            socks.append(s)
+        answers(time.time() + 10, n - 2 * 16)
+        early = sorted(status.values())
+        expect(len(early) >= n - 2 * 16 and set(early) == {503}, "503 at once past the bound",
+               early)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    answers(time.time() + 10, n)
+    got = sorted(status.values())
+    eq(len(got), n, "every publish answered")
+    # At least one worker's 8 MiB was taken: 15 of these publishes.
+    expect(got.count(200) >= 15 and got.count(200) + got.count(503) == n,
+           "the accepted ones answered 200, the others 503", got)
+    for s in socks:
+        s.close()
+    eq(post(port, "c.stall", b"after").status, 200, "a publish once Redis runs again")
+
+
 def t_single_redis(port):
     """One Redis that is not a cluster serves every slot; it asks for a
     password, which the URL gives."""
@@ -813,6 +858,10 @@ def main():
             r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
             r.case("history-ttl-trims-the-stream", t_history_ttl_in_stream, srv.port,
                    lambda *a: cli(single.port, "--no-auth-warning", "-a", "s3cret", *a))
+        with r.server(["--workers", "2", "--engine", "redis://:s3cret@127.0.0.1:%d" % single.port],
+                      "single-redis-stopped") as srv:
+            r.case("redis-stopped-bounded-then-flows", t_stopped_redis_refuses, srv.port,
+                   single.proc.pid)
     finally:
         single.kill()
         shutil.rmtree(root, ignore_errors=True)
