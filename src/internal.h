@@ -623,8 +623,12 @@ void pubsub_inbox_drain(struct worker *w);
 void pubsub_slot_release(struct pub_slot *s);
 void pubsub_msg_unref(struct pub_msg *m);
 /* What a message holds while it waits in an inbox (or an engine's list):
- * the bytes max_inbox_bytes counts. */
-size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m);
+ * the bytes max_inbox_bytes counts.  Inline: once per worker per publish. */
+static inline size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
+{
+    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->z.len +
+           m->topic_len;
+}
 /* The message's ringws.v1 frame, built on first need; NULL without memory. */
 const struct pub_env *pubsub_env(struct ringws_server *srv, struct pub_msg *m);
 void pubsub_conn_gone(struct ringws_conn *c);

@@ -683,12 +683,6 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
 
 /* ---- the inboxes ------------------------------------------------------- */
 
-size_t pubsub_msg_cost(const struct ringws_server *srv, const struct pub_msg *m)
-{
-    return sizeof(*m) + srv->n_workers * sizeof(struct pub_slot) + m->raw.len + m->z.len +
-           m->topic_len;
-}
-
 /* Gives back the room m took in the first n inboxes. */
 static void pubsub_inbox_unreserve(struct ringws_server *srv, const struct worker *self,
                                    const struct pub_msg *m, unsigned n)
