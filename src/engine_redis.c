@@ -1087,11 +1087,16 @@ static void re_sync_start(struct re_worker *rw, struct re_topic *t)
         size_t l3[] = {5, lm, 5, 4};
         const char *a4[] = {"XREVRANGE", ks, "+", "-", "COUNT", count};
         size_t l4[] = {9, ls, 1, 1, 5, strlen(count)};
-        /* A history-less topic reads an empty window: the same shape. */
-        if (re_command(rc, 4, a1, l1, NULL, NULL) < 0 || re_command(rc, 4, a2, l2, NULL, NULL) < 0 ||
+        /* A history-less topic reads an empty window: the same shape.
+         * All four or none: s is freed here only while no answer names
+         * it (each argument is at most RE_KEY_MAX bytes, 16 more for its
+         * RESP header, 16 for each command's). */
+        if (!redis_conn_can_take(rc, 4, 4 * (16 + 6 * (RE_KEY_MAX + 16))) ||
+            re_command(rc, 4, a1, l1, NULL, NULL) < 0 || re_command(rc, 4, a2, l2, NULL, NULL) < 0 ||
             re_command(rc, 4, a3, l3, re_sync_pos, s) < 0 ||
             re_command(rc, 6, a4, l4, re_sync_window, s) < 0) {
-            /* The connection is down: what was queued fails with it. */
+            /* The connection is down (what was queued fails with it), or
+             * full of a slow server's work. */
             free(s);
             re_join_fail(rw, t);
             return;

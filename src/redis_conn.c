@@ -298,18 +298,24 @@ static int redis_conn_cb_push(struct redis_conn *rc, redis_reply_fn *fn, void *a
     return 0;
 }
 
-/* Whether a command of n bytes passes the bounds of what the connection
- * holds (REDIS_CONN_MAX_*): a slow server costs bounded memory.  One
- * holding nothing takes any command, so that a large one is not refused
- * for ever. */
-static bool redis_conn_has_room(const struct redis_conn *rc, size_t n, bool awaited)
+/* Whether n commands of bytes bytes in all pass the bounds of what the
+ * connection holds (REDIS_CONN_MAX_*): a slow server costs bounded
+ * memory.  One holding nothing takes any command, so that a large one is
+ * not refused for ever. */
+static bool redis_conn_has_room(const struct redis_conn *rc, unsigned n, size_t bytes,
+                                bool awaited)
 {
     size_t unsent = rc->out_len + rc->send_len - rc->send_off;
 
-    if (unsent && unsent + n > REDIS_CONN_MAX_BYTES)
+    if (unsent && unsent + bytes > REDIS_CONN_MAX_BYTES)
         return false;
-    return !awaited || (rc->cb_n < REDIS_CONN_MAX_AWAITED &&
-                        (!rc->cb_bytes || rc->cb_bytes + n <= REDIS_CONN_MAX_BYTES));
+    return !awaited || (rc->cb_n + n <= REDIS_CONN_MAX_AWAITED &&
+                        (!rc->cb_bytes || rc->cb_bytes + bytes <= REDIS_CONN_MAX_BYTES));
+}
+
+bool redis_conn_can_take(const struct redis_conn *rc, unsigned n, size_t bytes)
+{
+    return rc->state == REDIS_UP && redis_conn_has_room(rc, n, bytes, true);
 }
 
 int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
@@ -323,7 +329,7 @@ int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const
     n = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (n < 0)
         return -ENOMEM;
-    if (!redis_conn_has_room(rc, (size_t)n, fn != NULL)) {
+    if (!redis_conn_has_room(rc, 1, (size_t)n, fn != NULL)) {
         free(cmd);
         return -EAGAIN;
     }

@@ -93,6 +93,11 @@ int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockadd
  * nothing takes a command of any size), -ENOMEM. */
 int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
                        redis_reply_fn *fn, void *arg);
+/* Whether n commands awaiting answers, bytes bytes in all once formatted
+ * (an upper bound, at most REDIS_CONN_MAX_BYTES), would all be taken now:
+ * a caller whose commands share one state asks first, so that none is
+ * refused after the others are queued. */
+bool redis_conn_can_take(const struct redis_conn *rc, unsigned n, size_t bytes);
 /* Drops the connection now (the awaited answers get NULL), as a lost one,
  * and connects again after the backoff. */
 void redis_conn_fail(struct redis_conn *rc);

@@ -239,10 +239,13 @@ int main(void)
     {
         unsigned taken = 0;
         int r;
+        CHECK(redis_conn_can_take(&cmd, REDIS_CONN_MAX_AWAITED, 1024));
+        CHECK(!redis_conn_can_take(&cmd, REDIS_CONN_MAX_AWAITED + 1, 1024));
         while ((r = command(&cmd, "INCR", "counter", NULL, on_incr, &t)) == 0 &&
                taken < 2 * REDIS_CONN_MAX_AWAITED)
             taken++;
         CHECKF(r == -EAGAIN && taken == REDIS_CONN_MAX_AWAITED, "%u taken, then %d", taken, r);
+        CHECK(!redis_conn_can_take(&cmd, 1, 64));
         loop_turn(l, 10 * 1000 * 1000);
         CHECK(command(&cmd, "INCR", "counter", NULL, on_incr, &t) == -EAGAIN);
         redis_signal(pid, SIGCONT);
