@@ -1385,7 +1385,12 @@ static bool re_publish_redirect(struct re_pubctx *x, const char *err, size_t n)
     {
         static const char *argv[1] = {"ASKING"};
         static const size_t lens[1] = {6};
-        return re_command(&rw->masters[i]->cmd, 1, argv, lens, NULL, NULL) == 0 &&
+        /* Both or neither: an ASKING alone would apply to whatever command
+         * comes next.  Their size at most: 64 bytes for each argument's
+         * header or small value, three keys, the payload. */
+        size_t bytes = 15 * 64 + 3 * RE_KEY_MAX + x->m->raw.len - x->m->frame_hdr;
+        return redis_conn_can_take(&rw->masters[i]->cmd, 2, bytes) &&
+               re_command(&rw->masters[i]->cmd, 1, argv, lens, NULL, NULL) == 0 &&
                re_publish_send(x, rw->masters[i]) == 0;
     }
 }
