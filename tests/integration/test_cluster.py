@@ -237,6 +237,17 @@ def collect(ws, topic, n, what):
 
 
 
+def engine_ready(node):
+    """Every worker of the node holds the slot map and a connection up to
+    each master it names: a publish can no longer meet a worker still
+    starting (and be answered 503 for it)."""
+    with HttpConn(node.port) as h:
+        h.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = h.read_response().body.decode()
+    state = dict(re.findall(r'^ringws_engine_connections\{state="(up|down)"\} (\d+)$', text, re.M))
+    return int(state.get("up", 0)) > 0 and int(state.get("down", 1)) == 0
+
+
 # ---------------------------------------------------------------------------
 # Cases
 
@@ -820,6 +831,7 @@ def main():
         with r.server(args, "node-a") as a, r.server(args, "node-b") as b, \
                 r.server(args, "node-c") as c:
             nodes = [a, b, c]
+            wait_for(lambda: all(engine_ready(n) for n in nodes), "every node connected to Redis")
             r.case("fanout-every-node-exactly-once-same-offsets", t_fanout_everywhere_once,
                    nodes, cluster)
             r.case("interest-routing-and-redis-calls-per-publish", t_interest, nodes, cluster)
@@ -854,6 +866,7 @@ def main():
         with r.server(["--engine", "redis://:s3cret@127.0.0.1:%d" % single.port, "--topic",
                        "c.*=history=10", "--topic", "ttl.*=history=10,history-ttl=1s"],
                       "single-redis") as srv:
+            wait_for(lambda: engine_ready(srv), "the node connected to Redis")
             r.case("one-redis-not-a-cluster-with-a-password", t_single_redis, srv.port)
             r.case("history-age-kept-from-the-stream", t_history_age, srv.port)
             r.case("history-ttl-trims-the-stream", t_history_ttl_in_stream, srv.port,
