@@ -757,7 +757,17 @@ struct re_sync {
     bool have_pos, failed;
     char epoch[SEQ_EPOCH_LEN];
     uint64_t last;
+    /* re_sync_start's own, and one per queued command whose answer names
+     * it: a command refused after another was queued (the connection's
+     * bound, no memory) leaves it to that answer to free. */
+    unsigned refs;
 };
+
+static void re_sync_put(struct re_sync *s)
+{
+    if (--s->refs == 0)
+        free(s);
+}
 
 /* Microseconds of CLOCK_REALTIME, the clock every node shares. */
 static uint64_t re_realtime_us(void)
@@ -921,11 +931,12 @@ static void re_sync_pos(void *arg, redisReply *r)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len != SEQ_EPOCH_LEN) {
         s->failed = true;
-        return;
+    } else {
+        memcpy(s->epoch, r->element[0]->str, SEQ_EPOCH_LEN);
+        s->last = re_reply_u64(r->element[1]);
+        s->have_pos = true;
     }
-    memcpy(s->epoch, r->element[0]->str, SEQ_EPOCH_LEN);
-    s->last = re_reply_u64(r->element[1]);
-    s->have_pos = true;
+    re_sync_put(s);
 }
 
 /* One stream entry: [ID, [field, value, ...]] with t, p; its offset is
@@ -1046,11 +1057,11 @@ static void re_sync_window(void *arg, redisReply *r)
         s->t->subscribed = false; /* subscribed again with the connection */
         if (!t->known)
             re_join_fail(s->rw, t);
-        free(s);
+        re_sync_put(s);
         return;
     }
     re_sync_done(s, r->type == REDIS_REPLY_ARRAY ? r : NULL);
-    free(s);
+    re_sync_put(s);
 }
 
 /* Reads where the topic stands: its epoch made if it has none (so that a
@@ -1075,6 +1086,7 @@ static void re_sync_start(struct re_worker *rw, struct re_topic *t)
     }
     s->rw = rw;
     s->t = t;
+    s->refs = 1;
     re_epoch_draw(rw, epoch);
     snprintf(ms, sizeof(ms), "%" PRIu64, idle);
     snprintf(count, sizeof(count), "%u", maxlen ? maxlen : 1);
@@ -1088,21 +1100,35 @@ static void re_sync_start(struct re_worker *rw, struct re_topic *t)
         const char *a4[] = {"XREVRANGE", ks, "+", "-", "COUNT", count};
         size_t l4[] = {9, ls, 1, 1, 5, strlen(count)};
         /* A history-less topic reads an empty window: the same shape.
-         * All four or none: s is freed here only while no answer names
-         * it (each argument is at most RE_KEY_MAX bytes, 16 more for its
-         * RESP header, 16 for each command's). */
-        if (!redis_conn_can_take(rc, 4, 4 * (16 + 6 * (RE_KEY_MAX + 16))) ||
-            re_command(rc, 4, a1, l1, NULL, NULL) < 0 || re_command(rc, 4, a2, l2, NULL, NULL) < 0 ||
-            re_command(rc, 4, a3, l3, re_sync_pos, s) < 0 ||
-            re_command(rc, 6, a4, l4, re_sync_window, s) < 0) {
+         * All four or none as a rule (each argument is at most RE_KEY_MAX
+         * bytes, 16 more for its RESP header, 16 for each command's); a
+         * refusal after the third (no memory) leaves s to its answer. */
+        int r = redis_conn_can_take(rc, 4, 4 * (16 + 6 * (RE_KEY_MAX + 16))) ? 0 : -EAGAIN;
+
+        if (r == 0)
+            r = re_command(rc, 4, a1, l1, NULL, NULL);
+        if (r == 0)
+            r = re_command(rc, 4, a2, l2, NULL, NULL);
+        if (r == 0) { /* its answer's reference first: it may come at once */
+            s->refs++;
+            if ((r = re_command(rc, 4, a3, l3, re_sync_pos, s)) < 0)
+                s->refs--;
+        }
+        if (r == 0) {
+            s->refs++;
+            if ((r = re_command(rc, 6, a4, l4, re_sync_window, s)) < 0)
+                s->refs--;
+        }
+        if (r < 0) {
             /* The connection is down (what was queued fails with it), or
-             * full of a slow server's work. */
-            free(s);
+             * full of a slow server's work, or memory ran out. */
+            re_sync_put(s);
             re_join_fail(rw, t);
             return;
         }
     }
     t->syncing = true;
+    re_sync_put(s);
 }
 
 /* The topic is live: what came meanwhile is delivered in order, and the
