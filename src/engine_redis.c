@@ -195,6 +195,9 @@ struct re_worker {
     struct re_wait *ready;
     struct re_pub *pubs;
     size_t pubs_bytes; /* what pubs hold: at most max_inbox_bytes */
+    /* For /metrics on any worker: its masters, and those whose command
+     * connection is up (re_count_masters keeps them). */
+    _Atomic unsigned masters_known, masters_up;
     uint8_t rnd[64];
     unsigned rnd_used;
 };
@@ -405,6 +408,18 @@ static const char *re_addr_text(const struct sockaddr_storage *a, char *out, siz
     return out;
 }
 
+/* Publishes this worker's masters for /metrics, which another worker
+ * writes: the masters themselves are this worker's alone. */
+static void re_count_masters(struct re_worker *rw)
+{
+    unsigned up = 0;
+
+    for (unsigned i = 0; i < rw->n_masters; i++)
+        up += rw->masters[i] && rw->masters[i]->cmd.state == REDIS_UP;
+    atomic_store(&rw->masters_known, rw->n_masters);
+    atomic_store(&rw->masters_up, up);
+}
+
 static void re_cmd_state(void *ctx, bool up)
 {
     struct re_master *m = ctx;
@@ -412,6 +427,7 @@ static void re_cmd_state(void *ctx, bool up)
 
     log_msg(up ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "worker %u: redis %s %s", m->rw->w->id,
             re_addr_text(&m->addr, a, sizeof(a)), up ? "up" : "lost; reconnecting");
+    re_count_masters(m->rw);
     if (!up) {
         atomic_fetch_add(&m->rw->e->reconnects_seen, 1);
         re_topology_refresh(m->rw);
@@ -587,6 +603,7 @@ static void re_topology_reply(void *arg, redisReply *r)
     rw->masters = next;
     rw->n_masters = n_next;
     rw->map_ready = n_next > 0;
+    re_count_masters(rw);
     log_msg(LOG_LEVEL_DEBUG, "worker %u: slot map read: %u masters", rw->w->id, n_next);
     re_resubscribe(rw, NULL);
 }
@@ -1803,10 +1820,10 @@ static void re_metrics(struct ringws_server *srv, struct text_buf *o)
 
     pthread_mutex_lock(&e->lock);
     for (unsigned i = 0; i < srv->n_workers; i++) {
-        const struct re_worker *rw = e->workers[i];
-        for (unsigned j = 0; rw && j < rw->n_masters; j++) {
-            masters++;
-            up += rw->masters[j]->cmd.state == REDIS_UP;
+        struct re_worker *rw = e->workers[i];
+        if (rw) {
+            masters += atomic_load(&rw->masters_known);
+            up += atomic_load(&rw->masters_up);
         }
     }
     pthread_mutex_unlock(&e->lock);
