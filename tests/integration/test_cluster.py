@@ -398,6 +398,18 @@ def t_node_dies_resume(nodes, cluster, args):
     ws2.close()
 
 
+def start_migration(cluster, topic):
+    """Sets the topic's slot IMPORTING on another master and MIGRATING on
+    its own: (source, target, slot, target's id)."""
+    src = cluster.master_of(channel(topic))
+    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(topic)).strip())
+    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
+    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
+    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+    return src, dst, slot, dst_id
+
+
 def t_slot_migrates(nodes, cluster):
     """The topic's slot moves to another master (IMPORTING/MIGRATING,
     MIGRATE of its keys, SETSLOT NODE) between two runs of publishes: the
@@ -411,12 +423,7 @@ def t_slot_migrates(nodes, cluster):
         eq(post(nodes[2].port, t, b"m%d" % i).status, 200, "publish before the move")
     for ws in subs:
         collect(ws, t, 5, "before the move")
-    src = cluster.master_of(channel(t))
-    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
-    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
-    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
-    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
-    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+    src, dst, slot, dst_id = start_migration(cluster, t)
     keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
     expect(keys, "the topic's keys on its master", keys)
     eq(cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys).strip(), "OK",
@@ -456,12 +463,7 @@ def t_slot_half_migrated(nodes, cluster):
         eq(post(nodes[2].port, t, b"a%d" % i).status, 200, "publish before the migration")
     for ws in subs:
         collect(ws, t, 3, "before the migration")
-    src = cluster.master_of(channel(t))
-    dst = next(n for n in cluster.alive() if n is not src and n.role() == "master")
-    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", channel(t)).strip())
-    src_id, dst_id = (cli(n.port, "CLUSTER", "MYID").strip() for n in (src, dst))
-    eq(cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id).strip(), "OK", "importing")
-    eq(cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id).strip(), "OK", "migrating")
+    src, dst, slot, dst_id = start_migration(cluster, t)
 
     def counts():
         """Errors answered by the source and the target, and ASKING on the target."""
