@@ -113,7 +113,11 @@ run() {
     # frames they pin), beside the RSS.
     held=$(curl -s --max-time 5 "http://127.0.0.1:$port/metrics" |
         awk '$1 == "ringws_history_messages" { m = $2 } $1 == "ringws_history_bytes" { b = $2 }
-             END { printf "\"history_messages\": %d, \"history_bytes\": %d", m, b }')
+             END { printf "\"history_messages\": %d, \"history_bytes\": %d", m, b }') || {
+        say "could not read /metrics of ringws (pid $BENCH_PID): the run's history figures are missing"
+        held='"history_messages": null, "history_bytes": null'
+        FAILED=1
+    }
     bench_stop "$BENCH_PID"
     bench_check_rc $rc "$kind $settings"
     [ -n "$json" ] || json='{}'
