@@ -238,6 +238,7 @@ static void conn_free(struct ringws_conn *c)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
     conn_auth_gone(c);
+    conn_ws_takeover_detach(c);
     pubsub_conn_gone(c);
     conn_out_free(c);
     conn_pend_release(c->w, &c->held);

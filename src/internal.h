@@ -227,6 +227,9 @@ struct conn_wait;
 struct conn_cold {
     struct conn_auth *auth; /* NULL: no token */
     struct conn_wait *wait; /* with CF_ENGINE_WAIT (conn_ws_pubsub.c) */
+    /* permessage-deflate with context takeover (deflate_stream.h): its
+     * streams; NULL: stateless both ways, or no compression. */
+    struct deflate_takeover *pmd;
     uint16_t n, cap;        /* subscriptions in refs */
     struct sub_ref refs[];
 };
@@ -371,6 +374,11 @@ struct worker_stats {
     _Atomic uint64_t deflate_compressed;
     _Atomic uint64_t deflate_sent;
     _Atomic uint64_t deflate_inflated;
+    /* The takeover mode: bytes its connections' streams hold now, and
+     * upgrades answered stateless because the worker's reservations were
+     * at deflate_takeover_memory. */
+    _Atomic uint64_t deflate_takeover_bytes;
+    _Atomic uint64_t deflate_takeover_refused;
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
     struct stat_hist engine_lag;        /* another node's publish to its arrival here */
@@ -434,6 +442,9 @@ struct worker {
      * those waiting in accept_q, what max_handshakes bounds (conn_state_set
      * keeps it). */
     unsigned handshaking;
+    /* What its takeover connections may come to hold (each one's
+     * deflate_takeover_worst), which deflate_takeover_memory bounds. */
+    size_t takeover_reserved;
     /* Accepted beyond accepts_per_turn, oldest first: a ring of cap
      * (a power of two) entries, n of them from head; turn_accepts: taken
      * this turn. */
@@ -789,6 +800,30 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
 /* The same with a reason of the server's own (NUL-terminated), whose length
  * is counted here rather than by hand at every call. */
 void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail);
+
+/* The takeover state of a connection that negotiated it (NULL: none). */
+static inline struct deflate_takeover *conn_takeover(const struct ringws_conn *c)
+{
+    return c->cold ? c->cold->pmd : NULL;
+}
+
+/* Whether an upgrade on this worker may take context over: 1 when the path
+ * is one of deflate_takeover_paths and the worker's reservations leave room
+ * for the largest state it could negotiate; -ENOSPC when they do not; 0
+ * for another path. */
+int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len);
+/* Gives a connection that agreed to context takeover its (empty) streams,
+ * reserved against the worker's cap.  0 or -ENOMEM. */
+int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a);
+/* Frees them and gives the reservation back (none: nothing). */
+void conn_ws_takeover_detach(struct ringws_conn *c);
+/* Queues one message (op, its payload the pieces iov[0..n)) compressed
+ * through the connection's own stream (its server side takes context
+ * over): 0; -ENOMEM, nothing queued and the stream as it was (the message
+ * may go plain); -EIO, the stream is of no more use: the connection is
+ * failed after this batch (1013, as a slow one). */
+int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,
+                           unsigned n);
 
 /* ---- conn_auth.c: the token of a connection ----------------------------- */
 
