@@ -171,6 +171,29 @@ conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
 }
 
+/* Bytes a worker inflates in a turn before the connection that passed
+ * them reads no more of its input until the next turn.  A message is
+ * inflated whole (up to max_message), so a turn inflates at most this
+ * plus one message per connection that received one: without it, a
+ * receive of 16 KiB could hold a thousand messages of 16 bytes that
+ * inflate to 16 KiB each (deflate's ratio reaches 1032), and one
+ * connection keep the worker from the others for that long. */
+#define INFLATE_TURN_BUDGET (1u << 20)
+
+/* Counts what was inflated; past the budget, the rest of the input waits
+ * (unless it waits already, for the engine). */
+static void conn_ws_inflate_spent(struct ringws_conn *c, size_t len)
+{
+    struct worker *w = c->w;
+
+    w->inflated_turn += len;
+    if (w->inflated_turn < INFLATE_TURN_BUDGET || (c->flags & CF_ENGINE_WAIT) ||
+        !conn_ws_reading(c) || (c->flags & CF_TEARDOWN))
+        return;
+    if (conn_ws_hold_turn(c) == 0)
+        STAT_ADD(w, deflate_deferred, 1);
+}
+
 /* A compressed message, complete: inflated whole (bounded by max_message,
  * RFC 7692 7.2.2), its text checked, then delivered like any other. */
 __attribute__((noinline))
@@ -195,6 +218,8 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p,
     else
         conn_ws_deliver(c, op, msg, len);
     deflate_trim();
+    if (r == 0)
+        conn_ws_inflate_spent(c, len);
 }
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)

@@ -379,6 +379,9 @@ struct worker_stats {
      * at deflate_takeover_memory. */
     _Atomic uint64_t deflate_takeover_bytes;
     _Atomic uint64_t deflate_takeover_refused;
+    /* Connections whose input was put off to the next turn: the worker had
+     * inflated its budget for this one. */
+    _Atomic uint64_t deflate_deferred;
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
     struct stat_hist engine_lag;        /* another node's publish to its arrival here */
@@ -445,6 +448,13 @@ struct worker {
     /* What its takeover connections may come to hold (each one's
      * deflate_takeover_worst), which deflate_takeover_memory bounds. */
     size_t takeover_reserved;
+    /* Bytes inflated since the turn began, and the connections whose input
+     * waits for the next turn because it passed the budget (conn_ws.c):
+     * an array, n of cap used. */
+    size_t inflated_turn;
+    struct ringws_conn **turn_held;
+    unsigned n_turn_held, cap_turn_held;
+    uint32_t turn_pass; /* conn_ws_turn's passes, never 0 */
     /* Accepted beyond accepts_per_turn, oldest first: a ring of cap
      * (a power of two) entries, n of them from head; turn_accepts: taken
      * this turn. */
@@ -872,6 +882,13 @@ int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n);
 void conn_engine_ready(struct ringws_conn *c, bool ok);
 /* Lets go of what a waiting connection kept (it is being freed). */
 void conn_ws_pubsub_wait_free(struct ringws_conn *c);
+/* Holds the connection's further input until the worker's next turn (its
+ * inflating budget is spent, conn_ws.c), by the same means as a wait for
+ * the engine.  0 or -ENOMEM (then nothing is held). */
+int conn_ws_hold_turn(struct ringws_conn *c);
+/* At each turn's end: the budget is new, and the connections held for it
+ * read what they kept. */
+void conn_ws_turn(struct worker *w);
 
 /* ---- conn_http.c -------------------------------------------------------- */
 

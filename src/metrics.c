@@ -89,6 +89,8 @@ static const struct {
                                         "delivery to a connection with context takeover."},
     {"ringws_deflate_sent_total", "Compressed frames queued to peers (RSV1 set)."},
     {"ringws_deflate_inflated_total", "Compressed messages received and inflated."},
+    {"ringws_deflate_deferred_total", "Connections whose further input waited for the next "
+                                      "loop turn: their worker had inflated 1 MiB in this one."},
     {"ringws_deflate_takeover_bytes", "Memory the context-takeover streams of each worker's "
                                       "connections hold now (zlib's state and windows)."},
     {"ringws_deflate_takeover_refused_total", "Upgrades answered stateless on a takeover path: "
@@ -269,6 +271,7 @@ void metrics_write_server(struct text_buf *t, const struct ringws_server *srv)
                           METRICS_SUM(srv, deflate_compressed));
     metrics_write_counter(t, "ringws_deflate_sent_total", METRICS_SUM(srv, deflate_sent));
     metrics_write_counter(t, "ringws_deflate_inflated_total", METRICS_SUM(srv, deflate_inflated));
+    metrics_write_counter(t, "ringws_deflate_deferred_total", METRICS_SUM(srv, deflate_deferred));
     metrics_write_takeover(t, srv);
     metrics_write_connections(t, srv);
     metrics_write_family(t, "ringws_send_queue_bytes", "gauge");

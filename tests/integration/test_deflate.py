@@ -272,6 +272,25 @@ def t_bomb(port, max_message):
         expect(took < T(2), "a %d-byte bomb refused within 2 s" % size, "%.2f s" % took)
 
 
+def t_inflate_budget(port, max_message):
+    """Many small messages that inflate to max-message each, in one write:
+    past 1 MiB inflated in a loop turn the rest of the connection's input
+    waits for the next turn (counted), and every echo still comes, whole and
+    in order."""
+    n = 40
+    datas = [bytes([i]) + b"\x00" * (max_message - 1) for i in range(n)]
+    d0 = metric(port, "ringws_deflate_deferred_total")
+    with open_pmd(port) as ws:
+        burst = b"".join(build_frame(OP_BINARY, deflate_message(d), rsv=4) for d in datas)
+        expect(len(burst) < 16384, "the burst fits one receive", len(burst))
+        ws.send_raw(burst)
+        for d in datas:
+            ws.expect_echo(OP_BINARY, d, timeout=T(10))
+        ws.close_handshake()
+    deferred = metric(port, "ringws_deflate_deferred_total") - d0
+    expect(deferred >= 1, "input put off to a later turn", deferred)
+
+
 def t_python_websockets(port, answer=ANSWER):
     """python3-websockets offers permessage-deflate by default and speaks it
     both ways with the server's answer."""
@@ -729,6 +748,7 @@ def main():
             r.case(cid, fn, p, timeout=60)
     with r.server(["--max-message", "65536", "--topic", "zh=close-1013,history=10"], "max-64k") as srv:
         r.case("bomb-1009", t_bomb, srv.port, 65536)
+        r.case("inflate-budget-per-turn", t_inflate_budget, srv.port, 65536)
         r.case("history-replay", t_history_replay, srv.port)
     takeover = ["--workers", "1", "--deflate-takeover", "/echo", "--deflate-takeover", "/ws",
                 "--topic", "th=close-1013,history=10"]
