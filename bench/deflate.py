@@ -4,15 +4,18 @@ compressed in the same run: fan-out (bytes on the wire and server CPU per
 delivery), memory per idle connection, echo CPU per message.
 
 Usage: bench/deflate.py [--bin build-bench/ringws | --peer BUILD/lws_fanout] [--runs 3]
+                        [--modes plain,deflate[,takeover]]
                         fanout [--conns 10000] [--messages 20] [--size 1024]
-                      | idle [--conns 10000] [--published]
+                      | idle [--conns 10000] [--published | --echoed]
                       | echo [--messages 20000] [--size 200] [--inflight 1]
 
 Each run starts a fresh server (ringws with one worker, or with --peer a
 libwebsockets peer of bench/peers/ built by bench/lib.sh, given --deflate in
-the compressed runs; pinned to CPU 0, this client on CPU 1), alternating a
-client that offers permessage-deflate with one that does not; prints each
-run and the medians.  Server CPU is utime + stime from /proc/PID/stat over
+the compressed runs; pinned to CPU 0, this client on CPU 1), taking the
+modes in turn: a client that does not offer permessage-deflate (plain), one
+that does (deflate: the stateless mode), and one that does to a server
+whose paths keep context (takeover: --deflate-takeover on /ws and /echo,
+its memory cap out of the way); prints each run and the medians.  Server CPU is utime + stime from /proc/PID/stat over
 the measured part only; bytes on the wire are what the subscribers read
 (frame headers included).  The client is raw sockets: it offers what a
 browser does and inflates nothing (it counts frames and bytes).  JSON
@@ -52,8 +55,15 @@ def json_payload(n, seed):
     return json.dumps(body).encode()
 
 
+# What each mode adds to the server's command line.
+TAKEOVER_ARGS = ["--deflate-takeover", "/ws", "--deflate-takeover", "/echo",
+                 "--deflate-takeover-memory", str(1 << 40)]
+
+
 class Server:
     def __init__(self, a, deflate, extra=()):
+        if deflate == "takeover":
+            extra = list(extra) + TAKEOVER_ARGS
         out = open(os.devnull, "w")
         if a.peer:
             cmd = [a.peer, "--port", "0"] + (["--deflate"] if deflate else [])
@@ -93,7 +103,7 @@ class Server:
                 break
             data += d
         s.close()
-        m = re.search(rb"^" + name.encode() + rb" (\d+)", data, re.M)
+        m = re.search(rb"^" + re.escape(name.encode()) + rb" (\d+)", data, re.M)
         return int(m.group(1)) if m else 0
 
     def stop(self):
@@ -115,7 +125,10 @@ def upgrade(port, path, deflate):
             raise SystemExit("connection closed during the handshake")
         head += d
     got = b"permessage-deflate" in head
-    if got != deflate or not head.startswith(b"HTTP/1.1 101"):
+    if got != bool(deflate) or not head.startswith(b"HTTP/1.1 101"):
+        raise SystemExit("unexpected answer: %r" % head[:300])
+    # A takeover server answers without server_no_context_takeover.
+    if deflate and (b"server_no_context_takeover" in head) != (deflate != "takeover"):
         raise SystemExit("unexpected answer: %r" % head[:300])
     return s, head.split(b"\r\n\r\n", 1)[1]
 
@@ -250,6 +263,19 @@ def run_idle(a, deflate):
         time.sleep(0.5)
         rss0 = srv.rss_kib()
         socks = [upgrade(srv.port, path, deflate) for _ in range(a.conns)]
+        if a.echoed:
+            # Each sends one compressed 1 KiB message and reads its echo:
+            # with takeover, both of its streams are made.
+            for i, (s, rest) in enumerate(socks):
+                p = json_payload(1024, i)
+                if deflate:
+                    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+                    s.sendall(masked(0xC1, (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]))
+                else:
+                    s.sendall(masked(0x81, p))
+                fc = FrameCounter(rest)
+                while fc.frames < 1:
+                    fc.feed(s.recv(65536))
         if a.published:
             pub = publish_conn(srv.port)
             publish(pub, "idle", json_payload(1024, 1))
@@ -261,10 +287,12 @@ def run_idle(a, deflate):
         socks = [s for s, _ in socks]
         time.sleep(1.0)
         rss = srv.rss_kib() - rss0
+        streams = srv.metric('ringws_deflate_takeover_bytes{worker="0"}')
         for s in socks:
             s.close()
-        return {"deflate": deflate, "conns": a.conns, "published": a.published,
-                "rss_bytes_per_conn": rss * 1024 / a.conns}
+        return {"deflate": deflate, "conns": a.conns, "published": a.published, "echoed": a.echoed,
+                "rss_bytes_per_conn": rss * 1024 / a.conns,
+                "takeover_bytes_per_conn": streams / a.conns}
     finally:
         srv.stop()
 
@@ -314,6 +342,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build-bench", "ringws"))
     ap.add_argument("--peer", help="a libwebsockets peer of bench/peers/ instead of ringws")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--modes", default="plain,deflate",
+                    help="of plain, deflate (stateless), takeover; in this order each run")
     sub = ap.add_subparsers(dest="mode", required=True)
     f = sub.add_parser("fanout")
     f.add_argument("--conns", type=int, default=10000)
@@ -323,6 +353,8 @@ def main():
     i.add_argument("--conns", type=int, default=10000)
     i.add_argument("--published", action="store_true",
                    help="subscribers, measured after one 1 KiB publish reached them")
+    i.add_argument("--echoed", action="store_true",
+                   help="echo connections, measured after each echoed one 1 KiB message")
     e = sub.add_parser("echo")
     e.add_argument("--messages", type=int, default=20000)
     e.add_argument("--size", type=int, default=200)
@@ -330,16 +362,21 @@ def main():
     a = ap.parse_args()
     os.sched_setaffinity(0, {1})
     fn = {"fanout": run_fanout, "idle": run_idle, "echo": run_echo}[a.mode]
-    results = {False: [], True: []}
+    # deflate: False (plain), True (stateless) or "takeover".
+    modes = {"plain": False, "deflate": True, "takeover": "takeover"}
+    names = a.modes.split(",")
+    if not names or any(n not in modes for n in names):
+        raise SystemExit("--modes: a list of plain, deflate, takeover")
+    results = {n: [] for n in names}
     for r in range(a.runs):
-        for deflate in (False, True):
-            res = fn(a, deflate)
-            results[deflate].append(res)
+        for n in names:
+            res = fn(a, modes[n])
+            results[n].append(res)
             print(json.dumps(res), flush=True)
-    for deflate in (False, True):
-        rows = results[deflate]
+    for n in names:
+        rows = results[n]
         keys = [k for k, v in rows[0].items() if isinstance(v, float)]
-        print("median %s: %s" % ("deflate" if deflate else "plain", ", ".join(
+        print("median %s: %s" % (n, ", ".join(
             "%s %.2f" % (k, statistics.median(r[k] for r in rows)) for k in keys)), flush=True)
 
 
