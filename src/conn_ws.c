@@ -477,6 +477,10 @@ void conn_ws_takeover_detach(struct ringws_conn *c)
         deflate_takeover_worst(deflate_takeover_tx_bits(t), deflate_takeover_rx_bits(t));
     deflate_takeover_free(t);
     c->cold->pmd = NULL;
+    if (!c->cold->auth && !c->cold->wait && !c->cold->n) { /* it held the streams alone */
+        free(c->cold);
+        c->cold = NULL;
+    }
 }
 
 int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,

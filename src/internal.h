@@ -825,7 +825,10 @@ int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len
 /* Gives a connection that agreed to context takeover its (empty) streams,
  * reserved against the worker's cap.  0 or -ENOMEM. */
 int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a);
-/* Frees them and gives the reservation back (none: nothing). */
+/* Frees them and gives the reservation back (none: nothing); after the
+ * subscriptions have gone (pubsub_conn_gone), since whether they counted
+ * in deflate_subs depends on the streams.  The cold part goes too when it
+ * held nothing else. */
 void conn_ws_takeover_detach(struct ringws_conn *c);
 /* Queues one message (op, its payload the pieces iov[0..n)) compressed
  * through the connection's own stream (its server side takes context

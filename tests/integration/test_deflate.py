@@ -665,6 +665,14 @@ def t_takeover_fanout(port):
     finally:
         for ws in zs + [env, stateless, plain]:
             ws.close()
+    # Once they have all gone, no subscriber with compression is left: a
+    # publish to a plain one compresses nothing.
+    with RawWS.open(port, path="/ws?topics=tk") as ws:
+        wait_takeover_bytes(port, lambda n: n == 0, "0 once the subscribers left")
+        c0 = metric(port, "ringws_deflate_compressed_total")
+        eq(publish(port, "tk", text), 1, "recipients")
+        eq(ws.expect_event("text", text.encode()).compressed, False, "plain frame")
+        eq(metric(port, "ringws_deflate_compressed_total") - c0, 0, "compressions with none left")
 
 
 def t_takeover_history(port):
