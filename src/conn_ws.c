@@ -431,8 +431,6 @@ const struct proto_ops ws_closing_proto_ops = {
     .resume = conn_proto_none,
 };
 
-/* ---- public API -------------------------------------------------------- */
-
 /* ---- context takeover ---------------------------------------------------- */
 
 int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len)
@@ -508,6 +506,8 @@ int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iove
     STAT_ADD(c->w, deflate_sent, 1);
     return 0;
 }
+
+/* ---- public API -------------------------------------------------------- */
 
 /* A message of the application on a connection whose server side takes
  * context over: through its stream, but for short ones (plain, the stream
