@@ -4,10 +4,15 @@ compressed in the same run: fan-out (bytes on the wire and server CPU per
 delivery), memory per idle connection, echo CPU per message.
 
 Usage: bench/deflate.py [--bin build-bench/ringws | --peer BUILD/lws_fanout] [--runs 3]
-                        [--modes plain,deflate[,takeover]]
+                        [--modes plain,deflate[,takeover]] [--callgrind]
                         fanout [--conns 10000] [--messages 20] [--size 1024]
                       | idle [--conns 10000] [--published | --echoed]
                       | echo [--messages 20000] [--size 200] [--inflight 1]
+
+With --callgrind (echo only), the server runs under valgrind's callgrind
+and each run reports the instructions it executed per echoed message in
+user space (repeatable where CPU times are noise; the kernel's share of a
+message, most of a plain echo, is not in it).
 
 Each run starts a fresh server (ringws with one worker, or with --peer a
 libwebsockets peer of bench/peers/ built by bench/lib.sh, given --deflate in
@@ -28,11 +33,13 @@ import os
 import random
 import re
 import select
+import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
@@ -71,6 +78,11 @@ class Server:
             cmd = [a.bin, "--port", "0", "--workers", "1", "--max-connections", "19000",
                    "--idle-timeout", "0"] + list(extra)
         self.ringws = not a.peer
+        self.cg_dir = None
+        if a.callgrind:
+            self.cg_dir = tempfile.mkdtemp(prefix="deflate-cg-")
+            cmd = ["valgrind", "--tool=callgrind",
+                   "--callgrind-out-file=%s/cg.%%p" % self.cg_dir] + cmd
         self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.PIPE,
                                      stderr=out, text=True)
         line = self.proc.stdout.readline()
@@ -106,7 +118,28 @@ class Server:
         m = re.search(rb"^" + re.escape(name.encode()) + rb" (\d+)", data, re.M)
         return int(m.group(1)) if m else 0
 
+    def instructions(self):
+        """Under callgrind: the instructions executed since the last dump
+        (each dump counts from the one before)."""
+        before = set(os.listdir(self.cg_dir))
+        subprocess.run(["callgrind_control", "-d", str(self.proc.pid)], capture_output=True)
+        for _ in range(100):
+            new = set(os.listdir(self.cg_dir)) - before
+            if new:
+                break
+            time.sleep(0.1)
+        out = subprocess.run(["callgrind_annotate", os.path.join(self.cg_dir, new.pop())],
+                             capture_output=True, text=True).stdout
+        m = re.search(r"^ *([\d,]+) .*PROGRAM TOTALS", out, re.M)
+        return int(m.group(1).replace(",", ""))
+
     def stop(self):
+        if self.cg_dir:
+            # Under valgrind the server does not see SIGTERM: callgrind ends it.
+            subprocess.run(["callgrind_control", "-k", str(self.proc.pid)], capture_output=True)
+            self.proc.wait(30)
+            shutil.rmtree(self.cg_dir, ignore_errors=True)
+            return
         self.proc.terminate()
         self.proc.wait(10)
 
@@ -318,21 +351,35 @@ def run_echo(a, deflate):
             else:
                 msgs.append(masked(0x81, p))
         fc = FrameCounter(rest)
-        cpu0 = srv.cpu_s()
-        sent = 0
-        inflight = 0
-        while fc.frames < a.messages:
-            while inflight < a.inflight and sent < a.messages:
-                s.sendall(msgs[sent % 64])
-                sent += 1
-                inflight += 1
-            before = fc.frames
-            fc.feed(s.recv(1 << 20))
-            inflight -= fc.frames - before
-        cpu = srv.cpu_s() - cpu0
+
+        def echo(count):
+            sent = inflight = 0
+            want = fc.frames + count
+            while fc.frames < want:
+                while inflight < a.inflight and sent < count:
+                    s.sendall(msgs[sent % 64])
+                    sent += 1
+                    inflight += 1
+                before = fc.frames
+                fc.feed(s.recv(1 << 20))
+                inflight -= fc.frames - before
+
+        res = {"deflate": deflate, "size": a.size, "inflight": a.inflight}
+        if a.callgrind:
+            echo(min(1000, a.messages))  # the worker's scratch and compressors made
+            srv.instructions()  # the counts start again here
+            z0 = fc.rsv1
+            echo(a.messages)
+            res["instructions_per_message"] = srv.instructions() / a.messages
+            res["compressed_answers"] = fc.rsv1 - z0
+        else:
+            cpu0 = srv.cpu_s()
+            echo(a.messages)
+            res["cpu_us_per_message"] = (srv.cpu_s() - cpu0) * 1e6 / fc.frames
+            res["compressed_answers"] = fc.rsv1
         s.close()
-        return {"deflate": deflate, "messages": fc.frames, "compressed_answers": fc.rsv1,
-                "size": a.size, "inflight": a.inflight, "cpu_us_per_message": cpu * 1e6 / fc.frames}
+        res["messages"] = a.messages
+        return res
     finally:
         srv.stop()
 
@@ -342,6 +389,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build-bench", "ringws"))
     ap.add_argument("--peer", help="a libwebsockets peer of bench/peers/ instead of ringws")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="echo: instructions per message under callgrind instead of CPU time")
     ap.add_argument("--modes", default="plain,deflate",
                     help="of plain, deflate (stateless), takeover; in this order each run")
     sub = ap.add_subparsers(dest="mode", required=True)
