@@ -4,15 +4,23 @@ compressed in the same run: fan-out (bytes on the wire and server CPU per
 delivery), memory per idle connection, echo CPU per message.
 
 Usage: bench/deflate.py [--bin build-bench/ringws | --peer BUILD/lws_fanout] [--runs 3]
+                        [--modes plain,deflate[,takeover]] [--callgrind]
                         fanout [--conns 10000] [--messages 20] [--size 1024]
-                      | idle [--conns 10000] [--published]
+                      | idle [--conns 10000] [--published | --echoed]
                       | echo [--messages 20000] [--size 200] [--inflight 1]
+
+With --callgrind (echo only), the server runs under valgrind's callgrind
+and each run reports the instructions it executed per echoed message in
+user space (repeatable where CPU times are noise; the kernel's share of a
+message, most of a plain echo, is not in it).
 
 Each run starts a fresh server (ringws with one worker, or with --peer a
 libwebsockets peer of bench/peers/ built by bench/lib.sh, given --deflate in
-the compressed runs; pinned to CPU 0, this client on CPU 1), alternating a
-client that offers permessage-deflate with one that does not; prints each
-run and the medians.  Server CPU is utime + stime from /proc/PID/stat over
+the compressed runs; pinned to CPU 0, this client on CPU 1), taking the
+modes in turn: a client that does not offer permessage-deflate (plain), one
+that does (deflate: the stateless mode), and one that does to a server
+whose paths keep context (takeover: --deflate-takeover on /ws and /echo,
+its memory cap out of the way); prints each run and the medians.  Server CPU is utime + stime from /proc/PID/stat over
 the measured part only; bytes on the wire are what the subscribers read
 (frame headers included).  The client is raw sockets: it offers what a
 browser does and inflates nothing (it counts frames and bytes).  JSON
@@ -25,11 +33,13 @@ import os
 import random
 import re
 import select
+import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
@@ -52,8 +62,15 @@ def json_payload(n, seed):
     return json.dumps(body).encode()
 
 
+# What each mode adds to the server's command line.
+TAKEOVER_ARGS = ["--deflate-takeover", "/ws", "--deflate-takeover", "/echo",
+                 "--deflate-takeover-memory", str(1 << 40)]
+
+
 class Server:
     def __init__(self, a, deflate, extra=()):
+        if deflate == "takeover":
+            extra = list(extra) + TAKEOVER_ARGS
         out = open(os.devnull, "w")
         if a.peer:
             cmd = [a.peer, "--port", "0"] + (["--deflate"] if deflate else [])
@@ -61,6 +78,11 @@ class Server:
             cmd = [a.bin, "--port", "0", "--workers", "1", "--max-connections", "19000",
                    "--idle-timeout", "0"] + list(extra)
         self.ringws = not a.peer
+        self.cg_dir = None
+        if a.callgrind:
+            self.cg_dir = tempfile.mkdtemp(prefix="deflate-cg-")
+            cmd = ["valgrind", "--tool=callgrind",
+                   "--callgrind-out-file=%s/cg.%%p" % self.cg_dir] + cmd
         self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.PIPE,
                                      stderr=out, text=True)
         line = self.proc.stdout.readline()
@@ -93,10 +115,31 @@ class Server:
                 break
             data += d
         s.close()
-        m = re.search(rb"^" + name.encode() + rb" (\d+)", data, re.M)
+        m = re.search(rb"^" + re.escape(name.encode()) + rb" (\d+)", data, re.M)
         return int(m.group(1)) if m else 0
 
+    def instructions(self):
+        """Under callgrind: the instructions executed since the last dump
+        (each dump counts from the one before)."""
+        before = set(os.listdir(self.cg_dir))
+        subprocess.run(["callgrind_control", "-d", str(self.proc.pid)], capture_output=True)
+        for _ in range(100):
+            new = set(os.listdir(self.cg_dir)) - before
+            if new:
+                break
+            time.sleep(0.1)
+        out = subprocess.run(["callgrind_annotate", os.path.join(self.cg_dir, new.pop())],
+                             capture_output=True, text=True).stdout
+        m = re.search(r"^ *([\d,]+) .*PROGRAM TOTALS", out, re.M)
+        return int(m.group(1).replace(",", ""))
+
     def stop(self):
+        if self.cg_dir:
+            # Under valgrind the server does not see SIGTERM: callgrind ends it.
+            subprocess.run(["callgrind_control", "-k", str(self.proc.pid)], capture_output=True)
+            self.proc.wait(30)
+            shutil.rmtree(self.cg_dir, ignore_errors=True)
+            return
         self.proc.terminate()
         self.proc.wait(10)
 
@@ -115,7 +158,10 @@ def upgrade(port, path, deflate):
             raise SystemExit("connection closed during the handshake")
         head += d
     got = b"permessage-deflate" in head
-    if got != deflate or not head.startswith(b"HTTP/1.1 101"):
+    if got != bool(deflate) or not head.startswith(b"HTTP/1.1 101"):
+        raise SystemExit("unexpected answer: %r" % head[:300])
+    # A takeover server answers without server_no_context_takeover.
+    if deflate and (b"server_no_context_takeover" in head) != (deflate != "takeover"):
         raise SystemExit("unexpected answer: %r" % head[:300])
     return s, head.split(b"\r\n\r\n", 1)[1]
 
@@ -250,6 +296,19 @@ def run_idle(a, deflate):
         time.sleep(0.5)
         rss0 = srv.rss_kib()
         socks = [upgrade(srv.port, path, deflate) for _ in range(a.conns)]
+        if a.echoed:
+            # Each sends one compressed 1 KiB message and reads its echo:
+            # with takeover, both of its streams are made.
+            for i, (s, rest) in enumerate(socks):
+                p = json_payload(1024, i)
+                if deflate:
+                    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+                    s.sendall(masked(0xC1, (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]))
+                else:
+                    s.sendall(masked(0x81, p))
+                fc = FrameCounter(rest)
+                while fc.frames < 1:
+                    fc.feed(s.recv(65536))
         if a.published:
             pub = publish_conn(srv.port)
             publish(pub, "idle", json_payload(1024, 1))
@@ -261,10 +320,12 @@ def run_idle(a, deflate):
         socks = [s for s, _ in socks]
         time.sleep(1.0)
         rss = srv.rss_kib() - rss0
+        streams = srv.metric('ringws_deflate_takeover_bytes{worker="0"}')
         for s in socks:
             s.close()
-        return {"deflate": deflate, "conns": a.conns, "published": a.published,
-                "rss_bytes_per_conn": rss * 1024 / a.conns}
+        return {"deflate": deflate, "conns": a.conns, "published": a.published, "echoed": a.echoed,
+                "rss_bytes_per_conn": rss * 1024 / a.conns,
+                "takeover_bytes_per_conn": streams / a.conns}
     finally:
         srv.stop()
 
@@ -290,21 +351,35 @@ def run_echo(a, deflate):
             else:
                 msgs.append(masked(0x81, p))
         fc = FrameCounter(rest)
-        cpu0 = srv.cpu_s()
-        sent = 0
-        inflight = 0
-        while fc.frames < a.messages:
-            while inflight < a.inflight and sent < a.messages:
-                s.sendall(msgs[sent % 64])
-                sent += 1
-                inflight += 1
-            before = fc.frames
-            fc.feed(s.recv(1 << 20))
-            inflight -= fc.frames - before
-        cpu = srv.cpu_s() - cpu0
+
+        def echo(count):
+            sent = inflight = 0
+            want = fc.frames + count
+            while fc.frames < want:
+                while inflight < a.inflight and sent < count:
+                    s.sendall(msgs[sent % 64])
+                    sent += 1
+                    inflight += 1
+                before = fc.frames
+                fc.feed(s.recv(1 << 20))
+                inflight -= fc.frames - before
+
+        res = {"deflate": deflate, "size": a.size, "inflight": a.inflight}
+        if a.callgrind:
+            echo(min(1000, a.messages))  # the worker's scratch and compressors made
+            srv.instructions()  # the counts start again here
+            z0 = fc.rsv1
+            echo(a.messages)
+            res["instructions_per_message"] = srv.instructions() / a.messages
+            res["compressed_answers"] = fc.rsv1 - z0
+        else:
+            cpu0 = srv.cpu_s()
+            echo(a.messages)
+            res["cpu_us_per_message"] = (srv.cpu_s() - cpu0) * 1e6 / fc.frames
+            res["compressed_answers"] = fc.rsv1
         s.close()
-        return {"deflate": deflate, "messages": fc.frames, "compressed_answers": fc.rsv1,
-                "size": a.size, "inflight": a.inflight, "cpu_us_per_message": cpu * 1e6 / fc.frames}
+        res["messages"] = a.messages
+        return res
     finally:
         srv.stop()
 
@@ -314,6 +389,10 @@ def main():
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build-bench", "ringws"))
     ap.add_argument("--peer", help="a libwebsockets peer of bench/peers/ instead of ringws")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="echo: instructions per message under callgrind instead of CPU time")
+    ap.add_argument("--modes", default="plain,deflate",
+                    help="of plain, deflate (stateless), takeover; in this order each run")
     sub = ap.add_subparsers(dest="mode", required=True)
     f = sub.add_parser("fanout")
     f.add_argument("--conns", type=int, default=10000)
@@ -323,6 +402,8 @@ def main():
     i.add_argument("--conns", type=int, default=10000)
     i.add_argument("--published", action="store_true",
                    help="subscribers, measured after one 1 KiB publish reached them")
+    i.add_argument("--echoed", action="store_true",
+                   help="echo connections, measured after each echoed one 1 KiB message")
     e = sub.add_parser("echo")
     e.add_argument("--messages", type=int, default=20000)
     e.add_argument("--size", type=int, default=200)
@@ -330,16 +411,21 @@ def main():
     a = ap.parse_args()
     os.sched_setaffinity(0, {1})
     fn = {"fanout": run_fanout, "idle": run_idle, "echo": run_echo}[a.mode]
-    results = {False: [], True: []}
+    # deflate: False (plain), True (stateless) or "takeover".
+    modes = {"plain": False, "deflate": True, "takeover": "takeover"}
+    names = a.modes.split(",")
+    if not names or any(n not in modes for n in names):
+        raise SystemExit("--modes: a list of plain, deflate, takeover")
+    results = {n: [] for n in names}
     for r in range(a.runs):
-        for deflate in (False, True):
-            res = fn(a, deflate)
-            results[deflate].append(res)
+        for n in names:
+            res = fn(a, modes[n])
+            results[n].append(res)
             print(json.dumps(res), flush=True)
-    for deflate in (False, True):
-        rows = results[deflate]
+    for n in names:
+        rows = results[n]
         keys = [k for k, v in rows[0].items() if isinstance(v, float)]
-        print("median %s: %s" % ("deflate" if deflate else "plain", ", ".join(
+        print("median %s: %s" % (n, ", ".join(
             "%s %.2f" % (k, statistics.median(r[k] for r in rows)) for k in keys)), flush=True)
 
 

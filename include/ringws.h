@@ -240,6 +240,20 @@ struct ringws_config {
      * when that makes them smaller; a publish is compressed once for all
      * its subscribers.  Default false (the ringws binary: on). */
     bool deflate;
+    /* With deflate, context takeover (RFC 7692 7.1.1) on these WebSocket
+     * paths: where the client's offer allows it, each direction keeps its
+     * LZ77 window between messages (a better ratio on small, alike
+     * messages) in a zlib stream of the connection's own, made on its first
+     * compressed message that way, of at most 2^deflate_takeover_window_bits
+     * bytes of window (9..15; default 11).  Every message sent to such a
+     * connection, a publish's delivery included, is compressed for it
+     * alone (docs/ARCHITECTURE.md, "Compression").  A worker reserves at
+     * most deflate_takeover_memory bytes (default 64 MiB) for these
+     * streams: past it an upgrade gets the stateless mode. */
+    const char *const *deflate_takeover_paths;
+    size_t n_deflate_takeover_paths;
+    unsigned deflate_takeover_window_bits;
+    size_t deflate_takeover_memory;
     /* Publish/subscribe (docs/PUBSUB.md). */
     const char *pubsub_path;   /* WebSocket path of subscriber connections and
                                 * enables POST /publish/TOPIC; NULL: off */

@@ -238,7 +238,8 @@ static void conn_free(struct ringws_conn *c)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
     timer_cancel(&c->timer);
     conn_auth_gone(c);
-    pubsub_conn_gone(c);
+    pubsub_conn_gone(c); /* while the streams tell which subscriptions shared frames */
+    conn_ws_takeover_detach(c);
     conn_out_free(c);
     conn_pend_release(c->w, &c->held);
     free(c->ctl);

@@ -282,6 +282,7 @@ static bool conn_http_subscribe(struct ringws_conn *c, const struct http_request
         return true;
     pubsub_conn_gone(c);
     conn_out_rewind(c, mark);
+    conn_ws_takeover_detach(c);
     c->flags &= ~(CF_ENVELOPE | CF_DEFLATE);
     conn_http_error(c, req, r == -E2BIG ? 400 : 503,
                     r == -E2BIG ? "too many topics" : "out of memory", !req->keep_alive, NULL);
@@ -367,6 +368,26 @@ static bool conn_http_admit(struct ringws_conn *c, const struct http_request *re
     return false;
 }
 
+/* The handshake checked with the server's policy, and context takeover
+ * offered to the client where the path has it and the worker's cap lets
+ * it (counted when the cap alone made a compressing client stateless). */
+static int conn_http_validate(struct ringws_conn *c, const struct http_request *req,
+                              struct ws_handshake_result *hs)
+{
+    struct ringws_server *srv = c->w->srv;
+    struct ws_handshake_policy policy = srv->policy;
+    int takeover = policy.deflate && srv->cfg.n_deflate_takeover_paths
+                       ? conn_ws_takeover_allowed(c->w, req->path, req->path_len)
+                       : 0;
+
+    if (takeover > 0)
+        policy.takeover_bits = (uint8_t)srv->cfg.deflate_takeover_window_bits;
+    ws_handshake_validate(req, &policy, hs);
+    if (takeover < 0 && hs->status == 101 && hs->deflate)
+        STAT_ADD(c->w, deflate_takeover_refused, 1);
+    return hs->status;
+}
+
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
                               struct ringws_request *view)
 {
@@ -388,7 +409,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     }
     if (!conn_http_admit(c, req))
         return;
-    status = ws_handshake_validate(req, &srv->policy, &hs);
+    status = conn_http_validate(c, req, &hs);
     if (status != 101) {
         conn_http_error(c, req, status, hs.reason, !req->keep_alive,
                         status == 405 ? "Allow: GET\r\n"
@@ -421,6 +442,12 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
             conn_http_error(c, req, status, why, !req->keep_alive, extra[0] ? extra : NULL);
             return;
         }
+    }
+    if (hs.deflate && (hs.pmd.server_bits || hs.pmd.client_bits) &&
+        conn_ws_takeover_attach(c, &hs.pmd) < 0) {
+        free(claims);
+        conn_http_error(c, req, 503, "out of memory", !req->keep_alive, NULL);
+        return;
     }
     n = ws_handshake_write_101(head, sizeof(head), &hs);
     mark = c->out_tail;

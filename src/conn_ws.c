@@ -7,15 +7,19 @@
  * Why it exists: the decoder (frame.c) knows the protocol's rules; this file
  * knows what the server does about each event: deliver, pong, echo a close,
  * or fail the connection with the code the RFC names.  A connection that
- * negotiated permessage-deflate (CF_DEFLATE) holds no compression state:
- * a compressed message is inflated whole when complete, and a message sent
- * is compressed on its own (deflate.c). */
+ * negotiated permessage-deflate (CF_DEFLATE) holds no compression state in
+ * the stateless mode: a compressed message is inflated whole when
+ * complete, and a message sent is compressed on its own (deflate.c).  One
+ * that agreed to context takeover (conn_takeover) has a stream of its own
+ * per direction that keeps context (deflate_stream.c), reserved here
+ * against its worker's deflate_takeover_memory. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "deflate.h"
+#include "deflate_stream.h"
 #include "internal.h"
 #include "log.h"
 #include "utf8.h"
@@ -167,14 +171,39 @@ conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
 }
 
+/* Bytes a worker inflates in a turn before the connection that passed
+ * them reads no more of its input until the next turn.  A message is
+ * inflated whole (up to max_message), so a turn inflates at most this
+ * plus one message per connection that received one: without it, a
+ * receive of 16 KiB could hold a thousand messages of 16 bytes that
+ * inflate to 16 KiB each (deflate's ratio reaches 1032), and one
+ * connection keep the worker from the others for that long. */
+#define INFLATE_TURN_BUDGET (1u << 20)
+
+/* Counts what was inflated; past the budget, the rest of the input waits
+ * (unless it waits already, for the engine). */
+static void conn_ws_inflate_spent(struct ringws_conn *c, size_t len)
+{
+    struct worker *w = c->w;
+
+    w->inflated_turn += len;
+    if (w->inflated_turn < INFLATE_TURN_BUDGET || (c->flags & CF_ENGINE_WAIT) ||
+        !conn_ws_reading(c) || (c->flags & CF_TEARDOWN))
+        return;
+    if (conn_ws_hold_turn(c) == 0)
+        STAT_ADD(w, deflate_deferred, 1);
+}
+
 /* A compressed message, complete: inflated whole (bounded by max_message,
  * RFC 7692 7.2.2), its text checked, then delivered like any other. */
 __attribute__((noinline))
 static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
 {
+    struct deflate_takeover *t = conn_takeover(c);
+    size_t max = c->w->srv->cfg.max_message, len;
     const uint8_t *msg;
-    size_t len;
-    int r = deflate_inflate(p, n, c->w->srv->cfg.max_message, &msg, &len);
+    int r = t && deflate_takeover_rx_bits(t) ? deflate_takeover_inflate(t, p, n, max, &msg, &len)
+                                             : deflate_inflate(p, n, max, &msg, &len);
 
     op &= (uint8_t)~WS_MSG_DEFLATED;
     STAT_ADD(c->w, deflate_inflated, 1);
@@ -189,6 +218,8 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p,
     else
         conn_ws_deliver(c, op, msg, len);
     deflate_trim();
+    if (r == 0)
+        conn_ws_inflate_spent(c, len);
 }
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
@@ -400,18 +431,111 @@ const struct proto_ops ws_closing_proto_ops = {
     .resume = conn_proto_none,
 };
 
+/* ---- context takeover ---------------------------------------------------- */
+
+int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len)
+{
+    const struct ringws_config *cfg = &w->srv->cfg;
+    unsigned bits = cfg->deflate_takeover_window_bits;
+    size_t i;
+
+    for (i = 0; i < cfg->n_deflate_takeover_paths; i++)
+        if (strlen(cfg->deflate_takeover_paths[i]) == path_len &&
+            !memcmp(cfg->deflate_takeover_paths[i], path, path_len))
+            break;
+    if (i == cfg->n_deflate_takeover_paths)
+        return 0;
+    /* The most it could agree to, so that the answer is never taken back. */
+    if (w->takeover_reserved + deflate_takeover_worst(bits, bits) > cfg->deflate_takeover_memory)
+        return -ENOSPC;
+    return 1;
+}
+
+int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a)
+{
+    struct deflate_takeover *t;
+
+    if (!c->cold && !(c->cold = calloc(1, sizeof(*c->cold))))
+        return -ENOMEM;
+    t = deflate_takeover_new(a->server_bits, a->client_bits, &c->w->stats.deflate_takeover_bytes);
+    if (!t)
+        return -ENOMEM;
+    c->cold->pmd = t;
+    c->w->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
+    return 0;
+}
+
+void conn_ws_takeover_detach(struct ringws_conn *c)
+{
+    struct deflate_takeover *t = conn_takeover(c);
+
+    if (!t)
+        return;
+    c->w->takeover_reserved -=
+        deflate_takeover_worst(deflate_takeover_tx_bits(t), deflate_takeover_rx_bits(t));
+    deflate_takeover_free(t);
+    c->cold->pmd = NULL;
+    if (!c->cold->auth && !c->cold->wait && !c->cold->n) { /* it held the streams alone */
+        free(c->cold);
+        c->cold = NULL;
+    }
+}
+
+int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,
+                           unsigned n)
+{
+    const uint8_t *z;
+    ssize_t zn = deflate_takeover_compress(conn_takeover(c), iov, n, &z);
+    int r;
+
+    if (zn == -EIO) {
+        c->flags |= CF_SLOW_1013;
+        conn_flush_later(c);
+    }
+    if (zn < 0)
+        return (int)zn;
+    atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
+    /* Compressed through the stream: the peer's window must see it, so a
+     * failure to queue it leaves the stream ahead of the peer. */
+    r = conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn);
+    if (r < 0) {
+        c->flags |= CF_SLOW_1013;
+        conn_flush_later(c);
+        return -EIO;
+    }
+    STAT_ADD(c->w, deflate_sent, 1);
+    return 0;
+}
+
 /* ---- public API -------------------------------------------------------- */
+
+/* A message of the application on a connection whose server side takes
+ * context over: through its stream, but for short ones (plain, the stream
+ * untouched). */
+static int conn_ws_send_takeover(struct ringws_conn *c, unsigned op, const void *data,
+                                 size_t len)
+{
+    struct iovec iov = {(void *)data, len};
+    int r = len < DEFLATE_TAKEOVER_MIN_SIZE ? -ENOMEM : conn_ws_queue_takeover(c, op, &iov, 1);
+
+    return r == -ENOMEM ? conn_ws_frame(c, WS_FIN | op, data, len) : r;
+}
 
 /* A message of the application on a connection that negotiated
  * compression: compressed on its own when that makes it smaller (RSV1
- * set), else sent plain.  Out of line: a plain connection's send pays one
- * test of its flags for it. */
+ * set), else sent plain; or through its stream (context takeover).  Out of
+ * line: a plain connection's send pays one test of its flags for it. */
 __attribute__((noinline))
 static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void *data,
                                  size_t len)
 {
     const uint8_t *z;
-    ssize_t zn = deflate_compress(data, len, DEFLATE_FAST, &z); /* 0 below its minimum */
+    struct deflate_takeover *t = conn_takeover(c);
+    ssize_t zn;
+
+    if (t && deflate_takeover_tx_bits(t))
+        return conn_ws_send_takeover(c, op, data, len);
+    zn = deflate_compress(data, len, DEFLATE_FAST, &z); /* 0 below its minimum */
 
     if (zn <= 0) /* it would not shrink, or no memory: plain is as good */
         return conn_ws_frame(c, WS_FIN | op, data, len);

@@ -25,6 +25,8 @@
  * ready (cmd_len 0: a publish awaiting its position, which runs once). */
 struct conn_wait {
     struct conn_pend rest;
+    uint32_t turn;    /* held for the turn after w->turn_pass == turn (on
+                       * w->turn_held), not for the engine: 0 */
     uint32_t cmd_len;
     uint8_t cmd[];
 };
@@ -55,12 +57,63 @@ int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n)
                            c->w->srv->cfg.max_message + WS_MAX_SERVER_HEADER + 4);
 }
 
+/* Takes the connection at i off its worker's list of those held for the
+ * next turn, keeping the order. */
+static void conn_ws_turn_remove(struct worker *w, unsigned i)
+{
+    memmove(&w->turn_held[i], &w->turn_held[i + 1],
+            (--w->n_turn_held - i) * sizeof(w->turn_held[0]));
+}
+
+int conn_ws_hold_turn(struct ringws_conn *c)
+{
+    struct worker *w = c->w;
+
+    if (w->n_turn_held == w->cap_turn_held) {
+        unsigned cap = w->cap_turn_held ? w->cap_turn_held * 2 : 16;
+        struct ringws_conn **grown = realloc(w->turn_held, cap * sizeof(*grown));
+
+        if (!grown)
+            return -ENOMEM;
+        w->turn_held = grown;
+        w->cap_turn_held = cap;
+    }
+    if (conn_ws_pubsub_hold(c, NULL, 0) < 0)
+        return -ENOMEM;
+    if (!w->turn_pass) /* before the first turn's end */
+        w->turn_pass = 1;
+    c->cold->wait->turn = w->turn_pass;
+    w->turn_held[w->n_turn_held++] = c;
+    return 0;
+}
+
+void conn_ws_turn(struct worker *w)
+{
+    w->inflated_turn = 0;
+    if (++w->turn_pass == 0)
+        w->turn_pass = 1;
+    /* Oldest first; those held again while these read were held in this
+     * pass, behind them: they wait for the next. */
+    while (w->n_turn_held && w->turn_held[0]->cold->wait->turn != w->turn_pass) {
+        struct ringws_conn *c = w->turn_held[0];
+
+        conn_ws_turn_remove(w, 0);
+        c->cold->wait->turn = 0;
+        conn_engine_ready(c, true);
+    }
+}
+
 void conn_ws_pubsub_wait_free(struct ringws_conn *c)
 {
     struct conn_wait *wt = c->cold->wait;
 
     if (!wt)
         return;
+    for (unsigned i = 0; wt->turn && i < c->w->n_turn_held; i++)
+        if (c->w->turn_held[i] == c) {
+            conn_ws_turn_remove(c->w, i);
+            break;
+        }
     c->cold->wait = NULL;
     conn_pend_release(c->w, &wt->rest);
     free(wt);

@@ -80,19 +80,43 @@ static struct deflate_thread *deflate_thread(void)
     return t;
 }
 
-/* Makes *buf hold at least n bytes (its contents are not kept). */
-static int deflate_room(uint8_t **buf, size_t *cap, size_t n)
+/* Makes *buf hold at least n bytes, its first `keep` kept. */
+static int deflate_room_keep(uint8_t **buf, size_t *cap, size_t n, size_t keep)
 {
     uint8_t *b;
 
     if (*cap >= n)
         return 0;
-    if (!(b = malloc(n)))
-        return -ENOMEM;
-    free(*buf);
+    if (keep) {
+        if (!(b = realloc(*buf, n)))
+            return -ENOMEM;
+    } else {
+        if (!(b = malloc(n)))
+            return -ENOMEM;
+        free(*buf);
+    }
     *buf = b;
     *cap = n;
     return 0;
+}
+
+static int deflate_room(uint8_t **buf, size_t *cap, size_t n)
+{
+    return deflate_room_keep(buf, cap, n, 0);
+}
+
+uint8_t *deflate_scratch_z(size_t n)
+{
+    struct deflate_thread *t = deflate_thread();
+
+    return t && deflate_room(&t->z, &t->z_cap, n) == 0 ? t->z : NULL;
+}
+
+uint8_t *deflate_scratch_out(size_t n, size_t keep)
+{
+    struct deflate_thread *t = deflate_thread();
+
+    return t && deflate_room_keep(&t->out, &t->out_cap, n, keep) == 0 ? t->out : NULL;
 }
 
 ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,

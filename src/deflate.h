@@ -43,6 +43,16 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
 int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
                     size_t *out_len);
 
+/* The calling thread's scratch for a compressed message (the one
+ * deflate_compress returns), at least n bytes; NULL without memory.  For
+ * the streams of the takeover mode (deflate_stream.c). */
+uint8_t *deflate_scratch_z(size_t n);
+
+/* The thread's scratch for an inflated message (the one deflate_inflate
+ * returns), grown to at least n bytes with its first `keep` kept; NULL
+ * without memory. */
+uint8_t *deflate_scratch_out(size_t n, size_t keep);
+
 /* Lets go of scratch grown past what ordinary messages need, once a large
  * one is done with. */
 void deflate_trim(void);

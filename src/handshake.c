@@ -166,13 +166,6 @@ bool ws_handshake_offered(const struct http_request *req, const char *name)
 /* permessage-deflate offers kept per field: more is no real client. */
 #define HS_PMD_OFFERS 8
 
-/* Whether the server can honour the offer: its compressor always uses a
- * 32 KiB window, which a server_max_window_bits below 15 forbids. */
-static bool hs_pmd_acceptable(const struct ws_pmd_offer *o)
-{
-    return o->valid && (!o->server_max_window_bits || o->server_max_window_bits == 15);
-}
-
 /* Every field is parsed, even after an offer is chosen: a malformed one
  * anywhere refuses the request rather than letting half of it count. */
 static int hs_check_extensions(const struct http_request *req,
@@ -190,7 +183,7 @@ static int hs_check_extensions(const struct http_request *req,
                          HS_PMD_OFFERS, &n, &stop) < 0)
             return hs_fail(out, 400, "malformed Sec-WebSocket-Extensions");
         for (size_t k = 0; k < n && k < HS_PMD_OFFERS && !out->deflate; k++)
-            out->deflate = hs_pmd_acceptable(&offers[k]);
+            out->deflate = ws_pmd_agree(&offers[k], policy->takeover_bits, &out->pmd);
     }
     return 0;
 }
@@ -289,10 +282,15 @@ size_t ws_handshake_write_101(char *out, size_t cap, const struct ws_handshake_r
         hs_put(out, cap, &len, res->subprotocol);
         hs_put(out, cap, &len, "\r\n");
     }
-    if (res->deflate)
-        hs_put(out, cap, &len,
-               "Sec-WebSocket-Extensions: " WS_PMD_NAME
-               "; server_no_context_takeover; client_no_context_takeover\r\n");
+    if (res->deflate) {
+        char answer[WS_PMD_ANSWER_MAX];
+
+        if (!ws_pmd_answer(&res->pmd, answer, sizeof(answer)))
+            return 0;
+        hs_put(out, cap, &len, "Sec-WebSocket-Extensions: ");
+        hs_put(out, cap, &len, answer);
+        hs_put(out, cap, &len, "\r\n");
+    }
     hs_put(out, cap, &len, "\r\n");
     return len <= cap ? len : 0;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "http_parse.h"
+#include "ws_ext.h"
 
 #define WS_ACCEPT_LEN 28 /* base64 of a 20-byte SHA-1 */
 
@@ -21,6 +22,10 @@ struct ws_handshake_policy {
     const char *const *origins;      /* allowed Origin values; none = any */
     size_t n_origins;
     bool deflate;                    /* accept a permessage-deflate offer */
+    /* With deflate: the most LZ77 window (9..15 bits) the server keeps per
+     * direction when it takes context over between messages; 0: stateless
+     * both ways (ws_pmd_agree). */
+    uint8_t takeover_bits;
 };
 
 struct ws_handshake_result {
@@ -29,8 +34,8 @@ struct ws_handshake_result {
     bool version_hint;          /* add "Sec-WebSocket-Version: 13" (426) */
     char accept[WS_ACCEPT_LEN + 1];
     const char *subprotocol;    /* from the policy list, NULL when none */
-    bool deflate;               /* permessage-deflate accepted, stateless
-                                 * both ways (ws_ext.h) */
+    bool deflate;               /* permessage-deflate accepted ... */
+    struct ws_pmd_agreed pmd;   /* ... with these windows (ws_ext.h) */
 };
 
 /* True when the request asks for a WebSocket upgrade at all (an Upgrade
@@ -45,10 +50,10 @@ bool ws_handshake_requested(const struct http_request *req);
  * present (400) and exactly 13 (else 426 with version_hint), Origin in the
  * allow-list when one is set (403).  A body on the request is 400.  With
  * policy->deflate, every Sec-WebSocket-Extensions field must parse (else
- * 400), and the first permessage-deflate offer that is valid and lets the
- * server use a 32 KiB window (no server_max_window_bits below 15) is
- * accepted with server_no_context_takeover and client_no_context_takeover,
- * whether offered or not (RFC 7692 7.1.1); none: no extension.  Fills
+ * 400), and the first permessage-deflate offer ws_pmd_agree accepts with
+ * policy->takeover_bits is taken (without takeover_bits: stateless both
+ * ways, server_no_context_takeover and client_no_context_takeover whether
+ * offered or not, RFC 7692 7.1.1); none: no extension.  Fills
  * `out` and returns out->status. */
 int ws_handshake_validate(const struct http_request *req,
                           const struct ws_handshake_policy *policy,

@@ -227,6 +227,9 @@ struct conn_wait;
 struct conn_cold {
     struct conn_auth *auth; /* NULL: no token */
     struct conn_wait *wait; /* with CF_ENGINE_WAIT (conn_ws_pubsub.c) */
+    /* permessage-deflate with context takeover (deflate_stream.h): its
+     * streams; NULL: stateless both ways, or no compression. */
+    struct deflate_takeover *pmd;
     uint16_t n, cap;        /* subscriptions in refs */
     struct sub_ref refs[];
 };
@@ -371,6 +374,14 @@ struct worker_stats {
     _Atomic uint64_t deflate_compressed;
     _Atomic uint64_t deflate_sent;
     _Atomic uint64_t deflate_inflated;
+    /* The takeover mode: bytes its connections' streams hold now, and
+     * upgrades answered stateless because the worker's reservations were
+     * at deflate_takeover_memory. */
+    _Atomic uint64_t deflate_takeover_bytes;
+    _Atomic uint64_t deflate_takeover_refused;
+    /* Connections whose input was put off to the next turn: the worker had
+     * inflated its budget for this one. */
+    _Atomic uint64_t deflate_deferred;
     struct stat_hist publish_latency;   /* publish to queued, per worker share */
     struct stat_hist fanout_duration;   /* one worker's share of a publish */
     struct stat_hist engine_lag;        /* another node's publish to its arrival here */
@@ -434,6 +445,16 @@ struct worker {
      * those waiting in accept_q, what max_handshakes bounds (conn_state_set
      * keeps it). */
     unsigned handshaking;
+    /* What its takeover connections may come to hold (each one's
+     * deflate_takeover_worst), which deflate_takeover_memory bounds. */
+    size_t takeover_reserved;
+    /* Bytes inflated since the turn began, and the connections whose input
+     * waits for the next turn because it passed the budget (conn_ws.c):
+     * an array, n of cap used. */
+    size_t inflated_turn;
+    struct ringws_conn **turn_held;
+    unsigned n_turn_held, cap_turn_held;
+    uint32_t turn_pass; /* conn_ws_turn's passes, never 0 */
     /* Accepted beyond accepts_per_turn, oldest first: a ring of cap
      * (a power of two) entries, n of them from head; turn_accepts: taken
      * this turn. */
@@ -790,6 +811,33 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
  * is counted here rather than by hand at every call. */
 void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail);
 
+/* The takeover state of a connection that negotiated it (NULL: none). */
+static inline struct deflate_takeover *conn_takeover(const struct ringws_conn *c)
+{
+    return c->cold ? c->cold->pmd : NULL;
+}
+
+/* Whether an upgrade on this worker may take context over: 1 when the path
+ * is one of deflate_takeover_paths and the worker's reservations leave room
+ * for the largest state it could negotiate; -ENOSPC when they do not; 0
+ * for another path. */
+int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len);
+/* Gives a connection that agreed to context takeover its (empty) streams,
+ * reserved against the worker's cap.  0 or -ENOMEM. */
+int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a);
+/* Frees them and gives the reservation back (none: nothing); after the
+ * subscriptions have gone (pubsub_conn_gone), since whether they counted
+ * in deflate_subs depends on the streams.  The cold part goes too when it
+ * held nothing else. */
+void conn_ws_takeover_detach(struct ringws_conn *c);
+/* Queues one message (op, its payload the pieces iov[0..n)) compressed
+ * through the connection's own stream (its server side takes context
+ * over): 0; -ENOMEM, nothing queued and the stream as it was (the message
+ * may go plain); -EIO, the stream is of no more use: the connection is
+ * failed after this batch (1013, as a slow one). */
+int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,
+                           unsigned n);
+
 /* ---- conn_auth.c: the token of a connection ----------------------------- */
 
 /* The token a request carries (an upgrade: ?token=, Authorization: Bearer
@@ -837,6 +885,13 @@ int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n);
 void conn_engine_ready(struct ringws_conn *c, bool ok);
 /* Lets go of what a waiting connection kept (it is being freed). */
 void conn_ws_pubsub_wait_free(struct ringws_conn *c);
+/* Holds the connection's further input until the worker's next turn (its
+ * inflating budget is spent, conn_ws.c), by the same means as a wait for
+ * the engine.  0 or -ENOMEM (then nothing is held). */
+int conn_ws_hold_turn(struct ringws_conn *c);
+/* At each turn's end: the budget is new, and the connections held for it
+ * read what they kept. */
+void conn_ws_turn(struct worker *w);
 
 /* ---- conn_http.c -------------------------------------------------------- */
 

@@ -122,6 +122,15 @@ static void main_usage(FILE *f)
             "                          pack receives into buffers incrementally\n"
             "  --no-deflate            refuse permessage-deflate (by default it is accepted\n"
             "                          on every WebSocket path, stateless both ways)\n"
+            "  --deflate-takeover PATH  on this WebSocket path, compression keeps context\n"
+            "                          between messages where the client allows it (a\n"
+            "                          zlib stream per direction per connection; every\n"
+            "                          delivery compressed for it alone; repeatable)\n"
+            "  --deflate-takeover-window BITS  most LZ77 window of those streams, 9..15\n"
+            "                          (default 11: 2 KiB)\n"
+            "  --deflate-takeover-memory BYTES  per worker, what those streams may reserve;\n"
+            "                          past it new connections go stateless (default\n"
+            "                          67108864)\n"
             "  --tls-cert FILE         certificate (PEM, chain after it) and ...\n"
             "  --tls-key FILE          ... its key: --port speaks TLS only; repeat both for\n"
             "                          more certificates, chosen by SNI (the first is the\n"
@@ -189,7 +198,7 @@ static int main_parse_uint(const char *s, unsigned long long max, unsigned long 
 
 struct main_opts {
     struct ringws_config cfg;
-    const char *origins[MAX_LIST], *subprotocols[MAX_LIST];
+    const char *origins[MAX_LIST], *subprotocols[MAX_LIST], *takeover_paths[MAX_LIST];
     struct ringws_topic_rule rules[MAX_LIST];
     struct ringws_tls_cert certs[MAX_LIST];
     struct ringws_token_key token_keys[MAX_LIST];
@@ -208,7 +217,7 @@ enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_TICKET_LIFETIME, OPT_HANDSHAKE_BUDGET,
        OPT_STOP_CODE, OPT_RECONNECT_WINDOW, OPT_PROXY_PROTOCOL,
        OPT_TOKEN_KEY, OPT_TOKEN_LEEWAY, OPT_TOKEN_COOKIE, OPT_REQUIRE_TOKEN,
-       OPT_NO_DEFLATE, OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
+       OPT_NO_DEFLATE, OPT_TAKEOVER, OPT_TAKEOVER_WINDOW, OPT_TAKEOVER_MEMORY, OPT_CONFIG, OPT_PRINT_CONFIG, OPT_HELP };
 
 /* Flags and config keys are one table: a key is its flag's name without the
  * dashes, so neither can gain an option the other lacks. */
@@ -246,6 +255,9 @@ static const struct option main_longopts[] = {
     {"recv-buffers", required_argument, NULL, OPT_RECV_BUFS},
     {"plain-recv-buffers", no_argument, NULL, OPT_PLAIN_BUFS},
     {"no-deflate", no_argument, NULL, OPT_NO_DEFLATE},
+    {"deflate-takeover", required_argument, NULL, OPT_TAKEOVER},
+    {"deflate-takeover-window", required_argument, NULL, OPT_TAKEOVER_WINDOW},
+    {"deflate-takeover-memory", required_argument, NULL, OPT_TAKEOVER_MEMORY},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"plain-port", required_argument, NULL, OPT_PLAIN_PORT},
@@ -390,6 +402,16 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
         cfg->plain_recv_buffers = true; return 0;
     case OPT_NO_DEFLATE:
         cfg->deflate = false; return 0;
+    case OPT_TAKEOVER:
+        if (cfg->n_deflate_takeover_paths == MAX_LIST) return -E2BIG;
+        if (arg[0] != '/') return -EINVAL;
+        o->takeover_paths[cfg->n_deflate_takeover_paths++] = arg; return 0;
+    case OPT_TAKEOVER_WINDOW:
+        if (main_parse_uint(arg, 15, &v) < 0 || v < 9) return -EINVAL;
+        cfg->deflate_takeover_window_bits = (unsigned)v; return 0;
+    case OPT_TAKEOVER_MEMORY:
+        if (main_parse_uint(arg, 1ull << 40, &v) < 0) return -EINVAL;
+        cfg->deflate_takeover_memory = (size_t)v; return 0;
     case OPT_TLS_CERT:
         if (cfg->n_tls_certs == MAX_LIST) return -E2BIG;
         o->certs[cfg->n_tls_certs++].cert_file = arg; return 0;
@@ -451,6 +473,7 @@ static void main_clear_list(struct main_opts *o, int opt, unsigned long long *cl
     switch (opt) {
     case OPT_ORIGIN: o->cfg.n_origins = 0; break;
     case OPT_SUBPROTOCOL: o->cfg.n_subprotocols = 0; break;
+    case OPT_TAKEOVER: o->cfg.n_deflate_takeover_paths = 0; break;
     case OPT_TOPIC: o->cfg.n_topic_rules = 0; break;
     case OPT_TOKEN_KEY: o->cfg.n_token_keys = 0; break;
     case OPT_TLS_CERT:
@@ -786,6 +809,14 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
         fprintf(f, c->deflate ? "# %s  (off: permessage-deflate accepted, stateless)\n" : "%s\n",
                 k);
         return 0;
+    case OPT_TAKEOVER:
+        if (!c->n_deflate_takeover_paths)
+            fprintf(f, "# %s =  (none: stateless on every path)\n", k);
+        for (size_t i = 0; i < c->n_deflate_takeover_paths && !ret; i++)
+            ret = main_put(f, k, c->deflate_takeover_paths[i]);
+        return ret;
+    case OPT_TAKEOVER_WINDOW: fprintf(f, "%s = %u\n", k, c->deflate_takeover_window_bits); return 0;
+    case OPT_TAKEOVER_MEMORY: fprintf(f, "%s = %zu\n", k, c->deflate_takeover_memory); return 0;
     case OPT_TLS_CERT:
         if (!c->n_tls_certs)
             fprintf(f, "# %s =  (none: plaintext)\n# tls-key =\n", k);
@@ -875,6 +906,7 @@ int main(int argc, char **argv)
     o.cfg.cb.on_message = main_on_message;
     o.cfg.origins = o.origins;
     o.cfg.subprotocols = o.subprotocols;
+    o.cfg.deflate_takeover_paths = o.takeover_paths;
     o.cfg.topic_rules = o.rules;
     o.cfg.pubsub_path = "/ws";
     o.cfg.tls_certs = o.certs;

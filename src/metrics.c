@@ -85,9 +85,17 @@ static const struct {
     {"ringws_bytes_sent_total", "Bytes written to peers' sockets: wire bytes, HTTP, "
                                 "WebSocket framing and TLS records included."},
     {"ringws_deflate_compressed_total", "Messages compressed for permessage-deflate: once per "
-                                        "publish, once per compressed ringws_send."},
+                                        "publish, once per compressed ringws_send, once per "
+                                        "delivery to a connection with context takeover."},
     {"ringws_deflate_sent_total", "Compressed frames queued to peers (RSV1 set)."},
     {"ringws_deflate_inflated_total", "Compressed messages received and inflated."},
+    {"ringws_deflate_deferred_total", "Connections whose further input waited for the next "
+                                      "loop turn: their worker had inflated 1 MiB in this one."},
+    {"ringws_deflate_takeover_bytes", "Memory the context-takeover streams of each worker's "
+                                      "connections hold now (zlib's state and windows)."},
+    {"ringws_deflate_takeover_refused_total", "Upgrades answered stateless on a takeover path: "
+                                              "the worker's deflate_takeover_memory was "
+                                              "reserved."},
     {"ringws_connections", "Connections each worker holds now."},
     {"ringws_send_queue_bytes", "Bytes waiting in send queues now (unsent data plus chunk "
                                 "bookkeeping)."},
@@ -205,6 +213,23 @@ static void metrics_write_connections(struct text_buf *t, const struct ringws_se
     }
 }
 
+/* Per worker: the cap it checks against is per worker. */
+static void metrics_write_takeover(struct text_buf *t, const struct ringws_server *srv)
+{
+    static const char name[] = "ringws_deflate_takeover_bytes";
+
+    metrics_write_family(t, name, "gauge");
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "worker=\"%u\"", i);
+        metrics_write_sample(t, name, label,
+                             atomic_load_explicit(&srv->workers[i].stats.deflate_takeover_bytes,
+                                                  memory_order_relaxed));
+    }
+    metrics_write_counter(t, "ringws_deflate_takeover_refused_total",
+                          METRICS_SUM(srv, deflate_takeover_refused));
+}
+
 /* The buckets are counted per bucket and summed here: the cumulative counts
  * and _count come from the same reads, so they always agree. */
 void metrics_write_histogram(struct text_buf *t, const struct ringws_server *srv,
@@ -246,6 +271,8 @@ void metrics_write_server(struct text_buf *t, const struct ringws_server *srv)
                           METRICS_SUM(srv, deflate_compressed));
     metrics_write_counter(t, "ringws_deflate_sent_total", METRICS_SUM(srv, deflate_sent));
     metrics_write_counter(t, "ringws_deflate_inflated_total", METRICS_SUM(srv, deflate_inflated));
+    metrics_write_counter(t, "ringws_deflate_deferred_total", METRICS_SUM(srv, deflate_deferred));
+    metrics_write_takeover(t, srv);
     metrics_write_connections(t, srv);
     metrics_write_family(t, "ringws_send_queue_bytes", "gauge");
     metrics_write_sample(t, "ringws_send_queue_bytes", NULL, METRICS_SUM(srv, send_queue_bytes));

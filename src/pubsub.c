@@ -16,7 +16,11 @@
  * negotiated it, a publish compresses its payload once, before it is
  * sequenced; the compressed frame (and its ringws.v1 twin, made from it
  * without compressing again) is shared like the plain one, by the
- * subscribers with compression, and lives as long as the message.
+ * subscribers with compression, and lives as long as the message.  A
+ * subscriber whose server side takes context over (conn_takeover) cannot
+ * share it: its deliveries are compressed through its own stream, one
+ * compression per delivery (docs/ARCHITECTURE.md, "Compression"), and
+ * those too short to compress take the shared plain frame.
  *
  * Order: every publish takes its topic's next offset from the sequencer
  * (pubsub_seq.c) and posts it to the inboxes under the topic's lock there,
@@ -39,6 +43,7 @@
 #include <string.h>
 
 #include "deflate.h"
+#include "deflate_stream.h"
 #include "engine.h"
 #include "internal.h"
 #include "metrics.h"
@@ -54,6 +59,9 @@ static void pubsub_inbox_take(struct worker *w);
 static void pubsub_inbox_run_nested(struct worker *w);
 static const struct pub_frame *pubsub_frame_for(struct ringws_server *srv, struct pub_msg *m,
                                                 uint32_t flags);
+static uint32_t pubsub_frame_flags(const struct ringws_conn *c);
+static int pubsub_own_pieces(struct ringws_conn *c, struct pub_msg *m, struct iovec iov[2],
+                             unsigned *op);
 
 /* ---- subscriptions ----------------------------------------------------- */
 
@@ -90,7 +98,7 @@ static void pubsub_remove_sub(struct worker *w, struct topic *t, uint32_t idx)
     const struct ringws_conn *gone = t->subs[idx];
     struct ringws_conn *moved;
 
-    if (gone->flags & CF_DEFLATE)
+    if (pubsub_frame_flags(gone) & CF_DEFLATE)
         atomic_fetch_sub_explicit(&w->srv->deflate_subs, 1, memory_order_relaxed);
     moved = topic_index_remove_sub(&w->topics, t, idx);
 
@@ -214,11 +222,17 @@ static void pubsub_start_release(struct sub_start *ss)
 static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
 {
     struct pub_slot *s = &m->slots[c->w->id];
-    const struct pub_frame *f = pubsub_frame_for(c->w->srv, m, c->flags);
+    const struct pub_frame *f;
     bool fresh = s->local_refs == 0;
-    int r;
+    struct iovec iov[2];
+    unsigned op;
+    int r = pubsub_own_pieces(c, m, iov, &op);
 
-    if (!f)
+    if (r < 0)
+        return r;
+    if (r > 0) /* compressed for it alone: no share of the slot */
+        return conn_ws_queue_takeover(c, op, iov, (unsigned)r);
+    if (!(f = pubsub_frame_for(c->w->srv, m, pubsub_frame_flags(c))))
         return -ENOMEM;
     if (fresh) {
         atomic_fetch_add(&m->refs, 1);
@@ -242,7 +256,8 @@ static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss
 
     for (uint64_t i = 0; i < ss->n_replay; i++) {
         const struct pub_frame *f =
-            ss->replay[i] ? pubsub_frame_for(c->w->srv, ss->replay[i], c->flags) : NULL;
+            ss->replay[i] ? pubsub_frame_for(c->w->srv, ss->replay[i], pubsub_frame_flags(c))
+                          : NULL;
         if (!f)
             return false;
         need += f->len + OUT_CHUNK_OVERHEAD;
@@ -339,7 +354,7 @@ static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t l
     }
     cs->refs[cs->n++] = (struct sub_ref){t, (uint32_t)idx};
     STAT_ADD(w, subscriptions, 1);
-    if (c->flags & CF_DEFLATE)
+    if (pubsub_frame_flags(c) & CF_DEFLATE)
         atomic_fetch_add_explicit(&w->srv->deflate_subs, 1, memory_order_relaxed);
     return 0;
 }
@@ -365,7 +380,8 @@ static int pubsub_unsubscribe(struct ringws_conn *c, const char *name, size_t le
     return 0;
 }
 
-/* Ends every subscription; the cold part goes too unless it holds a token. */
+/* Ends every subscription; the cold part goes too unless it holds a token
+ * or compression streams. */
 void pubsub_conn_gone(struct ringws_conn *c)
 {
     if (!c->cold)
@@ -374,7 +390,7 @@ void pubsub_conn_gone(struct ringws_conn *c)
     for (uint16_t i = 0; i < c->cold->n; i++)
         pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
     c->cold->n = 0;
-    if (!c->cold->auth) {
+    if (!c->cold->auth && !c->cold->pmd) {
         free(c->cold);
         c->cold = NULL;
     }
@@ -497,6 +513,51 @@ static const struct pub_frame *pubsub_frame_for(struct ringws_server *srv, struc
     return env ? &env->f : NULL;
 }
 
+/* The flags that choose a subscriber's shared frame: one whose server side
+ * takes context over shares only the plain frames. */
+static uint32_t pubsub_frame_flags(const struct ringws_conn *c)
+{
+    const struct deflate_takeover *t = conn_takeover(c);
+
+    return t && deflate_takeover_tx_bits(t) ? c->flags & ~(uint32_t)CF_DEFLATE : c->flags;
+}
+
+/* Bytes of a server frame's header, from its first two. */
+static size_t pubsub_frame_hdr_len(const uint8_t *b)
+{
+    unsigned len7 = b[1] & 0x7f;
+
+    return len7 == 127 ? 10 : len7 == 126 ? 4 : 2;
+}
+
+/* For a subscriber whose server side takes context over, the plain
+ * payload of its frame of m (the raw payload; with ringws.v1 the line
+ * before it too) as pieces for its stream, and the opcode: how many; 0
+ * when it takes a shared frame (no stream of its own, or a message too
+ * short to compress); -ENOMEM. */
+static int pubsub_own_pieces(struct ringws_conn *c, struct pub_msg *m, struct iovec iov[2],
+                             unsigned *op)
+{
+    const struct deflate_takeover *t = conn_takeover(c);
+    size_t payload = m->raw.len - m->frame_hdr, head, h;
+    const struct pub_env *env;
+
+    if (!t || !deflate_takeover_tx_bits(t) || payload < DEFLATE_TAKEOVER_MIN_SIZE)
+        return 0;
+    *op = m->raw.bytes[0] & 0x0f;
+    iov[1] = (struct iovec){(void *)(m->raw.bytes + m->frame_hdr), payload};
+    if (!(c->flags & CF_ENVELOPE)) {
+        iov[0] = iov[1];
+        return 1;
+    }
+    if (!(env = pubsub_env_make(c->w->srv, m, false)))
+        return -ENOMEM;
+    head = env->f.len - payload;
+    h = pubsub_frame_hdr_len(env->f.bytes);
+    iov[0] = (struct iovec){(void *)(env->f.bytes + h), head - h};
+    return 2;
+}
+
 void pubsub_slot_release(struct pub_slot *s)
 {
     if (--s->local_refs == 0)
@@ -597,15 +658,15 @@ static bool pubsub_any_shared(const struct out_chunk *o, const void *arg)
     return o->shared && o->shared->msg;
 }
 
-/* Queues one share of the message (f: its raw frame, or its ringws.v1
- * frame) to a subscriber, applying the topic's policy when
- * the subscriber's queue is full.  True if queued. */
-static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const struct topic *t,
-                            const struct pub_frame *f)
+/* Whether a subscriber's queue takes cost more bytes of the message s
+ * holds, applying the topic's policy when it is full (dropping older
+ * messages of the topic, or closing it after this batch).  Inlined: the
+ * plain delivery's loop pays no call for it. */
+static inline __attribute__((always_inline)) bool
+pubsub_room_for(struct ringws_conn *c, struct pub_slot *s, const struct topic *t, size_t cost)
 {
     struct worker *w = c->w;
     size_t cap = w->srv->cfg.max_fanout_queue;
-    size_t cost = f->len + OUT_CHUNK_OVERHEAD;
 
     if (!conn_ws_open(c))
         return false;
@@ -627,11 +688,45 @@ static bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s, const str
             return false;
         }
     }
+    return true;
+}
+
+/* Queues one share of the message (f: its raw frame, or its ringws.v1
+ * frame) to a subscriber, applying the topic's policy when
+ * the subscriber's queue is full.  True if queued. */
+static inline bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s,
+                                   const struct topic *t, const struct pub_frame *f)
+{
+    if (!pubsub_room_for(c, s, t, f->len + OUT_CHUNK_OVERHEAD))
+        return false;
     if (conn_queue_shared(c, s, f) < 0) {
-        STAT_ADD(w, fanout_dropped, 1);
+        STAT_ADD(c->w, fanout_dropped, 1);
         return false;
     }
     return true;
+}
+
+/* The same for a subscriber that compresses through its own stream: room
+ * is made for the plain frame (what it compresses from), then it is
+ * compressed and queued as its own chunk.  -1: not such a delivery (the
+ * caller queues a shared frame); else whether it was queued. */
+__attribute__((noinline))
+static int pubsub_queue_own(struct ringws_conn *c, struct pub_slot *s, const struct topic *t)
+{
+    struct iovec iov[2];
+    unsigned op;
+    int n = pubsub_own_pieces(c, s->msg, iov, &op);
+
+    if (n == 0)
+        return -1;
+    if (n > 0 && !pubsub_room_for(c, s, t, iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0) +
+                                                 WS_MAX_SERVER_HEADER + OUT_CHUNK_OVERHEAD))
+        return 0;
+    if (n < 0 || conn_ws_queue_takeover(c, op, iov, (unsigned)n) < 0) {
+        STAT_ADD(c->w, fanout_dropped, 1);
+        return 0;
+    }
+    return 1;
 }
 
 /* Queues the message to this worker's subscribers of its topic; returns how
@@ -647,7 +742,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     const char *name = pub_msg_topic(m);
     struct topic *t = topic_index_find(&w->topics, name, m->topic_len,
                                        topic_index_hash(&w->topics, name, m->topic_len));
-    uint64_t n = 0, n_zipped = 0, end;
+    uint64_t n = 0, n_zipped = 0, n_own = 0, end;
     int64_t other_bytes = 0; /* what frames other than raw queued beyond it */
 
     STAT_ADD(w, publishes, 1);
@@ -659,9 +754,17 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
         const struct pub_frame *f = &m->raw;
         bool queued;
 
-        if ((c->flags & (CF_ENVELOPE | CF_DEFLATE)) && !(f = pubsub_frame_for(w->srv, m, c->flags))) {
-            STAT_ADD(w, fanout_dropped, 1);
-            continue;
+        if (c->flags & (CF_ENVELOPE | CF_DEFLATE)) {
+            int own = pubsub_queue_own(c, s, t);
+
+            if (own >= 0) { /* its own chunk, counted where it was queued */
+                n_own += (unsigned)own;
+                continue;
+            }
+            if (!(f = pubsub_frame_for(w->srv, m, pubsub_frame_flags(c)))) {
+                STAT_ADD(w, fanout_dropped, 1);
+                continue;
+            }
         }
         queued = pubsub_queue_to(c, s, t, f);
         n += queued;
@@ -673,12 +776,12 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
     STAT_ADD(w, send_queue_bytes,
              n * (m->raw.len + OUT_CHUNK_OVERHEAD) + (uint64_t)other_bytes);
     STAT_ADD(w, deflate_sent, n_zipped);
-    STAT_ADD(w, fanout_queued, n);
+    STAT_ADD(w, fanout_queued, n + n_own);
     end = timer_now_ns();
     metrics_observe(&w->stats.publish_latency, end - m->hist.ns);
     metrics_observe(&w->stats.fanout_duration, end - *clock_ns);
     *clock_ns = end;
-    return n;
+    return n + n_own;
 }
 
 /* ---- the inboxes ------------------------------------------------------- */

@@ -55,6 +55,8 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->sequence_idle_ms = 300000;
     cfg->sequence_idle_max = 65536;
     cfg->max_topics = 64;
+    cfg->deflate_takeover_window_bits = 11;
+    cfg->deflate_takeover_memory = (size_t)64 << 20;
     cfg->tls_ticket_lifetime_s = 7200;
     cfg->tls_handshake_budget_us = 2000;
     cfg->token_leeway_s = 30;
@@ -174,6 +176,13 @@ static int server_check_config(const struct ringws_config *cfg)
         ((cfg->require_token || cfg->token_cookie) && !cfg->n_token_keys) ||
         (cfg->token_cookie && !cfg->token_cookie[0]) || cfg->token_leeway_s > 3600)
         return -EINVAL;
+    if (cfg->n_deflate_takeover_paths &&
+        (!cfg->deflate_takeover_paths || cfg->deflate_takeover_window_bits < WS_PMD_MIN_SERVER_BITS ||
+         cfg->deflate_takeover_window_bits > 15))
+        return -EINVAL;
+    for (size_t i = 0; i < cfg->n_deflate_takeover_paths; i++)
+        if (!cfg->deflate_takeover_paths[i] || cfg->deflate_takeover_paths[i][0] != '/')
+            return -EINVAL;
     for (size_t i = 0; i < cfg->n_topic_rules; i++)
         if (!cfg->topic_rules[i].pattern ||
             cfg->topic_rules[i].policy > RINGWS_FANOUT_DROP_OLDEST)

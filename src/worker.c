@@ -148,16 +148,18 @@ static void worker_before_wait(void *ctx)
     worker_accept_turn(w);
     if (w->tls)
         tls_worker_turn(w);
+    if (w->inflated_turn) /* none held without it: a plain turn pays one test */
+        conn_ws_turn(w);
     conn_flush_all(w);
 }
 
-/* Accepts and TLS handshakes put off by their budgets wait for the next
- * turn, which must come without an event to wake it. */
+/* Accepts, TLS handshakes and input to inflate put off by their budgets
+ * wait for the next turn, which must come without an event to wake it. */
 static bool worker_work_left(void *ctx)
 {
     const struct worker *w = ctx;
 
-    return w->accept_n || tls_worker_deferred(w);
+    return w->accept_n || tls_worker_deferred(w) || w->n_turn_held;
 }
 
 static void worker_woken(void *ctx)
@@ -337,6 +339,8 @@ int worker_run(struct worker *w)
     conn_free_all(w);
     free(w->accept_q);
     w->accept_q = NULL;
+    free(w->turn_held); /* emptied by the connections' frees */
+    w->turn_held = NULL;
     tls_worker_fini(w);
     pubsub_worker_fini(w);
     return fatal;

@@ -8,6 +8,7 @@
  * never agreed to.  One pass over the bytes, one cursor, no allocation. */
 #include "ws_ext.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "http_parse.h"
@@ -263,4 +264,45 @@ int ws_ext_parse(const char *v, size_t len, struct ws_pmd_offer *offers, size_t 
     if (!any)
         return ext_fail(&k, "no extension in the field");
     return 0;
+}
+
+bool ws_pmd_agree(const struct ws_pmd_offer *o, unsigned takeover_bits,
+                  struct ws_pmd_agreed *out)
+{
+    unsigned bits = o->server_max_window_bits;
+
+    *out = (struct ws_pmd_agreed){0};
+    if (!o->valid)
+        return false;
+    if (!takeover_bits || o->server_no_context_takeover) {
+        /* The stateless compressor's window is 32 KiB. */
+        if (bits && bits != 15)
+            return false;
+        out->say_server_bits = (uint8_t)bits;
+    } else {
+        if (bits && bits < WS_PMD_MIN_SERVER_BITS)
+            return false;
+        out->server_bits = (uint8_t)(bits && bits < takeover_bits ? bits : takeover_bits);
+        out->say_server_bits = bits ? out->server_bits : 0;
+    }
+    bits = o->client_max_window_bits == WS_PMD_BITS_ANY ? 15 : o->client_max_window_bits;
+    if (takeover_bits && !o->client_no_context_takeover && bits)
+        out->client_bits = (uint8_t)(bits < takeover_bits ? bits : takeover_bits);
+    return true;
+}
+
+size_t ws_pmd_answer(const struct ws_pmd_agreed *a, char *out, size_t cap)
+{
+    char server[64] = "; server_no_context_takeover", client[40] = "; client_no_context_takeover";
+    int n;
+
+    if (a->server_bits)
+        server[0] = '\0';
+    if (a->say_server_bits)
+        snprintf(server + strlen(server), sizeof(server) - strlen(server),
+                 "; server_max_window_bits=%u", a->say_server_bits);
+    if (a->client_bits)
+        snprintf(client, sizeof(client), "; client_max_window_bits=%u", a->client_bits);
+    n = snprintf(out, cap, WS_PMD_NAME "%s%s", server, client);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -53,4 +53,41 @@ struct ws_ext_stop {
 int ws_ext_parse(const char *v, size_t len, struct ws_pmd_offer *offers, size_t max,
                  size_t *n, struct ws_ext_stop *stop);
 
+/* What the server agrees to for one offer (RFC 7692 7.1): the LZ77 window
+ * of each direction, 0 where no context is taken over between messages
+ * (server_no_context_takeover, client_no_context_takeover). */
+struct ws_pmd_agreed {
+    uint8_t server_bits;     /* server to client: its compressor's window */
+    uint8_t client_bits;     /* client to server: the window the server inflates with */
+    /* The offer named server_max_window_bits: the answer must name it too
+     * (7.1.2.1), with this value (the takeover window, or the offer's 15
+     * that the stateless compressor keeps to); 0: not named. */
+    uint8_t say_server_bits;
+};
+
+/* The zlib window of the smallest raw deflate stream it makes: 8 asks for
+ * a 256-byte window it cannot keep to (raw streams start at 9 bits). */
+#define WS_PMD_MIN_SERVER_BITS 9
+
+/* Whether the server can accept the offer, and with what.  takeover_bits 0:
+ * only the stateless mode (both directions without context, a 32 KiB
+ * compressor: the offer must not bound the server's window below 15).
+ * Else (9..15) the most window the server spends per direction: context is
+ * taken over in each direction the offer lets it, the server's window
+ * min(takeover_bits, server_max_window_bits) (an offer below 9 is
+ * declined), the client's min(takeover_bits, client_max_window_bits) when
+ * the offer names client_max_window_bits (with or without a value);
+ * without it the client could use 32 KiB, so the server asks for
+ * client_no_context_takeover instead. */
+bool ws_pmd_agree(const struct ws_pmd_offer *o, unsigned takeover_bits,
+                  struct ws_pmd_agreed *out);
+
+/* The answer's value (RFC 7692 7.1: the parameters the agreement needs and
+ * nothing else) into out[0..cap), NUL-terminated.  Its length, or 0 when
+ * cap is too small. */
+size_t ws_pmd_answer(const struct ws_pmd_agreed *a, char *out, size_t cap);
+
+/* Room ws_pmd_answer never exceeds (with the NUL). */
+#define WS_PMD_ANSWER_MAX 128
+
 #endif

@@ -4,7 +4,8 @@
 // pub/sub path: echoes of JSON messages of 50 B to 64 KiB must come back
 // byte-exact and in order, and a subscriber of BASE_URL/ws receives what
 // the echo connection publishes.  Prints one JSON line: {"ok", "extensions",
-// "sent_compressed", "received", "small"} or {"ok":false, "error"}.
+// "answer" (the server's Sec-WebSocket-Extensions), "sent_compressed",
+// "received", "small"} or {"ok":false, "error"}.
 'use strict';
 
 const WebSocket = require('ws');
@@ -39,7 +40,11 @@ const small = sent.filter((m) => Buffer.byteLength(m) < 128).length;
 const opts = { perMessageDeflate: { threshold: 0 }, handshakeTimeout: 5000 };
 const echo = new WebSocket(base + '/echo', opts);
 let got = 0;
+let answer = null;
 
+echo.on('upgrade', (res) => {
+    answer = res.headers['sec-websocket-extensions'];
+});
 echo.on('open', () => {
     for (const m of sent)
         echo.send(m);
@@ -49,7 +54,7 @@ echo.on('message', (data, isBinary) => {
         finish({ ok: false, error: `echo ${got} differs (${data.length} bytes)` });
     if (++got === sent.length) {
         const extensions = echo.extensions; // the server's answer, as node took it
-        finish({ ok: true, extensions, sent_compressed: sent.length, received: got, small });
+        finish({ ok: true, extensions, answer, sent_compressed: sent.length, received: got, small });
     }
 });
 echo.on('error', (e) => finish({ ok: false, error: String(e) }));

@@ -1021,6 +1021,9 @@ class RawWS(_SocketOwner):
         self.send_error = None
         self.deflate = False     # the server agreed to permessage-deflate
         self.frag_rsv1 = False
+        # With context takeover from the server: a zlib.decompressobj that
+        # inflates its messages in order, each after the ones before.
+        self.inflater = None
 
     # -- opening
 
@@ -1169,7 +1172,13 @@ class RawWS(_SocketOwner):
                 op, data = self.frag_op, b"".join(self.frag_parts)
                 zipped = self.frag_rsv1
                 self.frag_op, self.frag_parts, self.frag_rsv1 = None, [], False
-                if zipped:
+                if zipped and self.inflater is not None:
+                    try:
+                        data = self.inflater.decompress(data + b"\x00\x00\xff\xff")
+                    except zlib.error as e:
+                        raise ProtocolViolation("server's message does not inflate after the "
+                                                "ones before it: %s" % e)
+                elif zipped:
                     data = inflate_message(data)
                 if op == OP_TEXT:
                     if not utf8_valid(data):

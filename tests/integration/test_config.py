@@ -176,7 +176,8 @@ ALL_FLAGS = ["--bind", "::1", "--port", "4321", "--workers", "3", "--max-message
              "--tls-handshake-budget", "5ms",
              "--stop-code", "1001", "--reconnect-window", "750ms", "--proxy-protocol",
              "--token-key", "k1=/keys/a.pem", "--token-key", "/keys/b=c.pem", "--token-leeway", "7s", "--token-cookie", "jwt",
-             "--require-token"]
+             "--require-token", "--deflate-takeover", "/ws", "--deflate-takeover", "/chat",
+             "--deflate-takeover-window", "13", "--deflate-takeover-memory", "1048576"]
 
 
 def help_keys():
@@ -206,7 +207,9 @@ def t_print_round_trip():
                  "proxy-protocol",
                  "origin = https://b.example", "max-inbox = 8192",
                  "token-key = k1=/keys/a.pem", "token-key = /keys/b=c.pem", "token-leeway = 7s",
-                 "token-cookie = jwt", "require-token"):
+                 "token-cookie = jwt", "require-token", "deflate-takeover = /ws",
+                 "deflate-takeover = /chat", "deflate-takeover-window = 13",
+                 "deflate-takeover-memory = 1048576"):
         expect(re.search("^" + re.escape(line) + "$", first, re.M), line, first)
     path = write("printed.conf", first)
     rc, again, err = run(["--config", path, "--print-config"])

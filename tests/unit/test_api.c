@@ -1092,6 +1092,48 @@ static void run_deflate_server(struct ringws_config cfg, bool on)
     ringws_server_destroy(srv);
 }
 
+/* A library user's takeover path: the answer keeps context both ways (the
+ * client's window bounded by the server's default 11 bits), elsewhere it
+ * stays stateless; the echo comes back compressed. */
+static void run_takeover_server(struct ringws_config cfg)
+{
+    static const char *const takeover_paths[] = {"/ws"}, *const bad_paths[] = {"ws"};
+    static const char answer[] = "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_max_window_bits=11\r\n";
+    char buf[2048];
+    uint8_t h[2];
+    ringws_server *srv;
+    pthread_t th;
+    void *res;
+    int fd;
+
+    cfg.deflate = true;
+    cfg.deflate_takeover_paths = takeover_paths;
+    cfg.n_deflate_takeover_paths = 1;
+    cfg.cb = (struct ringws_callbacks){.on_message = deflate_on_message};
+    if (ringws_server_create(&cfg, &srv) != 0) {
+        CHECK(!"server for takeover");
+        return;
+    }
+    pthread_create(&th, NULL, server_thread, srv);
+    fd = client_upgrade(ringws_server_port(srv), "/ws",
+                        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+                        buf, sizeof(buf));
+    CHECK(!strncmp(buf, "HTTP/1.1 101", 12) && strstr(buf, answer));
+    client_send_frame_raw(fd, 0x80 | RINGWS_TEXT, (const uint8_t *)long_value, 200);
+    CHECK(client_recv_exact(fd, h, 2) && h[0] == (0x80 | 0x40 | RINGWS_TEXT));
+    close(fd);
+    ringws_server_stop(srv);
+    pthread_join(th, &res);
+    CHECK((intptr_t)res == 0);
+    ringws_server_destroy(srv);
+    cfg.deflate_takeover_window_bits = 8; /* no raw zlib window of 8 bits */
+    CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
+    cfg.deflate_takeover_window_bits = 11;
+    cfg.deflate_takeover_paths = bad_paths; /* a path starts with '/' */
+    CHECK(ringws_server_create(&cfg, &srv) == -EINVAL);
+}
+
 int main(void)
 {
     struct ringws_config cfg;
@@ -1131,6 +1173,7 @@ int main(void)
     CHECK(!cfg.deflate); /* a library user opts in */
     run_deflate_server(cfg, false);
     run_deflate_server(cfg, true);
+    run_takeover_server(cfg);
     run_overflow_server(cfg, RINGWS_OVERFLOW_CLOSE);
     run_overflow_server(cfg, RINGWS_OVERFLOW_TRY_AGAIN);
     run_overflow_server(cfg, RINGWS_OVERFLOW_DROP);

@@ -157,6 +157,79 @@ static void test_malformed(void)
     check_bad("permessage-deflate, foo;", 24);
 }
 
+/* The answer to the single offer `text` with the server's takeover window
+ * (0: stateless only); NULL when declined. */
+static const char *answer(const char *text, unsigned takeover_bits)
+{
+    static char out[WS_PMD_ANSWER_MAX];
+    struct ws_pmd_agreed a;
+
+    if (!ws_pmd_agree(one(text), takeover_bits, &a))
+        return NULL;
+    CHECKF(ws_pmd_answer(&a, out, sizeof(out)) > 0, "\"%s\": no room for the answer", text);
+    return out;
+}
+
+static void check_answer(const char *text, unsigned takeover_bits, const char *want)
+{
+    const char *got = answer(text, takeover_bits);
+
+    CHECKF(want ? got && !strcmp(got, want) : !got, "\"%s\" (takeover %u): \"%s\", want \"%s\"",
+           text, takeover_bits, got ? got : "(declined)", want ? want : "(declined)");
+}
+
+#define PMD "permessage-deflate"
+#define BOTH_NCT "; server_no_context_takeover; client_no_context_takeover"
+
+static void test_agree_stateless(void)
+{
+    check_answer(PMD, 0, PMD BOTH_NCT);
+    check_answer(PMD "; client_max_window_bits", 0, PMD BOTH_NCT);
+    check_answer(PMD "; client_max_window_bits=9", 0, PMD BOTH_NCT);
+    check_answer(PMD "; server_max_window_bits=15", 0,
+                 PMD "; server_no_context_takeover; server_max_window_bits=15"
+                     "; client_no_context_takeover");
+    check_answer(PMD "; server_max_window_bits=14", 0, NULL);
+    check_answer(PMD "; mystery", 0, NULL);
+}
+
+/* RFC 7692 7.1.2: each direction's window as the offer bounds it, named in
+ * the answer only where the offer named it; context kept only where the
+ * offer lets it. */
+static void test_agree_takeover(void)
+{
+    struct ws_pmd_agreed a;
+    char small[16];
+
+    check_answer(PMD, 11, PMD "; client_no_context_takeover");
+    check_answer(PMD "; client_max_window_bits", 11, PMD "; client_max_window_bits=11");
+    check_answer(PMD "; client_max_window_bits=9", 11, PMD "; client_max_window_bits=9");
+    check_answer(PMD "; client_max_window_bits=15", 11, PMD "; client_max_window_bits=11");
+    check_answer(PMD "; client_max_window_bits=8", 11, PMD "; client_max_window_bits=8");
+    check_answer(PMD "; server_max_window_bits=10", 11,
+                 PMD "; server_max_window_bits=10; client_no_context_takeover");
+    check_answer(PMD "; server_max_window_bits=15; client_max_window_bits", 11,
+                 PMD "; server_max_window_bits=11; client_max_window_bits=11");
+    check_answer(PMD "; server_max_window_bits=9; client_max_window_bits=12", 13,
+                 PMD "; server_max_window_bits=9; client_max_window_bits=12");
+    /* 8 bits is no window a raw zlib stream keeps to. */
+    check_answer(PMD "; server_max_window_bits=8", 11, NULL);
+    check_answer(PMD "; server_no_context_takeover; client_max_window_bits", 11,
+                 PMD "; server_no_context_takeover; client_max_window_bits=11");
+    check_answer(PMD "; client_no_context_takeover; client_max_window_bits=10", 11,
+                 PMD "; client_no_context_takeover");
+    check_answer(PMD "; server_no_context_takeover; client_no_context_takeover", 11,
+                 PMD BOTH_NCT);
+    /* Stateless outbound is the 32 KiB compressor: a bound below 15 is
+     * declined as in the stateless mode. */
+    check_answer(PMD "; server_no_context_takeover; server_max_window_bits=10", 11, NULL);
+    CHECK(ws_pmd_agree(one(PMD "; server_max_window_bits=12; client_max_window_bits"), 11, &a) &&
+          a.server_bits == 11 && a.client_bits == 11);
+    CHECK(ws_pmd_agree(one(PMD "; client_no_context_takeover"), 15, &a) && a.server_bits == 15 &&
+          a.client_bits == 0);
+    CHECK(ws_pmd_answer(&a, small, sizeof(small)) == 0);
+}
+
 int main(void)
 {
     guard_setup(4096);
@@ -166,5 +239,7 @@ int main(void)
     test_case_and_space();
     test_declined();
     test_malformed();
+    test_agree_stateless();
+    test_agree_takeover();
     return check_done("ws_ext");
 }
