@@ -803,6 +803,7 @@ static size_t fanout_last_latencies(const struct fanout_run *f, uint64_t *lat,
 struct fanout_figures {
     struct fanout_mem before, open, after;
     uint64_t t_open, cpu0, cpu1, kids0, kids1;
+    uint64_t each0[BENCH_MAX_PIDS], each1[BENCH_MAX_PIDS]; /* per --server-pid */
     double self0, self1;
     bool have_cpu;
 };
@@ -813,6 +814,31 @@ static const char *fanout_tls_desc(const struct fanout_run *f)
         if (f->kids[k].rep.tls[0])
             return f->kids[k].rep.tls;
     return "";
+}
+
+/* Several servers (the nodes of a cluster): each one's CPU seconds over the
+ * same window, server_cpu_s_K for the K-th --server-pid, to show how the
+ * deliveries' cost spreads. */
+static void fanout_report_each_cpu(struct report *r, const struct bench_opts *o,
+                                   const struct fanout_figures *fig)
+{
+    char key[32];
+
+    if (!fig->have_cpu || o->n_server_pids < 2)
+        return;
+    for (unsigned i = 0; i < o->n_server_pids; i++) {
+        snprintf(key, sizeof key, "server_cpu_s_%u", i);
+        report_num(r, key, proc_ticks_to_s(fig->each1[i] - fig->each0[i]), 3);
+    }
+}
+
+/* Each --server-pid's CPU ticks; false when one could not be read. */
+static bool fanout_each_cpu(const struct bench_opts *o, uint64_t *ticks)
+{
+    for (unsigned i = 0; i < o->n_server_pids; i++)
+        if (proc_cpu_ticks(o->server_pids[i], &ticks[i]) < 0)
+            return false;
+    return true;
 }
 
 static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig)
@@ -892,6 +918,7 @@ static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig
     report_num(&r, "burst_deliveries_per_s", p50 > 0 ? (double)f->subscribers * 1e9 / p50 : 0, 0);
     report_cpu(&r, fig->have_cpu, proc_ticks_to_s(fig->cpu1 - fig->cpu0), "delivery", s.echoed,
                3, client_s, window);
+    fanout_report_each_cpu(&r, o, fig);
     if (fig->before.rss_ok && fig->open.rss_ok) {
         report_u64(&r, "server_rss_kib_before", fig->before.rss_kb);
         report_u64(&r, "server_rss_kib_open", fig->open.rss_kb);
@@ -991,7 +1018,7 @@ static int fanout_run(struct bench *b)
     fanout_measure(&f, &fig.open);
     fanout_sum(&f, &s, &threads);
     f.subscribers = s.open_now;
-    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0;
+    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0 && fanout_each_cpu(o, fig.each0);
     fig.kids0 = fanout_kids_ticks(&f);
     fig.self0 = proc_self_cpu_s();
     if (f.subscribers) {
@@ -1000,7 +1027,7 @@ static int fanout_run(struct bench *b)
                     fanout_all_delivered);
     }
     if (fig.have_cpu)
-        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0;
+        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0 && fanout_each_cpu(o, fig.each1);
     fig.kids1 = fanout_kids_ticks(&f);
     fig.self1 = proc_self_cpu_s();
     fanout_measure(&f, &fig.after);
