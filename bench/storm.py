@@ -12,25 +12,26 @@ of the established subscribers.
 What it does, per mode and repetition (modes alternating): starts ringws
 (--workers W --max-connections 19500: a worker's ring holds at most
 ulimit -n connections), then `ringws-bench fanout`: S subscribers of one
-topic, one 16-byte publish per second over HTTP, every delivery checked,
-each message's publish time and its recipients' latency histogram written
-out (--per-message).  After --before publishes it starts the storm:
-`ringws-bench idle --retry`: N clients (over many source addresses
+topic (two client processes), one 16-byte publish per second over HTTP,
+every delivery checked, each message's publish time and its recipients'
+latency histogram written out (--per-message).  After --before publishes
+it starts the storm: `ringws-bench idle --retry`: N clients (over many source addresses
 127.0.0.x, --threads rings of at most 20000) connecting all at once, each
 subscribing another topic; a 503 is tried again after its Retry-After
 (plus up to a second), a timeout (10 s) or a reset after 1-2 s.  Once all N
 are open (or --bound seconds passed) and closed again, the publishes
 stop.  The subscribers' latencies are pooled over the messages published
 before the storm and over those published during it (from its start to
-the last client open).  Admission off is --accepts-per-turn 0
---max-handshakes 0.
+the last client open).  Modes: on (the defaults: --accepts-per-turn 256
+--max-handshakes 4096), off (--accepts-per-turn 0 --max-handshakes 0),
+hN (the defaults but --max-handshakes N).
 
 Usage: bench/storm.py [--storm 100000] [--subscribers 10000] [--reps 1]
-                      [--modes on,off] [--workers 6] [--before 10]
+                      [--modes on,off,h16384] [--workers 8] [--before 10]
                       [--bound 60] [--build DIR]
   DIR (default build-bench) must hold ringws and tools/ringws-bench (a
   release tree).  Runs past 20,000 connections belong under
-  `flock /work/heavy.lock` where the machine is shared.  Every process it
+  a shared lock (flock) where the machine is shared.  Every process it
   starts is ended by its PID; the server binds port 0."""
 
 import argparse
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,11 +49,26 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_server(build, workers, admission):
+MODES = {"on": [], "off": ["--accepts-per-turn", "0", "--max-handshakes", "0"]}
+
+
+def mode_flags(mode):
+    """on: the defaults; off: no admission; hN: the defaults with
+    --max-handshakes N."""
+    if mode in MODES:
+        return MODES[mode]
+    if re.fullmatch(r"h\d+", mode):
+        return ["--max-handshakes", mode[1:]]
+    sys.exit("unknown mode %s" % mode)
+
+
+def mode_label(mode):
+    return {"on": "on (defaults)", "off": "off"}.get(mode, "--max-handshakes %s" % mode[1:])
+
+
+def start_server(build, workers, mode):
     args = [os.path.join(build, "ringws"), "--port", "0", "--workers", str(workers),
-            "--max-connections", "19500"]
-    if not admission:
-        args += ["--accepts-per-turn", "0", "--max-handshakes", "0"]
+            "--max-connections", "19500"] + mode_flags(mode)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     m = re.search(r":(\d+)$", proc.stdout.readline().strip())
     if not m:
@@ -71,6 +88,12 @@ def metrics(port):
         key = m.group(1) + (m.group(2) or "")
         out[key] = out.get(key, 0) + float(m.group(3))
     return out
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(cond, limit, what):
@@ -112,29 +135,29 @@ def read_per_message(path):
     return lines
 
 
-def run(a, admission, tmp):
+def run(a, mode, tmp):
     bench = os.path.join(a.build, "tools", "ringws-bench")
     per_msg = os.path.join(tmp, "per-message")
-    server, port = start_server(a.build, a.workers, admission)
+    server, port = start_server(a.build, a.workers, mode)
     fan = storm = None
     try:
         fan = subprocess.Popen(
             [bench, "fanout", "--url", "ws://127.0.0.1:%d/ws" % port, "--topic", "live",
-             "--conns", str(a.subscribers), "--procs", "1", "--messages",
+             "--conns", str(a.subscribers), "--procs", "2", "--messages",
              str(a.before + a.bound + 10), "--rate", "1", "--size", "16", "--timeout", "30",
              "--per-message", per_msg, "--server-pid", str(server.pid), "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         wait_for(lambda: metrics(port).get("ringws_connections_open", 0) >= a.subscribers, 60,
                  "the subscribers")
         time.sleep(1.5 + a.before)  # the fanout settles 1 s, then publishes each second
-        before = metrics(port)
+        before, cpu0 = metrics(port), cpu_s(server.pid)
         storm = subprocess.run(
             [bench, "idle", "--url", "ws://127.0.0.1:%d/ws?topics=storm" % port,
              "--conns", str(a.storm), "--threads", str(-(-a.storm // 18000)),
              "--src-addrs", str(a.storm // 5000 + 1), "--open-window", "20000",
              "--retry", "--duration", str(a.bound), "--timeout", "10", "--json"],
             capture_output=True, text=True, timeout=a.bound + 120)
-        after = metrics(port)
+        after, cpu1 = metrics(port), cpu_s(server.pid)
         time.sleep(3)
         fan.send_signal(signal.SIGINT)  # ends the publishes; the report follows
         out, _ = fan.communicate(timeout=120)
@@ -150,10 +173,11 @@ def run(a, admission, tmp):
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after
              if k.startswith(("ringws_handshakes", "ringws_accepts_deferred"))}
     return {
-        "admission": admission,
+        "mode": mode,
         "storm_opened": s["opened"], "storm_conns": a.storm, "all_open_s": s["open_s"],
         "refused_503": s["refused_503_retry_after"], "retry_after_max_s": s["retry_after_max_s"],
-        "refused_other": s["refused_other"], "timeouts": s["handshake_timeouts_retried"],
+        "refused_other": s["refused_other"], "connect_timeouts": s["connect_timeouts_retried"],
+        "upgrade_timeouts": s["upgrade_timeouts_retried"],
         "resets": s["resets_retried"],
         "before": pooled(lines, 0, start), "during": pooled(lines, start, end + 1),
         # Each message's recipients but the last one's (the publishes
@@ -163,6 +187,8 @@ def run(a, admission, tmp):
         "expected": (f.get("subscribers") or 0) * (f.get("messages") or 0),
         "duplicates": f.get("duplicates"), "out_of_order": f.get("out_of_order"),
         "publish_errors": f.get("publish_errors"), "server_metrics": delta,
+        # The storm's opening and closing, and the publishes meanwhile.
+        "server_cpu_s": round(cpu1 - cpu0, 2),
     }
 
 
@@ -172,7 +198,7 @@ def main():
     ap.add_argument("--subscribers", type=int, default=10000)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--modes", default="on,off")
-    ap.add_argument("--workers", type=int, default=6)
+    ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--before", type=int, default=10)
     ap.add_argument("--bound", type=int, default=60)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
@@ -182,25 +208,47 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ringws-storm-") as tmp:
         for rep in range(a.reps):
             for mode in (modes if rep % 2 == 0 else modes[::-1]):
-                r = run(a, mode == "on", tmp)
+                r = run(a, mode, tmp)
                 print(json.dumps(r), flush=True)
                 results.append(r)
     print()
-    print("| admission | all %d open after (s) | 503 + Retry-After | other status | timeouts | "
-          "resets | subscribers p50 / p99 / max before (ms) | during (ms) | delivered | "
+    print("| admission | all %d open after (s) | 503 + Retry-After | other status | "
+          "connect timeouts | upgrade timeouts | resets | 101s sent | subscribers p50 / p99 / max before (ms) | during (ms) | delivered | "
           "messages short |" % a.storm)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         b, d = r["before"], r["during"]
-        print("| %s | %s | %d | %d | %d | %d | %.1f / %.1f / %.1f (%d msgs) | "
+        print("| %s | %s | %d | %d | %d | %d | %d | %d | %.1f / %.1f / %.1f (%d msgs) | "
               "%.1f / %.1f / %.1f (%d msgs) | %s/%s | %d |" % (
-                  "on (defaults)" if r["admission"] else "off",
+                  mode_label(r["mode"]),
                   ("%.1f" % r["all_open_s"]) if r["storm_opened"] == r["storm_conns"]
                   else "%d open at %.0f" % (r["storm_opened"], r["all_open_s"]),
-                  r["refused_503"], r["refused_other"], r["timeouts"], r["resets"],
+                  r["refused_503"], r["refused_other"], r["connect_timeouts"],
+                  r["upgrade_timeouts"], r["resets"],
+                  r["server_metrics"].get('ringws_handshakes_total{outcome="101"}', 0),
                   b.get("p50_ms", 0), b.get("p99_ms", 0), b.get("p100_ms", 0), b["messages"],
                   d.get("p50_ms", 0), d.get("p99_ms", 0), d.get("p100_ms", 0), d["messages"],
                   r["delivered"], r["expected"], r["short_messages"]))
+
+    if a.reps > 1:
+        print()
+        print("Medians over the runs:")
+        print()
+        print("| admission | all open after (s) | 503 + Retry-After | connect timeouts | "
+              "upgrade timeouts | resets | server CPU (s) | p50 / p99 before (ms) | "
+              "p50 / p99 during (ms) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for mode in modes:
+            rs = [r for r in results if r["mode"] == mode]
+            if not rs:
+                continue
+            med = lambda f: statistics.median(f(r) for r in rs)
+            print("| %s | %.1f | %d | %d | %d | %d | %.1f | %.1f / %.1f | %.1f / %.1f |" % (
+                mode_label(mode), med(lambda r: r["all_open_s"]),
+                med(lambda r: r["refused_503"]), med(lambda r: r["connect_timeouts"]),
+                med(lambda r: r["upgrade_timeouts"]), med(lambda r: r["resets"]),
+                med(lambda r: r["server_cpu_s"]), med(lambda r: r["before"].get("p50_ms", 0)), med(lambda r: r["before"].get("p99_ms", 0)),
+                med(lambda r: r["during"].get("p50_ms", 0)), med(lambda r: r["during"].get("p99_ms", 0))))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@
 struct idle_tally {
     _Atomic uint64_t refused_503;    /* 503 with a Retry-After */
     _Atomic uint64_t refused_bare;   /* 503 without one, or another status */
-    _Atomic uint64_t timeouts, resets;
+    _Atomic uint64_t timeouts_connect;  /* no SYN-ACK: a listen queue full */
+    _Atomic uint64_t timeouts_upgrade;  /* connected, no answer to the request */
+    _Atomic uint64_t resets;
     _Atomic uint64_t retry_after_max_s;
 };
 
@@ -78,7 +80,8 @@ static void idle_on_fail(struct bench_thread *t, struct bench_conn *c, enum benc
         wait = (uint64_t)s * 1000000000ull;
     } else {
         stat_add(why == BENCH_FAIL_STATUS ? &tl->refused_bare
-                 : why == BENCH_FAIL_TIMEOUT ? &tl->timeouts : &tl->resets, 1);
+                 : why == BENCH_FAIL_RESET ? &tl->resets
+                 : c->state == BC_CONNECTING ? &tl->timeouts_connect : &tl->timeouts_upgrade, 1);
     }
     bench_conn_retry(t, c, t->now + wait + jitter);
 }
@@ -156,13 +159,14 @@ static void idle_report_retries(struct report *r, const struct bench *b, uint64_
                                 uint64_t t_open)
 {
     const struct idle_tally *tl = b->mode_data;
-    uint64_t sum[4] = {0}, max_s = 0;
+    uint64_t sum[5] = {0}, max_s = 0;
 
     for (unsigned i = 0; i < b->o.threads; i++) {
         sum[0] += atomic_load(&tl[i].refused_503);
         sum[1] += atomic_load(&tl[i].refused_bare);
-        sum[2] += atomic_load(&tl[i].timeouts);
-        sum[3] += atomic_load(&tl[i].resets);
+        sum[2] += atomic_load(&tl[i].timeouts_connect);
+        sum[3] += atomic_load(&tl[i].timeouts_upgrade);
+        sum[4] += atomic_load(&tl[i].resets);
         if (atomic_load(&tl[i].retry_after_max_s) > max_s)
             max_s = atomic_load(&tl[i].retry_after_max_s);
     }
@@ -172,8 +176,9 @@ static void idle_report_retries(struct report *r, const struct bench *b, uint64_
     report_u64(r, "refused_503_retry_after", sum[0]);
     report_u64(r, "retry_after_max_s", max_s);
     report_u64(r, "refused_other", sum[1]);
-    report_u64(r, "handshake_timeouts_retried", sum[2]);
-    report_u64(r, "resets_retried", sum[3]);
+    report_u64(r, "connect_timeouts_retried", sum[2]);
+    report_u64(r, "upgrade_timeouts_retried", sum[3]);
+    report_u64(r, "resets_retried", sum[4]);
 }
 
 static int idle_run(struct bench *b)
