@@ -18,7 +18,8 @@ latency histogram written out (--per-message).  After --before publishes
 it starts the storm: `ringws-bench idle --retry`: N clients (over many source addresses
 127.0.0.x, --threads rings of at most 20000) connecting all at once, each
 subscribing another topic; a 503 is tried again after its Retry-After
-(plus up to a second), a timeout (10 s) or a reset after 1-2 s.  Once all N
+(plus up to a second), a timeout (10 s from the connect's start, whether
+the TCP connection was made or not) or a reset after 1-2 s.  Once all N
 are open (or --bound seconds passed) and closed again, the publishes
 stop.  The subscribers' latencies are pooled over the messages published
 before the storm and over those published during it (from its start to
@@ -90,6 +91,20 @@ def metrics(port):
     return out
 
 
+NETSTAT = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop")
+
+
+def netstat():
+    """The kernel's counters of connections its listen queues dropped."""
+    with open("/proc/net/netstat") as f:
+        rows = [line.split() for line in f]
+    out = {}
+    for names, values in zip(rows[::2], rows[1::2]):
+        if names[0] == "TcpExt:":
+            out = {k: int(v) for k, v in zip(names[1:], values[1:]) if k in NETSTAT}
+    return out
+
+
 def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -150,14 +165,14 @@ def run(a, mode, tmp):
         wait_for(lambda: metrics(port).get("ringws_connections_open", 0) >= a.subscribers, 60,
                  "the subscribers")
         time.sleep(1.5 + a.before)  # the fanout settles 1 s, then publishes each second
-        before, cpu0 = metrics(port), cpu_s(server.pid)
+        before, cpu0, net0 = metrics(port), cpu_s(server.pid), netstat()
         storm = subprocess.run(
             [bench, "idle", "--url", "ws://127.0.0.1:%d/ws?topics=storm" % port,
              "--conns", str(a.storm), "--threads", str(-(-a.storm // 18000)),
              "--src-addrs", str(a.storm // 5000 + 1), "--open-window", "20000",
              "--retry", "--duration", str(a.bound), "--timeout", "10", "--json"],
             capture_output=True, text=True, timeout=a.bound + 120)
-        after, cpu1 = metrics(port), cpu_s(server.pid)
+        after, cpu1, net1 = metrics(port), cpu_s(server.pid), netstat()
         time.sleep(3)
         fan.send_signal(signal.SIGINT)  # ends the publishes; the report follows
         out, _ = fan.communicate(timeout=120)
@@ -189,6 +204,8 @@ def run(a, mode, tmp):
         "publish_errors": f.get("publish_errors"), "server_metrics": delta,
         # The storm's opening and closing, and the publishes meanwhile.
         "server_cpu_s": round(cpu1 - cpu0, 2),
+        # Machine-wide: other work on the machine counts too.
+        "kernel": {k: net1.get(k, 0) - net0.get(k, 0) for k in NETSTAT},
     }
 
 
@@ -213,12 +230,12 @@ def main():
                 results.append(r)
     print()
     print("| admission | all %d open after (s) | 503 + Retry-After | other status | "
-          "connect timeouts | upgrade timeouts | resets | 101s sent | subscribers p50 / p99 / max before (ms) | during (ms) | delivered | "
+          "timeouts before / after connected | resets | 101s sent | listen overflows | subscribers p50 / p99 / max before (ms) | during (ms) | delivered | "
           "messages short |" % a.storm)
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         b, d = r["before"], r["during"]
-        print("| %s | %s | %d | %d | %d | %d | %d | %d | %.1f / %.1f / %.1f (%d msgs) | "
+        print("| %s | %s | %d | %d | %d / %d | %d | %d | %d | %.1f / %.1f / %.1f (%d msgs) | "
               "%.1f / %.1f / %.1f (%d msgs) | %s/%s | %d |" % (
                   mode_label(r["mode"]),
                   ("%.1f" % r["all_open_s"]) if r["storm_opened"] == r["storm_conns"]
@@ -226,6 +243,7 @@ def main():
                   r["refused_503"], r["refused_other"], r["connect_timeouts"],
                   r["upgrade_timeouts"], r["resets"],
                   r["server_metrics"].get('ringws_handshakes_total{outcome="101"}', 0),
+                  r["kernel"]["ListenOverflows"],
                   b.get("p50_ms", 0), b.get("p99_ms", 0), b.get("p100_ms", 0), b["messages"],
                   d.get("p50_ms", 0), d.get("p99_ms", 0), d.get("p100_ms", 0), d["messages"],
                   r["delivered"], r["expected"], r["short_messages"]))
@@ -234,16 +252,16 @@ def main():
         print()
         print("Medians over the runs:")
         print()
-        print("| admission | all open after (s) | 503 + Retry-After | connect timeouts | "
-              "upgrade timeouts | resets | server CPU (s) | p50 / p99 before (ms) | "
+        print("| admission | all open after (s) | 503 + Retry-After | timeouts before / after "
+              "connected | resets | server CPU (s) | p50 / p99 before (ms) | "
               "p50 / p99 during (ms) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for mode in modes:
             rs = [r for r in results if r["mode"] == mode]
             if not rs:
                 continue
             med = lambda f: statistics.median(f(r) for r in rs)
-            print("| %s | %.1f | %d | %d | %d | %d | %.1f | %.1f / %.1f | %.1f / %.1f |" % (
+            print("| %s | %.1f | %d | %d / %d | %d | %.1f | %.1f / %.1f | %.1f / %.1f |" % (
                 mode_label(mode), med(lambda r: r["all_open_s"]),
                 med(lambda r: r["refused_503"]), med(lambda r: r["connect_timeouts"]),
                 med(lambda r: r["upgrade_timeouts"]), med(lambda r: r["resets"]),
