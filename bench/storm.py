@@ -193,7 +193,7 @@ def run(a, mode, tmp):
         "refused_503": s["refused_503_retry_after"], "retry_after_max_s": s["retry_after_max_s"],
         "refused_other": s["refused_other"], "connect_timeouts": s["connect_timeouts_retried"],
         "upgrade_timeouts": s["upgrade_timeouts_retried"],
-        "resets": s["resets_retried"],
+        "resets": s["resets_retried"], "client_max_turn_s": s["client_max_turn_s"],
         "before": pooled(lines, 0, start), "during": pooled(lines, start, end + 1),
         # Each message's recipients but the last one's (the publishes
         # were interrupted, perhaps under its deliveries).

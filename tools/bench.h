@@ -116,6 +116,8 @@ struct bench_stats {
     _Atomic uint64_t closed;            /* closing handshakes completed */
     _Atomic uint64_t pings;             /* pings answered */
     _Atomic uint64_t last_rx_ns;        /* time of the last echo */
+    _Atomic uint64_t max_turn_ns;       /* longest loop turn: how late this
+                                           thread can be to see an answer */
     _Atomic uint64_t tls_full;          /* TLS handshakes with a full exchange */
     _Atomic uint64_t tls_resumed;       /* ... resuming a session */
     _Atomic uint64_t tls_no_close_notify; /* orderly closes ended without it */

@@ -159,7 +159,7 @@ static void idle_report_retries(struct report *r, const struct bench *b, uint64_
                                 uint64_t t_open)
 {
     const struct idle_tally *tl = b->mode_data;
-    uint64_t sum[5] = {0}, max_s = 0;
+    uint64_t sum[5] = {0}, max_s = 0, turn = 0;
 
     for (unsigned i = 0; i < b->o.threads; i++) {
         sum[0] += atomic_load(&tl[i].refused_503);
@@ -169,6 +169,8 @@ static void idle_report_retries(struct report *r, const struct bench *b, uint64_
         sum[4] += atomic_load(&tl[i].resets);
         if (atomic_load(&tl[i].retry_after_max_s) > max_s)
             max_s = atomic_load(&tl[i].retry_after_max_s);
+        if (atomic_load(&b->threads[i].st.max_turn_ns) > turn)
+            turn = atomic_load(&b->threads[i].st.max_turn_ns);
     }
     /* CLOCK_MONOTONIC, for a script that places other events in the storm */
     report_u64(r, "start_ns", t0);
@@ -179,6 +181,9 @@ static void idle_report_retries(struct report *r, const struct bench *b, uint64_
     report_u64(r, "connect_timeouts_retried", sum[2]);
     report_u64(r, "upgrade_timeouts_retried", sum[3]);
     report_u64(r, "resets_retried", sum[4]);
+    /* A client thread busy this long sees answers this late: past the
+     * timeout, its own timeouts are the load generator's. */
+    report_num(r, "client_max_turn_s", (double)turn / 1e9, 3);
 }
 
 static int idle_run(struct bench *b)

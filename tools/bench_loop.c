@@ -876,9 +876,11 @@ static void loop_run(struct bench_thread *t)
     uint64_t sweep_ns = LOOP_SWEEP_NS + (uint64_t)t->n_conns * 1000u;
 
     for (;;) {
-        uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed);
+        uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed), prev = t->now;
 
         t->now = bench_now_ns();
+        if (prev && t->now - prev > atomic_load_explicit(&t->st.max_turn_ns, memory_order_relaxed))
+            atomic_store_explicit(&t->st.max_turn_ns, t->now - prev, memory_order_relaxed);
         t->stop_ns = atomic_load_explicit(&b->stop_ns, memory_order_relaxed);
         if (t->now >= t->stop_ns)
             t->stopping = true;
