@@ -10,20 +10,30 @@ not grow with nodes that have no subscriber.
 What it does: starts a Redis Cluster of three masters (no replicas: they
 would take CPU from the nodes) on free loopback ports in a private
 directory, then for each subscriber count and repetition, alternating the
-order: (a) one ringws node (--workers 1, in-process engine), (a') the same
-with --workers 3 (as many threads as (b)), and (b) three ringws nodes
-(--workers 1 each, --engine redis://...), each driven by
-`ringws-bench fanout` (N subscribers, --procs 3: spread over the three
-nodes in (b) with --sub-url; 20 binary messages of 16 bytes published over
-HTTP to the first node at 5 per second, every delivery checked).  It reads
+order: (a) one ringws node (--workers W, in-process engine), (a') the same
+with --workers 3W (as many threads as (b)), and (b) three ringws nodes
+(--workers W each, --engine redis://...), each driven by
+`ringws-bench fanout` (N subscribers, --procs a multiple of 3 that keeps
+each client process under 18000 descriptors: spread over the three
+nodes in (b) with --sub-url; --messages binary messages (20) of 16 bytes
+published over HTTP to the first node at --rate per second (5), every
+delivery checked).  It reads
 the server CPU per delivery that ringws-bench measures from the first
-publish to the last delivery (summed over the nodes), each node's CPU time
+publish to the last delivery (summed over the nodes, and each node's over
+the deliveries it made), each node's CPU time
 over the whole run (/proc/PID/stat: how the work spreads), INFO
 commandstats of every master, and prints a markdown table of medians.  Also a line per
 run with the figures, and, at the end, the Redis commands per publish
 with subscribers on one node and on three.
 
-Usage: bench/cluster.py [--conns 1000,10000] [--reps 3] [--build DIR]
+Usage: bench/cluster.py [--conns 1000,10000] [--reps 3] [--workers W]
+                        [--modes single,single3,cluster] [--messages 20]
+                        [--rate 5] [--build DIR]
+  W (default 1) is each cluster node's workers; a worker holds at most
+  19500 connections (its ring's table is capped by ulimit -n), so 100,000
+  subscribers need --workers 2 and the modes single3,cluster, and a
+  --rate low enough that a publish reaches its last subscriber before the
+  next one is made (0.25: 100,000 deliveries take about a second here).
   DIR (default build-bench) must hold ringws and tools/ringws-bench (a
   release tree: meson setup build-bench --buildtype=release).
 Every process it starts is ended by its PID; it uses only ports the kernel
@@ -95,8 +105,9 @@ def start_cluster(root):
     return ports, procs
 
 
-def start_node(build, args):
-    proc = subprocess.Popen([os.path.join(build, "ringws"), "--port", "0", "--workers", "1"] + args,
+def start_node(build, workers, args):
+    proc = subprocess.Popen([os.path.join(build, "ringws"), "--port", "0", "--workers", str(workers),
+                             "--max-connections", "19500"] + args,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     m = re.search(r":(\d+)$", line.strip())
@@ -120,34 +131,40 @@ def calls(ports):
     return total
 
 
-def fanout(build, conns, urls, pids, messages=20):
+def fanout_procs(conns):
+    """A multiple of 3 (a third of the subscribers on each node), each
+    process under 18000 connections (ulimit -n is 20000)."""
+    return 3 * -(-conns // (3 * 18000))
+
+
+def fanout(build, conns, urls, pids, messages, rate):
     cmd = [os.path.join(build, "tools", "ringws-bench"), "fanout", "--conns", str(conns),
-           "--procs", "3", "--messages", str(messages), "--rate", "5", "--size", "16",
+           "--procs", str(fanout_procs(conns)), "--messages", str(messages), "--rate", str(rate), "--size", "16",
            "--url", urls[0], "--server-pid", ",".join(map(str, pids)), "--timeout", "60", "--json"]
     for u in urls[1:] if len(urls) > 1 else []:
         cmd += ["--sub-url", u]
     if len(urls) > 1:
         cmd += ["--sub-url", urls[0]]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     try:
         return json.loads(out.stdout)
     except ValueError:
         sys.exit("ringws-bench: %s %s" % (out.stdout[-500:], out.stderr[-500:]))
 
 
-def run(build, mode, conns, redis_ports):
+def run(build, mode, conns, redis_ports, workers, messages, rate):
     nodes = []
     try:
         if mode.startswith("single"):
-            nodes.append(start_node(build, ["--workers", "3"] if mode == "single3" else []))
+            nodes.append(start_node(build, workers * (3 if mode == "single3" else 1), []))
         else:
             seeds = ",".join("127.0.0.1:%d" % p for p in redis_ports)
             for _ in range(3):
-                nodes.append(start_node(build, ["--engine", "redis://" + seeds]))
+                nodes.append(start_node(build, workers, ["--engine", "redis://" + seeds]))
         urls = ["ws://127.0.0.1:%d/ws?topics=bench" % port for _, port in nodes]
         cpu0 = [cpu_s(p.pid) for p, _ in nodes]
         c0 = calls(redis_ports)
-        r = fanout(build, conns, urls, [p.pid for p, _ in nodes])
+        r = fanout(build, conns, urls, [p.pid for p, _ in nodes], messages, rate)
         c1 = calls(redis_ports)
         cpu1 = [cpu_s(p.pid) for p, _ in nodes]
     finally:
@@ -166,6 +183,11 @@ def run(build, mode, conns, redis_ports):
         "cpu_us_per_delivery_all": r.get("server_cpu_us_per_delivery", 0),
         # The whole run (handshakes included), per node: how the work spreads.
         "cpu_s_per_node": [round(b - a, 2) for a, b in zip(cpu0, cpu1)],
+        # From the first publish to the last delivery, per node, over the
+        # deliveries it made (a third each: its subscriber processes).
+        "cpu_us_per_delivery_node": [
+            round(r.get("server_cpu_s_%d" % i, 0) * 1e6 * len(nodes) / max(r.get("delivered", 1), 1), 2)
+            for i in range(len(nodes))] if len(nodes) > 1 else [],
         "redis_calls": cmds,
         "messages": r.get("messages"),
     }
@@ -175,6 +197,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--conns", default="1000,10000")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--modes", default="single,single3,cluster")
+    ap.add_argument("--messages", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=5)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="ringws-bench-cluster-")
@@ -183,9 +209,9 @@ def main():
     try:
         for conns in [int(c) for c in a.conns.split(",")]:
             for rep in range(a.reps):
-                modes = ("single", "single3", "cluster")
+                modes = a.modes.split(",")
                 for mode in (modes if rep % 2 == 0 else modes[::-1]):
-                    r = run(a.build, mode, conns, ports)
+                    r = run(a.build, mode, conns, ports, a.workers, a.messages, a.rate)
                     print(json.dumps(r), flush=True)
                     results.append(r)
     finally:
@@ -195,24 +221,28 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
     print()
     print("| subscribers | nodes | publish to last delivery, p50 (ms) | max (ms) | "
-          "server CPU per delivery, nodes summed (us) | Redis calls per publish | runs ok |")
-    print("|---|---|---|---|---|---|---|")
+          "server CPU per delivery, nodes summed (us) | per node (us) | Redis calls per publish | runs ok |")
+    print("|---|---|---|---|---|---|---|---|")
+    w = a.workers
+    labels = {"single": "1, %d worker%s" % (w, "s" if w > 1 else ""), "single3": "1, %d workers" % (3 * w),
+              "cluster": "3 x %d worker%s, Redis Cluster" % (w, "s" if w > 1 else "")}
     for conns in sorted({r["conns"] for r in results}):
-        for mode in ("single", "single3", "cluster"):
+        for mode in a.modes.split(","):
             rs = [r for r in results if r["conns"] == conns and r["mode"] == mode]
             per_pub = {}
             for r in rs:
                 for k, v in r["redis_calls"].items():
                     per_pub.setdefault(k, []).append(v / max(r["messages"] or 1, 1))
             calls_s = ", ".join("%s %.1f" % (k, statistics.median(v)) for k, v in sorted(per_pub.items())) or "none"
-            print("| %d | %s | %.2f | %.2f | %.2f | %s | %d/%d |" % (
-                conns, {"single": "1, 1 worker", "single3": "1, 3 workers",
-                        "cluster": "3 x 1 worker, Redis Cluster"}[mode],
+            each = [statistics.median(r["cpu_us_per_delivery_node"][i] for r in rs)
+                    for i in range(len(rs[0]["cpu_us_per_delivery_node"]))]
+            print("| %d | %s | %.2f | %.2f | %.2f | %s | %s | %d/%d |" % (
+                conns, labels[mode],
                 statistics.median(r["last_p50_ms"] for r in rs),
                 statistics.median(r["last_max_ms"] for r in rs),
                 statistics.median(r["cpu_us_per_delivery_all"] for r in rs),
+                " / ".join("%.2f" % e for e in each) or "-",
                 calls_s, sum(r["ok"] for r in rs), len(rs)))
-
 
 if __name__ == "__main__":
     main()

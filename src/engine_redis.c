@@ -170,6 +170,7 @@ struct re_master {
     socklen_t addr_len;
     struct redis_conn cmd, sub;
     bool sub_started, retired;
+    bool sub_remake; /* an unsubscribe found no memory: remade by re_tick */
 };
 
 struct re_pub {
@@ -1594,6 +1595,38 @@ static void re_forget(struct redis_engine *e, struct re_topic **pp)
     free(t);
 }
 
+/* Ends the topic's channel on its master's subscription connection.  Taken
+ * past the connection's bound (a slow Redis): refused, the node would
+ * receive the channel until the connection is remade.  Without memory for
+ * it, the connection is marked to be remade (re_tick, once the lock is
+ * let go: the loss is reported under it), which subscribes again only the
+ * topics still live. */
+static void re_unsubscribe(struct re_topic *t)
+{
+    char ch[RE_KEY_MAX];
+    const char *argv[2] = {"SUNSUBSCRIBE", ch};
+    size_t lens[2] = {12, re_key(ch, t->name, t->len, 'c')};
+
+    if (redis_conn_command_release(&t->master->sub, 2, argv, lens) == -ENOMEM)
+        t->master->sub_remake = true;
+}
+
+/* The subscription connections an unsubscribe could not be queued on. */
+static void re_remake_subs(struct re_worker *rw)
+{
+    char a[INET6_ADDRSTRLEN + 8];
+
+    for (unsigned i = 0; i < rw->n_masters; i++) {
+        struct re_master *m = rw->masters[i];
+        if (!m || !m->sub_remake)
+            continue;
+        m->sub_remake = false;
+        log_msg(LOG_LEVEL_WARN, "worker %u: redis %s: no memory to unsubscribe; reconnecting",
+                rw->w->id, re_addr_text(&m->addr, a, sizeof(a)));
+        redis_conn_fail(&m->sub);
+    }
+}
+
 /* Every second on each worker: its channels without subscribers past
  * the grace are unsubscribed, topics nobody needs freed, the slot map read
  * again while a master is unreachable. */
@@ -1619,12 +1652,8 @@ static void re_tick(struct worker *w)
             bool idle = t->owner == w->id && !t->interest && !t->waiters && !t->syncing &&
                         !t->join_listed && now - t->idle_ms > RE_GRACE_MS;
             if (idle && t->state != RT_OFF && n_drop < sizeof(drop) / sizeof(drop[0])) {
-                if (t->subscribed && t->master->sub.state == REDIS_UP) {
-                    char ch[RE_KEY_MAX];
-                    const char *argv[2] = {"SUNSUBSCRIBE", ch};
-                    size_t lens[2] = {12, re_key(ch, t->name, t->len, 'c')};
-                    redis_conn_command(&t->master->sub, 2, argv, lens, NULL, NULL);
-                }
+                if (t->subscribed && t->master->sub.state == REDIS_UP)
+                    re_unsubscribe(t);
                 if (t->state == RT_LIVE)
                     atomic_fetch_sub(&e->live, 1);
                 t->state = RT_OFF;
@@ -1641,6 +1670,7 @@ static void re_tick(struct worker *w)
         }
     }
     pthread_mutex_unlock(&e->lock);
+    re_remake_subs(rw);
     for (unsigned i = 0; i < n_drop; i++)
         engine_local.leave(w, drop[i]);
 }

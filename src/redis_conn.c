@@ -318,8 +318,9 @@ bool redis_conn_can_take(const struct redis_conn *rc, unsigned n, size_t bytes)
     return rc->state == REDIS_UP && redis_conn_has_room(rc, n, bytes, true);
 }
 
-int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
-                       redis_reply_fn *fn, void *arg)
+/* Queues a command; bounded: whether REDIS_CONN_MAX_* apply to it. */
+static int redis_conn_queue(struct redis_conn *rc, int argc, const char **argv,
+                            const size_t *lens, redis_reply_fn *fn, void *arg, bool bounded)
 {
     char *cmd;
     int n;
@@ -329,7 +330,7 @@ int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const
     n = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (n < 0)
         return -ENOMEM;
-    if (!redis_conn_has_room(rc, 1, (size_t)n, fn != NULL)) {
+    if (bounded && !redis_conn_has_room(rc, 1, (size_t)n, fn != NULL)) {
         free(cmd);
         return -EAGAIN;
     }
@@ -355,6 +356,18 @@ int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const
     free(cmd);
     redis_conn_flush(rc);
     return 0;
+}
+
+int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
+                       redis_reply_fn *fn, void *arg)
+{
+    return redis_conn_queue(rc, argc, argv, lens, fn, arg, true);
+}
+
+int redis_conn_command_release(struct redis_conn *rc, int argc, const char **argv,
+                               const size_t *lens)
+{
+    return redis_conn_queue(rc, argc, argv, lens, NULL, NULL, false);
 }
 
 void redis_conn_stop(struct redis_conn *rc)

@@ -93,6 +93,14 @@ int redis_conn_start(struct redis_conn *rc, struct loop *l, const struct sockadd
  * nothing takes a command of any size), -ENOMEM. */
 int redis_conn_command(struct redis_conn *rc, int argc, const char **argv, const size_t *lens,
                        redis_reply_fn *fn, void *arg);
+/* Queues a command that ends what an earlier one on this connection began
+ * (an SUNSUBSCRIBE after its SSUBSCRIBE), no answer awaited, past
+ * REDIS_CONN_MAX_BYTES too: refusing it would keep the cost it ends (the
+ * channel's messages, until the connection is remade), and what it adds
+ * past the bound is one such command per subscription the bound let in.
+ * -ENOTCONN while the connection is not up, -ENOMEM. */
+int redis_conn_command_release(struct redis_conn *rc, int argc, const char **argv,
+                               const size_t *lens);
 /* Whether n commands awaiting answers, bytes bytes in all once formatted
  * (an upper bound, at most REDIS_CONN_MAX_BYTES), would all be taken now:
  * a caller whose commands share one state asks first, so that none is

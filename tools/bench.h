@@ -79,6 +79,12 @@ struct bench_opts {
     double rate;         /* publishes per second */
     char topic[WSC_MAX_TOPIC + 1];
     char token[256];     /* --token: Authorization: Bearer; "" for none */
+    /* --per-message FILE: each message's publish time and recipient
+     * latency histogram written there; "": not kept */
+    char per_message[256];
+    /* idle --retry: failed handshakes are made again (503 after its
+     * Retry-After, a timeout or reset after about a second) */
+    bool retry;
     /* connect */
     bool cycle_echo;     /* --echo: one echo of --size bytes before each close */
     /* offered in Sec-WebSocket-Protocol, which the 101 must then choose;
@@ -110,6 +116,8 @@ struct bench_stats {
     _Atomic uint64_t closed;            /* closing handshakes completed */
     _Atomic uint64_t pings;             /* pings answered */
     _Atomic uint64_t last_rx_ns;        /* time of the last echo */
+    _Atomic uint64_t max_turn_ns;       /* longest loop turn: how late this
+                                           thread can be to see an answer */
     _Atomic uint64_t tls_full;          /* TLS handshakes with a full exchange */
     _Atomic uint64_t tls_resumed;       /* ... resuming a session */
     _Atomic uint64_t tls_no_close_notify; /* orderly closes ended without it */
@@ -227,6 +235,13 @@ struct bench_thread {
 
 /* A mode: `run` orchestrates from the main thread and prints the report;
  * the hooks run on engine threads.  A NULL run marks a planned mode. */
+/* Why a handshake failed, for a mode that makes it again (idle --retry). */
+enum bench_fail {
+    BENCH_FAIL_STATUS,   /* an answer other than 101 (its bytes are passed) */
+    BENCH_FAIL_TIMEOUT,  /* no answer within --timeout */
+    BENCH_FAIL_RESET,    /* connect refused, or the connection reset or ended */
+};
+
 struct bench_mode {
     const char *name;
     const char *summary;
@@ -254,6 +269,11 @@ struct bench_mode {
     bool (*on_close)(struct bench_thread *t, struct bench_conn *c, unsigned code,
                      const char *reason, size_t len);
     void (*tick)(struct bench_thread *t); /* optional: once per loop turn */
+    /* optional: a handshake failed (counted as before); resp holds the
+     * answer's first len bytes for BENCH_FAIL_STATUS, else NULL.  The
+     * mode may make it again with bench_conn_retry. */
+    void (*on_fail)(struct bench_thread *t, struct bench_conn *c, enum bench_fail why,
+                    const char *resp, size_t len);
 };
 
 struct bench {

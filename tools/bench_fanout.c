@@ -148,6 +148,7 @@ static void fanout_put_le64(uint8_t *p, uint64_t v)
 /* What one engine thread counted; b->mode_data holds one per thread. */
 struct fanout_tally {
     struct fanout_at *at;     /* [messages] */
+    struct hist *msg_lat;     /* [messages] with --per-message, else NULL */
     uint64_t dups, gaps;
 };
 
@@ -207,6 +208,8 @@ static void fanout_deliver(struct bench_thread *t, struct bench_conn *c, uint64_
     if (t->now > tl->at[seq].last_ns)
         tl->at[seq].last_ns = t->now;
     hist_record(&t->lat, t->now > sent_ns ? t->now - sent_ns : 0);
+    if (tl->msg_lat)
+        hist_record(&tl->msg_lat[seq], t->now > sent_ns ? t->now - sent_ns : 0);
     stat_add(&t->st.echoed, 1);
     atomic_store_explicit(&t->st.last_rx_ns, t->now, memory_order_relaxed);
 }
@@ -293,9 +296,26 @@ static int fanout_child_final(struct bench *b, unsigned k, int fd, uint64_t publ
         ret = fanout_write_all(fd, lat, sizeof *lat);
     if (!ret)
         ret = fanout_write_all(fd, at, m * sizeof *at);
+    /* --per-message: each message's histogram, the threads' merged into
+     * the first's. */
+    for (uint64_t s = 0; !ret && tl[0].msg_lat && s < m; s++) {
+        for (unsigned i = 1; i < b->o.threads; i++)
+            hist_merge(&tl[0].msg_lat[s], &tl[i].msg_lat[s]);
+        ret = fanout_write_all(fd, &tl[0].msg_lat[s], sizeof tl[0].msg_lat[s]);
+    }
     free(at);
     free(lat);
     return ret;
+}
+
+/* m empty histograms (--per-message); false without memory. */
+static bool fanout_hists_new(struct hist **h, uint64_t m)
+{
+    if (!(*h = malloc(m * sizeof **h)))
+        return false;
+    for (uint64_t s = 0; s < m; s++)
+        hist_init(&(*h)[s]);
+    return true;
 }
 
 /* Runs subscribers [lo, hi) until the parent says stop (or is gone);
@@ -318,9 +338,12 @@ static void fanout_child_run(struct bench *b, unsigned k, unsigned lo, unsigned 
     if (b->o.threads > b->o.conns)
         b->o.threads = b->o.conns;
     tl = calloc(b->o.threads, sizeof *tl);
-    for (unsigned i = 0; tl && i < b->o.threads; i++)
+    for (unsigned i = 0; tl && i < b->o.threads; i++) {
         if (!(tl[i].at = calloc(b->o.messages, sizeof *tl[i].at)))
             tl = NULL;
+        else if (b->o.per_message[0] && !fanout_hists_new(&tl[i].msg_lat, b->o.messages))
+            tl = NULL;
+    }
     if (!tl) {
         fprintf(stderr, "ringws-bench: process %u: out of memory\n", k);
         _exit(1);
@@ -367,6 +390,7 @@ struct fanout_child {
     struct fanout_report rep;    /* the latest record */
     struct hist *lat;
     struct fanout_at *at;
+    struct hist *msg_lat;        /* [messages] with --per-message */
 };
 
 struct fanout_run {
@@ -452,7 +476,9 @@ static void fanout_kid_read(struct fanout_run *f, struct fanout_child *kid)
             break;
     }
     if (fanout_read_all(kid->rep_fd, kid->lat, sizeof *kid->lat) < 0 ||
-        fanout_read_all(kid->rep_fd, kid->at, m * sizeof *kid->at) < 0) {
+        fanout_read_all(kid->rep_fd, kid->at, m * sizeof *kid->at) < 0 ||
+        (kid->msg_lat &&
+         fanout_read_all(kid->rep_fd, kid->msg_lat, m * sizeof *kid->msg_lat) < 0)) {
         fanout_kid_gone(f, kid, "report cut short");
         return;
     }
@@ -803,6 +829,7 @@ static size_t fanout_last_latencies(const struct fanout_run *f, uint64_t *lat,
 struct fanout_figures {
     struct fanout_mem before, open, after;
     uint64_t t_open, cpu0, cpu1, kids0, kids1;
+    uint64_t each0[BENCH_MAX_PIDS], each1[BENCH_MAX_PIDS]; /* per --server-pid */
     double self0, self1;
     bool have_cpu;
 };
@@ -813,6 +840,31 @@ static const char *fanout_tls_desc(const struct fanout_run *f)
         if (f->kids[k].rep.tls[0])
             return f->kids[k].rep.tls;
     return "";
+}
+
+/* Several servers (the nodes of a cluster): each one's CPU seconds over the
+ * same window, server_cpu_s_K for the K-th --server-pid, to show how the
+ * deliveries' cost spreads. */
+static void fanout_report_each_cpu(struct report *r, const struct bench_opts *o,
+                                   const struct fanout_figures *fig)
+{
+    char key[32];
+
+    if (!fig->have_cpu || o->n_server_pids < 2)
+        return;
+    for (unsigned i = 0; i < o->n_server_pids; i++) {
+        snprintf(key, sizeof key, "server_cpu_s_%u", i);
+        report_num(r, key, proc_ticks_to_s(fig->each1[i] - fig->each0[i]), 3);
+    }
+}
+
+/* Each --server-pid's CPU ticks; false when one could not be read. */
+static bool fanout_each_cpu(const struct bench_opts *o, uint64_t *ticks)
+{
+    for (unsigned i = 0; i < o->n_server_pids; i++)
+        if (proc_cpu_ticks(o->server_pids[i], &ticks[i]) < 0)
+            return false;
+    return true;
 }
 
 static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig)
@@ -892,6 +944,7 @@ static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig
     report_num(&r, "burst_deliveries_per_s", p50 > 0 ? (double)f->subscribers * 1e9 / p50 : 0, 0);
     report_cpu(&r, fig->have_cpu, proc_ticks_to_s(fig->cpu1 - fig->cpu0), "delivery", s.echoed,
                3, client_s, window);
+    fanout_report_each_cpu(&r, o, fig);
     if (fig->before.rss_ok && fig->open.rss_ok) {
         report_u64(&r, "server_rss_kib_before", fig->before.rss_kb);
         report_u64(&r, "server_rss_kib_open", fig->open.rss_kb);
@@ -910,6 +963,42 @@ static void fanout_report(struct fanout_run *f, const struct fanout_figures *fig
     free(last);
     free(ack);
     free(lat);
+}
+
+/* --per-message: a line per message published, "SEQ PUB_NS COUNT" and
+ * then VALUE_NS:COUNT for each non-empty bucket of its recipients'
+ * latencies (every process's merged), so that a script can pool the
+ * messages of a time window (PUB_NS: CLOCK_MONOTONIC, as Python's
+ * time.monotonic_ns()). */
+static int fanout_write_per_message(const struct fanout_run *f)
+{
+    const struct bench_opts *o = &f->b->o;
+    struct hist *h = malloc(sizeof *h);
+    FILE *out = h ? fopen(o->per_message, "w") : NULL;
+    int ret = 0;
+
+    if (!out) {
+        ret = h ? -errno : -ENOMEM;
+        free(h);
+        return ret;
+    }
+    for (uint64_t s = 0; s < f->published; s++) {
+        hist_init(h);
+        for (unsigned k = 0; k < f->n_kids; k++)
+            if (f->kids[k].final)
+                hist_merge(h, &f->kids[k].msg_lat[s]);
+        fprintf(out, "%llu %llu %llu", (unsigned long long)s, (unsigned long long)f->pub_ns[s],
+                (unsigned long long)h->count);
+        for (unsigned i = 0; i < HIST_BUCKETS; i++)
+            if (h->bucket[i])
+                fprintf(out, " %llu:%llu", (unsigned long long)hist_bucket_value(i),
+                        (unsigned long long)h->bucket[i]);
+        fputc('\n', out);
+    }
+    if (fclose(out) != 0)
+        ret = -errno;
+    free(h);
+    return ret;
 }
 
 static bool fanout_failed(struct fanout_run *f)
@@ -942,7 +1031,8 @@ static int fanout_alloc(struct fanout_run *f, struct bench *b)
         f->kids[k].cmd_fd = f->kids[k].rep_fd = -1;
         f->kids[k].lat = malloc(sizeof *f->kids[k].lat);
         f->kids[k].at = calloc(m, sizeof *f->kids[k].at);
-        if (!f->kids[k].lat || !f->kids[k].at)
+        if (!f->kids[k].lat || !f->kids[k].at ||
+            (b->o.per_message[0] && !fanout_hists_new(&f->kids[k].msg_lat, m)))
             return -ENOMEM;
     }
     return 0;
@@ -953,6 +1043,7 @@ static void fanout_free(struct fanout_run *f)
     for (unsigned k = 0; f->kids && k < f->b->o.procs; k++) {
         free(f->kids[k].lat);
         free(f->kids[k].at);
+        free(f->kids[k].msg_lat);
     }
     free(f->kids);
     free(f->pub_ns);
@@ -991,7 +1082,7 @@ static int fanout_run(struct bench *b)
     fanout_measure(&f, &fig.open);
     fanout_sum(&f, &s, &threads);
     f.subscribers = s.open_now;
-    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0;
+    fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu0) == 0 && fanout_each_cpu(o, fig.each0);
     fig.kids0 = fanout_kids_ticks(&f);
     fig.self0 = proc_self_cpu_s();
     if (f.subscribers) {
@@ -1000,13 +1091,20 @@ static int fanout_run(struct bench *b)
                     fanout_all_delivered);
     }
     if (fig.have_cpu)
-        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0;
+        fig.have_cpu = proc_server_cpu_ticks(o, &fig.cpu1) == 0 && fanout_each_cpu(o, fig.each1);
     fig.kids1 = fanout_kids_ticks(&f);
     fig.self1 = proc_self_cpu_s();
     fanout_measure(&f, &fig.after);
     fanout_stop(&f);
     fanout_report(&f, &fig);
     ret = fanout_failed(&f) || !f.subscribers ? 1 : 0;
+    if (o->per_message[0]) {
+        int w = fanout_write_per_message(&f);
+        if (w < 0) {
+            fprintf(stderr, "ringws-bench: %s: %s\n", o->per_message, strerror(-w));
+            ret = 1;
+        }
+    }
     fanout_free(&f);
     return ret;
 }

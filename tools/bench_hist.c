@@ -24,7 +24,7 @@ static unsigned hist_index(uint64_t v)
 }
 
 /* The middle of a bucket: the value reported for any sample in it. */
-static uint64_t hist_value(unsigned i)
+uint64_t hist_bucket_value(unsigned i)
 {
     unsigned tier = i >> HIST_SUB_BITS, sub = i & (HIST_SUB - 1), shift;
     uint64_t lo;
@@ -73,7 +73,7 @@ uint64_t hist_percentile(const struct hist *h, double p)
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
         seen += h->bucket[i];
         if (seen >= rank) {
-            v = hist_value(i);
+            v = hist_bucket_value(i);
             return v > h->max ? h->max : v < h->min ? h->min : v;
         }
     }

@@ -22,6 +22,9 @@ void hist_init(struct hist *h);
 void hist_record(struct hist *h, uint64_t v);
 void hist_merge(struct hist *dst, const struct hist *src);
 
+/* The value bucket i stands for (its middle), to write a histogram out. */
+uint64_t hist_bucket_value(unsigned i);
+
 /* The value at percentile p (0 < p <= 100); 0 when empty. */
 uint64_t hist_percentile(const struct hist *h, double p);
 

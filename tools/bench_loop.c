@@ -123,6 +123,14 @@ void bench_out_commit(struct bench_thread *t, struct bench_conn *c, uint32_t n)
 
 static void loop_conn_shut(struct bench_thread *t, struct bench_conn *c);
 
+/* A handshake that failed, told to the mode before the connection is shut. */
+static void loop_handshake_failed(struct bench_thread *t, struct bench_conn *c,
+                                  enum bench_fail why, const char *resp, size_t len)
+{
+    if (t->b->mode->on_fail && c->state >= BC_CONNECTING && c->state <= BC_HANDSHAKE)
+        t->b->mode->on_fail(t, c, why, resp, len);
+}
+
 /* A TLS failure: before the 101 the handshake failed, after it the
  * server sent what TLS refuses. */
 static void loop_tls_failed(struct bench_thread *t, struct bench_conn *c)
@@ -393,6 +401,7 @@ static void loop_on_connect(struct bench_thread *t, struct bench_conn *c, int re
     if (res < 0) {
         stat_add(&t->st.connect_errors, 1);
         bench_problem(t, c, "connect: %s", strerror(-res));
+        loop_handshake_failed(t, c, BENCH_FAIL_RESET, NULL, 0);
         loop_conn_shut(t, c);
         return;
     }
@@ -457,6 +466,7 @@ static size_t loop_handshake_input(struct bench_thread *t, struct bench_conn *c,
         stat_add(&t->st.handshake_errors, 1);
         bench_problem(t, c, "handshake: %s (status line \"%.*s\")", why,
                       (int)(line < 80 ? line : 80), resp);
+        loop_handshake_failed(t, c, BENCH_FAIL_STATUS, resp, c->hs_len + take);
         loop_conn_shut(t, c);
         return n;
     }
@@ -614,6 +624,7 @@ static void loop_on_eof(struct bench_thread *t, struct bench_conn *c)
         bench_problem(t, c, "server ended the TCP connection while %s (%llu sent, "
                       "%llu answered)", loop_state_name(c->state),
                       (unsigned long long)c->sent, (unsigned long long)c->rcvd);
+        loop_handshake_failed(t, c, BENCH_FAIL_RESET, NULL, 0);
     }
     loop_conn_shut(t, c);
 }
@@ -627,6 +638,7 @@ static void loop_on_error(struct bench_thread *t, struct bench_conn *c, const ch
     if (c->state != BC_WAIT_EOF) {
         stat_add(&t->st.unexpected_closes, 1);
         bench_problem(t, c, "%s while %s: %s", op, loop_state_name(c->state), strerror(-res));
+        loop_handshake_failed(t, c, BENCH_FAIL_RESET, NULL, 0);
     } else if ((c->flags & CF_TLS) && bench_tls_closed_cleanly(c)) {
         stat_add(&t->st.closed, 1);
     }
@@ -813,6 +825,7 @@ static void loop_sweep(struct bench_thread *t)
                 stat_add(&t->st.handshake_timeouts, 1);
                 bench_problem(t, c, "no handshake answer within %.1f s (%s)",
                               t->b->o.timeout_s, loop_state_name(c->state));
+                loop_handshake_failed(t, c, BENCH_FAIL_TIMEOUT, NULL, 0);
                 loop_conn_shut(t, c);
             }
             break;
@@ -863,9 +876,11 @@ static void loop_run(struct bench_thread *t)
     uint64_t sweep_ns = LOOP_SWEEP_NS + (uint64_t)t->n_conns * 1000u;
 
     for (;;) {
-        uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed);
+        uint64_t go = atomic_load_explicit(&b->go_ns, memory_order_relaxed), prev = t->now;
 
         t->now = bench_now_ns();
+        if (prev && t->now - prev > atomic_load_explicit(&t->st.max_turn_ns, memory_order_relaxed))
+            atomic_store_explicit(&t->st.max_turn_ns, t->now - prev, memory_order_relaxed);
         t->stop_ns = atomic_load_explicit(&b->stop_ns, memory_order_relaxed);
         if (t->now >= t->stop_ns)
             t->stopping = true;

@@ -79,6 +79,11 @@ static void bench_usage(FILE *f)
             "                     (default bench; resume and storm want one with history)\n"
             "  --token TOKEN      fanout: send Authorization: Bearer TOKEN with each publish\n"
             "  --procs P          fanout: processes running the subscribers (default 1)\n"
+            "  --per-message FILE fanout: write each message's publish time (CLOCK_MONOTONIC\n"
+            "                     ns) and its recipients' latency histogram to FILE\n"
+            "  --retry            idle: a handshake refused (503: after its Retry-After),\n"
+            "                     timed out or reset is made again until it opens;\n"
+            "                     --duration bounds the opening, and nothing is held\n"
             "  --sub-url URL      fanout: subscriber process k connects to the k-th of\n"
             "                     these (repeatable, in turn; the path is --url's): the\n"
             "                     nodes of a cluster, while publishes go to --url\n"
@@ -162,7 +167,7 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
        OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
-       OPT_SNI, OPT_DEFLATE, OPT_SUB_URL, OPT_HELP };
+       OPT_SNI, OPT_DEFLATE, OPT_SUB_URL, OPT_PER_MESSAGE, OPT_RETRY, OPT_HELP };
 
 /* Another node's address for subscribers (its path is --url's). */
 static int bench_parse_sub_url(struct bench_opts *o, const char *arg)
@@ -240,6 +245,8 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_RESUME: o->resume = true; return 0;
     case OPT_CA: return bench_copy_arg(o->ca, sizeof o->ca, arg);
     case OPT_SNI: return bench_copy_arg(o->sni, sizeof o->sni, arg);
+    case OPT_PER_MESSAGE: return bench_copy_arg(o->per_message, sizeof o->per_message, arg);
+    case OPT_RETRY: o->retry = true; return 0;
     case OPT_TOPIC:
         if (!wsc_topic_valid(arg))
             return -EINVAL;
@@ -436,6 +443,8 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"ca", required_argument, NULL, OPT_CA},
         {"sni", required_argument, NULL, OPT_SNI},
         {"sub-url", required_argument, NULL, OPT_SUB_URL},
+        {"per-message", required_argument, NULL, OPT_PER_MESSAGE},
+        {"retry", no_argument, NULL, OPT_RETRY},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };

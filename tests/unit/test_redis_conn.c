@@ -8,7 +8,9 @@
  * messages come as pushes; a stopped server (SIGSTOP) costs bounded memory:
  * past REDIS_CONN_MAX_AWAITED commands, or REDIS_CONN_MAX_BYTES of them,
  * commands are refused (-EAGAIN), and once it runs again every accepted
- * one is answered and commands are taken again; a server killed under an
+ * one is answered and commands are taken again; an SUNSUBSCRIBE on a
+ * subscription connection past the bound is taken all the same (a release)
+ * and ends its channel; a server killed under an
  * awaited command fails
  * that command (NULL answer) and reports the loss, and once a server is
  * back on the port both connections come up again by themselves. */
@@ -261,6 +263,35 @@ int main(void)
         CHECK(redis_conn_command(&cmd, 3, argv, lens, on_ok, &u) == 0);
         TURN_UNTIL(l, u.got == (int)taken + 1);
         CHECK(u.got == (int)taken + 1 && !u.wrong && !u.nulls);
+    }
+    /* A subscription connection past REDIS_CONN_MAX_BYTES unsent: an
+     * SUNSUBSCRIBE is refused as a command, taken as a release, and once
+     * the server runs again it ends the channel (a publish reaches nobody),
+     * the other subscription staying. */
+    redis_signal(pid, SIGSTOP);
+    {
+        static char chan[65536];
+        const char *sargv[2] = {"SSUBSCRIBE", chan}, *uargv[2] = {"SUNSUBSCRIBE", chan};
+        size_t slens[2] = {10, sizeof(chan)}, ulens[2] = {12, sizeof(chan)};
+        const char *pargv[3] = {"SPUBLISH", chan, "m"};
+        size_t plens[3] = {8, sizeof(chan), 1};
+        int r, pushes = ss.pushes, taken = 0;
+        memset(chan, 'x', sizeof(chan));
+        while ((r = redis_conn_command(&sub, 2, sargv, slens, NULL, NULL)) == 0 && taken < 1000) {
+            taken++;
+            loop_turn(l, 0);
+        }
+        CHECKF(r == -EAGAIN && taken > 1, "%d taken, then %d", taken, r);
+        CHECK(redis_conn_command(&sub, 2, uargv, ulens, NULL, NULL) == -EAGAIN);
+        CHECK(redis_conn_command_release(&sub, 2, uargv, ulens) == 0);
+        redis_signal(pid, SIGCONT);
+        TURN_UNTIL(l, ss.pushes == pushes + taken + 1);
+        CHECKF(ss.pushes == pushes + taken + 1 && !strcmp(ss.last_push, "sunsubscribe 1"),
+               "%d pushes of %d, last %s", ss.pushes - pushes, taken + 1, ss.last_push);
+        u = (struct tally){0};
+        CHECK(redis_conn_command(&cmd, 3, pargv, plens, on_any, &u) == 0);
+        TURN_UNTIL(l, u.got == 1);
+        CHECKF(u.got == 1 && !u.nulls && u.next == 0, "reached %lld", u.next);
     }
     CHECK(cs.downs == 0 && ss.downs == 0); /* slow is not lost */
 
