@@ -449,7 +449,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {NULL, 0, NULL, 0},
     };
     struct bench_opts *o = &b->o;
-    int opt, src_set = 0;
+    int opt, at = 0, src_set = 0;
     bool threads_set = false;
 
     *o = (struct bench_opts){
@@ -457,16 +457,18 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         .duration_s = 5, .timeout_s = 10, .procs = 1, .rate = 10, .topic = "bench",
     };
     bench_parse_url(o, "ws://127.0.0.1:8080/echo");
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", longopts, &at)) != -1) {
         if (opt == OPT_HELP || opt == 'h') {
             bench_usage(stdout);
             exit(0);
         }
         threads_set |= opt == OPT_THREADS;
         if (opt == '?' || bench_apply(o, opt, optarg, &src_set) < 0) {
+            /* Named by the entry getopt matched, not by the option's
+             * value: the array's order is free. */
             if (opt != '?')
                 fprintf(stderr, "ringws-bench: bad value for --%s: %s%s\n",
-                        longopts[opt - OPT_URL].name, optarg,
+                        longopts[at].name, optarg,
                         opt == OPT_URL ? " (ws[s]://127.x.y.z:PORT/PATH: loopback only)" : "");
             return -EINVAL;
         }

@@ -252,6 +252,17 @@ def t_wss_to_plain(srv):
     eq(out["opened"], 0, "connections opened")
 
 
+def t_bad_values():
+    # A bad value is reported under its own option's name, whatever the
+    # order of the generator's option table.
+    for opt in ("--duration", "--conns", "--timeout", "--rate", "--size"):
+        p = subprocess.run([BENCH, "echo", opt, "abc"], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=T(10))
+        err = p.stderr.decode("utf-8", "replace")
+        expect(p.returncode != 0, "%s abc refused" % opt, "exit status 0")
+        expect("bad value for %s: abc" % opt in err, "the error naming %s" % opt, err[-300:])
+
+
 # ---- ringws's own TLS listener ---------------------------------------------------
 
 
@@ -287,6 +298,7 @@ def main():
     r = Runner("loadgen")
     if not os.access(BENCH, os.X_OK):
         fail("RINGWS_BENCH must name the built tools/ringws-bench (got %r)" % BENCH)
+    r.case("bad-values-named", t_bad_values, timeout=30)
     with r.server(["--workers", "2"] + HISTORY_ARGS, "two-workers") as srv:
         mode_cases(r, Target("ws://127.0.0.1:%d" % srv.port, [srv.pid]), "")
         with tempfile.TemporaryDirectory(prefix="ringws-loadgen-") as tmp:
