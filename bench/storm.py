@@ -23,9 +23,10 @@ the TCP connection was made or not) or a reset after 1-2 s.  Once all N
 are open (or --bound seconds passed) and closed again, the publishes
 stop.  The subscribers' latencies are pooled over the messages published
 before the storm and over those published during it (from its start to
-the last client open).  Modes: on (the defaults: --accepts-per-turn 256
---max-handshakes 4096), off (--accepts-per-turn 0 --max-handshakes 0),
-hN (the defaults but --max-handshakes N).
+the last client open).  Modes: on (the defaults: --accepts-per-turn
+256, no handshake bound), off (--accepts-per-turn 0 --max-handshakes 0),
+hN (the defaults but --max-handshakes N; h4096: the defaults before this
+measurement chose them).
 
 Usage: bench/storm.py [--storm 100000] [--subscribers 10000] [--reps 1]
                       [--modes on,off,h16384] [--workers 8] [--before 10]

@@ -209,7 +209,8 @@ struct ringws_config {
      * yet upgraded (TCP accepted, HTTP or TLS under way) number more than
      * max_handshakes answers further upgrade requests 503 with a jittered
      * Retry-After instead of letting them wait for handshake_timeout;
-     * 0 = no bound; default 4096. */
+     * 0 = no bound (default: a plaintext storm is absorbed fastest
+     * without it, docs/TUNING.md). */
     unsigned max_handshakes;
     /* New connections a worker takes per loop turn; those beyond wait, in
      * order, for the next turns, so that a storm of connects shares each

@@ -82,7 +82,7 @@ static void main_usage(FILE *f)
             "                          workers together (default 0: no limit)\n"
             "  --max-handshakes N      per worker: with more connections not yet upgraded,\n"
             "                          upgrades are answered 503 with a Retry-After drawn\n"
-            "                          over the reconnect window (default 4096; 0: no bound)\n"
+            "                          over the reconnect window (default 0: no bound)\n"
             "  --accepts-per-turn N    new connections a worker takes per loop turn; more\n"
             "                          wait for the next turns (default 256; 0: no budget)\n"
             "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"

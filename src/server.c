@@ -43,7 +43,7 @@ void ringws_config_init(struct ringws_config *cfg)
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 4u << 20;
     cfg->max_connections = 16384;
-    cfg->max_handshakes = 4096;
+    cfg->max_handshakes = 0; /* bench/RESULTS.md, the reconnect storm */
     cfg->accepts_per_turn = 256;
     cfg->recv_buffer_size = 16384;
     cfg->recv_buffers = 1024;

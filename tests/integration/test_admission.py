@@ -2,7 +2,8 @@
 more connections not yet upgraded than the bound answers further upgrades
 503 with a jittered Retry-After, at once, instead of letting them wait for
 the handshake timeout; established connections keep being served; the
-default bound lets a normal burst through untouched; connects beyond the
+defaults (no bound) let a burst past the former default through untouched;
+connects beyond the
 accept budget of a loop turn (--accepts-per-turn) wait for later turns and
 are all served.
 
@@ -165,13 +166,24 @@ def t_storm_refused_with_retry_after(r):
         asyncio.run(go(srv.port))
 
 
+# The plaintext storm of bench/RESULTS.md ("Reconnect storm against
+# established subscribers") is absorbed fastest, with the least server CPU
+# and the subscribers' lowest p99, without a count bound: held handshakes
+# mostly wait on their clients, not on the worker, and refusing them costs
+# as much as answering them.  More than the former default (4096) at once
+# on one worker must therefore all be answered 101.
+DEFAULT_BURST = 4200
+
+
 def t_default_lets_burst_through(r):
-    """500 handshakes at once against the default bound: all 101."""
+    """4,200 handshakes held at once on one worker under the defaults: all
+    101, none refused."""
     with r.server(["--workers", "1"], "admission-default") as srv:
-        results = asyncio.run(storm(srv.port, 500, T(10)))
+        results = asyncio.run(storm(srv.port, DEFAULT_BURST, T(30)))
         statuses, _ = outcomes(results)
         bad = [s for s in statuses if s != 101]
-        expect(not bad, "500 concurrent handshakes all 101 under the default bound", bad[:5])
+        expect(not bad, "%d concurrent handshakes all 101 under the defaults" % DEFAULT_BURST,
+               "%d not: %s" % (len(bad), bad[:5]))
         eq(asyncio.run(read_refused(srv.port)), 0, "no refusal counted")
 
 
@@ -235,7 +247,7 @@ def t_stop_with_accepts_waiting(_r):
 def main():
     r = Runner("admission")
     r.case("storm-503-retry-after-echo-served", t_storm_refused_with_retry_after, r, timeout=60)
-    r.case("default-bound-lets-500-through", t_default_lets_burst_through, r, timeout=60)
+    r.case("default-lets-4200-through", t_default_lets_burst_through, r, timeout=90)
     r.case("zero-turns-admission-off", t_zero_is_no_bound, r, timeout=60)
     r.case("accept-budget-storm-served-whole", t_accept_budget, r, timeout=60)
     r.case("stop-with-accepts-waiting", t_stop_with_accepts_waiting, r, timeout=60)
