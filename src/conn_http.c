@@ -346,11 +346,12 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
  * clients a storm refused do not all come back in the same second. */
 #define ADMIT_RETRY_MIN_S 5u
 
-/* A worker with more connections in the handshake phase than
- * max_handshakes cannot answer them all before their clients give up:
- * upgrades beyond it are refused at once, before the costly part of the
- * handshake (the digest, tokens, subscriptions), and told when to come
- * back.  The connection closes after the answer. */
+/* An operator's bound on the connections a worker holds in the handshake
+ * phase (max_handshakes; none by default, since a plaintext refusal costs
+ * about what an upgrade does: docs/TUNING.md): where handshakes are dear,
+ * as with TLS, upgrades beyond it are refused at once, before the costly
+ * part of the handshake (the digest, tokens, subscriptions), and told when
+ * to come back.  The connection closes after the answer. */
 static bool conn_http_admit(struct ringws_conn *c, const struct http_request *req)
 {
     struct worker *w = c->w;
