@@ -51,9 +51,10 @@ static void conn_report_owed(struct ringws_conn *c);
  * the connection's first member. */
 _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
-/* A connection per client, tens of thousands per worker: the layers added
- * around it must not grow it (208 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 208,
+/* A connection per client, tens of thousands per worker, each paying every
+ * byte while idle: what few connections need goes to the cold part, not
+ * here (176 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 176,
                "struct ringws_conn grew");
 
 static struct ringws_conn *conn_of(struct loop_conn *lc)
@@ -241,11 +242,15 @@ static void conn_free(struct ringws_conn *c)
     pubsub_conn_gone(c);
     conn_out_free(c);
     conn_pend_release(c->w, &c->held);
-    free(c->ctl);
     if (c->flags & CF_TP_SEALED)
         w->tp_sealed->release(c);
-    else
-        free(c->send_msg);
+    if (c->cold) {
+        free(c->cold->ctl);
+        if (!(c->flags & CF_TP_SEALED))
+            free(c->cold->send_msg);
+        free(c->cold);
+        c->cold = NULL;
+    }
     c->w = NULL;
     c->flush_next = w->free_conns;
     w->free_conns = c;
@@ -518,6 +523,32 @@ void conn_chunk_copy(const struct ringws_conn *c, const struct out_chunk *o, uin
     }
 }
 
+struct conn_cold *conn_cold_get(struct ringws_conn *c)
+{
+    if (!c->cold)
+        c->cold = calloc(1, sizeof(*c->cold));
+    return c->cold;
+}
+
+void conn_cold_trim(struct ringws_conn *c)
+{
+    const struct conn_cold *cs = c->cold;
+
+    if (cs && !cs->auth && !cs->wait && !cs->ctl && !cs->send_msg && !cs->n) {
+        free(c->cold);
+        c->cold = NULL;
+    }
+}
+
+/* A batch for a gathered send of `iovs` pieces, held in the cold part
+ * while in flight (freed by conn_on_send); NULL when no memory is left. */
+static struct send_batch *conn_batch_alloc(struct ringws_conn *c, unsigned iovs)
+{
+    if (!conn_cold_get(c))
+        return NULL;
+    return malloc(sizeof(struct send_batch) + iovs * sizeof(struct iovec));
+}
+
 /* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
  * by conn_on_send). */
 static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
@@ -527,7 +558,7 @@ static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigne
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
-    c->send_msg = &b->msg;
+    c->cold->send_msg = &b->msg;
     conn_send_msg(c, &b->msg);
 }
 
@@ -540,7 +571,7 @@ static void conn_send_queue(struct ringws_conn *c)
     unsigned n = 0;
 
     if (o->next)
-        b = malloc(sizeof(*b) + SEND_IOV_MAX * sizeof(b->iov[0]));
+        b = conn_batch_alloc(c, SEND_IOV_MAX);
     if (!o->next || !b) {
         c->out_inflight = 1;
         conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
@@ -559,7 +590,7 @@ static void conn_send_queue(struct ringws_conn *c)
 static void conn_send_pieces(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
-    struct send_batch *b = malloc(sizeof(*b) + 2 * SEND_IOV_MAX * sizeof(b->iov[0]));
+    struct send_batch *b = conn_batch_alloc(c, 2 * SEND_IOV_MAX);
     unsigned n = 0, chunks = 0;
 
     if (!b) {
@@ -1156,9 +1187,9 @@ void conn_on_send(struct loop_conn *lc, int res)
     c->out_inflight = 0;
     if (res > 0)
         STAT_ADD(c->w, bytes_sent, (unsigned)res);
-    if (!(c->flags & CF_TP_SEALED)) {
-        free(c->send_msg);
-        c->send_msg = NULL;
+    if (!(c->flags & CF_TP_SEALED) && c->cold) {
+        free(c->cold->send_msg);
+        c->cold->send_msg = NULL;
     }
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))

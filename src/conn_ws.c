@@ -257,20 +257,24 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     size_t n = ev->len;
 
     if (!(ev->frame_start && ev->frame_end)) {
-        /* A control frame split across receives: at most 125 bytes. */
-        if (ev->frame_start) {
-            if (!c->ctl && !(c->ctl = malloc(WS_MAX_CONTROL_PAYLOAD))) {
-                conn_abort(c);
-                return;
-            }
-            c->ctl_len = 0;
+        /* A control frame split across receives: at most 125 bytes, kept
+         * in the cold part (rare). */
+        struct conn_cold *cs = conn_cold_get(c);
+
+        if (ev->frame_start && cs && !cs->ctl)
+            cs->ctl = malloc(WS_MAX_CONTROL_PAYLOAD);
+        if (!cs || !cs->ctl) {
+            conn_abort(c);
+            return;
         }
-        memcpy(c->ctl + c->ctl_len, ev->data, ev->len);
-        c->ctl_len = (uint8_t)(c->ctl_len + ev->len);
+        if (ev->frame_start)
+            cs->ctl_len = 0;
+        memcpy(cs->ctl + cs->ctl_len, ev->data, ev->len);
+        cs->ctl_len = (uint8_t)(cs->ctl_len + ev->len);
         if (!ev->frame_end)
             return;
-        p = c->ctl;
-        n = c->ctl_len;
+        p = cs->ctl;
+        n = cs->ctl_len;
     }
     switch (ev->opcode) {
     case WS_OP_PING:
@@ -290,9 +294,10 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_on_close_frame(c, p, n);
         break;
     }
-    if (p == c->ctl) {
-        free(c->ctl);
-        c->ctl = NULL;
+    if (c->cold && p == c->cold->ctl) {
+        free(c->cold->ctl);
+        c->cold->ctl = NULL;
+        conn_cold_trim(c);
     }
 }
 

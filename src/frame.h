@@ -72,8 +72,19 @@ struct ws_event {
 };
 
 struct ws_decoder {
-    uint64_t remaining;   /* payload bytes still to come in this frame */
-    uint64_t msg_len;     /* data bytes of the open message so far */
+    /* A failed decoder reads nothing of its frame and message again, so
+     * the failure it repeats takes their place (one decoder per
+     * connection: every byte of it is paid per idle connection). */
+    union {
+        struct {
+            uint64_t remaining; /* payload bytes still to come in this frame */
+            uint64_t msg_len;   /* data bytes of the open message so far */
+        };
+        struct { /* with failed */
+            const char *fail_reason;
+            uint16_t fail_code;
+        };
+    };
     uint64_t max_message; /* 0 = unlimited */
     struct utf8_state utf8;
     uint8_t mask[4];
@@ -88,8 +99,6 @@ struct ws_decoder {
     uint8_t deflate;      /* permessage-deflate: RSV1 marks a compressed message */
     uint8_t failed;       /* sticky: an ERROR was reported */
     uint8_t frame_started; /* a chunk of the current frame was reported */
-    uint16_t fail_code;
-    const char *fail_reason;
 };
 
 /* require_mask is implied: this decoder reads client frames. */
