@@ -53,8 +53,8 @@ _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
 /* A connection per client, tens of thousands per worker, each paying every
  * byte while idle: what few connections need goes to the cold part, not
- * here (176 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 176,
+ * here (168 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 168,
                "struct ringws_conn grew");
 
 static struct ringws_conn *conn_of(struct loop_conn *lc)

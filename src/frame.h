@@ -85,10 +85,16 @@ struct ws_decoder {
             uint16_t fail_code;
         };
     };
-    uint64_t max_message; /* 0 = unlimited */
+    /* 0 = unlimited; a limit past 4 GiB - 1 is held as 4 GiB - 1, which
+     * no gathered message (conn_pend: 32-bit lengths) could pass anyway. */
+    uint32_t max_message;
     struct utf8_state utf8;
-    uint8_t mask[4];
-    uint8_t hdr[WS_MAX_HEADER];
+    /* The header is gathered until the frame begins, the mask used only
+     * after: they share their place (frame_begin moves the mask). */
+    union {
+        uint8_t hdr[WS_MAX_HEADER];
+        uint8_t mask[4];
+    };
     uint8_t hdr_len;      /* bytes of a partial header held in hdr */
     uint8_t in_payload;   /* 1 while payload bytes are expected */
     uint8_t opcode;       /* opcode of the current frame */
