@@ -55,9 +55,35 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
     }
 }
 
+/* A close that asks the peer to come back later carries, with
+ * reconnect_window_ms > 0, a delay drawn per connection from
+ * [0, reconnect_window_ms): "WHY; retry after N ms" (ringws.js waits that
+ * long), so that the clients one event sends away (a stop, a storm beyond
+ * admission, an engine gone) do not all return in the same millisecond. */
+static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
+{
+    unsigned window = c->w->srv->cfg.reconnect_window_ms;
+    char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
+    int n;
+
+    if (!window) {
+        conn_ws_close(c, code, why, strlen(why), fail);
+        return;
+    }
+    n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
+                 worker_random_below(c->w, window));
+    conn_ws_close(c, code, reason, (size_t)n < sizeof(reason) ? (size_t)n : sizeof(reason) - 1,
+                  fail);
+}
+
+/* 1012 (Service Restart) and 1013 (Try Again Later) ask the peer to come
+ * back: they carry the hint. */
 void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
 {
-    conn_ws_close(c, code, why, strlen(why), fail);
+    if (code == WS_CLOSE_SERVICE_RESTART || code == WS_CLOSE_TRY_AGAIN)
+        conn_ws_close_hint(c, code, why, fail);
+    else
+        conn_ws_close(c, code, why, strlen(why), fail);
 }
 
 static void conn_ws_ping(struct ringws_conn *c)
@@ -355,20 +381,11 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
  * client reconnecting in the same millisecond. */
 static void conn_ws_stop(struct ringws_conn *c)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    uint16_t code = cfg->stop_code ? cfg->stop_code : WS_CLOSE_GOING_AWAY;
-    const char *why =
-        code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down";
-    char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
-    int n;
+    uint16_t code = c->w->srv->cfg.stop_code ? c->w->srv->cfg.stop_code : WS_CLOSE_GOING_AWAY;
 
-    if (!cfg->reconnect_window_ms) {
-        conn_ws_close_why(c, code, why, false);
-        return;
-    }
-    n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
-                 worker_random_below(c->w, cfg->reconnect_window_ms));
-    conn_ws_close(c, code, reason, (size_t)n, false);
+    conn_ws_close_hint(c, code,
+                       code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down",
+                       false);
 }
 
 /* A peer too slow for what was queued to it (by a publish, or by the

@@ -156,6 +156,8 @@ static int server_check_config(const struct ringws_config *cfg)
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue || !cfg->max_partial_bytes ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        (cfg->admission_refusal && cfg->admission_refusal != 503 &&
+         cfg->admission_refusal != WS_CLOSE_TRY_AGAIN) ||
         (cfg->stop_code && cfg->stop_code != WS_CLOSE_GOING_AWAY &&
          cfg->stop_code != WS_CLOSE_SERVICE_RESTART) ||
         !cfg->max_publish || !cfg->max_inbox_bytes ||
