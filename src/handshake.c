@@ -4,8 +4,8 @@
  * becomes a WebSocket, the exact status for each way it can fail, the
  * Sec-WebSocket-Accept key and the subprotocol choice.  Checks run in the
  * order handshake.h lists them, so a request that is wrong in several ways
- * always gets the same answer.  SHA-1 comes from sha1.c; nothing here
- * calls OpenSSL, whose code a plain server then never pages in. */
+ * always gets the same answer.  Base64 comes from OpenSSL, SHA-1 from
+ * sha1.c. */
 #include "handshake.h"
 
 #include "sha1.h"
@@ -14,11 +14,13 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 
 /* RFC 6455 1.3: appended to the client's key before hashing. */
 static const char hs_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 #define HS_KEY_LEN 24       /* base64 of 16 bytes, "==" included */
+#define HS_KEY_RAW_LEN 16
 
 static int hs_fail(struct ws_handshake_result *out, int status, const char *reason)
 {
@@ -45,43 +47,20 @@ static int hs_count(const struct http_request *req, const char *name, int *first
     return n;
 }
 
-static const char hs_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Canonical base64 of exactly 16 bytes: 22 characters of the alphabet,
- * the last carrying 2 bits of data and 4 zero bits, then "==" (no stray
- * characters, whitespace or nonzero padding bits). */
+/* Canonical base64 of exactly 16 bytes: decoding and encoding again must
+ * give the same text, which rules out stray characters, whitespace and
+ * nonzero padding bits. */
 static bool hs_key_valid(const struct http_header *key)
 {
-    const char *at = NULL;
+    unsigned char raw[HS_KEY_LEN / 4 * 3];
+    unsigned char again[HS_KEY_LEN + 1];
 
     if (key->value_len != HS_KEY_LEN || memcmp(key->value + HS_KEY_LEN - 2, "==", 2) != 0)
         return false;
-    for (size_t i = 0; i < HS_KEY_LEN - 2; i++)
-        if (!key->value[i] || !(at = strchr(hs_b64, key->value[i])))
-            return false;
-    return ((at - hs_b64) & 0x0f) == 0;
-}
-
-/* Base64 of n bytes into out, padded, NUL-terminated. */
-static void hs_b64_encode(char *out, const uint8_t *in, size_t n)
-{
-    for (; n >= 3; n -= 3, in += 3, out += 4) {
-        uint32_t v = (uint32_t)in[0] << 16 | (uint32_t)in[1] << 8 | in[2];
-        out[0] = hs_b64[v >> 18];
-        out[1] = hs_b64[(v >> 12) & 63];
-        out[2] = hs_b64[(v >> 6) & 63];
-        out[3] = hs_b64[v & 63];
-    }
-    if (n) {
-        uint32_t v = (uint32_t)in[0] << 16 | (n == 2 ? (uint32_t)in[1] << 8 : 0);
-        out[0] = hs_b64[v >> 18];
-        out[1] = hs_b64[(v >> 12) & 63];
-        out[2] = n == 2 ? hs_b64[(v >> 6) & 63] : '=';
-        out[3] = '=';
-        out += 4;
-    }
-    *out = '\0';
+    if (EVP_DecodeBlock(raw, (const unsigned char *)key->value, HS_KEY_LEN) < 0)
+        return false;
+    EVP_EncodeBlock(again, raw, HS_KEY_RAW_LEN);
+    return memcmp(again, key->value, HS_KEY_LEN) == 0;
 }
 
 static int hs_check_key(const struct http_request *req, struct ws_handshake_result *out,
@@ -277,7 +256,7 @@ int ws_handshake_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_
     memcpy(in, key, key_len);
     memcpy(in + key_len, hs_guid, sizeof(hs_guid) - 1);
     sha1(in, key_len + sizeof(hs_guid) - 1, md);
-    hs_b64_encode(out, md, SHA1_LEN);
+    EVP_EncodeBlock((unsigned char *)out, md, SHA1_LEN);
     return 0;
 }
 
