@@ -4,11 +4,9 @@
  * becomes a WebSocket, the exact status for each way it can fail, the
  * Sec-WebSocket-Accept key and the subprotocol choice.  Checks run in the
  * order handshake.h lists them, so a request that is wrong in several ways
- * always gets the same answer.  Base64 comes from OpenSSL, SHA-1 from
- * sha1.c. */
+ * always gets the same answer.  SHA-1 and base64 come from OpenSSL. */
 #include "handshake.h"
 
-#include "sha1.h"
 #include "ws_ext.h"
 
 #include <errno.h>
@@ -248,15 +246,18 @@ int ws_handshake_validate(const struct http_request *req,
 
 int ws_handshake_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_LEN + 1])
 {
-    uint8_t in[WS_ACCEPT_KEY_MAX + sizeof(hs_guid) - 1];
-    uint8_t md[SHA1_LEN];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+              EVP_DigestUpdate(ctx, key, key_len) == 1 &&
+              EVP_DigestUpdate(ctx, hs_guid, sizeof(hs_guid) - 1) == 1 &&
+              EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 20;
 
-    if (key_len > WS_ACCEPT_KEY_MAX)
-        return -EINVAL;
-    memcpy(in, key, key_len);
-    memcpy(in + key_len, hs_guid, sizeof(hs_guid) - 1);
-    sha1(in, key_len + sizeof(hs_guid) - 1, md);
-    EVP_EncodeBlock((unsigned char *)out, md, SHA1_LEN);
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -EIO;
+    EVP_EncodeBlock((unsigned char *)out, md, (int)md_len);
     return 0;
 }
 

@@ -58,12 +58,7 @@ int ws_handshake_validate(const struct http_request *req,
  * Sec-WebSocket-Protocol. */
 bool ws_handshake_offered(const struct http_request *req, const char *name);
 
-/* The longest key ws_handshake_accept_key takes (a valid one has 24
- * characters): it hashes from a buffer on the stack. */
-#define WS_ACCEPT_KEY_MAX 256
-
-/* base64(SHA-1(key + GUID)) into out (NUL-terminated).  0, or -EINVAL for
- * a key longer than WS_ACCEPT_KEY_MAX. */
+/* base64(SHA-1(key + GUID)) into out (NUL-terminated).  0 or -EIO. */
 int ws_handshake_accept_key(const char *key, size_t key_len,
                             char out[WS_ACCEPT_LEN + 1]);
 

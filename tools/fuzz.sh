@@ -34,7 +34,7 @@ PUBSUB_PROTO="src/pubsub_proto.c src/frame.c src/utf8.c src/unmask.c"
 modules() {
     case $1 in
     http_parse) echo "src/http_parse.c" ;;
-    handshake) echo "src/handshake.c src/sha1.c src/ws_ext.c src/http_parse.c" ;;
+    handshake) echo "src/handshake.c src/ws_ext.c src/http_parse.c" ;;
     frame | close) echo "src/frame.c src/utf8.c src/unmask.c" ;;
     utf8) echo "src/utf8.c" ;;
     pubsub) echo "$PUBSUB_PROTO" ;;
