@@ -233,6 +233,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     ret = server_check_config(cfg);
     if (ret < 0)
         return ret;
+    if (ws_handshake_self_test() < 0) {
+        log_msg(LOG_LEVEL_ERROR, "the Sec-WebSocket-Accept digest fails RFC 6455's example");
+        return -EIO;
+    }
     srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;
