@@ -12,12 +12,15 @@
 # their slabs and what the allocator adds), the receive rings' resident
 # pages, and file-backed pages (shared libraries paged in by the first
 # connections: a cost of the process, not of each connection); beside them
-# the kernel's slab growth per connection pair.  Medians over the reps.
+# the kernel's slab growth per connection pair and the fresh server's own
+# RSS (the one-off cost of the process: code and libraries it pages in at
+# start).  Medians over the reps.
 #
 # Usage: bench/idle.sh [--quick] [--reps N] [--conns N] [--hold S] [--out FILE]
 #   default: 3 reps of 15000 connections held 6 s (about 1.5 minutes);
-#   --quick: 1 rep.  More than 20000 connections take /work-style heavy
-#   locks by the caller's choice (flock): this script takes none.
+#   --quick: 1 rep.  Past 20,000 connections run it under the host's lock
+#   for heavy runs, if it has one; one worker's descriptor table holds
+#   RLIMIT_NOFILE connections at most.
 # Builds what it needs (bench/lib.sh); every process it starts is stopped
 # by PID; ports are chosen at run time; every run is time-bounded.
 set -euo pipefail
@@ -59,8 +62,9 @@ smaps_split() {
 }
 
 # run_one KIND: one fresh server, one idle run; appends a line
-# "KIND bytes_per_conn anon ring file kernel" (bytes per connection) to
-# TMP/rows.
+# "KIND bytes_per_conn anon ring file kernel start_kib start_file_kib" (bytes
+# per connection; the fresh server's resident KiB, and of it file-backed)
+# to TMP/rows.
 run_one() {
     local kind=$1 pid port before after rc=0 n kslab
     if [ "$kind" = ringws ]; then
@@ -91,7 +95,8 @@ run_one() {
     read -r a0 r0 f0 <<<"$before"
     read -r a1 r1 f1 <<<"$after"
     awk -v k="$kind" -v n="$n" -v a="$((a1 - a0))" -v r="$((r1 - r0))" -v f="$((f1 - f0))" -v ks="$kslab" \
-        'BEGIN { printf "%s %.0f %.0f %.0f %.0f %s\n", k, (a + r + f) * 1024 / n, a * 1024 / n, r * 1024 / n, f * 1024 / n, ks }' \
+        -v s="$((a0 + r0 + f0))" -v sf="$f0" \
+        'BEGIN { printf "%s %.0f %.0f %.0f %.0f %s %d %d\n", k, (a + r + f) * 1024 / n, a * 1024 / n, r * 1024 / n, f * 1024 / n, ks, s, sf }' \
         >>"$TMP/rows"
 }
 
@@ -114,6 +119,7 @@ runs() { awk -v c="$1" -v k="$2" '$1 == k { printf "%s%s", s, $c; s = ", " }' "$
     echo "| anonymous memory outside the receive rings | $(median 3 ringws) | $(median 3 lws) |"
     echo "| receive rings, resident | $(median 4 ringws) | - |"
     echo "| file-backed pages (libraries paged in) | $(median 5 ringws) | $(median 5 lws) |"
-    echo "| kernel slab per loopback pair | $(median 6 ringws) | $(median 6 lws) |"
+    echo "| kernel slab per loopback pair (system-wide Slab delta: noisy on a shared machine) | $(median 6 ringws) | $(median 6 lws) |"
+    echo "| one-off: the fresh server's RSS, KiB (of it file-backed) | $(median 7 ringws) ($(median 8 ringws)) | $(median 7 lws) ($(median 8 lws)) |"
 } >"$TMP/table"
 bench_finish "$TMP/table"
