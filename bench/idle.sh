@@ -17,7 +17,12 @@
 # start).  Medians over the reps.
 #
 # Usage: bench/idle.sh [--quick] [--reps N] [--conns N] [--hold S] [--out FILE]
+#                      [--threads N] [--ringws-args "ARGS"] [--peer lws|none]
 #   default: 3 reps of 15000 connections held 6 s (about 1.5 minutes);
+#   --threads: the generator's (ringws-bench --threads); --ringws-args: more
+#   flags for ringws (e.g. "--workers 6 --max-connections 20000" for
+#   100,000 connections); --peer none: ringws alone (libwebsockets is one
+#   process with one descriptor table: 20,000 connections here at most).
 #   --quick: 1 rep.  Past 20,000 connections run it under the host's lock
 #   for heavy runs, if it has one; one worker's descriptor table holds
 #   RLIMIT_NOFILE connections at most.
@@ -30,10 +35,15 @@ set -euo pipefail
 REPS=3
 CONNS=15000
 HOLD=6
+THREADS=1
+RINGWS_ARGS=
+PEER=lws
 
 bench_quick() { REPS=1; }
-bench_options --conns=CONNS --hold=HOLD -- "$@"
-bench_positive "--conns and --hold take positive integers" "$CONNS" "$HOLD"
+bench_options --conns=CONNS --hold=HOLD --threads=THREADS --ringws-args=RINGWS_ARGS \
+    --peer=PEER -- "$@"
+bench_positive "--conns, --hold and --threads take positive integers" "$CONNS" "$HOLD" "$THREADS"
+case $PEER in lws | none) ;; *) say "--peer takes lws or none"; exit 2 ;; esac
 # Read 3-4 s after the last connection opened (the rings give their pages
 # back within 2 s of the burst), 2 s or more before the closes begin.
 [ "$HOLD" -ge 6 ] || { say "--hold takes at least 6 s"; exit 2; }
@@ -68,7 +78,8 @@ smaps_split() {
 run_one() {
     local kind=$1 pid port before after rc=0 n kslab
     if [ "$kind" = ringws ]; then
-        bench_server "$TMP/srv" "$BUILD/ringws" --bind 127.0.0.1 --port 0 || {
+        # shellcheck disable=SC2086  # the extra flags are words
+        bench_server "$TMP/srv" "$BUILD/ringws" --bind 127.0.0.1 --port 0 $RINGWS_ARGS || {
             say "ringws did not start"; cat "$TMP/srv.err" >&2; exit 1; }
     else
         bench_server "$TMP/srv" "$BUILD/lws_echo" --port 0 || {
@@ -79,7 +90,7 @@ run_one() {
     sleep 0.5
     before=$(smaps_split "$pid")
     taskset -c "$CLIENT_CPU" "$BUILD/tools/ringws-bench" idle --url "ws://127.0.0.1:$port/echo" \
-        --conns "$CONNS" --duration "$HOLD" --timeout 60 --server-pid "$pid" --json \
+        --conns "$CONNS" --threads "$THREADS" --duration "$HOLD" --timeout 60 --server-pid "$pid" --json \
         >"$TMP/bench.json" 2>"$TMP/bench.err" &
     local bpid=$!
     while kill -0 "$bpid" 2>/dev/null && ! grep -q " $CONNS/$CONNS open" "$TMP/bench.err"; do
@@ -102,13 +113,19 @@ run_one() {
 
 for rep in $(seq "$REPS"); do
     say "rep $rep of $REPS: $CONNS connections held $HOLD s"
-    if [ $((rep % 2)) -eq 1 ]; then run_one ringws; run_one lws; else run_one lws; run_one ringws; fi
+    if [ "$PEER" = none ]; then
+        run_one ringws
+    elif [ $((rep % 2)) -eq 1 ]; then
+        run_one ringws; run_one lws
+    else
+        run_one lws; run_one ringws
+    fi
 done
 
 # median COLUMN KIND
 median() {
     awk -v c="$1" -v k="$2" '$1 == k { print $c }' "$TMP/rows" | sort -n |
-        awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        awk '{ v[NR] = $1 } END { print NR == 0 ? "-" : NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 runs() { awk -v c="$1" -v k="$2" '$1 == k { printf "%s%s", s, $c; s = ", " }' "$TMP/rows"; }
 
