@@ -22,7 +22,13 @@
 #include "log.h"
 #include "siphash.h"
 
-#define CONN_SLAB 256
+/* Records per slab.  A slab's records are handed out in order (a record
+ * freed goes to the free list), so its pages become resident only as
+ * connections come: a large slab costs a small server nothing, and the
+ * allocator's rounding and padding of each allocation (up to a page or
+ * two) is spread over many connections: with 256 per slab it was about 24
+ * bytes per connection. */
+#define CONN_SLAB 4096
 #define SEND_IOV_MAX 64
 /* Chunks of two sizes are pooled per worker, since one is allocated and
  * freed per message: shares of published frames, and small frames of their
@@ -34,6 +40,7 @@ enum chunk_class { CHUNK_SHARED, CHUNK_SMALL, CHUNK_OTHER };
 
 struct conn_slab {
     struct conn_slab *next;
+    unsigned used; /* conns[0..used) were handed out; full but for the newest */
     struct ringws_conn conns[CONN_SLAB];
 };
 
@@ -128,7 +135,7 @@ void conn_wire_want(struct ringws_conn *c, bool want)
 static void conn_for_each(struct worker *w, void (*fn)(struct ringws_conn *c))
 {
     for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < CONN_SLAB; i++)
+        for (unsigned i = 0; i < s->used; i++)
             if (s->conns[i].w)
                 fn(&s->conns[i]);
 }
@@ -137,19 +144,23 @@ static struct ringws_conn *conn_alloc(struct worker *w)
 {
     struct ringws_conn *c;
 
-    if (!w->free_conns) {
-        struct conn_slab *s = calloc(1, sizeof(*s));
-        if (!s)
-            return NULL;
-        s->next = w->slabs;
-        w->slabs = s;
-        for (int i = CONN_SLAB - 1; i >= 0; i--) {
-            s->conns[i].flush_next = w->free_conns;
-            w->free_conns = &s->conns[i];
+    if (w->free_conns) {
+        c = w->free_conns;
+        w->free_conns = c->flush_next;
+    } else {
+        struct conn_slab *s = w->slabs;
+
+        if (!s || s->used == CONN_SLAB) {
+            /* Not calloc: zeroing would touch every page at once. */
+            s = malloc(sizeof(*s));
+            if (!s)
+                return NULL;
+            s->next = w->slabs;
+            s->used = 0;
+            w->slabs = s;
         }
+        c = &s->conns[s->used++];
     }
-    c = w->free_conns;
-    w->free_conns = c->flush_next;
     memset(c, 0, sizeof(*c));
     c->w = w;
     STAT_ADD(w, conns_open, 1);
@@ -262,7 +273,7 @@ bool conn_in_ring(struct worker *w)
     const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
 
     for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < CONN_SLAB; i++)
+        for (unsigned i = 0; i < s->used; i++)
             if (s->conns[i].w && (s->conns[i].flags & in_ring))
                 return true;
     return false;
