@@ -100,7 +100,10 @@ def rss_settled(pid):
 
 def rings_quiet(pid):
     """RssAnon once the receive rings hold no resident page; fails when
-    they still do after 5 s."""
+    they still do after 5 s.  Not under AddressSanitizer, whose shadow
+    mappings look like rings (and which bounds nothing here)."""
+    if ASAN:
+        return rss_settled(pid)
     deadline = time.monotonic() + 5
     while ring_rss_kib(pid) > 0:
         if time.monotonic() > deadline:
