@@ -217,6 +217,13 @@ struct ringws_config {
      * turn with the established connections' sends and receives; 0 = no
      * budget; default 256. */
     unsigned accepts_per_turn;
+    /* How an upgrade beyond max_handshakes is refused: 503 (or 0) with
+     * that Retry-After; or 1013: answered 101, then closed at once with
+     * 1013 Try Again Later, whose reason ends "; retry after N ms" (N drawn
+     * from [0, reconnect_window_ms) when that is not 0), for browsers,
+     * whose WebSocket API shows no HTTP status or header of a refused
+     * upgrade, only a close's code and reason. */
+    uint16_t admission_refusal;
     unsigned max_per_address;  /* per source address (IPv4, also v4-mapped
                                 * behind "::"; IPv6: per /64) across all
                                 * workers; 0 = no limit (default) */
@@ -301,7 +308,8 @@ struct ringws_config {
      * "server restarting").  With reconnect_window_ms > 0 the reason ends
      * in "; retry after N ms", N drawn per connection from
      * [0, reconnect_window_ms), so that clients spread their return
-     * instead of all reconnecting at once.  Defaults 0 and 0. */
+     * instead of all reconnecting at once; so does the reason of every
+     * 1013 Try Again Later the server sends.  Defaults 0 and 0. */
     uint16_t stop_code;
     unsigned reconnect_window_ms;
     /* Signed tokens (docs/SECURITY.md): with n_token_keys > 0 an upgrade

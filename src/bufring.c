@@ -83,6 +83,12 @@ int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
     return 0;
 }
 
+void bufring_trim(struct bufring *b)
+{
+    /* Advice only: a refusal leaves the pages resident, nothing worse. */
+    (void)madvise(b->base, (size_t)b->posted * b->size, MADV_DONTNEED);
+}
+
 void bufring_destroy(struct bufring *b)
 {
     if (!b->br)

@@ -16,7 +16,9 @@
  * The kernel takes posted buffers in ring order and a consumed one goes back
  * at once, so the pages that stay resident follow the most data ever in
  * flight at one time, not the number of connections that ever sent a
- * handshake through the ring. */
+ * handshake through the ring; and the loop hands those pages back
+ * (bufring_trim) once traffic has fallen, so that a burst of handshakes
+ * leaves nothing resident behind it. */
 #ifndef RINGWS_BUFRING_H
 #define RINGWS_BUFRING_H
 
@@ -50,6 +52,11 @@ int bufring_create(struct bufring *b, struct io_uring *ring, uint16_t bgid,
 /* After -ENOBUFS: doubles the buffers posted, up to count.  false when
  * all of them were posted already. */
 bool bufring_grow(struct bufring *b);
+/* Gives the pages of every buffer back to the kernel (they read as zeros
+ * when next touched).  Only between batches of completions: no buffer's
+ * bytes may be waiting to be consumed; the kernel fills the buffers only
+ * from this thread's own entry into the ring, so it cannot be writing now. */
+void bufring_trim(struct bufring *b);
 /* Unmaps the buffers once the ring they were registered with is gone (the
  * registration goes with the ring). */
 void bufring_destroy(struct bufring *b);

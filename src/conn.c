@@ -22,7 +22,13 @@
 #include "log.h"
 #include "siphash.h"
 
-#define CONN_SLAB 256
+/* Records per slab.  A slab's records are handed out in order (a record
+ * freed goes to the free list), so its pages become resident only as
+ * connections come: a large slab costs a small server nothing, and the
+ * allocator's rounding and padding of each allocation (up to a page or
+ * two) is spread over many connections: with 256 per slab it was about 24
+ * bytes per connection. */
+#define CONN_SLAB 4096
 #define SEND_IOV_MAX 64
 /* Chunks of two sizes are pooled per worker, since one is allocated and
  * freed per message: shares of published frames, and small frames of their
@@ -34,6 +40,7 @@ enum chunk_class { CHUNK_SHARED, CHUNK_SMALL, CHUNK_OTHER };
 
 struct conn_slab {
     struct conn_slab *next;
+    unsigned used; /* conns[0..used) were handed out; full but for the newest */
     struct ringws_conn conns[CONN_SLAB];
 };
 
@@ -51,9 +58,10 @@ static void conn_report_owed(struct ringws_conn *c);
  * the connection's first member. */
 _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
-/* A connection per client, tens of thousands per worker: the layers added
- * around it must not grow it (208 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 208,
+/* A connection per client, tens of thousands per worker, each paying every
+ * byte while idle: what few connections need goes to the cold part, not
+ * here (168 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 168,
                "struct ringws_conn grew");
 
 static struct ringws_conn *conn_of(struct loop_conn *lc)
@@ -127,7 +135,7 @@ void conn_wire_want(struct ringws_conn *c, bool want)
 static void conn_for_each(struct worker *w, void (*fn)(struct ringws_conn *c))
 {
     for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < CONN_SLAB; i++)
+        for (unsigned i = 0; i < s->used; i++)
             if (s->conns[i].w)
                 fn(&s->conns[i]);
 }
@@ -136,19 +144,23 @@ static struct ringws_conn *conn_alloc(struct worker *w)
 {
     struct ringws_conn *c;
 
-    if (!w->free_conns) {
-        struct conn_slab *s = calloc(1, sizeof(*s));
-        if (!s)
-            return NULL;
-        s->next = w->slabs;
-        w->slabs = s;
-        for (int i = CONN_SLAB - 1; i >= 0; i--) {
-            s->conns[i].flush_next = w->free_conns;
-            w->free_conns = &s->conns[i];
+    if (w->free_conns) {
+        c = w->free_conns;
+        w->free_conns = c->flush_next;
+    } else {
+        struct conn_slab *s = w->slabs;
+
+        if (!s || s->used == CONN_SLAB) {
+            /* Not calloc: zeroing would touch every page at once. */
+            s = malloc(sizeof(*s));
+            if (!s)
+                return NULL;
+            s->next = w->slabs;
+            s->used = 0;
+            w->slabs = s;
         }
+        c = &s->conns[s->used++];
     }
-    c = w->free_conns;
-    w->free_conns = c->flush_next;
     memset(c, 0, sizeof(*c));
     c->w = w;
     STAT_ADD(w, conns_open, 1);
@@ -242,11 +254,15 @@ static void conn_free(struct ringws_conn *c)
     conn_ws_takeover_detach(c);
     conn_out_free(c);
     conn_pend_release(c->w, &c->held);
-    free(c->ctl);
     if (c->flags & CF_TP_SEALED)
         w->tp_sealed->release(c);
-    else
-        free(c->send_msg);
+    if (c->cold) {
+        free(c->cold->ctl);
+        if (!(c->flags & CF_TP_SEALED))
+            free(c->cold->send_msg);
+        free(c->cold);
+        c->cold = NULL;
+    }
     c->w = NULL;
     c->flush_next = w->free_conns;
     w->free_conns = c;
@@ -258,7 +274,7 @@ bool conn_in_ring(struct worker *w)
     const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
 
     for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < CONN_SLAB; i++)
+        for (unsigned i = 0; i < s->used; i++)
             if (s->conns[i].w && (s->conns[i].flags & in_ring))
                 return true;
     return false;
@@ -519,6 +535,32 @@ void conn_chunk_copy(const struct ringws_conn *c, const struct out_chunk *o, uin
     }
 }
 
+struct conn_cold *conn_cold_get(struct ringws_conn *c)
+{
+    if (!c->cold)
+        c->cold = calloc(1, sizeof(*c->cold));
+    return c->cold;
+}
+
+void conn_cold_trim(struct ringws_conn *c)
+{
+    const struct conn_cold *cs = c->cold;
+
+    if (cs && !cs->auth && !cs->wait && !cs->pmd && !cs->ctl && !cs->send_msg && !cs->n) {
+        free(c->cold);
+        c->cold = NULL;
+    }
+}
+
+/* A batch for a gathered send of `iovs` pieces, held in the cold part
+ * while in flight (freed by conn_on_send); NULL when no memory is left. */
+static struct send_batch *conn_batch_alloc(struct ringws_conn *c, unsigned iovs)
+{
+    if (!conn_cold_get(c))
+        return NULL;
+    return malloc(sizeof(struct send_batch) + iovs * sizeof(struct iovec));
+}
+
 /* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
  * by conn_on_send). */
 static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
@@ -528,7 +570,7 @@ static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigne
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
-    c->send_msg = &b->msg;
+    c->cold->send_msg = &b->msg;
     conn_send_msg(c, &b->msg);
 }
 
@@ -541,7 +583,7 @@ static void conn_send_queue(struct ringws_conn *c)
     unsigned n = 0;
 
     if (o->next)
-        b = malloc(sizeof(*b) + SEND_IOV_MAX * sizeof(b->iov[0]));
+        b = conn_batch_alloc(c, SEND_IOV_MAX);
     if (!o->next || !b) {
         c->out_inflight = 1;
         conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
@@ -560,7 +602,7 @@ static void conn_send_queue(struct ringws_conn *c)
 static void conn_send_pieces(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
-    struct send_batch *b = malloc(sizeof(*b) + 2 * SEND_IOV_MAX * sizeof(b->iov[0]));
+    struct send_batch *b = conn_batch_alloc(c, 2 * SEND_IOV_MAX);
     unsigned n = 0, chunks = 0;
 
     if (!b) {
@@ -1157,9 +1199,9 @@ void conn_on_send(struct loop_conn *lc, int res)
     c->out_inflight = 0;
     if (res > 0)
         STAT_ADD(c->w, bytes_sent, (unsigned)res);
-    if (!(c->flags & CF_TP_SEALED)) {
-        free(c->send_msg);
-        c->send_msg = NULL;
+    if (!(c->flags & CF_TP_SEALED) && c->cold) {
+        free(c->cold->send_msg);
+        c->cold->send_msg = NULL;
     }
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))

@@ -216,12 +216,9 @@ int conn_auth_attach(struct ringws_conn *c, struct ringws_token_claims *claims)
 {
     struct conn_auth *a = calloc(1, sizeof(*a));
 
-    if (a && !c->cold) {
-        c->cold = calloc(1, sizeof(*c->cold));
-        if (!c->cold) {
-            free(a);
-            a = NULL;
-        }
+    if (a && !conn_cold_get(c)) {
+        free(a);
+        a = NULL;
     }
     if (!a) {
         free(claims);

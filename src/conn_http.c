@@ -349,24 +349,52 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
 /* An operator's bound on the connections a worker holds in the handshake
  * phase (max_handshakes; none by default, since a plaintext refusal costs
  * about what an upgrade does: docs/TUNING.md): where handshakes are dear,
- * as with TLS, upgrades beyond it are refused at once, before the costly
- * part of the handshake (the digest, tokens, subscriptions), and told when
- * to come back.  The connection closes after the answer. */
-static bool conn_http_admit(struct ringws_conn *c, const struct http_request *req)
+ * upgrades beyond it are refused at once, before the costly part of the
+ * handshake (tokens, subscriptions, the application's callbacks), and told
+ * when to come back. */
+static bool conn_http_busy(const struct ringws_conn *c)
+{
+    const struct worker *w = c->w;
+    unsigned max = w->srv->cfg.max_handshakes;
+
+    return max && w->handshaking + w->accept_n > max;
+}
+
+/* The refusal as 503 with Retry-After; the connection closes after it. */
+static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_request *req)
 {
     struct worker *w = c->w;
-    const struct ringws_config *cfg = &w->srv->cfg;
-    unsigned span = (cfg->reconnect_window_ms + 999) / 1000;
+    unsigned span = (w->srv->cfg.reconnect_window_ms + 999) / 1000;
     char extra[40];
 
-    if (!cfg->max_handshakes || w->handshaking + w->accept_n <= cfg->max_handshakes)
-        return true;
     if (span < ADMIT_RETRY_MIN_S)
         span = ADMIT_RETRY_MIN_S;
     snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", 1 + worker_random_below(w, span));
     STAT_ADD(w, handshakes_refused_busy, 1);
     conn_http_error(c, req, 503, "too many handshakes in progress", true, extra);
-    return false;
+}
+
+/* The refusal as a WebSocket opened and closed at once with 1013 and its
+ * retry hint (admission_refusal 1013): nothing of the application's runs,
+ * no subscription is made, nothing is compressed. */
+static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_result *hs)
+{
+    const struct ringws_config *cfg = &c->w->srv->cfg;
+    char head[HEAD_MAX];
+    size_t n;
+
+    hs->deflate = false;
+    n = ws_handshake_write_101(head, sizeof(head), hs);
+    if (!n || conn_queue(c, head, n, NULL, 0) < 0) {
+        conn_abort(c);
+        return;
+    }
+    STAT_ADD(c->w, handshakes_refused_busy, 1);
+    metrics_count_handshake(c->w, 101);
+    conn_state_set(c, CONN_WS);
+    ws_decoder_init(&c->dec, cfg->max_message);
+    c->last_rx_tick = (uint32_t)worker_tick(c->w);
+    conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "too many handshakes in progress", false);
 }
 
 /* The handshake checked with the server's policy, and context takeover
@@ -401,15 +429,18 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     struct out_chunk *mark;
     size_t n, topics_len = 0, since_len = 0;
     bool pubsub = conn_http_is_pubsub_path(cfg, req);
-    bool envelope = pubsub && ws_handshake_offered(req, RINGWS_ENVELOPE);
+    bool envelope = pubsub && ws_handshake_offered(req, RINGWS_ENVELOPE), busy;
     int status;
 
     if ((cfg->n_ws_paths || cfg->pubsub_path) && !conn_http_is_ws_path(cfg, req)) {
         conn_http_error(c, req, 404, "no WebSocket endpoint at this path", !req->keep_alive, NULL);
         return;
     }
-    if (!conn_http_admit(c, req))
+    busy = conn_http_busy(c);
+    if (busy && cfg->admission_refusal != WS_CLOSE_TRY_AGAIN) {
+        conn_http_refuse_busy(c, req);
         return;
+    }
     status = conn_http_validate(c, req, &hs);
     if (status != 101) {
         conn_http_error(c, req, status, hs.reason, !req->keep_alive,
@@ -417,13 +448,17 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
                         : hs.version_hint ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
+    if (envelope)
+        hs.subprotocol = RINGWS_ENVELOPE; /* whatever --subprotocol lists */
+    if (busy) {
+        conn_http_open_busy(c, &hs);
+        return;
+    }
     if (pubsub && !conn_http_topics_ok(c, req, &topics, &topics_len))
         return;
     if (pubsub &&
         !conn_http_since_ok(c, req, envelope, topics, topics_len, &since, &since_len))
         return;
-    if (envelope)
-        hs.subprotocol = RINGWS_ENVELOPE; /* whatever --subprotocol lists */
     if (!conn_http_token(c, req, pubsub, topics, topics_len, &claims))
         return;
     view->token = claims;

@@ -59,9 +59,35 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
     }
 }
 
+/* A close that asks the peer to come back later carries, with
+ * reconnect_window_ms > 0, a delay drawn per connection from
+ * [0, reconnect_window_ms): "WHY; retry after N ms" (ringws.js waits that
+ * long), so that the clients one event sends away (a stop, a storm beyond
+ * admission, an engine gone) do not all return in the same millisecond. */
+static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
+{
+    unsigned window = c->w->srv->cfg.reconnect_window_ms;
+    char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
+    int n;
+
+    if (!window) {
+        conn_ws_close(c, code, why, strlen(why), fail);
+        return;
+    }
+    n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
+                 worker_random_below(c->w, window));
+    conn_ws_close(c, code, reason, (size_t)n < sizeof(reason) ? (size_t)n : sizeof(reason) - 1,
+                  fail);
+}
+
+/* 1012 (Service Restart) and 1013 (Try Again Later) ask the peer to come
+ * back: they carry the hint. */
 void conn_ws_close_why(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
 {
-    conn_ws_close(c, code, why, strlen(why), fail);
+    if (code == WS_CLOSE_SERVICE_RESTART || code == WS_CLOSE_TRY_AGAIN)
+        conn_ws_close_hint(c, code, why, fail);
+    else
+        conn_ws_close(c, code, why, strlen(why), fail);
 }
 
 static void conn_ws_ping(struct ringws_conn *c)
@@ -288,20 +314,24 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     size_t n = ev->len;
 
     if (!(ev->frame_start && ev->frame_end)) {
-        /* A control frame split across receives: at most 125 bytes. */
-        if (ev->frame_start) {
-            if (!c->ctl && !(c->ctl = malloc(WS_MAX_CONTROL_PAYLOAD))) {
-                conn_abort(c);
-                return;
-            }
-            c->ctl_len = 0;
+        /* A control frame split across receives: at most 125 bytes, kept
+         * in the cold part (rare). */
+        struct conn_cold *cs = conn_cold_get(c);
+
+        if (ev->frame_start && cs && !cs->ctl)
+            cs->ctl = malloc(WS_MAX_CONTROL_PAYLOAD);
+        if (!cs || !cs->ctl) {
+            conn_abort(c);
+            return;
         }
-        memcpy(c->ctl + c->ctl_len, ev->data, ev->len);
-        c->ctl_len = (uint8_t)(c->ctl_len + ev->len);
+        if (ev->frame_start)
+            cs->ctl_len = 0;
+        memcpy(cs->ctl + cs->ctl_len, ev->data, ev->len);
+        cs->ctl_len = (uint8_t)(cs->ctl_len + ev->len);
         if (!ev->frame_end)
             return;
-        p = c->ctl;
-        n = c->ctl_len;
+        p = cs->ctl;
+        n = cs->ctl_len;
     }
     switch (ev->opcode) {
     case WS_OP_PING:
@@ -321,9 +351,10 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_on_close_frame(c, p, n);
         break;
     }
-    if (p == c->ctl) {
-        free(c->ctl);
-        c->ctl = NULL;
+    if (c->cold && p == c->cold->ctl) {
+        free(c->cold->ctl);
+        c->cold->ctl = NULL;
+        conn_cold_trim(c);
     }
 }
 
@@ -381,20 +412,11 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
  * client reconnecting in the same millisecond. */
 static void conn_ws_stop(struct ringws_conn *c)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    uint16_t code = cfg->stop_code ? cfg->stop_code : WS_CLOSE_GOING_AWAY;
-    const char *why =
-        code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down";
-    char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
-    int n;
+    uint16_t code = c->w->srv->cfg.stop_code ? c->w->srv->cfg.stop_code : WS_CLOSE_GOING_AWAY;
 
-    if (!cfg->reconnect_window_ms) {
-        conn_ws_close_why(c, code, why, false);
-        return;
-    }
-    n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
-                 worker_random_below(c->w, cfg->reconnect_window_ms));
-    conn_ws_close(c, code, reason, (size_t)n, false);
+    conn_ws_close_hint(c, code,
+                       code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down",
+                       false);
 }
 
 /* A peer too slow for what was queued to it (by a publish, or by the
@@ -455,11 +477,13 @@ int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a
 {
     struct deflate_takeover *t;
 
-    if (!c->cold && !(c->cold = calloc(1, sizeof(*c->cold))))
+    if (!conn_cold_get(c))
         return -ENOMEM;
     t = deflate_takeover_new(a->server_bits, a->client_bits, &c->w->stats.deflate_takeover_bytes);
-    if (!t)
+    if (!t) {
+        conn_cold_trim(c);
         return -ENOMEM;
+    }
     c->cold->pmd = t;
     c->w->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
     return 0;
@@ -475,10 +499,7 @@ void conn_ws_takeover_detach(struct ringws_conn *c)
         deflate_takeover_worst(deflate_takeover_tx_bits(t), deflate_takeover_rx_bits(t));
     deflate_takeover_free(t);
     c->cold->pmd = NULL;
-    if (!c->cold->auth && !c->cold->wait && !c->cold->n) { /* it held the streams alone */
-        free(c->cold);
-        c->cold = NULL;
-    }
+    conn_cold_trim(c);
 }
 
 int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,

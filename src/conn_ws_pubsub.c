@@ -36,7 +36,7 @@ static int conn_ws_pubsub_hold(struct ringws_conn *c, const uint8_t *cmd, size_t
 {
     struct conn_wait *wt;
 
-    if (!c->cold && !(c->cold = calloc(1, sizeof(*c->cold))))
+    if (!conn_cold_get(c))
         return -ENOMEM;
     if (!(wt = calloc(1, sizeof(*wt) + n)))
         return -ENOMEM;

@@ -158,12 +158,13 @@ static bool frame_take_header(struct ws_decoder *d, const uint8_t *buf,
 /* Starts the frame whose complete header sits in d->hdr. */
 static void frame_begin(struct ws_decoder *d, size_t hdr_size)
 {
-    unsigned opcode = d->hdr[0] & FRAME_OPCODE_BITS;
+    unsigned b0 = d->hdr[0], opcode = b0 & FRAME_OPCODE_BITS;
 
     d->opcode = (uint8_t)opcode;
-    d->fin = (d->hdr[0] & WS_FIN) != 0;
+    d->fin = (b0 & WS_FIN) != 0;
     d->remaining = frame_payload_len(d->hdr);
-    memcpy(d->mask, d->hdr + hdr_size - FRAME_MASK_LEN, FRAME_MASK_LEN);
+    /* Last: the mask takes the place of the header's first bytes. */
+    memmove(d->mask, d->hdr + hdr_size - FRAME_MASK_LEN, FRAME_MASK_LEN);
     d->mask_off = 0;
     d->hdr_len = 0;
     d->in_payload = 1;
@@ -171,7 +172,7 @@ static void frame_begin(struct ws_decoder *d, size_t hdr_size)
     if (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY) {
         /* A compressed message's opcode carries the mark: its chunks are
          * not text to validate (frame_track_message, frame_whole_report). */
-        bool deflated = d->deflate && (d->hdr[0] & WS_RSV1);
+        bool deflated = d->deflate && (b0 & WS_RSV1);
         d->msg_opcode = (uint8_t)(opcode | (deflated ? WS_MSG_DEFLATED : 0));
         d->msg_len = 0;
         utf8_init(&d->utf8);
@@ -407,7 +408,7 @@ static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
 void ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
 {
     *d = (struct ws_decoder){0};
-    d->max_message = max_message;
+    d->max_message = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
     utf8_init(&d->utf8);
 }
 

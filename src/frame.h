@@ -72,12 +72,29 @@ struct ws_event {
 };
 
 struct ws_decoder {
-    uint64_t remaining;   /* payload bytes still to come in this frame */
-    uint64_t msg_len;     /* data bytes of the open message so far */
-    uint64_t max_message; /* 0 = unlimited */
+    /* A failed decoder reads nothing of its frame and message again, so
+     * the failure it repeats takes their place (one decoder per
+     * connection: every byte of it is paid per idle connection). */
+    union {
+        struct {
+            uint64_t remaining; /* payload bytes still to come in this frame */
+            uint64_t msg_len;   /* data bytes of the open message so far */
+        };
+        struct { /* with failed */
+            const char *fail_reason;
+            uint16_t fail_code;
+        };
+    };
+    /* 0 = unlimited; a limit past 4 GiB - 1 is held as 4 GiB - 1, which
+     * no gathered message (conn_pend: 32-bit lengths) could pass anyway. */
+    uint32_t max_message;
     struct utf8_state utf8;
-    uint8_t mask[4];
-    uint8_t hdr[WS_MAX_HEADER];
+    /* The header is gathered until the frame begins, the mask used only
+     * after: they share their place (frame_begin moves the mask). */
+    union {
+        uint8_t hdr[WS_MAX_HEADER];
+        uint8_t mask[4];
+    };
     uint8_t hdr_len;      /* bytes of a partial header held in hdr */
     uint8_t in_payload;   /* 1 while payload bytes are expected */
     uint8_t opcode;       /* opcode of the current frame */
@@ -88,8 +105,6 @@ struct ws_decoder {
     uint8_t deflate;      /* permessage-deflate: RSV1 marks a compressed message */
     uint8_t failed;       /* sticky: an ERROR was reported */
     uint8_t frame_started; /* a chunk of the current frame was reported */
-    uint16_t fail_code;
-    const char *fail_reason;
 };
 
 /* require_mask is implied: this decoder reads client frames. */

@@ -254,6 +254,17 @@ int ws_handshake_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_
     return 0;
 }
 
+int ws_handshake_self_test(void)
+{
+    static const char key[] = "dGhlIHNhbXBsZSBub25jZQ==";
+    static const char want[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    char got[WS_ACCEPT_LEN + 1];
+
+    if (ws_handshake_accept_key(key, sizeof(key) - 1, got) < 0 || strcmp(got, want) != 0)
+        return -EIO;
+    return 0;
+}
+
 /* Appends text when it fits; *len past cap marks the overflow. */
 static void hs_put(char *out, size_t cap, size_t *len, const char *text)
 {

@@ -67,6 +67,13 @@ bool ws_handshake_offered(const struct http_request *req, const char *name);
 int ws_handshake_accept_key(const char *key, size_t key_len,
                             char out[WS_ACCEPT_LEN + 1]);
 
+/* RFC 6455 1.3's example through ws_handshake_accept_key: 0 when it gives
+ * the RFC's answer, -EIO when not.  The server runs it once at start:
+ * besides checking the digest it depends on, it pages in OpenSSL's SHA-1
+ * path (its provider, about 2 MiB of libcrypto), a cost of the process
+ * that the first client's handshake would otherwise pay. */
+int ws_handshake_self_test(void);
+
 /* Writes the 101 response for a successful result.  Returns bytes written,
  * or 0 when `cap` is too small. */
 size_t ws_handshake_write_101(char *out, size_t cap,

@@ -218,10 +218,12 @@ struct sub_ref {
     uint32_t idx; /* where the connection sits in t->subs */
 };
 
-/* What few connections need, kept out of the connection record: one
- * allocation, made on first need, freed with the connection.  The
- * connection's verified token (conn_auth.c) and its subscriptions
- * (pubsub.c). */
+/* What few connections need, kept out of the connection record (whose
+ * every byte an idle connection pays): one allocation, made on first need
+ * (conn_cold_get), freed once it holds nothing (conn_cold_trim) or with
+ * the connection.  The connection's verified token (conn_auth.c), its
+ * subscriptions (pubsub.c), a control frame split across receives
+ * (conn_ws.c), and the gathered send in flight or the TLS state. */
 struct conn_wait;
 
 struct conn_cold {
@@ -230,7 +232,13 @@ struct conn_cold {
     /* permessage-deflate with context takeover (deflate_stream.h): its
      * streams; NULL: stateless both ways, or no compression. */
     struct deflate_takeover *pmd;
+    uint8_t *ctl;           /* a control frame split across receives */
+    union {
+        struct msghdr *send_msg; /* plain: in flight for a gathered send */
+        void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
+    };
     uint16_t n, cap;        /* subscriptions in refs */
+    uint8_t ctl_len;        /* bytes of it in ctl */
     struct sub_ref refs[];
 };
 
@@ -264,19 +272,13 @@ struct ringws_conn {
     };
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
     uint8_t state;
-    uint8_t ctl_len;
     uint8_t out_inflight; /* chunks the send in flight points at */
     uint8_t subprotocol; /* 1 + its index in the config's list; 0: none */
     uint16_t close_code; /* what on_close reports when the end is abrupt */
     uint16_t addr_slot;  /* per-address counter held (with CF_ADDR_COUNTED) */
-    uint8_t *ctl;        /* a control frame split across receives */
     struct out_chunk *out_head, *out_tail;
     size_t out_bytes;    /* memory the queue holds: unsent bytes plus chunk overhead */
-    struct conn_cold *cold; /* token and subscriptions; NULL: neither */
-    union {
-        struct msghdr *send_msg; /* plain: in flight for a gathered send */
-        void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
-    };
+    struct conn_cold *cold; /* what few connections need; NULL: none of it */
     struct ws_decoder dec;
     void *user;
 };
@@ -603,6 +605,11 @@ struct conn_pend conn_pend_take(struct conn_pend *pd);
 void conn_pend_free(struct worker *w, struct conn_pend *taken);
 void conn_pend_release(struct worker *w, struct conn_pend *pd);
 void conn_flush_later(struct ringws_conn *c);
+/* The connection's cold part, allocated (zeroed) on first need; NULL when
+ * no memory is left. */
+struct conn_cold *conn_cold_get(struct ringws_conn *c);
+/* Frees the cold part once it holds nothing. */
+void conn_cold_trim(struct ringws_conn *c);
 void conn_settle(struct ringws_conn *c);
 /* Acts on the peer's EOF for the connection's state; sets CF_RD_EOF. */
 void conn_on_eof(struct ringws_conn *c);

@@ -68,7 +68,15 @@ struct loop {
     uint64_t wake_val;
     unsigned tick_ms;
     struct __kernel_timespec tick_ts;
+    /* Receive buffer pages given back when traffic falls (loop_trim_bufs). */
+    uint64_t rx_period;  /* bytes received since the last check */
+    unsigned trim_ms;    /* since the last check */
+    bool trimmed;        /* nothing received since the pages went back */
+    bool trim_due;       /* at the end of this batch of completions */
 };
+
+/* How often the loop asks whether its receive buffers' pages can go back. */
+#define LOOP_TRIM_MS 1000
 
 static uint64_t ud_make(const void *p, enum ud_op op)
 {
@@ -571,9 +579,30 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
         return;
     }
     bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    l->rx_period += (unsigned)cqe->res;
     p = bufring_take(&l->bufs, bid, (uint32_t)cqe->res);
     l->h->received(lc, p, cqe->res, ended);
     bufring_release(&l->bufs, bid, cqe->flags);
+}
+
+/* Once a second: when less came in over it than half of what the posted
+ * buffers hold, the pages they took (as many as the largest burst, which
+ * grew the ring) go back to the kernel, once, until something is received
+ * again.  A quiet server keeps no receive memory for its idle connections;
+ * a busy one, whose buffers are reused within the second, keeps them.  Not
+ * here but once the batch is handled (loop_turn): a later completion of
+ * this batch may still have bytes in a buffer. */
+static void loop_trim_check(struct loop *l)
+{
+    l->trim_ms += l->tick_ms;
+    if (l->trim_ms < LOOP_TRIM_MS)
+        return;
+    l->trim_ms = 0;
+    if (l->rx_period)
+        l->trimmed = false;
+    if (!l->trimmed && l->rx_period * 2 < (uint64_t)l->bufs.posted * l->bufs.size)
+        l->trim_due = true;
+    l->rx_period = 0;
 }
 
 static void loop_on_loop(struct loop *l, const struct io_uring_cqe *cqe, const void *p)
@@ -596,6 +625,7 @@ static void loop_on_loop(struct loop *l, const struct io_uring_cqe *cqe, const v
         return;
     }
     l->h->ticked(l->ctx);
+    loop_trim_check(l);
     loop_rearm_accepts(l);
     loop_arm_tick(l);
 }
@@ -667,5 +697,11 @@ int loop_turn(struct loop *l, long long wait_ns)
         seen++;
     }
     io_uring_cq_advance(&l->ring, seen);
+    if (l->trim_due) {
+        /* Every completion seen was handled and its bytes consumed. */
+        bufring_trim(&l->bufs);
+        l->trim_due = false;
+        l->trimmed = true;
+    }
     return 0;
 }

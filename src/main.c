@@ -83,6 +83,9 @@ static void main_usage(FILE *f)
             "  --max-handshakes N      per worker: with more connections not yet upgraded,\n"
             "                          upgrades are answered 503 with a Retry-After drawn\n"
             "                          over the reconnect window (default 0: no bound)\n"
+            "  --admission-refusal R   how upgrades beyond --max-handshakes are refused: 503\n"
+            "                          (Retry-After) or 1013 (opened, then closed 1013 with\n"
+            "                          \"retry after N ms\" in the reason) (default 503)\n"
             "  --accepts-per-turn N    new connections a worker takes per loop turn; more\n"
             "                          wait for the next turns (default 256; 0: no budget)\n"
             "  --max-send-queue BYTES  output queued per connection (default 4194304)\n"
@@ -145,8 +148,9 @@ static void main_usage(FILE *f)
             "                          SIGUSR2, which closes them all, the server running\n"
             "                          on, history kept): 1012\n"
             "                          (service restart, default) or 1001 (going away)\n"
-            "  --reconnect-window T    that close's reason ends \"; retry after N ms\", N\n"
-            "                          drawn per connection below T (default 5s; 0: no hint)\n"
+            "  --reconnect-window T    that close's reason, and every 1013's, ends \"; retry\n"
+            "                          after N ms\", N drawn per connection below T\n"
+            "                          (default 5s; 0: no hint)\n"
             "  --proxy-protocol        --port is behind a TCP proxy: each connection starts\n"
             "                          with a PROXY v1/v2 header naming the client (trusted;\n"
             "                          without one it is closed); --plain-port stays direct\n"
@@ -208,7 +212,7 @@ struct main_opts {
 
 enum { OPT_BIND = 256, OPT_PORT, OPT_WORKERS, OPT_MAX_MESSAGE, OPT_MIN_MSG_RATE,
        OPT_MSG_GRACE, OPT_MAX_PARTIAL, OPT_ORIGIN,
-       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_HANDSHAKES, OPT_ACCEPTS_PER_TURN,
+       OPT_SUBPROTOCOL, OPT_IDLE, OPT_HANDSHAKE, OPT_CLOSE, OPT_MAX_CONN, OPT_MAX_PER_ADDR, OPT_MAX_HANDSHAKES, OPT_ADMISSION_REFUSAL, OPT_ACCEPTS_PER_TURN,
        OPT_MAX_SENDQ,
        OPT_OVERFLOW, OPT_PUBSUB_PATH, OPT_PUBLISH_TOKEN, OPT_FANOUT_QUEUE, OPT_MAX_PUBLISH,
        OPT_MAX_INBOX, OPT_MAX_TOPICS,
@@ -237,6 +241,7 @@ static const struct option main_longopts[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONN},
     {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDR},
     {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
+    {"admission-refusal", required_argument, NULL, OPT_ADMISSION_REFUSAL},
     {"accepts-per-turn", required_argument, NULL, OPT_ACCEPTS_PER_TURN},
     {"max-send-queue", required_argument, NULL, OPT_MAX_SENDQ},
     {"overflow", required_argument, NULL, OPT_OVERFLOW},
@@ -347,6 +352,9 @@ static int main_apply(struct main_opts *o, int opt, const char *arg)
     case OPT_MAX_HANDSHAKES:
         if (main_parse_uint(arg, 1u << 24, &v) < 0) return -EINVAL;
         cfg->max_handshakes = (unsigned)v; return 0;
+    case OPT_ADMISSION_REFUSAL:
+        if (strcmp(arg, "503") && strcmp(arg, "1013")) return -EINVAL;
+        cfg->admission_refusal = (uint16_t)atoi(arg); return 0;
     case OPT_ACCEPTS_PER_TURN:
         if (main_parse_uint(arg, 1u << 24, &v) < 0) return -EINVAL;
         cfg->accepts_per_turn = (unsigned)v; return 0;
@@ -762,6 +770,8 @@ static int main_print_key(FILE *f, const struct main_opts *o, const struct optio
     case OPT_MAX_CONN: fprintf(f, "%s = %u\n", k, c->max_connections); return 0;
     case OPT_MAX_PER_ADDR: fprintf(f, "%s = %u\n", k, c->max_per_address); return 0;
     case OPT_MAX_HANDSHAKES: fprintf(f, "%s = %u\n", k, c->max_handshakes); return 0;
+    case OPT_ADMISSION_REFUSAL:
+        fprintf(f, "%s = %u\n", k, c->admission_refusal ? c->admission_refusal : 503u); return 0;
     case OPT_ACCEPTS_PER_TURN: fprintf(f, "%s = %u\n", k, c->accepts_per_turn); return 0;
     case OPT_MAX_SENDQ: fprintf(f, "%s = %zu\n", k, c->max_send_queue); return 0;
     case OPT_OVERFLOW: return main_put(f, k, main_overflow_name(c->overflow));

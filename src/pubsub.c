@@ -380,8 +380,7 @@ static int pubsub_unsubscribe(struct ringws_conn *c, const char *name, size_t le
     return 0;
 }
 
-/* Ends every subscription; the cold part goes too unless it holds a token
- * or compression streams. */
+/* Ends every subscription; the cold part goes too unless it holds more. */
 void pubsub_conn_gone(struct ringws_conn *c)
 {
     if (!c->cold)
@@ -390,10 +389,7 @@ void pubsub_conn_gone(struct ringws_conn *c)
     for (uint16_t i = 0; i < c->cold->n; i++)
         pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
     c->cold->n = 0;
-    if (!c->cold->auth && !c->cold->pmd) {
-        free(c->cold);
-        c->cold = NULL;
-    }
+    conn_cold_trim(c);
 }
 
 /* Ending a subscription that does not exist is no error for a list. */

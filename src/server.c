@@ -158,6 +158,8 @@ static int server_check_config(const struct ringws_config *cfg)
     if (!cfg->bind || !cfg->max_message || !cfg->max_send_queue || !cfg->max_partial_bytes ||
         !cfg->max_connections || !cfg->close_timeout_ms || !cfg->handshake_timeout_ms ||
         cfg->overflow > RINGWS_OVERFLOW_DROP || !cfg->max_fanout_queue ||
+        (cfg->admission_refusal && cfg->admission_refusal != 503 &&
+         cfg->admission_refusal != WS_CLOSE_TRY_AGAIN) ||
         (cfg->stop_code && cfg->stop_code != WS_CLOSE_GOING_AWAY &&
          cfg->stop_code != WS_CLOSE_SERVICE_RESTART) ||
         !cfg->max_publish || !cfg->max_inbox_bytes ||
@@ -240,6 +242,10 @@ int ringws_server_create(const struct ringws_config *cfg, ringws_server **out)
     ret = server_check_config(cfg);
     if (ret < 0)
         return ret;
+    if (ws_handshake_self_test() < 0) {
+        log_msg(LOG_LEVEL_ERROR, "the Sec-WebSocket-Accept digest fails RFC 6455's example");
+        return -EIO;
+    }
     srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;

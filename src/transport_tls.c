@@ -101,9 +101,10 @@ struct tls_worker {
     struct tls_conn *defer_head, *defer_tail;
 };
 
+/* The state lives in the connection's cold part, which tls_open makes. */
 static struct tls_conn *tls_of(const struct ringws_conn *c)
 {
-    return c->tp_state;
+    return c->cold ? c->cold->tp_state : NULL;
 }
 
 static uint64_t tls_clock_ns(void)
@@ -307,7 +308,7 @@ static int tls_open(struct ringws_conn *c)
     }
     t = calloc(1, sizeof(*t));
     hs = calloc(1, sizeof(*hs));
-    if (!t || !hs || !(hs->ssl = tls_certs_new_ssl(tw->certs))) {
+    if (!t || !hs || !conn_cold_get(c) || !(hs->ssl = tls_certs_new_ssl(tw->certs))) {
         ERR_clear_error();
         free(hs);
         free(t);
@@ -321,7 +322,7 @@ static int tls_open(struct ringws_conn *c)
     tls_certs_hold(hs->certs);
     t->hs = hs;
     t->c = c;
-    c->tp_state = t;
+    c->cold->tp_state = t;
     return 0;
 }
 
@@ -357,7 +358,7 @@ static void tls_release(struct ringws_conn *c)
     free(t->flight);
     free(t->pend);
     free(t);
-    c->tp_state = NULL;
+    c->cold->tp_state = NULL;
 }
 
 /* ---- failure --------------------------------------------------------------- */

@@ -1,9 +1,11 @@
 """Admission during a reconnect storm (--max-handshakes): a worker with
 more connections not yet upgraded than the bound answers further upgrades
 503 with a jittered Retry-After, at once, instead of letting them wait for
-the handshake timeout; established connections keep being served; the
-defaults (no bound) let a burst past the former default through untouched;
-connects beyond the
+the handshake timeout (or, with --admission-refusal 1013, opens them and
+closes them at once with 1013 and a jittered "retry after N ms"; the 1012
+hint of a stop is test_shutdown's); established connections keep being
+served; the defaults (no bound) let a burst past the former default through
+untouched; connects beyond the
 accept budget of a loop turn (--accepts-per-turn) wait for later turns and
 are all served.
 
@@ -166,6 +168,78 @@ def t_storm_refused_with_retry_after(r):
         asyncio.run(go(srv.port))
 
 
+CLOSE_HINT = re.compile(rb"^too many handshakes in progress; retry after ([0-9]+) ms$")
+
+
+async def busy_client(port, gate, limit):
+    """A storm client that reads, after a 101, the WebSocket's first frame:
+    returns (101, close code, reason) when it is a close, (status, head)
+    for any other answer, ("error", what) when none came."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), limit)
+    except (OSError, asyncio.TimeoutError) as e:
+        gate.arrived()
+        return "error", "connect: %r" % e
+    gate.arrived()
+    try:
+        await asyncio.wait_for(gate.all_in.wait(), limit)
+        writer.write(upgrade_request(port)[0])
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limit)
+        m = STATUS.match(head)
+        if not m or int(m.group(1)) != 101:
+            return (int(m.group(1)) if m else "error"), head[:80]
+        # Nothing is sent to an open echo connection: a frame can only be
+        # the server's close (header, then code and reason, unmasked).
+        try:
+            hdr = await asyncio.wait_for(reader.readexactly(2), T(3))
+        except asyncio.TimeoutError:
+            return 101, None, b""  # upgraded and kept open: no close came
+        if hdr[0] != 0x88:
+            return "error", "first frame %r, not a close" % hdr
+        payload = await asyncio.wait_for(reader.readexactly(hdr[1] & 0x7F), limit)
+        return 101, int.from_bytes(payload[:2], "big"), payload[2:]
+    except asyncio.TimeoutError:
+        return "error", "timeout"
+    except (OSError, asyncio.IncompleteReadError) as e:
+        return "error", repr(e)
+    finally:
+        writer.close()
+
+
+def t_storm_closed_1013_with_hint(r):
+    """--admission-refusal 1013: the same storm against --max-handshakes 8,
+    the refused upgrades are answered 101 and closed at once with 1013
+    Try Again Later, the reason "too many handshakes in progress; retry
+    after N ms", N in [0, 2000) for --reconnect-window 2s and drawn per
+    connection; the others stay open (no close within 3 s); no 503;
+    /metrics counts the refusals."""
+    n = 300
+
+    async def go(port):
+        gate = Gate(n)
+        results = await asyncio.gather(*(busy_client(port, gate, T(10)) for _ in range(n)))
+        errors = [x for x in results if x[0] != 101]
+        expect(not errors, "every storm client upgraded (no 503, no timeout, no reset)", errors[:5])
+        closed = [x for x in results if x[1] is not None]
+        expect(closed and len(closed) < n, "some upgrades closed at once, not all",
+               "%d of %d" % (len(closed), n))
+        hints = []
+        for _, code, reason in closed:
+            eq(code, 1013, "close code of a refused upgrade")
+            m = CLOSE_HINT.match(reason)
+            expect(m, "reason 'too many handshakes in progress; retry after N ms'", reason)
+            hints.append(int(m.group(1)))
+        expect(all(0 <= h < 2000 for h in hints), "hints within [0, 2000) ms", sorted(set(hints)))
+        expect(len(set(hints)) >= len(hints) // 2, "hints drawn per connection (spread)",
+               sorted(hints)[:20])
+        eq(await read_refused(port), len(closed), "refusals counted in /metrics")
+
+    args = ["--workers", "1", "--max-handshakes", "8", "--admission-refusal", "1013",
+            "--reconnect-window", "2s"]
+    with r.server(args, "admission-1013") as srv:
+        asyncio.run(go(srv.port))
+
+
 # The plaintext storm of bench/RESULTS.md ("Reconnect storm against
 # established subscribers") is absorbed fastest, with the least server CPU
 # and the subscribers' lowest p99, without a count bound: held handshakes
@@ -247,6 +321,7 @@ def t_stop_with_accepts_waiting(_r):
 def main():
     r = Runner("admission")
     r.case("storm-503-retry-after-echo-served", t_storm_refused_with_retry_after, r, timeout=60)
+    r.case("storm-1013-retry-hint", t_storm_closed_1013_with_hint, r, timeout=60)
     r.case("default-lets-4200-through", t_default_lets_burst_through, r, timeout=90)
     r.case("zero-turns-admission-off", t_zero_is_no_bound, r, timeout=60)
     r.case("accept-budget-storm-served-whole", t_accept_budget, r, timeout=60)

@@ -163,6 +163,7 @@ ALL_FLAGS = ["--bind", "::1", "--port", "4321", "--workers", "3", "--max-message
              "--subprotocol", "v2", "--subprotocol", "v1", "--idle-timeout", "0",
              "--handshake-timeout", "2.5", "--close-timeout", "250ms", "--max-connections", "99",
              "--max-per-address", "7", "--max-send-queue", "2048", "--overflow", "try-again",
+             "--admission-refusal", "1013",
              "--pubsub-path", "/events", "--publish-token", "s3cret#with#hashes",
              "--fanout-queue", "4096", "--max-publish", "999", "--max-inbox", "8192",
              "--max-topics", "5", "--topic", "a.*=drop-oldest,publish", "--topic", "b=close-1008",
@@ -198,6 +199,7 @@ def t_print_round_trip():
     # The flags' values are what it prints, not defaults.
     for line in ("bind = ::1", "workers = 3", "message-grace = 1500ms", "idle-timeout = 0s",
                  "handshake-timeout = 2500ms", "close-timeout = 250ms", "overflow = try-again",
+                 "admission-refusal = 1013",
                  "publish-token = s3cret#with#hashes", "topic = a.*=drop-oldest,publish",
                  "topic = b=close-1008", "topic = h=close-1013,history=50,history-ttl=90s",
                  "history-memory = 65536", "sequence-idle = 1500ms", "sequence-idle-max = 77",

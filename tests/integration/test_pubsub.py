@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import struct
 import subprocess
@@ -1296,6 +1297,12 @@ def t_slow_close(port, topic, code, n_fast=2, limit=20000):
         expect(len(got) <= closed_at, "only messages published before the close (< %d)" % closed_at,
                "%d messages" % len(got))
         eq(ev.code, code, "close code of the slow subscriber")
+        # 1013 asks the client to come back: with the binary's reconnect
+        # window (5 s) its reason says when.
+        hint = re.match(rb"^subscriber too slow; retry after ([0-9]+) ms$", bytes(ev.reason))
+        expect(bool(hint) == (code == 1013) and (not hint or int(hint.group(1)) < 5000),
+               "a retry hint below 5000 ms in the reason of a 1013 close, none in a 1008's",
+               bytes(ev.reason))
         slow.try_send(build_frame(OP_CLOSE, close_payload(code)))
         slow.expect_eof(T(5))
         for f in fast:

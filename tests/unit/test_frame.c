@@ -686,7 +686,14 @@ static void test_header_errors(void)
     bytes_put(&w, "\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff" "abcd", 14);
     EXPECT_ERROR(&w, 0, 0, 0, w.len, "largest length, unlimited");
     EXPECT_ERROR(&w, 1u << 20, 0, 1009, 9, "largest length, limited");
-    EXPECT_ERROR(&w, UINT64_MAX, 0, 0, w.len, "largest length, huge limit");
+    /* A limit past 4 GiB - 1 is held at 4 GiB - 1 (frame.h). */
+    EXPECT_ERROR(&w, UINT64_MAX, 0, 1009, 9, "largest length, huge limit");
+    w.len = 0;
+    bytes_put(&w, "\x82\xff\0\0\0\0\xff\xff\xff\xff" "abcd", 14);
+    EXPECT_ERROR(&w, UINT64_MAX, 0, 0, w.len, "4 GiB - 1, huge limit");
+    w.len = 0;
+    bytes_put(&w, "\x82\xff\0\0\0\x01\0\0\0\0" "abcd", 14);
+    EXPECT_ERROR(&w, UINT64_MAX, 0, 1009, 9, "4 GiB, huge limit");
     bytes_free(&w);
 }
 

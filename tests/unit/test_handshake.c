@@ -105,6 +105,7 @@ static void test_accept_key(void)
     /* Only key_len bytes are hashed. */
     CHECK(ws_handshake_accept_key(RFC_KEY "trailing", strlen(RFC_KEY), out) == 0);
     CHECK(strcmp(out, RFC_ACCEPT) == 0);
+    CHECK(ws_handshake_self_test() == 0);
 }
 
 static void test_success(void)
