@@ -38,7 +38,6 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -300,12 +299,7 @@ def run_idle(a, deflate):
             # Each sends one compressed 1 KiB message and reads its echo:
             # with takeover, both of its streams are made.
             for i, (s, rest) in enumerate(socks):
-                p = json_payload(1024, i)
-                if deflate:
-                    c = zlib.compressobj(6, zlib.DEFLATED, -15)
-                    s.sendall(masked(0xC1, (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]))
-                else:
-                    s.sendall(masked(0x81, p))
+                s.sendall(client_message(json_payload(1024, i), deflate))
                 fc = FrameCounter(rest)
                 while fc.frames < 1:
                     fc.feed(s.recv(65536))
@@ -338,18 +332,22 @@ def masked(first, payload):
     return head + key + (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
 
 
+def client_message(payload, deflate):
+    """A client's masked text message, compressed on its own (RSV1) when
+    deflate was negotiated."""
+    if not deflate:
+        return masked(0x81, payload)
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return masked(0xC1, (c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH))[:-4])
+
+
 def run_echo(a, deflate):
     srv = Server(a, deflate)
     try:
         s, rest = upgrade(srv.port, "/echo", deflate)
         msgs = []
         for i in range(64):
-            p = json_payload(a.size, i)
-            if deflate:
-                c = zlib.compressobj(6, zlib.DEFLATED, -15)
-                msgs.append(masked(0xC1, (c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]))
-            else:
-                msgs.append(masked(0x81, p))
+            msgs.append(client_message(json_payload(a.size, i), deflate))
         fc = FrameCounter(rest)
 
         def echo(count):

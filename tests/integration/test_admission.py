@@ -45,10 +45,12 @@ class Gate:
             self.all_in.set()
 
 
-async def storm_client(port, gate, limit):
+async def storm_client(port, gate, limit, read_close=False):
     """One client: connects, waits for the others, sends its upgrade and
     reads the answer's head (a 503 to the EOF that follows it).  Returns
-    (status, head) or ("error", what went wrong)."""
+    (status, head) or ("error", what went wrong).  With read_close, a 101
+    is followed by the WebSocket's first frame: (101, close code, reason)
+    when it is the server's close, (101, None, b"") when none came."""
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", port, ssl=client_tls(SUITE_TLS)), limit)
@@ -66,6 +68,8 @@ async def storm_client(port, gate, limit):
         status = int(m.group(1))
         if status == 503 and not await asyncio.wait_for(reader.read(), limit):
             return "error", "503 without its body"
+        if status == 101 and read_close:
+            return await first_close(reader, limit)
         return status, head
     except asyncio.TimeoutError:
         return "error", "timeout"
@@ -73,6 +77,20 @@ async def storm_client(port, gate, limit):
         return "error", repr(e)
     finally:
         writer.close()
+
+
+async def first_close(reader, limit):
+    """The first frame after a 101 on an echo connection nothing is sent
+    to: it can only be the server's close (header, then code and reason,
+    unmasked)."""
+    try:
+        hdr = await asyncio.wait_for(reader.readexactly(2), T(3))
+    except asyncio.TimeoutError:
+        return 101, None, b""  # upgraded and kept open: no close came
+    if hdr[0] != 0x88:
+        return "error", "first frame %r, not a close" % hdr
+    payload = await asyncio.wait_for(reader.readexactly(hdr[1] & 0x7F), limit)
+    return 101, int.from_bytes(payload[:2], "big"), payload[2:]
 
 
 async def storm(port, n, limit, frozen=None):
@@ -171,41 +189,6 @@ def t_storm_refused_with_retry_after(r):
 CLOSE_HINT = re.compile(rb"^too many handshakes in progress; retry after ([0-9]+) ms$")
 
 
-async def busy_client(port, gate, limit):
-    """A storm client that reads, after a 101, the WebSocket's first frame:
-    returns (101, close code, reason) when it is a close, (status, head)
-    for any other answer, ("error", what) when none came."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), limit)
-    except (OSError, asyncio.TimeoutError) as e:
-        gate.arrived()
-        return "error", "connect: %r" % e
-    gate.arrived()
-    try:
-        await asyncio.wait_for(gate.all_in.wait(), limit)
-        writer.write(upgrade_request(port)[0])
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limit)
-        m = STATUS.match(head)
-        if not m or int(m.group(1)) != 101:
-            return (int(m.group(1)) if m else "error"), head[:80]
-        # Nothing is sent to an open echo connection: a frame can only be
-        # the server's close (header, then code and reason, unmasked).
-        try:
-            hdr = await asyncio.wait_for(reader.readexactly(2), T(3))
-        except asyncio.TimeoutError:
-            return 101, None, b""  # upgraded and kept open: no close came
-        if hdr[0] != 0x88:
-            return "error", "first frame %r, not a close" % hdr
-        payload = await asyncio.wait_for(reader.readexactly(hdr[1] & 0x7F), limit)
-        return 101, int.from_bytes(payload[:2], "big"), payload[2:]
-    except asyncio.TimeoutError:
-        return "error", "timeout"
-    except (OSError, asyncio.IncompleteReadError) as e:
-        return "error", repr(e)
-    finally:
-        writer.close()
-
-
 def t_storm_closed_1013_with_hint(r):
     """--admission-refusal 1013: the same storm against --max-handshakes 8,
     the refused upgrades are answered 101 and closed at once with 1013
@@ -217,7 +200,7 @@ def t_storm_closed_1013_with_hint(r):
 
     async def go(port):
         gate = Gate(n)
-        results = await asyncio.gather(*(busy_client(port, gate, T(10)) for _ in range(n)))
+        results = await asyncio.gather(*(storm_client(port, gate, T(10), read_close=True) for _ in range(n)))
         errors = [x for x in results if x[0] != 101]
         expect(not errors, "every storm client upgraded (no 503, no timeout, no reset)", errors[:5])
         closed = [x for x in results if x[1] is not None]
