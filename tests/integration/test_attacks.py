@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
-                         close_payload, connect, eq, expect, fail, http_get, short, slack,
+                         close_payload, connect, eq, expect, fail, short, slack,
                          upgrade_request, metric)
 
 MIB = 1 << 20

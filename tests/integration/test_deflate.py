@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, HttpConn, RawWS,  # noqa: E402
                          Runner, T, build_frame, close_payload, deflate_message, eq, expect,
-                         fail, http_get, inflate_message, upgrade_request, ws_connect, metric)
+                         fail, http_get, inflate_message, upgrade_request, metric)
 
 PMD = "permessage-deflate"
 ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"

@@ -34,8 +34,8 @@ import jwt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (EOF, OP_BINARY, OP_PING, OP_TEXT, SUITE_TLS, HttpConn, RawWS,  # noqa: E402
-                         Runner, T, TestFailure, build_frame, eq, expect, fail, http_get,
+from ringws_test import (OP_BINARY, OP_PING, OP_TEXT, SUITE_TLS, HttpConn, RawWS,  # noqa: E402
+                         Runner, T, build_frame, eq, expect, fail,
                          suite_certs, upgrade_request, metric)
 
 SEED = int(os.environ.get("RINGWS_TEST_SEED", int(time.time())))
@@ -766,7 +766,7 @@ def t_resume_race(port, clients=200):
         raise errors[0]
     final = published[0]
     for ws, since in opened:
-        f = expect_notice(ws, "recovered", "seam", epoch, str(since + 1), None)
+        expect_notice(ws, "recovered", "seam", epoch, str(since + 1), None)
         offs = collect_msgs(ws, "seam", final - since, "seam messages")
         eq(offs, list(range(since + 1, final + 1)), "offsets after %d" % since)
         ws.send_frame(OP_PING, b"end")

@@ -26,7 +26,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import Runner, T, eq, expect, fail, http_get, ws_uri  # noqa: E402
+from ringws_test import Runner, T, eq, expect, fail, http_get  # noqa: E402
 
 BENCH = os.environ.get("RINGWS_BENCH", "")
 TLS_SETUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",

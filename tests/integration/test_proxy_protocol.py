@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fronts  # noqa: E402
-from ringws_test import (OP_BINARY, OP_TEXT, TLS_FRONT, RawWS, Runner, Server, T, expect,  # noqa: E402
+from ringws_test import (OP_BINARY, OP_TEXT, TLS_FRONT, RawWS, Runner, T, expect,  # noqa: E402
                          slack, tls_wrap, upgrade_request)
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"

@@ -39,8 +39,8 @@ import jwt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import (OP_CLOSE, OP_PING, OP_TEXT, HttpConn, RawWS, Runner, T,  # noqa: E402
-                         build_frame, close_payload, connect, eq, expect, fail, http_get,
+from ringws_test import (OP_PING, OP_TEXT, HttpConn, RawWS, Runner, T,  # noqa: E402
+                         eq, expect, fail, http_get,
                          upgrade_request)
 
 TMP = tempfile.mkdtemp(prefix="ringws-tokens-")
