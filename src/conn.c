@@ -1,7 +1,8 @@
 /* conn.c - a connection's life: allocation from a per-worker pool, the
  * partial-input buffer and its budget, the send queue and its gathered
  * sends, deadlines, and the orderly way down (flush, shut down writing, wait
- * for the peer's EOF, close) or the abrupt one (cancel, close).
+ * for the peer's EOF, close; or, once a closing handshake is complete,
+ * flush and close) or the abrupt one (cancel, close).
  *
  * Why it exists: HTTP and WebSocket (conn_http.c, conn_ws.c) decide what
  * to say and when to stop, and hear the connection's events (input, EOF,
