@@ -1,7 +1,8 @@
 /* conn.c - a connection's life: allocation from a per-worker pool, the
  * partial-input buffer and its budget, the send queue and its gathered
  * sends, deadlines, and the orderly way down (flush, shut down writing, wait
- * for the peer's EOF, close) or the abrupt one (cancel, close).
+ * for the peer's EOF, close; or, once a closing handshake is complete,
+ * flush and close) or the abrupt one (cancel, close).
  *
  * Why it exists: HTTP and WebSocket (conn_http.c, conn_ws.c) decide what
  * to say and when to stop, and hear the connection's events (input, EOF,
@@ -757,19 +758,37 @@ void conn_state_set(struct ringws_conn *c, enum conn_state state)
     c->state = (uint8_t)state;
 }
 
+static void conn_drain_with(struct ringws_conn *c, uint32_t flag)
+{
+    if (c->state == CONN_DRAIN || (c->flags & CF_TEARDOWN))
+        return;
+    conn_state_set(c, CONN_DRAIN);
+    c->flags |= flag;
+    conn_pend_release(c->w, &c->held);
+    conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
+    conn_flush_later(c);
+}
+
 /* Stops reading requests or frames: flush what is queued, shut down our
  * side, and close when the peer closes its side or the close timeout ends.
  * Waiting for the peer's EOF keeps its unread data from turning our close
  * into a reset that could destroy the last response in flight. */
 void conn_drain(struct ringws_conn *c)
 {
-    if (c->state == CONN_DRAIN || (c->flags & CF_TEARDOWN))
-        return;
-    conn_state_set(c, CONN_DRAIN);
-    c->flags |= CF_WANT_SHUTWR;
-    conn_pend_release(c->w, &c->held);
-    conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
-    conn_flush_later(c);
+    conn_drain_with(c, CF_WANT_SHUTWR);
+}
+
+/* The closing handshake is complete (the peer's close frame came, ours is
+ * queued): the peer sends nothing more (RFC 6455 section 5.5.1), so no
+ * input is left to turn the close into a reset, and the server closes TCP
+ * first (section 7.1.1).  The connection closes as soon as its output is
+ * out: close() sends the FIN after it, and neither a shutdown (which the
+ * ring runs on a worker thread) nor a wait for the peer's EOF is needed.
+ * A sealing transport still says its last words (close_notify) on the
+ * way down of conn_drain. */
+void conn_drain_closed(struct ringws_conn *c)
+{
+    conn_drain_with(c, (c->flags & CF_TP_SEALED) ? CF_WANT_SHUTWR : CF_RD_EOF);
 }
 
 void conn_wire_drop_queue(struct ringws_conn *c)
@@ -863,11 +882,15 @@ static const struct proto_ops *const conn_protos[] = {
     [CONN_PROXY] = &proxy_proto_ops,
 };
 
+/* Drained: the output is out, the peer's EOF in (or its close frame, with
+ * conn_drain_closed), and our side shut down where a shutdown is wanted. */
 static bool conn_drained(const struct ringws_conn *c)
 {
+    uint32_t f = c->flags;
+
     return c->state == CONN_DRAIN && !c->out_head &&
-           !(c->flags & (CF_SEND_BUSY | CF_SHUT_BUSY | CF_TP_WRITE)) &&
-           (c->flags & (CF_RD_EOF | CF_WR_SHUT)) == (CF_RD_EOF | CF_WR_SHUT);
+           !(f & (CF_SEND_BUSY | CF_SHUT_BUSY | CF_TP_WRITE)) && (f & CF_RD_EOF) &&
+           (!(f & CF_WANT_SHUTWR) || (f & CF_WR_SHUT));
 }
 
 /* What was left for the flush step, outside every callback: an owed
@@ -1213,7 +1236,10 @@ void conn_on_send(struct loop_conn *lc, int res)
         else
             conn_out_consume(c, (size_t)res);
         conn_resume_if_drained(c);
-        if (c->out_head || (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE)))
+        /* CF_RD_EOF: a draining connection may close now that its
+         * output is out (conn_drained). */
+        if (c->out_head ||
+            (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE | CF_RD_EOF)))
             conn_flush_later(c);
     }
     conn_settle(c);

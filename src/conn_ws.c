@@ -305,7 +305,7 @@ static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size
             return;
         }
     }
-    conn_drain(c);
+    conn_drain_closed(c);
 }
 
 static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)

@@ -585,6 +585,9 @@ void conn_wire_want(struct ringws_conn *c, bool want);
 int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
                const void *b, size_t blen);
 void conn_drain(struct ringws_conn *c);
+/* conn_drain once the closing handshake is complete: closes as soon as
+ * the output is out. */
+void conn_drain_closed(struct ringws_conn *c);
 /* Moves to state; leaving the handshake phase gives back the connection's
  * place under max_handshakes (worker.handshaking). */
 void conn_state_set(struct ringws_conn *c, enum conn_state state);

@@ -364,6 +364,27 @@ def t_traffic(port):
     scraper.conn.sock.close()
 
 
+def t_close_frees(port):
+    """Once the closing handshake is complete (our close, the server's
+    echo), the server closes TCP first (RFC 6455 section 7.1.1) and frees
+    the connection at once: it does not wait for our FIN, which we hold
+    back (the server runs with a 60 s close timeout, so waiting for it
+    would show).  Its close frame comes whole, then its FIN, no reset."""
+    scraper = Scraper(port)
+    wait_for(scraper, alone, "the connections of earlier cases to close")
+    c = ws_open(port, "/echo")
+    c.send(build_frame(0x8, close_payload(1000)))
+    eq(c.read_exactly(4, "the close echo"), b"\x88\x02\x03\xe8", "the server's close frame")
+    c.sock.settimeout(T(5))
+    try:
+        eq(c.sock.recv(1), b"", "the server's FIN after its close frame")
+    except ConnectionResetError:
+        fail("the server reset the connection instead of closing it")
+    wait_for(scraper, alone, "the server to free the connection while our side is still open")
+    c.sock.close()
+    scraper.conn.sock.close()
+
+
 def main():
     r = Runner("metrics")
     with r.server(["--workers", str(WORKERS), "--handshake-timeout", "%dms" % (HANDSHAKE_TIMEOUT * 1000),
@@ -371,6 +392,8 @@ def main():
                   "two-workers") as srv:
         r.case("families-help-type-histograms", t_families, srv.port)
         r.case("traffic-counted-exactly", t_traffic, srv.port)
+    with r.server(["--close-timeout", "60s"], "close-timeout-60s") as srv:
+        r.case("close-complete-frees-without-peer-fin", t_close_frees, srv.port)
     r.finish()
 
 
