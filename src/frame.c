@@ -465,6 +465,11 @@ size_t ws_frame_header(uint8_t out[WS_MAX_SERVER_HEADER], unsigned first, uint64
     return 2 + ext;
 }
 
+size_t ws_frame_header_len(const uint8_t *hdr)
+{
+    return 2 + frame_ext_len(hdr[1] & FRAME_LEN_BITS);
+}
+
 size_t ws_close_payload(uint8_t out[WS_MAX_CONTROL_PAYLOAD], uint16_t code,
                         const char *reason, size_t reason_len)
 {

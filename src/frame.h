@@ -131,6 +131,9 @@ size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
 #define WS_FIN 0x80u
 #define WS_RSV1 0x40u
 size_t ws_frame_header(uint8_t out[WS_MAX_SERVER_HEADER], unsigned first, uint64_t len);
+/* The size of a server frame's header (unmasked) from its first two bytes:
+ * what ws_frame_header returned for it. */
+size_t ws_frame_header_len(const uint8_t *hdr);
 
 /* Writes a close payload (code, then reason cut to fit 125 bytes at a UTF-8
  * boundary) and returns its length.  code 0 writes an empty payload. */

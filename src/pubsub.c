@@ -518,14 +518,6 @@ static uint32_t pubsub_frame_flags(const struct ringws_conn *c)
     return t && deflate_takeover_tx_bits(t) ? c->flags & ~(uint32_t)CF_DEFLATE : c->flags;
 }
 
-/* Bytes of a server frame's header, from its first two. */
-static size_t pubsub_frame_hdr_len(const uint8_t *b)
-{
-    unsigned len7 = b[1] & 0x7f;
-
-    return len7 == 127 ? 10 : len7 == 126 ? 4 : 2;
-}
-
 /* For a subscriber whose server side takes context over, the plain
  * payload of its frame of m (the raw payload; with ringws.v1 the line
  * before it too) as pieces for its stream, and the opcode: how many; 0
@@ -549,7 +541,7 @@ static int pubsub_own_pieces(struct ringws_conn *c, struct pub_msg *m, struct io
     if (!(env = pubsub_env_make(c->w->srv, m, false)))
         return -ENOMEM;
     head = env->f.len - payload;
-    h = pubsub_frame_hdr_len(env->f.bytes);
+    h = ws_frame_header_len(env->f.bytes);
     iov[0] = (struct iovec){(void *)(env->f.bytes + h), head - h};
     return 2;
 }

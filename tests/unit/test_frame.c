@@ -396,6 +396,8 @@ static void test_frame_header(void)
 
         CHECKF(n == cases[i].size && !memcmp(out, cases[i].b, n),
                "length %llu", (unsigned long long)cases[i].len);
+        CHECKF(ws_frame_header_len(out) == n, "header length read back, length %llu",
+               (unsigned long long)cases[i].len);
     }
     CHECK(ws_frame_header(out, WS_OP_BINARY, 3) == 2 && out[0] == 0x02);
     CHECK(ws_frame_header(out, WS_FIN | WS_RSV1 | WS_OP_TEXT, 3) == 2 &&
