@@ -507,25 +507,22 @@ int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iove
 {
     const uint8_t *z;
     ssize_t zn = deflate_takeover_compress(conn_takeover(c), iov, n, &z);
-    int r;
 
-    if (zn == -EIO) {
+    if (zn >= 0) {
+        atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
+        if (conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn) == 0) {
+            STAT_ADD(c->w, deflate_sent, 1);
+            return 0;
+        }
+        /* Compressed through the stream: the peer's window must see it,
+         * so a failure to queue it leaves the stream ahead of the peer. */
+        zn = -EIO;
+    }
+    if (zn == -EIO) { /* the stream and the peer's window parted: it cannot go on */
         c->flags |= CF_SLOW_1013;
         conn_flush_later(c);
     }
-    if (zn < 0)
-        return (int)zn;
-    atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
-    /* Compressed through the stream: the peer's window must see it, so a
-     * failure to queue it leaves the stream ahead of the peer. */
-    r = conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn);
-    if (r < 0) {
-        c->flags |= CF_SLOW_1013;
-        conn_flush_later(c);
-        return -EIO;
-    }
-    STAT_ADD(c->w, deflate_sent, 1);
-    return 0;
+    return (int)zn;
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -537,9 +534,12 @@ static int conn_ws_send_takeover(struct ringws_conn *c, unsigned op, const void 
                                  size_t len)
 {
     struct iovec iov = {(void *)data, len};
-    int r = len < DEFLATE_TAKEOVER_MIN_SIZE ? -ENOMEM : conn_ws_queue_takeover(c, op, &iov, 1);
+    int r;
 
-    return r == -ENOMEM ? conn_ws_frame(c, WS_FIN | op, data, len) : r;
+    if (len >= DEFLATE_TAKEOVER_MIN_SIZE && (r = conn_ws_queue_takeover(c, op, &iov, 1)) != -ENOMEM)
+        return r;
+    /* Short, or no memory for the stream (left untouched): plain. */
+    return conn_ws_frame(c, WS_FIN | op, data, len);
 }
 
 /* A message of the application on a connection that negotiated
