@@ -241,6 +241,16 @@ def fail(msg):
     raise TestFailure(msg)
 
 
+def proc_status_kib(pid, field):
+    """A size field of /proc/PID/status in KiB (VmRSS, RssAnon...); its
+    absence fails the case."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    fail("no %s in /proc/%d/status" % (field, pid))
+
+
 def expect(cond, expected, got):
     if not cond:
         raise TestFailure("expected %s, got %s" % (expected, got))

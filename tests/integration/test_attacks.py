@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ringws_test import (ASAN, BIN, EOF, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
                          SERVE_LIMIT, SLOW, RawWS, Runner, T, assert_served, build_frame,
                          close_payload, connect, eq, expect, fail, short, slack,
-                         upgrade_request, metric)
+                         upgrade_request, metric, proc_status_kib)
 
 MIB = 1 << 20
 WORKERS = 2
@@ -52,14 +52,6 @@ RESULTS = []
 
 # ---------------------------------------------------------------------------
 # Observing the server from outside
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    fail("no VmRSS in /proc/%d/status" % pid)
 
 
 def server_sockets(port):
@@ -88,7 +80,7 @@ class RssWatch:
         self._thread = None
 
     def __enter__(self):
-        self.base = self.peak = rss_kib(self.srv.pid)
+        self.base = self.peak = proc_status_kib(self.srv.pid, "VmRSS")
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -96,7 +88,7 @@ class RssWatch:
     def _sample(self):
         while not self._stop.wait(0.02):
             try:
-                self.peak = max(self.peak, rss_kib(self.srv.pid))
+                self.peak = max(self.peak, proc_status_kib(self.srv.pid, "VmRSS"))
             except (OSError, AssertionError):
                 return
 
@@ -112,7 +104,7 @@ class RssWatch:
             line = "rss %-24s baseline %6.1f MiB  peak %6.1f MiB (+%5.1f)  then the server died" % (
                 self.name, self.base / 1024, self.peak / 1024, (self.peak - self.base) / 1024)
         else:
-            after = rss_kib(self.srv.pid)
+            after = proc_status_kib(self.srv.pid, "VmRSS")
             self.peak = max(self.peak, after)
             line = ("rss %-24s baseline %6.1f MiB  peak %6.1f MiB (+%5.1f)  after %6.1f MiB  bound %6.1f MiB%s"
                     % (self.name, self.base / 1024, self.peak / 1024, (self.peak - self.base) / 1024,
@@ -908,8 +900,6 @@ def t_held_partial_messages(srv, n=50, max_message=MIB):
     print("     held messages: +%.2f MiB per connection at the peak; client served in %.2fs"
           % ((rw.peak - rw.base) / 1024 / n, took), flush=True)
     rw.check()
-
-
 
 
 def t_partial_budget(srv, budget, n_held=3):

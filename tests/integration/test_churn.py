@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ringws_test import (ASAN, EOF, OP_BINARY, OP_CLOSE, OP_TEXT, SLOW, RawWS,  # noqa: E402
                          SERVE_LIMIT, Runner, Server, T, assert_served, build_frame, close_payload, connect,
-                         eq, expect, fail, upgrade_request, ws_connect)
+                         eq, expect, fail, proc_status_kib, upgrade_request, ws_connect)
 
 MIB = 1 << 20
 CYCLES = int(6000 / SLOW)        # 6000 on a normal build, 2000 under ASan
@@ -45,14 +45,6 @@ WARM_ROUNDS = 5 if ASAN else 1
 
 # ---------------------------------------------------------------------------
 # The server seen from outside
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    fail("no VmRSS in /proc/%d/status" % pid)
 
 
 def fd_count(pid):
@@ -239,7 +231,7 @@ def t_warm_up(srv, st):
     assert_served(srv.port, "after the warm-up", T(5))
     socks, fds = settle(srv, None, CLOSE_TIMEOUT_S + T(5))
     st.base_fds = fds
-    st.base_rss = rss_kib(srv.pid)
+    st.base_rss = proc_status_kib(srv.pid, "VmRSS")
     print("     baseline after %d warm-up cycles: %d descriptors, RSS %.1f MiB"
           % (WARM_CYCLES, st.base_fds, st.base_rss / 1024), flush=True)
 
@@ -253,7 +245,7 @@ def t_churn(srv, st):
         while not stop.wait(0.05):
             try:
                 samples["fds"].add(fd_count(srv.pid))
-                samples["rss"] = max(samples["rss"], rss_kib(srv.pid))
+                samples["rss"] = max(samples["rss"], proc_status_kib(srv.pid, "VmRSS"))
             except OSError:
                 return
             if time.monotonic() - last_probe >= 0.5:
@@ -287,7 +279,7 @@ def t_churn(srv, st):
 
 def t_back_to_baseline(srv, st):
     socks, fds = settle(srv, st.base_fds, CLOSE_TIMEOUT_S + T(5))
-    rss = rss_kib(srv.pid)
+    rss = proc_status_kib(srv.pid, "VmRSS")
     print("     after the churn: %d descriptors (baseline %d), RSS %.1f MiB (baseline %.1f, %+.1f MiB, "
           "tolerance %d MiB)" % (fds, st.base_fds, rss / 1024, st.base_rss / 1024,
                                   (rss - st.base_rss) / 1024, CHURN_RSS_TOLERANCE_MIB), flush=True)

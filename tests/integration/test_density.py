@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ringws_test import ASAN, Runner, Server, expect, fail, upgrade_request  # noqa: E402
+from ringws_test import ASAN, Runner, Server, expect, fail, proc_status_kib, upgrade_request  # noqa: E402
 
 IDLE_CONNS = 4000
 WARM_CONNS = 256
@@ -35,14 +35,6 @@ IDLE_BYTES_PER_CONN = 182
 RING_BYTES = 1024 * 16384
 WORKERS = 2
 COOKIE = "c" * 2000
-
-
-def rss_anon_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    fail("no RssAnon in /proc/%d/status" % pid)
 
 
 def ring_rss_kib(pid):
@@ -88,10 +80,10 @@ def open_idle(port, n, held):
 def rss_settled(pid):
     """RssAnon once two readings 100 ms apart agree (the last handshakes'
     completions may still be handled when the client has its answers)."""
-    last = rss_anon_kib(pid)
+    last = proc_status_kib(pid, "RssAnon")
     for _ in range(20):
         time.sleep(0.1)
-        now = rss_anon_kib(pid)
+        now = proc_status_kib(pid, "RssAnon")
         if now == last:
             return now
         last = now
