@@ -127,9 +127,8 @@ static inline uint32_t short_dist(const struct deflate_short *s, uint32_t d, uns
     return s->dist[2 * (k + 1) + ((dm >> k) & 1u)] | ((dm & ((1u << k) - 1)) << 5);
 }
 
-/* The bit writer: bits are added from the low end; whole bytes are
- * stored a word at a time, into the slack past the limit, once 32 bits or
- * more wait (a symbol adds at most 31: the word never overflows). */
+/* The bit writer: bits are added from the low end, and whole bytes are
+ * stored a word at a time into the slack past the limit. */
 struct short_out {
     uint64_t bits;
     unsigned n;
@@ -140,10 +139,6 @@ static inline void short_put(struct short_out *o, uint64_t bits, unsigned n)
 {
     o->bits |= bits << o->n;
     o->n += n;
-}
-
-static inline void short_flush(struct short_out *o)
-{
     memcpy(o->p, &o->bits, sizeof(o->bits));
     o->p += o->n >> 3;
     o->bits >>= o->n & ~7u;
@@ -158,14 +153,14 @@ static inline size_t short_match(struct deflate_short *s, const uint8_t *in, siz
     uint32_t v = short_load32(in + i) & 0xffffffu;
     uint32_t *slot = &s->head[short_hash(v)];
     uint32_t cand = *slot, pos = base + (uint32_t)i;
-    uint32_t reach = i < SHORT_WINDOW ? (uint32_t)i : SHORT_WINDOW;
     size_t max, len;
 
     *slot = pos;
-    /* An entry below the base (an earlier message's) is further back
-     * than i; one not before pos (only a base moved back by hand, in a
-     * test, leaves those) wraps to a distance past any reach. */
-    if (pos - cand - 1 >= reach || (short_load32(in + (cand - base)) & 0xffffffu) != v)
+    /* Entries below the base are earlier messages'; the distance's test
+     * also refuses an entry not before pos, which only a base moved back
+     * by hand (a test) could leave. */
+    if (cand < base || pos - cand - 1 >= SHORT_WINDOW ||
+        (short_load32(in + (cand - base)) & 0xffffffu) != v)
         return 0;
     max = n - i < SHORT_MAX_MATCH ? n - i : SHORT_MAX_MATCH;
     len = 3 + short_extend(in + (cand - base) + 3, in + i + 3, max - 3);
@@ -191,9 +186,9 @@ size_t deflate_short_compress(struct deflate_short *s, const uint8_t *in, size_t
     s->base += (uint32_t)n;
     /* Matches start where a word can be loaded: the last three bytes go
      * as literals. */
-    while (i < n) {
+    while (i + 4 <= n) {
         uint32_t dist;
-        size_t len = i + 4 <= n ? short_match(s, in, n, i, base, &dist) : 0;
+        size_t len = short_match(s, in, n, i, base, &dist);
 
         if (len) {
             unsigned l = (unsigned)len - 3, dbits;
@@ -210,14 +205,15 @@ size_t deflate_short_compress(struct deflate_short *s, const uint8_t *in, size_t
             short_put(&o, s->lit[in[i]], s->lit_bits[in[i]]);
             i++;
         }
-        if (o.n >= 32) {
-            short_flush(&o);
-            if (o.p > lim)
-                return 0;
-        }
+        if (o.p > lim)
+            return 0;
+    }
+    for (; i < n; i++) {
+        short_put(&o, s->lit[in[i]], s->lit_bits[in[i]]);
+        if (o.p > lim)
+            return 0;
     }
     short_put(&o, 0, 7); /* end of block: symbol 256, seven zero bits */
-    short_flush(&o);
     if (o.n)
         o.p++;
     return o.p > lim ? 0 : (size_t)(o.p - out);
