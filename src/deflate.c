@@ -169,20 +169,13 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
     return (ssize_t)z;
 }
 
-int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
-                    size_t *out_len)
+/* Inflates in[0..n) (the payload and its tail) into the thread's output
+ * scratch. */
+static int deflate_inflate_tailed(struct deflate_thread *t, const uint8_t *in, size_t n,
+                                  size_t max, const uint8_t **out, size_t *out_len)
 {
-    struct deflate_thread *t = deflate_thread();
     size_t cap;
 
-    if (!max) /* no limit: still one the size arithmetic cannot pass */
-        max = SIZE_MAX / 8;
-    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
-        return -ENOMEM;
-    if (deflate_room(&t->in, &t->in_cap, n + sizeof(deflate_tail)) < 0)
-        return -ENOMEM;
-    memcpy(t->in, p, n);
-    memcpy(t->in + n, deflate_tail, sizeof(deflate_tail));
     /* Guess, then grow by 4: a bomb costs at most 4/3 of max in output
      * written before it is refused. */
     cap = n * 4 > DEFLATE_KEEP ? n * 4 : DEFLATE_KEEP;
@@ -195,8 +188,7 @@ int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
             cap = max;
         if (deflate_room(&t->out, &t->out_cap, cap ? cap : 1) < 0)
             return -ENOMEM;
-        r = libdeflate_deflate_decompress(t->decomp, t->in, n + sizeof(deflate_tail), t->out,
-                                          cap, out_len);
+        r = libdeflate_deflate_decompress(t->decomp, in, n, t->out, cap, out_len);
         if (r == LIBDEFLATE_SUCCESS) {
             *out = t->out;
             return 0;
@@ -207,6 +199,31 @@ int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
             return -EMSGSIZE;
         cap = cap > max / 4 ? max : cap * 4;
     }
+}
+
+int deflate_inflate(uint8_t *p, size_t n, size_t room, size_t max, const uint8_t **out,
+                    size_t *out_len)
+{
+    struct deflate_thread *t = deflate_thread();
+    uint8_t kept[sizeof(deflate_tail)];
+    int r;
+
+    if (!max) /* no limit: still one the size arithmetic cannot pass */
+        max = SIZE_MAX / 8;
+    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
+        return -ENOMEM;
+    if (room >= sizeof(deflate_tail)) {
+        memcpy(kept, p + n, sizeof(kept));
+        memcpy(p + n, deflate_tail, sizeof(deflate_tail));
+        r = deflate_inflate_tailed(t, p, n + sizeof(deflate_tail), max, out, out_len);
+        memcpy(p + n, kept, sizeof(kept));
+        return r;
+    }
+    if (deflate_room(&t->in, &t->in_cap, n + sizeof(deflate_tail)) < 0)
+        return -ENOMEM;
+    memcpy(t->in, p, n);
+    memcpy(t->in + n, deflate_tail, sizeof(deflate_tail));
+    return deflate_inflate_tailed(t, t->in, n + sizeof(deflate_tail), max, out, out_len);
 }
 
 void deflate_trim(void)
