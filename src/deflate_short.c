@@ -9,6 +9,7 @@
  * is never cleared, and each input byte costs a hash, a load and a compare. */
 #include "deflate_short.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -128,7 +129,9 @@ static inline uint32_t short_dist(const struct deflate_short *s, uint32_t d, uns
 }
 
 /* The bit writer: bits are added from the low end, and whole bytes are
- * stored a word at a time into the slack past the limit. */
+ * stored a word at a time into the slack past the limit.  At most 7 bits
+ * wait between calls, and a call adds at most 36 (four 9-bit literals;
+ * a match is at most 31): the word never overflows. */
 struct short_out {
     uint64_t bits;
     unsigned n;
@@ -168,13 +171,42 @@ static inline size_t short_match(struct deflate_short *s, const uint8_t *in, siz
     return len == 3 && *dist > SHORT_FAR3 ? 0 : len;
 }
 
+/* Literals in[from..to): false once the output passed lim.  Four at a
+ * time: their codes (8 or 9 bits each) go into the bit buffer together. */
+static inline bool short_literals(const struct deflate_short *s, struct short_out *o,
+                                  const uint8_t *in, size_t from, size_t to, const uint8_t *lim)
+{
+    size_t i = from;
+
+    for (; i + 4 <= to; i += 4) {
+        uint64_t bits = s->lit[in[i]];
+        unsigned n = s->lit_bits[in[i]];
+
+        bits |= (uint64_t)s->lit[in[i + 1]] << n;
+        n += s->lit_bits[in[i + 1]];
+        bits |= (uint64_t)s->lit[in[i + 2]] << n;
+        n += s->lit_bits[in[i + 2]];
+        bits |= (uint64_t)s->lit[in[i + 3]] << n;
+        n += s->lit_bits[in[i + 3]];
+        short_put(o, bits, n);
+        if (o->p > lim)
+            return false;
+    }
+    for (; i < to; i++) {
+        short_put(o, s->lit[in[i]], s->lit_bits[in[i]]);
+        if (o->p > lim)
+            return false;
+    }
+    return true;
+}
+
 size_t deflate_short_compress(struct deflate_short *s, const uint8_t *in, size_t n,
                               uint8_t *out, size_t cap)
 {
     const uint8_t *lim = out + cap;
     struct short_out o = {3, 3, out}; /* BFINAL, BTYPE 01: fixed codes */
     uint32_t base;
-    size_t i = 0;
+    size_t i = 0, lit = 0; /* in[lit..i): literals not yet written */
 
     if (n > (1u << 30))
         return 0;
@@ -184,35 +216,35 @@ size_t deflate_short_compress(struct deflate_short *s, const uint8_t *in, size_t
     }
     base = s->base;
     s->base += (uint32_t)n;
-    /* Matches start where a word can be loaded: the last three bytes go
-     * as literals. */
+    /* The search runs ahead of the writer, which takes the literals
+     * before each match in one run.  Matches start where a word can be
+     * loaded: the last three bytes go as literals. */
     while (i + 4 <= n) {
         uint32_t dist;
         size_t len = short_match(s, in, n, i, base, &dist);
+        unsigned l, dbits;
+        uint32_t dcode;
 
-        if (len) {
-            unsigned l = (unsigned)len - 3, dbits;
-            uint32_t dcode = short_dist(s, dist, &dbits);
-
-            short_put(&o, s->len[l] | ((uint64_t)dcode << s->len_bits[l]),
-                      s->len_bits[l] + dbits);
-            /* The positions inside the match go into the table too: JSON
-             * repeats keys and values right after each other. */
-            for (size_t j = i + 1; j < i + len && j + 4 <= n; j++)
-                s->head[short_hash(short_load32(in + j) & 0xffffffu)] = base + (uint32_t)j;
-            i += len;
-        } else {
-            short_put(&o, s->lit[in[i]], s->lit_bits[in[i]]);
+        if (!len) {
             i++;
+            continue;
         }
+        if (!short_literals(s, &o, in, lit, i, lim))
+            return 0;
+        l = (unsigned)len - 3;
+        dcode = short_dist(s, dist, &dbits);
+        short_put(&o, s->len[l] | ((uint64_t)dcode << s->len_bits[l]), s->len_bits[l] + dbits);
         if (o.p > lim)
             return 0;
+        /* The positions inside the match go into the table too: JSON
+         * repeats keys and values right after each other. */
+        for (size_t j = i + 1; j < i + len && j + 4 <= n; j++)
+            s->head[short_hash(short_load32(in + j) & 0xffffffu)] = base + (uint32_t)j;
+        i += len;
+        lit = i;
     }
-    for (; i < n; i++) {
-        short_put(&o, s->lit[in[i]], s->lit_bits[in[i]]);
-        if (o.p > lim)
-            return 0;
-    }
+    if (!short_literals(s, &o, in, lit, n, lim))
+        return 0;
     short_put(&o, 0, 7); /* end of block: symbol 256, seven zero bits */
     if (o.n)
         o.p++;
