@@ -177,24 +177,33 @@ static void conn_ws_expired(struct ringws_conn *c)
 
 /* ---- input ------------------------------------------------------------- */
 
-static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n);
+static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n,
+                            size_t room);
 
-/* Inlined where messages are complete: a plain message pays one test for
- * compression (the opcode's mark), no call. */
+/* A complete message, plain or inflated, to the application or the
+ * pub/sub protocol. */
 static inline __attribute__((always_inline)) void
-conn_ws_deliver(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
+conn_ws_deliver_plain(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
 
-    if (op & WS_MSG_DEFLATED) {
-        conn_ws_inflate(c, op, p, n);
-        return;
-    }
     STAT_ADD(c->w, messages_received, 1);
     if (c->flags & CF_PUBSUB)
         conn_ws_pubsub_command(c, op, p, n);
     else if (cfg->cb.on_message)
         cfg->cb.on_message(c, (enum ringws_opcode)op, p, n, cfg->user);
+}
+
+/* Inlined where messages are complete: a plain message pays one test for
+ * compression (the opcode's mark), no call.  `room`: the bytes past p + n
+ * that inflating may borrow (deflate_inflate). */
+static inline __attribute__((always_inline)) void
+conn_ws_deliver(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n, size_t room)
+{
+    if (op & WS_MSG_DEFLATED)
+        conn_ws_inflate(c, op, p, n, room);
+    else
+        conn_ws_deliver_plain(c, op, p, n);
 }
 
 /* Bytes a worker inflates in a turn before the connection that passed
@@ -223,13 +232,14 @@ static void conn_ws_inflate_spent(struct ringws_conn *c, size_t len)
 /* A compressed message, complete: inflated whole (bounded by max_message,
  * RFC 7692 7.2.2), its text checked, then delivered like any other. */
 __attribute__((noinline))
-static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
+static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n,
+                            size_t room)
 {
     struct deflate_takeover *t = conn_takeover(c);
     size_t max = c->w->srv->cfg.max_message, len;
     const uint8_t *msg;
     int r = t && deflate_takeover_rx_bits(t) ? deflate_takeover_inflate(t, p, n, max, &msg, &len)
-                                             : deflate_inflate(p, n, max, &msg, &len);
+                                             : deflate_inflate(p, n, room, max, &msg, &len);
 
     op &= (uint8_t)~WS_MSG_DEFLATED;
     STAT_ADD(c->w, deflate_inflated, 1);
@@ -242,13 +252,15 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p,
     else if (op == WS_OP_TEXT && !utf8_valid(msg, len))
         conn_ws_close_why(c, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8", true);
     else
-        conn_ws_deliver(c, op, msg, len);
+        conn_ws_deliver_plain(c, op, msg, len);
     deflate_trim();
     if (r == 0)
         conn_ws_inflate_spent(c, len);
 }
 
-static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
+/* end: the end of the received bytes ev's data lies in, which are the
+ * connection's until conn_ws_input returns. */
+static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8_t *end)
 {
     bool starting = !c->msg.len;
     int r;
@@ -256,8 +268,9 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     if (c->state != CONN_WS)
         return; /* after our close frame, data is read and dropped */
     if (ev->msg_start && ev->msg_end && ev->frame_start) {
-        /* The whole message lies in this receive buffer: no copy. */
-        conn_ws_deliver(c, ev->opcode, ev->data, ev->len);
+        /* The whole message lies in this receive buffer: no copy (and
+         * inflating may borrow the bytes after it). */
+        conn_ws_deliver(c, ev->opcode, ev->data, ev->len, (size_t)(end - (ev->data + ev->len)));
         return;
     }
     /* A message spanning frames or receives is gathered; the decoder has
@@ -275,7 +288,7 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_msg_started(c);
     if (ev->msg_end) {
         struct conn_pend msg = conn_pend_take(&c->msg);
-        conn_ws_deliver(c, ev->opcode, msg.buf, msg.len);
+        conn_ws_deliver(c, ev->opcode, msg.buf, msg.len, msg.cap - msg.len);
         conn_pend_free(c->w, &msg);
     }
 }
@@ -385,7 +398,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
         case WS_EV_NEED_MORE:
             return;
         case WS_EV_DATA:
-            conn_ws_data(c, &ev);
+            conn_ws_data(c, &ev, buf + len);
             break;
         case WS_EV_CONTROL:
             conn_ws_control(c, &ev);

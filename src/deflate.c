@@ -1,5 +1,6 @@
-/* deflate.c - whole-message compression and inflation with libdeflate, with
- * what each thread needs made on its first call.
+/* deflate.c - whole-message compression and inflation with libdeflate, and
+ * short messages sent once with deflate_short.c, with what each thread
+ * needs made on its first call.
  *
  * Why it exists: the stateless mode of permessage-deflate needs no stream
  * state between messages, which is exactly what libdeflate's whole-buffer
@@ -7,6 +8,7 @@
  * bounded output buffer is also the decompression bomb's bound.  The
  * per-thread part is a few hundred KiB per worker, not per connection. */
 #include "deflate.h"
+#include "deflate_short.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +22,12 @@
 /* libdeflate's levels for each effort (bench/RESULTS.md, "Compression"). */
 static const int deflate_levels[DEFLATE_EFFORTS] = {1, 6};
 
+/* Up to this size a message sent once goes through the short-message
+ * encoder: 4-11x fewer instructions than libdeflate level 1, for 11-21 %
+ * more bytes; beyond it the bytes cost more and the saving shrinks
+ * (bench/RESULTS.md, "A compressor for short messages"). */
+#define DEFLATE_SHORT_MAX 512
+
 /* Appended to a received payload before inflating: the 00 00 ff ff that
  * RFC 7692 7.2.2 restores (ending a sync-flushed stream with an empty
  * stored block), then a final empty stored block, since libdeflate wants a
@@ -32,6 +40,7 @@ static const uint8_t deflate_tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00,
 
 struct deflate_thread {
     struct libdeflate_compressor *comp[DEFLATE_EFFORTS];
+    struct deflate_short *short_enc;
     struct libdeflate_decompressor *decomp;
     uint8_t *in, *out; /* inflating: the input with its tail, the message */
     size_t in_cap, out_cap;
@@ -52,6 +61,7 @@ static void deflate_thread_free(void *arg)
     for (unsigned i = 0; i < DEFLATE_EFFORTS; i++)
         libdeflate_free_compressor(t->comp[i]);
     libdeflate_free_decompressor(t->decomp);
+    free(t->short_enc);
     free(t->in);
     free(t->out);
     free(t->z);
@@ -119,6 +129,22 @@ uint8_t *deflate_scratch_out(size_t n, size_t keep)
     return t && deflate_room_keep(&t->out, &t->out_cap, n, keep) == 0 ? t->out : NULL;
 }
 
+/* A short message sent once: into n - 1 bytes (and the encoder's slack),
+ * or 0 when it would not be smaller. */
+static ssize_t deflate_compress_short(struct deflate_thread *t, const void *p, size_t n,
+                                      const uint8_t **out)
+{
+    if (!t->short_enc) {
+        if (!(t->short_enc = malloc(sizeof(*t->short_enc))))
+            return -ENOMEM;
+        deflate_short_init(t->short_enc);
+    }
+    if (deflate_room(&t->z, &t->z_cap, n - 1 + DEFLATE_SHORT_SLACK) < 0)
+        return -ENOMEM;
+    *out = t->z;
+    return (ssize_t)deflate_short_compress(t->short_enc, p, n, t->z, n - 1);
+}
+
 ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
                          const uint8_t **out)
 {
@@ -129,6 +155,8 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
         return 0;
     if (!(t = deflate_thread()))
         return -ENOMEM;
+    if (effort == DEFLATE_FAST && n <= DEFLATE_SHORT_MAX)
+        return deflate_compress_short(t, p, n, out);
     if (!t->comp[effort] && !(t->comp[effort] = libdeflate_alloc_compressor(deflate_levels[effort])))
         return -ENOMEM;
     /* Only a result smaller than the message is any use: n - 1 bytes of
@@ -141,20 +169,13 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
     return (ssize_t)z;
 }
 
-int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
-                    size_t *out_len)
+/* Inflates in[0..n) (the payload and its tail) into the thread's output
+ * scratch. */
+static int deflate_inflate_tailed(struct deflate_thread *t, const uint8_t *in, size_t n,
+                                  size_t max, const uint8_t **out, size_t *out_len)
 {
-    struct deflate_thread *t = deflate_thread();
     size_t cap;
 
-    if (!max) /* no limit: still one the size arithmetic cannot pass */
-        max = SIZE_MAX / 8;
-    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
-        return -ENOMEM;
-    if (deflate_room(&t->in, &t->in_cap, n + sizeof(deflate_tail)) < 0)
-        return -ENOMEM;
-    memcpy(t->in, p, n);
-    memcpy(t->in + n, deflate_tail, sizeof(deflate_tail));
     /* Guess, then grow by 4: a bomb costs at most 4/3 of max in output
      * written before it is refused. */
     cap = n * 4 > DEFLATE_KEEP ? n * 4 : DEFLATE_KEEP;
@@ -167,8 +188,7 @@ int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
             cap = max;
         if (deflate_room(&t->out, &t->out_cap, cap ? cap : 1) < 0)
             return -ENOMEM;
-        r = libdeflate_deflate_decompress(t->decomp, t->in, n + sizeof(deflate_tail), t->out,
-                                          cap, out_len);
+        r = libdeflate_deflate_decompress(t->decomp, in, n, t->out, cap, out_len);
         if (r == LIBDEFLATE_SUCCESS) {
             *out = t->out;
             return 0;
@@ -179,6 +199,31 @@ int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
             return -EMSGSIZE;
         cap = cap > max / 4 ? max : cap * 4;
     }
+}
+
+int deflate_inflate(uint8_t *p, size_t n, size_t room, size_t max, const uint8_t **out,
+                    size_t *out_len)
+{
+    struct deflate_thread *t = deflate_thread();
+    uint8_t kept[sizeof(deflate_tail)];
+    int r;
+
+    if (!max) /* no limit: still one the size arithmetic cannot pass */
+        max = SIZE_MAX / 8;
+    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
+        return -ENOMEM;
+    if (room >= sizeof(deflate_tail)) {
+        memcpy(kept, p + n, sizeof(kept));
+        memcpy(p + n, deflate_tail, sizeof(deflate_tail));
+        r = deflate_inflate_tailed(t, p, n + sizeof(deflate_tail), max, out, out_len);
+        memcpy(p + n, kept, sizeof(kept));
+        return r;
+    }
+    if (deflate_room(&t->in, &t->in_cap, n + sizeof(deflate_tail)) < 0)
+        return -ENOMEM;
+    memcpy(t->in, p, n);
+    memcpy(t->in + n, deflate_tail, sizeof(deflate_tail));
+    return deflate_inflate_tailed(t, t->in, n + sizeof(deflate_tail), max, out, out_len);
 }
 
 void deflate_trim(void)

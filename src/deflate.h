@@ -37,10 +37,14 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
 
 /* Inflates a received message's payload p[0..n) (RFC 7692 7.2.2: as if
  * 00 00 ff ff followed it) into the thread's scratch, never past max bytes
- * (the work is bounded by about 4/3 of max whatever the input).  0 with
- * *out and *out_len (valid until the next call here), -EMSGSIZE past max,
- * -EINVAL for data that is not deflate, -ENOMEM. */
-int deflate_inflate(const uint8_t *p, size_t n, size_t max, const uint8_t **out,
+ * (the work is bounded by about 4/3 of max whatever the input).  `room` is
+ * how many bytes past p + n the caller lets it borrow: with 9 or more the
+ * tail is written there and the payload inflated where it lies (the bytes
+ * are put back before it returns), else the payload is copied to scratch
+ * with its tail.  0 with *out and *out_len (valid until the next call
+ * here), -EMSGSIZE past max, -EINVAL for data that is not deflate,
+ * -ENOMEM. */
+int deflate_inflate(uint8_t *p, size_t n, size_t room, size_t max, const uint8_t **out,
                     size_t *out_len);
 
 /* The calling thread's scratch for a compressed message (the one

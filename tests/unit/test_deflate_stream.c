@@ -5,8 +5,10 @@
  * first message, the worst case never passed, back to zero when freed), a
  * peer's final block, bombs and broken data. */
 #include "deflate_stream.h"
+#include "deflate.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +182,67 @@ static void test_bounds(void)
     free(zeros);
 }
 
+/* The stateless inflater (deflate.c) given room after the payload: it
+ * borrows it for the tail and puts it back, and gives what it gives with
+ * the payload copied (room under 9 bytes); a peer's sync-flushed message
+ * and a final block alike, and a bomb still refused. */
+static void test_inflate_borrowed(void)
+{
+    static const uint8_t after[16] = "next frame bytes";
+    char text[4096];
+    uint8_t buf[8192], peer_z[8192];
+    z_stream zs = {0};
+
+    CHECK(deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+    for (unsigned i = 0; i < 40; i++) {
+        size_t n = json(text, 160 + i * 97, i), zn;
+        const uint8_t *msg, *ours;
+
+        if (i % 2) {
+            deflateReset(&zs);
+            zn = peer_deflate(&zs, text, n, peer_z, sizeof(peer_z));
+        } else {
+            bool fast = i % 4, short_enc = fast && n <= 512;
+            ssize_t r = deflate_compress(text, n, fast ? DEFLATE_FAST : DEFLATE_SMALL, &ours);
+
+            CHECK(r > 0);
+            zn = r > 0 ? (size_t)r : 0;
+            memcpy(peer_z, ours, zn);
+            /* The first block's type (bits 1-2): fixed codes are the
+             * short-message encoder's, up to 512 bytes sent once;
+             * libdeflate's are dynamic on these messages. */
+            CHECKF(zn && (peer_z[0] & 7) == (short_enc ? 3 : 5),
+                   "message %u (%zu bytes, %s): block header %u", i, n,
+                   fast ? "fast" : "small", peer_z[0] & 7);
+        }
+        for (size_t room = 0; room <= sizeof(after); room++) {
+            size_t len = 0;
+
+            memcpy(buf, peer_z, zn);
+            memcpy(buf + zn, after, sizeof(after));
+            CHECKF(deflate_inflate(buf, zn, room, MSG_MAX, &msg, &len) == 0 && len == n &&
+                       memcmp(msg, text, n) == 0,
+                   "message %u, room %zu", i, room);
+            CHECKF(memcmp(buf, peer_z, zn) == 0 && memcmp(buf + zn, after, sizeof(after)) == 0,
+                   "message %u, room %zu: the buffer changed", i, room);
+        }
+    }
+    deflateEnd(&zs);
+    {
+        const uint8_t *msg;
+        size_t len;
+        uint8_t zeros[4096] = {0}, bomb[64 + sizeof(after)];
+        z_stream zb = {0};
+
+        CHECK(deflateInit2(&zb, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+        size_t zn = peer_deflate(&zb, zeros, sizeof(zeros), bomb, 64);
+        deflateEnd(&zb);
+        memcpy(bomb + zn, after, sizeof(after));
+        CHECK(deflate_inflate(bomb, zn, sizeof(after), 1000, &msg, &len) == -EMSGSIZE);
+        CHECK(memcmp(bomb + zn, after, sizeof(after)) == 0);
+    }
+}
+
 int main(void)
 {
     for (unsigned bits = 9; bits <= 15; bits++) {
@@ -188,5 +251,6 @@ int main(void)
     }
     test_final_block();
     test_bounds();
+    test_inflate_borrowed();
     return check_done("deflate_stream");
 }
