@@ -61,8 +61,8 @@ _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
 /* A connection per client, tens of thousands per worker, each paying every
  * byte while idle: what few connections need goes to the cold part, not
- * here (168 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 168,
+ * here (152 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 152,
                "struct ringws_conn grew");
 
 static struct ringws_conn *conn_of(struct loop_conn *lc)
@@ -254,7 +254,7 @@ static void conn_free(struct ringws_conn *c)
     pubsub_conn_gone(c); /* while the streams tell which subscriptions shared frames */
     conn_ws_takeover_detach(c);
     conn_out_free(c);
-    conn_pend_release(c->w, &c->held);
+    conn_held_release(c);
     if (c->flags & CF_TP_SEALED)
         w->tp_sealed->release(c);
     if (c->cold) {
@@ -364,6 +364,55 @@ void conn_pend_release(struct worker *w, struct conn_pend *pd)
     struct conn_pend taken = conn_pend_take(pd);
 
     conn_pend_free(w, &taken);
+}
+
+int conn_held_put(struct ringws_conn *c, struct conn_pend pd)
+{
+    struct conn_held *h;
+
+    if (!conn_cold_get(c))
+        return -ENOMEM;
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        conn_cold_trim(c);
+        return -ENOMEM;
+    }
+    h->pd = pd;
+    c->cold->held = h;
+    return 0;
+}
+
+int conn_held_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
+{
+    int r;
+
+    if (!conn_held(c) && conn_held_put(c, (struct conn_pend){NULL, 0, 0}) < 0)
+        return -ENOMEM;
+    r = conn_pend_store(c->w, &c->cold->held->pd, p, n, limit);
+    if (r < 0 && !c->cold->held->pd.len)
+        conn_held_release(c);
+    return r;
+}
+
+struct conn_pend conn_held_take(struct ringws_conn *c)
+{
+    struct conn_held *h = conn_held(c);
+    struct conn_pend taken = {NULL, 0, 0};
+
+    if (h) {
+        taken = h->pd;
+        free(h);
+        c->cold->held = NULL;
+        conn_cold_trim(c);
+    }
+    return taken;
+}
+
+void conn_held_release(struct ringws_conn *c)
+{
+    struct conn_pend taken = conn_held_take(c);
+
+    conn_pend_free(c->w, &taken);
 }
 
 /* ---- output ------------------------------------------------------------ */
@@ -547,7 +596,8 @@ void conn_cold_trim(struct ringws_conn *c)
 {
     const struct conn_cold *cs = c->cold;
 
-    if (cs && !cs->auth && !cs->wait && !cs->pmd && !cs->ctl && !cs->send_msg && !cs->n) {
+    if (cs && !cs->auth && !cs->wait && !cs->pmd && !cs->ctl && !cs->held && !cs->send_msg &&
+        !cs->n) {
         free(c->cold);
         c->cold = NULL;
     }
@@ -747,7 +797,7 @@ static void conn_teardown(struct ringws_conn *c)
      * completes): they go with the connection, not before. */
     if (!(c->flags & CF_SEND_BUSY))
         conn_out_free(c);
-    conn_pend_release(c->w, &c->held);
+    conn_held_release(c);
     conn_flush_later(c); /* settles after the current completion */
 }
 
@@ -764,7 +814,7 @@ static void conn_drain_with(struct ringws_conn *c, uint32_t flag)
         return;
     conn_state_set(c, CONN_DRAIN);
     c->flags |= flag;
-    conn_pend_release(c->w, &c->held);
+    conn_held_release(c);
     conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     conn_flush_later(c);
 }

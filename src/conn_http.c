@@ -870,7 +870,6 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
          * fan-out to millions takes: the keep-alive deadline restarts with
          * the answer. */
         c->flags |= CF_PUB_WAIT;
-        c->req_seen = 0;
         conn_set_deadline(c, 0);
         if (close)
             c->flags |= CF_PUB_CLOSE;
@@ -1038,7 +1037,6 @@ static bool conn_http_engine_wait(struct ringws_conn *c, const struct http_reque
     if (pubsub_prepare(c, list, len) != 1)
         return false;
     c->flags |= CF_PUB_WAIT;
-    c->req_seen = 0;
     conn_set_deadline(c, 0);
     return true;
 }
@@ -1054,13 +1052,17 @@ void conn_http_engine_ready(struct ringws_conn *c)
 }
 
 /* Handles as many requests as buf holds; returns bytes consumed (the rest is
- * an incomplete request).  May switch the connection to CONN_WS, after which
- * the caller hands the remaining bytes to conn_ws_input. */
+ * an incomplete request) and sets *seen_out to the bytes of the rest the
+ * parser found incomplete (0: parse them from their start).  May switch the
+ * connection to CONN_WS, after which the caller hands the remaining bytes
+ * to conn_ws_input. */
 static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len,
-                                 size_t seen)
+                                 size_t seen, uint32_t *seen_out)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t off = 0;
+
+    *seen_out = 0;
 
     while (off < len && c->state == CONN_HTTP && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
         struct http_request req;
@@ -1068,13 +1070,12 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
         if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
-            c->req_seen = 0;
             return off;
         }
         int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
                                    &srv->limits, &req, c->w->hdrs);
         if (r == HTTP_PARSE_INCOMPLETE) {
-            c->req_seen = (uint32_t)(len - off);
+            *seen_out = (uint32_t)(len - off);
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
@@ -1092,10 +1093,8 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
             return len;
         }
         total = (size_t)r + (req.has_body_length ? (size_t)req.content_length : 0);
-        if (len - off < total) {
-            c->req_seen = 0; /* the head is complete; the body is not */
-            return off;
-        }
+        if (len - off < total)
+            return off; /* the head is complete; the body is not */
         if (conn_http_engine_wait(c, &req))
             return off;
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
@@ -1106,23 +1105,28 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
     return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }
 
-/* Parses the requests gathered in req.  They are taken out of req first:
- * the views handed to on_http and on_open point into them and must outlive
- * anything those callbacks do to the connection.  What is left goes back
- * to req; after an upgrade it goes to the frame decoder (frames may follow
- * the request), which gathers messages in msg (req's place, empty now),
- * and so do the n bytes of buf that follow it.  Returns the bytes parsed. */
+/* Parses the requests gathered in req.  They are taken out of the held
+ * input first: the views handed to on_http and on_open point into them and
+ * must outlive anything those callbacks do to the connection.  What is left
+ * is held again; after an upgrade it goes to the frame decoder (frames may
+ * follow the request), which gathers messages in msg (req's place, empty
+ * now), and so do the n bytes of buf that follow it.  Returns the bytes
+ * parsed. */
 static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
 {
-    size_t seen = c->req_seen, used;
-    struct conn_pend held = conn_pend_take(&c->req);
+    uint32_t seen = conn_held(c)->req_seen;
+    struct conn_pend held = conn_held_take(c);
+    size_t used = conn_http_requests(c, held.buf, held.len, seen, &seen);
 
-    c->req_seen = 0;
-    used = conn_http_requests(c, held.buf, held.len, seen);
     if (c->state == CONN_HTTP && used < held.len && !(c->flags & CF_TEARDOWN)) {
         memmove(held.buf, held.buf + used, held.len - used);
         held.len -= (uint32_t)used;
-        c->req = held;
+        if (conn_held_put(c, held) < 0) {
+            conn_pend_free(c->w, &held);
+            conn_abort(c);
+            return used;
+        }
+        conn_held(c)->req_seen = seen;
         return used;
     }
     if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
@@ -1143,11 +1147,12 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     const struct ringws_server *srv = c->w->srv;
     size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
-    size_t used;
+    size_t used, had;
+    uint32_t seen;
 
-    while (c->req.len) {
-        size_t take = n < limit - c->req.len ? n : limit - c->req.len;
-        if (conn_pend_store(c->w, &c->req, buf, take, limit) < 0) {
+    while ((had = conn_held_len(c))) {
+        size_t take = n < limit - had ? n : limit - had;
+        if (conn_held_store(c, buf, take, limit) < 0) {
             conn_abort(c);
             return;
         }
@@ -1163,15 +1168,19 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
             return;
         }
     }
-    used = conn_http_requests(c, buf, n, 0);
+    used = conn_http_requests(c, buf, n, 0, &seen);
     buf += used;
     n -= used;
     if (!n || (c->flags & CF_TEARDOWN))
         return;
     if (conn_ws_reading(c))
         conn_ws_input(c, buf, n);
-    else if (c->state == CONN_HTTP && conn_pend_store(c->w, &c->req, buf, n, limit) < 0)
+    else if (c->state != CONN_HTTP)
+        return;
+    else if (conn_held_store(c, buf, n, limit) < 0)
         conn_abort(c);
+    else
+        conn_held(c)->req_seen = seen;
 }
 
 /* True while conn_http_requests leaves complete requests unparsed: answers
@@ -1187,7 +1196,7 @@ static void conn_http_resume(struct ringws_conn *c)
 {
     if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
         return;
-    if (c->req.len) {
+    if (conn_held_len(c)) {
         conn_http_input(c, NULL, 0);
         conn_pause_if_backlogged(c);
     }
@@ -1200,7 +1209,7 @@ static void conn_http_resume(struct ringws_conn *c)
  * conn_http_resume acts on the EOF again). */
 static void conn_http_eof(struct ringws_conn *c)
 {
-    if (c->req.len && conn_http_held(c))
+    if (conn_held_len(c) && conn_http_held(c))
         return;
     if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_drain(c);
@@ -1212,7 +1221,7 @@ static void conn_http_eof(struct ringws_conn *c)
  * request under way is answered first. */
 static void conn_http_stop(struct ringws_conn *c)
 {
-    if (!c->out_head && !c->req.len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+    if (!c->out_head && !conn_held_len(c) && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_abort(c);
     else
         conn_drain(c);
@@ -1223,7 +1232,7 @@ static void conn_http_stop(struct ringws_conn *c)
  * handshake that timed out (an idle keep-alive connection does not). */
 static void conn_http_expired(struct ringws_conn *c)
 {
-    if (c->req.len)
+    if (conn_held_len(c))
         metrics_count_handshake(c->w, METRICS_HANDSHAKE_TIMEOUT);
     conn_abort(c);
 }

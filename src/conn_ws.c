@@ -54,7 +54,7 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
         conn_drain(c);
     } else {
         c->state = CONN_CLOSING;
-        conn_pend_release(c->w, &c->msg);
+        conn_held_release(c);
         conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
     }
 }
@@ -124,7 +124,7 @@ static void conn_ws_idle_expired(struct ringws_conn *c)
 
 static bool conn_ws_msg_timed(const struct ringws_conn *c)
 {
-    return c->state == CONN_WS && c->msg.len && c->w->srv->cfg.min_message_rate &&
+    return c->state == CONN_WS && conn_held_len(c) && c->w->srv->cfg.min_message_rate &&
            !(c->flags & CF_TEARDOWN);
 }
 
@@ -136,8 +136,9 @@ static uint64_t conn_ws_msg_deadline(const struct ringws_conn *c)
 {
     const struct ringws_config *cfg = &c->w->srv->cfg;
     uint64_t now = worker_tick(c->w);
-    uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
-    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->msg.len * 1000 / cfg->min_message_rate;
+    const struct conn_held *h = conn_held(c);
+    uint64_t start = now - (uint32_t)((uint32_t)now - h->msg_tick);
+    uint64_t ms = cfg->message_grace_ms + (uint64_t)h->msg.len * 1000 / cfg->min_message_rate;
 
     return start + timer_ms_to_ticks(ms);
 }
@@ -157,7 +158,7 @@ static void conn_ws_msg_watch(struct ringws_conn *c)
 
 static void conn_ws_msg_started(struct ringws_conn *c)
 {
-    c->msg_tick = (uint32_t)worker_tick(c->w);
+    conn_held(c)->msg_tick = (uint32_t)worker_tick(c->w);
     conn_ws_msg_watch(c);
 }
 
@@ -250,7 +251,7 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, const uint8_t *p,
 
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
 {
-    bool starting = !c->msg.len;
+    bool starting;
     int r;
 
     if (c->state != CONN_WS)
@@ -262,7 +263,8 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
     }
     /* A message spanning frames or receives is gathered; the decoder has
      * already bounded it by max_message. */
-    r = conn_pend_store(c->w, &c->msg, ev->data, ev->len, c->w->srv->cfg.max_message);
+    starting = !conn_held_len(c);
+    r = conn_held_store(c, ev->data, ev->len, c->w->srv->cfg.max_message);
     if (r == -ENOBUFS) {
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "no room for partial messages", true);
         return;
@@ -271,10 +273,10 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev)
         conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
         return;
     }
-    if (starting && c->msg.len && !ev->msg_end)
+    if (starting && conn_held_len(c) && !ev->msg_end)
         conn_ws_msg_started(c);
     if (ev->msg_end) {
-        struct conn_pend msg = conn_pend_take(&c->msg);
+        struct conn_pend msg = conn_held_take(c);
         conn_ws_deliver(c, ev->opcode, msg.buf, msg.len);
         conn_pend_free(c->w, &msg);
     }

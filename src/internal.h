@@ -223,8 +223,10 @@ struct sub_ref {
  * (conn_cold_get), freed once it holds nothing (conn_cold_trim) or with
  * the connection.  The connection's verified token (conn_auth.c), its
  * subscriptions (pubsub.c), a control frame split across receives
- * (conn_ws.c), and the gathered send in flight or the TLS state. */
+ * (conn_ws.c), the input held between receives (conn_held_*), and the
+ * gathered send in flight or the TLS state. */
 struct conn_wait;
+struct conn_held;
 
 struct conn_cold {
     struct conn_auth *auth; /* NULL: no token */
@@ -233,6 +235,7 @@ struct conn_cold {
      * streams; NULL: stateless both ways, or no compression. */
     struct deflate_takeover *pmd;
     uint8_t *ctl;           /* a control frame split across receives */
+    struct conn_held *held; /* NULL: no input held */
     union {
         struct msghdr *send_msg; /* plain: in flight for a gathered send */
         void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
@@ -250,26 +253,31 @@ struct conn_pend {
     uint32_t cap;
 };
 
-struct ringws_conn {
-    struct loop_conn io; /* first: the loop hands it back to conn.c */
-    uint32_t flags;
-    struct worker *w;    /* NULL while the slot is free */
-    struct ringws_conn *flush_next; /* the flush list, or the free list */
-    struct timer_node timer;
-    /* What the protocol of the state holds between receives; one at a
-     * time, so they share their place: the upgrade takes the request's
-     * bytes out of req before the frames after it are decoded into msg.
-     * The way down (conn.c) lets go of either as held. */
+/* What the protocol of the state holds between receives, in its own small
+ * allocation beside the cold part (conn_held_*): only a request or a
+ * message spanning receives needs it, and it is freed as it empties.  One
+ * at a time, so they share their place: the upgrade takes the request's
+ * bytes out of req before the frames after it are decoded into msg.  The
+ * way down (conn.c) lets go of either as held. */
+struct conn_held {
     union {
-        struct conn_pend req;  /* HTTP: a request spanning receives */
-        struct conn_pend msg;  /* WebSocket: a message being gathered */
-        struct conn_pend held; /* whichever of them */
+        struct conn_pend req; /* HTTP: a request spanning receives */
+        struct conn_pend msg; /* WebSocket: a message being gathered */
+        struct conn_pend pd;  /* whichever of them */
     };
     union {
         uint32_t req_seen; /* HTTP: bytes of req the parser found incomplete */
         uint32_t msg_tick; /* WebSocket: tick (low 32 bits) of the first
                             * byte of the message gathered in msg */
     };
+};
+
+struct ringws_conn {
+    struct loop_conn io; /* first: the loop hands it back to conn.c */
+    uint32_t flags;
+    struct worker *w;    /* NULL while the slot is free */
+    struct ringws_conn *flush_next; /* the flush list, or the free list */
+    struct timer_node timer;
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
     uint8_t state;
     uint8_t out_inflight; /* chunks the send in flight points at */
@@ -607,6 +615,24 @@ int conn_pend_store(struct worker *w, struct conn_pend *pd, const uint8_t *p, si
 struct conn_pend conn_pend_take(struct conn_pend *pd);
 void conn_pend_free(struct worker *w, struct conn_pend *taken);
 void conn_pend_release(struct worker *w, struct conn_pend *pd);
+/* The connection's held input (struct conn_held): NULL while none. */
+static inline struct conn_held *conn_held(const struct ringws_conn *c)
+{
+    return c->cold ? c->cold->held : NULL;
+}
+static inline uint32_t conn_held_len(const struct ringws_conn *c)
+{
+    const struct conn_held *h = conn_held(c);
+
+    return h ? h->pd.len : 0;
+}
+/* conn_pend_store on the held input, which it allocates on first need. */
+int conn_held_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit);
+/* conn_pend_take on the held input, whose place is freed. */
+struct conn_pend conn_held_take(struct ringws_conn *c);
+/* Gives back taken bytes to hold: -ENOMEM (they are not taken back). */
+int conn_held_put(struct ringws_conn *c, struct conn_pend pd);
+void conn_held_release(struct ringws_conn *c);
 void conn_flush_later(struct ringws_conn *c);
 /* The connection's cold part, allocated (zeroed) on first need; NULL when
  * no memory is left. */
