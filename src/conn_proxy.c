@@ -31,7 +31,7 @@ static void conn_proxy_log(const struct ringws_conn *c, const struct proxy_heade
         inet_ntop(AF_INET6, &h->src.in6.sin6_addr, text, sizeof(text));
         port = ntohs(h->src.in6.sin6_port);
     }
-    log_msg(LOG_LEVEL_DEBUG, "worker %u: PROXY v%u client %s port %u: %s", c->w->id,
+    log_msg(LOG_LEVEL_DEBUG, "worker %u: PROXY v%u client %s port %u: %s", conn_worker(c)->id,
             h->version, text, port, what);
 }
 
@@ -80,7 +80,7 @@ static void conn_proxy_input(struct ringws_conn *c, uint8_t *p, size_t n)
     }
     if (r == PROXY_BAD) {
         log_msg(LOG_LEVEL_DEBUG, "worker %u: no valid PROXY header (byte %zu: %s): closed",
-                c->w->id, stop.pos, stop.why);
+                conn_worker(c)->id, stop.pos, stop.why);
         conn_abort(c);
         return;
     }

@@ -152,6 +152,7 @@ enum conn_state {
     CONN_CLOSING, /* our close frame is out; reading until the peer's close */
     CONN_DRAIN,   /* nothing more to read: flush, shut down, wait for EOF */
     CONN_PROXY,   /* awaiting the PROXY protocol header (conn_proxy.c) */
+    CONN_FREE,    /* not a connection: the record is on the free list */
 };
 
 enum conn_flag {
@@ -275,7 +276,6 @@ struct conn_held {
 struct ringws_conn {
     struct loop_conn io; /* first: the loop hands it back to conn.c */
     uint32_t flags;
-    struct worker *w;    /* NULL while the slot is free */
     struct ringws_conn *flush_next; /* the flush list, or the free list */
     struct timer_node timer;
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
@@ -290,6 +290,29 @@ struct ringws_conn {
     struct ws_decoder dec;
     void *user;
 };
+
+/* Records live in slabs of CONN_SLAB_BYTES, aligned to their size, each
+ * owned by one worker (conn.c): a record finds its worker from the head of
+ * its slab by masking its own address rather than holding a pointer to it
+ * (8 bytes on every idle connection). */
+#define CONN_SLAB_BYTES ((size_t)512 << 10)
+
+struct conn_slab {
+    struct worker *w;
+    uint32_t index; /* in the worker's slabs */
+    uint32_t used;  /* conns[0..used) were handed out; full but for the newest */
+    struct ringws_conn conns[];
+};
+
+static inline struct conn_slab *conn_slab_of(const struct ringws_conn *c)
+{
+    return (struct conn_slab *)((uintptr_t)c & ~(uintptr_t)(CONN_SLAB_BYTES - 1));
+}
+
+static inline struct worker *conn_worker(const struct ringws_conn *c)
+{
+    return conn_slab_of(c)->w;
+}
 
 /* A WebSocket that may still be sent messages (the application's or
  * published ones): open, and no close frame of ours queued or due. */
@@ -322,7 +345,6 @@ struct accept_wait {
     struct sockaddr_storage peer;
 };
 
-struct conn_slab;
 struct engine_ops;
 struct tls_worker;
 struct tls_server;
@@ -424,7 +446,8 @@ struct worker {
     unsigned in_api;
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
-    struct conn_slab *slabs;
+    struct conn_slab **slabs; /* in the order they were made */
+    uint32_t n_slabs;
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct worker_stats stats;
@@ -512,7 +535,7 @@ struct ringws_server {
  * peer.  Reading and HTTP parsing stop meanwhile (conn.c). */
 static inline bool conn_backlogged(const struct ringws_conn *c)
 {
-    return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+    return c->out_bytes > conn_worker(c)->srv->cfg.max_send_queue / 2;
 }
 
 /* ---- worker.c: a worker's thread, its loop and its stop ----------------- */
@@ -648,8 +671,10 @@ void conn_pause_if_backlogged(struct ringws_conn *c);
 void conn_proto_none(struct ringws_conn *c);
 /* Queues a share of a published message: f is its raw frame or its
  * ringws.v1 frame; 0 or -errno.  The caller counts f->len +
- * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f);
+ * OUT_CHUNK_OVERHEAD in send_queue_bytes.  w is c's worker, which a
+ * fan-out holds already (conn_worker). */
+int conn_queue_shared(struct worker *w, struct ringws_conn *c, struct pub_slot *s,
+                      const struct pub_frame *f);
 /* Queues len bytes that outlive the connection (the embedded pages) without
  * copying them; counted in send_queue_bytes.  0 or -errno. */
 int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len);
