@@ -55,8 +55,8 @@ _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
 /* A connection per client, tens of thousands per worker, each paying every
  * byte while idle: what few connections need goes to the cold part, not
- * here (152 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 152,
+ * here (128 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 128,
                "struct ringws_conn grew");
 _Static_assert((CONN_SLAB_BYTES & (CONN_SLAB_BYTES - 1)) == 0 && CONN_SLAB >= 1024,
                "slabs are found by masking a record's address");
@@ -137,12 +137,16 @@ static void conn_for_each(struct worker *w, void (*fn)(struct ringws_conn *c))
                 fn(&w->slabs[k]->conns[i]);
 }
 
-/* A slab of its own size and alignment (conn_slab_of), listed last. */
+/* A slab of its own size and alignment (conn_slab_of), listed last: a
+ * record's number (conn_number) is its place in the worker's slabs. */
 static struct conn_slab *conn_slab_add(struct worker *w)
 {
-    struct conn_slab **grown = realloc(w->slabs, (w->n_slabs + 1) * sizeof(*grown));
+    struct conn_slab **grown;
     struct conn_slab *s;
 
+    if ((uint64_t)(w->n_slabs + 1) * CONN_SLAB - 1 > TIMER_KEY_MAX)
+        return NULL; /* numbers name timer nodes */
+    grown = realloc(w->slabs, (w->n_slabs + 1) * sizeof(*grown));
     if (!grown)
         return NULL;
     w->slabs = grown;
@@ -155,6 +159,23 @@ static struct conn_slab *conn_slab_add(struct worker *w)
     s->used = 0;
     w->slabs[w->n_slabs++] = s;
     return s;
+}
+
+uint32_t conn_number(const struct ringws_conn *c)
+{
+    const struct conn_slab *s = conn_slab_of(c);
+
+    return s->index * (uint32_t)CONN_SLAB + (uint32_t)(c - s->conns);
+}
+
+struct ringws_conn *conn_at(struct worker *w, uint32_t number)
+{
+    return &w->slabs[number / CONN_SLAB]->conns[number % CONN_SLAB];
+}
+
+struct timer_node *conn_timer_at(void *w, uint32_t key)
+{
+    return &conn_at(w, key)->timer;
 }
 
 static struct ringws_conn *conn_alloc(struct worker *w)
@@ -259,7 +280,7 @@ static void conn_free(struct ringws_conn *c)
         w->handshaking--;
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
-    timer_cancel(&c->timer);
+    timer_cancel(&conn_worker(c)->wheel, &c->timer);
     conn_auth_gone(c);
     pubsub_conn_gone(c); /* while the streams tell which subscriptions shared frames */
     conn_ws_takeover_detach(c);
@@ -810,7 +831,7 @@ static void conn_teardown(struct ringws_conn *c)
         return;
     conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
     c->flags |= CF_TEARDOWN;
-    timer_cancel(&c->timer);
+    timer_cancel(&conn_worker(c)->wheel, &c->timer);
     /* A send in flight still reads its chunks (until its cancellation
      * completes): they go with the connection, not before. */
     if (!(c->flags & CF_SEND_BUSY))
@@ -1018,10 +1039,10 @@ void conn_flush_all(struct worker *w)
 void conn_set_deadline(struct ringws_conn *c, unsigned ms)
 {
     if (!ms) {
-        timer_cancel(&c->timer);
+        timer_cancel(&conn_worker(c)->wheel, &c->timer);
         return;
     }
-    timer_arm(&conn_worker(c)->wheel, &c->timer,
+    timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
               worker_tick(conn_worker(c)) + timer_ms_to_ticks(ms));
 }
 

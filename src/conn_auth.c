@@ -170,22 +170,38 @@ bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
 
 /* ---- expiry -------------------------------------------------------------- */
 
-/* Arms the close at exp + leeway (none for a token without exp). */
-static void conn_auth_arm(struct worker *w, struct conn_auth *a)
+/* Milliseconds until exp + leeway (0 once past). */
+static uint64_t conn_auth_left_ms(const struct worker *w, const struct conn_auth *a)
 {
     struct timespec ts;
     int64_t left_ms;
 
-    timer_cancel(&a->expiry);
-    if (!a->claims->exp)
-        return;
     clock_gettime(CLOCK_REALTIME, &ts);
     left_ms = (a->claims->exp + (int64_t)w->srv->cfg.token_leeway_s) * 1000 -
               ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    if (left_ms < 0)
-        left_ms = 0;
-    timer_arm(&w->token_wheel, &a->expiry,
-              w->token_wheel.now + timer_ms_to_ticks((uint64_t)left_ms));
+    return left_ms < 0 ? 0 : (uint64_t)left_ms;
+}
+
+/* Arms the close at exp + leeway (none for a token without exp). */
+static void conn_auth_arm(struct worker *w, struct conn_auth *a)
+{
+    timer_cancel(&w->token_wheel, &a->expiry);
+    if (!a->claims->exp)
+        return;
+    timer_arm(&w->token_wheel, &a->expiry, conn_number(a->c),
+              w->token_wheel.now + timer_ms_to_ticks(conn_auth_left_ms(w, a)));
+}
+
+/* The token wheel's timer_node_at: a connection's number names its token's
+ * node (ctx: the worker). */
+static struct timer_node *conn_auth_timer_at(void *w, uint32_t key)
+{
+    return &conn_at(w, key)->cold->auth->expiry;
+}
+
+void conn_auth_wheel_init(struct worker *w, uint64_t now_tick)
+{
+    timer_wheel_init(&w->token_wheel, now_tick, conn_auth_timer_at, w);
 }
 
 static void conn_auth_expired(struct timer_node *n)
@@ -195,7 +211,13 @@ static void conn_auth_expired(struct timer_node *n)
     struct worker *w = conn_worker(c);
 
     if (!w->expiries_left) {
-        timer_arm(&w->token_wheel, n, w->token_wheel.now + 1);
+        timer_arm(&w->token_wheel, n, conn_number(c), w->token_wheel.now + 1);
+        return;
+    }
+    /* An exp beyond the wheel's reach (TIMER_MAX_AHEAD) fires early: armed
+     * again for what is left (a tick early is the wheel's rounding). */
+    if (conn_auth_left_ms(w, a) >= TIMER_TICK_MS) {
+        conn_auth_arm(w, a);
         return;
     }
     w->expiries_left--;
@@ -240,7 +262,7 @@ void conn_auth_gone(struct ringws_conn *c)
 
     if (!a)
         return;
-    timer_cancel(&a->expiry);
+    timer_cancel(&conn_worker(c)->token_wheel, &a->expiry);
     free(a->claims);
     free(a);
     c->cold->auth = NULL;

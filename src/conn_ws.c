@@ -109,7 +109,7 @@ static void conn_ws_idle_expired(struct ringws_conn *c)
 
     if (quiet < due) {
         /* Traffic came since the deadline was set, or it is not yet due. */
-        timer_arm(&conn_worker(c)->wheel, &c->timer,
+        timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
                   worker_tick(conn_worker(c)) + (due - quiet));
         return;
     }
@@ -153,8 +153,8 @@ static void conn_ws_msg_watch(struct ringws_conn *c)
     if (!conn_ws_msg_timed(c))
         return;
     at = conn_ws_msg_deadline(c);
-    if (!c->timer.prev || c->timer.deadline > at)
-        timer_arm(&conn_worker(c)->wheel, &c->timer, at);
+    if (!timer_armed(&c->timer) || timer_due_after(&c->timer, at))
+        timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c), at);
 }
 
 static void conn_ws_msg_started(struct ringws_conn *c)

@@ -566,6 +566,12 @@ void conn_on_send(struct loop_conn *lc, int res);
 void conn_on_shutdown(struct loop_conn *lc, int res);
 void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
+/* A record's number in its worker (its slab's place, then its own): what
+ * names its timer node on the worker's wheels. */
+uint32_t conn_number(const struct ringws_conn *c);
+struct ringws_conn *conn_at(struct worker *w, uint32_t number);
+/* The worker's wheel's timer_node_at (ctx: the worker). */
+struct timer_node *conn_timer_at(void *w, uint32_t key);
 void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
 /* Sends every WebSocket of the worker the stop close, the server running
@@ -927,6 +933,7 @@ void conn_auth_gone(struct ringws_conn *c);
 /* Closes connections whose token expired by now_tick, a bounded number per
  * tick (the rest in the next ones). */
 void conn_auth_tick(struct worker *w, uint64_t now_tick);
+void conn_auth_wheel_init(struct worker *w, uint64_t now_tick);
 /* Counts a refusal by reason and logs it with the peer's subject. */
 void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char *what,
                        const char *sub);
