@@ -55,8 +55,8 @@ _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
 /* A connection per client, tens of thousands per worker, each paying every
  * byte while idle: what few connections need goes to the cold part, not
- * here (128 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 128,
+ * here (120 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 120,
                "struct ringws_conn grew");
 _Static_assert((CONN_SLAB_BYTES & (CONN_SLAB_BYTES - 1)) == 0 && CONN_SLAB >= 1024,
                "slabs are found by masking a record's address");

@@ -379,7 +379,6 @@ static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_reque
  * no subscription is made, nothing is compressed. */
 static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_result *hs)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     char head[HEAD_MAX];
     size_t n;
 
@@ -392,7 +391,7 @@ static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_resul
     STAT_ADD(conn_worker(c), handshakes_refused_busy, 1);
     metrics_count_handshake(conn_worker(c), 101);
     conn_state_set(c, CONN_WS);
-    ws_decoder_init(&c->dec, cfg->max_message);
+    ws_decoder_init(&c->dec);
     c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c));
     conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "too many handshakes in progress", false);
 }
@@ -510,7 +509,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         if (cfg->subprotocols[i] == hs.subprotocol)
             c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
-    ws_decoder_init(&c->dec, cfg->max_message);
+    ws_decoder_init(&c->dec);
     c->dec.deflate = hs.deflate;
     c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c)); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);

@@ -373,18 +373,20 @@ __attribute__((cold, noinline)) static void conn_ws_input_wait(struct ringws_con
 
 void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
+    const struct worker *w = conn_worker(c);
+    uint32_t max_message = w->ws_max_message;
     size_t off = 0;
 
     /* Any input is a sign of life: the idle clock restarts, and an idle
      * ping counts as answered. */
-    c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c));
+    c->last_rx_tick = (uint32_t)worker_tick(w);
     c->flags &= ~CF_PING_OUT;
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
     while (off < len && conn_ws_reading(c) &&
            !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013 | CF_ENGINE_WAIT))) {
         struct ws_event ev;
-        off += ws_decode(&c->dec, buf + off, len - off, &ev);
+        off += ws_decode(&c->dec, buf + off, len - off, &ev, max_message);
         switch ((enum ws_event_type)ev.type) {
         case WS_EV_NEED_MORE:
             return;
@@ -395,7 +397,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
             conn_ws_control(c, &ev);
             break;
         case WS_EV_ERROR:
-            log_msg(LOG_LEVEL_DEBUG, "worker %u: failing connection: %u %s", conn_worker(c)->id,
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: failing connection: %u %s", w->id,
                     ev.close_code, ev.reason);
             if (c->state == CONN_CLOSING)
                 conn_abort(c); /* our close is already out */

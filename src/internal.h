@@ -448,6 +448,9 @@ struct worker {
     struct ringws_conn *free_conns;
     struct conn_slab **slabs; /* in the order they were made */
     uint32_t n_slabs;
+    /* The configuration's max_message as ws_decode takes it (ws_max_message):
+     * every connection's decoder, every receive. */
+    uint32_t ws_max_message;
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct worker_stats stats;

@@ -312,6 +312,7 @@ int worker_run(struct worker *w)
         tls_worker_fini(w);
         return ret;
     }
+    w->ws_max_message = ws_max_message(srv->cfg.max_message);
     timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_timer_at, w);
     conn_auth_wheel_init(w, timer_now_ms() / TIMER_TICK_MS);
     /* Behind a proxy the kernel's peer is the proxy: the header names the
