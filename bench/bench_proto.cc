@@ -248,7 +248,7 @@ void BM_Decode(benchmark::State &state)
     ws_decoder d;
     size_t events = 0;
 
-    ws_decoder_init(&d, 16u << 20);
+    ws_decoder_init(&d);
     if (!piece)
         piece = buf.size();
     for (auto _ : state) {
@@ -258,7 +258,7 @@ void BM_Decode(benchmark::State &state)
 
             while (off < len) {
                 ws_event ev;
-                off += ws_decode(&d, buf.data() + from + off, len - off, &ev);
+                off += ws_decode(&d, buf.data() + from + off, len - off, &ev, 16u << 20);
                 if (ev.type == WS_EV_NEED_MORE)
                     break;
                 if (ev.type == WS_EV_ERROR) {

@@ -29,7 +29,7 @@
  * allocator's rounding and padding of each allocation (up to a page or
  * two) is spread over many connections: with 256 per slab it was about 24
  * bytes per connection. */
-#define CONN_SLAB 4096
+#define CONN_SLAB ((CONN_SLAB_BYTES - sizeof(struct conn_slab)) / sizeof(struct ringws_conn))
 #define SEND_IOV_MAX 64
 /* Chunks of two sizes are pooled per worker, since one is allocated and
  * freed per message: shares of published frames, and small frames of their
@@ -38,12 +38,6 @@
 #define CHUNK_SMALL_DATA (CHUNK_SMALL_BLOCK - sizeof(struct out_chunk))
 #define CHUNK_CACHE_MAX 4096
 enum chunk_class { CHUNK_SHARED, CHUNK_SMALL, CHUNK_OTHER };
-
-struct conn_slab {
-    struct conn_slab *next;
-    unsigned used; /* conns[0..used) were handed out; full but for the newest */
-    struct ringws_conn conns[CONN_SLAB];
-};
 
 /* SEND_IOV_MAX chunks a send at most, each one piece, or two on a
  * ringws.v1 connection (conn_chunk_pieces): the batch is allocated for
@@ -61,9 +55,11 @@ _Static_assert(offsetof(struct ringws_conn, io) == 0,
                "the loop tags the connection's own 8-byte aligned address");
 /* A connection per client, tens of thousands per worker, each paying every
  * byte while idle: what few connections need goes to the cold part, not
- * here (168 bytes on LP64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 168,
+ * here (120 bytes on LP64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ringws_conn) <= 120,
                "struct ringws_conn grew");
+_Static_assert((CONN_SLAB_BYTES & (CONN_SLAB_BYTES - 1)) == 0 && CONN_SLAB >= 1024,
+               "slabs are found by masking a record's address");
 
 static struct ringws_conn *conn_of(struct loop_conn *lc)
 {
@@ -77,13 +73,13 @@ static struct ringws_conn *conn_of(struct loop_conn *lc)
  * closes the connection through conn_wire_*. */
 static void conn_recv_arm(struct ringws_conn *c)
 {
-    loop_recv(c->w->loop, &c->io);
+    loop_recv(conn_worker(c)->loop, &c->io);
     c->flags |= CF_RECV_ARMED;
 }
 
 static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
 {
-    loop_send(c->w->loop, &c->io, p, n);
+    loop_send(conn_worker(c)->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -94,19 +90,19 @@ void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 
 static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
 {
-    loop_sendmsg(c->w->loop, &c->io, m);
+    loop_sendmsg(conn_worker(c)->loop, &c->io, m);
     c->flags |= CF_SEND_BUSY;
 }
 
 void conn_wire_shutdown(struct ringws_conn *c)
 {
-    loop_shutdown(c->w->loop, &c->io, SHUT_WR);
+    loop_shutdown(conn_worker(c)->loop, &c->io, SHUT_WR);
     c->flags |= CF_SHUT_BUSY;
 }
 
 void conn_wire_close(struct ringws_conn *c)
 {
-    loop_close(c->w->loop, &c->io);
+    loop_close(conn_worker(c)->loop, &c->io);
     c->flags |= CF_CLOSE_BUSY;
 }
 
@@ -114,7 +110,7 @@ void conn_wire_close(struct ringws_conn *c)
  * connections of its TLS listener, plain TCP for the others. */
 static const struct transport_ops *conn_tp(const struct ringws_conn *c)
 {
-    return (c->flags & CF_TP_SEALED) ? c->w->tp_sealed : &transport_tcp;
+    return (c->flags & CF_TP_SEALED) ? conn_worker(c)->tp_sealed : &transport_tcp;
 }
 
 /* Only a sealing transport has a send to call for bytes of its own. */
@@ -135,10 +131,51 @@ void conn_wire_want(struct ringws_conn *c, bool want)
  * pointers); fn may free the connection it is given. */
 static void conn_for_each(struct worker *w, void (*fn)(struct ringws_conn *c))
 {
-    for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < s->used; i++)
-            if (s->conns[i].w)
-                fn(&s->conns[i]);
+    for (uint32_t k = 0; k < w->n_slabs; k++)
+        for (uint32_t i = 0; i < w->slabs[k]->used; i++)
+            if (w->slabs[k]->conns[i].state != CONN_FREE)
+                fn(&w->slabs[k]->conns[i]);
+}
+
+/* A slab of its own size and alignment (conn_slab_of), listed last: a
+ * record's number (conn_number) is its place in the worker's slabs. */
+static struct conn_slab *conn_slab_add(struct worker *w)
+{
+    struct conn_slab **grown;
+    struct conn_slab *s;
+
+    if ((uint64_t)(w->n_slabs + 1) * CONN_SLAB - 1 > TIMER_KEY_MAX)
+        return NULL; /* numbers name timer nodes */
+    grown = realloc(w->slabs, (w->n_slabs + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    w->slabs = grown;
+    /* Not calloc: zeroing would touch every page at once. */
+    s = aligned_alloc(CONN_SLAB_BYTES, CONN_SLAB_BYTES);
+    if (!s)
+        return NULL;
+    s->w = w;
+    s->index = w->n_slabs;
+    s->used = 0;
+    w->slabs[w->n_slabs++] = s;
+    return s;
+}
+
+uint32_t conn_number(const struct ringws_conn *c)
+{
+    const struct conn_slab *s = conn_slab_of(c);
+
+    return s->index * (uint32_t)CONN_SLAB + (uint32_t)(c - s->conns);
+}
+
+struct ringws_conn *conn_at(struct worker *w, uint32_t number)
+{
+    return &w->slabs[number / CONN_SLAB]->conns[number % CONN_SLAB];
+}
+
+struct timer_node *conn_timer_at(void *w, uint32_t key)
+{
+    return &conn_at(w, key)->timer;
 }
 
 static struct ringws_conn *conn_alloc(struct worker *w)
@@ -149,21 +186,15 @@ static struct ringws_conn *conn_alloc(struct worker *w)
         c = w->free_conns;
         w->free_conns = c->flush_next;
     } else {
-        struct conn_slab *s = w->slabs;
+        struct conn_slab *s = w->n_slabs ? w->slabs[w->n_slabs - 1] : NULL;
 
-        if (!s || s->used == CONN_SLAB) {
-            /* Not calloc: zeroing would touch every page at once. */
-            s = malloc(sizeof(*s));
-            if (!s)
-                return NULL;
-            s->next = w->slabs;
-            s->used = 0;
-            w->slabs = s;
-        }
+        if (!s || s->used == CONN_SLAB)
+            s = conn_slab_add(w);
+        if (!s)
+            return NULL;
         c = &s->conns[s->used++];
     }
     memset(c, 0, sizeof(*c));
-    c->w = w;
     STAT_ADD(w, conns_open, 1);
     return c;
 }
@@ -229,10 +260,10 @@ static void conn_out_free(struct ringws_conn *c)
 {
     struct out_chunk *o = c->out_head;
 
-    STAT_ADD(c->w, send_queue_bytes, -(uint64_t)c->out_bytes);
+    STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)c->out_bytes);
     while (o) {
         struct out_chunk *next = o->next;
-        chunk_free(c->w, o);
+        chunk_free(conn_worker(c), o);
         o = next;
     }
     c->out_head = c->out_tail = NULL;
@@ -242,19 +273,19 @@ static void conn_out_free(struct ringws_conn *c)
 
 static void conn_free(struct ringws_conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
 
     conn_report_owed(c); /* a worker that ends before its next flush */
     if (conn_handshaking(c))
         w->handshaking--;
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
-    timer_cancel(&c->timer);
+    timer_cancel(&conn_worker(c)->wheel, &c->timer);
     conn_auth_gone(c);
     pubsub_conn_gone(c); /* while the streams tell which subscriptions shared frames */
     conn_ws_takeover_detach(c);
     conn_out_free(c);
-    conn_pend_release(c->w, &c->held);
+    conn_held_release(c);
     if (c->flags & CF_TP_SEALED)
         w->tp_sealed->release(c);
     if (c->cold) {
@@ -264,7 +295,7 @@ static void conn_free(struct ringws_conn *c)
         free(c->cold);
         c->cold = NULL;
     }
-    c->w = NULL;
+    c->state = CONN_FREE;
     c->flush_next = w->free_conns;
     w->free_conns = c;
     STAT_ADD(w, conns_open, -1);
@@ -274,9 +305,10 @@ bool conn_in_ring(struct worker *w)
 {
     const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
 
-    for (struct conn_slab *s = w->slabs; s; s = s->next)
-        for (unsigned i = 0; i < s->used; i++)
-            if (s->conns[i].w && (s->conns[i].flags & in_ring))
+    for (uint32_t k = 0; k < w->n_slabs; k++)
+        for (uint32_t i = 0; i < w->slabs[k]->used; i++)
+            if (w->slabs[k]->conns[i].state != CONN_FREE &&
+                (w->slabs[k]->conns[i].flags & in_ring))
                 return true;
     return false;
 }
@@ -285,15 +317,12 @@ bool conn_in_ring(struct worker *w)
  * until then. */
 void conn_free_all(struct worker *w)
 {
-    struct conn_slab *s = w->slabs;
-
     conn_for_each(w, conn_free);
-    while (s) {
-        struct conn_slab *next = s->next;
-        free(s);
-        s = next;
-    }
+    for (uint32_t k = 0; k < w->n_slabs; k++)
+        free(w->slabs[k]);
+    free(w->slabs);
     w->slabs = NULL;
+    w->n_slabs = 0;
     w->free_conns = NULL;
     chunk_cache_free(w);
 }
@@ -366,21 +395,77 @@ void conn_pend_release(struct worker *w, struct conn_pend *pd)
     conn_pend_free(w, &taken);
 }
 
+int conn_held_put(struct ringws_conn *c, struct conn_pend pd)
+{
+    struct conn_held *h;
+
+    if (!conn_cold_get(c))
+        return -ENOMEM;
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        conn_cold_trim(c);
+        return -ENOMEM;
+    }
+    h->pd = pd;
+    c->cold->held = h;
+    return 0;
+}
+
+int conn_held_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit)
+{
+    int r;
+
+    if (!conn_held(c) && conn_held_put(c, (struct conn_pend){NULL, 0, 0}) < 0)
+        return -ENOMEM;
+    r = conn_pend_store(conn_worker(c), &c->cold->held->pd, p, n, limit);
+    if (r < 0 && !c->cold->held->pd.len)
+        conn_held_release(c);
+    return r;
+}
+
+struct conn_pend conn_held_take(struct ringws_conn *c)
+{
+    struct conn_held *h = conn_held(c);
+    struct conn_pend taken = {NULL, 0, 0};
+
+    if (h) {
+        taken = h->pd;
+        free(h);
+        c->cold->held = NULL;
+        conn_cold_trim(c);
+    }
+    return taken;
+}
+
+void conn_held_release(struct ringws_conn *c)
+{
+    struct conn_pend taken = conn_held_take(c);
+
+    conn_pend_free(conn_worker(c), &taken);
+}
+
 /* ---- output ------------------------------------------------------------ */
 
-void conn_flush_later(struct ringws_conn *c)
+/* The worker is the caller's (every connection's is the slab's): a fan-out
+ * lists connections one after the other without reading it again. */
+static inline void conn_flush_later_on(struct worker *w, struct ringws_conn *c)
 {
     if (c->flags & CF_FLUSH_LISTED)
         return;
     c->flags |= CF_FLUSH_LISTED;
-    c->flush_next = c->w->flush_head;
-    c->w->flush_head = c;
+    c->flush_next = w->flush_head;
+    w->flush_head = c;
+}
+
+void conn_flush_later(struct ringws_conn *c)
+{
+    conn_flush_later_on(conn_worker(c), c);
 }
 
 /* Returns what the chunk adds to the queue, which the caller counts in
  * send_queue_bytes: a fan-out counts all its chunks at once
  * (pubsub_deliver). */
-static size_t conn_out_append(struct ringws_conn *c, struct out_chunk *o)
+static size_t conn_out_append(struct worker *w, struct ringws_conn *c, struct out_chunk *o)
 {
     size_t bytes = o->len + chunk_overhead(o);
 
@@ -392,13 +477,14 @@ static size_t conn_out_append(struct ringws_conn *c, struct out_chunk *o)
         c->out_head = o;
     c->out_tail = o;
     c->out_bytes += bytes;
-    conn_flush_later(c);
+    conn_flush_later_on(w, c);
     return bytes;
 }
 
 int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
                const void *b, size_t blen)
 {
+    struct worker *w = conn_worker(c);
     size_t n = alen + blen;
     struct out_chunk *o;
 
@@ -406,7 +492,7 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
         return -EPIPE;
     if (n > UINT32_MAX)
         return -EMSGSIZE;
-    o = chunk_alloc(c->w, n <= CHUNK_SMALL_DATA ? CHUNK_SMALL : CHUNK_OTHER, n);
+    o = chunk_alloc(w, n <= CHUNK_SMALL_DATA ? CHUNK_SMALL : CHUNK_OTHER, n);
     if (!o)
         return -ENOMEM;
     o->shared = NULL;
@@ -414,37 +500,39 @@ int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
     memcpy(o->data, a, alen);
     if (blen)
         memcpy(o->data + alen, b, blen);
-    STAT_ADD(c->w, send_queue_bytes, conn_out_append(c, o));
+    STAT_ADD(w, send_queue_bytes, conn_out_append(w, c, o));
     return 0;
 }
 
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f)
+int conn_queue_shared(struct worker *w, struct ringws_conn *c, struct pub_slot *s,
+                      const struct pub_frame *f)
 {
     struct out_chunk *o;
 
     if (c->flags & (CF_TEARDOWN | CF_WR_SHUT))
         return -EPIPE;
-    o = chunk_alloc(c->w, CHUNK_SHARED, 0);
+    o = chunk_alloc(w, CHUNK_SHARED, 0);
     if (!o)
         return -ENOMEM;
     o->shared = s;
     o->len = f->len;
     memcpy(o->data, &f->bytes, sizeof(f->bytes));
     s->local_refs++;
-    conn_out_append(c, o);
+    conn_out_append(w, c, o);
     return 0;
 }
 
 int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len)
 {
+    struct worker *w = conn_worker(c);
     struct pub_frame f = {.bytes = bytes, .len = (uint32_t)len};
     int r;
 
     if (len > UINT32_MAX)
         return -EMSGSIZE;
-    r = conn_queue_shared(c, &c->w->static_slot, &f);
+    r = conn_queue_shared(w, c, &w->static_slot, &f);
     if (r == 0)
-        STAT_ADD(c->w, send_queue_bytes, len + OUT_CHUNK_OVERHEAD);
+        STAT_ADD(w, send_queue_bytes, len + OUT_CHUNK_OVERHEAD);
     return r;
 }
 
@@ -460,8 +548,8 @@ void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark)
     while (o) {
         struct out_chunk *next = o->next;
         c->out_bytes -= o->len + chunk_overhead(o);
-        STAT_ADD(c->w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
-        chunk_free(c->w, o);
+        STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
+        chunk_free(conn_worker(c), o);
         o = next;
     }
 }
@@ -494,9 +582,9 @@ bool conn_drop_queued(struct ringws_conn *c,
         if (c->out_tail == o)
             c->out_tail = prev;
         c->out_bytes -= o->len + chunk_overhead(o);
-        STAT_ADD(c->w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
-        chunk_free(c->w, o);
-        STAT_ADD(c->w, fanout_dropped, 1);
+        STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
+        chunk_free(conn_worker(c), o);
+        STAT_ADD(conn_worker(c), fanout_dropped, 1);
         o = next;
     }
     return c->out_bytes + room <= cap;
@@ -547,7 +635,8 @@ void conn_cold_trim(struct ringws_conn *c)
 {
     const struct conn_cold *cs = c->cold;
 
-    if (cs && !cs->auth && !cs->wait && !cs->pmd && !cs->ctl && !cs->send_msg && !cs->n) {
+    if (cs && !cs->auth && !cs->wait && !cs->pmd && !cs->ctl && !cs->held && !cs->send_msg &&
+        !cs->n) {
         free(c->cold);
         c->cold = NULL;
     }
@@ -626,7 +715,7 @@ static inline void conn_send_start(struct ringws_conn *c)
     if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE)))
         conn_send_queue(c);
     else if (c->flags & CF_TP_SEALED)
-        c->w->tp_sealed->send(c);
+        conn_worker(c)->tp_sealed->send(c);
     else
         conn_send_pieces(c);
 }
@@ -635,8 +724,8 @@ static inline void conn_send_start(struct ringws_conn *c)
  * send_queue_bytes.  Forced inline: the send completion runs it per send (a
  * fan-out: per delivery), and as a call of its own it costs more than the
  * count. */
-static inline __attribute__((always_inline)) void conn_out_consume(struct ringws_conn *c,
-                                                                   size_t n)
+static inline __attribute__((always_inline)) void
+conn_out_consume(struct worker *w, struct ringws_conn *c, size_t n)
 {
     size_t held = c->out_bytes;
 
@@ -651,11 +740,11 @@ static inline __attribute__((always_inline)) void conn_out_consume(struct ringws
         n -= left;
         c->out_bytes -= chunk_overhead(o);
         c->out_head = o->next;
-        chunk_free(c->w, o);
+        chunk_free(w, o);
     }
     if (!c->out_head)
         c->out_tail = NULL;
-    STAT_ADD(c->w, send_queue_bytes, c->out_bytes - held);
+    STAT_ADD(w, send_queue_bytes, c->out_bytes - held);
 }
 
 /* The queue may have been dropped while a sealed send was in flight (an
@@ -666,7 +755,7 @@ void conn_wire_consumed(struct ringws_conn *c, size_t n)
 
     for (const struct out_chunk *o = c->out_head; o && queued < n; o = o->next)
         queued += o->len - o->off;
-    conn_out_consume(c, n < queued ? n : queued);
+    conn_out_consume(conn_worker(c), c, n < queued ? n : queued);
 }
 
 /* ---- the way down ------------------------------------------------------ */
@@ -682,7 +771,7 @@ void conn_wire_consumed(struct ringws_conn *c, size_t n)
 void conn_report_close(struct ringws_conn *c, uint16_t code, const char *reason,
                        size_t reason_len)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
     const struct ringws_callbacks *cb = &w->srv->cfg.cb;
 
     if ((c->flags & (CF_OPENED | CF_REPORTED | CF_CLOSE_OWED)) != CF_OPENED)
@@ -719,9 +808,9 @@ void conn_settle(struct ringws_conn *c)
         return;
     if (busy && !(c->flags & CF_CANCELLED)) {
         if (c->flags & CF_RECV_ARMED)
-            loop_cancel_recv(c->w->loop, &c->io);
+            loop_cancel_recv(conn_worker(c)->loop, &c->io);
         if (c->flags & CF_SEND_BUSY)
-            loop_cancel_send(c->w->loop, &c->io);
+            loop_cancel_send(conn_worker(c)->loop, &c->io);
         c->flags |= CF_CANCELLED; /* a shutdown in flight ends by itself */
     }
     /* A listed connection is settled again by conn_flush_all: freeing it
@@ -742,19 +831,19 @@ static void conn_teardown(struct ringws_conn *c)
         return;
     conn_report_close(c, c->close_code ? c->close_code : WS_CLOSE_ABNORMAL, NULL, 0);
     c->flags |= CF_TEARDOWN;
-    timer_cancel(&c->timer);
+    timer_cancel(&conn_worker(c)->wheel, &c->timer);
     /* A send in flight still reads its chunks (until its cancellation
      * completes): they go with the connection, not before. */
     if (!(c->flags & CF_SEND_BUSY))
         conn_out_free(c);
-    conn_pend_release(c->w, &c->held);
+    conn_held_release(c);
     conn_flush_later(c); /* settles after the current completion */
 }
 
 void conn_state_set(struct ringws_conn *c, enum conn_state state)
 {
     if (conn_handshaking(c) && state != CONN_HTTP && state != CONN_PROXY)
-        c->w->handshaking--;
+        conn_worker(c)->handshaking--;
     c->state = (uint8_t)state;
 }
 
@@ -764,8 +853,8 @@ static void conn_drain_with(struct ringws_conn *c, uint32_t flag)
         return;
     conn_state_set(c, CONN_DRAIN);
     c->flags |= flag;
-    conn_pend_release(c->w, &c->held);
-    conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
+    conn_held_release(c);
+    conn_set_deadline(c, conn_worker(c)->srv->cfg.close_timeout_ms);
     conn_flush_later(c);
 }
 
@@ -815,7 +904,7 @@ static void conn_end_with_words(struct ringws_conn *c)
 void conn_abort(struct ringws_conn *c)
 {
     if ((c->flags & (CF_TP_SEALED | CF_TEARDOWN)) == CF_TP_SEALED &&
-        c->state != CONN_DRAIN && c->w->tp_sealed->last_words(c)) {
+        c->state != CONN_DRAIN && conn_worker(c)->tp_sealed->last_words(c)) {
         conn_end_with_words(c);
         return;
     }
@@ -950,10 +1039,11 @@ void conn_flush_all(struct worker *w)
 void conn_set_deadline(struct ringws_conn *c, unsigned ms)
 {
     if (!ms) {
-        timer_cancel(&c->timer);
+        timer_cancel(&conn_worker(c)->wheel, &c->timer);
         return;
     }
-    timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + timer_ms_to_ticks(ms));
+    timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
+              worker_tick(conn_worker(c)) + timer_ms_to_ticks(ms));
 }
 
 void conn_on_timer(struct timer_node *n)
@@ -1046,8 +1136,8 @@ bool conn_peer_known(struct ringws_conn *c, const struct sockaddr *peer, socklen
     uint16_t slot = 0;
     bool counted;
 
-    if (!conn_addr_take(c->w->srv, peer, len, &slot, &counted)) {
-        STAT_ADD(c->w, refused_per_address, 1);
+    if (!conn_addr_take(conn_worker(c)->srv, peer, len, &slot, &counted)) {
+        STAT_ADD(conn_worker(c), refused_per_address, 1);
         return false;
     }
     conn_addr_hold(c, slot, counted);
@@ -1112,7 +1202,7 @@ void conn_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 void conn_wire_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
     if (c->flags & CF_TP_SEALED)
-        c->w->tp_sealed->input(c, buf, n);
+        conn_worker(c)->tp_sealed->input(c, buf, n);
     else
         conn_input(c, buf, n);
 }
@@ -1134,7 +1224,7 @@ static void conn_recv_pause(struct ringws_conn *c)
     c->flags |= CF_RECV_PAUSED;
     if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
         c->flags |= CF_PAUSE_CANCEL;
-        loop_cancel_recv(c->w->loop, &c->io);
+        loop_cancel_recv(conn_worker(c)->loop, &c->io);
     }
 }
 
@@ -1148,7 +1238,7 @@ void conn_pause_if_backlogged(struct ringws_conn *c)
 static void conn_resume_if_drained(struct ringws_conn *c)
 {
     if ((c->flags & (CF_RECV_PAUSED | CF_TP_HOLD)) != CF_RECV_PAUSED ||
-        c->out_bytes > c->w->srv->cfg.max_send_queue / 4)
+        c->out_bytes > conn_worker(c)->srv->cfg.max_send_queue / 4)
         return;
     c->flags &= ~CF_RECV_PAUSED;
     c->flags |= CF_RECV_AGAIN;
@@ -1183,14 +1273,14 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
-        STAT_ADD(c->w, bytes_received, (unsigned)res);
+        STAT_ADD(conn_worker(c), bytes_received, (unsigned)res);
         if (c->flags & CF_TEARDOWN)
             ;
         /* A PROXY header comes before TLS: its state takes the bytes
          * first.  Tested only for sealed connections: plain ones pay
          * nothing for it. */
         else if ((c->flags & CF_TP_SEALED) && c->state != CONN_PROXY)
-            c->w->tp_sealed->input(c, p, (size_t)res);
+            conn_worker(c)->tp_sealed->input(c, p, (size_t)res);
         else
             conn_input(c, p, (size_t)res);
     } else if (res == 0) {
@@ -1217,30 +1307,31 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
 void conn_on_send(struct loop_conn *lc, int res)
 {
     struct ringws_conn *c = conn_of(lc);
+    struct worker *w = conn_worker(c);
 
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;
     if (res > 0)
-        STAT_ADD(c->w, bytes_sent, (unsigned)res);
+        STAT_ADD(w, bytes_sent, (unsigned)res);
     if (!(c->flags & CF_TP_SEALED) && c->cold) {
         free(c->cold->send_msg);
         c->cold->send_msg = NULL;
     }
     if (res < 0) {
         if (!(c->flags & CF_TEARDOWN))
-            log_msg(LOG_LEVEL_DEBUG, "worker %u: send: %s", c->w->id, strerror(-res));
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: send: %s", w->id, strerror(-res));
         conn_teardown(c);
     } else if (!(c->flags & CF_TEARDOWN)) {
         if (c->flags & CF_TP_SEALED)
-            c->w->tp_sealed->sent(c, (size_t)res);
+            w->tp_sealed->sent(c, (size_t)res);
         else
-            conn_out_consume(c, (size_t)res);
+            conn_out_consume(w, c, (size_t)res);
         conn_resume_if_drained(c);
         /* CF_RD_EOF: a draining connection may close now that its
          * output is out (conn_drained). */
         if (c->out_head ||
             (c->flags & (CF_WANT_SHUTWR | CF_RECV_AGAIN | CF_TP_WRITE | CF_RD_EOF)))
-            conn_flush_later(c);
+            conn_flush_later_on(w, c);
     }
     conn_settle(c);
 }

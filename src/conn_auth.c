@@ -111,16 +111,16 @@ enum ringws_auth_failure conn_auth_from_request(struct ringws_conn *c,
 {
     const char *tok;
     size_t len;
-    bool found = upgrade ? conn_auth_find(&c->w->srv->cfg, req, &tok, &len)
+    bool found = upgrade ? conn_auth_find(&conn_worker(c)->srv->cfg, req, &tok, &len)
                          : conn_auth_bearer(req, &tok, &len);
     enum ringws_auth_failure r;
 
     *claims = NULL;
     if (!found)
         return RINGWS_AUTH_MISSING;
-    r = conn_auth_verify(c->w, tok, len, claims);
+    r = conn_auth_verify(conn_worker(c), tok, len, claims);
     if (r != RINGWS_AUTH_OK)
-        conn_auth_refused(c->w, r, upgrade ? "upgrade" : "publish", NULL);
+        conn_auth_refused(conn_worker(c), r, upgrade ? "upgrade" : "publish", NULL);
     return r;
 }
 
@@ -134,7 +134,8 @@ bool conn_auth_topics_ok(struct ringws_conn *c, const struct ringws_token_claims
 
     while (topic_list_next(list, len, &pos, &name, &n) > 0)
         if (!token_covers(claims->topics, claims->n_topics, name, n)) {
-            conn_auth_refused(c->w, RINGWS_AUTH_TOPIC_DENIED, "subscription", claims->sub);
+            conn_auth_refused(conn_worker(c), RINGWS_AUTH_TOPIC_DENIED, "subscription",
+                              claims->sub);
             return false;
         }
     return true;
@@ -152,7 +153,7 @@ const struct ringws_token_claims *ringws_conn_token(const ringws_conn *c)
 
 bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     const struct ringws_token_claims *claims = conn_auth_claims(c);
     const struct ringws_topic_rule *rule;
 
@@ -162,39 +163,61 @@ bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
     }
     if (claims && token_covers(claims->publish, claims->n_publish, topic, len))
         return true;
-    conn_auth_refused(c->w, claims ? RINGWS_AUTH_PUBLISH_DENIED : RINGWS_AUTH_MISSING,
+    conn_auth_refused(conn_worker(c), claims ? RINGWS_AUTH_PUBLISH_DENIED : RINGWS_AUTH_MISSING,
                       "publish", claims ? claims->sub : NULL);
     return false;
 }
 
 /* ---- expiry -------------------------------------------------------------- */
 
-/* Arms the close at exp + leeway (none for a token without exp). */
-static void conn_auth_arm(struct worker *w, struct conn_auth *a)
+/* Milliseconds until exp + leeway (0 once past). */
+static uint64_t conn_auth_left_ms(const struct worker *w, const struct conn_auth *a)
 {
     struct timespec ts;
     int64_t left_ms;
 
-    timer_cancel(&a->expiry);
-    if (!a->claims->exp)
-        return;
     clock_gettime(CLOCK_REALTIME, &ts);
     left_ms = (a->claims->exp + (int64_t)w->srv->cfg.token_leeway_s) * 1000 -
               ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    if (left_ms < 0)
-        left_ms = 0;
-    timer_arm(&w->token_wheel, &a->expiry,
-              w->token_wheel.now + timer_ms_to_ticks((uint64_t)left_ms));
+    return left_ms < 0 ? 0 : (uint64_t)left_ms;
+}
+
+/* Arms the close at exp + leeway (none for a token without exp). */
+static void conn_auth_arm(struct worker *w, struct conn_auth *a)
+{
+    timer_cancel(&w->token_wheel, &a->expiry);
+    if (!a->claims->exp)
+        return;
+    timer_arm(&w->token_wheel, &a->expiry, conn_number(a->c),
+              w->token_wheel.now + timer_ms_to_ticks(conn_auth_left_ms(w, a)));
+}
+
+/* The token wheel's timer_node_at: a connection's number names its token's
+ * node (ctx: the worker). */
+static struct timer_node *conn_auth_timer_at(void *w, uint32_t key)
+{
+    return &conn_at(w, key)->cold->auth->expiry;
+}
+
+void conn_auth_wheel_init(struct worker *w, uint64_t now_tick)
+{
+    timer_wheel_init(&w->token_wheel, now_tick, conn_auth_timer_at, w);
 }
 
 static void conn_auth_expired(struct timer_node *n)
 {
     struct conn_auth *a = (struct conn_auth *)((char *)n - offsetof(struct conn_auth, expiry));
     struct ringws_conn *c = a->c;
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
 
     if (!w->expiries_left) {
-        timer_arm(&w->token_wheel, n, w->token_wheel.now + 1);
+        timer_arm(&w->token_wheel, n, conn_number(c), w->token_wheel.now + 1);
+        return;
+    }
+    /* An exp beyond the wheel's reach (TIMER_MAX_AHEAD) fires early: armed
+     * again for what is left (a tick early is the wheel's rounding). */
+    if (conn_auth_left_ms(w, a) >= TIMER_TICK_MS) {
+        conn_auth_arm(w, a);
         return;
     }
     w->expiries_left--;
@@ -227,8 +250,8 @@ int conn_auth_attach(struct ringws_conn *c, struct ringws_token_claims *claims)
     a->c = c;
     a->claims = claims;
     c->cold->auth = a;
-    conn_auth_arm(c->w, a);
-    log_msg(LOG_LEVEL_DEBUG, "worker %u: connection of sub %s opened", c->w->id,
+    conn_auth_arm(conn_worker(c), a);
+    log_msg(LOG_LEVEL_DEBUG, "worker %u: connection of sub %s opened", conn_worker(c)->id,
             claims->sub);
     return 0;
 }
@@ -239,7 +262,7 @@ void conn_auth_gone(struct ringws_conn *c)
 
     if (!a)
         return;
-    timer_cancel(&a->expiry);
+    timer_cancel(&conn_worker(c)->token_wheel, &a->expiry);
     free(a->claims);
     free(a);
     c->cold->auth = NULL;
@@ -260,7 +283,7 @@ static bool conn_auth_subs_ok(const struct ringws_conn *c,
 static void conn_auth_refresh_fail(struct ringws_conn *c, enum ringws_auth_failure r,
                                    const char *sub)
 {
-    conn_auth_refused(c->w, r, "auth command", sub);
+    conn_auth_refused(conn_worker(c), r, "auth command", sub);
     conn_ws_close_why(c, WS_CLOSE_POLICY, ringws_auth_failure_name(r), true);
 }
 
@@ -270,11 +293,11 @@ void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
     struct ringws_token_claims *claims = NULL;
     enum ringws_auth_failure r;
 
-    if (!c->w->srv->cfg.n_token_keys) {
+    if (!conn_worker(c)->srv->cfg.n_token_keys) {
         conn_ws_close_why(c, WS_CLOSE_POLICY, "no token keys", true);
         return;
     }
-    r = conn_auth_verify(c->w, tok, len, &claims);
+    r = conn_auth_verify(conn_worker(c), tok, len, &claims);
     if (r == RINGWS_AUTH_OK && a && strcmp(a->claims->sub, claims->sub) != 0)
         r = RINGWS_AUTH_SUBJECT_CHANGED;
     if (r == RINGWS_AUTH_OK && !conn_auth_subs_ok(c, claims))
@@ -293,7 +316,7 @@ void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
     } else {
         free(a->claims);
         a->claims = claims;
-        conn_auth_arm(c->w, a);
+        conn_auth_arm(conn_worker(c), a);
     }
     if ((c->flags & CF_ENVELOPE) &&
         conn_ws_pubsub_notice(c, "authed %" PRId64, a->claims->exp) < 0)

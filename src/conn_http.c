@@ -93,9 +93,9 @@ static void conn_http_answer(struct ringws_conn *c, const struct http_request *r
     bool head_only = status == 304 || (req && str_is(req->method, req->method_len, "HEAD"));
     size_t n = http_response_write_head(head, sizeof(head), &h);
 
-    if (c->out_bytes > c->w->srv->cfg.max_send_queue) {
+    if (c->out_bytes > conn_worker(c)->srv->cfg.max_send_queue) {
         /* Pipelined requests from a client that reads no responses. */
-        STAT_ADD(c->w, send_queue_overflows, 1);
+        STAT_ADD(conn_worker(c), send_queue_overflows, 1);
         conn_abort(c);
         return;
     }
@@ -103,13 +103,13 @@ static void conn_http_answer(struct ringws_conn *c, const struct http_request *r
         /* Only the application's values can make a head too long: the
          * answer is refused whole rather than cut short.  The 500's own
          * head is small. */
-        log_msg(LOG_LEVEL_DEBUG, "worker %u: response head over %u bytes refused", c->w->id,
-                (unsigned)sizeof(head));
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: response head over %u bytes refused",
+                conn_worker(c)->id, (unsigned)sizeof(head));
         conn_http_error(c, req, 500, "response header too long", close, NULL);
         return;
     }
-    if (req && conn_http_is_handshake(&c->w->srv->cfg, req))
-        metrics_count_handshake(c->w, status);
+    if (req && conn_http_is_handshake(&conn_worker(c)->srv->cfg, req))
+        metrics_count_handshake(conn_worker(c), status);
     if (head_only)
         body_len = 0;
     if (conn_queue(c, head, n, body, body_static ? 0 : body_len) < 0 ||
@@ -137,7 +137,7 @@ static bool conn_http_value_ok(const struct ringws_conn *c, const char *name, co
         unsigned char ch = (unsigned char)*p;
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
             log_msg(LOG_LEVEL_DEBUG, "worker %u: %s from the application holds control "
-                    "character 0x%02x: refused", c->w->id, name, ch);
+                    "character 0x%02x: refused", conn_worker(c)->id, name, ch);
             return false;
         }
     }
@@ -161,7 +161,7 @@ static bool conn_http_location(const struct ringws_conn *c, char *out, size_t ca
     if (n > 0 && (size_t)n < cap)
         return true;
     log_msg(LOG_LEVEL_DEBUG, "worker %u: Location from the application (%zu bytes) does not fit: "
-            "refused", c->w->id, strlen(location));
+            "refused", conn_worker(c)->id, strlen(location));
     out[0] = 0;
     return false;
 }
@@ -316,7 +316,7 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
                             const char *topics, size_t topics_len,
                             struct ringws_token_claims **claims)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     enum ringws_auth_failure r;
 
     *claims = NULL;
@@ -326,7 +326,7 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
     if (r == RINGWS_AUTH_MISSING && !(pubsub && cfg->require_token))
         return true;
     if (r == RINGWS_AUTH_MISSING)
-        conn_auth_refused(c->w, r, "upgrade", NULL);
+        conn_auth_refused(conn_worker(c), r, "upgrade", NULL);
     if (r != RINGWS_AUTH_OK) {
         conn_http_token_refused(c, req, r);
         return false;
@@ -354,7 +354,7 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
  * when to come back. */
 static bool conn_http_busy(const struct ringws_conn *c)
 {
-    const struct worker *w = c->w;
+    const struct worker *w = conn_worker(c);
     unsigned max = w->srv->cfg.max_handshakes;
 
     return max && w->handshaking + w->accept_n > max;
@@ -363,7 +363,7 @@ static bool conn_http_busy(const struct ringws_conn *c)
 /* The refusal as 503 with Retry-After; the connection closes after it. */
 static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_request *req)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
     unsigned span = (w->srv->cfg.reconnect_window_ms + 999) / 1000;
     char extra[40];
 
@@ -379,7 +379,6 @@ static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_reque
  * no subscription is made, nothing is compressed. */
 static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_result *hs)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
     char head[HEAD_MAX];
     size_t n;
 
@@ -389,11 +388,11 @@ static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_resul
         conn_abort(c);
         return;
     }
-    STAT_ADD(c->w, handshakes_refused_busy, 1);
-    metrics_count_handshake(c->w, 101);
+    STAT_ADD(conn_worker(c), handshakes_refused_busy, 1);
+    metrics_count_handshake(conn_worker(c), 101);
     conn_state_set(c, CONN_WS);
-    ws_decoder_init(&c->dec, cfg->max_message);
-    c->last_rx_tick = (uint32_t)worker_tick(c->w);
+    ws_decoder_init(&c->dec);
+    c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c));
     conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "too many handshakes in progress", false);
 }
 
@@ -403,24 +402,24 @@ static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_resul
 static int conn_http_validate(struct ringws_conn *c, const struct http_request *req,
                               struct ws_handshake_result *hs)
 {
-    struct ringws_server *srv = c->w->srv;
+    struct ringws_server *srv = conn_worker(c)->srv;
     struct ws_handshake_policy policy = srv->policy;
     int takeover = policy.deflate && srv->cfg.n_deflate_takeover_paths
-                       ? conn_ws_takeover_allowed(c->w, req->path, req->path_len)
+                       ? conn_ws_takeover_allowed(conn_worker(c), req->path, req->path_len)
                        : 0;
 
     if (takeover > 0)
         policy.takeover_bits = (uint8_t)srv->cfg.deflate_takeover_window_bits;
     ws_handshake_validate(req, &policy, hs);
     if (takeover < 0 && hs->status == 101 && hs->deflate)
-        STAT_ADD(c->w, deflate_takeover_refused, 1);
+        STAT_ADD(conn_worker(c), deflate_takeover_refused, 1);
     return hs->status;
 }
 
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
                               struct ringws_request *view)
 {
-    struct ringws_server *srv = c->w->srv;
+    struct ringws_server *srv = conn_worker(c)->srv;
     const struct ringws_config *cfg = &srv->cfg;
     struct ws_handshake_result hs;
     char head[HEAD_MAX];
@@ -504,15 +503,15 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         conn_abort(c);
         return;
     }
-    metrics_count_handshake(c->w, 101);
+    metrics_count_handshake(conn_worker(c), 101);
     conn_state_set(c, CONN_WS);
     for (size_t i = 0; hs.subprotocol && i < cfg->n_subprotocols; i++)
         if (cfg->subprotocols[i] == hs.subprotocol)
             c->subprotocol = (uint8_t)(i + 1);
     c->flags |= CF_OPENED;
-    ws_decoder_init(&c->dec, cfg->max_message);
+    ws_decoder_init(&c->dec);
     c->dec.deflate = hs.deflate;
-    c->last_rx_tick = (uint32_t)worker_tick(c->w); /* the idle clock starts here */
+    c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c)); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;
@@ -571,7 +570,7 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
     struct ringws_stats st;
     struct text_buf body = {0};
 
-    ringws_server_stats(c->w->srv, &st);
+    ringws_server_stats(conn_worker(c)->srv, &st);
     /* Rows of one name follow each other: its HELP and TYPE lines go
      * before the first; label is NULL or what goes between the braces. */
     const struct {
@@ -608,8 +607,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         metrics_write_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
     conn_http_metrics_auth(&body, &st);
-    conn_http_metrics_history(&body, c->w->srv);
-    metrics_write_server(&body, c->w->srv);
+    conn_http_metrics_history(&body, conn_worker(c)->srv);
+    metrics_write_server(&body, conn_worker(c)->srv);
     if (body.err)
         conn_http_error(c, req, 503, "out of memory", close, NULL);
     else
@@ -654,7 +653,7 @@ static void conn_http_embedded(struct ringws_conn *c, const struct http_request 
 static void conn_http_builtin(struct ringws_conn *c, const struct http_request *req)
 {
     static const char health_ok[] = "ok\n";
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     bool close = !req->keep_alive;
     bool root = str_is(req->path, req->path_len, "/");
     bool health = str_is(req->path, req->path_len, "/healthz");
@@ -691,7 +690,7 @@ static void conn_http_builtin(struct ringws_conn *c, const struct http_request *
 static void conn_http_user(struct ringws_conn *c, const struct http_request *req,
                            const struct ringws_request *view)
 {
-    struct ringws_server *srv = c->w->srv;
+    struct ringws_server *srv = conn_worker(c)->srv;
     struct ringws_response res = {.status = 200};
     char extra[HEAD_MAX / 2];
 
@@ -773,7 +772,7 @@ static void conn_http_publish_done(void *arg, int err, uint64_t recipients,
     c->flags &= ~CF_PUB_WAIT;
     if (!(c->flags & CF_TEARDOWN)) {
         if (c->state == CONN_HTTP)
-            conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
+            conn_set_deadline(c, conn_worker(c)->srv->cfg.handshake_timeout_ms);
         if (err < 0)
             conn_http_error(c, NULL, 503, "publish refused by the engine",
                             c->flags & CF_PUB_CLOSE, "Retry-After: 1\r\n");
@@ -796,7 +795,7 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
     bool covered;
 
     if (r == RINGWS_AUTH_MISSING)
-        conn_auth_refused(c->w, r, "publish", NULL);
+        conn_auth_refused(conn_worker(c), r, "publish", NULL);
     if (r != RINGWS_AUTH_OK) {
         conn_http_token_refused(c, req, r);
         return false;
@@ -804,7 +803,8 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
     covered = read ? token_covers(claims->topics, claims->n_topics, topic, topic_len)
                    : token_covers(claims->publish, claims->n_publish, topic, topic_len);
     if (!covered) {
-        conn_auth_refused(c->w, read ? RINGWS_AUTH_TOPIC_DENIED : RINGWS_AUTH_PUBLISH_DENIED,
+        conn_auth_refused(conn_worker(c),
+                          read ? RINGWS_AUTH_TOPIC_DENIED : RINGWS_AUTH_PUBLISH_DENIED,
                           read ? "history" : "publish", claims->sub);
         conn_http_error(c, req, 403, read ? "topic outside the token's topics claim"
                                           : "topic outside the token's publish claim",
@@ -821,7 +821,7 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
 static bool conn_http_publisher_ok(struct ringws_conn *c, const struct http_request *req,
                                    const char *topic, size_t topic_len, bool read)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     const char *untrusted;
 
     if (cfg->publish_token && conn_http_token_ok(cfg->publish_token, req))
@@ -862,15 +862,14 @@ static void conn_http_publish(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 400, "invalid topic", close, NULL);
         return;
     }
-    r = pubsub_publish_from(c->w, topic, topic_len, view->body.ptr, view->body.len, binary,
-                            conn_http_publish_done, c, &recipients, NULL);
+    r = pubsub_publish_from(conn_worker(c), topic, topic_len, view->body.ptr, view->body.len,
+                            binary, conn_http_publish_done, c, &recipients, NULL);
     if (r == 1) {
         /* Other workers count their subscribers; the answer (and any
          * pipelined request after this one) waits for them, however long a
          * fan-out to millions takes: the keep-alive deadline restarts with
          * the answer. */
         c->flags |= CF_PUB_WAIT;
-        c->req_seen = 0;
         conn_set_deadline(c, 0);
         if (close)
             c->flags |= CF_PUB_CLOSE;
@@ -950,6 +949,7 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
     size_t topic_len = req->path_len - (sizeof(HISTORY_PREFIX) - 1), len;
     bool close = !req->keep_alive;
     struct history_query q;
+    struct ringws_server *srv;
     char *body;
     int r;
 
@@ -967,7 +967,8 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
         conn_http_error(c, req, 400, "invalid since or limit", close, NULL);
         return;
     }
-    if ((r = c->w->srv->engine->history(c->w->srv, topic, topic_len, &q, &body, &len)) < 0) {
+    srv = conn_worker(c)->srv;
+    if ((r = srv->engine->history(srv, topic, topic_len, &q, &body, &len)) < 0) {
         conn_http_error(c, req, 503, r == -EAGAIN ? "engine unavailable" : "out of memory",
                         close, r == -EAGAIN ? "Retry-After: 1\r\n" : NULL);
         return;
@@ -979,10 +980,10 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
 static void conn_http_request(struct ringws_conn *c, const struct http_request *req,
                               const uint8_t *body, size_t body_len)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     struct ringws_request view;
 
-    conn_http_view(c->w, req, body, body_len, &view);
+    conn_http_view(conn_worker(c), req, body, body_len, &view);
     /* The next request of a keep-alive connection gets a fresh allowance. */
     conn_set_deadline(c, cfg->handshake_timeout_ms);
     if (ws_handshake_requested(req))
@@ -1003,7 +1004,7 @@ static void conn_http_request(struct ringws_conn *c, const struct http_request *
  * is refused with 411 Length Required. */
 static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
 
     req->keep_alive = false;
     if (cfg->cb.on_http || ws_handshake_requested(req) || conn_http_is_publish(cfg, req))
@@ -1019,11 +1020,11 @@ static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
  * answers it as unavailable. */
 static bool conn_http_engine_wait(struct ringws_conn *c, const struct http_request *req)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
     const char *list;
     size_t len;
 
-    if (!c->w->srv->engine->prepare)
+    if (!conn_worker(c)->srv->engine->prepare)
         return false;
     if (conn_http_is_history(cfg, req)) {
         list = req->path + sizeof(HISTORY_PREFIX) - 1;
@@ -1038,7 +1039,6 @@ static bool conn_http_engine_wait(struct ringws_conn *c, const struct http_reque
     if (pubsub_prepare(c, list, len) != 1)
         return false;
     c->flags |= CF_PUB_WAIT;
-    c->req_seen = 0;
     conn_set_deadline(c, 0);
     return true;
 }
@@ -1047,20 +1047,24 @@ void conn_http_engine_ready(struct ringws_conn *c)
 {
     c->flags &= ~CF_PUB_WAIT;
     if (!(c->flags & CF_TEARDOWN)) {
-        conn_set_deadline(c, c->w->srv->cfg.handshake_timeout_ms);
+        conn_set_deadline(c, conn_worker(c)->srv->cfg.handshake_timeout_ms);
         conn_http_resume(c);
     }
     conn_flush_later(c);
 }
 
 /* Handles as many requests as buf holds; returns bytes consumed (the rest is
- * an incomplete request).  May switch the connection to CONN_WS, after which
- * the caller hands the remaining bytes to conn_ws_input. */
+ * an incomplete request) and sets *seen_out to the bytes of the rest the
+ * parser found incomplete (0: parse them from their start).  May switch the
+ * connection to CONN_WS, after which the caller hands the remaining bytes
+ * to conn_ws_input. */
 static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len,
-                                 size_t seen)
+                                 size_t seen, uint32_t *seen_out)
 {
-    const struct ringws_server *srv = c->w->srv;
+    const struct ringws_server *srv = conn_worker(c)->srv;
     size_t off = 0;
+
+    *seen_out = 0;
 
     while (off < len && c->state == CONN_HTTP && !(c->flags & (CF_TEARDOWN | CF_PUB_WAIT))) {
         struct http_request req;
@@ -1068,18 +1072,17 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
         if (conn_backlogged(c)) {
             /* Answers pile up unread: keep the rest for when they drain
              * (reading is paused meanwhile, see conn.c). */
-            c->req_seen = 0;
             return off;
         }
         int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
-                                   &srv->limits, &req, c->w->hdrs);
+                                   &srv->limits, &req, conn_worker(c)->hdrs);
         if (r == HTTP_PARSE_INCOMPLETE) {
-            c->req_seen = (uint32_t)(len - off);
+            *seen_out = (uint32_t)(len - off);
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
             if (conn_http_is_handshake(&srv->cfg, &req))
-                metrics_count_handshake(c->w, http_error_status(req.error));
+                metrics_count_handshake(conn_worker(c), http_error_status(req.error));
             conn_http_error(c, NULL, http_error_status(req.error), req.error_reason, true, NULL);
             return len;
         }
@@ -1092,10 +1095,8 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
             return len;
         }
         total = (size_t)r + (req.has_body_length ? (size_t)req.content_length : 0);
-        if (len - off < total) {
-            c->req_seen = 0; /* the head is complete; the body is not */
-            return off;
-        }
+        if (len - off < total)
+            return off; /* the head is complete; the body is not */
         if (conn_http_engine_wait(c, &req))
             return off;
         conn_http_request(c, &req, buf + off + r, total - (size_t)r);
@@ -1106,23 +1107,28 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
     return conn_ws_reading(c) || (c->flags & CF_PUB_WAIT) ? off : len;
 }
 
-/* Parses the requests gathered in req.  They are taken out of req first:
- * the views handed to on_http and on_open point into them and must outlive
- * anything those callbacks do to the connection.  What is left goes back
- * to req; after an upgrade it goes to the frame decoder (frames may follow
- * the request), which gathers messages in msg (req's place, empty now),
- * and so do the n bytes of buf that follow it.  Returns the bytes parsed. */
+/* Parses the requests gathered in req.  They are taken out of the held
+ * input first: the views handed to on_http and on_open point into them and
+ * must outlive anything those callbacks do to the connection.  What is left
+ * is held again; after an upgrade it goes to the frame decoder (frames may
+ * follow the request), which gathers messages in msg (req's place, empty
+ * now), and so do the n bytes of buf that follow it.  Returns the bytes
+ * parsed. */
 static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
 {
-    size_t seen = c->req_seen, used;
-    struct conn_pend held = conn_pend_take(&c->req);
+    uint32_t seen = conn_held(c)->req_seen;
+    struct conn_pend held = conn_held_take(c);
+    size_t used = conn_http_requests(c, held.buf, held.len, seen, &seen);
 
-    c->req_seen = 0;
-    used = conn_http_requests(c, held.buf, held.len, seen);
     if (c->state == CONN_HTTP && used < held.len && !(c->flags & CF_TEARDOWN)) {
         memmove(held.buf, held.buf + used, held.len - used);
         held.len -= (uint32_t)used;
-        c->req = held;
+        if (conn_held_put(c, held) < 0) {
+            conn_pend_free(conn_worker(c), &held);
+            conn_abort(c);
+            return used;
+        }
+        conn_held(c)->req_seen = seen;
         return used;
     }
     if (c->state != CONN_HTTP && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN)) {
@@ -1131,7 +1137,7 @@ static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, si
             conn_ws_input(c, (uint8_t *)buf, n);
     }
     /* Between requests a keep-alive connection holds no buffer. */
-    conn_pend_free(c->w, &held);
+    conn_pend_free(conn_worker(c), &held);
     return used;
 }
 
@@ -1141,13 +1147,14 @@ static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, si
  * request is answered whatever comes after it. */
 static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
 {
-    const struct ringws_server *srv = c->w->srv;
+    const struct ringws_server *srv = conn_worker(c)->srv;
     size_t limit = (size_t)srv->limits.max_head_bytes + RINGWS_MAX_HTTP_BODY;
-    size_t used;
+    size_t used, had;
+    uint32_t seen;
 
-    while (c->req.len) {
-        size_t take = n < limit - c->req.len ? n : limit - c->req.len;
-        if (conn_pend_store(c->w, &c->req, buf, take, limit) < 0) {
+    while ((had = conn_held_len(c))) {
+        size_t take = n < limit - had ? n : limit - had;
+        if (conn_held_store(c, buf, take, limit) < 0) {
             conn_abort(c);
             return;
         }
@@ -1163,15 +1170,19 @@ static void conn_http_input(struct ringws_conn *c, uint8_t *buf, size_t n)
             return;
         }
     }
-    used = conn_http_requests(c, buf, n, 0);
+    used = conn_http_requests(c, buf, n, 0, &seen);
     buf += used;
     n -= used;
     if (!n || (c->flags & CF_TEARDOWN))
         return;
     if (conn_ws_reading(c))
         conn_ws_input(c, buf, n);
-    else if (c->state == CONN_HTTP && conn_pend_store(c->w, &c->req, buf, n, limit) < 0)
+    else if (c->state != CONN_HTTP)
+        return;
+    else if (conn_held_store(c, buf, n, limit) < 0)
         conn_abort(c);
+    else
+        conn_held(c)->req_seen = seen;
 }
 
 /* True while conn_http_requests leaves complete requests unparsed: answers
@@ -1187,7 +1198,7 @@ static void conn_http_resume(struct ringws_conn *c)
 {
     if (c->state != CONN_HTTP || (c->flags & (CF_TEARDOWN | CF_PUB_WAIT)))
         return;
-    if (c->req.len) {
+    if (conn_held_len(c)) {
         conn_http_input(c, NULL, 0);
         conn_pause_if_backlogged(c);
     }
@@ -1200,7 +1211,7 @@ static void conn_http_resume(struct ringws_conn *c)
  * conn_http_resume acts on the EOF again). */
 static void conn_http_eof(struct ringws_conn *c)
 {
-    if (c->req.len && conn_http_held(c))
+    if (conn_held_len(c) && conn_http_held(c))
         return;
     if (c->out_head || (c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_drain(c);
@@ -1212,7 +1223,7 @@ static void conn_http_eof(struct ringws_conn *c)
  * request under way is answered first. */
 static void conn_http_stop(struct ringws_conn *c)
 {
-    if (!c->out_head && !c->req.len && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
+    if (!c->out_head && !conn_held_len(c) && !(c->flags & (CF_SEND_BUSY | CF_PUB_WAIT)))
         conn_abort(c);
     else
         conn_drain(c);
@@ -1223,8 +1234,8 @@ static void conn_http_stop(struct ringws_conn *c)
  * handshake that timed out (an idle keep-alive connection does not). */
 static void conn_http_expired(struct ringws_conn *c)
 {
-    if (c->req.len)
-        metrics_count_handshake(c->w, METRICS_HANDSHAKE_TIMEOUT);
+    if (conn_held_len(c))
+        metrics_count_handshake(conn_worker(c), METRICS_HANDSHAKE_TIMEOUT);
     conn_abort(c);
 }
 

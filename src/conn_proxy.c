@@ -31,7 +31,7 @@ static void conn_proxy_log(const struct ringws_conn *c, const struct proxy_heade
         inet_ntop(AF_INET6, &h->src.in6.sin6_addr, text, sizeof(text));
         port = ntohs(h->src.in6.sin6_port);
     }
-    log_msg(LOG_LEVEL_DEBUG, "worker %u: PROXY v%u client %s port %u: %s", c->w->id,
+    log_msg(LOG_LEVEL_DEBUG, "worker %u: PROXY v%u client %s port %u: %s", conn_worker(c)->id,
             h->version, text, port, what);
 }
 
@@ -52,11 +52,11 @@ static void conn_proxy_done(struct ringws_conn *c, const struct proxy_header *h,
 }
 
 /* Parses what came, in place while nothing is held; a header cut by the
- * network is gathered in c->req (bounded by PROXY_MAX_HEADER).  Since the
+ * network is gathered in the held input (bounded by PROXY_MAX_HEADER).  Since the
  * held bytes were a strict beginning of the header, its end lies in p. */
 static void conn_proxy_input(struct ringws_conn *c, uint8_t *p, size_t n)
 {
-    uint32_t had = c->req.len;
+    uint32_t had = conn_held_len(c);
     const uint8_t *hdr = p;
     size_t len = n, used;
     struct proxy_header h;
@@ -65,27 +65,27 @@ static void conn_proxy_input(struct ringws_conn *c, uint8_t *p, size_t n)
 
     if (had) {
         size_t take = n < PROXY_MAX_HEADER - had ? n : PROXY_MAX_HEADER - had;
-        if (conn_pend_store(c->w, &c->req, p, take, PROXY_MAX_HEADER) < 0) {
+        if (conn_held_store(c, p, take, PROXY_MAX_HEADER) < 0) {
             conn_abort(c);
             return;
         }
-        hdr = c->req.buf;
-        len = c->req.len;
+        hdr = conn_held(c)->req.buf;
+        len = conn_held(c)->req.len;
     }
     r = proxy_parse(hdr, len, &h, &stop);
     if (r == PROXY_NEED_MORE) {
-        if (!had && conn_pend_store(c->w, &c->req, p, n, PROXY_MAX_HEADER) < 0)
+        if (!had && conn_held_store(c, p, n, PROXY_MAX_HEADER) < 0)
             conn_abort(c);
         return;
     }
     if (r == PROXY_BAD) {
         log_msg(LOG_LEVEL_DEBUG, "worker %u: no valid PROXY header (byte %zu: %s): closed",
-                c->w->id, stop.pos, stop.why);
+                conn_worker(c)->id, stop.pos, stop.why);
         conn_abort(c);
         return;
     }
     used = (size_t)r - had;
-    conn_pend_release(c->w, &c->req);
+    conn_held_release(c);
     conn_proxy_done(c, &h, p + used, n - used);
 }
 

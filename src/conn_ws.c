@@ -54,8 +54,8 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
         conn_drain(c);
     } else {
         c->state = CONN_CLOSING;
-        conn_pend_release(c->w, &c->msg);
-        conn_set_deadline(c, c->w->srv->cfg.close_timeout_ms);
+        conn_held_release(c);
+        conn_set_deadline(c, conn_worker(c)->srv->cfg.close_timeout_ms);
     }
 }
 
@@ -66,7 +66,7 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
  * admission, an engine gone) do not all return in the same millisecond. */
 static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
 {
-    unsigned window = c->w->srv->cfg.reconnect_window_ms;
+    unsigned window = conn_worker(c)->srv->cfg.reconnect_window_ms;
     char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
     int n;
 
@@ -75,7 +75,7 @@ static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char 
         return;
     }
     n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
-                 worker_random_below(c->w, window));
+                 worker_random_below(conn_worker(c), window));
     conn_ws_close(c, code, reason, (size_t)n < sizeof(reason) ? (size_t)n : sizeof(reason) - 1,
                   fail);
 }
@@ -103,17 +103,18 @@ static void conn_ws_ping(struct ringws_conn *c)
  * deadline): it re-arms for whatever is still ahead. */
 static void conn_ws_idle_expired(struct ringws_conn *c)
 {
-    unsigned idle_ms = c->w->srv->cfg.idle_timeout_ms;
+    unsigned idle_ms = conn_worker(c)->srv->cfg.idle_timeout_ms;
     uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
-    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(c->w) - c->last_rx_tick);
+    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(conn_worker(c)) - c->last_rx_tick);
 
     if (quiet < due) {
         /* Traffic came since the deadline was set, or it is not yet due. */
-        timer_arm(&c->w->wheel, &c->timer, worker_tick(c->w) + (due - quiet));
+        timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
+                  worker_tick(conn_worker(c)) + (due - quiet));
         return;
     }
     if (c->flags & CF_PING_OUT) {
-        log_msg(LOG_LEVEL_DEBUG, "worker %u: peer silent after ping, dropping", c->w->id);
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: peer silent after ping, dropping", conn_worker(c)->id);
         conn_abort(c);
         return;
     }
@@ -124,7 +125,7 @@ static void conn_ws_idle_expired(struct ringws_conn *c)
 
 static bool conn_ws_msg_timed(const struct ringws_conn *c)
 {
-    return c->state == CONN_WS && c->msg.len && c->w->srv->cfg.min_message_rate &&
+    return c->state == CONN_WS && conn_held_len(c) && conn_worker(c)->srv->cfg.min_message_rate &&
            !(c->flags & CF_TEARDOWN);
 }
 
@@ -134,10 +135,11 @@ static bool conn_ws_msg_timed(const struct ringws_conn *c)
  * stall is paid for by what it sent before. */
 static uint64_t conn_ws_msg_deadline(const struct ringws_conn *c)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
-    uint64_t now = worker_tick(c->w);
-    uint64_t start = now - (uint32_t)((uint32_t)now - c->msg_tick);
-    uint64_t ms = cfg->message_grace_ms + (uint64_t)c->msg.len * 1000 / cfg->min_message_rate;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    uint64_t now = worker_tick(conn_worker(c));
+    const struct conn_held *h = conn_held(c);
+    uint64_t start = now - (uint32_t)((uint32_t)now - h->msg_tick);
+    uint64_t ms = cfg->message_grace_ms + (uint64_t)h->msg.len * 1000 / cfg->min_message_rate;
 
     return start + timer_ms_to_ticks(ms);
 }
@@ -151,13 +153,13 @@ static void conn_ws_msg_watch(struct ringws_conn *c)
     if (!conn_ws_msg_timed(c))
         return;
     at = conn_ws_msg_deadline(c);
-    if (!c->timer.prev || c->timer.deadline > at)
-        timer_arm(&c->w->wheel, &c->timer, at);
+    if (!timer_armed(&c->timer) || timer_due_after(&c->timer, at))
+        timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c), at);
 }
 
 static void conn_ws_msg_started(struct ringws_conn *c)
 {
-    c->msg_tick = (uint32_t)worker_tick(c->w);
+    conn_held(c)->msg_tick = (uint32_t)worker_tick(conn_worker(c));
     conn_ws_msg_watch(c);
 }
 
@@ -165,12 +167,12 @@ static void conn_ws_msg_started(struct ringws_conn *c)
  * connection; otherwise the idle ping or drop, and the timer re-armed. */
 static void conn_ws_expired(struct ringws_conn *c)
 {
-    if (conn_ws_msg_timed(c) && worker_tick(c->w) >= conn_ws_msg_deadline(c)) {
-        STAT_ADD(c->w, messages_too_slow, 1);
+    if (conn_ws_msg_timed(c) && worker_tick(conn_worker(c)) >= conn_ws_msg_deadline(c)) {
+        STAT_ADD(conn_worker(c), messages_too_slow, 1);
         conn_ws_close_why(c, WS_CLOSE_POLICY, "message too slow", true);
         return;
     }
-    if (c->w->srv->cfg.idle_timeout_ms)
+    if (conn_worker(c)->srv->cfg.idle_timeout_ms)
         conn_ws_idle_expired(c);
     conn_ws_msg_watch(c);
 }
@@ -185,9 +187,10 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
 static inline __attribute__((always_inline)) void
 conn_ws_deliver_plain(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
 
-    STAT_ADD(c->w, messages_received, 1);
+    STAT_ADD(w, messages_received, 1);
     if (c->flags & CF_PUBSUB)
         conn_ws_pubsub_command(c, op, p, n);
     else if (cfg->cb.on_message)
@@ -219,7 +222,7 @@ conn_ws_deliver(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n, size_t 
  * (unless it waits already, for the engine). */
 static void conn_ws_inflate_spent(struct ringws_conn *c, size_t len)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
 
     w->inflated_turn += len;
     if (w->inflated_turn < INFLATE_TURN_BUDGET || (c->flags & CF_ENGINE_WAIT) ||
@@ -236,13 +239,13 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
                             size_t room)
 {
     struct deflate_takeover *t = conn_takeover(c);
-    size_t max = c->w->srv->cfg.max_message, len;
+    size_t max = conn_worker(c)->srv->cfg.max_message, len;
     const uint8_t *msg;
     int r = t && deflate_takeover_rx_bits(t) ? deflate_takeover_inflate(t, p, n, max, &msg, &len)
                                              : deflate_inflate(p, n, room, max, &msg, &len);
 
     op &= (uint8_t)~WS_MSG_DEFLATED;
-    STAT_ADD(c->w, deflate_inflated, 1);
+    STAT_ADD(conn_worker(c), deflate_inflated, 1);
     if (r == -EMSGSIZE)
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "message too big", true);
     else if (r == -EINVAL)
@@ -262,7 +265,7 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
  * connection's until conn_ws_input returns. */
 static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8_t *end)
 {
-    bool starting = !c->msg.len;
+    bool starting;
     int r;
 
     if (c->state != CONN_WS)
@@ -275,7 +278,8 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8
     }
     /* A message spanning frames or receives is gathered; the decoder has
      * already bounded it by max_message. */
-    r = conn_pend_store(c->w, &c->msg, ev->data, ev->len, c->w->srv->cfg.max_message);
+    starting = !conn_held_len(c);
+    r = conn_held_store(c, ev->data, ev->len, conn_worker(c)->srv->cfg.max_message);
     if (r == -ENOBUFS) {
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "no room for partial messages", true);
         return;
@@ -284,12 +288,12 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8
         conn_ws_close_why(c, WS_CLOSE_INTERNAL, "out of memory", true);
         return;
     }
-    if (starting && c->msg.len && !ev->msg_end)
+    if (starting && conn_held_len(c) && !ev->msg_end)
         conn_ws_msg_started(c);
     if (ev->msg_end) {
-        struct conn_pend msg = conn_pend_take(&c->msg);
+        struct conn_pend msg = conn_held_take(c);
         conn_ws_deliver(c, ev->opcode, msg.buf, msg.len, msg.cap - msg.len);
-        conn_pend_free(c->w, &msg);
+        conn_pend_free(conn_worker(c), &msg);
     }
 }
 
@@ -350,9 +354,9 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     case WS_OP_PING:
         if (c->state != CONN_WS)
             break;
-        if (c->out_bytes + n > c->w->srv->cfg.max_send_queue) {
+        if (c->out_bytes + n > conn_worker(c)->srv->cfg.max_send_queue) {
             /* A ping flood from a peer that reads none of the pongs. */
-            STAT_ADD(c->w, send_queue_overflows, 1);
+            STAT_ADD(conn_worker(c), send_queue_overflows, 1);
             conn_ws_close_why(c, WS_CLOSE_POLICY, "send queue full", true);
         } else if (conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0) {
             conn_abort(c);
@@ -382,18 +386,20 @@ __attribute__((cold, noinline)) static void conn_ws_input_wait(struct ringws_con
 
 void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
+    const struct worker *w = conn_worker(c);
+    uint32_t max_message = w->ws_max_message;
     size_t off = 0;
 
     /* Any input is a sign of life: the idle clock restarts, and an idle
      * ping counts as answered. */
-    c->last_rx_tick = (uint32_t)worker_tick(c->w);
+    c->last_rx_tick = (uint32_t)worker_tick(w);
     c->flags &= ~CF_PING_OUT;
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
     while (off < len && conn_ws_reading(c) &&
            !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013 | CF_ENGINE_WAIT))) {
         struct ws_event ev;
-        off += ws_decode(&c->dec, buf + off, len - off, &ev);
+        off += ws_decode(&c->dec, buf + off, len - off, &ev, max_message);
         switch ((enum ws_event_type)ev.type) {
         case WS_EV_NEED_MORE:
             return;
@@ -404,7 +410,7 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
             conn_ws_control(c, &ev);
             break;
         case WS_EV_ERROR:
-            log_msg(LOG_LEVEL_DEBUG, "worker %u: failing connection: %u %s", c->w->id,
+            log_msg(LOG_LEVEL_DEBUG, "worker %u: failing connection: %u %s", w->id,
                     ev.close_code, ev.reason);
             if (c->state == CONN_CLOSING)
                 conn_abort(c); /* our close is already out */
@@ -425,7 +431,8 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
  * client reconnecting in the same millisecond. */
 static void conn_ws_stop(struct ringws_conn *c)
 {
-    uint16_t code = c->w->srv->cfg.stop_code ? c->w->srv->cfg.stop_code : WS_CLOSE_GOING_AWAY;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    uint16_t code = cfg->stop_code ? cfg->stop_code : WS_CLOSE_GOING_AWAY;
 
     conn_ws_close_hint(c, code,
                        code == WS_CLOSE_SERVICE_RESTART ? "server restarting" : "server shutting down",
@@ -492,13 +499,14 @@ int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a
 
     if (!conn_cold_get(c))
         return -ENOMEM;
-    t = deflate_takeover_new(a->server_bits, a->client_bits, &c->w->stats.deflate_takeover_bytes);
+    t = deflate_takeover_new(a->server_bits, a->client_bits,
+                             &conn_worker(c)->stats.deflate_takeover_bytes);
     if (!t) {
         conn_cold_trim(c);
         return -ENOMEM;
     }
     c->cold->pmd = t;
-    c->w->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
+    conn_worker(c)->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
     return 0;
 }
 
@@ -508,7 +516,7 @@ void conn_ws_takeover_detach(struct ringws_conn *c)
 
     if (!t)
         return;
-    c->w->takeover_reserved -=
+    conn_worker(c)->takeover_reserved -=
         deflate_takeover_worst(deflate_takeover_tx_bits(t), deflate_takeover_rx_bits(t));
     deflate_takeover_free(t);
     c->cold->pmd = NULL;
@@ -522,9 +530,10 @@ int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iove
     ssize_t zn = deflate_takeover_compress(conn_takeover(c), iov, n, &z);
 
     if (zn >= 0) {
-        atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&conn_worker(c)->stats.deflate_compressed, 1,
+                                  memory_order_relaxed);
         if (conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn) == 0) {
-            STAT_ADD(c->w, deflate_sent, 1);
+            STAT_ADD(conn_worker(c), deflate_sent, 1);
             return 0;
         }
         /* Compressed through the stream: the peer's window must see it,
@@ -573,14 +582,15 @@ static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void 
 
     if (zn <= 0) /* it would not shrink, or no memory: plain is as good */
         return conn_ws_frame(c, WS_FIN | op, data, len);
-    atomic_fetch_add_explicit(&c->w->stats.deflate_compressed, 1, memory_order_relaxed);
-    STAT_ADD(c->w, deflate_sent, 1);
+    atomic_fetch_add_explicit(&conn_worker(c)->stats.deflate_compressed, 1, memory_order_relaxed);
+    STAT_ADD(conn_worker(c), deflate_sent, 1);
     return conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn);
 }
 
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
 
     if (op != RINGWS_TEXT && op != RINGWS_BINARY)
         return -EINVAL;
@@ -590,9 +600,9 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -EINVAL;
     /* An empty queue takes any message: the cap bounds what piles up. */
     if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
-        STAT_ADD(c->w, send_queue_overflows, 1);
+        STAT_ADD(w, send_queue_overflows, 1);
         if (cfg->overflow == RINGWS_OVERFLOW_DROP) {
-            STAT_ADD(c->w, messages_dropped, 1);
+            STAT_ADD(w, messages_dropped, 1);
         } else {
             /* Failed by the flush step, after the caller's callback has
              * returned: on_close must not run inside ringws_send. */
@@ -604,7 +614,7 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
     }
     int r = c->flags & CF_DEFLATE ? conn_ws_send_deflated(c, (unsigned)op, data, len)
                                    : conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
-    STAT_ADD(c->w, messages_sent, r == 0);
+    STAT_ADD(w, messages_sent, r == 0);
     return r;
 }
 
@@ -617,9 +627,9 @@ int ringws_close(ringws_conn *c, uint16_t code, const char *reason, size_t reaso
         return -EPIPE;
     /* Called from a callback: an abort here (no memory for the close
      * frame) owes on_close rather than running it inside the caller. */
-    c->w->in_api++;
+    conn_worker(c)->in_api++;
     conn_ws_close(c, code, reason, reason_len, false);
-    c->w->in_api--;
+    conn_worker(c)->in_api--;
     return 0;
 }
 
@@ -635,7 +645,7 @@ void *ringws_conn_get_user(const ringws_conn *c)
 
 const char *ringws_conn_subprotocol(const ringws_conn *c)
 {
-    const struct ringws_config *cfg = &c->w->srv->cfg;
+    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
 
     if (c->flags & CF_ENVELOPE)
         return RINGWS_ENVELOPE;
@@ -644,5 +654,5 @@ const char *ringws_conn_subprotocol(const ringws_conn *c)
 
 unsigned ringws_conn_worker(const ringws_conn *c)
 {
-    return c->w->id;
+    return conn_worker(c)->id;
 }

@@ -53,8 +53,8 @@ static int conn_ws_pubsub_hold(struct ringws_conn *c, const uint8_t *cmd, size_t
  * sending while its command waits is failed rather than buffered. */
 int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n)
 {
-    return conn_pend_store(c->w, &c->cold->wait->rest, p, n,
-                           c->w->srv->cfg.max_message + WS_MAX_SERVER_HEADER + 4);
+    return conn_pend_store(conn_worker(c), &c->cold->wait->rest, p, n,
+                           conn_worker(c)->srv->cfg.max_message + WS_MAX_SERVER_HEADER + 4);
 }
 
 /* Takes the connection at i off its worker's list of those held for the
@@ -67,7 +67,7 @@ static void conn_ws_turn_remove(struct worker *w, unsigned i)
 
 int conn_ws_hold_turn(struct ringws_conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
 
     if (w->n_turn_held == w->cap_turn_held) {
         unsigned cap = w->cap_turn_held ? w->cap_turn_held * 2 : 16;
@@ -109,13 +109,13 @@ void conn_ws_pubsub_wait_free(struct ringws_conn *c)
 
     if (!wt)
         return;
-    for (unsigned i = 0; wt->turn && i < c->w->n_turn_held; i++)
-        if (c->w->turn_held[i] == c) {
-            conn_ws_turn_remove(c->w, i);
+    for (unsigned i = 0; wt->turn && i < conn_worker(c)->n_turn_held; i++)
+        if (conn_worker(c)->turn_held[i] == c) {
+            conn_ws_turn_remove(conn_worker(c), i);
             break;
         }
     c->cold->wait = NULL;
-    conn_pend_release(c->w, &wt->rest);
+    conn_pend_release(conn_worker(c), &wt->rest);
     free(wt);
 }
 
@@ -141,7 +141,7 @@ void conn_engine_ready(struct ringws_conn *c, bool ok)
     /* Kept again by a command that waits once more. */
     if (rest.len && conn_ws_reading(c) && !(c->flags & CF_TEARDOWN))
         conn_ws_input(c, rest.buf, rest.len);
-    conn_pend_free(c->w, &rest);
+    conn_pend_free(conn_worker(c), &rest);
     free(wt);
     conn_flush_later(c);
 }
@@ -236,7 +236,7 @@ static void conn_ws_pubsub_published(void *arg, int err, uint64_t recipients,
 static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
     struct pub_pos pos;
-    bool later = (c->flags & CF_ENVELOPE) && c->w->srv->engine->prepare;
+    bool later = (c->flags & CF_ENVELOPE) && conn_worker(c)->srv->engine->prepare;
     int r;
 
     if (!conn_auth_publish_ok(c, cmd->arg, cmd->arg_len)) {
@@ -257,7 +257,7 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
             return;
         }
     }
-    r = pubsub_publish_from(c->w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
+    r = pubsub_publish_from(conn_worker(c), cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
                             false, later ? conn_ws_pubsub_published : NULL, c, NULL, &pos);
     if (r == 1)
         return;

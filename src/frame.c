@@ -116,8 +116,8 @@ static const char *frame_check_start(const struct ws_decoder *d)
 
 /* Rules decided once the length is known; returns the close code of a
  * violation or 0, and its reason in *reason. */
-static uint16_t frame_check_length(const struct ws_decoder *d,
-                                   const char **reason)
+static uint16_t frame_check_length(const struct ws_decoder *d, const char **reason,
+                                   uint32_t max_message)
 {
     uint64_t len = frame_payload_len(d->hdr);
 
@@ -125,10 +125,10 @@ static uint16_t frame_check_length(const struct ws_decoder *d,
         *reason = "frame length has its top bit set";
         return WS_CLOSE_PROTOCOL_ERROR;
     }
-    if (frame_is_control(d->hdr[0] & FRAME_OPCODE_BITS) || !d->max_message)
+    if (frame_is_control(d->hdr[0] & FRAME_OPCODE_BITS) || !max_message)
         return 0;
     /* msg_len never exceeds max_message, so the subtraction cannot wrap. */
-    if (len > d->max_message - d->msg_len) {
+    if (len > max_message - d->msg_len) {
         *reason = "message too big";
         return WS_CLOSE_TOO_BIG;
     }
@@ -183,8 +183,8 @@ static void frame_begin(struct ws_decoder *d, size_t hdr_size)
  * checks run in the call that completes their bytes, never twice.  Returns
  * true once the frame has begun; false with ev untouched when buf ran out,
  * or with ev an ERROR. */
-static bool frame_read_header(struct ws_decoder *d, const uint8_t *buf,
-                              size_t len, size_t *used, struct ws_event *ev)
+static bool frame_read_header(struct ws_decoder *d, const uint8_t *buf, size_t len,
+                              size_t *used, struct ws_event *ev, uint32_t max_message)
 {
     size_t before = d->hdr_len, want;
     const char *reason;
@@ -199,7 +199,7 @@ static bool frame_read_header(struct ws_decoder *d, const uint8_t *buf,
     want = 2 + frame_ext_len(d->hdr[1] & FRAME_LEN_BITS);
     if (!frame_take_header(d, buf, len, used, want))
         return false;
-    if (before < want && (code = frame_check_length(d, &reason))) {
+    if (before < want && (code = frame_check_length(d, &reason, max_message))) {
         frame_fail(d, ev, code, reason);
         return false;
     }
@@ -361,13 +361,13 @@ static size_t frame_whole_long(struct ws_decoder *d, struct ws_event *ev, uint8_
 }
 
 static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len,
-                                  struct ws_event *ev);
+                                  struct ws_event *ev, uint32_t max_message);
 
 /* Decodes the frame at buf[0], at a frame boundary, when it lies whole in
  * buf[0..len) and breaks no rule; anything else goes to the streaming path
  * untouched, which then reports the frame (cut) or the rule it breaks. */
 static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
-                                 struct ws_event *ev)
+                                 struct ws_event *ev, uint32_t max_message)
 {
     unsigned b0 = buf[0], b1 = buf[1];
     unsigned rules = frame_whole_rules[b0 & ~(d->rsv_allowed & FRAME_RSV_BITS)];
@@ -378,24 +378,23 @@ static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
     uint8_t *p;
 
     if (!(rules >> open & 1) || !(b1 & FRAME_MASK_BIT))
-        return frame_decode_stream(d, buf, len, ev);
+        return frame_decode_stream(d, buf, len, ev, max_message);
     if (len7 >= 126) {
         /* Control frames must fit the 7-bit length (125 at most). */
         if (rules & FRAME_WHOLE_CONTROL)
-            return frame_decode_stream(d, buf, len, ev);
+            return frame_decode_stream(d, buf, len, ev, max_message);
         hl = 2 + frame_ext_len(len7) + FRAME_MASK_LEN;
         if (len < hl)
-            return frame_decode_stream(d, buf, len, ev);
+            return frame_decode_stream(d, buf, len, ev, max_message);
         n = frame_payload_len(buf);
     }
     /* Also refuses a 64-bit length with its top bit set: it never fits. */
     if (n > len - hl)
-        return frame_decode_stream(d, buf, len, ev);
+        return frame_decode_stream(d, buf, len, ev, max_message);
     /* Control frames do not count toward a message; msg_len is 0 when no
      * message is open, and never above max_message. */
-    if (!(rules & FRAME_WHOLE_CONTROL) && d->max_message &&
-        n > d->max_message - d->msg_len)
-        return frame_decode_stream(d, buf, len, ev);
+    if (!(rules & FRAME_WHOLE_CONTROL) && max_message && n > max_message - d->msg_len)
+        return frame_decode_stream(d, buf, len, ev, max_message);
     /* Accepted: from here on the frame is consumed. */
     p = buf + hl;
     if (n >= WS_UNMASK_SHORT)
@@ -405,10 +404,9 @@ static inline size_t frame_whole(struct ws_decoder *d, uint8_t *buf, size_t len,
                                               ws_unmask_key(p - FRAME_MASK_LEN, 0)));
 }
 
-void ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
+void ws_decoder_init(struct ws_decoder *d)
 {
     *d = (struct ws_decoder){0};
-    d->max_message = max_message > UINT32_MAX ? UINT32_MAX : (uint32_t)max_message;
     utf8_init(&d->utf8);
 }
 
@@ -416,7 +414,7 @@ void ws_decoder_init(struct ws_decoder *d, uint64_t max_message)
  * the whole-frame path in ws_decode() pays for none of its registers. */
 __attribute__((noinline))
 static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len,
-                                  struct ws_event *ev)
+                                  struct ws_event *ev, uint32_t max_message)
 {
     size_t used = 0;
 
@@ -425,7 +423,7 @@ static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len
         frame_fail(d, ev, d->fail_code, d->fail_reason);
         return 0;
     }
-    if (!d->in_payload && !frame_read_header(d, buf, len, &used, ev))
+    if (!d->in_payload && !frame_read_header(d, buf, len, &used, ev, max_message))
         return used;
     /* No payload byte here: nothing to report, unless the frame is empty,
      * which is reported once, in the call that completes its header. */
@@ -434,14 +432,14 @@ static size_t frame_decode_stream(struct ws_decoder *d, uint8_t *buf, size_t len
     return frame_emit_chunk(d, buf, len, used, ev);
 }
 
-size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
-                 struct ws_event *ev)
+size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev,
+                 uint32_t max_message)
 {
     /* At a frame boundary with a whole header's worth of bytes: try the
      * whole-frame path; a failed decoder keeps to the streaming path. */
     if (!(d->in_payload | d->hdr_len | d->failed) && len >= FRAME_MIN_CLIENT)
-        return frame_whole(d, buf, len, ev);
-    return frame_decode_stream(d, buf, len, ev);
+        return frame_whole(d, buf, len, ev, max_message);
+    return frame_decode_stream(d, buf, len, ev, max_message);
 }
 
 size_t ws_frame_header(uint8_t out[WS_MAX_SERVER_HEADER], unsigned first, uint64_t len)

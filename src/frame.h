@@ -76,18 +76,16 @@ struct ws_decoder {
      * the failure it repeats takes their place (one decoder per
      * connection: every byte of it is paid per idle connection). */
     union {
-        struct {
-            uint64_t remaining; /* payload bytes still to come in this frame */
-            uint64_t msg_len;   /* data bytes of the open message so far */
-        };
-        struct { /* with failed */
-            const char *fail_reason;
-            uint16_t fail_code;
-        };
+        uint64_t remaining;      /* payload bytes still to come in this frame */
+        const char *fail_reason; /* with failed */
     };
-    /* 0 = unlimited; a limit past 4 GiB - 1 is held as 4 GiB - 1, which
-     * no gathered message (conn_pend: 32-bit lengths) could pass anyway. */
-    uint32_t max_message;
+    union {
+        /* Data bytes of the open message so far: never above the limit
+         * (ws_decode's max_message, at most 4 GiB - 1) when there is one,
+         * and never read when there is none. */
+        uint32_t msg_len;
+        uint16_t fail_code; /* with failed */
+    };
     struct utf8_state utf8;
     /* The header is gathered until the frame begins, the mask used only
      * after: they share their place (frame_begin moves the mask). */
@@ -108,9 +106,20 @@ struct ws_decoder {
 };
 
 /* require_mask is implied: this decoder reads client frames. */
-void ws_decoder_init(struct ws_decoder *d, uint64_t max_message);
+void ws_decoder_init(struct ws_decoder *d);
 
-/* Decodes from buf[0..len).  Returns the number of bytes consumed and fills
+/* A message limit as ws_decode takes it: one past 4 GiB - 1 acts as
+ * 4 GiB - 1, which no gathered message (conn_pend: 32-bit lengths) could
+ * pass anyway. */
+static inline uint32_t ws_max_message(uint64_t limit)
+{
+    return limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit;
+}
+
+/* Decodes from buf[0..len), with max_message the limit on a message's data
+ * bytes (0: none), the same on every call for a decoder (a server's, from
+ * its configuration: not held in each connection's decoder).  Returns the
+ * number of bytes consumed and fills
  * *ev.  The caller loops, advancing by the return value, until ev->type is
  * WS_EV_NEED_MORE (all bytes consumed) or WS_EV_ERROR.  DATA and CONTROL
  * chunks point into buf (unmasked in place); a chunk of an empty frame has
@@ -122,8 +131,8 @@ void ws_decoder_init(struct ws_decoder *d, uint64_t max_message);
  *   (1002); text that is not UTF-8, checked per chunk and at message end
  *   (1007); message over max_message, checked from the header (1009).
  * After an ERROR every later call reports the same ERROR and consumes 0. */
-size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len,
-                 struct ws_event *ev);
+size_t ws_decode(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev,
+                 uint32_t max_message);
 
 /* Writes a server frame header (unmasked) for `len` payload bytes.  `first`
  * is the opcode byte's low bits plus FIN/RSV: pass e.g. WS_FIN | WS_OP_TEXT.

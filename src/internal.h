@@ -152,6 +152,7 @@ enum conn_state {
     CONN_CLOSING, /* our close frame is out; reading until the peer's close */
     CONN_DRAIN,   /* nothing more to read: flush, shut down, wait for EOF */
     CONN_PROXY,   /* awaiting the PROXY protocol header (conn_proxy.c) */
+    CONN_FREE,    /* not a connection: the record is on the free list */
 };
 
 enum conn_flag {
@@ -223,8 +224,10 @@ struct sub_ref {
  * (conn_cold_get), freed once it holds nothing (conn_cold_trim) or with
  * the connection.  The connection's verified token (conn_auth.c), its
  * subscriptions (pubsub.c), a control frame split across receives
- * (conn_ws.c), and the gathered send in flight or the TLS state. */
+ * (conn_ws.c), the input held between receives (conn_held_*), and the
+ * gathered send in flight or the TLS state. */
 struct conn_wait;
+struct conn_held;
 
 struct conn_cold {
     struct conn_auth *auth; /* NULL: no token */
@@ -233,6 +236,7 @@ struct conn_cold {
      * streams; NULL: stateless both ways, or no compression. */
     struct deflate_takeover *pmd;
     uint8_t *ctl;           /* a control frame split across receives */
+    struct conn_held *held; /* NULL: no input held */
     union {
         struct msghdr *send_msg; /* plain: in flight for a gathered send */
         void *tp_state;          /* sealed (CF_TP_SEALED): the transport's */
@@ -250,26 +254,30 @@ struct conn_pend {
     uint32_t cap;
 };
 
-struct ringws_conn {
-    struct loop_conn io; /* first: the loop hands it back to conn.c */
-    uint32_t flags;
-    struct worker *w;    /* NULL while the slot is free */
-    struct ringws_conn *flush_next; /* the flush list, or the free list */
-    struct timer_node timer;
-    /* What the protocol of the state holds between receives; one at a
-     * time, so they share their place: the upgrade takes the request's
-     * bytes out of req before the frames after it are decoded into msg.
-     * The way down (conn.c) lets go of either as held. */
+/* What the protocol of the state holds between receives, in its own small
+ * allocation beside the cold part (conn_held_*): only a request or a
+ * message spanning receives needs it, and it is freed as it empties.  One
+ * at a time, so they share their place: the upgrade takes the request's
+ * bytes out of req before the frames after it are decoded into msg.  The
+ * way down (conn.c) lets go of either as held. */
+struct conn_held {
     union {
-        struct conn_pend req;  /* HTTP: a request spanning receives */
-        struct conn_pend msg;  /* WebSocket: a message being gathered */
-        struct conn_pend held; /* whichever of them */
+        struct conn_pend req; /* HTTP: a request spanning receives */
+        struct conn_pend msg; /* WebSocket: a message being gathered */
+        struct conn_pend pd;  /* whichever of them */
     };
     union {
         uint32_t req_seen; /* HTTP: bytes of req the parser found incomplete */
         uint32_t msg_tick; /* WebSocket: tick (low 32 bits) of the first
                             * byte of the message gathered in msg */
     };
+};
+
+struct ringws_conn {
+    struct loop_conn io; /* first: the loop hands it back to conn.c */
+    uint32_t flags;
+    struct ringws_conn *flush_next; /* the flush list, or the free list */
+    struct timer_node timer;
     uint32_t last_rx_tick; /* low 32 bits of the tick (wraps after years) */
     uint8_t state;
     uint8_t out_inflight; /* chunks the send in flight points at */
@@ -282,6 +290,29 @@ struct ringws_conn {
     struct ws_decoder dec;
     void *user;
 };
+
+/* Records live in slabs of CONN_SLAB_BYTES, aligned to their size, each
+ * owned by one worker (conn.c): a record finds its worker from the head of
+ * its slab by masking its own address rather than holding a pointer to it
+ * (8 bytes on every idle connection). */
+#define CONN_SLAB_BYTES ((size_t)512 << 10)
+
+struct conn_slab {
+    struct worker *w;
+    uint32_t index; /* in the worker's slabs */
+    uint32_t used;  /* conns[0..used) were handed out; full but for the newest */
+    struct ringws_conn conns[];
+};
+
+static inline struct conn_slab *conn_slab_of(const struct ringws_conn *c)
+{
+    return (struct conn_slab *)((uintptr_t)c & ~(uintptr_t)(CONN_SLAB_BYTES - 1));
+}
+
+static inline struct worker *conn_worker(const struct ringws_conn *c)
+{
+    return conn_slab_of(c)->w;
+}
 
 /* A WebSocket that may still be sent messages (the application's or
  * published ones): open, and no close frame of ours queued or due. */
@@ -314,7 +345,6 @@ struct accept_wait {
     struct sockaddr_storage peer;
 };
 
-struct conn_slab;
 struct engine_ops;
 struct tls_worker;
 struct tls_server;
@@ -416,7 +446,11 @@ struct worker {
     unsigned in_api;
     struct ringws_conn *flush_head;
     struct ringws_conn *free_conns;
-    struct conn_slab *slabs;
+    struct conn_slab **slabs; /* in the order they were made */
+    uint32_t n_slabs;
+    /* The configuration's max_message as ws_decode takes it (ws_max_message):
+     * every connection's decoder, every receive. */
+    uint32_t ws_max_message;
     struct http_header *hdrs;  /* parser scratch, max_headers entries */
     struct ringws_str *req_names, *req_values; /* the same, for callbacks */
     struct worker_stats stats;
@@ -504,7 +538,7 @@ struct ringws_server {
  * peer.  Reading and HTTP parsing stop meanwhile (conn.c). */
 static inline bool conn_backlogged(const struct ringws_conn *c)
 {
-    return c->out_bytes > c->w->srv->cfg.max_send_queue / 2;
+    return c->out_bytes > conn_worker(c)->srv->cfg.max_send_queue / 2;
 }
 
 /* ---- worker.c: a worker's thread, its loop and its stop ----------------- */
@@ -535,6 +569,12 @@ void conn_on_send(struct loop_conn *lc, int res);
 void conn_on_shutdown(struct loop_conn *lc, int res);
 void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
+/* A record's number in its worker (its slab's place, then its own): what
+ * names its timer node on the worker's wheels. */
+uint32_t conn_number(const struct ringws_conn *c);
+struct ringws_conn *conn_at(struct worker *w, uint32_t number);
+/* The worker's wheel's timer_node_at (ctx: the worker). */
+struct timer_node *conn_timer_at(void *w, uint32_t key);
 void conn_flush_all(struct worker *w);
 void conn_stop_all(struct worker *w);
 /* Sends every WebSocket of the worker the stop close, the server running
@@ -607,6 +647,24 @@ int conn_pend_store(struct worker *w, struct conn_pend *pd, const uint8_t *p, si
 struct conn_pend conn_pend_take(struct conn_pend *pd);
 void conn_pend_free(struct worker *w, struct conn_pend *taken);
 void conn_pend_release(struct worker *w, struct conn_pend *pd);
+/* The connection's held input (struct conn_held): NULL while none. */
+static inline struct conn_held *conn_held(const struct ringws_conn *c)
+{
+    return c->cold ? c->cold->held : NULL;
+}
+static inline uint32_t conn_held_len(const struct ringws_conn *c)
+{
+    const struct conn_held *h = conn_held(c);
+
+    return h ? h->pd.len : 0;
+}
+/* conn_pend_store on the held input, which it allocates on first need. */
+int conn_held_store(struct ringws_conn *c, const uint8_t *p, size_t n, size_t limit);
+/* conn_pend_take on the held input, whose place is freed. */
+struct conn_pend conn_held_take(struct ringws_conn *c);
+/* Gives back taken bytes to hold: -ENOMEM (they are not taken back). */
+int conn_held_put(struct ringws_conn *c, struct conn_pend pd);
+void conn_held_release(struct ringws_conn *c);
 void conn_flush_later(struct ringws_conn *c);
 /* The connection's cold part, allocated (zeroed) on first need; NULL when
  * no memory is left. */
@@ -622,8 +680,10 @@ void conn_pause_if_backlogged(struct ringws_conn *c);
 void conn_proto_none(struct ringws_conn *c);
 /* Queues a share of a published message: f is its raw frame or its
  * ringws.v1 frame; 0 or -errno.  The caller counts f->len +
- * OUT_CHUNK_OVERHEAD in send_queue_bytes. */
-int conn_queue_shared(struct ringws_conn *c, struct pub_slot *s, const struct pub_frame *f);
+ * OUT_CHUNK_OVERHEAD in send_queue_bytes.  w is c's worker, which a
+ * fan-out holds already (conn_worker). */
+int conn_queue_shared(struct worker *w, struct ringws_conn *c, struct pub_slot *s,
+                      const struct pub_frame *f);
 /* Queues len bytes that outlive the connection (the embedded pages) without
  * copying them; counted in send_queue_bytes.  0 or -errno. */
 int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len);
@@ -876,6 +936,7 @@ void conn_auth_gone(struct ringws_conn *c);
 /* Closes connections whose token expired by now_tick, a bounded number per
  * tick (the rest in the next ones). */
 void conn_auth_tick(struct worker *w, uint64_t now_tick);
+void conn_auth_wheel_init(struct worker *w, uint64_t now_tick);
 /* Counts a refusal by reason and logs it with the peer's subject. */
 void conn_auth_refused(struct worker *w, enum ringws_auth_failure r, const char *what,
                        const char *sub);

@@ -221,7 +221,7 @@ static void pubsub_start_release(struct sub_start *ss)
  * (its slot's own reference may be gone: one is taken again for it). */
 static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
 {
-    struct pub_slot *s = &m->slots[c->w->id];
+    struct pub_slot *s = &m->slots[conn_worker(c)->id];
     const struct pub_frame *f;
     bool fresh = s->local_refs == 0;
     struct iovec iov[2];
@@ -232,15 +232,15 @@ static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
         return r;
     if (r > 0) /* compressed for it alone: no share of the slot */
         return conn_ws_queue_takeover(c, op, iov, (unsigned)r);
-    if (!(f = pubsub_frame_for(c->w->srv, m, pubsub_frame_flags(c))))
+    if (!(f = pubsub_frame_for(conn_worker(c)->srv, m, pubsub_frame_flags(c))))
         return -ENOMEM;
     if (fresh) {
         atomic_fetch_add(&m->refs, 1);
         s->local_refs = 1;
     }
-    r = conn_queue_shared(c, s, f);
+    r = conn_queue_shared(conn_worker(c), c, s, f);
     if (r == 0)
-        STAT_ADD(c->w, send_queue_bytes, f->len + OUT_CHUNK_OVERHEAD);
+        STAT_ADD(conn_worker(c), send_queue_bytes, f->len + OUT_CHUNK_OVERHEAD);
     if (fresh)
         pubsub_slot_release(s);
     return r;
@@ -252,12 +252,13 @@ static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
  * policy halfway. */
 static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss)
 {
-    size_t room = c->w->srv->cfg.max_fanout_queue, need = 0;
+    size_t room = conn_worker(c)->srv->cfg.max_fanout_queue, need = 0;
 
     for (uint64_t i = 0; i < ss->n_replay; i++) {
         const struct pub_frame *f =
-            ss->replay[i] ? pubsub_frame_for(c->w->srv, ss->replay[i], pubsub_frame_flags(c))
-                          : NULL;
+            ss->replay[i]
+                ? pubsub_frame_for(conn_worker(c)->srv, ss->replay[i], pubsub_frame_flags(c))
+                : NULL;
         if (!f)
             return false;
         need += f->len + OUT_CHUNK_OVERHEAD;
@@ -277,7 +278,8 @@ static int pubsub_start_answer(struct ringws_conn *c, const char *name, size_t l
     if (ss->outcome == START_RECOVERED && !pubsub_replay_fits(c, ss))
         ss->outcome = START_GAP;
     if (ss->pos)
-        seq_count_resume(c->w->srv, ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
+        seq_count_resume(conn_worker(c)->srv,
+                         ss->outcome == START_RECOVERED ? SEQ_RECOVERED : SEQ_GAP);
     if (ss->outcome == START_SUBSCRIBED)
         return conn_ws_pubsub_notice(c, "subscribed %.*s %s %" PRIu64, n, name, v->epoch,
                                      v->last);
@@ -294,7 +296,7 @@ static int pubsub_start_answer(struct ringws_conn *c, const char *name, size_t l
 static int pubsub_subscribe_at(struct ringws_conn *c, const char *name, size_t len,
                                struct sub_start *ss)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
     uint64_t hash = topic_index_hash(&w->topics, name, len);
     struct topic *t = topic_index_find(&w->topics, name, len, hash);
     struct conn_cold *cs = c->cold;
@@ -368,7 +370,7 @@ static int pubsub_subscribe(struct ringws_conn *c, const char *name, size_t len)
 
 static int pubsub_unsubscribe(struct ringws_conn *c, const char *name, size_t len)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
     struct topic *t = topic_index_find(&w->topics, name, len,
                                        topic_index_hash(&w->topics, name, len));
     struct sub_ref *ref = t ? conn_sub_find(c, t) : NULL;
@@ -387,7 +389,7 @@ void pubsub_conn_gone(struct ringws_conn *c)
         return;
     conn_ws_pubsub_wait_free(c);
     for (uint16_t i = 0; i < c->cold->n; i++)
-        pubsub_remove_sub(c->w, c->cold->refs[i].t, c->cold->refs[i].idx);
+        pubsub_remove_sub(conn_worker(c), c->cold->refs[i].t, c->cold->refs[i].idx);
     c->cold->n = 0;
     conn_cold_trim(c);
 }
@@ -429,7 +431,7 @@ int pubsub_subscribe_list(struct ringws_conn *c, const char *list, size_t len,
 
     while ((r = topic_list_next(list, len, &pos, &name, &n)) > 0) {
         struct topic_pos tp;
-        size_t cap = c->w->srv->cfg.max_fanout_queue;
+        size_t cap = conn_worker(c)->srv->cfg.max_fanout_queue;
         struct sub_start ss = {.answer = (c->flags & CF_ENVELOPE) != 0,
                                .room = c->out_bytes < cap ? cap - c->out_bytes : 0};
         if (positions && topic_pos_find(positions, positions_len, name, n, &tp))
@@ -538,7 +540,7 @@ static int pubsub_own_pieces(struct ringws_conn *c, struct pub_msg *m, struct io
         iov[0] = iov[1];
         return 1;
     }
-    if (!(env = pubsub_env_make(c->w->srv, m, false)))
+    if (!(env = pubsub_env_make(conn_worker(c)->srv, m, false)))
         return -ENOMEM;
     head = env->f.len - payload;
     h = ws_frame_header_len(env->f.bytes);
@@ -651,9 +653,9 @@ static bool pubsub_any_shared(const struct out_chunk *o, const void *arg)
  * messages of the topic, or closing it after this batch).  Inlined: the
  * plain delivery's loop pays no call for it. */
 static inline __attribute__((always_inline)) bool
-pubsub_room_for(struct ringws_conn *c, struct pub_slot *s, const struct topic *t, size_t cost)
+pubsub_room_for(struct worker *w, struct ringws_conn *c, struct pub_slot *s,
+                const struct topic *t, size_t cost)
 {
-    struct worker *w = c->w;
     size_t cap = w->srv->cfg.max_fanout_queue;
 
     if (!conn_ws_open(c))
@@ -682,13 +684,13 @@ pubsub_room_for(struct ringws_conn *c, struct pub_slot *s, const struct topic *t
 /* Queues one share of the message (f: its raw frame, or its ringws.v1
  * frame) to a subscriber, applying the topic's policy when
  * the subscriber's queue is full.  True if queued. */
-static inline bool pubsub_queue_to(struct ringws_conn *c, struct pub_slot *s,
+static inline bool pubsub_queue_to(struct worker *w, struct ringws_conn *c, struct pub_slot *s,
                                    const struct topic *t, const struct pub_frame *f)
 {
-    if (!pubsub_room_for(c, s, t, f->len + OUT_CHUNK_OVERHEAD))
+    if (!pubsub_room_for(w, c, s, t, f->len + OUT_CHUNK_OVERHEAD))
         return false;
-    if (conn_queue_shared(c, s, f) < 0) {
-        STAT_ADD(c->w, fanout_dropped, 1);
+    if (conn_queue_shared(w, c, s, f) < 0) {
+        STAT_ADD(w, fanout_dropped, 1);
         return false;
     }
     return true;
@@ -707,11 +709,13 @@ static int pubsub_queue_own(struct ringws_conn *c, struct pub_slot *s, const str
 
     if (n == 0)
         return -1;
-    if (n > 0 && !pubsub_room_for(c, s, t, iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0) +
-                                                 WS_MAX_SERVER_HEADER + OUT_CHUNK_OVERHEAD))
+    if (n > 0 &&
+        !pubsub_room_for(conn_worker(c), c, s, t,
+                         iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0) + WS_MAX_SERVER_HEADER +
+                             OUT_CHUNK_OVERHEAD))
         return 0;
     if (n < 0 || conn_ws_queue_takeover(c, op, iov, (unsigned)n) < 0) {
-        STAT_ADD(c->w, fanout_dropped, 1);
+        STAT_ADD(conn_worker(c), fanout_dropped, 1);
         return 0;
     }
     return 1;
@@ -754,7 +758,7 @@ static uint64_t pubsub_deliver(struct worker *w, struct pub_slot *s, uint64_t *c
                 continue;
             }
         }
-        queued = pubsub_queue_to(c, s, t, f);
+        queued = pubsub_queue_to(w, c, s, t, f);
         n += queued;
         if (f != &m->raw && queued) {
             other_bytes += (int64_t)f->len - (int64_t)m->raw.len;
@@ -1105,9 +1109,9 @@ int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
 
 int pubsub_prepare(struct ringws_conn *c, const char *list, size_t len)
 {
-    const struct engine_ops *e = c->w->srv->engine;
+    const struct engine_ops *e = conn_worker(c)->srv->engine;
 
-    return e->prepare ? e->prepare(c->w, list, len, c) : 0;
+    return e->prepare ? e->prepare(conn_worker(c), list, len, c) : 0;
 }
 
 int ringws_publish(ringws_server *srv, const char *topic, const void *data, size_t len,

@@ -297,8 +297,8 @@ static void tls_hs_free(struct tls_hs *hs)
 
 static int tls_open(struct ringws_conn *c)
 {
-    struct tls_worker *tw = c->w->tls;
-    struct tls_server *ts = c->w->srv->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
+    struct tls_server *ts = conn_worker(c)->srv->tls;
     struct tls_conn *t;
     struct tls_hs *hs;
 
@@ -350,11 +350,11 @@ static void tls_release(struct ringws_conn *c)
     if (!t)
         return;
     if (t->flags & TLS_DEFERRED)
-        tls_defer_unlink(c->w->tls, t);
+        tls_defer_unlink(conn_worker(c)->tls, t);
     tls_hs_free(t->hs);
-    conn_pend_release(c->w, &t->held);
+    conn_pend_release(conn_worker(c), &t->held);
     OPENSSL_cleanse(&t->rec, sizeof(t->rec));
-    conn_pend_release(c->w, &t->defer);
+    conn_pend_release(conn_worker(c), &t->defer);
     free(t->flight);
     free(t->pend);
     free(t);
@@ -392,19 +392,20 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
     if (t->flags & TLS_FAILED)
         return;
     t->flags |= TLS_FAILED;
-    STAT_ADD(c->w, tls_handshake_failures, 1);
+    STAT_ADD(conn_worker(c), tls_handshake_failures, 1);
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char why[200] = "";
         if (e)
             ERR_error_string_n(e, why, sizeof(why));
-        log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", c->w->id, alert, why);
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", conn_worker(c)->id, alert,
+                why);
     }
     ERR_clear_error();
     if (t->hs && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
         tls_answer_plain_http(t);
     if (!t->hs && alert >= 0) {
         uint8_t msg[2] = {2, (uint8_t)alert}; /* fatal */
-        tls_pend_record(c->w->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
+        tls_pend_record(conn_worker(c)->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
     }
     conn_wire_fail(c, t->pend_len != 0);
 }
@@ -415,9 +416,9 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
  * already, and stops reading meanwhile; false when there is no room. */
 static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *in, size_t n)
 {
-    struct tls_worker *tw = c->w->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
 
-    if (conn_pend_store(c->w, &t->defer, in, n, TLS_DEFER_MAX) < 0)
+    if (conn_pend_store(conn_worker(c), &t->defer, in, n, TLS_DEFER_MAX) < 0)
         return false;
     if (!(t->flags & TLS_DEFERRED)) {
         t->flags |= TLS_DEFERRED;
@@ -428,7 +429,7 @@ static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *
             tw->defer_head = t;
         tw->defer_tail = t;
         conn_wire_hold(c, true);
-        STAT_ADD(c->w, tls_handshakes_deferred, 1);
+        STAT_ADD(conn_worker(c), tls_handshakes_deferred, 1);
     }
     return true;
 }
@@ -445,14 +446,14 @@ static bool tls_handshake_done(struct ringws_conn *c, struct tls_conn *t)
 
     if (SSL_has_pending(hs->ssl))
         return false; /* OpenSSL read past the handshake: never without read-ahead */
-    ret = tls_record_from_ssl(&t->rec, c->w->tls->cx, hs->ssl, &hs->secrets, v13 ? 0 : 1,
+    ret = tls_record_from_ssl(&t->rec, conn_worker(c)->tls->cx, hs->ssl, &hs->secrets, v13 ? 0 : 1,
                               v13 ? hs->app_in_call : hs->after_ccs);
     if (ret < 0)
         return false;
     if (SSL_session_reused(hs->ssl))
-        STAT_ADD(c->w, tls_handshakes_resumed, 1);
+        STAT_ADD(conn_worker(c), tls_handshakes_resumed, 1);
     else
-        STAT_ADD(c->w, tls_handshakes_full, 1);
+        STAT_ADD(conn_worker(c), tls_handshakes_full, 1);
     tls_hs_free(hs);
     t->hs = NULL;
     return true;
@@ -463,7 +464,7 @@ static bool tls_handshake_done(struct ringws_conn *c, struct tls_conn *t)
  * put off or failed. */
 static bool tls_handshake_step(struct ringws_conn *c, struct tls_conn *t)
 {
-    struct tls_worker *tw = c->w->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
     uint64_t start;
     int r;
 
@@ -507,7 +508,7 @@ static bool tls_key_update(struct ringws_conn *c, struct tls_conn *t, uint8_t re
                            bool *answered)
 {
     static const uint8_t not_requested[] = {TLS_HS_KEY_UPDATE, 0, 0, 1, 0};
-    struct tls_worker *tw = c->w->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
 
     if (tls_record_update(&t->rec, tw->cx, &t->rec.rd) < 0)
         return false;
@@ -549,7 +550,7 @@ static void tls_record_in(struct ringws_conn *c, struct tls_conn *t, uint8_t *re
 {
     uint8_t type, *p;
     size_t n;
-    int ret = tls_record_open(&t->rec, c->w->tls->cx, rec, len, &type, &p, &n);
+    int ret = tls_record_open(&t->rec, conn_worker(c)->tls->cx, rec, len, &type, &p, &n);
 
     if (ret < 0) {
         tls_fail(c, t, tls_alert_for(ret));
@@ -589,7 +590,7 @@ static bool tls_reading(const struct ringws_conn *c, const struct tls_conn *t)
 static void tls_held_complete(struct ringws_conn *c, struct tls_conn *t, uint8_t **in,
                               size_t *n)
 {
-    struct worker *w = c->w;
+    struct worker *w = conn_worker(c);
     size_t want = TLS_REC_HEADER;
     long len = 0;
 
@@ -640,13 +641,14 @@ static void tls_records_input(struct ringws_conn *c, struct tls_conn *t, uint8_t
         in += len;
         n -= (size_t)len;
     }
-    if (n && tls_reading(c, t) && conn_pend_store(c->w, &t->held, in, n, TLS_REC_WIRE_MAX) < 0)
+    if (n && tls_reading(c, t) &&
+        conn_pend_store(conn_worker(c), &t->held, in, n, TLS_REC_WIRE_MAX) < 0)
         tls_fail(c, t, TLS_ALERT_INTERNAL_ERROR);
 }
 
 static void tls_drive(struct ringws_conn *c, struct tls_conn *t, uint8_t *in, size_t n)
 {
-    struct tls_worker *tw = c->w->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
 
     if (t->hs) {
         tls_bind(tw, t, in, n);
@@ -727,7 +729,7 @@ static size_t tls_flight_plain(const struct ringws_conn *c, unsigned *chunks, bo
  * gathered chunks, so that many small messages share one record. */
 static int tls_seal_queue(struct ringws_conn *c, struct tls_conn *t, size_t plain)
 {
-    struct tls_worker *tw = c->w->tls;
+    struct tls_worker *tw = conn_worker(c)->tls;
     size_t nrec = (plain + TLS_REC_PLAIN_MAX - 1) / TLS_REC_PLAIN_MAX;
     size_t prefix = tls_record_prefix(&t->rec);
     const struct out_chunk *o = c->out_head;
@@ -770,7 +772,8 @@ static bool tls_seal_close_notify(struct ringws_conn *c, struct tls_conn *t)
     if (t->hs || (t->flags & (TLS_FAILED | TLS_NOTIFY_SENT)))
         return false;
     t->flags |= TLS_NOTIFY_SENT;
-    return tls_pend_record(c->w->tls, t, TLS_CT_ALERT, close_notify, sizeof(close_notify));
+    return tls_pend_record(conn_worker(c)->tls, t, TLS_CT_ALERT, close_notify,
+                           sizeof(close_notify));
 }
 
 /* Nothing is in flight: sends the records written since the last send

@@ -312,8 +312,9 @@ int worker_run(struct worker *w)
         tls_worker_fini(w);
         return ret;
     }
-    timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS);
-    timer_wheel_init(&w->token_wheel, timer_now_ms() / TIMER_TICK_MS);
+    w->ws_max_message = ws_max_message(srv->cfg.max_message);
+    timer_wheel_init(&w->wheel, timer_now_ms() / TIMER_TICK_MS, conn_timer_at, w);
+    conn_auth_wheel_init(w, timer_now_ms() / TIMER_TICK_MS);
     /* Behind a proxy the kernel's peer is the proxy: the header names the
      * client. */
     loop_listen(w->loop, w->listen_fd, srv->peer_addrs && !srv->cfg.proxy_protocol);

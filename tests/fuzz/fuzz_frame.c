@@ -130,8 +130,8 @@ static void fold(struct run *r, const struct ws_event *ev)
 
 /* Decodes buf[from..to) of a block of `size` bytes, looping as frame.h
  * asks; returns false once the decoder failed. */
-static bool feed(struct ws_decoder *d, uint8_t *block, size_t size, size_t from,
-                 size_t to, struct run *r)
+static bool feed(struct ws_decoder *d, uint32_t max_message, uint8_t *block, size_t size,
+                 size_t from, size_t to, struct run *r)
 {
     size_t pos = from;
 
@@ -140,7 +140,7 @@ static bool feed(struct ws_decoder *d, uint8_t *block, size_t size, size_t from,
         size_t left = to - pos;
 
         fuzz_window(block, size, pos, to);
-        size_t used = ws_decode(d, block + pos, left, &ev);
+        size_t used = ws_decode(d, block + pos, left, &ev, max_message);
         fuzz_window_clear(block, size);
 
         FUZZ_CHECK(used <= left, "consumed %zu of %zu bytes", used, left);
@@ -154,7 +154,7 @@ static bool feed(struct ws_decoder *d, uint8_t *block, size_t size, size_t from,
             r->code = ev.close_code;
 
             struct ws_event again;
-            FUZZ_CHECK(ws_decode(d, block + pos + used, left - used, &again) == 0 &&
+            FUZZ_CHECK(ws_decode(d, block + pos + used, left - used, &again, max_message) == 0 &&
                            again.type == WS_EV_ERROR && again.close_code == r->code,
                        "error %u is not sticky", r->code);
             return false;
@@ -185,14 +185,14 @@ static void decode(const uint8_t *data, size_t size, uint64_t max_message, uint8
     size_t pos = 0;
 
     run_init(r, size);
-    ws_decoder_init(&d, max_message);
+    ws_decoder_init(&d);
     d.rsv_allowed = rsv & 0x70;
     d.deflate = rsv >> 7;
     do { /* at least once, so that an empty input is fed too */
         size_t step = mode == 0 ? size : mode == 1 ? 1 : fuzz_cut(rng);
         size_t to = step < size - pos ? pos + step : size;
 
-        if (!feed(&d, copy, size, pos, to, r))
+        if (!feed(&d, ws_max_message(max_message), copy, size, pos, to, r))
             break;
         pos = to;
     } while (pos < size);

@@ -241,7 +241,7 @@ static void rec_event(struct rec *r, const struct ws_event *ev)
 
 /* Hands one piece to the decoder the way a connection would: loop until
  * NEED_MORE or ERROR.  Returns false once an error was reported. */
-static bool rec_feed(struct rec *r, struct ws_decoder *d, const uint8_t *piece,
+static bool rec_feed(struct rec *r, struct ws_decoder *d, uint64_t max, const uint8_t *piece,
                      size_t len)
 {
     uint8_t *buf = guard_place(piece, len);
@@ -249,7 +249,7 @@ static bool rec_feed(struct rec *r, struct ws_decoder *d, const uint8_t *piece,
 
     for (;;) {
         struct ws_event ev;
-        size_t used = ws_decode(d, buf + off, len - off, &ev);
+        size_t used = ws_decode(d, buf + off, len - off, &ev, ws_max_message(max));
 
         if (ev.type == WS_EV_ERROR) {
             r->err = ev.close_code;
@@ -279,11 +279,11 @@ static void rec_decode_cuts(struct rec *r, const struct bytes *w,
     struct ws_decoder d;
     size_t from = 0;
 
-    ws_decoder_init(&d, max);
+    ws_decoder_init(&d);
     for (size_t i = 0; i <= ncuts; i++) {
         size_t to = i < ncuts ? cuts[i] : w->len;
 
-        if (!rec_feed(r, &d, w->b + from, to - from))
+        if (!rec_feed(r, &d, max, w->b + from, to - from))
             return;
         from = to;
     }
@@ -294,11 +294,11 @@ static void rec_decode_chop(struct rec *r, const struct bytes *w, size_t step,
 {
     struct ws_decoder d;
 
-    ws_decoder_init(&d, max);
+    ws_decoder_init(&d);
     for (size_t from = 0; from < w->len; from += step) {
         size_t n = w->len - from < step ? w->len - from : step;
 
-        if (!rec_feed(r, &d, w->b + from, n))
+        if (!rec_feed(r, &d, max, w->b + from, n))
             return;
     }
 }
@@ -506,8 +506,8 @@ static void test_single_call(void)
             wire_frame_ex(&w, WS_FIN | ops[i], (const uint8_t *)"hello", n,
                           LEN_MIN, false);
             buf = guard_place(w.b, w.len);
-            ws_decoder_init(&d, 0);
-            used = ws_decode(&d, buf, w.len, &ev);
+            ws_decoder_init(&d);
+            used = ws_decode(&d, buf, w.len, &ev, 0);
             CHECKF(used == w.len && ev.opcode == ops[i] && ev.frame_start &&
                        ev.frame_end && ev.len == n && ev.data == buf + w.len - n &&
                        (n == 0 || !memcmp(ev.data, "hello", n)),
@@ -516,7 +516,7 @@ static void test_single_call(void)
                 CHECK(ev.type == WS_EV_CONTROL && !ev.msg_start && !ev.msg_end);
             else
                 CHECK(ev.type == WS_EV_DATA && ev.msg_start && ev.msg_end);
-            used = ws_decode(&d, buf + w.len, 0, &ev);
+            used = ws_decode(&d, buf + w.len, 0, &ev, 0);
             CHECK(used == 0 && ev.type == WS_EV_NEED_MORE);
             bytes_free(&w);
         }
@@ -570,7 +570,7 @@ static uint16_t error_bytewise(const struct bytes *w, uint64_t max, uint8_t rsv,
     struct ws_decoder d;
     struct ws_event ev;
 
-    ws_decoder_init(&d, max);
+    ws_decoder_init(&d);
     d.rsv_allowed = rsv;
     d.deflate = error_deflate;
     for (size_t i = 0; i < w->len; i++) {
@@ -578,7 +578,7 @@ static uint16_t error_bytewise(const struct bytes *w, uint64_t max, uint8_t rsv,
         size_t off = 0;
 
         for (int calls = 0;; calls++) {
-            off += ws_decode(&d, b + off, 1 - off, &ev);
+            off += ws_decode(&d, b + off, 1 - off, &ev, ws_max_message(max));
             if (ev.type == WS_EV_ERROR || ev.type == WS_EV_NEED_MORE)
                 break;
             if (off > 1 || calls > 2)
@@ -587,7 +587,7 @@ static uint16_t error_bytewise(const struct bytes *w, uint64_t max, uint8_t rsv,
         if (ev.type == WS_EV_ERROR) {
             *at = i;
             /* Sticky: the same error again, nothing consumed. */
-            if (ws_decode(&d, b, 1, &ev) != 0 || ev.type != WS_EV_ERROR ||
+            if (ws_decode(&d, b, 1, &ev, ws_max_message(max)) != 0 || ev.type != WS_EV_ERROR ||
                 ev.close_code != d.fail_code || !ev.reason)
                 return 1;
             return d.fail_code;
@@ -605,11 +605,11 @@ static uint16_t error_whole(const struct bytes *w, uint64_t max, uint8_t rsv)
     uint8_t *buf = guard_place(w->b, w->len);
     size_t off = 0;
 
-    ws_decoder_init(&d, max);
+    ws_decoder_init(&d);
     d.rsv_allowed = rsv;
     d.deflate = error_deflate;
     for (size_t calls = 0; calls <= w->len; calls++) {
-        off += ws_decode(&d, buf + off, w->len - off, &ev);
+        off += ws_decode(&d, buf + off, w->len - off, &ev, ws_max_message(max));
         if (ev.type == WS_EV_ERROR)
             return ev.close_code;
         if (ev.type == WS_EV_NEED_MORE)
@@ -707,14 +707,14 @@ static unsigned deflate_opcodes(const struct bytes *w, bool whole)
     struct ws_event ev;
     unsigned ops = 0;
 
-    ws_decoder_init(&d, 0);
+    ws_decoder_init(&d);
     d.deflate = 1;
     for (size_t i = 0; i < w->len;) {
         size_t n = whole ? w->len - i : 1, off = 0;
         uint8_t *b = guard_place(w->b + i, n);
 
         do {
-            off += ws_decode(&d, b + off, n - off, &ev);
+            off += ws_decode(&d, b + off, n - off, &ev, 0);
             if (ev.type == WS_EV_ERROR)
                 return 0xff;
             if (ev.type == WS_EV_DATA)
@@ -1104,16 +1104,16 @@ static void test_text_cuts(void)
                 struct rec r = {0};
                 struct ws_decoder d;
 
-                ws_decoder_init(&d, 0);
+                ws_decoder_init(&d);
                 if (!bad) {
                     rec_decode_cuts(&r, &w, &cut, 1, 0);
                     fails += !rec_ok(&r, &want);
                 } else {
-                    bool first = rec_feed(&r, &d, w.b, cut);
+                    bool first = rec_feed(&r, &d, 0, w.b, cut);
 
                     fails += first != (cut <= bad_at);
                     if (first)
-                        rec_feed(&r, &d, w.b + cut, w.len - cut);
+                        rec_feed(&r, &d, 0, w.b + cut, w.len - cut);
                     fails += r.err != 1007 || r.bad_flags;
                 }
                 rec_free(&r);

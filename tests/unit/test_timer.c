@@ -1,6 +1,8 @@
 /* test_timer.c - the hashed timing wheel: nodes fire once, at their tick,
  * in the order armed within a tick; cancelled nodes never fire; deadlines
- * more than a turn ahead wait for their turn; a stalled wheel catches up;
+ * more than a turn ahead wait for their turn; ticks crossing 2^32 (the
+ * deadlines' modulus) and deadlines past the farthest one held keep their
+ * order; a stalled wheel catches up;
  * and a fire callback may re-arm or cancel any node (the next one in the
  * walk, itself, nodes of other slots) without the walk firing a node that
  * is not due or not armed. */
@@ -29,6 +31,24 @@ static struct timer_wheel wheel;
 static struct tnode nodes[NODES];
 static int order[64], n_order;
 
+/* The keys name nodes at the top of their space, so that the links (key +
+ * the heads) reach UINT32_MAX. */
+#define KEY_BASE (TIMER_KEY_MAX - NODES + 1)
+
+static uint32_t key_of(int id)
+{
+    return KEY_BASE + (uint32_t)id;
+}
+
+static struct timer_node *node_at(void *ctx, uint32_t key)
+{
+    if (ctx != &wheel || key < KEY_BASE || key > TIMER_KEY_MAX) {
+        CHECKF(0, "resolved key %u", key);
+        exit(check_done("timer"));
+    }
+    return &nodes[key - KEY_BASE].t;
+}
+
 static int node_id(const struct timer_node *n)
 {
     for (int i = 0; i < NODES; i++)
@@ -50,7 +70,7 @@ static void fire(struct timer_node *n)
     }
     x = &nodes[id];
     CHECKF(!x->t.prev, "node %d fired while still linked", id);
-    CHECKF(x->t.deadline <= wheel.now, "node %d fired at tick %llu, due %llu", id,
+    CHECKF(!timer_due_after(&x->t, wheel.now), "node %d fired at tick %llu, due %llu", id,
            (unsigned long long)wheel.now, (unsigned long long)x->t.deadline);
     x->fired++;
     x->fired_at = wheel.now;
@@ -60,13 +80,13 @@ static void fire(struct timer_node *n)
     case ACT_NONE:
         break;
     case ACT_REARM:
-        timer_arm(&wheel, &nodes[x->target].t, x->target_deadline);
+        timer_arm(&wheel, &nodes[x->target].t, key_of(x->target), x->target_deadline);
         break;
     case ACT_CANCEL:
-        timer_cancel(&nodes[x->target].t);
+        timer_cancel(&wheel, &nodes[x->target].t);
         break;
     case ACT_ARM_NOW:
-        timer_arm(&wheel, &nodes[x->target].t, wheel.now);
+        timer_arm(&wheel, &nodes[x->target].t, key_of(x->target), wheel.now);
         break;
     }
 }
@@ -76,12 +96,12 @@ static void reset(uint64_t now)
     memset(&wheel, 0, sizeof(wheel));
     memset(nodes, 0, sizeof(nodes));
     n_order = 0;
-    timer_wheel_init(&wheel, now);
+    timer_wheel_init(&wheel, now, node_at, &wheel);
 }
 
 static void arm(int id, uint64_t deadline)
 {
-    timer_arm(&wheel, &nodes[id].t, deadline);
+    timer_arm(&wheel, &nodes[id].t, key_of(id), deadline);
 }
 
 static bool order_is(const int *want, int n)
@@ -101,9 +121,9 @@ static void test_order(void)
     arm(3, 101);
     arm(4, 105);
     arm(5, 104);
-    timer_cancel(&nodes[2].t);
-    timer_cancel(&nodes[5].t);
-    timer_cancel(&nodes[5].t); /* twice is harmless */
+    timer_cancel(&wheel, &nodes[2].t);
+    timer_cancel(&wheel, &nodes[5].t);
+    timer_cancel(&wheel, &nodes[5].t); /* twice is harmless */
     arm(4, 110);               /* moved later ... */
     arm(4, 105);               /* ... and back: now last of its tick */
     for (uint64_t t = 101; t <= 120; t++)
@@ -269,11 +289,67 @@ static void test_other_slots(void)
     CHECK(!nodes[4].fired && nodes[6].fired == 1);
 }
 
+/* Deadlines are held modulo 2^32: a wheel whose ticks cross a multiple of
+ * 2^32 fires each node once at its tick, before, across and after it; the
+ * walks of a slot before the edge pass over its nodes due after it. */
+static void test_wrap32(void)
+{
+    uint64_t edge = (uint64_t)1 << 32, now = edge - 2 * TIMER_SLOTS - 10;
+
+    reset(now);
+    arm(0, edge - 3);
+    arm(1, edge);
+    arm(2, edge + 5);
+    arm(3, edge + TIMER_SLOTS + 2);
+    arm(4, edge + 2);
+    timer_cancel(&wheel, &nodes[4].t);
+    arm(4, edge - 1); /* moved earlier, across the edge */
+    arm(7, edge + 100);
+    for (uint64_t t = now + 1; t <= edge + 2 * TIMER_SLOTS; t += 3)
+        timer_wheel_expire(&wheel, t, fire);
+    CHECK(nodes[0].fired == 1 && nodes[0].fired_at == edge - 3);
+    CHECK(nodes[4].fired == 1 && nodes[4].fired_at == edge - 1);
+    CHECK(nodes[1].fired == 1 && nodes[1].fired_at == edge);
+    CHECK(nodes[2].fired == 1 && nodes[2].fired_at == edge + 5);
+    CHECK(nodes[3].fired == 1 && nodes[3].fired_at == edge + TIMER_SLOTS + 2);
+    CHECK(nodes[7].fired == 1 && nodes[7].fired_at == edge + 100);
+
+    /* Armed after the edge, for "now" and for a tick past it. */
+    reset(edge + 7);
+    arm(5, edge + 7);
+    arm(6, edge + 9);
+    CHECK(nodes[5].t.deadline == 8 && nodes[6].t.deadline == 9);
+    timer_wheel_expire(&wheel, edge + 8, fire);
+    CHECK(nodes[5].fired == 1 && !nodes[6].fired);
+    timer_wheel_expire(&wheel, edge + 9, fire);
+    CHECK(nodes[6].fired == 1);
+}
+
+/* A deadline past TIMER_MAX_AHEAD is armed for the farthest tick held, and
+ * compares as later than every nearer tick. */
+static void test_far(void)
+{
+    uint64_t now = 3000;
+
+    reset(now);
+    arm(0, now + ((uint64_t)1 << 33));
+    CHECK(nodes[0].t.deadline == (uint32_t)(now + TIMER_MAX_AHEAD));
+    CHECK(timer_armed(&nodes[0].t) && timer_due_after(&nodes[0].t, now + TIMER_MAX_AHEAD - 1));
+    CHECK(!timer_due_after(&nodes[0].t, now + TIMER_MAX_AHEAD));
+    timer_wheel_expire(&wheel, now + 4 * TIMER_SLOTS, fire);
+    CHECK(!nodes[0].fired && timer_armed(&nodes[0].t));
+    timer_cancel(&wheel, &nodes[0].t);
+    CHECK(!timer_armed(&nodes[0].t));
+}
+
 int main(void)
 {
     alarm(30); /* a walk that never ends fails the test instead of hanging */
+    CHECK(sizeof(struct timer_node) == 12);
     test_order();
     test_wrap();
+    test_wrap32();
+    test_far();
     test_stall();
     test_rearm_next();
     test_cancel_next();
