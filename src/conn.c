@@ -81,9 +81,19 @@ static void conn_recv_arm(struct ringws_conn *c)
     c->flags |= CF_RECV_ARMED;
 }
 
+/* The output is the connection's last and its close follows as soon as it
+ * is out (conn_drain_closed on plain TCP): the last bytes wait in the
+ * kernel for the close, so that the FIN leaves in their segment rather
+ * than in one of its own, a whole transmit, receive and wake-up of the
+ * peer less. */
+static bool conn_closes_after_output(const struct ringws_conn *c)
+{
+    return c->state == CONN_DRAIN && !(c->flags & CF_WANT_SHUTWR);
+}
+
 static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
 {
-    loop_send(c->w->loop, &c->io, p, n);
+    loop_send(c->w->loop, &c->io, p, n, conn_closes_after_output(c));
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -94,7 +104,7 @@ void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 
 static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
 {
-    loop_sendmsg(c->w->loop, &c->io, m);
+    loop_sendmsg(c->w->loop, &c->io, m, conn_closes_after_output(c));
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -782,10 +792,10 @@ void conn_drain(struct ringws_conn *c)
  * queued): the peer sends nothing more (RFC 6455 section 5.5.1), so no
  * input is left to turn the close into a reset, and the server closes TCP
  * first (section 7.1.1).  The connection closes as soon as its output is
- * out: close() sends the FIN after it, and neither a shutdown (which the
- * ring runs on a worker thread) nor a wait for the peer's EOF is needed.
- * A sealing transport still says its last words (close_notify) on the
- * way down of conn_drain. */
+ * out: the FIN leaves in its last segment (conn_closes_after_output), and
+ * neither a shutdown (which the ring runs on a worker thread) nor a wait
+ * for the peer's EOF is needed.  A sealing transport still says its last
+ * words (close_notify) on the way down of conn_drain. */
 void conn_drain_closed(struct ringws_conn *c)
 {
     conn_drain_with(c, (c->flags & CF_TP_SEALED) ? CF_WANT_SHUTWR : CF_RD_EOF);

@@ -228,19 +228,19 @@ void loop_recv(struct loop *l, struct loop_conn *lc)
     loop_conn_sqe(l, sqe, lc, op);
 }
 
-void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n, bool more)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
 
-    io_uring_prep_send(sqe, lc->fd, p, n, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, lc->fd, p, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
     loop_conn_sqe(l, sqe, lc, UD_SEND);
 }
 
-void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m)
+void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, bool more)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
 
-    io_uring_prep_sendmsg(sqe, lc->fd, m, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe, lc->fd, m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
     loop_conn_sqe(l, sqe, lc, UD_SEND);
 }
 

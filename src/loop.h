@@ -106,8 +106,10 @@ int loop_listen(struct loop *l, int fd, bool want_peer);
 void loop_unlisten(struct loop *l);
 
 void loop_recv(struct loop *l, struct loop_conn *lc);
-void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n);
-void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m);
+/* more: the sender's close (or more bytes) follows at once, so the bytes
+ * may wait in the kernel to leave in one segment with it (MSG_MORE). */
+void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n, bool more);
+void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, bool more);
 void loop_connect(struct loop *l, struct loop_conn *lc, const struct sockaddr *addr,
                   socklen_t len);
 void loop_shutdown(struct loop *l, struct loop_conn *lc, int how);
