@@ -114,10 +114,11 @@ void conn_wire_shutdown(struct ringws_conn *c)
     c->flags |= CF_SHUT_BUSY;
 }
 
+/* Nothing of the connection is in the ring any more: the close refers to
+ * nothing of it, and the connection is freed without waiting for it. */
 void conn_wire_close(struct ringws_conn *c)
 {
-    loop_close(c->w->loop, &c->io);
-    c->flags |= CF_CLOSE_BUSY;
+    loop_close_fd(c->w->loop, c->io.fd);
 }
 
 /* The transport of the connection: the worker's sealing one (TLS) for
@@ -282,7 +283,7 @@ static void conn_free(struct ringws_conn *c)
 
 bool conn_in_ring(struct worker *w)
 {
-    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
+    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY;
 
     for (struct conn_slab *s = w->slabs; s; s = s->next)
         for (unsigned i = 0; i < s->used; i++)
@@ -716,7 +717,7 @@ static void conn_report_owed(struct ringws_conn *c)
     conn_report_close(c, c->close_code, NULL, 0);
 }
 
-/* Frees or closes the connection once the ring no longer references it.
+/* Closes and frees the connection once the ring no longer references it.
  * Must be the last thing a completion handler does with c. */
 void conn_settle(struct ringws_conn *c)
 {
@@ -736,12 +737,9 @@ void conn_settle(struct ringws_conn *c)
     }
     /* A listed connection is settled again by conn_flush_all: freeing it
      * now would leave a stale entry on the flush list. */
-    if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
+    if (busy || (c->flags & CF_FLUSH_LISTED))
         return;
-    if (!(c->flags & CF_FD_CLOSED)) {
-        conn_tp(c)->close(c);
-        return;
-    }
+    conn_tp(c)->close(c);
     conn_free(c);
 }
 
@@ -1265,15 +1263,6 @@ void conn_on_shutdown(struct loop_conn *lc, int res)
         conn_teardown(c);
     else if (!(c->flags & CF_TEARDOWN))
         conn_flush_later(c);
-    conn_settle(c);
-}
-
-void conn_on_close(struct loop_conn *lc, int res)
-{
-    struct ringws_conn *c = conn_of(lc);
-
-    c->flags &= ~CF_CLOSE_BUSY;
-    c->flags |= CF_FD_CLOSED;
     conn_settle(c);
 }
 
