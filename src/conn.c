@@ -121,6 +121,16 @@ void conn_wire_close(struct ringws_conn *c)
     loop_close_fd(c->w->loop, c->io.fd);
 }
 
+/* Stops the armed receive (a pause, or nothing more to read): its end,
+ * -ECANCELED, is then no failure (CF_PAUSE_CANCEL, conn_on_recv). */
+static void conn_recv_cancel(struct ringws_conn *c)
+{
+    if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) != CF_RECV_ARMED)
+        return;
+    c->flags |= CF_PAUSE_CANCEL;
+    loop_cancel_recv(c->w->loop, &c->io);
+}
+
 /* The transport of the connection: the worker's sealing one (TLS) for
  * connections of its TLS listener, plain TCP for the others. */
 static const struct transport_ops *conn_tp(const struct ringws_conn *c)
@@ -729,7 +739,7 @@ void conn_settle(struct ringws_conn *c)
     if (!(c->flags & CF_TEARDOWN))
         return;
     if (busy && !(c->flags & CF_CANCELLED)) {
-        if (c->flags & CF_RECV_ARMED)
+        if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED)
             loop_cancel_recv(c->w->loop, &c->io);
         if (c->flags & CF_SEND_BUSY)
             loop_cancel_send(c->w->loop, &c->io);
@@ -792,11 +802,19 @@ void conn_drain(struct ringws_conn *c)
  * first (section 7.1.1).  The connection closes as soon as its output is
  * out: the FIN leaves in its last segment (conn_closes_after_output), and
  * neither a shutdown (which the ring runs on a worker thread) nor a wait
- * for the peer's EOF is needed.  A sealing transport still says its last
- * words (close_notify) on the way down of conn_drain. */
+ * for the peer's EOF is needed.  Its receive is cancelled at once, in the
+ * batch that sends the close frame, rather than on the way down a turn
+ * after it.  A sealing transport still says its last words (close_notify)
+ * on the way down of conn_drain. */
 void conn_drain_closed(struct ringws_conn *c)
 {
-    conn_drain_with(c, (c->flags & CF_TP_SEALED) ? CF_WANT_SHUTWR : CF_RD_EOF);
+    if (c->flags & CF_TP_SEALED) {
+        conn_drain_with(c, CF_WANT_SHUTWR);
+        return;
+    }
+    conn_drain_with(c, CF_RD_EOF);
+    if (conn_closes_after_output(c))
+        conn_recv_cancel(c);
 }
 
 void conn_wire_drop_queue(struct ringws_conn *c)
@@ -1140,10 +1158,7 @@ void conn_on_eof(struct ringws_conn *c)
 static void conn_recv_pause(struct ringws_conn *c)
 {
     c->flags |= CF_RECV_PAUSED;
-    if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
-        c->flags |= CF_PAUSE_CANCEL;
-        loop_cancel_recv(c->w->loop, &c->io);
-    }
+    conn_recv_cancel(c);
 }
 
 void conn_pause_if_backlogged(struct ringws_conn *c)
@@ -1206,7 +1221,8 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         if (!(c->flags & (CF_TEARDOWN | CF_RD_EOF)))
             conn_on_eof(c);
     } else if (res == -ECANCELED && paused_by_us) {
-        /* Reading was paused for back-pressure: resumed by conn_on_send. */
+        /* Reading was paused for back-pressure (resumed by conn_on_send),
+         * or the closing handshake is complete (CF_RD_EOF). */
     } else if (res != -ENOBUFS) {
         /* -ECANCELED after a teardown, or the peer reset the connection. */
         c->flags |= CF_RD_EOF;

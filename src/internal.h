@@ -170,7 +170,7 @@ enum conn_flag {
     CF_RECV_AGAIN = 1u << 14, /* re-arm the recv after this batch */
     CF_RD_EOF = 1u << 15,     /* the peer will send nothing more */
     CF_RECV_PAUSED = 1u << 16, /* reading stopped until output drains */
-    CF_PAUSE_CANCEL = 1u << 17, /* the recv was cancelled for that pause */
+    CF_PAUSE_CANCEL = 1u << 17, /* we cancelled the recv: that pause, or nothing more to read */
     CF_ADDR_COUNTED = 1u << 18, /* holds a per-address counter */
     CF_PUBSUB = 1u << 19,     /* a subscriber connection: frames are commands */
     CF_PUB_WAIT = 1u << 20,   /* an HTTP publish awaits its recipient count */
