@@ -83,28 +83,35 @@ static void conn_recv_arm(struct ringws_conn *c)
 
 /* The output is the connection's last and its close follows as soon as it
  * is out (conn_drain_closed on plain TCP): the last bytes wait in the
- * kernel for the close, so that the FIN leaves in their segment rather
- * than in one of its own, a whole transmit, receive and wake-up of the
- * peer less. */
+ * kernel for the close (`more`, MSG_MORE), so that the FIN leaves in their
+ * segment rather than in one of its own, a whole transmit, receive and
+ * wake-up of the peer less.  Such a connection has the peer's end
+ * (CF_RD_EOF), which an open one seldom has (conn_send_start). */
 static bool conn_closes_after_output(const struct ringws_conn *c)
 {
     return c->state == CONN_DRAIN && !(c->flags & CF_WANT_SHUTWR);
 }
 
-static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
+static inline void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n, bool more)
 {
-    loop_send(c->w->loop, &c->io, p, n, conn_closes_after_output(c));
+    if (more)
+        loop_send_more(c->w->loop, &c->io, p, n);
+    else
+        loop_send(c->w->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
 }
 
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 {
-    conn_send_bytes(c, p, n);
+    conn_send_bytes(c, p, n, false);
 }
 
-static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
+static inline void conn_send_msg(struct ringws_conn *c, struct msghdr *m, bool more)
 {
-    loop_sendmsg(c->w->loop, &c->io, m, conn_closes_after_output(c));
+    if (more)
+        loop_sendmsg_more(c->w->loop, &c->io, m);
+    else
+        loop_sendmsg(c->w->loop, &c->io, m);
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -585,20 +592,20 @@ static struct send_batch *conn_batch_alloc(struct ringws_conn *c, unsigned iovs)
 
 /* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
  * by conn_on_send). */
-static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
-                            unsigned chunks)
+static inline void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
+                                   unsigned chunks, bool more)
 {
     c->out_inflight = (uint8_t)chunks;
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
     c->cold->send_msg = &b->msg;
-    conn_send_msg(c, &b->msg);
+    conn_send_msg(c, &b->msg, more);
 }
 
 /* The queued plaintext goes on the wire as it is (a transport without a
  * send of its own): one chunk as it is, several in one gathered send. */
-static void conn_send_queue(struct ringws_conn *c)
+static inline void conn_send_queue(struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = NULL;
@@ -608,20 +615,20 @@ static void conn_send_queue(struct ringws_conn *c)
         b = conn_batch_alloc(c, SEND_IOV_MAX);
     if (!o->next || !b) {
         c->out_inflight = 1;
-        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
+        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off, more);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
         b->iov[n].iov_base = (void *)(out_chunk_bytes(o) + o->off);
         b->iov[n].iov_len = o->len - o->off;
     }
-    conn_send_batch(c, b, n, n);
+    conn_send_batch(c, b, n, n, more);
 }
 
 /* The same for a ringws.v1 connection, whose shares of messages are two
  * pieces each (conn_chunk_pieces): always a gathered send, but for the
  * first piece alone when no memory is left for the batch. */
-static void conn_send_pieces(struct ringws_conn *c)
+static void conn_send_pieces(struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = conn_batch_alloc(c, 2 * SEND_IOV_MAX);
@@ -631,25 +638,28 @@ static void conn_send_pieces(struct ringws_conn *c)
         struct iovec first[2];
         conn_chunk_pieces(c, o, o->off, first);
         c->out_inflight = 1;
-        conn_send_bytes(c, first[0].iov_base, first[0].iov_len);
+        conn_send_bytes(c, first[0].iov_base, first[0].iov_len, more);
         return;
     }
     for (; o && chunks < SEND_IOV_MAX; o = o->next, chunks++)
         n += conn_chunk_pieces(c, o, o->off, &b->iov[n]);
-    conn_send_batch(c, b, n, chunks);
+    conn_send_batch(c, b, n, chunks, more);
 }
 
 /* Starts one send of the queued output, through the transport's own when
  * it seals.  A test of flags, not a call, for a plain raw connection:
- * fan-out pays it per delivery. */
+ * fan-out pays it per delivery.  Only a connection with the peer's end in
+ * (CF_RD_EOF) can be sending its last output. */
 static inline void conn_send_start(struct ringws_conn *c)
 {
-    if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE)))
-        conn_send_queue(c);
+    if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE | CF_RD_EOF)))
+        conn_send_queue(c, false);
     else if (c->flags & CF_TP_SEALED)
         c->w->tp_sealed->send(c);
+    else if (c->flags & CF_ENVELOPE)
+        conn_send_pieces(c, (c->flags & CF_RD_EOF) && conn_closes_after_output(c));
     else
-        conn_send_pieces(c);
+        conn_send_queue(c, conn_closes_after_output(c));
 }
 
 /* n bytes of the queue left (at most what is queued), counted in

@@ -231,20 +231,41 @@ void loop_recv(struct loop *l, struct loop_conn *lc)
     loop_conn_sqe(l, sqe, lc, op);
 }
 
-void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n, bool more)
+static void loop_prep_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n,
+                           int flags)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
 
-    io_uring_prep_send(sqe, lc->fd, p, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    io_uring_prep_send(sqe, lc->fd, p, n, flags);
     loop_conn_sqe(l, sqe, lc, UD_SEND);
 }
 
-void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, bool more)
+static void loop_prep_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, int flags)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
 
-    io_uring_prep_sendmsg(sqe, lc->fd, m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    io_uring_prep_sendmsg(sqe, lc->fd, m, flags);
     loop_conn_sqe(l, sqe, lc, UD_SEND);
+}
+
+void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+{
+    loop_prep_send(l, lc, p, n, MSG_NOSIGNAL);
+}
+
+void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m)
+{
+    loop_prep_sendmsg(l, lc, m, MSG_NOSIGNAL);
+}
+
+void loop_send_more(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+{
+    loop_prep_send(l, lc, p, n, MSG_NOSIGNAL | MSG_MORE);
+}
+
+void loop_sendmsg_more(struct loop *l, struct loop_conn *lc, struct msghdr *m)
+{
+    loop_prep_sendmsg(l, lc, m, MSG_NOSIGNAL | MSG_MORE);
 }
 
 void loop_connect(struct loop *l, struct loop_conn *lc, const struct sockaddr *addr,

@@ -107,10 +107,13 @@ int loop_listen(struct loop *l, int fd, bool want_peer);
 void loop_unlisten(struct loop *l);
 
 void loop_recv(struct loop *l, struct loop_conn *lc);
-/* more: the sender's close (or more bytes) follows at once, so the bytes
- * may wait in the kernel to leave in one segment with it (MSG_MORE). */
-void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n, bool more);
-void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, bool more);
+void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n);
+void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m);
+/* The same when the sender's close follows at once: the bytes may wait in
+ * the kernel to leave in one segment with the FIN (MSG_MORE).  Functions
+ * of their own, so that other sends pay nothing for the choice. */
+void loop_send_more(struct loop *l, struct loop_conn *lc, const void *p, size_t n);
+void loop_sendmsg_more(struct loop *l, struct loop_conn *lc, struct msghdr *m);
 void loop_connect(struct loop *l, struct loop_conn *lc, const struct sockaddr *addr,
                   socklen_t len);
 void loop_shutdown(struct loop *l, struct loop_conn *lc, int how);

@@ -150,7 +150,7 @@ static void bench_send_tls(struct bench_thread *t, struct bench_conn *c)
     }
     if (!n)
         return;
-    loop_send(t->loop, &c->io, p, (size_t)n, false);
+    loop_send(t->loop, &c->io, p, (size_t)n);
     c->ops++;
     c->flags |= CF_SEND_BUSY;
 }
@@ -164,7 +164,7 @@ static void bench_send(struct bench_thread *t, struct bench_conn *c)
     }
     if (c->out_off == c->out_len || c->state >= BC_SHUT)
         return;
-    loop_send(t->loop, &c->io, c->out + c->out_off, c->out_len - c->out_off, false);
+    loop_send(t->loop, &c->io, c->out + c->out_off, c->out_len - c->out_off);
     c->ops++;
     c->flags |= CF_SEND_BUSY;
 }
