@@ -77,20 +77,37 @@ static void conn_recv_arm(struct ringws_conn *c)
     c->flags |= CF_RECV_ARMED;
 }
 
-static void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n)
+/* The output is the connection's last and its close follows as soon as it
+ * is out (conn_drain_closed on plain TCP): the last bytes wait in the
+ * kernel for the close (`more`, MSG_MORE), so that the FIN leaves in their
+ * segment rather than in one of its own, a whole transmit, receive and
+ * wake-up of the peer less.  Such a connection has the peer's end
+ * (CF_RD_EOF), which an open one seldom has (conn_send_start). */
+static bool conn_closes_after_output(const struct ringws_conn *c)
 {
-    loop_send(conn_worker(c)->loop, &c->io, p, n);
+    return c->state == CONN_DRAIN && !(c->flags & CF_WANT_SHUTWR);
+}
+
+static inline void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n, bool more)
+{
+    if (more)
+        loop_send_more(conn_worker(c)->loop, &c->io, p, n);
+    else
+        loop_send(conn_worker(c)->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
 }
 
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 {
-    conn_send_bytes(c, p, n);
+    conn_send_bytes(c, p, n, false);
 }
 
-static void conn_send_msg(struct ringws_conn *c, struct msghdr *m)
+static inline void conn_send_msg(struct ringws_conn *c, struct msghdr *m, bool more)
 {
-    loop_sendmsg(conn_worker(c)->loop, &c->io, m);
+    if (more)
+        loop_sendmsg_more(conn_worker(c)->loop, &c->io, m);
+    else
+        loop_sendmsg(conn_worker(c)->loop, &c->io, m);
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -100,10 +117,21 @@ void conn_wire_shutdown(struct ringws_conn *c)
     c->flags |= CF_SHUT_BUSY;
 }
 
+/* Nothing of the connection is in the ring any more: the close refers to
+ * nothing of it, and the connection is freed without waiting for it. */
 void conn_wire_close(struct ringws_conn *c)
 {
-    loop_close(conn_worker(c)->loop, &c->io);
-    c->flags |= CF_CLOSE_BUSY;
+    loop_close_fd(conn_worker(c)->loop, c->io.fd);
+}
+
+/* Stops the armed receive (a pause, or nothing more to read): its end,
+ * -ECANCELED, is then no failure (CF_PAUSE_CANCEL, conn_on_recv). */
+static void conn_recv_cancel(struct ringws_conn *c)
+{
+    if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) != CF_RECV_ARMED)
+        return;
+    c->flags |= CF_PAUSE_CANCEL;
+    loop_cancel_recv(conn_worker(c)->loop, &c->io);
 }
 
 /* The transport of the connection: the worker's sealing one (TLS) for
@@ -303,7 +331,7 @@ static void conn_free(struct ringws_conn *c)
 
 bool conn_in_ring(struct worker *w)
 {
-    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY | CF_CLOSE_BUSY;
+    const uint32_t in_ring = CF_RECV_ARMED | CF_SEND_BUSY | CF_SHUT_BUSY;
 
     for (uint32_t k = 0; k < w->n_slabs; k++)
         for (uint32_t i = 0; i < w->slabs[k]->used; i++)
@@ -653,20 +681,20 @@ static struct send_batch *conn_batch_alloc(struct ringws_conn *c, unsigned iovs)
 
 /* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
  * by conn_on_send). */
-static void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
-                            unsigned chunks)
+static inline void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
+                                   unsigned chunks, bool more)
 {
     c->out_inflight = (uint8_t)chunks;
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
     c->cold->send_msg = &b->msg;
-    conn_send_msg(c, &b->msg);
+    conn_send_msg(c, &b->msg, more);
 }
 
 /* The queued plaintext goes on the wire as it is (a transport without a
  * send of its own): one chunk as it is, several in one gathered send. */
-static void conn_send_queue(struct ringws_conn *c)
+static inline void conn_send_queue(struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = NULL;
@@ -676,20 +704,20 @@ static void conn_send_queue(struct ringws_conn *c)
         b = conn_batch_alloc(c, SEND_IOV_MAX);
     if (!o->next || !b) {
         c->out_inflight = 1;
-        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off);
+        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off, more);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
         b->iov[n].iov_base = (void *)(out_chunk_bytes(o) + o->off);
         b->iov[n].iov_len = o->len - o->off;
     }
-    conn_send_batch(c, b, n, n);
+    conn_send_batch(c, b, n, n, more);
 }
 
 /* The same for a ringws.v1 connection, whose shares of messages are two
  * pieces each (conn_chunk_pieces): always a gathered send, but for the
  * first piece alone when no memory is left for the batch. */
-static void conn_send_pieces(struct ringws_conn *c)
+static void conn_send_pieces(struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = conn_batch_alloc(c, 2 * SEND_IOV_MAX);
@@ -699,25 +727,28 @@ static void conn_send_pieces(struct ringws_conn *c)
         struct iovec first[2];
         conn_chunk_pieces(c, o, o->off, first);
         c->out_inflight = 1;
-        conn_send_bytes(c, first[0].iov_base, first[0].iov_len);
+        conn_send_bytes(c, first[0].iov_base, first[0].iov_len, more);
         return;
     }
     for (; o && chunks < SEND_IOV_MAX; o = o->next, chunks++)
         n += conn_chunk_pieces(c, o, o->off, &b->iov[n]);
-    conn_send_batch(c, b, n, chunks);
+    conn_send_batch(c, b, n, chunks, more);
 }
 
 /* Starts one send of the queued output, through the transport's own when
  * it seals.  A test of flags, not a call, for a plain raw connection:
- * fan-out pays it per delivery. */
+ * fan-out pays it per delivery.  Only a connection with the peer's end in
+ * (CF_RD_EOF) can be sending its last output. */
 static inline void conn_send_start(struct ringws_conn *c)
 {
-    if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE)))
-        conn_send_queue(c);
+    if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE | CF_RD_EOF)))
+        conn_send_queue(c, false);
     else if (c->flags & CF_TP_SEALED)
         conn_worker(c)->tp_sealed->send(c);
+    else if (c->flags & CF_ENVELOPE)
+        conn_send_pieces(c, (c->flags & CF_RD_EOF) && conn_closes_after_output(c));
     else
-        conn_send_pieces(c);
+        conn_send_queue(c, conn_closes_after_output(c));
 }
 
 /* n bytes of the queue left (at most what is queued), counted in
@@ -795,7 +826,7 @@ static void conn_report_owed(struct ringws_conn *c)
     conn_report_close(c, c->close_code, NULL, 0);
 }
 
-/* Frees or closes the connection once the ring no longer references it.
+/* Closes and frees the connection once the ring no longer references it.
  * Must be the last thing a completion handler does with c. */
 void conn_settle(struct ringws_conn *c)
 {
@@ -807,7 +838,7 @@ void conn_settle(struct ringws_conn *c)
     if (!(c->flags & CF_TEARDOWN))
         return;
     if (busy && !(c->flags & CF_CANCELLED)) {
-        if (c->flags & CF_RECV_ARMED)
+        if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED)
             loop_cancel_recv(conn_worker(c)->loop, &c->io);
         if (c->flags & CF_SEND_BUSY)
             loop_cancel_send(conn_worker(c)->loop, &c->io);
@@ -815,12 +846,9 @@ void conn_settle(struct ringws_conn *c)
     }
     /* A listed connection is settled again by conn_flush_all: freeing it
      * now would leave a stale entry on the flush list. */
-    if (busy || (c->flags & (CF_CLOSE_BUSY | CF_FLUSH_LISTED)))
+    if (busy || (c->flags & CF_FLUSH_LISTED))
         return;
-    if (!(c->flags & CF_FD_CLOSED)) {
-        conn_tp(c)->close(c);
-        return;
-    }
+    conn_tp(c)->close(c);
     conn_free(c);
 }
 
@@ -871,13 +899,21 @@ void conn_drain(struct ringws_conn *c)
  * queued): the peer sends nothing more (RFC 6455 section 5.5.1), so no
  * input is left to turn the close into a reset, and the server closes TCP
  * first (section 7.1.1).  The connection closes as soon as its output is
- * out: close() sends the FIN after it, and neither a shutdown (which the
- * ring runs on a worker thread) nor a wait for the peer's EOF is needed.
- * A sealing transport still says its last words (close_notify) on the
- * way down of conn_drain. */
+ * out: the FIN leaves in its last segment (conn_closes_after_output), and
+ * neither a shutdown (which the ring runs on a worker thread) nor a wait
+ * for the peer's EOF is needed.  Its receive is cancelled at once, in the
+ * batch that sends the close frame, rather than on the way down a turn
+ * after it.  A sealing transport still says its last words (close_notify)
+ * on the way down of conn_drain. */
 void conn_drain_closed(struct ringws_conn *c)
 {
-    conn_drain_with(c, (c->flags & CF_TP_SEALED) ? CF_WANT_SHUTWR : CF_RD_EOF);
+    if (c->flags & CF_TP_SEALED) {
+        conn_drain_with(c, CF_WANT_SHUTWR);
+        return;
+    }
+    conn_drain_with(c, CF_RD_EOF);
+    if (conn_closes_after_output(c))
+        conn_recv_cancel(c);
 }
 
 void conn_wire_drop_queue(struct ringws_conn *c)
@@ -1222,10 +1258,7 @@ void conn_on_eof(struct ringws_conn *c)
 static void conn_recv_pause(struct ringws_conn *c)
 {
     c->flags |= CF_RECV_PAUSED;
-    if ((c->flags & (CF_RECV_ARMED | CF_PAUSE_CANCEL)) == CF_RECV_ARMED) {
-        c->flags |= CF_PAUSE_CANCEL;
-        loop_cancel_recv(conn_worker(c)->loop, &c->io);
-    }
+    conn_recv_cancel(c);
 }
 
 void conn_pause_if_backlogged(struct ringws_conn *c)
@@ -1288,7 +1321,8 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         if (!(c->flags & (CF_TEARDOWN | CF_RD_EOF)))
             conn_on_eof(c);
     } else if (res == -ECANCELED && paused_by_us) {
-        /* Reading was paused for back-pressure: resumed by conn_on_send. */
+        /* Reading was paused for back-pressure (resumed by conn_on_send),
+         * or the closing handshake is complete (CF_RD_EOF). */
     } else if (res != -ENOBUFS) {
         /* -ECANCELED after a teardown, or the peer reset the connection. */
         c->flags |= CF_RD_EOF;
@@ -1346,15 +1380,6 @@ void conn_on_shutdown(struct loop_conn *lc, int res)
         conn_teardown(c);
     else if (!(c->flags & CF_TEARDOWN))
         conn_flush_later(c);
-    conn_settle(c);
-}
-
-void conn_on_close(struct loop_conn *lc, int res)
-{
-    struct ringws_conn *c = conn_of(lc);
-
-    c->flags &= ~CF_CLOSE_BUSY;
-    c->flags |= CF_FD_CLOSED;
     conn_settle(c);
 }
 

@@ -159,10 +159,8 @@ enum conn_flag {
     CF_RECV_ARMED = 1u << 0,  /* a multishot recv is in flight */
     CF_SEND_BUSY = 1u << 1,   /* a send is in flight */
     CF_SHUT_BUSY = 1u << 2,   /* a shutdown is in flight */
-    CF_CLOSE_BUSY = 1u << 3,  /* the descriptor's close is in flight */
     CF_CANCELLED = 1u << 4,   /* pending requests were cancelled */
-    CF_TEARDOWN = 1u << 5,    /* going away: close once nothing is in flight */
-    CF_FD_CLOSED = 1u << 6,   /* the descriptor is closed */
+    CF_TEARDOWN = 1u << 5,    /* going away: close and free once nothing is in flight */
     CF_WANT_SHUTWR = 1u << 7, /* shut down writing once output is flushed */
     CF_WR_SHUT = 1u << 8,     /* writing is shut down */
     CF_FLUSH_LISTED = 1u << 9,/* on the worker's flush list */
@@ -173,7 +171,7 @@ enum conn_flag {
     CF_RECV_AGAIN = 1u << 14, /* re-arm the recv after this batch */
     CF_RD_EOF = 1u << 15,     /* the peer will send nothing more */
     CF_RECV_PAUSED = 1u << 16, /* reading stopped until output drains */
-    CF_PAUSE_CANCEL = 1u << 17, /* the recv was cancelled for that pause */
+    CF_PAUSE_CANCEL = 1u << 17, /* we cancelled the recv: that pause, or nothing more to read */
     CF_ADDR_COUNTED = 1u << 18, /* holds a per-address counter */
     CF_PUBSUB = 1u << 19,     /* a subscriber connection: frames are commands */
     CF_PUB_WAIT = 1u << 20,   /* an HTTP publish awaits its recipient count */
@@ -203,7 +201,7 @@ enum conn_flag {
 /* A WebSocket whose command waits for the engine (pubsub_prepare, or a
  * publish whose position comes later): nothing more is read until
  * conn_engine_ready; what came after the command is kept unread (in its
- * cold part's wait).  Every bit is taken: it shares CF_PUB_CLOSE's, which
+ * cold part's wait).  It shares CF_PUB_CLOSE's bit, which
  * only an HTTP connection sets (and always with CF_PUB_WAIT, whose place in
  * conn_settle's wait it has). */
 #define CF_ENGINE_WAIT CF_PUB_CLOSE
@@ -567,7 +565,6 @@ void conn_accepted(struct worker *w, bool sealed, bool proxied, int fd,
 void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended);
 void conn_on_send(struct loop_conn *lc, int res);
 void conn_on_shutdown(struct loop_conn *lc, int res);
-void conn_on_close(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
 /* A record's number in its worker (its slab's place, then its own): what
  * names its timer node on the worker's wheels. */
@@ -602,7 +599,8 @@ void conn_wire_input(struct ringws_conn *c, uint8_t *buf, size_t n);
  * max_per_address (counted as refused). */
 bool conn_peer_known(struct ringws_conn *c, const struct sockaddr *peer, socklen_t len);
 /* Sends n wire bytes at p (which must live until conn_on_send), shuts down
- * writing, closes the descriptor: each marked as in the ring. */
+ * writing (both marked as in the ring), closes the descriptor (the
+ * connection's last request: nothing waits for it). */
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n);
 void conn_wire_shutdown(struct ringws_conn *c);
 void conn_wire_close(struct ringws_conn *c);

@@ -61,6 +61,9 @@ struct loop {
     bool direct;
     bool listening;
     bool fault_multishot;
+    /* Requests whose success nobody waits for (cancels, closes of
+     * descriptors nothing refers to any more) post no completion then. */
+    bool skip_success;
     unsigned fault_turns;
     struct loop_listener lis[LOOP_MAX_LISTENERS];
     unsigned n_lis;
@@ -228,20 +231,41 @@ void loop_recv(struct loop *l, struct loop_conn *lc)
     loop_conn_sqe(l, sqe, lc, op);
 }
 
-void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+static void loop_prep_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n,
+                           int flags)
 {
     struct io_uring_sqe *sqe = loop_sqe(l);
 
-    io_uring_prep_send(sqe, lc->fd, p, n, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, lc->fd, p, n, flags);
     loop_conn_sqe(l, sqe, lc, UD_SEND);
+}
+
+static void loop_prep_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m, int flags)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_sendmsg(sqe, lc->fd, m, flags);
+    loop_conn_sqe(l, sqe, lc, UD_SEND);
+}
+
+void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+{
+    loop_prep_send(l, lc, p, n, MSG_NOSIGNAL);
 }
 
 void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m)
 {
-    struct io_uring_sqe *sqe = loop_sqe(l);
+    loop_prep_sendmsg(l, lc, m, MSG_NOSIGNAL);
+}
 
-    io_uring_prep_sendmsg(sqe, lc->fd, m, MSG_NOSIGNAL);
-    loop_conn_sqe(l, sqe, lc, UD_SEND);
+void loop_send_more(struct loop *l, struct loop_conn *lc, const void *p, size_t n)
+{
+    loop_prep_send(l, lc, p, n, MSG_NOSIGNAL | MSG_MORE);
+}
+
+void loop_sendmsg_more(struct loop *l, struct loop_conn *lc, struct msghdr *m)
+{
+    loop_prep_sendmsg(l, lc, m, MSG_NOSIGNAL | MSG_MORE);
 }
 
 void loop_connect(struct loop *l, struct loop_conn *lc, const struct sockaddr *addr,
@@ -261,6 +285,16 @@ void loop_shutdown(struct loop *l, struct loop_conn *lc, int how)
     loop_conn_sqe(l, sqe, lc, UD_SHUTDOWN);
 }
 
+/* A request whose result nobody reads: where the kernel can, it posts a
+ * completion only for a failure (which UD_IGNORE drops as well), one
+ * completion less to post and to reap per cancel or close. */
+static void loop_untracked(struct loop *l, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+    if (l->skip_success)
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
 /* Cancels one of the connection's requests by its user_data: the kernel
  * finds it by hash, where cancelling by descriptor would scan every armed
  * request of the ring and make a mass close quadratic. */
@@ -269,7 +303,7 @@ static void loop_cancel_op(struct loop *l, struct loop_conn *lc, enum ud_op op)
     struct io_uring_sqe *sqe = loop_sqe(l);
 
     io_uring_prep_cancel64(sqe, ud_make(lc, op), 0);
-    io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+    loop_untracked(l, sqe);
 }
 
 void loop_cancel_recv(struct loop *l, struct loop_conn *lc)
@@ -352,7 +386,7 @@ void loop_close_fd(struct loop *l, int fd)
     struct io_uring_sqe *sqe = loop_sqe(l);
 
     loop_prep_close(l, sqe, fd);
-    io_uring_sqe_set_data64(sqe, ud_make(NULL, UD_IGNORE));
+    loop_untracked(l, sqe);
 }
 
 static void loop_arm_wake(struct loop *l)
@@ -420,6 +454,7 @@ static int loop_ring_init(struct loop *l, const struct loop_config *cfg, const c
         ret = loop_ring_map(cfg->sq_entries, &l->ring, &p);
         if (ret == 0) {
             *mode = tries[i].name;
+            l->skip_success = p.features & IORING_FEAT_CQE_SKIP;
             return 0;
         }
     }
@@ -522,6 +557,9 @@ void loop_destroy(struct loop *l)
 {
     if (!l)
         return;
+    /* The closes the last batch queued (their owners are freed already)
+     * still run: regular descriptors are not the ring's to release. */
+    io_uring_submit(&l->ring);
     loop_ring_unmap(&l->ring);
     bufring_destroy(&l->bufs);
     free(l);

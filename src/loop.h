@@ -79,8 +79,9 @@ struct loop_config {
 /* 0 or -errno; on failure *out is NULL and nothing is left behind. */
 int loop_create(struct loop **out, const struct loop_config *cfg,
                 const struct loop_handlers *h, void *ctx);
-/* Closes the ring (which cancels what it still holds), then frees the
- * receive buffers: only then may what the requests point at be freed. */
+/* Submits what is queued (closes), closes the ring (which cancels what it
+ * still holds), then frees the receive buffers: only then may what the
+ * requests point at be freed. */
 void loop_destroy(struct loop *l);
 /* Whether connections are direct descriptors (the sparse table exists). */
 bool loop_direct(const struct loop *l);
@@ -108,6 +109,11 @@ void loop_unlisten(struct loop *l);
 void loop_recv(struct loop *l, struct loop_conn *lc);
 void loop_send(struct loop *l, struct loop_conn *lc, const void *p, size_t n);
 void loop_sendmsg(struct loop *l, struct loop_conn *lc, struct msghdr *m);
+/* The same when the sender's close follows at once: the bytes may wait in
+ * the kernel to leave in one segment with the FIN (MSG_MORE).  Functions
+ * of their own, so that other sends pay nothing for the choice. */
+void loop_send_more(struct loop *l, struct loop_conn *lc, const void *p, size_t n);
+void loop_sendmsg_more(struct loop *l, struct loop_conn *lc, struct msghdr *m);
 void loop_connect(struct loop *l, struct loop_conn *lc, const struct sockaddr *addr,
                   socklen_t len);
 void loop_shutdown(struct loop *l, struct loop_conn *lc, int how);
@@ -116,7 +122,9 @@ void loop_cancel_recv(struct loop *l, struct loop_conn *lc);
 void loop_cancel_send(struct loop *l, struct loop_conn *lc);
 void loop_cancel_connect(struct loop *l, struct loop_conn *lc);
 void loop_close(struct loop *l, struct loop_conn *lc);
-/* Closes a descriptor that never became a connection. */
+/* Closes a descriptor no request of the ring refers to any more (one
+ * that never became a connection, or a connection's last request): no
+ * handler runs, so whatever owned it may be freed at once. */
 void loop_close_fd(struct loop *l, int fd);
 
 /* A request of the loop's user that belongs to no connection (an engine's

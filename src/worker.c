@@ -204,7 +204,6 @@ static const struct loop_handlers worker_handlers = {
     .received = conn_on_recv,
     .sent = conn_on_send,
     .shut = conn_on_shutdown,
-    .closed = conn_on_close,
     .woken = worker_woken,
     .ticked = worker_ticked,
 };

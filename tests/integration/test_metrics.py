@@ -10,6 +10,7 @@ stays queued once the peers have gone; and every family has HELP and TYPE."""
 
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -385,6 +386,45 @@ def t_close_frees(port):
     scraper.conn.sock.close()
 
 
+TCP_CLOSE_WAIT = 8  # tcpi_state once the peer's FIN is in
+
+
+def segments_in(sock):
+    """(state, segments, segments with data) the kernel counted in on sock
+    (struct tcp_info: tcpi_state, tcpi_segs_in, tcpi_data_segs_in)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return info[0], struct.unpack_from("I", info, 140)[0], struct.unpack_from("I", info, 152)[0]
+
+
+def t_close_fin_in_frame(port):
+    """The server's close frame and its FIN leave in one segment: the close
+    follows the frame at once, and the frame waits in the kernel for it
+    instead of going alone with the FIN one segment behind.  Counted by
+    the kernel on our side from the moment our close frame goes until the
+    FIN is in: one segment, with data.  A delayed acknowledgement of our
+    close frame (when the server answers after the kernel's delayed-ACK
+    timer, on a loaded machine) adds a segment, so a few tries are
+    allowed; a FIN of its own adds one every time."""
+    seen = []
+    for _ in range(5):
+        c = ws_open(port, "/echo")
+        time.sleep(T(0.05))  # the 101's acknowledgement is out of the count
+        _, segs0, data0 = segments_in(c.sock)
+        c.send(build_frame(0x8, close_payload(1000)))
+        deadline = time.monotonic() + T(5)
+        while segments_in(c.sock)[0] != TCP_CLOSE_WAIT:
+            if time.monotonic() > deadline:
+                fail("no FIN from the server after the closing handshake")
+            time.sleep(0.002)
+        _, segs1, data1 = segments_in(c.sock)
+        eq(c.read_exactly(4, "the close echo"), b"\x88\x02\x03\xe8", "the server's close frame")
+        c.read_to_eof()
+        seen.append((segs1 - segs0, data1 - data0))
+        if seen[-1] == (1, 1):
+            return
+    fail("the close frame and the FIN came in separate segments: (segments, with data) %r" % seen)
+
+
 def main():
     r = Runner("metrics")
     with r.server(["--workers", str(WORKERS), "--handshake-timeout", "%dms" % (HANDSHAKE_TIMEOUT * 1000),
@@ -394,6 +434,7 @@ def main():
         r.case("traffic-counted-exactly", t_traffic, srv.port)
     with r.server(["--close-timeout", "60s"], "close-timeout-60s") as srv:
         r.case("close-complete-frees-without-peer-fin", t_close_frees, srv.port)
+        r.case("close-frame-and-fin-in-one-segment", t_close_fin_in_frame, srv.port)
     r.finish()
 
 
