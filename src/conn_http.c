@@ -348,10 +348,11 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
 
 /* An operator's bound on the connections a worker holds in the handshake
  * phase (max_handshakes; none by default, since a plaintext refusal costs
- * about what an upgrade does: docs/TUNING.md): where handshakes are dear,
- * upgrades beyond it are refused at once, before the costly part of the
- * handshake (tokens, subscriptions, the application's callbacks), and told
- * when to come back. */
+ * about what an upgrade does, and over TLS it comes after the TLS
+ * handshake, whose cost it cannot save: docs/TUNING.md): where handshakes
+ * are dear, upgrades beyond it are refused at once, before the costly part
+ * of the handshake (tokens, subscriptions, the application's callbacks),
+ * and told when to come back. */
 static bool conn_http_busy(const struct ringws_conn *c)
 {
     const struct worker *w = conn_worker(c);
