@@ -13,10 +13,10 @@
 #include <string.h>
 
 #include <libdeflate.h>
-#include <zlib.h>
 
 #include "check.h"
 #include "guard.h"
+#include "peer_inflate.h"
 
 #define MAX_IN (64u << 10)
 
@@ -27,23 +27,12 @@ static size_t zcap;
 
 static size_t zlib_inflate(const uint8_t *z, size_t zn, uint8_t *out, size_t cap)
 {
-    z_stream s = {0};
-    uint8_t *in = malloc(zn + 4);
-    int r;
+    size_t n = 0;
+    const char *msg;
+    int r = peer_inflate(z, zn, out, cap, &n, &msg);
 
-    CHECK(in != NULL && inflateInit2(&s, -15) == Z_OK);
-    memcpy(in, z, zn);
-    memcpy(in + zn, "\x00\x00\xff\xff", 4);
-    s.next_in = in;
-    s.avail_in = (uInt)(zn + 4);
-    s.next_out = out;
-    s.avail_out = (uInt)cap;
-    r = inflate(&s, Z_SYNC_FLUSH);
-    /* The block is final: the stream ends before the tail. */
-    CHECKF(r == Z_STREAM_END && s.avail_in == 4, "zlib: %d, %u left", r, s.avail_in);
-    inflateEnd(&s);
-    free(in);
-    return cap - s.avail_out;
+    CHECKF(r == 0, "zlib: %d (%s)", r, msg ? msg : "");
+    return n;
 }
 
 /* Compresses p[0..n) (placed before the guard page) with room to spare,
