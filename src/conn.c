@@ -88,26 +88,30 @@ static bool conn_closes_after_output(const struct ringws_conn *c)
     return c->state == CONN_DRAIN && !(c->flags & CF_WANT_SHUTWR);
 }
 
-static inline void conn_send_bytes(struct ringws_conn *c, const void *p, size_t n, bool more)
+/* The send path takes the worker from its caller (conn_flush_all has it):
+ * a fan-out pays no lookup per delivery. */
+static inline void conn_send_bytes(struct worker *w, struct ringws_conn *c, const void *p,
+                                   size_t n, bool more)
 {
     if (more)
-        loop_send_more(conn_worker(c)->loop, &c->io, p, n);
+        loop_send_more(w->loop, &c->io, p, n);
     else
-        loop_send(conn_worker(c)->loop, &c->io, p, n);
+        loop_send(w->loop, &c->io, p, n);
     c->flags |= CF_SEND_BUSY;
 }
 
 void conn_wire_send(struct ringws_conn *c, const void *p, size_t n)
 {
-    conn_send_bytes(c, p, n, false);
+    conn_send_bytes(conn_worker(c), c, p, n, false);
 }
 
-static inline void conn_send_msg(struct ringws_conn *c, struct msghdr *m, bool more)
+static inline void conn_send_msg(struct worker *w, struct ringws_conn *c, struct msghdr *m,
+                                 bool more)
 {
     if (more)
-        loop_sendmsg_more(conn_worker(c)->loop, &c->io, m);
+        loop_sendmsg_more(w->loop, &c->io, m);
     else
-        loop_sendmsg(conn_worker(c)->loop, &c->io, m);
+        loop_sendmsg(w->loop, &c->io, m);
     c->flags |= CF_SEND_BUSY;
 }
 
@@ -509,10 +513,9 @@ static size_t conn_out_append(struct worker *w, struct ringws_conn *c, struct ou
     return bytes;
 }
 
-int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
-               const void *b, size_t blen)
+int conn_queue_on(struct worker *w, struct ringws_conn *c, const void *a, size_t alen,
+                  const void *b, size_t blen)
 {
-    struct worker *w = conn_worker(c);
     size_t n = alen + blen;
     struct out_chunk *o;
 
@@ -681,20 +684,20 @@ static struct send_batch *conn_batch_alloc(struct ringws_conn *c, unsigned iovs)
 
 /* Sends n gathered pieces of the first `chunks` chunks (the batch is freed
  * by conn_on_send). */
-static inline void conn_send_batch(struct ringws_conn *c, struct send_batch *b, unsigned n,
-                                   unsigned chunks, bool more)
+static inline void conn_send_batch(struct worker *w, struct ringws_conn *c, struct send_batch *b,
+                                   unsigned n, unsigned chunks, bool more)
 {
     c->out_inflight = (uint8_t)chunks;
     memset(&b->msg, 0, sizeof(b->msg));
     b->msg.msg_iov = b->iov;
     b->msg.msg_iovlen = n;
     c->cold->send_msg = &b->msg;
-    conn_send_msg(c, &b->msg, more);
+    conn_send_msg(w, c, &b->msg, more);
 }
 
 /* The queued plaintext goes on the wire as it is (a transport without a
  * send of its own): one chunk as it is, several in one gathered send. */
-static inline void conn_send_queue(struct ringws_conn *c, bool more)
+static inline void conn_send_queue(struct worker *w, struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = NULL;
@@ -704,20 +707,20 @@ static inline void conn_send_queue(struct ringws_conn *c, bool more)
         b = conn_batch_alloc(c, SEND_IOV_MAX);
     if (!o->next || !b) {
         c->out_inflight = 1;
-        conn_send_bytes(c, out_chunk_bytes(o) + o->off, o->len - o->off, more);
+        conn_send_bytes(w, c, out_chunk_bytes(o) + o->off, o->len - o->off, more);
         return;
     }
     for (; o && n < SEND_IOV_MAX; o = o->next, n++) {
         b->iov[n].iov_base = (void *)(out_chunk_bytes(o) + o->off);
         b->iov[n].iov_len = o->len - o->off;
     }
-    conn_send_batch(c, b, n, n, more);
+    conn_send_batch(w, c, b, n, n, more);
 }
 
 /* The same for a ringws.v1 connection, whose shares of messages are two
  * pieces each (conn_chunk_pieces): always a gathered send, but for the
  * first piece alone when no memory is left for the batch. */
-static void conn_send_pieces(struct ringws_conn *c, bool more)
+static void conn_send_pieces(struct worker *w, struct ringws_conn *c, bool more)
 {
     struct out_chunk *o = c->out_head;
     struct send_batch *b = conn_batch_alloc(c, 2 * SEND_IOV_MAX);
@@ -727,28 +730,28 @@ static void conn_send_pieces(struct ringws_conn *c, bool more)
         struct iovec first[2];
         conn_chunk_pieces(c, o, o->off, first);
         c->out_inflight = 1;
-        conn_send_bytes(c, first[0].iov_base, first[0].iov_len, more);
+        conn_send_bytes(w, c, first[0].iov_base, first[0].iov_len, more);
         return;
     }
     for (; o && chunks < SEND_IOV_MAX; o = o->next, chunks++)
         n += conn_chunk_pieces(c, o, o->off, &b->iov[n]);
-    conn_send_batch(c, b, n, chunks, more);
+    conn_send_batch(w, c, b, n, chunks, more);
 }
 
 /* Starts one send of the queued output, through the transport's own when
  * it seals.  A test of flags, not a call, for a plain raw connection:
  * fan-out pays it per delivery.  Only a connection with the peer's end in
  * (CF_RD_EOF) can be sending its last output. */
-static inline void conn_send_start(struct ringws_conn *c)
+static inline void conn_send_start(struct worker *w, struct ringws_conn *c)
 {
     if (!(c->flags & (CF_TP_SEALED | CF_ENVELOPE | CF_RD_EOF)))
-        conn_send_queue(c, false);
+        conn_send_queue(w, c, false);
     else if (c->flags & CF_TP_SEALED)
-        conn_worker(c)->tp_sealed->send(c);
+        w->tp_sealed->send(c);
     else if (c->flags & CF_ENVELOPE)
-        conn_send_pieces(c, (c->flags & CF_RD_EOF) && conn_closes_after_output(c));
+        conn_send_pieces(w, c, (c->flags & CF_RD_EOF) && conn_closes_after_output(c));
     else
-        conn_send_queue(c, conn_closes_after_output(c));
+        conn_send_queue(w, c, conn_closes_after_output(c));
 }
 
 /* n bytes of the queue left (at most what is queued), counted in
@@ -1055,7 +1058,7 @@ void conn_flush_all(struct worker *w)
              * plain transport pays nothing for it. */
             if (!(c->flags & CF_SEND_BUSY) && (c->out_head || (c->flags & CF_TP_WRITE))) {
                 STAT_ADD(w, sends, 1);
-                conn_send_start(c);
+                conn_send_start(w, c);
             }
             else if ((c->flags & (CF_SEND_BUSY | CF_WANT_SHUTWR | CF_WR_SHUT |
                                   CF_SHUT_BUSY | CF_PUB_WAIT | CF_TP_WRITE)) == CF_WANT_SHUTWR &&
@@ -1296,8 +1299,9 @@ void conn_wire_hold(struct ringws_conn *c, bool hold)
 
 /* res > 0: bytes at p; 0: the peer's EOF; < 0: -errno.  ended: the receive
  * request is over (the kernel ended a multishot, or a cancel did). */
-void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
+void conn_on_recv(void *ctx, struct loop_conn *lc, uint8_t *p, int res, bool ended)
 {
+    struct worker *w = ctx;
     struct ringws_conn *c = conn_of(lc);
     bool paused_by_us = false;
 
@@ -1306,14 +1310,14 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         c->flags &= ~(CF_RECV_ARMED | CF_PAUSE_CANCEL);
     }
     if (res > 0) {
-        STAT_ADD(conn_worker(c), bytes_received, (unsigned)res);
+        STAT_ADD(w, bytes_received, (unsigned)res);
         if (c->flags & CF_TEARDOWN)
             ;
         /* A PROXY header comes before TLS: its state takes the bytes
          * first.  Tested only for sealed connections: plain ones pay
          * nothing for it. */
         else if ((c->flags & CF_TP_SEALED) && c->state != CONN_PROXY)
-            conn_worker(c)->tp_sealed->input(c, p, (size_t)res);
+            w->tp_sealed->input(c, p, (size_t)res);
         else
             conn_input(c, p, (size_t)res);
     } else if (res == 0) {
@@ -1333,15 +1337,15 @@ void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended)
         /* The kernel ended the multishot (buffers ran out, or it chose to):
          * re-arm once this batch has returned its buffers. */
         c->flags |= CF_RECV_AGAIN;
-        conn_flush_later(c);
+        conn_flush_later_on(w, c);
     }
     conn_settle(c);
 }
 
-void conn_on_send(struct loop_conn *lc, int res)
+void conn_on_send(void *ctx, struct loop_conn *lc, int res)
 {
     struct ringws_conn *c = conn_of(lc);
-    struct worker *w = conn_worker(c);
+    struct worker *w = ctx;
 
     c->flags &= ~CF_SEND_BUSY;
     c->out_inflight = 0;

@@ -24,13 +24,18 @@
 #include "log.h"
 #include "utf8.h"
 
-static int conn_ws_frame(struct ringws_conn *c, unsigned first, const void *p,
-                         size_t n)
+static int conn_ws_frame_on(struct worker *w, struct ringws_conn *c, unsigned first,
+                            const void *p, size_t n)
 {
     uint8_t hdr[WS_MAX_SERVER_HEADER];
     size_t h = ws_frame_header(hdr, first, n);
 
-    return conn_queue(c, hdr, h, p, n);
+    return conn_queue_on(w, c, hdr, h, p, n);
+}
+
+static int conn_ws_frame(struct ringws_conn *c, unsigned first, const void *p, size_t n)
+{
+    return conn_ws_frame_on(conn_worker(c), c, first, p, n);
 }
 
 void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
@@ -183,11 +188,12 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
                             size_t room);
 
 /* A complete message, plain or inflated, to the application or the
- * pub/sub protocol. */
+ * pub/sub protocol.  The receive path hands its worker down: a message
+ * pays no lookup of it. */
 static inline __attribute__((always_inline)) void
-conn_ws_deliver_plain(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_t n)
+conn_ws_deliver_plain(struct worker *w, struct ringws_conn *c, uint8_t op, const uint8_t *p,
+                      size_t n)
 {
-    struct worker *w = conn_worker(c);
     const struct ringws_config *cfg = &w->srv->cfg;
 
     STAT_ADD(w, messages_received, 1);
@@ -201,12 +207,13 @@ conn_ws_deliver_plain(struct ringws_conn *c, uint8_t op, const uint8_t *p, size_
  * compression (the opcode's mark), no call.  `room`: the bytes past p + n
  * that inflating may borrow (deflate_inflate). */
 static inline __attribute__((always_inline)) void
-conn_ws_deliver(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n, size_t room)
+conn_ws_deliver(struct worker *w, struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n,
+                size_t room)
 {
     if (op & WS_MSG_DEFLATED)
         conn_ws_inflate(c, op, p, n, room);
     else
-        conn_ws_deliver_plain(c, op, p, n);
+        conn_ws_deliver_plain(w, c, op, p, n);
 }
 
 /* Bytes a worker inflates in a turn before the connection that passed
@@ -255,31 +262,21 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
     else if (op == WS_OP_TEXT && !utf8_valid(msg, len))
         conn_ws_close_why(c, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8", true);
     else
-        conn_ws_deliver_plain(c, op, msg, len);
+        conn_ws_deliver_plain(conn_worker(c), c, op, msg, len);
     deflate_trim();
     if (r == 0)
         conn_ws_inflate_spent(c, len);
 }
 
-/* end: the end of the received bytes ev's data lies in, which are the
- * connection's until conn_ws_input returns. */
-static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8_t *end)
+/* A message spanning frames or receives is gathered; the decoder has
+ * already bounded it by max_message.  Out of line: a whole message in one
+ * receive (conn_ws_data) keeps no register for it. */
+__attribute__((noinline)) static void conn_ws_gather(struct worker *w, struct ringws_conn *c,
+                                                     const struct ws_event *ev)
 {
-    bool starting;
-    int r;
+    bool starting = !conn_held_len(c);
+    int r = conn_held_store(c, ev->data, ev->len, w->srv->cfg.max_message);
 
-    if (c->state != CONN_WS)
-        return; /* after our close frame, data is read and dropped */
-    if (ev->msg_start && ev->msg_end && ev->frame_start) {
-        /* The whole message lies in this receive buffer: no copy (and
-         * inflating may borrow the bytes after it). */
-        conn_ws_deliver(c, ev->opcode, ev->data, ev->len, (size_t)(end - (ev->data + ev->len)));
-        return;
-    }
-    /* A message spanning frames or receives is gathered; the decoder has
-     * already bounded it by max_message. */
-    starting = !conn_held_len(c);
-    r = conn_held_store(c, ev->data, ev->len, conn_worker(c)->srv->cfg.max_message);
     if (r == -ENOBUFS) {
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "no room for partial messages", true);
         return;
@@ -292,9 +289,26 @@ static void conn_ws_data(struct ringws_conn *c, const struct ws_event *ev, uint8
         conn_ws_msg_started(c);
     if (ev->msg_end) {
         struct conn_pend msg = conn_held_take(c);
-        conn_ws_deliver(c, ev->opcode, msg.buf, msg.len, msg.cap - msg.len);
-        conn_pend_free(conn_worker(c), &msg);
+        conn_ws_deliver(w, c, ev->opcode, msg.buf, msg.len, msg.cap - msg.len);
+        conn_pend_free(w, &msg);
     }
+}
+
+/* end: the end of the received bytes ev's data lies in, which are the
+ * connection's until conn_ws_input returns. */
+static void conn_ws_data(struct worker *w, struct ringws_conn *c, const struct ws_event *ev,
+                         uint8_t *end)
+{
+    if (c->state != CONN_WS)
+        return; /* after our close frame, data is read and dropped */
+    if (ev->msg_start && ev->msg_end && ev->frame_start) {
+        /* The whole message lies in this receive buffer: no copy (and
+         * inflating may borrow the bytes after it). */
+        conn_ws_deliver(w, c, ev->opcode, ev->data, ev->len,
+                        (size_t)(end - (ev->data + ev->len)));
+        return;
+    }
+    conn_ws_gather(w, c, ev);
 }
 
 static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size_t n)
@@ -386,9 +400,10 @@ __attribute__((cold, noinline)) static void conn_ws_input_wait(struct ringws_con
 
 void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
 {
-    const struct worker *w = conn_worker(c);
-    uint32_t max_message = w->ws_max_message;
-    size_t off = 0;
+    /* The loop keeps the position and the end (not the start, a length
+     * and an offset): with c and w, nothing of it is spilled per message. */
+    struct worker *w = conn_worker(c);
+    uint8_t *p = buf, *end = buf + len;
 
     /* Any input is a sign of life: the idle clock restarts, and an idle
      * ping counts as answered. */
@@ -396,15 +411,15 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
     c->flags &= ~CF_PING_OUT;
     /* A connection due to fail (CF_SLOW_*) reads nothing more, as if it
      * had failed already. */
-    while (off < len && conn_ws_reading(c) &&
+    while (p < end && conn_ws_reading(c) &&
            !(c->flags & (CF_TEARDOWN | CF_SLOW_1008 | CF_SLOW_1013 | CF_ENGINE_WAIT))) {
         struct ws_event ev;
-        off += ws_decode(&c->dec, buf + off, len - off, &ev, max_message);
+        p += ws_decode(&c->dec, p, (size_t)(end - p), &ev, w->ws_max_message);
         switch ((enum ws_event_type)ev.type) {
         case WS_EV_NEED_MORE:
             return;
         case WS_EV_DATA:
-            conn_ws_data(c, &ev, buf + len);
+            conn_ws_data(w, c, &ev, end);
             break;
         case WS_EV_CONTROL:
             conn_ws_control(c, &ev);
@@ -420,8 +435,8 @@ void conn_ws_input(struct ringws_conn *c, uint8_t *buf, size_t len)
         }
     }
     /* The loop stops early only for a reason in c's state or flags. */
-    if (__builtin_expect(off < len, 0) && (c->flags & CF_ENGINE_WAIT))
-        conn_ws_input_wait(c, buf + off, len - off);
+    if (__builtin_expect(p < end, 0) && (c->flags & CF_ENGINE_WAIT))
+        conn_ws_input_wait(c, p, (size_t)(end - p));
 }
 
 /* ---- the connection's events ------------------------------------------- */
@@ -590,7 +605,6 @@ static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void 
 int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t len)
 {
     struct worker *w = conn_worker(c);
-    const struct ringws_config *cfg = &w->srv->cfg;
 
     if (op != RINGWS_TEXT && op != RINGWS_BINARY)
         return -EINVAL;
@@ -598,8 +612,12 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -EPIPE;
     if (op == RINGWS_TEXT && !utf8_valid(data, len))
         return -EINVAL;
-    /* An empty queue takes any message: the cap bounds what piles up. */
-    if (c->out_bytes && c->out_bytes + len > cfg->max_send_queue) {
+    /* An empty queue takes any message: the cap bounds what piles up.  The
+     * configuration is read only then: a send keeps one register (w) for
+     * after its queueing, not two. */
+    if (c->out_bytes && c->out_bytes + len > w->srv->cfg.max_send_queue) {
+        const struct ringws_config *cfg = &w->srv->cfg;
+
         STAT_ADD(w, send_queue_overflows, 1);
         if (cfg->overflow == RINGWS_OVERFLOW_DROP) {
             STAT_ADD(w, messages_dropped, 1);
@@ -613,7 +631,7 @@ int ringws_send(ringws_conn *c, enum ringws_opcode op, const void *data, size_t 
         return -ENOBUFS;
     }
     int r = c->flags & CF_DEFLATE ? conn_ws_send_deflated(c, (unsigned)op, data, len)
-                                   : conn_ws_frame(c, WS_FIN | (unsigned)op, data, len);
+                                   : conn_ws_frame_on(w, c, WS_FIN | (unsigned)op, data, len);
     STAT_ADD(w, messages_sent, r == 0);
     return r;
 }

@@ -562,8 +562,9 @@ static inline uint64_t worker_tick(const struct worker *w)
  * proxy's address and is not used). */
 void conn_accepted(struct worker *w, bool sealed, bool proxied, int fd,
                    const struct sockaddr *peer, socklen_t peer_len);
-void conn_on_recv(struct loop_conn *lc, uint8_t *p, int res, bool ended);
-void conn_on_send(struct loop_conn *lc, int res);
+/* ctx: the connection's worker (the loop's). */
+void conn_on_recv(void *ctx, struct loop_conn *lc, uint8_t *p, int res, bool ended);
+void conn_on_send(void *ctx, struct loop_conn *lc, int res);
 void conn_on_shutdown(struct loop_conn *lc, int res);
 void conn_on_timer(struct timer_node *n);
 /* A record's number in its worker (its slab's place, then its own): what
@@ -620,8 +621,15 @@ void conn_wire_want(struct ringws_conn *c, bool want);
 
 /* ---- conn.c: used by conn_http.c and conn_ws.c ------------------------- */
 
-int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
-               const void *b, size_t blen);
+/* Queues a then b as one chunk.  conn_queue_on: for a caller that has
+ * the connection's worker at hand (an echo's send), no lookup. */
+int conn_queue_on(struct worker *w, struct ringws_conn *c, const void *a, size_t alen,
+                  const void *b, size_t blen);
+static inline int conn_queue(struct ringws_conn *c, const void *a, size_t alen,
+                             const void *b, size_t blen)
+{
+    return conn_queue_on(conn_worker(c), c, a, alen, b, blen);
+}
 void conn_drain(struct ringws_conn *c);
 /* conn_drain once the closing handshake is complete: closes as soon as
  * the output is out. */

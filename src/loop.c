@@ -613,13 +613,13 @@ static void loop_on_recv(struct loop *l, struct loop_conn *lc, const struct io_u
         log_msg(LOG_LEVEL_DEBUG, "%s %u: %u receive buffers posted", l->name, l->id,
                 l->bufs.posted);
     if (cqe->res <= 0) {
-        l->h->received(lc, NULL, cqe->res, ended);
+        l->h->received(l->ctx, lc, NULL, cqe->res, ended);
         return;
     }
     bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     l->rx_period += (unsigned)cqe->res;
     p = bufring_take(&l->bufs, bid, (uint32_t)cqe->res);
-    l->h->received(lc, p, cqe->res, ended);
+    l->h->received(l->ctx, lc, p, cqe->res, ended);
     bufring_release(&l->bufs, bid, cqe->flags);
 }
 
@@ -683,7 +683,7 @@ static void loop_dispatch(struct loop *l, const struct io_uring_cqe *cqe)
         loop_on_recv(l, p, cqe, false);
         break;
     case UD_SEND:
-        l->h->sent(p, cqe->res);
+        l->h->sent(l->ctx, p, cqe->res);
         break;
     case UD_SHUTDOWN:
         l->h->shut(p, cqe->res);

@@ -47,9 +47,10 @@ struct loop_handlers {
     /* res > 0: res bytes at p, which the handler may change in place (the
      * buffer goes back to the kernel once it returns); 0: the peer's EOF;
      * < 0: -errno (-ENOBUFS: no buffer was free).  ended: the receive
-     * request is over, loop_recv arms the next. */
-    void (*received)(struct loop_conn *lc, uint8_t *p, int res, bool ended);
-    void (*sent)(struct loop_conn *lc, int res);
+     * request is over, loop_recv arms the next.  The two hottest handlers
+     * are handed ctx too: their user need not find it from lc. */
+    void (*received)(void *ctx, struct loop_conn *lc, uint8_t *p, int res, bool ended);
+    void (*sent)(void *ctx, struct loop_conn *lc, int res);
     void (*connected)(struct loop_conn *lc, int res);
     void (*shut)(struct loop_conn *lc, int res);
     void (*closed)(struct loop_conn *lc, int res);

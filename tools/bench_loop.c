@@ -726,7 +726,7 @@ static void loop_conn_settle(struct bench_conn *c)
         loop_conn_finish(c->t, c);
 }
 
-static void loop_received(struct loop_conn *lc, uint8_t *p, int res, bool ended)
+static void loop_received(void *ctx, struct loop_conn *lc, uint8_t *p, int res, bool ended)
 {
     struct bench_conn *c = loop_conn_of(lc);
 
@@ -736,7 +736,7 @@ static void loop_received(struct loop_conn *lc, uint8_t *p, int res, bool ended)
     loop_conn_settle(c);
 }
 
-static void loop_sent(struct loop_conn *lc, int res)
+static void loop_sent(void *ctx, struct loop_conn *lc, int res)
 {
     struct bench_conn *c = loop_conn_of(lc);
 
