@@ -155,8 +155,14 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
         return 0;
     if (!(t = deflate_thread()))
         return -ENOMEM;
-    if (effort == DEFLATE_FAST && n <= DEFLATE_SHORT_MAX)
-        return deflate_compress_short(t, p, n, out);
+    if (effort == DEFLATE_FAST && n <= DEFLATE_SHORT_MAX) {
+        ssize_t r = deflate_compress_short(t, p, n, out);
+
+        /* Fixed codes gain only through repeats: a text of a small
+         * alphabet without them shrinks only with a code built for it. */
+        if (r != 0)
+            return r;
+    }
     if (!t->comp[effort] && !(t->comp[effort] = libdeflate_alloc_compressor(deflate_levels[effort])))
         return -ENOMEM;
     /* Only a result smaller than the message is any use: n - 1 bytes of
