@@ -361,8 +361,11 @@ static bool conn_http_busy(const struct ringws_conn *c)
     return max && w->handshaking + w->accept_n > max;
 }
 
-/* The refusal as 503 with Retry-After; the connection closes after it. */
-static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_request *req)
+/* A refused upgrade as 503 with a Retry-After drawn over the reconnect
+ * window, so that the refused do not all come back at once; the
+ * connection closes after it. */
+static void conn_http_refuse(struct ringws_conn *c, const struct http_request *req,
+                             const char *why)
 {
     struct worker *w = conn_worker(c);
     unsigned span = (w->srv->cfg.reconnect_window_ms + 999) / 1000;
@@ -371,8 +374,13 @@ static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_reque
     if (span < ADMIT_RETRY_MIN_S)
         span = ADMIT_RETRY_MIN_S;
     snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", 1 + worker_random_below(w, span));
-    STAT_ADD(w, handshakes_refused_busy, 1);
-    conn_http_error(c, req, 503, "too many handshakes in progress", true, extra);
+    conn_http_error(c, req, 503, why, true, extra);
+}
+
+static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_request *req)
+{
+    STAT_ADD(conn_worker(c), handshakes_refused_busy, 1);
+    conn_http_refuse(c, req, "too many handshakes in progress");
 }
 
 /* The refusal as a WebSocket opened and closed at once with 1013 and its
@@ -434,6 +442,12 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
 
     if ((cfg->n_ws_paths || cfg->pubsub_path) && !conn_http_is_ws_path(cfg, req)) {
         conn_http_error(c, req, 404, "no WebSocket endpoint at this path", !req->keep_alive, NULL);
+        return;
+    }
+    /* A stop reaches the workers one by one: a client that lands on one
+     * that has not heard of it yet gets no WebSocket either. */
+    if (atomic_load(&srv->stop_requested)) {
+        conn_http_refuse(c, req, "server shutting down");
         return;
     }
     busy = conn_http_busy(c);
