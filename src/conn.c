@@ -290,12 +290,13 @@ static void chunk_cache_free(struct worker *w)
 
 static void conn_out_free(struct ringws_conn *c)
 {
+    struct worker *w = conn_worker(c);
     struct out_chunk *o = c->out_head;
 
-    STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)c->out_bytes);
+    STAT_ADD(w, send_queue_bytes, -(uint64_t)c->out_bytes);
     while (o) {
         struct out_chunk *next = o->next;
-        chunk_free(conn_worker(c), o);
+        chunk_free(w, o);
         o = next;
     }
     c->out_head = c->out_tail = NULL;
@@ -312,7 +313,7 @@ static void conn_free(struct ringws_conn *c)
         w->handshaking--;
     if (c->flags & CF_ADDR_COUNTED)
         atomic_fetch_sub(&w->srv->addr_counts[c->addr_slot], 1);
-    timer_cancel(&conn_worker(c)->wheel, &c->timer);
+    timer_cancel(&w->wheel, &c->timer);
     conn_auth_gone(c);
     pubsub_conn_gone(c); /* while the streams tell which subscriptions shared frames */
     conn_ws_takeover_detach(c);
@@ -569,6 +570,7 @@ int conn_queue_static(struct ringws_conn *c, const void *bytes, size_t len)
 
 void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark)
 {
+    struct worker *w = conn_worker(c);
     struct out_chunk *o = mark ? mark->next : c->out_head;
 
     if (mark)
@@ -579,8 +581,8 @@ void conn_out_rewind(struct ringws_conn *c, struct out_chunk *mark)
     while (o) {
         struct out_chunk *next = o->next;
         c->out_bytes -= o->len + chunk_overhead(o);
-        STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
-        chunk_free(conn_worker(c), o);
+        STAT_ADD(w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
+        chunk_free(w, o);
         o = next;
     }
 }
@@ -589,6 +591,7 @@ bool conn_drop_queued(struct ringws_conn *c,
                       bool (*match)(const struct out_chunk *o, const void *arg),
                       const void *arg, size_t room, size_t cap)
 {
+    struct worker *w = conn_worker(c);
     struct out_chunk *prev = NULL, *o = c->out_head;
     unsigned skip = c->out_inflight;
 
@@ -613,9 +616,9 @@ bool conn_drop_queued(struct ringws_conn *c,
         if (c->out_tail == o)
             c->out_tail = prev;
         c->out_bytes -= o->len + chunk_overhead(o);
-        STAT_ADD(conn_worker(c), send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
-        chunk_free(conn_worker(c), o);
-        STAT_ADD(conn_worker(c), fanout_dropped, 1);
+        STAT_ADD(w, send_queue_bytes, -(uint64_t)(o->len + chunk_overhead(o)));
+        chunk_free(w, o);
+        STAT_ADD(w, fanout_dropped, 1);
         o = next;
     }
     return c->out_bytes + room <= cap;
@@ -1077,12 +1080,14 @@ void conn_flush_all(struct worker *w)
 
 void conn_set_deadline(struct ringws_conn *c, unsigned ms)
 {
+    struct worker *w = conn_worker(c);
+
     if (!ms) {
-        timer_cancel(&conn_worker(c)->wheel, &c->timer);
+        timer_cancel(&w->wheel, &c->timer);
         return;
     }
-    timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
-              worker_tick(conn_worker(c)) + timer_ms_to_ticks(ms));
+    timer_arm(&w->wheel, &c->timer, conn_number(c),
+              worker_tick(w) + timer_ms_to_ticks(ms));
 }
 
 void conn_on_timer(struct timer_node *n)
@@ -1172,11 +1177,12 @@ static void conn_addr_hold(struct ringws_conn *c, uint16_t slot, bool counted)
 
 bool conn_peer_known(struct ringws_conn *c, const struct sockaddr *peer, socklen_t len)
 {
+    struct worker *w = conn_worker(c);
     uint16_t slot = 0;
     bool counted;
 
-    if (!conn_addr_take(conn_worker(c)->srv, peer, len, &slot, &counted)) {
-        STAT_ADD(conn_worker(c), refused_per_address, 1);
+    if (!conn_addr_take(w->srv, peer, len, &slot, &counted)) {
+        STAT_ADD(w, refused_per_address, 1);
         return false;
     }
     conn_addr_hold(c, slot, counted);

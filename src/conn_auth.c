@@ -109,18 +109,19 @@ enum ringws_auth_failure conn_auth_from_request(struct ringws_conn *c,
                                                 const struct http_request *req, bool upgrade,
                                                 struct ringws_token_claims **claims)
 {
+    struct worker *w = conn_worker(c);
     const char *tok;
     size_t len;
-    bool found = upgrade ? conn_auth_find(&conn_worker(c)->srv->cfg, req, &tok, &len)
+    bool found = upgrade ? conn_auth_find(&w->srv->cfg, req, &tok, &len)
                          : conn_auth_bearer(req, &tok, &len);
     enum ringws_auth_failure r;
 
     *claims = NULL;
     if (!found)
         return RINGWS_AUTH_MISSING;
-    r = conn_auth_verify(conn_worker(c), tok, len, claims);
+    r = conn_auth_verify(w, tok, len, claims);
     if (r != RINGWS_AUTH_OK)
-        conn_auth_refused(conn_worker(c), r, upgrade ? "upgrade" : "publish", NULL);
+        conn_auth_refused(w, r, upgrade ? "upgrade" : "publish", NULL);
     return r;
 }
 
@@ -153,7 +154,8 @@ const struct ringws_token_claims *ringws_conn_token(const ringws_conn *c)
 
 bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
     const struct ringws_token_claims *claims = conn_auth_claims(c);
     const struct ringws_topic_rule *rule;
 
@@ -163,7 +165,7 @@ bool conn_auth_publish_ok(struct ringws_conn *c, const char *topic, size_t len)
     }
     if (claims && token_covers(claims->publish, claims->n_publish, topic, len))
         return true;
-    conn_auth_refused(conn_worker(c), claims ? RINGWS_AUTH_PUBLISH_DENIED : RINGWS_AUTH_MISSING,
+    conn_auth_refused(w, claims ? RINGWS_AUTH_PUBLISH_DENIED : RINGWS_AUTH_MISSING,
                       "publish", claims ? claims->sub : NULL);
     return false;
 }
@@ -289,15 +291,16 @@ static void conn_auth_refresh_fail(struct ringws_conn *c, enum ringws_auth_failu
 
 void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
 {
+    struct worker *w = conn_worker(c);
     struct conn_auth *a = c->cold ? c->cold->auth : NULL;
     struct ringws_token_claims *claims = NULL;
     enum ringws_auth_failure r;
 
-    if (!conn_worker(c)->srv->cfg.n_token_keys) {
+    if (!w->srv->cfg.n_token_keys) {
         conn_ws_close_why(c, WS_CLOSE_POLICY, "no token keys", true);
         return;
     }
-    r = conn_auth_verify(conn_worker(c), tok, len, &claims);
+    r = conn_auth_verify(w, tok, len, &claims);
     if (r == RINGWS_AUTH_OK && a && strcmp(a->claims->sub, claims->sub) != 0)
         r = RINGWS_AUTH_SUBJECT_CHANGED;
     if (r == RINGWS_AUTH_OK && !conn_auth_subs_ok(c, claims))
@@ -316,7 +319,7 @@ void conn_auth_refresh(struct ringws_conn *c, const char *tok, size_t len)
     } else {
         free(a->claims);
         a->claims = claims;
-        conn_auth_arm(conn_worker(c), a);
+        conn_auth_arm(w, a);
     }
     if ((c->flags & CF_ENVELOPE) &&
         conn_ws_pubsub_notice(c, "authed %" PRId64, a->claims->exp) < 0)

@@ -80,6 +80,7 @@ static void conn_http_answer(struct ringws_conn *c, const struct http_request *r
                              int status, const char *ctype, const void *body,
                              size_t body_len, bool body_static, bool close, const char *extra)
 {
+    struct worker *w = conn_worker(c);
     char head[HEAD_MAX];
     struct http_response_head h = {
         .status = status,
@@ -93,9 +94,9 @@ static void conn_http_answer(struct ringws_conn *c, const struct http_request *r
     bool head_only = status == 304 || (req && str_is(req->method, req->method_len, "HEAD"));
     size_t n = http_response_write_head(head, sizeof(head), &h);
 
-    if (c->out_bytes > conn_worker(c)->srv->cfg.max_send_queue) {
+    if (c->out_bytes > w->srv->cfg.max_send_queue) {
         /* Pipelined requests from a client that reads no responses. */
-        STAT_ADD(conn_worker(c), send_queue_overflows, 1);
+        STAT_ADD(w, send_queue_overflows, 1);
         conn_abort(c);
         return;
     }
@@ -104,12 +105,12 @@ static void conn_http_answer(struct ringws_conn *c, const struct http_request *r
          * answer is refused whole rather than cut short.  The 500's own
          * head is small. */
         log_msg(LOG_LEVEL_DEBUG, "worker %u: response head over %u bytes refused",
-                conn_worker(c)->id, (unsigned)sizeof(head));
+                w->id, (unsigned)sizeof(head));
         conn_http_error(c, req, 500, "response header too long", close, NULL);
         return;
     }
-    if (req && conn_http_is_handshake(&conn_worker(c)->srv->cfg, req))
-        metrics_count_handshake(conn_worker(c), status);
+    if (req && conn_http_is_handshake(&w->srv->cfg, req))
+        metrics_count_handshake(w, status);
     if (head_only)
         body_len = 0;
     if (conn_queue(c, head, n, body, body_static ? 0 : body_len) < 0 ||
@@ -316,7 +317,8 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
                             const char *topics, size_t topics_len,
                             struct ringws_token_claims **claims)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
     enum ringws_auth_failure r;
 
     *claims = NULL;
@@ -326,7 +328,7 @@ static bool conn_http_token(struct ringws_conn *c, const struct http_request *re
     if (r == RINGWS_AUTH_MISSING && !(pubsub && cfg->require_token))
         return true;
     if (r == RINGWS_AUTH_MISSING)
-        conn_auth_refused(conn_worker(c), r, "upgrade", NULL);
+        conn_auth_refused(w, r, "upgrade", NULL);
     if (r != RINGWS_AUTH_OK) {
         conn_http_token_refused(c, req, r);
         return false;
@@ -388,6 +390,7 @@ static void conn_http_refuse_busy(struct ringws_conn *c, const struct http_reque
  * no subscription is made, nothing is compressed. */
 static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_result *hs)
 {
+    struct worker *w = conn_worker(c);
     char head[HEAD_MAX];
     size_t n;
 
@@ -397,11 +400,11 @@ static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_resul
         conn_abort(c);
         return;
     }
-    STAT_ADD(conn_worker(c), handshakes_refused_busy, 1);
-    metrics_count_handshake(conn_worker(c), 101);
+    STAT_ADD(w, handshakes_refused_busy, 1);
+    metrics_count_handshake(w, 101);
     conn_state_set(c, CONN_WS);
     ws_decoder_init(&c->dec);
-    c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c));
+    c->last_rx_tick = (uint32_t)worker_tick(w);
     conn_ws_close_why(c, WS_CLOSE_TRY_AGAIN, "too many handshakes in progress", false);
 }
 
@@ -411,24 +414,26 @@ static void conn_http_open_busy(struct ringws_conn *c, struct ws_handshake_resul
 static int conn_http_validate(struct ringws_conn *c, const struct http_request *req,
                               struct ws_handshake_result *hs)
 {
-    struct ringws_server *srv = conn_worker(c)->srv;
+    struct worker *w = conn_worker(c);
+    struct ringws_server *srv = w->srv;
     struct ws_handshake_policy policy = srv->policy;
     int takeover = policy.deflate && srv->cfg.n_deflate_takeover_paths
-                       ? conn_ws_takeover_allowed(conn_worker(c), req->path, req->path_len)
+                       ? conn_ws_takeover_allowed(w, req->path, req->path_len)
                        : 0;
 
     if (takeover > 0)
         policy.takeover_bits = (uint8_t)srv->cfg.deflate_takeover_window_bits;
     ws_handshake_validate(req, &policy, hs);
     if (takeover < 0 && hs->status == 101 && hs->deflate)
-        STAT_ADD(conn_worker(c), deflate_takeover_refused, 1);
+        STAT_ADD(w, deflate_takeover_refused, 1);
     return hs->status;
 }
 
 static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *req,
                               struct ringws_request *view)
 {
-    struct ringws_server *srv = conn_worker(c)->srv;
+    struct worker *w = conn_worker(c);
+    struct ringws_server *srv = w->srv;
     const struct ringws_config *cfg = &srv->cfg;
     struct ws_handshake_result hs;
     char head[HEAD_MAX];
@@ -518,7 +523,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
         conn_abort(c);
         return;
     }
-    metrics_count_handshake(conn_worker(c), 101);
+    metrics_count_handshake(w, 101);
     conn_state_set(c, CONN_WS);
     for (size_t i = 0; hs.subprotocol && i < cfg->n_subprotocols; i++)
         if (cfg->subprotocols[i] == hs.subprotocol)
@@ -526,7 +531,7 @@ static void conn_http_upgrade(struct ringws_conn *c, const struct http_request *
     c->flags |= CF_OPENED;
     ws_decoder_init(&c->dec);
     c->dec.deflate = hs.deflate;
-    c->last_rx_tick = (uint32_t)worker_tick(conn_worker(c)); /* the idle clock starts here */
+    c->last_rx_tick = (uint32_t)worker_tick(w); /* the idle clock starts here */
     conn_set_deadline(c, cfg->idle_timeout_ms);
     if (pubsub)
         c->flags |= CF_PUBSUB;
@@ -582,10 +587,11 @@ static void conn_http_metrics_history(struct text_buf *body, struct ringws_serve
 static void conn_http_metrics(struct ringws_conn *c, const struct http_request *req,
                               bool close)
 {
+    struct worker *w = conn_worker(c);
     struct ringws_stats st;
     struct text_buf body = {0};
 
-    ringws_server_stats(conn_worker(c)->srv, &st);
+    ringws_server_stats(w->srv, &st);
     /* Rows of one name follow each other: its HELP and TYPE lines go
      * before the first; label is NULL or what goes between the braces. */
     const struct {
@@ -622,8 +628,8 @@ static void conn_http_metrics(struct ringws_conn *c, const struct http_request *
         metrics_write_sample(&body, rows[i].name, rows[i].label, rows[i].value);
     }
     conn_http_metrics_auth(&body, &st);
-    conn_http_metrics_history(&body, conn_worker(c)->srv);
-    metrics_write_server(&body, conn_worker(c)->srv);
+    conn_http_metrics_history(&body, w->srv);
+    metrics_write_server(&body, w->srv);
     if (body.err)
         conn_http_error(c, req, 503, "out of memory", close, NULL);
     else
@@ -805,12 +811,13 @@ static void conn_http_publish_done(void *arg, int err, uint64_t recipients,
 static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_request *req,
                                       const char *topic, size_t topic_len, bool read)
 {
+    struct worker *w = conn_worker(c);
     struct ringws_token_claims *claims;
     enum ringws_auth_failure r = conn_auth_from_request(c, req, false, &claims);
     bool covered;
 
     if (r == RINGWS_AUTH_MISSING)
-        conn_auth_refused(conn_worker(c), r, "publish", NULL);
+        conn_auth_refused(w, r, "publish", NULL);
     if (r != RINGWS_AUTH_OK) {
         conn_http_token_refused(c, req, r);
         return false;
@@ -818,7 +825,7 @@ static bool conn_http_publish_claimed(struct ringws_conn *c, const struct http_r
     covered = read ? token_covers(claims->topics, claims->n_topics, topic, topic_len)
                    : token_covers(claims->publish, claims->n_publish, topic, topic_len);
     if (!covered) {
-        conn_auth_refused(conn_worker(c),
+        conn_auth_refused(w,
                           read ? RINGWS_AUTH_TOPIC_DENIED : RINGWS_AUTH_PUBLISH_DENIED,
                           read ? "history" : "publish", claims->sub);
         conn_http_error(c, req, 403, read ? "topic outside the token's topics claim"
@@ -995,10 +1002,11 @@ static void conn_http_history(struct ringws_conn *c, const struct http_request *
 static void conn_http_request(struct ringws_conn *c, const struct http_request *req,
                               const uint8_t *body, size_t body_len)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
     struct ringws_request view;
 
-    conn_http_view(conn_worker(c), req, body, body_len, &view);
+    conn_http_view(w, req, body, body_len, &view);
     /* The next request of a keep-alive connection gets a fresh allowance. */
     conn_set_deadline(c, cfg->handshake_timeout_ms);
     if (ws_handshake_requested(req))
@@ -1035,11 +1043,12 @@ static void conn_http_chunked(struct ringws_conn *c, struct http_request *req)
  * answers it as unavailable. */
 static bool conn_http_engine_wait(struct ringws_conn *c, const struct http_request *req)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
     const char *list;
     size_t len;
 
-    if (!conn_worker(c)->srv->engine->prepare)
+    if (!w->srv->engine->prepare)
         return false;
     if (conn_http_is_history(cfg, req)) {
         list = req->path + sizeof(HISTORY_PREFIX) - 1;
@@ -1076,7 +1085,8 @@ void conn_http_engine_ready(struct ringws_conn *c)
 static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len,
                                  size_t seen, uint32_t *seen_out)
 {
-    const struct ringws_server *srv = conn_worker(c)->srv;
+    struct worker *w = conn_worker(c);
+    const struct ringws_server *srv = w->srv;
     size_t off = 0;
 
     *seen_out = 0;
@@ -1090,14 +1100,14 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
             return off;
         }
         int r = http_parse_request((const char *)buf + off, len - off, off ? 0 : seen,
-                                   &srv->limits, &req, conn_worker(c)->hdrs);
+                                   &srv->limits, &req, w->hdrs);
         if (r == HTTP_PARSE_INCOMPLETE) {
             *seen_out = (uint32_t)(len - off);
             return off;
         }
         if (r == HTTP_PARSE_ERROR) {
             if (conn_http_is_handshake(&srv->cfg, &req))
-                metrics_count_handshake(conn_worker(c), http_error_status(req.error));
+                metrics_count_handshake(w, http_error_status(req.error));
             conn_http_error(c, NULL, http_error_status(req.error), req.error_reason, true, NULL);
             return len;
         }
@@ -1131,6 +1141,7 @@ static size_t conn_http_requests(struct ringws_conn *c, uint8_t *buf, size_t len
  * parsed. */
 static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, size_t n)
 {
+    struct worker *w = conn_worker(c);
     uint32_t seen = conn_held(c)->req_seen;
     struct conn_pend held = conn_held_take(c);
     size_t used = conn_http_requests(c, held.buf, held.len, seen, &seen);
@@ -1139,7 +1150,7 @@ static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, si
         memmove(held.buf, held.buf + used, held.len - used);
         held.len -= (uint32_t)used;
         if (conn_held_put(c, held) < 0) {
-            conn_pend_free(conn_worker(c), &held);
+            conn_pend_free(w, &held);
             conn_abort(c);
             return used;
         }
@@ -1152,7 +1163,7 @@ static size_t conn_http_input_held(struct ringws_conn *c, const uint8_t *buf, si
             conn_ws_input(c, (uint8_t *)buf, n);
     }
     /* Between requests a keep-alive connection holds no buffer. */
-    conn_pend_free(conn_worker(c), &held);
+    conn_pend_free(w, &held);
     return used;
 }
 

@@ -71,7 +71,8 @@ void conn_ws_close(struct ringws_conn *c, uint16_t code, const char *reason,
  * admission, an engine gone) do not all return in the same millisecond. */
 static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char *why, bool fail)
 {
-    unsigned window = conn_worker(c)->srv->cfg.reconnect_window_ms;
+    struct worker *w = conn_worker(c);
+    unsigned window = w->srv->cfg.reconnect_window_ms;
     char reason[WS_MAX_CONTROL_PAYLOAD - 2 + 1];
     int n;
 
@@ -80,7 +81,7 @@ static void conn_ws_close_hint(struct ringws_conn *c, uint16_t code, const char 
         return;
     }
     n = snprintf(reason, sizeof(reason), "%s; retry after %u ms", why,
-                 worker_random_below(conn_worker(c), window));
+                 worker_random_below(w, window));
     conn_ws_close(c, code, reason, (size_t)n < sizeof(reason) ? (size_t)n : sizeof(reason) - 1,
                   fail);
 }
@@ -108,18 +109,19 @@ static void conn_ws_ping(struct ringws_conn *c)
  * deadline): it re-arms for whatever is still ahead. */
 static void conn_ws_idle_expired(struct ringws_conn *c)
 {
-    unsigned idle_ms = conn_worker(c)->srv->cfg.idle_timeout_ms;
+    struct worker *w = conn_worker(c);
+    unsigned idle_ms = w->srv->cfg.idle_timeout_ms;
     uint64_t due = timer_ms_to_ticks(idle_ms) * (c->flags & CF_PING_OUT ? 2 : 1);
-    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(conn_worker(c)) - c->last_rx_tick);
+    uint64_t quiet = (uint32_t)((uint32_t)worker_tick(w) - c->last_rx_tick);
 
     if (quiet < due) {
         /* Traffic came since the deadline was set, or it is not yet due. */
-        timer_arm(&conn_worker(c)->wheel, &c->timer, conn_number(c),
-                  worker_tick(conn_worker(c)) + (due - quiet));
+        timer_arm(&w->wheel, &c->timer, conn_number(c),
+                  worker_tick(w) + (due - quiet));
         return;
     }
     if (c->flags & CF_PING_OUT) {
-        log_msg(LOG_LEVEL_DEBUG, "worker %u: peer silent after ping, dropping", conn_worker(c)->id);
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: peer silent after ping, dropping", w->id);
         conn_abort(c);
         return;
     }
@@ -140,8 +142,9 @@ static bool conn_ws_msg_timed(const struct ringws_conn *c)
  * stall is paid for by what it sent before. */
 static uint64_t conn_ws_msg_deadline(const struct ringws_conn *c)
 {
-    const struct ringws_config *cfg = &conn_worker(c)->srv->cfg;
-    uint64_t now = worker_tick(conn_worker(c));
+    struct worker *w = conn_worker(c);
+    const struct ringws_config *cfg = &w->srv->cfg;
+    uint64_t now = worker_tick(w);
     const struct conn_held *h = conn_held(c);
     uint64_t start = now - (uint32_t)((uint32_t)now - h->msg_tick);
     uint64_t ms = cfg->message_grace_ms + (uint64_t)h->msg.len * 1000 / cfg->min_message_rate;
@@ -172,12 +175,14 @@ static void conn_ws_msg_started(struct ringws_conn *c)
  * connection; otherwise the idle ping or drop, and the timer re-armed. */
 static void conn_ws_expired(struct ringws_conn *c)
 {
-    if (conn_ws_msg_timed(c) && worker_tick(conn_worker(c)) >= conn_ws_msg_deadline(c)) {
-        STAT_ADD(conn_worker(c), messages_too_slow, 1);
+    struct worker *w = conn_worker(c);
+
+    if (conn_ws_msg_timed(c) && worker_tick(w) >= conn_ws_msg_deadline(c)) {
+        STAT_ADD(w, messages_too_slow, 1);
         conn_ws_close_why(c, WS_CLOSE_POLICY, "message too slow", true);
         return;
     }
-    if (conn_worker(c)->srv->cfg.idle_timeout_ms)
+    if (w->srv->cfg.idle_timeout_ms)
         conn_ws_idle_expired(c);
     conn_ws_msg_watch(c);
 }
@@ -245,14 +250,15 @@ __attribute__((noinline))
 static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_t n,
                             size_t room)
 {
+    struct worker *w = conn_worker(c);
     struct deflate_takeover *t = conn_takeover(c);
-    size_t max = conn_worker(c)->srv->cfg.max_message, len;
+    size_t max = w->srv->cfg.max_message, len;
     const uint8_t *msg;
     int r = t && deflate_takeover_rx_bits(t) ? deflate_takeover_inflate(t, p, n, max, &msg, &len)
                                              : deflate_inflate(p, n, room, max, &msg, &len);
 
     op &= (uint8_t)~WS_MSG_DEFLATED;
-    STAT_ADD(conn_worker(c), deflate_inflated, 1);
+    STAT_ADD(w, deflate_inflated, 1);
     if (r == -EMSGSIZE)
         conn_ws_close_why(c, WS_CLOSE_TOO_BIG, "message too big", true);
     else if (r == -EINVAL)
@@ -262,7 +268,7 @@ static void conn_ws_inflate(struct ringws_conn *c, uint8_t op, uint8_t *p, size_
     else if (op == WS_OP_TEXT && !utf8_valid(msg, len))
         conn_ws_close_why(c, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8", true);
     else
-        conn_ws_deliver_plain(conn_worker(c), c, op, msg, len);
+        conn_ws_deliver_plain(w, c, op, msg, len);
     deflate_trim();
     if (r == 0)
         conn_ws_inflate_spent(c, len);
@@ -341,6 +347,7 @@ static void conn_ws_on_close_frame(struct ringws_conn *c, const uint8_t *p, size
 
 static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
 {
+    struct worker *w = conn_worker(c);
     const uint8_t *p = ev->data;
     size_t n = ev->len;
 
@@ -368,9 +375,9 @@ static void conn_ws_control(struct ringws_conn *c, const struct ws_event *ev)
     case WS_OP_PING:
         if (c->state != CONN_WS)
             break;
-        if (c->out_bytes + n > conn_worker(c)->srv->cfg.max_send_queue) {
+        if (c->out_bytes + n > w->srv->cfg.max_send_queue) {
             /* A ping flood from a peer that reads none of the pongs. */
-            STAT_ADD(conn_worker(c), send_queue_overflows, 1);
+            STAT_ADD(w, send_queue_overflows, 1);
             conn_ws_close_why(c, WS_CLOSE_POLICY, "send queue full", true);
         } else if (conn_ws_frame(c, WS_FIN | WS_OP_PONG, p, n) < 0) {
             conn_abort(c);
@@ -510,18 +517,19 @@ int conn_ws_takeover_allowed(struct worker *w, const char *path, size_t path_len
 
 int conn_ws_takeover_attach(struct ringws_conn *c, const struct ws_pmd_agreed *a)
 {
+    struct worker *w = conn_worker(c);
     struct deflate_takeover *t;
 
     if (!conn_cold_get(c))
         return -ENOMEM;
     t = deflate_takeover_new(a->server_bits, a->client_bits,
-                             &conn_worker(c)->stats.deflate_takeover_bytes);
+                             &w->stats.deflate_takeover_bytes);
     if (!t) {
         conn_cold_trim(c);
         return -ENOMEM;
     }
     c->cold->pmd = t;
-    conn_worker(c)->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
+    w->takeover_reserved += deflate_takeover_worst(a->server_bits, a->client_bits);
     return 0;
 }
 
@@ -541,14 +549,15 @@ void conn_ws_takeover_detach(struct ringws_conn *c)
 int conn_ws_queue_takeover(struct ringws_conn *c, unsigned op, const struct iovec *iov,
                            unsigned n)
 {
+    struct worker *w = conn_worker(c);
     const uint8_t *z;
     ssize_t zn = deflate_takeover_compress(conn_takeover(c), iov, n, &z);
 
     if (zn >= 0) {
-        atomic_fetch_add_explicit(&conn_worker(c)->stats.deflate_compressed, 1,
+        atomic_fetch_add_explicit(&w->stats.deflate_compressed, 1,
                                   memory_order_relaxed);
         if (conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn) == 0) {
-            STAT_ADD(conn_worker(c), deflate_sent, 1);
+            STAT_ADD(w, deflate_sent, 1);
             return 0;
         }
         /* Compressed through the stream: the peer's window must see it,
@@ -587,6 +596,7 @@ __attribute__((noinline))
 static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void *data,
                                  size_t len)
 {
+    struct worker *w = conn_worker(c);
     const uint8_t *z;
     struct deflate_takeover *t = conn_takeover(c);
     ssize_t zn;
@@ -597,8 +607,8 @@ static int conn_ws_send_deflated(struct ringws_conn *c, unsigned op, const void 
 
     if (zn <= 0) /* it would not shrink, or no memory: plain is as good */
         return conn_ws_frame(c, WS_FIN | op, data, len);
-    atomic_fetch_add_explicit(&conn_worker(c)->stats.deflate_compressed, 1, memory_order_relaxed);
-    STAT_ADD(conn_worker(c), deflate_sent, 1);
+    atomic_fetch_add_explicit(&w->stats.deflate_compressed, 1, memory_order_relaxed);
+    STAT_ADD(w, deflate_sent, 1);
     return conn_ws_frame(c, WS_FIN | WS_RSV1 | op, z, (size_t)zn);
 }
 

@@ -53,8 +53,10 @@ static int conn_ws_pubsub_hold(struct ringws_conn *c, const uint8_t *cmd, size_t
  * sending while its command waits is failed rather than buffered. */
 int conn_ws_pubsub_keep(struct ringws_conn *c, const uint8_t *p, size_t n)
 {
-    return conn_pend_store(conn_worker(c), &c->cold->wait->rest, p, n,
-                           conn_worker(c)->srv->cfg.max_message + WS_MAX_SERVER_HEADER + 4);
+    struct worker *w = conn_worker(c);
+
+    return conn_pend_store(w, &c->cold->wait->rest, p, n,
+                           w->srv->cfg.max_message + WS_MAX_SERVER_HEADER + 4);
 }
 
 /* Takes the connection at i off its worker's list of those held for the
@@ -105,17 +107,18 @@ void conn_ws_turn(struct worker *w)
 
 void conn_ws_pubsub_wait_free(struct ringws_conn *c)
 {
+    struct worker *w = conn_worker(c);
     struct conn_wait *wt = c->cold->wait;
 
     if (!wt)
         return;
-    for (unsigned i = 0; wt->turn && i < conn_worker(c)->n_turn_held; i++)
-        if (conn_worker(c)->turn_held[i] == c) {
-            conn_ws_turn_remove(conn_worker(c), i);
+    for (unsigned i = 0; wt->turn && i < w->n_turn_held; i++)
+        if (w->turn_held[i] == c) {
+            conn_ws_turn_remove(w, i);
             break;
         }
     c->cold->wait = NULL;
-    conn_pend_release(conn_worker(c), &wt->rest);
+    conn_pend_release(w, &wt->rest);
     free(wt);
 }
 
@@ -235,8 +238,9 @@ static void conn_ws_pubsub_published(void *arg, int err, uint64_t recipients,
 
 static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cmd *cmd)
 {
+    struct worker *w = conn_worker(c);
     struct pub_pos pos;
-    bool later = (c->flags & CF_ENVELOPE) && conn_worker(c)->srv->engine->prepare;
+    bool later = (c->flags & CF_ENVELOPE) && w->srv->engine->prepare;
     int r;
 
     if (!conn_auth_publish_ok(c, cmd->arg, cmd->arg_len)) {
@@ -257,7 +261,7 @@ static void conn_ws_pubsub_publish(struct ringws_conn *c, const struct pubsub_cm
             return;
         }
     }
-    r = pubsub_publish_from(conn_worker(c), cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
+    r = pubsub_publish_from(w, cmd->arg, cmd->arg_len, cmd->payload, cmd->payload_len,
                             false, later ? conn_ws_pubsub_published : NULL, c, NULL, &pos);
     if (r == 1)
         return;

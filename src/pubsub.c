@@ -221,7 +221,8 @@ static void pubsub_start_release(struct sub_start *ss)
  * (its slot's own reference may be gone: one is taken again for it). */
 static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
 {
-    struct pub_slot *s = &m->slots[conn_worker(c)->id];
+    struct worker *w = conn_worker(c);
+    struct pub_slot *s = &m->slots[w->id];
     const struct pub_frame *f;
     bool fresh = s->local_refs == 0;
     struct iovec iov[2];
@@ -232,15 +233,15 @@ static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
         return r;
     if (r > 0) /* compressed for it alone: no share of the slot */
         return conn_ws_queue_takeover(c, op, iov, (unsigned)r);
-    if (!(f = pubsub_frame_for(conn_worker(c)->srv, m, pubsub_frame_flags(c))))
+    if (!(f = pubsub_frame_for(w->srv, m, pubsub_frame_flags(c))))
         return -ENOMEM;
     if (fresh) {
         atomic_fetch_add(&m->refs, 1);
         s->local_refs = 1;
     }
-    r = conn_queue_shared(conn_worker(c), c, s, f);
+    r = conn_queue_shared(w, c, s, f);
     if (r == 0)
-        STAT_ADD(conn_worker(c), send_queue_bytes, f->len + OUT_CHUNK_OVERHEAD);
+        STAT_ADD(w, send_queue_bytes, f->len + OUT_CHUNK_OVERHEAD);
     if (fresh)
         pubsub_slot_release(s);
     return r;
@@ -252,12 +253,13 @@ static int pubsub_queue_again(struct ringws_conn *c, struct pub_msg *m)
  * policy halfway. */
 static bool pubsub_replay_fits(struct ringws_conn *c, const struct sub_start *ss)
 {
-    size_t room = conn_worker(c)->srv->cfg.max_fanout_queue, need = 0;
+    struct worker *w = conn_worker(c);
+    size_t room = w->srv->cfg.max_fanout_queue, need = 0;
 
     for (uint64_t i = 0; i < ss->n_replay; i++) {
         const struct pub_frame *f =
             ss->replay[i]
-                ? pubsub_frame_for(conn_worker(c)->srv, ss->replay[i], pubsub_frame_flags(c))
+                ? pubsub_frame_for(w->srv, ss->replay[i], pubsub_frame_flags(c))
                 : NULL;
         if (!f)
             return false;
@@ -703,6 +705,7 @@ static inline bool pubsub_queue_to(struct worker *w, struct ringws_conn *c, stru
 __attribute__((noinline))
 static int pubsub_queue_own(struct ringws_conn *c, struct pub_slot *s, const struct topic *t)
 {
+    struct worker *w = conn_worker(c);
     struct iovec iov[2];
     unsigned op;
     int n = pubsub_own_pieces(c, s->msg, iov, &op);
@@ -710,12 +713,12 @@ static int pubsub_queue_own(struct ringws_conn *c, struct pub_slot *s, const str
     if (n == 0)
         return -1;
     if (n > 0 &&
-        !pubsub_room_for(conn_worker(c), c, s, t,
+        !pubsub_room_for(w, c, s, t,
                          iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0) + WS_MAX_SERVER_HEADER +
                              OUT_CHUNK_OVERHEAD))
         return 0;
     if (n < 0 || conn_ws_queue_takeover(c, op, iov, (unsigned)n) < 0) {
-        STAT_ADD(conn_worker(c), fanout_dropped, 1);
+        STAT_ADD(w, fanout_dropped, 1);
         return 0;
     }
     return 1;
@@ -1109,9 +1112,10 @@ int pubsub_publish_placed(struct worker *w, const char *topic, size_t topic_len,
 
 int pubsub_prepare(struct ringws_conn *c, const char *list, size_t len)
 {
-    const struct engine_ops *e = conn_worker(c)->srv->engine;
+    struct worker *w = conn_worker(c);
+    const struct engine_ops *e = w->srv->engine;
 
-    return e->prepare ? e->prepare(conn_worker(c), list, len, c) : 0;
+    return e->prepare ? e->prepare(w, list, len, c) : 0;
 }
 
 int ringws_publish(ringws_server *srv, const char *topic, const void *data, size_t len,

@@ -345,16 +345,17 @@ static void tls_defer_unlink(struct tls_worker *tw, struct tls_conn *t)
 /* The connection is freed: nothing of it is in the ring any more. */
 static void tls_release(struct ringws_conn *c)
 {
+    struct worker *w = conn_worker(c);
     struct tls_conn *t = tls_of(c);
 
     if (!t)
         return;
     if (t->flags & TLS_DEFERRED)
-        tls_defer_unlink(conn_worker(c)->tls, t);
+        tls_defer_unlink(w->tls, t);
     tls_hs_free(t->hs);
-    conn_pend_release(conn_worker(c), &t->held);
+    conn_pend_release(w, &t->held);
     OPENSSL_cleanse(&t->rec, sizeof(t->rec));
-    conn_pend_release(conn_worker(c), &t->defer);
+    conn_pend_release(w, &t->defer);
     free(t->flight);
     free(t->pend);
     free(t);
@@ -387,17 +388,18 @@ static void tls_answer_plain_http(struct tls_conn *t)
  * none for -1) goes out, nothing else does. */
 static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
 {
+    struct worker *w = conn_worker(c);
     unsigned long e = ERR_peek_error();
 
     if (t->flags & TLS_FAILED)
         return;
     t->flags |= TLS_FAILED;
-    STAT_ADD(conn_worker(c), tls_handshake_failures, 1);
+    STAT_ADD(w, tls_handshake_failures, 1);
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char why[200] = "";
         if (e)
             ERR_error_string_n(e, why, sizeof(why));
-        log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", conn_worker(c)->id, alert,
+        log_msg(LOG_LEVEL_DEBUG, "worker %u: TLS failed (alert %d) %s", w->id, alert,
                 why);
     }
     ERR_clear_error();
@@ -405,7 +407,7 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
         tls_answer_plain_http(t);
     if (!t->hs && alert >= 0) {
         uint8_t msg[2] = {2, (uint8_t)alert}; /* fatal */
-        tls_pend_record(conn_worker(c)->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
+        tls_pend_record(w->tls, t, TLS_CT_ALERT, msg, sizeof(msg));
     }
     conn_wire_fail(c, t->pend_len != 0);
 }
@@ -416,9 +418,10 @@ static void tls_fail(struct ringws_conn *c, struct tls_conn *t, int alert)
  * already, and stops reading meanwhile; false when there is no room. */
 static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *in, size_t n)
 {
-    struct tls_worker *tw = conn_worker(c)->tls;
+    struct worker *w = conn_worker(c);
+    struct tls_worker *tw = w->tls;
 
-    if (conn_pend_store(conn_worker(c), &t->defer, in, n, TLS_DEFER_MAX) < 0)
+    if (conn_pend_store(w, &t->defer, in, n, TLS_DEFER_MAX) < 0)
         return false;
     if (!(t->flags & TLS_DEFERRED)) {
         t->flags |= TLS_DEFERRED;
@@ -429,7 +432,7 @@ static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *
             tw->defer_head = t;
         tw->defer_tail = t;
         conn_wire_hold(c, true);
-        STAT_ADD(conn_worker(c), tls_handshakes_deferred, 1);
+        STAT_ADD(w, tls_handshakes_deferred, 1);
     }
     return true;
 }
@@ -440,20 +443,21 @@ static bool tls_defer(struct ringws_conn *c, struct tls_conn *t, const uint8_t *
  * let go.  false when that cannot be done (the connection then fails). */
 static bool tls_handshake_done(struct ringws_conn *c, struct tls_conn *t)
 {
+    struct worker *w = conn_worker(c);
     struct tls_hs *hs = t->hs;
     bool v13 = SSL_version(hs->ssl) == TLS1_3_VERSION;
     int ret;
 
     if (SSL_has_pending(hs->ssl))
         return false; /* OpenSSL read past the handshake: never without read-ahead */
-    ret = tls_record_from_ssl(&t->rec, conn_worker(c)->tls->cx, hs->ssl, &hs->secrets, v13 ? 0 : 1,
+    ret = tls_record_from_ssl(&t->rec, w->tls->cx, hs->ssl, &hs->secrets, v13 ? 0 : 1,
                               v13 ? hs->app_in_call : hs->after_ccs);
     if (ret < 0)
         return false;
     if (SSL_session_reused(hs->ssl))
-        STAT_ADD(conn_worker(c), tls_handshakes_resumed, 1);
+        STAT_ADD(w, tls_handshakes_resumed, 1);
     else
-        STAT_ADD(conn_worker(c), tls_handshakes_full, 1);
+        STAT_ADD(w, tls_handshakes_full, 1);
     tls_hs_free(hs);
     t->hs = NULL;
     return true;
