@@ -10,7 +10,8 @@
 // sync-flushed per message) to show what the stateless mode costs in ratio.
 // The short-message encoder (src/deflate_short.c) is measured beside them
 // on the same messages: what its fixed codes cost in bytes, for what they
-// save in set-up.
+// save in set-up; and the short-message decoder (src/inflate_short.c)
+// beside libdeflate's on the same streams.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -23,6 +24,7 @@
 
 extern "C" {
 #include "deflate_short.h"
+#include "inflate_short.h"
 }
 
 namespace {
@@ -76,6 +78,14 @@ std::vector<std::string> Transcript(unsigned n)
 void Sizes(benchmark::internal::Benchmark *b)
 {
     for (int64_t s : {100, 200, 1024, 4096})
+        b->Arg(s);
+}
+
+// Around the bound below which a payload goes to the short-message decoder
+// first (384 compressed bytes, about 1 KiB of these messages).
+void InflateSizes(benchmark::internal::Benchmark *b)
+{
+    for (int64_t s : {100, 200, 512, 1024, 1536, 2048, 4096})
         b->Arg(s);
 }
 
@@ -200,7 +210,31 @@ void BM_LibdeflateInflate(benchmark::State &state)
     state.SetBytesProcessed((int64_t)plain);
     libdeflate_free_decompressor(d);
 }
-BENCHMARK(BM_LibdeflateInflate)->Apply(Sizes);
+BENCHMARK(BM_LibdeflateInflate)->Apply(InflateSizes);
+
+// The short-message decoder on the same streams (what the server tries
+// first on a payload of up to 384 bytes, deflate.c).
+void BM_ShortInflate(benchmark::State &state)
+{
+    std::vector<std::vector<uint8_t>> in = CompressedAll((size_t)state.range(0));
+    std::vector<uint8_t> out(1 << 20);
+    struct inflate_short *d = inflate_short_new();
+    size_t i = 0, plain = 0;
+
+    for (auto _ : state) {
+        const std::vector<uint8_t> &z = in[i++ % in.size()];
+        ssize_t n = inflate_short(d, z.data(), z.size(), out.data(), out.size());
+
+        if (n < 0) {
+            state.SkipWithError("a stream was left to libdeflate");
+            break;
+        }
+        plain += (size_t)n;
+    }
+    state.SetBytesProcessed((int64_t)plain);
+    inflate_short_free(d);
+}
+BENCHMARK(BM_ShortInflate)->Apply(InflateSizes);
 
 void BM_ZlibInflate(benchmark::State &state)
 {

@@ -9,6 +9,7 @@
  * per-thread part is a few hundred KiB per worker, not per connection. */
 #include "deflate.h"
 #include "deflate_short.h"
+#include "inflate_short.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +29,12 @@ static const int deflate_levels[DEFLATE_EFFORTS] = {1, 6};
  * (bench/RESULTS.md, "A compressor for short messages"). */
 #define DEFLATE_SHORT_MAX 512
 
+/* Up to this many bytes of payload (and its tail) a received message is
+ * inflated by the short-message decoder first: as far as its cheaper
+ * set-up still outweighs libdeflate's faster loop (about 1 KiB of JSON
+ * inflated, bench/RESULTS.md "A decoder for short messages"). */
+#define DEFLATE_INFLATE_SHORT_MAX 384
+
 /* Appended to a received payload before inflating: the 00 00 ff ff that
  * RFC 7692 7.2.2 restores (ending a sync-flushed stream with an empty
  * stored block), then a final empty stored block, since libdeflate wants a
@@ -41,6 +48,7 @@ static const uint8_t deflate_tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00,
 struct deflate_thread {
     struct libdeflate_compressor *comp[DEFLATE_EFFORTS];
     struct deflate_short *short_enc;
+    struct inflate_short *short_dec;
     struct libdeflate_decompressor *decomp;
     uint8_t *in, *out; /* inflating: the input with its tail, the message */
     size_t in_cap, out_cap;
@@ -62,6 +70,7 @@ static void deflate_thread_free(void *arg)
         libdeflate_free_compressor(t->comp[i]);
     libdeflate_free_decompressor(t->decomp);
     free(t->short_enc);
+    inflate_short_free(t->short_dec);
     free(t->in);
     free(t->out);
     free(t->z);
@@ -176,10 +185,13 @@ ssize_t deflate_compress(const void *p, size_t n, enum deflate_effort effort,
 }
 
 /* Inflates in[0..n) (the payload and its tail) into the thread's output
- * scratch. */
+ * scratch: a short payload through the short-message decoder first, and
+ * whatever it leaves (invalid data included) through libdeflate, whose
+ * verdict stands. */
 static int deflate_inflate_tailed(struct deflate_thread *t, const uint8_t *in, size_t n,
                                   size_t max, const uint8_t **out, size_t *out_len)
 {
+    bool short_tried = n > DEFLATE_INFLATE_SHORT_MAX + sizeof(deflate_tail);
     size_t cap;
 
     /* Guess, then grow by 4: a bomb costs at most 4/3 of max in output
@@ -194,6 +206,16 @@ static int deflate_inflate_tailed(struct deflate_thread *t, const uint8_t *in, s
             cap = max;
         if (deflate_room(&t->out, &t->out_cap, cap ? cap : 1) < 0)
             return -ENOMEM;
+        if (!short_tried) {
+            ssize_t z = inflate_short(t->short_dec, in, n, t->out, cap);
+
+            short_tried = true;
+            if (z >= 0) {
+                *out = t->out;
+                *out_len = (size_t)z;
+                return 0;
+            }
+        }
         r = libdeflate_deflate_decompress(t->decomp, in, n, t->out, cap, out_len);
         if (r == LIBDEFLATE_SUCCESS) {
             *out = t->out;
@@ -216,7 +238,8 @@ int deflate_inflate(uint8_t *p, size_t n, size_t room, size_t max, const uint8_t
 
     if (!max) /* no limit: still one the size arithmetic cannot pass */
         max = SIZE_MAX / 8;
-    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())))
+    if (!t || (!t->decomp && !(t->decomp = libdeflate_alloc_decompressor())) ||
+        (!t->short_dec && !(t->short_dec = inflate_short_new())))
         return -ENOMEM;
     if (room >= sizeof(deflate_tail)) {
         memcpy(kept, p + n, sizeof(kept));

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.." || exit 1
 SECONDS_PER_TARGET=${1:-60}
 OUT=build-fuzz
 CC_FUZZ=${CC_FUZZ:-clang}
-TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token ws_ext engine deflate_short"}
+TARGETS=${FUZZ_TARGETS:-"http_parse handshake frame utf8 close pubsub tls_handshake tls_record proxy_proto token ws_ext engine deflate_short inflate_short"}
 CFLAGS_FUZZ="-g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Isrc -Iinclude
  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
@@ -45,6 +45,7 @@ modules() {
     ws_ext) echo "src/ws_ext.c src/http_parse.c" ;;
     engine) echo "src/engine_proto.c $PUBSUB_PROTO" ;;
     deflate_short) echo "src/deflate_short.c" ;;
+    inflate_short) echo "src/inflate_short.c" ;;
     esac
 }
 
@@ -55,6 +56,7 @@ libs() {
     tls_record) echo "-lssl -lcrypto" ;;
     token) echo "-lcrypto -ljansson" ;;
     deflate_short) echo "-lz" ;;
+    inflate_short) echo "-lz -ldeflate" ;;
     esac
 }
 
