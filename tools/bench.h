@@ -12,8 +12,9 @@
  * engine threads for their share of the connections.  Beside them: the
  * client side of the protocol (bench_wire.c), TLS under it for wss://
  * (bench_tls.c), the HTTP publisher (bench_publish.c), the latency
- * histogram (bench_hist.c), /proc readings (bench_proc.c) and the text or
- * JSON report (bench_report.c). */
+ * histogram (bench_hist.c), /proc readings (bench_proc.c), the echo
+ * mode's JSON notifications (bench_notify.c) and the text or JSON report
+ * (bench_report.c). */
 #ifndef RINGWS_BENCH_H
 #define RINGWS_BENCH_H
 
@@ -363,6 +364,34 @@ int bench_tls_thread_init(struct bench_thread *t);
 void bench_tls_thread_end(struct bench_thread *t);
 /* What the first handshake of any thread negotiated; "" before one. */
 const char *bench_tls_desc(struct bench *b);
+
+/* ---- bench_notify.c: the echo mode's JSON notifications ---------------- */
+
+#define BENCH_NOTIFY_COUNT 256   /* entries, a power of two */
+#define BENCH_NOTIFY_MIN 128     /* --size bounds: the fields fit, and the */
+#define BENCH_NOTIFY_MAX 65536   /* pool stays within a few MiB */
+#define BENCH_NOTIFY_SLACK 64    /* compressed at most this much over --size */
+
+struct bench_notify {
+    unsigned count;
+    size_t size;                 /* bytes of each entry */
+    uint8_t *plain;              /* entry k at plain + k * size */
+    uint8_t *z;                  /* with deflate: entry k compressed (RFC 7692
+                                  * 7.2.1, without the 00 00 ff ff) at
+                                  * z + z_off[k], z_off[k + 1] - z_off[k] bytes */
+    uint32_t *z_off;
+};
+
+/* Builds the pool of entries of exactly size bytes, compressed too with
+ * deflate.  0, -EINVAL (size out of bounds), -ENOMEM or -EPROTO. */
+int notify_build(struct bench_notify *n, size_t size, bool deflate);
+void notify_free(struct bench_notify *n);
+
+/* The entry a message's seed picks. */
+static inline unsigned notify_pick(const struct bench_notify *n, uint64_t seed)
+{
+    return (unsigned)(seed >> 32) & (n->count - 1);
+}
 
 /* ---- bench_proc.c: what /proc says about the server and the kernel ---- */
 
