@@ -94,6 +94,9 @@ struct bench_opts {
     /* --deflate: offer permessage-deflate (bench_wire.h's offer); what comes
      * compressed is inflated before the mode sees it */
     bool deflate;
+    /* echo --notifications: text messages from bench_notify.c's pool, sent
+     * compressed (RSV1) with --deflate */
+    bool notifications;
 };
 
 /* Counters of one engine thread.  Only that thread writes them (relaxed
@@ -106,6 +109,8 @@ struct bench_stats {
     _Atomic uint64_t echoed_window;     /* ... before the stop time */
     _Atomic uint64_t echoed_bytes;      /* payload bytes of those echoes */
     _Atomic uint64_t mismatches;        /* echoes not byte-exact */
+    _Atomic uint64_t sent_compressed;   /* echo --notifications --deflate: messages
+                                           sent compressed (RSV1) */
     _Atomic uint64_t lost;              /* messages never answered */
     _Atomic uint64_t connect_errors;
     _Atomic uint64_t handshake_errors;  /* answer was not a valid 101 */
@@ -139,7 +144,7 @@ static inline uint64_t stat_get(_Atomic uint64_t *s)
 /* A plain copy of the counters summed over threads. */
 struct bench_sum {
     uint64_t opened, opened_window, open_now, echoed, echoed_window, echoed_bytes;
-    uint64_t mismatches, lost, connect_errors, handshake_errors, handshake_timeouts;
+    uint64_t mismatches, sent_compressed, lost, connect_errors, handshake_errors, handshake_timeouts;
     uint64_t unexpected_closes, protocol_errors, close_timeouts, abandoned, closed;
     uint64_t pings, last_rx_ns;
     uint64_t tls_full, tls_resumed, tls_no_close_notify;
@@ -282,6 +287,7 @@ struct bench {
     const struct bench_mode *mode;
     struct bench_tls *tls;       /* wss://; NULL: plain */
     struct bench_thread *threads;
+    const struct bench_notify *notify; /* echo --notifications; NULL: none */
     unsigned conn_base;          /* first connection of this process (--procs) */
     void *mode_data;             /* what a mode's run shares with its hooks */
     uint64_t salt;               /* varies the echo payloads between runs */

@@ -6,7 +6,9 @@
  * kept in a per-connection queue (echoes come back in order), and every
  * payload is a pure function of (run, connection, sequence number), so an
  * echo is checked chunk by chunk against what it must be without keeping a
- * copy, at any size and however the server's frames are split. */
+ * copy, at any size and however the server's frames are split.  With
+ * --notifications the payload is instead an entry of bench_notify.c's pool,
+ * chosen by the same seed, and compared with it. */
 #include "bench.h"
 
 #include <stdlib.h>
@@ -64,7 +66,9 @@ static bool echo_check(const uint8_t *p, uint64_t seed, uint64_t off, size_t n, 
 
 static uint32_t echo_out_cap(const struct bench_opts *o)
 {
-    return (uint32_t)(o->inflight * (WSC_MAX_HEAD + o->size) +
+    size_t wire = o->size + (o->notifications ? BENCH_NOTIFY_SLACK : 0);
+
+    return (uint32_t)(o->inflight * (WSC_MAX_HEAD + wire) +
                       2 * (WSC_MAX_HEAD + BENCH_CTL_MAX) + 512);
 }
 
@@ -97,34 +101,86 @@ static void echo_on_go(struct bench_thread *t)
     }
 }
 
+/* Queues one message of --notifications: a pool entry, compressed (RSV1
+ * on its only frame) when the pool holds the compressed forms and the
+ * server agreed to permessage-deflate on this connection. */
+static bool echo_put_notify(struct bench_thread *t, struct bench_conn *c,
+                            const struct bench_notify *n)
+{
+    unsigned k = notify_pick(n, echo_seed(t, c, c->sent)), first = WS_FIN | WS_OP_TEXT;
+    const uint8_t *src = n->plain + (size_t)k * n->size;
+    size_t len = n->size, h;
+    uint64_t r;
+    uint8_t *p;
+
+    if (n->z && c->rx.deflate) {
+        first |= WS_RSV1;
+        src = n->z + n->z_off[k];
+        len = n->z_off[k + 1] - n->z_off[k];
+    }
+    p = bench_out_reserve(c, (uint32_t)(WSC_MAX_HEAD + len));
+    if (!p)
+        return false;
+    r = bench_rand(t);
+    h = wsc_frame_write(p, first, src, len, (const uint8_t *)&r);
+    bench_out_commit(t, c, (uint32_t)h);
+    if (first & WS_RSV1)
+        stat_add(&t->st.sent_compressed, 1);
+    return true;
+}
+
+/* Queues one message of the pattern of (run, connection, sequence); first
+ * is FIN and its opcode. */
+static bool echo_put_pattern(struct bench_thread *t, struct bench_conn *c,
+                             const struct bench_opts *o, unsigned first)
+{
+    uint8_t *p = bench_out_reserve(c, (uint32_t)(WSC_MAX_HEAD + o->size));
+    uint64_t r;
+    size_t h;
+
+    if (!p)
+        return false;
+    r = bench_rand(t);
+    h = wsc_frame_head(p, first, o->size, (const uint8_t *)&r);
+    echo_pattern(p + h, echo_seed(t, c, c->sent), 0, o->size, o->text);
+    ws_unmask(p + h, o->size, (const uint8_t *)&r, 0);
+    bench_out_commit(t, c, (uint32_t)(h + o->size));
+    return true;
+}
+
 static void echo_fill(struct bench_thread *t, struct bench_conn *c)
 {
     const struct bench_opts *o = &t->b->o;
+    const struct bench_notify *n = t->b->notify;
     unsigned first = WS_FIN | (o->text ? WS_OP_TEXT : WS_OP_BINARY);
 
     while (c->owed && !t->stopping) {
-        uint64_t r;
-        uint8_t *p;
-        size_t h;
-
         if (!t->budget) {
             t->stopping = true; /* the sweep closes connections as they drain */
             break;
         }
-        p = bench_out_reserve(c, (uint32_t)(WSC_MAX_HEAD + o->size));
-        if (!p)
+        if (!(n ? echo_put_notify(t, c, n) : echo_put_pattern(t, c, o, first)))
             break;
-        r = bench_rand(t);
-        h = wsc_frame_head(p, first, o->size, (const uint8_t *)&r);
-        echo_pattern(p + h, echo_seed(t, c, c->sent), 0, o->size, o->text);
-        ws_unmask(p + h, o->size, (const uint8_t *)&r, 0);
-        bench_out_commit(t, c, (uint32_t)(h + o->size));
         c->ts[c->sent % o->inflight] = t->now;
         c->sent++;
         c->owed--;
         if (t->budget != UINT64_MAX)
             t->budget--;
     }
+}
+
+/* Whether received bytes [off, off + len) of message seq are what was sent. */
+static bool echo_matches(const struct bench_thread *t, const struct bench_conn *c,
+                         uint64_t seq, const struct wsc_event *ev)
+{
+    const struct bench_opts *o = &t->b->o;
+    const struct bench_notify *n = t->b->notify;
+    uint64_t seed = echo_seed(t, c, seq);
+
+    if (n)
+        return !memcmp(ev->data, n->plain + (size_t)notify_pick(n, seed) * n->size +
+                                     c->msg_off, ev->len);
+    return echo_check(ev->data, seed, c->msg_off, ev->len, o->text);
 }
 
 static void echo_on_data(struct bench_thread *t, struct bench_conn *c,
@@ -138,9 +194,7 @@ static void echo_on_data(struct bench_thread *t, struct bench_conn *c,
         c->msg_bad = ev->opcode != want_op || c->rcvd >= c->sent;
     }
     if (!c->msg_bad && ev->len) {
-        c->msg_bad = c->msg_off + ev->len > o->size ||
-                     !echo_check(ev->data, echo_seed(t, c, c->rcvd), c->msg_off, ev->len,
-                                 o->text);
+        c->msg_bad = c->msg_off + ev->len > o->size || !echo_matches(t, c, c->rcvd, ev);
     }
     c->msg_off += ev->len;
     if (!ev->msg_end)
@@ -223,10 +277,19 @@ static int echo_run(struct bench *b)
     struct bench_sum s;
     struct hist lat;
     struct report r;
-    int ret = bench_threads_start(b);
+    struct bench_notify pool;
+    int ret;
 
+    if (o->notifications) {
+        if ((ret = notify_build(&pool, o->size, o->deflate)) < 0) {
+            notify_free(&pool);
+            return ret;
+        }
+        b->notify = &pool;
+    }
+    ret = bench_threads_start(b);
     if (ret < 0)
-        return ret;
+        goto out;
     echo_wait_open(b);
     bench_sum(b, &s);
     go = bench_now_ns();
@@ -260,6 +323,8 @@ static int echo_run(struct bench *b)
         report_u64(&r, "inflight", o->inflight);
         report_u64(&r, "size", o->size);
         report_str(&r, "opcode", o->text ? "text" : "binary");
+        report_str(&r, "payload", o->notifications ? "notifications" : "pattern");
+        report_u64(&r, "sent_compressed", s.sent_compressed);
         report_u64(&r, "threads", o->threads);
         report_u64(&r, "opened", s.opened);
         report_num(&r, "duration_s", window, 3);
@@ -277,7 +342,13 @@ static int echo_run(struct bench *b)
         report_errors(&r, &s);
         report_end(&r);
     }
-    return bench_failed(&s) || !s.opened ? 1 : 0;
+    ret = bench_failed(&s) || !s.opened ? 1 : 0;
+out:
+    if (b->notify) {
+        b->notify = NULL;
+        notify_free(&pool);
+    }
+    return ret;
 }
 
 const struct bench_mode bench_mode_echo = {

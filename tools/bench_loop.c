@@ -1036,6 +1036,7 @@ void bench_sum(struct bench *b, struct bench_sum *s)
         s->echoed_window += stat_get(&st->echoed_window);
         s->echoed_bytes += stat_get(&st->echoed_bytes);
         s->mismatches += stat_get(&st->mismatches);
+        s->sent_compressed += stat_get(&st->sent_compressed);
         s->lost += stat_get(&st->lost);
         s->connect_errors += stat_get(&st->connect_errors);
         s->handshake_errors += stat_get(&st->handshake_errors);

@@ -8,6 +8,7 @@
  * its own file.
  *
  *   ringws-bench echo --url ws://127.0.0.1:8080/echo --conns 100 --inflight 8
+ *   ringws-bench echo --notifications --deflate --size 200 --inflight 8
  *   ringws-bench connect --conns 50 --duration 5
  *   ringws-bench connect --url wss://127.0.0.1:8443/echo --resume --echo
  *   ringws-bench idle --conns 50000 --threads 4 --server-pid PID
@@ -69,7 +70,11 @@ static void bench_usage(FILE *f)
             "  --text             echo: send text messages (default binary)\n"
             "  --deflate          offer permessage-deflate (asking the server to keep no\n"
             "                     context); messages that come compressed are inflated\n"
-            "                     and checked as the plain ones\n"
+            "                     and checked as the plain ones; with --notifications,\n"
+            "                     what is sent goes compressed too (RSV1), as browsers do\n"
+            "  --notifications    echo: text messages of JSON notifications, each of exactly\n"
+            "                     --size bytes (%u..%u), drawn from a pool of %u built\n"
+            "                     (and compressed, with --deflate) once at start-up\n"
             "  --duration S       measured time; idle: hold time (default 5)\n"
             "  --messages M       echo: stop after M messages; connect: after M handshakes;\n"
             "                     fanout: publish M messages (default 10); resume: M\n"
@@ -111,7 +116,8 @@ static void bench_usage(FILE *f)
             "                     to trust\n"
             "  --sni NAME         server name sent (default: the URL's host if it is a\n"
             "                     name; none for an address)\n"
-            "Exit status: 0 clean, 1 a server failure was seen (mismatch, loss, error), 2 usage.\n");
+            "Exit status: 0 clean, 1 a server failure was seen (mismatch, loss, error), 2 usage.\n",
+            BENCH_NOTIFY_MIN, BENCH_NOTIFY_MAX, BENCH_NOTIFY_COUNT);
 }
 
 static int bench_parse_url(struct bench_opts *o, const char *url)
@@ -167,7 +173,7 @@ static int bench_parse_num(const char *s, double lo, double hi, double *out)
 enum { OPT_URL = 256, OPT_CONNS, OPT_INFLIGHT, OPT_SIZE, OPT_TEXT, OPT_DURATION,
        OPT_MESSAGES, OPT_THREADS, OPT_PID, OPT_SRC, OPT_WINDOW, OPT_TIMEOUT, OPT_JSON,
        OPT_RATE, OPT_TOPIC, OPT_TOKEN, OPT_PROCS, OPT_ECHO, OPT_TLS12, OPT_RESUME, OPT_CA,
-       OPT_SNI, OPT_DEFLATE, OPT_SUB_URL, OPT_PER_MESSAGE, OPT_RETRY, OPT_HELP };
+       OPT_SNI, OPT_DEFLATE, OPT_NOTIFICATIONS, OPT_SUB_URL, OPT_PER_MESSAGE, OPT_RETRY, OPT_HELP };
 
 /* Another node's address for subscribers (its path is --url's). */
 static int bench_parse_sub_url(struct bench_opts *o, const char *arg)
@@ -234,6 +240,7 @@ static int bench_apply(struct bench_opts *o, int opt, const char *arg, int *src_
     case OPT_SUB_URL: return bench_parse_sub_url(o, arg);
     case OPT_TEXT: o->text = true; return 0;
     case OPT_DEFLATE: o->deflate = true; return 0;
+    case OPT_NOTIFICATIONS: o->notifications = true; return 0;
     case OPT_JSON: o->json = true; return 0;
     case OPT_DURATION: return bench_parse_num(arg, 0.001, 3600, &o->duration_s);
     case OPT_TIMEOUT: return bench_parse_num(arg, 0.1, 600, &o->timeout_s);
@@ -379,6 +386,15 @@ static int bench_finish_opts(struct bench *b, int src_set, bool threads_set)
         fprintf(stderr, "ringws-bench: --tls12, --resume, --ca and --sni need a wss:// URL\n");
         return -EINVAL;
     }
+    if (o->notifications) {
+        if (b->mode != &bench_mode_echo || o->size < BENCH_NOTIFY_MIN ||
+            o->size > BENCH_NOTIFY_MAX) {
+            fprintf(stderr, "ringws-bench: --notifications is for the echo mode, with --size "
+                    "%u..%u\n", BENCH_NOTIFY_MIN, BENCH_NOTIFY_MAX);
+            return -EINVAL;
+        }
+        o->text = true;
+    }
     if (o->cycle_echo && b->mode != &bench_mode_connect) {
         fprintf(stderr, "ringws-bench: --echo is for the connect mode\n");
         return -EINVAL;
@@ -425,6 +441,7 @@ static int bench_parse_args(int argc, char **argv, struct bench *b)
         {"size", required_argument, NULL, OPT_SIZE},
         {"text", no_argument, NULL, OPT_TEXT},
         {"deflate", no_argument, NULL, OPT_DEFLATE},
+        {"notifications", no_argument, NULL, OPT_NOTIFICATIONS},
         {"duration", required_argument, NULL, OPT_DURATION},
         {"messages", required_argument, NULL, OPT_MESSAGES},
         {"threads", required_argument, NULL, OPT_THREADS},

@@ -107,14 +107,19 @@ def t_echo_large(target):
     eq(out["echoed_total"], 40, "large messages echoed byte-exact")
 
 
-def deflate_sent(target):
-    """The server's count of compressed frames queued (plain targets only:
-    over wss the generator talks to a TLS proxy)."""
+def deflate_count(target, name="sent"):
+    """The server's ringws_deflate_<name>_total: compressed frames queued
+    (sent) or compressed messages received and inflated (inflated); plain
+    targets only: over wss the generator talks to a TLS proxy."""
     if target.tls:
         return None
     port = int(target.base.rsplit(":", 1)[1])
     body = http_get(port, "/metrics", tls=False).body.decode()
-    return int(re.search(r"^ringws_deflate_sent_total (\d+)", body, re.M).group(1))
+    return int(re.search(r"^ringws_deflate_%s_total (\d+)" % name, body, re.M).group(1))
+
+
+def deflate_sent(target):
+    return deflate_count(target, "sent")
 
 
 def t_echo_deflate(target):
@@ -125,6 +130,23 @@ def t_echo_deflate(target):
     eq(out["echoed_total"], 1000, "answers inflated and byte-exact")
     if before is not None:
         eq(deflate_sent(target) - before, 1000, "answers sent compressed")
+
+
+def t_echo_notifications(target, deflate):
+    # JSON notifications of 200 bytes; with --deflate each goes compressed
+    # (RSV1), as a browser sends it, so the server inflates every one, and
+    # its answers come compressed; without, the same messages go plain.
+    before = {n: deflate_count(target, n) for n in ("inflated", "sent")}
+    out = clean(target, "echo", "/echo", "--conns", 4, "--inflight", 4, "--messages", 1000,
+                "--notifications", "--size", 200, *(["--deflate"] if deflate else []))
+    eq(out["echoed_total"], 1000, "notifications echoed byte-exact")
+    want = 1000 if deflate else 0
+    eq((out["payload"], out["sent_compressed"], out["opcode"]), ("notifications", want, "text"),
+       "what was sent")
+    if before["sent"] is not None:
+        grown = {n: deflate_count(target, n) - v for n, v in before.items()}
+        eq(grown, {"inflated": want, "sent": want}, "messages the server inflated, answers "
+           "it sent compressed")
 
 
 def t_fanout_deflate(target):
@@ -275,6 +297,9 @@ def mode_cases(r, target, prefix):
                      ("storm", t_storm), ("echo-deflate", t_echo_deflate),
                      ("fanout-deflate", t_fanout_deflate)):
         r.case(prefix + name, fn, target, timeout=60)
+    r.case(prefix + "echo-notifications", t_echo_notifications, target, False, timeout=60)
+    r.case(prefix + "echo-notifications-deflate", t_echo_notifications, target, True,
+           timeout=60)
 
 
 def tls_cases(r, srv, tmp):
