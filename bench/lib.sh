@@ -1,5 +1,6 @@
 # lib.sh - what the comparison scripts (bench/compare.sh, bench/fanout.sh,
-# bench/tls.sh, bench/history.sh) share; sourced by them, never run.
+# bench/tls.sh, bench/history.sh, bench/echo_deflate.sh) share; sourced by
+# them, never run.
 #
 # Why it exists: both scripts take the same common options, build the same
 # release tree and a libwebsockets peer, start servers pinned to one CPU and
