@@ -14,17 +14,7 @@
 #include <zlib.h>
 
 #include "bench.h"
-
-static int test_failures;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                \
-            test_failures++;                                               \
-        }                                                                  \
-    } while (0)
+#include "../tests/unit/check.h"
 
 /* Inflates one compressed entry as a receiver does (RFC 7692 7.2.2): its
  * length, or -1. */
@@ -99,7 +89,5 @@ int main(void)
         test_pool(size);
     test_pool(4096);
     test_pool(BENCH_NOTIFY_MAX);
-    if (test_failures)
-        fprintf(stderr, "%d check(s) failed\n", test_failures);
-    return test_failures ? 1 : 0;
+    return check_done("bench_notify");
 }

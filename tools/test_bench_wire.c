@@ -8,17 +8,7 @@
 
 #include "bench_hist.h"
 #include "bench_wire.h"
-
-static int test_failures;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                \
-            test_failures++;                                               \
-        }                                                                  \
-    } while (0)
+#include "../tests/unit/check.h"
 
 static const char test_key[] = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -301,7 +291,5 @@ int main(void)
     test_masked_write();
     test_publish();
     test_hist();
-    if (test_failures)
-        fprintf(stderr, "%d checks failed\n", test_failures);
-    return test_failures ? 1 : 0;
+    return check_done("bench_wire");
 }
