@@ -1,7 +1,8 @@
 """report.py - what the tables of bench/compare.sh, bench/fanout.sh,
-bench/tls.sh and bench/echo_deflate.sh share: reading the runs each script wrote (one JSON object per
-line: the run's settings at the top level, the load generator's figures
-under "r"), picking a figure over the runs of one setting, and printing it.
+bench/tls.sh and bench/echo_deflate.sh share: reading the runs each script
+wrote (one JSON object per line: the run's settings at the top level, the
+load generator's figures under "r"), picking a figure over the runs of one
+setting, and printing it.
 Imported by the scripts' table code (PYTHONPATH=bench), never run.
 """
 
